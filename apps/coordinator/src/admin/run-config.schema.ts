@@ -1,0 +1,27 @@
+import { z } from 'zod';
+import { STRATEGY_NAMES } from '@histofed/aggregation';
+import { modelSpecSchema } from '@histofed/protocol';
+
+/** Body of POST /api/runs: every field has a default, unknown fields are refused. */
+export const runConfigInputSchema = z
+  .object({
+    name: z.string().min(1).max(200).default('run'),
+    model: modelSpecSchema.default({ kind: 'small-cnn', imageSize: 32, numClasses: 2 }),
+    strategy: z.enum(STRATEGY_NAMES).default('fedavg'),
+    rounds: z.number().int().min(1).max(10_000).default(3),
+    localEpochs: z.number().int().min(1).max(1000).default(1),
+    batchSize: z.number().int().min(1).max(4096).default(16),
+    learningRate: z.number().positive().max(10).default(0.001),
+    proximalMu: z.number().min(0).max(1000).default(0.01),
+    minSites: z.number().int().min(1).default(1),
+    maxSites: z.number().int().min(1).default(100),
+    roundTimeoutSeconds: z.number().positive().max(7 * 24 * 3600).default(900),
+    waitForSitesSeconds: z.number().positive().max(7 * 24 * 3600).default(900),
+    maxUpdateNorm: z.number().min(0).default(0),
+    personalizeEpochs: z.number().int().min(0).max(1000).default(1),
+    seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
+  })
+  .strict()
+  .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] });
+
+export type RunConfigInput = z.input<typeof runConfigInputSchema>;

@@ -1,0 +1,120 @@
+import {
+  Body,
+  ConflictException,
+  Controller,
+  Get,
+  HttpCode,
+  Inject,
+  NotFoundException,
+  Param,
+  ParseIntPipe,
+  ParseUUIDPipe,
+  Post,
+  UseGuards,
+} from '@nestjs/common';
+import { ApiBearerAuth, ApiBody, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { z } from 'zod';
+import type { CoordinatorStore } from '../persistence/coordinator-store';
+import { COORDINATOR_STORE } from '../persistence/persistence.module';
+import { RunConfig, RunRecord } from '../persistence/records';
+import { RunFailure, RunOrchestrator } from '../runs/run-orchestrator.service';
+import { AdminTokenGuard } from './admin-token.guard';
+import { runConfigInputSchema } from './run-config.schema';
+import { ZodBodyPipe } from './zod-body.pipe';
+
+@ApiTags('runs')
+@ApiBearerAuth()
+@UseGuards(AdminTokenGuard)
+@Controller('api/runs')
+export class RunsController {
+  constructor(
+    @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
+    private readonly orchestrator: RunOrchestrator,
+  ) {}
+
+  @Post()
+  @ApiOperation({ summary: 'Create a run (model, rounds, strategy, participation, deadlines)' })
+  @ApiBody({ schema: z.toJSONSchema(runConfigInputSchema, { io: 'input', unrepresentable: 'any' }) as object })
+  async create(@Body(new ZodBodyPipe(runConfigInputSchema, 'run config')) config: RunConfig): Promise<RunRecord> {
+    return this.store.createRun(config);
+  }
+
+  @Get()
+  @ApiOperation({ summary: 'List runs' })
+  list(): Promise<RunRecord[]> {
+    return this.store.listRuns();
+  }
+
+  @Get(':id')
+  @ApiOperation({ summary: 'One run, with its status and final report' })
+  async get(@Param('id', ParseUUIDPipe) id: string): Promise<RunRecord> {
+    return this.mustGet(id);
+  }
+
+  @Post(':id/start')
+  @HttpCode(200)
+  @ApiOperation({ summary: 'Start a created run' })
+  async start(@Param('id', ParseUUIDPipe) id: string): Promise<RunRecord> {
+    await this.mustGet(id);
+    try {
+      return await this.orchestrator.start(id);
+    } catch (e) {
+      if (e instanceof RunFailure) throw new ConflictException(e.message);
+      throw e;
+    }
+  }
+
+  @Get(':id/rounds')
+  @ApiOperation({ summary: 'Rounds of a run: participants, model hashes, site and central metrics' })
+  async rounds(@Param('id', ParseUUIDPipe) id: string) {
+    await this.mustGet(id);
+    return this.store.listRounds(id);
+  }
+
+  @Get(':id/rounds/:round/contributions')
+  @ApiOperation({ summary: 'Contributions of a round, accepted and rejected (with reasons)' })
+  async contributions(@Param('id', ParseUUIDPipe) id: string, @Param('round', ParseIntPipe) round: number) {
+    await this.mustGet(id);
+    return this.store.listContributions(id, round);
+  }
+
+  @Get(':id/metrics')
+  @ApiOperation({ summary: 'Per-round global metrics, per-site metrics and the final report' })
+  async metrics(@Param('id', ParseUUIDPipe) id: string) {
+    const run = await this.mustGet(id);
+    const rounds = await this.store.listRounds(id);
+    const contributions = await this.store.listContributions(id);
+    const sites = [...new Set(contributions.filter((c) => c.status === 'accepted').map((c) => c.siteId))].sort();
+    return {
+      runId: id,
+      status: run.status,
+      statusReason: run.statusReason,
+      sites,
+      rounds: rounds
+        .filter((r) => r.status === 'completed')
+        .map((r) => ({
+          round: r.round,
+          participants: r.participants,
+          modelHash: r.modelHash,
+          global: r.centralMetrics,
+          sitesValidation: r.siteMetrics,
+          perSite: Object.fromEntries(
+            contributions
+              .filter((c) => c.round === r.round && c.kind === 'round' && c.status === 'accepted')
+              .map((c) => [c.siteId, { ...c.metrics, samples: c.numSamples }]),
+          ),
+          rejected: contributions
+            .filter((c) => c.round === r.round && c.status === 'rejected')
+            .map((c) => ({ siteId: c.siteId, reason: c.reason })),
+        })),
+      final: run.final,
+    };
+  }
+
+  private async mustGet(id: string): Promise<RunRecord> {
+    const run = await this.store.getRun(id);
+    if (!run) throw new NotFoundException(`run ${id} does not exist`);
+    return run;
+  }
+}
+

@@ -1,0 +1,47 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { BoxKeyPair } from '@histofed/crypto';
+import { HealthController } from './admin/health.controller';
+import { ModelsController } from './admin/models.controller';
+import { RunsController } from './admin/runs.controller';
+import { SitesController } from './admin/sites.controller';
+import { AdminTokenGuard } from './admin/admin-token.guard';
+import { COORDINATOR_CONFIG, CoordinatorConfig } from './config/coordinator-config';
+import { CentralEvaluator } from './evaluation/central-evaluator.service';
+import { ContributionService } from './federation/contribution.service';
+import { CoordinatorKeys } from './federation/coordinator-keys';
+import { SiteSessionsService } from './federation/site-sessions.service';
+import { SitesGateway } from './federation/sites.gateway';
+import { JsonLogger, LOGGER } from './logging/json-logger';
+import type { CoordinatorStore } from './persistence/coordinator-store';
+import { COORDINATOR_STORE } from './persistence/persistence.module';
+import { RunOrchestrator } from './runs/run-orchestrator.service';
+
+export interface CoordinatorDependencies {
+  readonly config: CoordinatorConfig;
+  readonly store: CoordinatorStore;
+  readonly keys: BoxKeyPair;
+  readonly logger: JsonLogger;
+}
+
+@Module({})
+export class CoordinatorModule {
+  /** Everything with I/O at start-up (database, key file) is built before Nest and passed in. */
+  static forRoot(deps: CoordinatorDependencies): DynamicModule {
+    return {
+      module: CoordinatorModule,
+      controllers: [HealthController, RunsController, SitesController, ModelsController],
+      providers: [
+        { provide: COORDINATOR_CONFIG, useValue: deps.config },
+        { provide: COORDINATOR_STORE, useValue: deps.store },
+        { provide: LOGGER, useValue: deps.logger },
+        { provide: CoordinatorKeys, useValue: new CoordinatorKeys(deps.keys) },
+        AdminTokenGuard,
+        SiteSessionsService,
+        ContributionService,
+        CentralEvaluator,
+        RunOrchestrator,
+        SitesGateway,
+      ],
+    };
+  }
+}

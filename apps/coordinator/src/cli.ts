@@ -1,0 +1,49 @@
+import { Command, Option } from 'commander';
+import { HistoFedError } from '@histofed/fl-core';
+import { BACKEND_CHOICES } from '@histofed/ml';
+import { CoordinatorFlags, loadCoordinatorConfig } from './config/coordinator-config';
+import { startCoordinator } from './coordinator-app';
+
+export function buildCli(): Command {
+  const program = new Command('histofed-coordinator')
+    .description('HistoFed coordinator: orchestrates federated rounds, aggregates updates, evaluates centrally.')
+    .showHelpAfterError();
+
+  program
+    .command('serve')
+    .description('Run the coordinator (REST admin API + socket.io for sites) until interrupted')
+    .option('--host <host>', 'listen address (env HISTOFED_HOST)', undefined)
+    .option('--port <port>', 'listen port, 0 = any free port (env HISTOFED_PORT, default 8080)')
+    .option('--data-dir <dir>', 'embedded database and key file (env HISTOFED_DATA_DIR, default .histofed/coordinator)')
+    .option('--database-url <url>', 'PostgreSQL server instead of embedded PGlite (env DATABASE_URL)')
+    .option('--admin-token <token>', 'admin API token (env HISTOFED_ADMIN_TOKEN; generated and logged if unset)')
+    .option('--auto-approve', 'approve new sites on first connection (env HISTOFED_AUTO_APPROVE=true)')
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
+    .option('--test-data <dir>', 'BreakHis tree for central evaluation (env HISTOFED_TEST_DATA)')
+    .option('--simulate-sites <n>', 'the test data is a whole tree shared by N simulated sites: evaluate on its held-out cases')
+    .option('--seed <n>', 'seed of the simulated partition (default 1)')
+    .option('--test-fraction <f>', 'share of cases held out for the central test (default 0.25)')
+    .option('--no-resume', 'do not resume runs left running by a previous process')
+    .action(async (opts: CoordinatorFlags) => {
+      const config = loadCoordinatorConfig(process.env, opts);
+      const running = await startCoordinator(config);
+      const stop = async (signal: string) => {
+        process.stdout.write(JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'stopping', signal }) + '\n');
+        await running.close();
+        process.exit(0);
+      };
+      process.once('SIGINT', () => void stop('SIGINT'));
+      process.once('SIGTERM', () => void stop('SIGTERM'));
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildCli().parseAsync(argv);
+  } catch (e) {
+    const message = e instanceof HistoFedError ? e.message : ((e as Error).stack ?? String(e));
+    process.stderr.write(`histofed-coordinator: ${message}\n`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,73 @@
+import 'reflect-metadata';
+import { join } from 'node:path';
+import { NestFactory } from '@nestjs/core';
+import { INestApplication } from '@nestjs/common';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { loadOrCreateBoxKeyPair } from '@histofed/crypto';
+import { selectBackend, parseBackendChoice } from '@histofed/ml';
+import { CoordinatorModule } from './app.module';
+import { CoordinatorConfig } from './config/coordinator-config';
+import { SizedIoAdapter } from './federation/sized-io.adapter';
+import { JsonLogger } from './logging/json-logger';
+import { describeDatabase, openDatabase } from './persistence/data-source';
+import { TypeOrmCoordinatorStore } from './persistence/typeorm-coordinator-store';
+
+export interface RunningCoordinator {
+  readonly app: INestApplication;
+  readonly url: string;
+  readonly config: CoordinatorConfig;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a coordinator: ML backend, database (migrations applied), key pair, HTTP + socket.io.
+ * The OpenAPI document is served at /api/docs (UI) and /api/docs-json.
+ */
+export async function startCoordinator(config: CoordinatorConfig, logger = new JsonLogger()): Promise<RunningCoordinator> {
+  const backend = await selectBackend(parseBackendChoice(config.backend));
+  logger.event('info', 'startup', 'ml backend selected', { backend: backend.name, package: backend.package });
+  const ds = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  logger.event('info', 'startup', 'database ready', { database: describeDatabase(config) });
+  const store = new TypeOrmCoordinatorStore(ds);
+  const { keys, created } = await loadOrCreateBoxKeyPair(join(config.dataDir, 'coordinator-keys.json'));
+  logger.event('info', 'startup', created ? 'coordinator key pair created' : 'coordinator key pair loaded', {
+    boxPublicKey: Buffer.from(keys.publicKey).toString('base64'),
+  });
+
+  const app = await NestFactory.create(CoordinatorModule.forRoot({ config, store, keys, logger }), {
+    logger,
+    bodyParser: true,
+  });
+  app.useWebSocketAdapter(new SizedIoAdapter(app, config.maxMessageBytes));
+  app.enableShutdownHooks();
+  const doc = SwaggerModule.createDocument(
+    app,
+    new DocumentBuilder()
+      .setTitle('HistoFed coordinator')
+      .setDescription('Admin API: sites, runs, rounds, contributions, models. Sites talk socket.io on /sites.')
+      .setVersion('0.1.0')
+      .addBearerAuth()
+      .build(),
+  );
+  SwaggerModule.setup('api/docs', app, doc, { jsonDocumentUrl: 'api/docs-json' });
+  await app.listen(config.port, config.host);
+  const address = app.getHttpServer().address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const url = `http://${config.host}:${port}`;
+  logger.event('info', 'startup', 'coordinator listening', {
+    url,
+    openapi: `${url}/api/docs`,
+    adminToken: config.adminTokenGenerated ? config.adminToken : '(from HISTOFED_ADMIN_TOKEN)',
+    autoApproveSites: config.autoApproveSites,
+    centralTestData: config.testData?.dir ?? null,
+  });
+  return {
+    app,
+    url,
+    config,
+    close: async () => {
+      await app.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,83 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { LabeledImages, Metrics, ModelSpec, WeightSet } from '@histofed/fl-core';
+import { assertHasImages, loadLabeledImages, readBreakHisTree, simulateFederation } from '@histofed/data';
+import { buildModel, classificationMetrics, ensembleProbabilities, evaluateModel, setWeights } from '@histofed/ml';
+import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
+import { JsonLogger, LOGGER } from '../logging/json-logger';
+
+export interface EnsembleEvaluation {
+  readonly members: Record<string, Metrics>;
+  readonly ensemble: Metrics;
+}
+
+/**
+ * Evaluates models on the coordinator's central test split (patient-wise; the cases held out from
+ * every site). The test images are decoded once per input size and kept in memory.
+ */
+@Injectable()
+export class CentralEvaluator {
+  private readonly testSets = new Map<number, Promise<LabeledImages>>();
+
+  constructor(
+    @Inject(COORDINATOR_CONFIG) private readonly config: CoordinatorConfig,
+    @Inject(LOGGER) private readonly logger: JsonLogger,
+  ) {}
+
+  get enabled(): boolean {
+    return this.config.testData !== undefined;
+  }
+
+  private testSet(imageSize: number): Promise<LabeledImages> {
+    let set = this.testSets.get(imageSize);
+    if (!set) {
+      set = this.loadTestSet(imageSize);
+      this.testSets.set(imageSize, set);
+      set.catch(() => this.testSets.delete(imageSize));
+    }
+    return set;
+  }
+
+  private async loadTestSet(imageSize: number): Promise<LabeledImages> {
+    const td = this.config.testData!;
+    const dataset = assertHasImages(await readBreakHisTree(td.dir));
+    const images = td.simulate ? simulateFederation(dataset.images, td.simulate).test : dataset.images;
+    this.logger.event('info', 'evaluation', 'central test set loaded', {
+      dir: td.dir,
+      images: images.length,
+      patients: new Set(images.map((i) => i.patientId)).size,
+      imageSize,
+    });
+    return loadLabeledImages(images, imageSize);
+  }
+
+  async evaluate(spec: ModelSpec, weights: WeightSet): Promise<Metrics | null> {
+    if (!this.enabled) return null;
+    const data = await this.testSet(spec.imageSize);
+    return this.withModel(spec, weights, (model) => evaluateModel(model, data).metrics);
+  }
+
+  /** Evaluates each member and the mean of their probabilities (the ensemble). */
+  async evaluateEnsemble(spec: ModelSpec, members: { id: string; weights: WeightSet }[]): Promise<EnsembleEvaluation | null> {
+    if (!this.enabled || members.length === 0) return null;
+    const data = await this.testSet(spec.imageSize);
+    const probabilities: Float32Array[] = [];
+    const perMember: Record<string, Metrics> = {};
+    for (const m of members) {
+      const r = this.withModel(spec, m.weights, (model) => evaluateModel(model, data));
+      perMember[m.id] = r.metrics;
+      probabilities.push(r.probabilities);
+    }
+    const ensemble = classificationMetrics(data.labels, ensembleProbabilities(probabilities), spec.numClasses, data.groups);
+    return { members: perMember, ensemble };
+  }
+
+  private withModel<T>(spec: ModelSpec, weights: WeightSet, use: (model: ReturnType<typeof buildModel>) => T): T {
+    const model = buildModel(spec);
+    try {
+      setWeights(model, weights);
+      return use(model);
+    } finally {
+      model.dispose();
+    }
+  }
+}

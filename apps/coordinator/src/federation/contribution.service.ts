@@ -1,0 +1,134 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { encodeWeights, parameterCount } from '@histofed/fl-core';
+import { fromBase64, open } from '@histofed/crypto';
+import { Ack, SealedUpdate, TaskFailed, decodeUpdateEnvelope } from '@histofed/protocol';
+import { JsonLogger, LOGGER } from '../logging/json-logger';
+import type { CoordinatorStore } from '../persistence/coordinator-store';
+import { COORDINATOR_STORE } from '../persistence/persistence.module';
+import { ContributionKind } from '../persistence/records';
+import { checkContributionWeights } from './contribution-checks';
+import { CoordinatorKeys } from './coordinator-keys';
+import { RoundCollection } from './round-collection';
+
+const key = (runId: string, round: number, kind: ContributionKind) => `${runId}/${round}/${kind}`;
+
+/**
+ * Receives sealed contributions: opens them, validates every part, records the outcome (accepted
+ * or rejected with its reason) and hands accepted ones to the open round. Rejected updates never
+ * reach an aggregate.
+ */
+@Injectable()
+export class ContributionService {
+  private readonly open = new Map<string, RoundCollection>();
+
+  constructor(
+    @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
+    @Inject(LOGGER) private readonly logger: JsonLogger,
+    private readonly keys: CoordinatorKeys,
+  ) {}
+
+  openCollection(c: RoundCollection): void {
+    this.open.set(key(c.runId, c.round, c.kind), c);
+    void c.outcome.then(() => this.open.delete(key(c.runId, c.round, c.kind)));
+  }
+
+  siteLeft(siteId: string): void {
+    for (const c of this.open.values()) c.markMissing(siteId, 'site disconnected');
+  }
+
+  async receive(siteId: string, update: SealedUpdate): Promise<Ack> {
+    const reject = async (reason: string, round = update.round): Promise<Ack> => {
+      this.logger.event('warn', 'contributions', 'contribution rejected', {
+        siteId,
+        runId: update.runId,
+        round,
+        kind: update.kind,
+        reason,
+      });
+      if (await this.store.getRun(update.runId)) {
+        await this.store.addContribution({
+          runId: update.runId,
+          round,
+          kind: update.kind,
+          siteId,
+          status: 'rejected',
+          reason,
+          numSamples: null,
+          metrics: null,
+          modelHash: null,
+          bytes: update.sealed.length,
+        });
+      }
+      return { ok: false, error: reason };
+    };
+
+    if (update.siteId !== siteId) return reject(`update claims site ${update.siteId} but comes from ${siteId}`);
+    const collection = this.open.get(key(update.runId, update.round, update.kind));
+    if (!collection) return reject(`no open ${update.kind} task for run ${update.runId} round ${update.round}`);
+    const refusal = collection.refusal(siteId);
+    if (refusal) return reject(refusal);
+
+    const site = await this.store.getSite(siteId);
+    if (!site || site.status !== 'approved') return reject(`site ${siteId} is not approved`);
+    let plaintext: Uint8Array;
+    try {
+      plaintext = open(
+        { nonce: fromBase64(update.nonce), ciphertext: update.sealed },
+        fromBase64(site.boxPublicKey),
+        this.keys.box.secretKey,
+        `update from ${siteId}`,
+      );
+    } catch (e) {
+      return reject((e as Error).message);
+    }
+    let envelope;
+    try {
+      envelope = decodeUpdateEnvelope(plaintext, `update from ${siteId}`);
+    } catch (e) {
+      return reject((e as Error).message);
+    }
+    const h = envelope.header;
+    if (h.runId !== update.runId || h.round !== update.round || h.kind !== update.kind || h.siteId !== siteId) {
+      return reject('sealed header does not match the message (run, round, kind or site)');
+    }
+    if (h.baseModelHash !== collection.baseModelHash) {
+      return reject(`update was trained from model ${h.baseModelHash.slice(0, 12)}, round ${h.round} sent ${collection.baseModelHash.slice(0, 12)}`);
+    }
+    const problem = checkContributionWeights(collection.layout, collection.baseWeights, envelope.weights, collection.maxUpdateNorm);
+    if (problem) return reject(problem);
+    // Recheck: the collection may have closed while we were decrypting.
+    const late = collection.refusal(siteId);
+    if (late) return reject(late);
+
+    const modelHash = await this.store.putModel(encodeWeights(envelope.weights), parameterCount(envelope.weights));
+    await this.store.addContribution({
+      runId: h.runId,
+      round: h.round,
+      kind: h.kind,
+      siteId,
+      status: 'accepted',
+      reason: null,
+      numSamples: h.numSamples,
+      metrics: h.metrics,
+      modelHash,
+      bytes: update.sealed.length,
+    });
+    collection.accept(siteId, h.numSamples, envelope.weights, h.metrics);
+    this.logger.event('info', 'contributions', 'contribution accepted', {
+      siteId,
+      runId: h.runId,
+      round: h.round,
+      kind: h.kind,
+      numSamples: h.numSamples,
+      metrics: h.metrics,
+    });
+    return { ok: true };
+  }
+
+  async failed(siteId: string, failure: TaskFailed): Promise<Ack> {
+    const c = this.open.get(key(failure.runId, failure.round, failure.kind));
+    this.logger.event('warn', 'contributions', 'site reports a failed task', { siteId, ...failure });
+    c?.markMissing(siteId, `site failed: ${failure.reason}`);
+    return { ok: true };
+  }
+}

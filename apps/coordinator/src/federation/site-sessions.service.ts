@@ -1,0 +1,139 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Socket } from 'socket.io';
+import { AvailableSite } from '@histofed/aggregation';
+import { toBase64 } from '@histofed/crypto';
+import {
+  Ack,
+  CoordinatorEvents,
+  HelloAck,
+  PROTOCOL_VERSION,
+  SiteHello,
+  TrainTask,
+  ackSchema,
+  validateMessage,
+} from '@histofed/protocol';
+import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
+import { JsonLogger, LOGGER } from '../logging/json-logger';
+import { COORDINATOR_STORE } from '../persistence/persistence.module';
+import type { CoordinatorStore } from '../persistence/coordinator-store';
+import { CoordinatorKeys } from './coordinator-keys';
+
+interface Session {
+  readonly siteId: string;
+  readonly socket: Socket;
+  readonly trainSamples: number;
+}
+
+/**
+ * Which sites are connected right now, on which socket, and how to reach them. A site is
+ * identified by the id and box key it registered; a second connection with the same id replaces
+ * the first.
+ */
+@Injectable()
+export class SiteSessionsService {
+  private readonly bySocket = new Map<string, Session>();
+  private readonly bySite = new Map<string, Session>();
+  private readonly disconnectListeners: ((siteId: string) => void)[] = [];
+
+  constructor(
+    @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
+    @Inject(COORDINATOR_CONFIG) private readonly config: CoordinatorConfig,
+    @Inject(LOGGER) private readonly logger: JsonLogger,
+    private readonly keys: CoordinatorKeys,
+  ) {}
+
+  async hello(socket: Socket, hello: SiteHello): Promise<HelloAck> {
+    if (hello.protocolVersion !== PROTOCOL_VERSION) {
+      return { ok: false, error: `protocol version ${hello.protocolVersion} not supported (coordinator speaks ${PROTOCOL_VERSION})` };
+    }
+    const known = await this.store.getSite(hello.siteId);
+    if (known && known.boxPublicKey !== hello.boxPublicKey) {
+      return { ok: false, error: `site ${hello.siteId} is enrolled with another key` };
+    }
+    if (known?.status === 'revoked') return { ok: false, error: `site ${hello.siteId} is revoked` };
+    const site = await this.store.upsertSiteOnHello(
+      {
+        siteId: hello.siteId,
+        boxPublicKey: hello.boxPublicKey,
+        backend: hello.backend,
+        software: hello.software,
+        trainSamples: hello.trainSamples,
+        validationSamples: hello.validationSamples,
+      },
+      this.config.autoApproveSites ? 'approved' : 'pending',
+    );
+    const previous = this.bySite.get(hello.siteId);
+    if (previous && previous.socket.id !== socket.id) {
+      this.bySocket.delete(previous.socket.id);
+      previous.socket.disconnect(true);
+    }
+    const session = { siteId: hello.siteId, socket, trainSamples: hello.trainSamples };
+    this.bySocket.set(socket.id, session);
+    this.bySite.set(hello.siteId, session);
+    this.logger.event('info', 'sites', 'site connected', {
+      siteId: hello.siteId,
+      status: site.status,
+      backend: hello.backend,
+      trainSamples: hello.trainSamples,
+    });
+    return { ok: true, coordinatorBoxPublicKey: toBase64(this.keys.box.publicKey), maxMessageBytes: this.config.maxMessageBytes };
+  }
+
+  siteOf(socketId: string): string | undefined {
+    return this.bySocket.get(socketId)?.siteId;
+  }
+
+  disconnected(socketId: string): void {
+    const s = this.bySocket.get(socketId);
+    if (!s) return;
+    this.bySocket.delete(socketId);
+    if (this.bySite.get(s.siteId)?.socket.id === socketId) {
+      this.bySite.delete(s.siteId);
+      this.logger.event('info', 'sites', 'site disconnected', { siteId: s.siteId });
+      for (const l of this.disconnectListeners) l(s.siteId);
+    }
+  }
+
+  onDisconnect(listener: (siteId: string) => void): void {
+    this.disconnectListeners.push(listener);
+  }
+
+  isConnected(siteId: string): boolean {
+    return this.bySite.has(siteId);
+  }
+
+  connectedSiteIds(): string[] {
+    return [...this.bySite.keys()].sort();
+  }
+
+  /** Connected sites that an administrator approved. */
+  async available(): Promise<AvailableSite[]> {
+    const out: AvailableSite[] = [];
+    for (const s of this.bySite.values()) {
+      const record = await this.store.getSite(s.siteId);
+      if (record?.status === 'approved') out.push({ siteId: s.siteId, trainSamples: s.trainSamples });
+    }
+    return out.sort((a, b) => a.siteId.localeCompare(b.siteId));
+  }
+
+  /** Sends a training task; resolves with the site's acknowledgement or a timeout/disconnect error. */
+  async sendTask(siteId: string, task: TrainTask, timeoutMs: number): Promise<Ack> {
+    const session = this.bySite.get(siteId);
+    if (!session) return { ok: false, error: `site ${siteId} is not connected` };
+    try {
+      const raw = await session.socket.timeout(timeoutMs).emitWithAck(CoordinatorEvents.train, task);
+      const ack = validateMessage(ackSchema, raw, `ack from ${siteId}`);
+      return ack.ok ? ack.value : { ok: false, error: ack.reason };
+    } catch (e) {
+      return { ok: false, error: `site ${siteId} did not acknowledge the task: ${(e as Error).message}` };
+    }
+  }
+
+  /** Drops a revoked site at once. */
+  kick(siteId: string, reason: string): void {
+    const s = this.bySite.get(siteId);
+    if (!s) return;
+    this.logger.event('warn', 'sites', 'disconnecting site', { siteId, reason });
+    s.socket.disconnect(true);
+  }
+}

@@ -1,0 +1,135 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DataSource } from 'typeorm';
+import { encodeWeights, namedTensor, sha256Hex } from '@histofed/fl-core';
+import { openDatabase } from './data-source';
+import { RunConfig } from './records';
+import { TypeOrmCoordinatorStore } from './typeorm-coordinator-store';
+
+/**
+ * The persistence suite runs on embedded PGlite always, and on a PostgreSQL server too when
+ * DATABASE_URL is set (as .ci/run does). Each server run uses a fresh schema.
+ */
+const backends: [string, () => Promise<DataSource>][] = [
+  ['pglite', () => openDatabase({ dataDir: mkdtempSync(join(tmpdir(), 'hf-store-')) })],
+];
+if (process.env.DATABASE_URL) {
+  backends.push([
+    'postgresql',
+    async () => {
+      const schema = `test_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
+      const admin = new DataSource({ type: 'postgres', url: process.env.DATABASE_URL });
+      await admin.initialize();
+      await admin.query(`CREATE SCHEMA ${schema}`);
+      await admin.destroy();
+      const url = new URL(process.env.DATABASE_URL as string);
+      url.searchParams.set('options', `-c search_path=${schema}`);
+      return openDatabase({ dataDir: '', databaseUrl: url.toString() });
+    },
+  ]);
+}
+
+const config: RunConfig = {
+  name: 'test',
+  model: { kind: 'small-cnn', imageSize: 32, numClasses: 2 },
+  strategy: 'fedavg',
+  rounds: 2,
+  localEpochs: 1,
+  batchSize: 8,
+  learningRate: 0.001,
+  proximalMu: 0.01,
+  minSites: 1,
+  maxSites: 10,
+  roundTimeoutSeconds: 60,
+  waitForSitesSeconds: 60,
+  maxUpdateNorm: 0,
+  personalizeEpochs: 1,
+  seed: 1,
+};
+
+describe.each(backends)('coordinator store on %s', (_name, open) => {
+  let ds: DataSource;
+  let store: TypeOrmCoordinatorStore;
+  beforeAll(async () => {
+    ds = await open();
+    store = new TypeOrmCoordinatorStore(ds);
+  });
+  afterAll(async () => store.close());
+
+  it('applies the migrations (no synchronize)', async () => {
+    const applied = await ds.query('SELECT name FROM migrations');
+    expect(applied.map((r: { name: string }) => r.name)).toContain('InitialSchema1764200000000');
+  });
+
+  it('stores weights content-addressed, once, byte-exact', async () => {
+    const bytes = encodeWeights([namedTensor('w', [3], [1, -2, 3.5])]);
+    const h1 = await store.putModel(bytes, 3);
+    const h2 = await store.putModel(bytes, 3);
+    expect(h1).toBe(sha256Hex(bytes));
+    expect(h2).toBe(h1);
+    const [{ n }] = await ds.query('SELECT count(*)::int AS n FROM models WHERE hash = $1', [h1]);
+    expect(n).toBe(1);
+    const back = await store.getModel(h1);
+    expect(Buffer.from(back!.bytes).equals(Buffer.from(bytes))).toBe(true);
+    expect(await store.getModel('0'.repeat(64))).toBeNull();
+  });
+
+  it('keeps a site status across hellos and records runs, rounds and contributions', async () => {
+    const site = { siteId: 'hospital-a', boxPublicKey: 'k', backend: 'wasm', software: 's', trainSamples: 5, validationSamples: 1 };
+    expect((await store.upsertSiteOnHello(site, 'pending')).status).toBe('pending');
+    await store.setSiteStatus('hospital-a', 'approved');
+    expect((await store.upsertSiteOnHello({ ...site, trainSamples: 7 }, 'pending')).status).toBe('approved');
+    expect((await store.getSite('hospital-a'))!.trainSamples).toBe(7);
+
+    const run = await store.createRun(config);
+    expect(run.status).toBe('created');
+    const model = await store.putModel(encodeWeights([namedTensor('w', [1], [1])]), 1);
+    await store.updateRun(run.id, { status: 'running', currentModelHash: model });
+    const started = new Date();
+    await store.saveRound({
+      runId: run.id,
+      round: 1,
+      status: 'training',
+      participants: ['hospital-a'],
+      baseModelHash: model,
+      modelHash: null,
+      siteMetrics: null,
+      centralMetrics: null,
+      reason: null,
+      startedAt: started,
+      completedAt: null,
+    });
+    await store.saveRound({
+      ...(await store.listRounds(run.id))[0],
+      status: 'completed',
+      modelHash: model,
+      centralMetrics: { accuracy: 0.5 },
+      completedAt: new Date(),
+    });
+    const rounds = await store.listRounds(run.id);
+    expect(rounds).toHaveLength(1);
+    expect(rounds[0].centralMetrics).toEqual({ accuracy: 0.5 });
+    await store.addContribution({
+      runId: run.id,
+      round: 1,
+      kind: 'round',
+      siteId: 'hospital-a',
+      status: 'rejected',
+      reason: 'wrong round',
+      numSamples: null,
+      metrics: null,
+      modelHash: null,
+      bytes: 10,
+    });
+    const contributions = await store.listContributions(run.id, 1);
+    expect(contributions.map((c) => [c.status, c.reason])).toEqual([['rejected', 'wrong round']]);
+    expect((await store.listRunsWithStatus('running')).map((r) => r.id)).toContain(run.id);
+  });
+
+  it('refuses a run pointing at a model that does not exist (foreign key)', async () => {
+    const run = await store.createRun(config);
+    await expect(store.updateRun(run.id, { currentModelHash: 'e'.repeat(64) })).rejects.toThrow();
+    expect((await store.getRun(run.id))!.currentModelHash).toBeNull();
+  });
+});

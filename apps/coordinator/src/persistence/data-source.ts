@@ -1,0 +1,41 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DataSource } from 'typeorm';
+import { PGliteDriver } from 'typeorm-pglite';
+import { ContributionEntity } from './entities/contribution.entity';
+import { ModelEntity } from './entities/model.entity';
+import { RoundEntity } from './entities/round.entity';
+import { RunEntity } from './entities/run.entity';
+import { SiteEntity } from './entities/site.entity';
+import { InitialSchema1764200000000 } from './migrations/1764200000000-initial-schema';
+
+export const ENTITIES = [SiteEntity, RunEntity, RoundEntity, ContributionEntity, ModelEntity];
+export const MIGRATIONS = [InitialSchema1764200000000];
+
+export interface DatabaseOptions {
+  /** postgres://... for a PostgreSQL server; otherwise embedded PGlite under dataDir/pgdata. */
+  readonly databaseUrl?: string;
+  readonly dataDir: string;
+}
+
+/** Describes where the data lives, for start-up logs (password removed). */
+export function describeDatabase(options: DatabaseOptions): string {
+  if (options.databaseUrl) return options.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+  return `pglite:${join(options.dataDir, 'pgdata')}`;
+}
+
+/** Opens the database and applies pending migrations (never `synchronize`). */
+export async function openDatabase(options: DatabaseOptions): Promise<DataSource> {
+  const common = { entities: ENTITIES, migrations: MIGRATIONS, synchronize: false, logging: false } as const;
+  let ds: DataSource;
+  if (options.databaseUrl) {
+    ds = new DataSource({ type: 'postgres', url: options.databaseUrl, ...common });
+  } else {
+    const dir = join(options.dataDir, 'pgdata');
+    mkdirSync(dir, { recursive: true });
+    ds = new DataSource({ type: 'postgres', driver: new PGliteDriver({ dataDir: dir }).driver, ...common });
+  }
+  await ds.initialize();
+  await ds.runMigrations({ transaction: 'each' });
+  return ds;
+}

@@ -1,0 +1,99 @@
+import { Metrics, ModelSpec } from '@histofed/fl-core';
+
+/** Plain records the services work with. The TypeORM entities stay inside persistence/. */
+
+export type SiteStatus = 'pending' | 'approved' | 'revoked';
+export interface SiteRecord {
+  readonly siteId: string;
+  readonly boxPublicKey: string;
+  readonly status: SiteStatus;
+  readonly backend: string;
+  readonly software: string;
+  readonly trainSamples: number;
+  readonly validationSamples: number;
+  readonly firstSeenAt: Date;
+  readonly lastSeenAt: Date;
+}
+
+/** What an administrator chooses when creating a run. */
+export interface RunConfig {
+  readonly name: string;
+  readonly model: ModelSpec;
+  readonly strategy: string;
+  readonly rounds: number;
+  readonly localEpochs: number;
+  readonly batchSize: number;
+  readonly learningRate: number;
+  readonly proximalMu: number;
+  readonly minSites: number;
+  readonly maxSites: number;
+  /** Seconds a round waits for contributions after sending the task. */
+  readonly roundTimeoutSeconds: number;
+  /** Seconds to wait for minSites approved sites to be connected before a round starts. */
+  readonly waitForSitesSeconds: number;
+  /** Reject updates whose L2 distance to the global model exceeds this (0 = no bound). */
+  readonly maxUpdateNorm: number;
+  /** Local fine-tuning epochs at the end of the run (0 = no personalization, no per-site ensemble). */
+  readonly personalizeEpochs: number;
+  readonly seed: number;
+}
+
+export type RunStatus = 'created' | 'running' | 'completed' | 'failed';
+
+export interface FinalReport {
+  readonly global: Metrics | null;
+  readonly perSite: Record<string, Metrics | null>;
+  readonly ensemble: Metrics | null;
+  readonly ensembleMembers: string[];
+}
+
+export interface RunRecord {
+  readonly id: string;
+  readonly status: RunStatus;
+  readonly statusReason: string | null;
+  readonly config: RunConfig;
+  readonly completedRounds: number;
+  readonly currentModelHash: string | null;
+  readonly final: FinalReport | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+}
+
+export type RoundStatus = 'training' | 'completed' | 'failed';
+export interface RoundRecord {
+  readonly runId: string;
+  readonly round: number;
+  readonly status: RoundStatus;
+  readonly participants: string[];
+  readonly baseModelHash: string;
+  readonly modelHash: string | null;
+  /** Sample-weighted mean of the sites' local validation metrics. */
+  readonly siteMetrics: Metrics | null;
+  /** The new global model on the coordinator's central test split. */
+  readonly centralMetrics: Metrics | null;
+  readonly reason: string | null;
+  readonly startedAt: Date;
+  readonly completedAt: Date | null;
+}
+
+export type ContributionKind = 'round' | 'personalize';
+export interface ContributionRecord {
+  readonly id: string;
+  readonly runId: string;
+  readonly round: number;
+  readonly kind: ContributionKind;
+  readonly siteId: string;
+  readonly status: 'accepted' | 'rejected';
+  readonly reason: string | null;
+  readonly numSamples: number | null;
+  readonly metrics: Metrics | null;
+  readonly modelHash: string | null;
+  readonly bytes: number;
+  readonly receivedAt: Date;
+}
+
+export interface StoredModel {
+  readonly hash: string;
+  readonly bytes: Uint8Array;
+  readonly parameterCount: number;
+}

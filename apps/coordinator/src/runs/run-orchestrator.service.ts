@@ -1,0 +1,266 @@
+import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, parameterCount } from '@histofed/fl-core';
+import { Strategy, createStrategy } from '@histofed/aggregation';
+import { buildModel, getWeights } from '@histofed/ml';
+import { TrainTask } from '@histofed/protocol';
+import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
+import { CentralEvaluator } from '../evaluation/central-evaluator.service';
+import { ContributionService } from '../federation/contribution.service';
+import { RoundCollection } from '../federation/round-collection';
+import { SiteSessionsService } from '../federation/site-sessions.service';
+import { JsonLogger, LOGGER } from '../logging/json-logger';
+import type { CoordinatorStore } from '../persistence/coordinator-store';
+import { COORDINATOR_STORE } from '../persistence/persistence.module';
+import { ContributionKind, FinalReport, RunConfig, RunRecord } from '../persistence/records';
+
+/** A run cannot go on; the reason is stored on the run. */
+export class RunFailure extends HistoFedError {
+  constructor(message: string) {
+    super('RUN_FAILED', message);
+  }
+}
+
+const ROUND_ATTEMPTS = 3;
+const ACK_TIMEOUT_MS = 120_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface GlobalModel {
+  readonly weights: WeightSet;
+  readonly hash: string;
+}
+
+/**
+ * Drives runs: picks the sites of each round (through the run's Strategy), sends the global model,
+ * collects contributions until all participants answered or the deadline passed, aggregates,
+ * stores and evaluates the new global model. Every step is persisted, so a restarted coordinator
+ * resumes a run at its last completed round.
+ */
+@Injectable()
+export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly active = new Map<string, Promise<void>>();
+  private stopping = false;
+
+  constructor(
+    @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
+    @Inject(COORDINATOR_CONFIG) private readonly config: CoordinatorConfig,
+    @Inject(LOGGER) private readonly logger: JsonLogger,
+    private readonly sessions: SiteSessionsService,
+    private readonly contributions: ContributionService,
+    private readonly evaluator: CentralEvaluator,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    if (!this.config.resumeRuns) return;
+    for (const run of await this.store.listRunsWithStatus('running')) {
+      this.logger.event('info', 'runs', 'resuming run', { runId: run.id, completedRounds: run.completedRounds });
+      this.launch(run.id);
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.stopping = true;
+  }
+
+  /** Starts a created run. Throws RunFailure with the reason when it cannot start. */
+  async start(runId: string): Promise<RunRecord> {
+    const run = await this.store.getRun(runId);
+    if (!run) throw new RunFailure(`run ${runId} does not exist`);
+    if (run.status !== 'created') throw new RunFailure(`run ${runId} is ${run.status}; only a created run can start`);
+    createStrategy(run.config.strategy);
+    const started = await this.store.updateRun(runId, { status: 'running', statusReason: null });
+    this.launch(runId);
+    return started;
+  }
+
+  /** Resolves when the run's loop in this process ends (for tests and the CLI). */
+  whenIdle(runId: string): Promise<void> {
+    return this.active.get(runId) ?? Promise.resolve();
+  }
+
+  private launch(runId: string): void {
+    if (this.active.has(runId)) return;
+    const loop = this.execute(runId)
+      .catch(async (e) => {
+        const reason = e instanceof HistoFedError ? e.message : `internal error: ${(e as Error).stack ?? e}`;
+        this.logger.event('error', 'runs', 'run failed', { runId, reason });
+        if (!this.stopping) await this.store.updateRun(runId, { status: 'failed', statusReason: reason });
+      })
+      .finally(() => this.active.delete(runId));
+    this.active.set(runId, loop);
+  }
+
+  private async execute(runId: string): Promise<void> {
+    const run = (await this.store.getRun(runId))!;
+    const cfg = run.config;
+    const strategy = createStrategy(cfg.strategy);
+    let global = await this.currentGlobal(run);
+    for (let round = run.completedRounds + 1; round <= cfg.rounds; round++) {
+      if (this.stopping) return;
+      global = await this.runRound(runId, cfg, round, global, strategy);
+    }
+    if (this.stopping) return;
+    const final = await this.finish(runId, cfg, global);
+    await this.store.updateRun(runId, { status: 'completed', final });
+    this.logger.event('info', 'runs', 'run completed', { runId, final });
+  }
+
+  private async currentGlobal(run: RunRecord): Promise<GlobalModel> {
+    if (run.currentModelHash) {
+      const stored = await this.store.getModel(run.currentModelHash);
+      if (!stored) throw new RunFailure(`run ${run.id}: global model ${run.currentModelHash} is missing from the store`);
+      return { weights: decodeWeights(stored.bytes, `model ${stored.hash}`), hash: stored.hash };
+    }
+    const model = buildModel(run.config.model, run.config.seed);
+    const weights = getWeights(model);
+    model.dispose();
+    const hash = await this.store.putModel(encodeWeights(weights), parameterCount(weights));
+    await this.store.updateRun(run.id, { currentModelHash: hash });
+    this.logger.event('info', 'runs', 'initial global model', { runId: run.id, modelHash: hash, parameters: parameterCount(weights) });
+    return { weights, hash };
+  }
+
+  private async waitForParticipants(cfg: RunConfig, runId: string, round: number, strategy: Strategy): Promise<string[]> {
+    const deadline = Date.now() + cfg.waitForSitesSeconds * 1000;
+    let lastReason = '';
+    for (;;) {
+      const plan = strategy.configureRound({
+        round,
+        available: await this.sessions.available(),
+        minSites: cfg.minSites,
+        maxSites: cfg.maxSites,
+        seed: cfg.seed,
+      });
+      if (plan.kind === 'train') return [...plan.participants];
+      if (plan.reason !== lastReason) {
+        this.logger.event('info', 'runs', 'waiting for sites', { runId, round, reason: plan.reason });
+        lastReason = plan.reason;
+      }
+      if (Date.now() > deadline) throw new RunFailure(`${plan.reason} after waiting ${cfg.waitForSitesSeconds} s`);
+      if (this.stopping) throw new RunFailure('coordinator stopping');
+      await sleep(500);
+    }
+  }
+
+  /** Sends the task to every participant and waits for the collection to settle. */
+  private async collect(
+    runId: string,
+    cfg: RunConfig,
+    round: number,
+    kind: ContributionKind,
+    participants: string[],
+    global: GlobalModel,
+    localEpochs: number,
+  ) {
+    const collection = new RoundCollection(
+      runId,
+      round,
+      kind,
+      new Set(participants),
+      global.hash,
+      global.weights,
+      cfg.maxUpdateNorm,
+      cfg.roundTimeoutSeconds * 1000,
+    );
+    this.contributions.openCollection(collection);
+    const task: TrainTask = {
+      kind,
+      modelHash: global.hash,
+      weights: Buffer.from(encodeWeights(global.weights)),
+      config: {
+        runId,
+        round,
+        model: cfg.model,
+        localEpochs,
+        batchSize: cfg.batchSize,
+        learningRate: cfg.learningRate,
+        proximalMu: cfg.proximalMu,
+        seed: cfg.seed * 10_007 + round,
+      },
+    };
+    for (const siteId of participants) {
+      void this.sessions.sendTask(siteId, task, ACK_TIMEOUT_MS).then((ack) => {
+        if (!ack.ok) collection.markMissing(siteId, ack.error);
+      });
+    }
+    return collection.outcome;
+  }
+
+  private async runRound(runId: string, cfg: RunConfig, round: number, global: GlobalModel, strategy: Strategy): Promise<GlobalModel> {
+    for (let attempt = 1; attempt <= ROUND_ATTEMPTS; attempt++) {
+      const participants = await this.waitForParticipants(cfg, runId, round, strategy);
+      const startedAt = new Date();
+      const base = {
+        runId,
+        round,
+        participants,
+        baseModelHash: global.hash,
+        startedAt,
+        siteMetrics: null,
+        centralMetrics: null,
+      };
+      await this.store.saveRound({ ...base, status: 'training', modelHash: null, reason: null, completedAt: null });
+      this.logger.event('info', 'runs', 'round started', { runId, round, rounds: cfg.rounds, attempt, participants });
+      const outcome = await this.collect(runId, cfg, round, 'round', participants, global, cfg.localEpochs);
+      if (this.stopping) throw new RunFailure('coordinator stopping');
+      if (outcome.results.length < cfg.minSites) {
+        const reason = `${outcome.results.length} of ${participants.length} sites contributed, the run needs ${cfg.minSites}: ${JSON.stringify(outcome.missing)}`;
+        await this.store.saveRound({ ...base, status: 'failed', modelHash: null, reason, completedAt: new Date() });
+        this.logger.event('warn', 'runs', 'round failed', { runId, round, attempt, reason });
+        continue;
+      }
+      const weights = strategy.aggregate(global.weights, outcome.results);
+      const hash = await this.store.putModel(encodeWeights(weights), parameterCount(weights));
+      const siteMetrics = strategy.aggregateMetrics(outcome.results);
+      const centralMetrics = await this.evaluator.evaluate(cfg.model, weights);
+      const missing = Object.keys(outcome.missing).length ? JSON.stringify(outcome.missing) : null;
+      await this.store.saveRound({
+        ...base,
+        participants: outcome.results.map((r) => r.siteId),
+        status: 'completed',
+        modelHash: hash,
+        siteMetrics,
+        centralMetrics,
+        reason: missing,
+        completedAt: new Date(),
+      });
+      await this.store.updateRun(runId, { completedRounds: round, currentModelHash: hash });
+      this.logger.event('info', 'runs', 'round completed', {
+        runId,
+        round,
+        rounds: cfg.rounds,
+        contributors: outcome.results.map((r) => r.siteId),
+        missing: outcome.missing,
+        modelHash: hash,
+        siteMetrics,
+        centralMetrics,
+      });
+      return { weights, hash };
+    }
+    throw new RunFailure(`round ${round} failed ${ROUND_ATTEMPTS} times; see the round's reason`);
+  }
+
+  /** Personalization and ensemble: each site fine-tunes the global model; all are evaluated centrally. */
+  private async finish(runId: string, cfg: RunConfig, global: GlobalModel): Promise<FinalReport> {
+    const perSiteWeights: { id: string; weights: WeightSet }[] = [];
+    if (cfg.personalizeEpochs > 0) {
+      const available = (await this.sessions.available()).map((s) => s.siteId);
+      if (available.length > 0) {
+        this.logger.event('info', 'runs', 'personalization started', { runId, sites: available });
+        const outcome = await this.collect(runId, cfg, cfg.rounds, 'personalize', available, global, cfg.personalizeEpochs);
+        for (const r of outcome.results) perSiteWeights.push({ id: r.siteId, weights: r.weights });
+        if (Object.keys(outcome.missing).length) {
+          this.logger.event('warn', 'runs', 'sites missing from personalization', { runId, missing: outcome.missing });
+        }
+      }
+    }
+    const evaluation = await this.evaluator.evaluateEnsemble(cfg.model, [{ id: 'global', weights: global.weights }, ...perSiteWeights]);
+    const perSite: Record<string, Metrics | null> = {};
+    for (const m of perSiteWeights) perSite[m.id] = evaluation?.members[m.id] ?? null;
+    return {
+      global: evaluation?.members.global ?? null,
+      perSite,
+      ensemble: evaluation?.ensemble ?? null,
+      ensembleMembers: ['global', ...perSiteWeights.map((m) => m.id)],
+    };
+  }
+}

@@ -1,0 +1,3 @@
+export * from './site-config';
+export * from './site-client';
+export * from './outbox';

@@ -1,0 +1,61 @@
+import { Metrics, WeightSet, decodeWeights, parameterCount } from '@histofed/fl-core';
+import { buildModel, evaluateModel, getWeights, setWeights, trainLocal } from '@histofed/ml';
+import { TrainTask } from '@histofed/protocol';
+import { SiteData } from './site-data';
+import { SiteLogger } from './site-logger';
+
+export interface LocalResult {
+  readonly weights: WeightSet;
+  readonly numSamples: number;
+  readonly metrics: Metrics;
+}
+
+/**
+ * One task on local data: start from the global weights, train with the FedProx proximal term
+ * toward them, evaluate on the local validation split.
+ */
+export async function runLocalTraining(task: TrainTask, data: SiteData, logger: SiteLogger): Promise<LocalResult> {
+  const cfg = task.config;
+  const global = decodeWeights(task.weights, 'global model');
+  const train = await data.train(cfg.model.imageSize);
+  const validation = await data.validation(cfg.model.imageSize);
+  const model = buildModel(cfg.model, cfg.seed);
+  try {
+    setWeights(model, global);
+    logger.event('info', 'training started', {
+      runId: cfg.runId,
+      round: cfg.round,
+      kind: task.kind,
+      samples: train.count,
+      epochs: cfg.localEpochs,
+      parameters: parameterCount(global),
+    });
+    const started = Date.now();
+    let lastLogged = 0;
+    const fit = await trainLocal(model, train, {
+      epochs: cfg.localEpochs,
+      batchSize: cfg.batchSize,
+      learningRate: cfg.learningRate,
+      proximalMu: cfg.proximalMu,
+      globalWeights: global,
+      seed: cfg.seed,
+      onProgress: (p) => {
+        const now = Date.now();
+        if (p.batch === p.batches || now - lastLogged > 5000) {
+          lastLogged = now;
+          logger.event('info', 'training progress', { round: cfg.round, ...p });
+        }
+      },
+    });
+    const evaluation = validation.count > 0 ? evaluateModel(model, validation).metrics : {};
+    const metrics: Metrics = {
+      trainLoss: fit.loss,
+      ...Object.fromEntries(Object.entries(evaluation).map(([k, v]) => [`val${k[0].toUpperCase()}${k.slice(1)}`, v])),
+      trainSeconds: (Date.now() - started) / 1000,
+    };
+    logger.event('info', 'training finished', { round: cfg.round, kind: task.kind, metrics });
+    return { weights: getWeights(model), numSamples: train.count, metrics };
+  } finally {
+    model.dispose();
+  }
+}

@@ -1,0 +1,85 @@
+import { resolve } from 'node:path';
+import { ValidationError } from '@histofed/fl-core';
+import { siteIdSchema } from '@histofed/protocol';
+
+/** Simulated hospital: partition `index` (0-based) of `of` from one BreakHis tree. */
+export interface SimulatedPartition {
+  readonly index: number;
+  readonly of: number;
+  readonly seed: number;
+  readonly testFraction: number;
+}
+
+export interface SiteConfig {
+  readonly coordinatorUrl: string;
+  readonly siteId: string;
+  readonly dataDir: string;
+  readonly simulate?: SimulatedPartition;
+  readonly stateDir: string;
+  readonly backend: string;
+  /** Share of the site's cases kept for local validation. */
+  readonly validationFraction: number;
+  /** Also write the exact plaintext of every update to the outbox (audit). */
+  readonly auditPlaintext: boolean;
+}
+
+export interface SiteFlags {
+  coordinator?: string;
+  siteId?: string;
+  data?: string;
+  simulate?: string;
+  seed?: string;
+  testFraction?: string;
+  stateDir?: string;
+  backend?: string;
+  validationFraction?: string;
+  auditPlaintext?: boolean;
+}
+
+const fail = (msg: string): never => {
+  throw new ValidationError(`site configuration: ${msg}`);
+};
+
+function number(v: string | undefined, name: string, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n)) fail(`${name} must be a number, got "${v}"`);
+  return n;
+}
+
+/** Parses flags (which override HISTOFED_* environment variables) once, at start-up. */
+export function loadSiteConfig(env: NodeJS.ProcessEnv, flags: SiteFlags): SiteConfig {
+  const coordinatorUrl = flags.coordinator ?? env.HISTOFED_COORDINATOR_URL ?? fail('--coordinator URL (or HISTOFED_COORDINATOR_URL) is required');
+  if (!/^https?:\/\//.test(coordinatorUrl)) fail(`--coordinator must be an http(s) URL, got "${coordinatorUrl}"`);
+  const siteId = flags.siteId ?? env.HISTOFED_SITE_ID ?? fail('--site-id (or HISTOFED_SITE_ID) is required');
+  const idCheck = siteIdSchema.safeParse(siteId);
+  if (!idCheck.success) fail(`--site-id "${siteId}": ${idCheck.error.issues[0].message}`);
+  const dataDir = flags.data ?? env.HISTOFED_SITE_DATA ?? fail('--data DIR (or HISTOFED_SITE_DATA) is required');
+  let simulate: SimulatedPartition | undefined;
+  const sim = flags.simulate ?? env.HISTOFED_SIMULATE;
+  if (sim !== undefined) {
+    const m = /^(\d+)\/(\d+)$/.exec(sim);
+    if (!m) fail(`--simulate must look like I/N (partition I of N, 1-based), got "${sim}"`);
+    const index = Number(m![1]);
+    const of = Number(m![2]);
+    if (index < 1 || index > of) fail(`--simulate ${sim}: I must be between 1 and N`);
+    simulate = {
+      index: index - 1,
+      of,
+      seed: number(flags.seed, '--seed', 1),
+      testFraction: number(flags.testFraction, '--test-fraction', 0.25),
+    };
+  }
+  const validationFraction = number(flags.validationFraction, '--validation-fraction', 0.2);
+  if (!(validationFraction > 0 && validationFraction < 1)) fail('--validation-fraction must be in (0, 1)');
+  return {
+    coordinatorUrl: coordinatorUrl.replace(/\/+$/, ''),
+    siteId,
+    dataDir: resolve(dataDir),
+    simulate,
+    stateDir: resolve(flags.stateDir ?? env.HISTOFED_STATE_DIR ?? `.histofed/site-${siteId}`),
+    backend: flags.backend ?? env.HISTOFED_BACKEND ?? 'auto',
+    validationFraction,
+    auditPlaintext: flags.auditPlaintext ?? env.HISTOFED_AUDIT_PLAINTEXT === 'true',
+  };
+}

@@ -1,0 +1,4 @@
+export * from './strategy';
+export * from './weights-math';
+export * from './site-selection';
+export * from './fedavg';

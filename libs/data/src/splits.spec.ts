@@ -1,0 +1,92 @@
+import { ValidationError } from '@histofed/fl-core';
+import { readBreakHisTree, type BreakHisImage } from './breakhis-reader';
+import { DataError } from './data-error';
+import { hashSeed, mulberry32, seededShuffle } from './prng';
+import { describePartition, patientWiseSplit, simulateFederation } from './splits';
+import { REAL_SAMPLE_ROOT } from './test-paths';
+
+const set = <T>(xs: readonly T[]): Set<T> => new Set(xs);
+const paths = (xs: readonly BreakHisImage[]): string[] => xs.map((i) => i.path);
+const overlap = <T>(a: Set<T>, b: Set<T>): T[] => [...a].filter((x) => b.has(x));
+
+describe('patient-wise splits on the real sample', () => {
+  let images: BreakHisImage[];
+  beforeAll(async () => {
+    images = (await readBreakHisTree(REAL_SAMPLE_ROOT)).images;
+    expect(images).toHaveLength(213);
+  });
+
+  it.each([1, 2, 3, 4, 5, 42])('seed %i: no patient and no case on both sides; all images used once', (seed) => {
+    const { train, test } = patientWiseSplit(images, { testFraction: 0.25, seed });
+    expect(train.length + test.length).toBe(images.length);
+    expect(set(paths([...train, ...test])).size).toBe(images.length);
+    expect(overlap(set(train.map((i) => i.patientId)), set(test.map((i) => i.patientId)))).toEqual([]);
+    expect(overlap(set(train.map((i) => i.caseId)), set(test.map((i) => i.caseId)))).toEqual([]);
+    // The three slides of case 14-22549 stay together.
+    const side = (slide: string): string => (test.some((i) => i.patientId === slide) ? 'test' : 'train');
+    expect(new Set(['14-22549AB', '14-22549CD', '14-22549G'].map(side)).size).toBe(1);
+    // Both labels on both sides.
+    for (const part of [train, test]) expect(set(part.map((i) => i.label))).toEqual(set(['benign', 'malignant']));
+  });
+
+  it('is deterministic and independent of input order; seeds change it', () => {
+    const a = patientWiseSplit(images, { testFraction: 0.3, seed: 11 });
+    const b = patientWiseSplit(images, { testFraction: 0.3, seed: 11 });
+    const shuffled = seededShuffle(images, mulberry32(hashSeed('input order')));
+    const c = patientWiseSplit(shuffled, { testFraction: 0.3, seed: 11 });
+    expect(paths(b.test)).toEqual(paths(a.test));
+    expect(set(paths(c.test))).toEqual(set(paths(a.test)));
+    expect(paths(a.test)).toEqual(images.filter((i) => a.test.includes(i)).map((i) => i.path)); // input order kept
+    const others = [12, 13, 14].map((seed) => paths(patientWiseSplit(images, { testFraction: 0.3, seed }).test).join());
+    expect(others.some((o) => o !== paths(a.test).join())).toBe(true);
+  });
+
+  it('takes about testFraction of the cases of each label', () => {
+    // 31 cases: 11 benign, 20 malignant.
+    const { test } = patientWiseSplit(images, { testFraction: 0.2, seed: 5 });
+    const cases = (label: string): number => set(test.filter((i) => i.label === label).map((i) => i.caseId)).size;
+    expect(cases('benign')).toBe(Math.round(11 * 0.2));
+    expect(cases('malignant')).toBe(Math.round(20 * 0.2));
+    expect(patientWiseSplit(images, { testFraction: 0, seed: 5 }).test).toEqual([]);
+  });
+
+  it('rejects a bad testFraction', () => {
+    expect(() => patientWiseSplit(images, { testFraction: 1, seed: 1 })).toThrow(ValidationError);
+    expect(() => patientWiseSplit(images, { testFraction: -0.1, seed: 1 })).toThrow(ValidationError);
+  });
+
+  it('simulateFederation: disjoint sites by case, union + test = all, both labels per site, deterministic', () => {
+    const fed = simulateFederation(images, { sites: 3, seed: 9, testFraction: 0.2 });
+    expect(fed.sites).toHaveLength(3);
+    // Same held-out test as patientWiseSplit with the same seed.
+    expect(paths(fed.test)).toEqual(paths(patientWiseSplit(images, { testFraction: 0.2, seed: 9 }).test));
+    const parts = [fed.test, ...fed.sites];
+    const all = parts.flatMap(paths);
+    expect(all).toHaveLength(images.length);
+    expect(set(all)).toEqual(set(paths(images)));
+    for (let a = 0; a < parts.length; a++) {
+      for (let b = a + 1; b < parts.length; b++) {
+        expect(overlap(set(parts[a].map((i) => i.caseId)), set(parts[b].map((i) => i.caseId)))).toEqual([]);
+        expect(overlap(set(parts[a].map((i) => i.patientId)), set(parts[b].map((i) => i.patientId)))).toEqual([]);
+      }
+    }
+    for (const site of fed.sites) expect(set(site.map((i) => i.label))).toEqual(set(['benign', 'malignant']));
+    // Case counts are balanced (dealt round-robin).
+    const caseCounts = fed.sites.map((s) => set(s.map((i) => i.caseId)).size);
+    expect(Math.max(...caseCounts) - Math.min(...caseCounts)).toBeLessThanOrEqual(1);
+    const again = simulateFederation(images, { sites: 3, seed: 9, testFraction: 0.2 });
+    expect(again.sites.map(paths)).toEqual(fed.sites.map(paths));
+  });
+
+  it('simulateFederation throws DataError when there are fewer cases than sites', () => {
+    expect(() => simulateFederation(images, { sites: 40, seed: 1, testFraction: 0.2 })).toThrow(DataError);
+    expect(() => simulateFederation(images, { sites: 40, seed: 1, testFraction: 0.2 })).toThrow(/40 sites: only \d+ training cases/);
+    expect(() => simulateFederation(images, { sites: 0, seed: 1, testFraction: 0.2 })).toThrow(ValidationError);
+  });
+
+  it('describePartition counts images, patients, cases and labels', () => {
+    const [whole, none] = describePartition([images, []]);
+    expect(whole).toEqual({ images: 213, patients: 37, cases: 31, byLabel: { benign: 102, malignant: 111 } });
+    expect(none).toEqual({ images: 0, patients: 0, cases: 0, byLabel: { benign: 0, malignant: 0 } });
+  });
+});

@@ -1,0 +1,5 @@
+export * from './errors';
+export * from './weights';
+export * from './weights-codec';
+export * from './run-types';
+export * from './dataset-types';

@@ -1,0 +1,164 @@
+/**
+ * Local training of one federated round: a custom loop (Adam, optimizer.minimize) with a
+ * deterministic per-epoch shuffle, softmax cross-entropy and the FedProx proximal term.
+ *
+ * The loop yields to the event loop between mini-batches (setImmediate), so a site client's
+ * socket.io heartbeats and other I/O keep running while it trains.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import type { LabeledImages, WeightSet } from '@histofed/fl-core';
+import { HistoFedError, ValidationError, assertSameLayout, layoutOf } from '@histofed/fl-core';
+import { assertBackendReady } from './backend';
+import { checkLabeledImages, imageBatch, modelGeometry } from './batches';
+import { crossEntropy, proximalTerm } from './losses';
+import { mixSeed, shuffledIndices } from './random';
+import { modelLayout, weightName } from './weights-bridge';
+
+export interface TrainProgress {
+  /** 1-based epoch. */
+  readonly epoch: number;
+  readonly epochs: number;
+  /** 1-based mini-batch within the epoch. */
+  readonly batch: number;
+  readonly batches: number;
+  /** Cross-entropy of this mini-batch (class-weighted when classWeights are given), before the step. */
+  readonly loss: number;
+}
+
+export interface TrainOptions {
+  readonly epochs: number;
+  readonly batchSize: number;
+  readonly learningRate: number;
+  /** FedProx coefficient mu; 0 disables the proximal term. */
+  readonly proximalMu: number;
+  /** The round's global weights (full layout of the model); needed for the proximal term. */
+  readonly globalWeights?: WeightSet;
+  /** Seeds the per-epoch shuffle. */
+  readonly seed: number;
+  readonly onProgress?: (p: TrainProgress) => void;
+  /** Per-class loss weights (length numClasses), e.g. inverse class frequencies. */
+  readonly classWeights?: readonly number[];
+  /** Stops training between mini-batches; trainLocal then rejects with code 'ABORTED'. */
+  readonly signal?: AbortSignal;
+}
+
+export interface TrainResult {
+  /** Mean cross-entropy over the last epoch's mini-batches (class-weighted when given; without the proximal term). */
+  readonly loss: number;
+  /** Number of training images (the sample count FedAvg weighs this update with). */
+  readonly samples: number;
+  readonly epochs: number;
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+function checkOptions(opts: TrainOptions, numClasses: number): void {
+  if (!Number.isInteger(opts.epochs) || opts.epochs < 1) {
+    throw new ValidationError(`epochs: must be an integer >= 1, got ${opts.epochs}`);
+  }
+  if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) {
+    throw new ValidationError(`batchSize: must be an integer >= 1, got ${opts.batchSize}`);
+  }
+  if (!Number.isFinite(opts.learningRate) || opts.learningRate <= 0) {
+    throw new ValidationError(`learningRate: must be a positive number, got ${opts.learningRate}`);
+  }
+  if (!Number.isFinite(opts.proximalMu) || opts.proximalMu < 0) {
+    throw new ValidationError(`proximalMu: must be a number >= 0, got ${opts.proximalMu}`);
+  }
+  if (!Number.isInteger(opts.seed)) throw new ValidationError(`seed: must be an integer, got ${opts.seed}`);
+  if (opts.classWeights !== undefined) {
+    if (opts.classWeights.length !== numClasses) {
+      throw new ValidationError(`classWeights: expected ${numClasses} weights, got ${opts.classWeights.length}`);
+    }
+    opts.classWeights.forEach((w, i) => {
+      if (!Number.isFinite(w) || w < 0) throw new ValidationError(`classWeights[${i}]: must be >= 0, got ${w}`);
+    });
+  }
+}
+
+/**
+ * Trains `model` in place on `data`. Tensors created here are disposed; `tf.memory().numTensors`
+ * is the same before and after (after the first call has built the model's lazy state).
+ */
+export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, opts: TrainOptions): Promise<TrainResult> {
+  assertBackendReady();
+  const { imageSize, numClasses } = modelGeometry(model);
+  checkOptions(opts, numClasses);
+  checkLabeledImages(data, imageSize, numClasses);
+  if (data.count === 0) throw new ValidationError('data.count: there are no training images');
+
+  const trainable = model.trainableWeights;
+  const vars = trainable.map((v) => v.read() as tf.Variable);
+  const useProx = opts.proximalMu > 0 && opts.globalWeights !== undefined;
+  const classWeights = opts.classWeights;
+
+  let globals: tf.Tensor[] = [];
+  const optimizer = tf.train.adam(opts.learningRate);
+  try {
+    if (useProx) {
+      const gw = opts.globalWeights as WeightSet;
+      assertSameLayout(modelLayout(model), layoutOf(gw), 'globalWeights');
+      const byName = new Map(gw.map((t) => [t.name, t]));
+      globals = trainable.map((v) => {
+        const t = byName.get(weightName(v));
+        if (t === undefined) throw new ValidationError(`globalWeights: missing tensor "${weightName(v)}"`);
+        return tf.tensor(new Float32Array(t.values), [...t.shape], 'float32');
+      });
+    }
+
+    const batches = Math.ceil(data.count / opts.batchSize);
+    let lastEpochLoss = NaN;
+    for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+      const order = shuffledIndices(data.count, mixSeed(opts.seed, epoch));
+      let sum = 0;
+      for (let b = 0; b < batches; b++) {
+        if (opts.signal?.aborted) throw new HistoFedError('ABORTED', `training aborted in epoch ${epoch}, batch ${b + 1}`);
+        const start = b * opts.batchSize;
+        const end = Math.min(data.count, start + opts.batchSize);
+        const batchLabels = new Int32Array(end - start);
+        for (let i = start; i < end; i++) batchLabels[i - start] = data.labels[order[i]];
+
+        const loss = tf.tidy(() => {
+          const x = imageBatch(data.images, imageSize, start, end, order);
+          const y = tf.tensor1d(batchLabels, 'int32');
+          const w =
+            classWeights === undefined
+              ? undefined
+              : tf.tensor1d(Float32Array.from(batchLabels, (l) => classWeights[l]), 'float32');
+          let dataLoss: tf.Scalar | undefined;
+          const cost = optimizer.minimize(
+            () => {
+              const probs = model.apply(x, { training: true }) as tf.Tensor2D;
+              const ce = crossEntropy(probs, y, w);
+              if (!useProx) return ce;
+              dataLoss = tf.keep(ce);
+              return tf.add(ce, proximalTerm(vars, globals, opts.proximalMu)) as tf.Scalar;
+            },
+            true,
+            vars,
+          ) as tf.Scalar;
+          return useProx ? (dataLoss as tf.Scalar) : cost;
+        });
+        const value = (await loss.data())[0];
+        loss.dispose();
+        if (!Number.isFinite(value)) {
+          throw new HistoFedError(
+            'TRAINING_DIVERGED',
+            `training diverged: the loss is ${value} in epoch ${epoch}, batch ${b + 1}; lower the learning rate`,
+          );
+        }
+        sum += value;
+        opts.onProgress?.({ epoch, epochs: opts.epochs, batch: b + 1, batches, loss: value });
+        await yieldToEventLoop();
+      }
+      lastEpochLoss = sum / batches;
+    }
+    return { loss: lastEpochLoss, samples: data.count, epochs: opts.epochs };
+  } finally {
+    optimizer.dispose();
+    for (const g of globals) g.dispose();
+  }
+}

@@ -1,0 +1,370 @@
+/**
+ * Training kernels that `@tensorflow/tfjs-backend-wasm` 4.22 lacks, built from kernels it does have.
+ *
+ * A training step of the HistoFed CNNs needs, besides forward ops, the gradient kernels
+ * `Conv2DBackpropFilter`, `Conv2DBackpropInput`, `MaxPoolGrad`, `AvgPoolGrad` and the batch-norm,
+ * relu (`Step`), softmax and reduction kernels. Of these the wasm backend only lacks
+ * `Conv2DBackpropFilter` (its other gaps — `DepthwiseConv2dNativeBackprop*`, `UnsortedSegmentSum`,
+ * FFT, complex numbers — are not used by our models; see `WASM_MISSING_TRAINING_KERNELS`), and
+ * its `Conv2DBackpropInput` is a slow direct loop (5-8x the forward convolution's time).
+ *
+ * Both gradients are convolutions and run on wasm's fast XNNPACK `Conv2D`.
+ *
+ * Filter gradient: a correlation of the input with the output gradient, a convolution once batch
+ * and channels swap roles:
+ *
+ *   x  [b, H, W, c]  --transpose [3,1,2,0]-->  [c, H, W, b]     (batch of c images with b channels)
+ *   dy [b, oh, ow, o] --transpose [1,2,0,3]--> [oh, ow, b, o]    (an oh x ow filter, b -> o channels)
+ *   conv2d(stride 1, dilation = forward stride, explicit padding = forward padding)
+ *        -> [c, >=fh, >=fw, o]  --slice-->  [c, fh, fw, o]  --transpose [1,2,0,3]-->  [fh, fw, c, o]
+ *
+ * Input gradient (transposed convolution): dy dilated by the stride (zeros between rows and
+ * columns, via reshape to [b, oh, 1, ow, 1, o] + pad + reshape), padded by (f - 1 - pad), convolved
+ * with the filter rotated 180 degrees and its in/out channels swapped ([fh, fw, o, c]). Explicit
+ * paddings larger than the filter fall back to wasm's own kernel.
+ *
+ * The kernels call the wasm backend's own kernels on TensorInfos (no tf ops, no engine
+ * bookkeeping) and frees every intermediate with `backend.disposeData`, so it leaks nothing.
+ * `wasm-training-kernels.spec.ts` checks it against the `cpu` backend.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+
+/** Kernels the cpu backend has and wasm does not, that some model might need for training. */
+export const WASM_MISSING_TRAINING_KERNELS: readonly string[] = [
+  'Conv2DBackpropFilter', // provided by this module
+  'DepthwiseConv2dNativeBackpropFilter', // not provided: no depthwise convolutions in our models
+  'DepthwiseConv2dNativeBackpropInput', // not provided
+  'UnsortedSegmentSum', // gradient of gather; not provided (no embeddings in our models)
+];
+
+/** The kernels this module registers for 'wasm'. */
+export const WASM_TRAINING_KERNELS: readonly string[] = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.MaxPoolGrad];
+
+type Shape4 = [number, number, number, number];
+
+function runWasmKernel(
+  name: string,
+  backend: KernelBackend,
+  inputs: Record<string, TensorInfo>,
+  attrs: NamedAttrMap,
+): TensorInfo {
+  const config = tf.getKernel(name, 'wasm');
+  if (config === undefined) throw new Error(`wasm backend has no ${name} kernel`);
+  const out = config.kernelFunc({ inputs, backend, attrs });
+  if (Array.isArray(out)) throw new Error(`wasm ${name} kernel returned several outputs`);
+  return out as TensorInfo;
+}
+
+/** The wasm kernel this module replaced, kept for the cases it does not handle. */
+let originalBackpropInput: tf.KernelConfig | undefined;
+
+type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
+
+/** Runs `body`, then frees every TensorInfo it pushed to `temps` (the result must not be one). */
+function withTemps<T>(backend: KernelBackend, body: (temps: TensorInfo[]) => T): T {
+  const temps: TensorInfo[] = [];
+  try {
+    return body(temps);
+  } finally {
+    for (const t of temps) backend.disposeData(t.dataId);
+  }
+}
+
+function explicitPad(top: number, bottom: number, left: number, right: number): number[][] {
+  return [
+    [0, 0],
+    [top, bottom],
+    [left, right],
+    [0, 0],
+  ];
+}
+
+function isOne(v: unknown): boolean {
+  if (v === undefined || v === null) return true;
+  if (typeof v === 'number') return v === 1;
+  return Array.isArray(v) && v.every((d) => d === 1);
+}
+
+function checkCommon(
+  kernel: string,
+  attrs: { dataFormat?: string; dilations?: unknown },
+  a: TensorInfo,
+  b: TensorInfo,
+  shape: readonly number[],
+): void {
+  const where = `${kernel} (wasm, HistoFed)`;
+  if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC') {
+    throw new Error(`${where}: dataFormat '${attrs.dataFormat}' is not supported; use 'NHWC' (channels last)`);
+  }
+  if (!isOne(attrs.dilations)) {
+    throw new Error(`${where}: dilations ${JSON.stringify(attrs.dilations)} are not supported; only 1`);
+  }
+  if (a.shape.length !== 4 || b.shape.length !== 4 || shape.length !== 4) {
+    throw new Error(`${where}: expected rank-4 tensors and shape, got [${a.shape}], [${b.shape}] and [${shape}]`);
+  }
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') {
+    throw new Error(`${where}: only float32 is supported, got ${a.dtype}/${b.dtype}`);
+  }
+}
+
+function checkDy(kernel: string, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): void {
+  const [b, outH, outW, outC] = dy.shape;
+  if (b !== info.batchSize || outH !== info.outHeight || outW !== info.outWidth || outC !== info.outChannels) {
+    throw new Error(
+      `${kernel} (wasm, HistoFed): dy shape [${dy.shape}] does not match the convolution output [${info.outShape}]`,
+    );
+  }
+}
+
+/** Conv2DBackpropFilter for the wasm backend (NHWC, dilation 1, float32), on XNNPACK Conv2D. */
+export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
+  const backend = args.backend as KernelBackend;
+  const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
+  const attrs = (args.attrs ?? {}) as unknown as tf.Conv2DBackpropFilterAttrs & { dilations?: unknown };
+  const { strides, pad, dimRoundingMode, filterShape } = attrs;
+  checkCommon(tf.Conv2DBackpropFilter, attrs, x, dy, filterShape);
+
+  const info = tf.backend_util.computeConv2DInfo(
+    x.shape as Shape4,
+    filterShape,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+    false,
+    'channelsLast',
+  );
+  checkDy(tf.Conv2DBackpropFilter, dy, info);
+  const { top, bottom, left, right } = info.padInfo;
+  const [fh, fw, inC, outC] = filterShape;
+
+  return withTemps(backend, (temps) => {
+    const xT = runWasmKernel(tf.Transpose, backend, { x }, { perm: [3, 1, 2, 0] }); // [c, H, W, b]
+    temps.push(xT);
+    const dyT = runWasmKernel(tf.Transpose, backend, { x: dy }, { perm: [1, 2, 0, 3] }); // [oh, ow, b, o]
+    temps.push(dyT);
+    const corr = runWasmKernel(
+      tf.Conv2D,
+      backend,
+      { x: xT, filter: dyT },
+      {
+        strides: [1, 1],
+        pad: explicitPad(top, bottom, left, right),
+        dataFormat: 'NHWC',
+        dilations: [info.strideHeight, info.strideWidth],
+      },
+    ); // [c, >=fh, >=fw, o]
+    temps.push(corr);
+    let cropped = corr;
+    if (corr.shape[1] !== fh || corr.shape[2] !== fw) {
+      cropped = runWasmKernel(tf.Slice, backend, { x: corr }, { begin: [0, 0, 0, 0], size: [inC, fh, fw, outC] });
+      temps.push(cropped);
+    }
+    return runWasmKernel(tf.Transpose, backend, { x: cropped }, { perm: [1, 2, 0, 3] }); // [fh, fw, c, o]
+  });
+}
+
+/** Conv2DBackpropInput for the wasm backend (NHWC, dilation 1, float32), on XNNPACK Conv2D. */
+export function conv2DBackpropInputWasm(args: KernelArgs): TensorInfo {
+  const backend = args.backend as KernelBackend;
+  const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
+  const attrs = (args.attrs ?? {}) as unknown as tf.Conv2DBackpropInputAttrs & { dilations?: unknown };
+  const { strides, pad, dimRoundingMode, inputShape } = attrs;
+  checkCommon(tf.Conv2DBackpropInput, attrs, dy, filter, inputShape);
+
+  const info = tf.backend_util.computeConv2DInfo(
+    inputShape as Shape4,
+    filter.shape as Shape4,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+    false,
+    'channelsLast',
+  );
+  checkDy(tf.Conv2DBackpropInput, dy, info);
+  const [b, inH, inW] = inputShape;
+  const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw, outHeight: oh, outWidth: ow } = info;
+  const o = info.outChannels;
+  // Full correlation of the stride-dilated dy (length (oh - 1) * sh + 1) with the rotated filter.
+  const padTop = fh - 1 - info.padInfo.top;
+  const padLeft = fw - 1 - info.padInfo.left;
+  const padBottom = inH - (oh - 1) * sh + info.padInfo.top - 1;
+  const padRight = inW - (ow - 1) * sw + info.padInfo.left - 1;
+  if (padTop < 0 || padLeft < 0 || padBottom < 0 || padRight < 0) {
+    if (originalBackpropInput === undefined) {
+      throw new Error(`Conv2DBackpropInput (wasm, HistoFed): padding ${JSON.stringify(pad)} is not supported`);
+    }
+    return originalBackpropInput.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+  }
+
+  return withTemps(backend, (temps) => {
+    let dyD = dy;
+    let bottom = padBottom;
+    let right = padRight;
+    if (sh > 1 || sw > 1) {
+      // [b, oh, ow, o] -> [b, oh, 1, ow, 1, o] -> pad -> [b, oh * sh, ow * sw, o]: sh - 1 (sw - 1)
+      // zeros after every row (column); the trailing ones replace part of the bottom (right) padding.
+      const r = runWasmKernel(tf.Reshape, backend, { x: dy }, { shape: [b, oh, 1, ow, 1, o] });
+      temps.push(r);
+      const p = runWasmKernel(
+        tf.PadV2,
+        backend,
+        { x: r },
+        {
+          paddings: [
+            [0, 0],
+            [0, 0],
+            [0, sh - 1],
+            [0, 0],
+            [0, sw - 1],
+            [0, 0],
+          ],
+          constantValue: 0,
+        },
+      );
+      temps.push(p);
+      dyD = runWasmKernel(tf.Reshape, backend, { x: p }, { shape: [b, oh * sh, ow * sw, o] });
+      temps.push(dyD);
+      // Where the padding is smaller than the trailing zeros, cut them instead.
+      const cutH = padBottom < sh - 1;
+      const cutW = padRight < sw - 1;
+      bottom = cutH ? padBottom : padBottom - (sh - 1);
+      right = cutW ? padRight : padRight - (sw - 1);
+      if (cutH || cutW) {
+        const h = cutH ? (oh - 1) * sh + 1 : oh * sh;
+        const w = cutW ? (ow - 1) * sw + 1 : ow * sw;
+        dyD = runWasmKernel(tf.Slice, backend, { x: dyD }, { begin: [0, 0, 0, 0], size: [b, h, w, o] });
+        temps.push(dyD);
+      }
+    }
+    const rotated = runWasmKernel(tf.Reverse, backend, { x: filter }, { dims: [0, 1] }); // [fh, fw, c, o]
+    temps.push(rotated);
+    const swapped = runWasmKernel(tf.Transpose, backend, { x: rotated }, { perm: [0, 1, 3, 2] }); // [fh, fw, o, c]
+    temps.push(swapped);
+    return runWasmKernel(
+      tf.Conv2D,
+      backend,
+      { x: dyD, filter: swapped },
+      { strides: [1, 1], pad: explicitPad(padTop, bottom, padLeft, right), dataFormat: 'NHWC', dilations: [1, 1] },
+    );
+  });
+}
+
+/** The parts of tfjs-backend-wasm's BackendWasm that the MaxPoolGrad kernel uses. */
+interface WasmHeapBackend extends KernelBackend {
+  makeOutput(shape: number[], dtype: tf.DataType): TensorInfo;
+  typedArrayFromHeap(t: TensorInfo): tf.TypedArray;
+}
+
+/**
+ * MaxPoolGrad for the wasm backend in JavaScript over the wasm heap: each output gradient goes to
+ * the first maximum of its window in row-major order (as the cpu backend does; NaN and -Infinity
+ * windows get none). About 10x faster than wasm's own kernel at 64 px.
+ */
+export function maxPoolGradWasm(args: KernelArgs): TensorInfo {
+  const backend = args.backend as WasmHeapBackend;
+  const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo };
+  const { filterSize, strides, pad, dimRoundingMode } = (args.attrs ?? {}) as unknown as tf.MaxPoolGradAttrs;
+  if (input.dtype !== 'float32' || dy.dtype !== 'float32' || input.shape.length !== 4) {
+    throw new Error(`MaxPoolGrad (wasm, HistoFed): expected rank-4 float32 tensors, got ${input.dtype} [${input.shape}]`);
+  }
+  const info = tf.backend_util.computePool2DInfo(input.shape as Shape4, filterSize, strides, 1, pad, dimRoundingMode);
+  checkDy(tf.MaxPoolGrad, dy, info);
+  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth, strideHeight, strideWidth } = info;
+  const { filterHeight, filterWidth } = info;
+  const { top, left } = info.padInfo;
+
+  const out = backend.makeOutput([...input.shape], 'float32');
+  // Views taken after the allocation above (an allocation may grow and detach the heap).
+  const x = backend.typedArrayFromHeap(input) as Float32Array;
+  const g = backend.typedArrayFromHeap(dy) as Float32Array;
+  const dx = backend.typedArrayFromHeap(out) as Float32Array;
+  dx.fill(0);
+  const best = new Float32Array(c);
+  const bestAt = new Int32Array(c);
+  for (let b = 0; b < batchSize; b++) {
+    const xBatch = b * inHeight * inWidth * c;
+    for (let oy = 0; oy < outHeight; oy++) {
+      const y0 = Math.max(0, oy * strideHeight - top);
+      const y1 = Math.min(inHeight, oy * strideHeight - top + filterHeight);
+      for (let ox = 0; ox < outWidth; ox++) {
+        const x0 = Math.max(0, ox * strideWidth - left);
+        const x1 = Math.min(inWidth, ox * strideWidth - left + filterWidth);
+        best.fill(Number.NEGATIVE_INFINITY);
+        bestAt.fill(-1);
+        for (let yy = y0; yy < y1; yy++) {
+          for (let xx = x0; xx < x1; xx++) {
+            const base = xBatch + (yy * inWidth + xx) * c;
+            for (let d = 0; d < c; d++) {
+              const v = x[base + d];
+              if (v > best[d]) {
+                best[d] = v;
+                bestAt[d] = base + d;
+              }
+            }
+          }
+        }
+        const gBase = ((b * outHeight + oy) * outWidth + ox) * c;
+        for (let d = 0; d < c; d++) {
+          if (bestAt[d] >= 0) dx[bestAt[d]] += g[gBase + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+const OURS = Symbol.for('histofed.wasmTrainingKernel');
+
+function isOurs(config: tf.KernelConfig | undefined): boolean {
+  return config !== undefined && (config.kernelFunc as unknown as Record<symbol, unknown>)[OURS] === true;
+}
+
+function mark(f: (args: KernelArgs) => TensorInfo): tf.KernelFunc {
+  Object.defineProperty(f, OURS, { value: true });
+  return f as unknown as tf.KernelFunc;
+}
+
+/**
+ * Registers the training kernels for the 'wasm' backend: adds Conv2DBackpropFilter and replaces
+ * Conv2DBackpropInput (keeping wasm's own for paddings larger than the filter). Idempotent. Call
+ * it after loading @tensorflow/tfjs-backend-wasm; selectBackend('wasm') does.
+ */
+export function registerWasmTrainingKernels(): void {
+  const filterKernel = tf.getKernel(tf.Conv2DBackpropFilter, 'wasm');
+  if (filterKernel === undefined) {
+    tf.registerKernel({
+      kernelName: tf.Conv2DBackpropFilter,
+      backendName: 'wasm',
+      kernelFunc: mark(conv2DBackpropFilterWasm),
+    });
+  }
+  const poolKernel = tf.getKernel(tf.MaxPoolGrad, 'wasm');
+  if (!isOurs(poolKernel)) {
+    if (poolKernel !== undefined) tf.unregisterKernel(tf.MaxPoolGrad, 'wasm');
+    tf.registerKernel({
+      kernelName: tf.MaxPoolGrad,
+      backendName: 'wasm',
+      kernelFunc: mark(maxPoolGradWasm),
+      setupFunc: poolKernel?.setupFunc,
+      disposeFunc: poolKernel?.disposeFunc,
+    });
+  }
+  const inputKernel = tf.getKernel(tf.Conv2DBackpropInput, 'wasm');
+  if (!isOurs(inputKernel)) {
+    if (inputKernel !== undefined) {
+      originalBackpropInput = inputKernel;
+      tf.unregisterKernel(tf.Conv2DBackpropInput, 'wasm');
+    }
+    tf.registerKernel({
+      kernelName: tf.Conv2DBackpropInput,
+      backendName: 'wasm',
+      kernelFunc: mark(conv2DBackpropInputWasm),
+      // wasm's own kernel binds its C++ function in setupFunc, which must still run at backend init.
+      setupFunc: inputKernel?.setupFunc,
+      disposeFunc: inputKernel?.disposeFunc,
+    });
+  }
+}

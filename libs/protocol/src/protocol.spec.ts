@@ -1,0 +1,105 @@
+import { namedTensor } from '@histofed/fl-core';
+import { randomUUID } from 'node:crypto';
+import { sealedUpdateSchema, siteHelloSchema, trainTaskSchema } from './messages';
+import { decodeUpdateEnvelope, encodeUpdateEnvelope } from './update-envelope';
+import { parseMessage, validateMessage } from './validate';
+
+const key = Buffer.alloc(32, 7).toString('base64');
+const hello = {
+  protocolVersion: 1,
+  siteId: 'hospital-a',
+  boxPublicKey: key,
+  backend: 'wasm',
+  software: 'histofed-site 0.1.0',
+  trainSamples: 10,
+  validationSamples: 2,
+};
+
+describe('message validation', () => {
+  it('accepts a well-formed hello', () => {
+    expect(validateMessage(siteHelloSchema, hello, 'hello')).toEqual({ ok: true, value: hello });
+  });
+
+  it('names the field that is wrong', () => {
+    const bad = validateMessage(siteHelloSchema, { ...hello, boxPublicKey: 'AAAA', siteId: 'Bad Id!' }, 'hello');
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) {
+      expect(bad.reason).toMatch(/^hello: /);
+      expect(bad.reason).toMatch(/siteId: site id must be/);
+      expect(bad.reason).toMatch(/boxPublicKey: must encode exactly 32 bytes/);
+    }
+  });
+
+  it('rejects non-objects and non-binary payloads', () => {
+    expect(validateMessage(sealedUpdateSchema, 'hello', 'update').ok).toBe(false);
+    const update = {
+      runId: randomUUID(),
+      round: 1,
+      kind: 'round',
+      siteId: 'a',
+      nonce: Buffer.alloc(24).toString('base64'),
+      sealed: 'not binary',
+    };
+    const r = validateMessage(sealedUpdateSchema, update, 'update');
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.reason).toMatch(/sealed: must be binary/);
+    expect(() => parseMessage(sealedUpdateSchema, { ...update, sealed: Buffer.alloc(3) }, 'update')).not.toThrow();
+  });
+
+  it('accepts ArrayBuffer weights in a train task and exposes them as bytes', () => {
+    const task = parseMessage(
+      trainTaskSchema,
+      {
+        kind: 'round',
+        modelHash: 'a'.repeat(64),
+        weights: new ArrayBuffer(8),
+        config: {
+          runId: randomUUID(),
+          round: 1,
+          model: { kind: 'small-cnn', imageSize: 32, numClasses: 2 },
+          localEpochs: 1,
+          batchSize: 8,
+          learningRate: 0.001,
+          proximalMu: 0.01,
+          seed: 1,
+        },
+      },
+      'train',
+    );
+    expect(task.weights).toBeInstanceOf(Uint8Array);
+    expect(task.weights.length).toBe(8);
+  });
+});
+
+describe('update envelope', () => {
+  const header = {
+    runId: randomUUID(),
+    round: 2,
+    kind: 'round' as const,
+    siteId: 'hospital-b',
+    baseModelHash: 'f'.repeat(64),
+    numSamples: 42,
+    metrics: { accuracy: 0.75, loss: 0.5 },
+  };
+
+  it('round-trips header and weights', () => {
+    const weights = [namedTensor('w', [2], [1.5, -2])];
+    const decoded = decodeUpdateEnvelope(encodeUpdateEnvelope({ header, weights }));
+    expect(decoded.header).toEqual(header);
+    expect(Array.from(decoded.weights[0].values)).toEqual([1.5, -2]);
+  });
+
+  it('refuses extra header fields: only ids, counts and metrics may leave a site', () => {
+    const weights = [namedTensor('w', [1], [1])];
+    expect(() =>
+      encodeUpdateEnvelope({ header: { ...header, files: ['SOB_B_A-14-22549AB-40-001.png'] } as never, weights }),
+    ).toThrow();
+  });
+
+  it('rejects a corrupted envelope with a reason', () => {
+    const bytes = encodeUpdateEnvelope({ header, weights: [namedTensor('w', [1], [1])] });
+    expect(() => decodeUpdateEnvelope(bytes.subarray(0, 10), 'update from hospital-b')).toThrow(
+      /update from hospital-b: header runs past the end/,
+    );
+  });
+});

@@ -1,0 +1,46 @@
+import { z } from 'zod';
+
+/** Site ids appear in logs, file names and URLs: keep them to a safe alphabet. */
+export const siteIdSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'site id must be 1-63 chars of a-z, 0-9, "_" or "-", starting with a letter or digit');
+
+const base64Of = (bytes: number) =>
+  z
+    .string()
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64')
+    .refine((s) => Buffer.from(s, 'base64').length === bytes, `must encode exactly ${bytes} bytes`);
+
+/** X25519 public key, base64. */
+export const boxPublicKeySchema = base64Of(32);
+/** tweetnacl box nonce, base64. */
+export const nonceSchema = base64Of(24);
+
+/** Binary payloads: socket.io delivers Buffers (Node) or ArrayBuffers; both are accepted. */
+export const binarySchema = z.custom<Uint8Array>(
+  (v) => v instanceof Uint8Array || v instanceof ArrayBuffer,
+  'must be binary (Buffer/Uint8Array)',
+).transform((v) => (v instanceof ArrayBuffer ? new Uint8Array(v) : (v as Uint8Array)));
+
+export const metricsSchema = z.record(z.string().max(64), z.number().refine(Number.isFinite, 'must be finite'));
+
+export const modelSpecSchema = z.object({
+  kind: z.string().min(1).max(64),
+  imageSize: z.number().int().min(16).max(512),
+  numClasses: z.number().int().min(2).max(1000),
+  options: z.record(z.string(), z.number()).optional(),
+});
+
+export const roundConfigSchema = z.object({
+  runId: z.string().uuid(),
+  round: z.number().int().min(0),
+  model: modelSpecSchema,
+  localEpochs: z.number().int().min(1).max(1000),
+  batchSize: z.number().int().min(1).max(4096),
+  learningRate: z.number().positive().max(10),
+  proximalMu: z.number().min(0).max(1000),
+  seed: z.number().int(),
+});
+
+/** Why the coordinator asks for training: a federated round, or the final personalization. */
+export const taskKindSchema = z.enum(['round', 'personalize']);

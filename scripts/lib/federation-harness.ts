@@ -1,0 +1,99 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { AdminClient } from './admin-client';
+import { COORDINATOR_BIN, ManagedProcess, SITE_BIN, freePort, startProcess } from './processes';
+
+export interface FederationOptions {
+  /** BreakHis tree shared by the simulated sites (each takes its partition; test cases held out). */
+  readonly dataDir: string;
+  readonly workDir: string;
+  readonly sites: number;
+  readonly seed?: number;
+  readonly testFraction?: number;
+  readonly backend?: string;
+  /** Extra environment for every process (e.g. DATABASE_URL for the coordinator). */
+  readonly coordinatorEnv?: NodeJS.ProcessEnv;
+  readonly auditPlaintext?: boolean;
+  readonly timeoutMs?: number;
+}
+
+export interface Federation {
+  readonly coordinator: ManagedProcess;
+  readonly sites: ManagedProcess[];
+  readonly siteIds: string[];
+  readonly admin: AdminClient;
+  readonly url: string;
+  siteStateDir(siteId: string): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a coordinator (embedded PostgreSQL unless coordinatorEnv sets DATABASE_URL) and N site
+ * clients as separate processes on localhost, and waits until every site is connected.
+ */
+export async function startFederation(o: FederationOptions): Promise<Federation> {
+  const seed = o.seed ?? 1;
+  const testFraction = o.testFraction ?? 0.25;
+  const timeoutMs = o.timeoutMs ?? 120_000;
+  const port = await freePort();
+  const token = randomBytes(24).toString('hex');
+  const url = `http://127.0.0.1:${port}`;
+  mkdirSync(join(o.workDir, 'logs'), { recursive: true });
+  const common = o.backend ? ['--backend', o.backend] : [];
+  const coordinator = startProcess(
+    'coordinator',
+    COORDINATOR_BIN,
+    [
+      'serve',
+      '--host', '127.0.0.1',
+      '--port', String(port),
+      '--data-dir', join(o.workDir, 'coordinator'),
+      '--admin-token', token,
+      '--auto-approve',
+      '--test-data', o.dataDir,
+      '--simulate-sites', String(o.sites),
+      '--seed', String(seed),
+      '--test-fraction', String(testFraction),
+      ...common,
+    ],
+    join(o.workDir, 'logs', 'coordinator.log'),
+    o.coordinatorEnv,
+  );
+  const sites: ManagedProcess[] = [];
+  const siteIds = Array.from({ length: o.sites }, (_, i) => `site-${i + 1}`);
+  const stop = async () => {
+    await Promise.all(sites.map((s) => s.stop()));
+    await coordinator.stop();
+  };
+  try {
+    await coordinator.waitFor((l) => l.msg === 'coordinator listening', timeoutMs, 'the coordinator to listen');
+    siteIds.forEach((siteId, i) => {
+      sites.push(
+        startProcess(
+          siteId,
+          SITE_BIN,
+          [
+            'run',
+            '--coordinator', url,
+            '--site-id', siteId,
+            '--data', o.dataDir,
+            '--simulate', `${i + 1}/${o.sites}`,
+            '--seed', String(seed),
+            '--test-fraction', String(testFraction),
+            '--state-dir', join(o.workDir, siteId),
+            ...common,
+            ...(o.auditPlaintext ? ['--audit-plaintext'] : []),
+          ],
+          join(o.workDir, 'logs', `${siteId}.log`),
+        ),
+      );
+    });
+    const admin = new AdminClient(url, token);
+    await Promise.all(sites.map((s) => s.waitFor((l) => l.msg === 'connected to coordinator', timeoutMs, 'connection')));
+    return { coordinator, sites, siteIds, admin, url, siteStateDir: (id) => join(o.workDir, id), stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}

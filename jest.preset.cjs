@@ -8,6 +8,7 @@ const apps = ['coordinator', 'site-client'];
 
 const moduleNameMapper = {};
 for (const lib of libs) moduleNameMapper[`^@histofed/${lib}$`] = path.join(root, 'libs', lib, 'src', 'index.ts');
+moduleNameMapper['^@histofed/harness$'] = path.join(root, 'scripts', 'lib', 'index.ts');
 for (const app of apps) moduleNameMapper[`^@histofed/${app}$`] = path.join(root, 'apps', app, 'src', 'index.ts');
 
 module.exports = {

@@ -78,7 +78,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     say(`data: ${ds.images.length} BreakHis images of ${new Set(ds.images.map((i) => i.patientId)).size} patients in ${dataDir} (${ds.problems.length} unusable files)`);
   } else {
     dataDir = join(workDir, 'synthetic');
-    const made = await generateSyntheticBreakHis(dataDir, { seed, patientsPerSubtype: Math.max(3, sites + 1), imagesPerPatient: 8 });
+    const made = await generateSyntheticBreakHis(dataDir, { seed, patientsPerSubtype: Math.max(3, sites + 1), imagesPerPatient: 12 });
     say(`data: synthetic BreakHis-like tree, ${made.images} images of ${made.patients} patients (${dataDir})`);
   }
   say(`starting a coordinator (embedded PostgreSQL) and ${sites} site clients; logs in ${join(workDir, 'logs')}`);
@@ -103,7 +103,7 @@ async function demo(opts: DemoOptions): Promise<void> {
       model: { kind: 'small-cnn', imageSize, numClasses: 2 },
       localEpochs: Number(opts.epochs),
       batchSize: 16,
-      learningRate: 0.002,
+      learningRate: 0.003,
       proximalMu: 0.01,
       personalizeEpochs: 1,
       roundTimeoutSeconds: 900,

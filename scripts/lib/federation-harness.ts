@@ -12,7 +12,7 @@ export interface FederationOptions {
   readonly seed?: number;
   readonly testFraction?: number;
   readonly backend?: string;
-  /** Extra environment for every process (e.g. DATABASE_URL for the coordinator). */
+  /** Extra environment for the coordinator. It uses embedded PGlite unless this sets DATABASE_URL. */
   readonly coordinatorEnv?: NodeJS.ProcessEnv;
   readonly auditPlaintext?: boolean;
   readonly timeoutMs?: number;
@@ -58,7 +58,7 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
       ...common,
     ],
     join(o.workDir, 'logs', 'coordinator.log'),
-    o.coordinatorEnv,
+    { DATABASE_URL: undefined, ...o.coordinatorEnv },
   );
   const sites: ManagedProcess[] = [];
   const siteIds = Array.from({ length: o.sites }, (_, i) => `site-${i + 1}`);

@@ -98,10 +98,13 @@ export class ManagedProcess {
   }
 }
 
+/** Starts `node bin args`; `env` adds to this process's environment (an undefined value removes a variable). */
 export function startProcess(name: string, bin: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): ManagedProcess {
+  const merged: NodeJS.ProcessEnv = { ...process.env, ...env };
+  for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];
   const child = spawn(process.execPath, [bin, ...args], {
     cwd: REPO_ROOT,
-    env: { ...process.env, ...env },
+    env: merged,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return new ManagedProcess(name, child, logFile);

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { HistoFedError } from '@histofed/fl-core';
-import { describePartition, readBreakHisTree, simulateFederation } from '@histofed/data';
+import { describePartition, generateSyntheticBreakHis, readBreakHisTree, simulateFederation } from '@histofed/data';
 import { BACKEND_CHOICES, parseBackendChoice, selectBackend } from '@histofed/ml';
 import { SiteFlags, loadSiteConfig } from './site-config';
 import { SiteClient } from './site-client';
@@ -67,6 +67,23 @@ export function buildCli(): Command {
       }
       if (opts.json) process.stdout.write(JSON.stringify(report) + '\n');
       else process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    });
+  program
+    .command('synthesize')
+    .description('Write a deterministic synthetic BreakHis-like tree (same folders and file names) for trials')
+    .requiredOption('--out <dir>', 'output folder')
+    .option('--patients-per-subtype <n>', 'patients per subtype (8 subtypes)', '3')
+    .option('--images-per-patient <n>', 'images per patient', '12')
+    .option('--seed <n>', 'seed', '1')
+    .option('--json', 'print JSON')
+    .action(async (opts: { out: string; patientsPerSubtype: string; imagesPerPatient: string; seed: string; json?: boolean }) => {
+      const made = await generateSyntheticBreakHis(opts.out, {
+        patientsPerSubtype: Number(opts.patientsPerSubtype),
+        imagesPerPatient: Number(opts.imagesPerPatient),
+        seed: Number(opts.seed),
+      });
+      const out = { out: opts.out, ...made };
+      process.stdout.write((opts.json ? JSON.stringify(out) : `wrote ${made.images} images of ${made.patients} patients to ${opts.out}`) + '\n');
     });
   return program;
 }

@@ -32,6 +32,17 @@ export function checkImages(images: Float32Array, count: number, imageSize: numb
   }
 }
 
+/** Throws naming the first image that holds NaN or an infinity. */
+export function checkFinite(images: Float32Array, imageSize: number, what = 'data'): void {
+  const per = imageSize * imageSize * 3;
+  for (let i = 0; i < images.length; i++) {
+    const v = images[i];
+    if (v - v !== 0) {
+      throw new ValidationError(`${what}.images: image ${Math.floor(i / per)} holds a non-finite value (${v})`);
+    }
+  }
+}
+
 export function checkLabeledImages(data: LabeledImages, imageSize: number, numClasses: number, what = 'data'): void {
   if (data.imageSize !== imageSize) {
     throw new ValidationError(`${what}.imageSize: the model takes ${imageSize}px images, got ${data.imageSize}`);

@@ -7,3 +7,4 @@ export * from './train';
 export * from './metrics';
 export * from './evaluate';
 export { mulberry32, mixSeed, shuffledIndices } from './random';
+export { brightDarkImages } from './testing/synthetic';

@@ -10,7 +10,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import type { LabeledImages, WeightSet } from '@histofed/fl-core';
 import { HistoFedError, ValidationError, assertSameLayout, layoutOf } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
-import { checkLabeledImages, imageBatch, modelGeometry } from './batches';
+import { checkFinite, checkLabeledImages, imageBatch, modelGeometry } from './batches';
 import { crossEntropy, proximalTerm } from './losses';
 import { mixSeed, shuffledIndices } from './random';
 import { modelLayout, weightName } from './weights-bridge';
@@ -55,6 +55,15 @@ function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/** Index of the first variable holding NaN or an infinity, or null. */
+function firstNonFinite(vars: readonly tf.Variable[]): number | null {
+  for (let i = 0; i < vars.length; i++) {
+    const v = vars[i].dataSync();
+    for (let j = 0; j < v.length; j++) if (v[j] - v[j] !== 0) return i;
+  }
+  return null;
+}
+
 function checkOptions(opts: TrainOptions, numClasses: number): void {
   if (!Number.isInteger(opts.epochs) || opts.epochs < 1) {
     throw new ValidationError(`epochs: must be an integer >= 1, got ${opts.epochs}`);
@@ -89,6 +98,7 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
   checkOptions(opts, numClasses);
   checkLabeledImages(data, imageSize, numClasses);
   if (data.count === 0) throw new ValidationError('data.count: there are no training images');
+  checkFinite(data.images, imageSize);
 
   const trainable = model.trainableWeights;
   const vars = trainable.map((v) => v.read() as tf.Variable);
@@ -121,27 +131,33 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
         const batchLabels = new Int32Array(end - start);
         for (let i = start; i < end; i++) batchLabels[i - start] = data.labels[order[i]];
 
-        const loss = tf.tidy(() => {
-          const x = imageBatch(data.images, imageSize, start, end, order);
-          const y = tf.tensor1d(batchLabels, 'int32');
-          const w =
-            classWeights === undefined
-              ? undefined
-              : tf.tensor1d(Float32Array.from(batchLabels, (l) => classWeights[l]), 'float32');
-          let dataLoss: tf.Scalar | undefined;
-          const cost = optimizer.minimize(
-            () => {
-              const probs = model.apply(x, { training: true }) as tf.Tensor2D;
-              const ce = crossEntropy(probs, y, w);
-              if (!useProx) return ce;
-              dataLoss = tf.keep(ce);
-              return tf.add(ce, proximalTerm(vars, globals, opts.proximalMu)) as tf.Scalar;
-            },
-            true,
-            vars,
-          ) as tf.Scalar;
-          return useProx ? (dataLoss as tf.Scalar) : cost;
-        });
+        let kept: tf.Scalar | undefined;
+        let loss: tf.Scalar;
+        try {
+          loss = tf.tidy(() => {
+            const x = imageBatch(data.images, imageSize, start, end, order);
+            const y = tf.tensor1d(batchLabels, 'int32');
+            const w =
+              classWeights === undefined
+                ? undefined
+                : tf.tensor1d(Float32Array.from(batchLabels, (l) => classWeights[l]), 'float32');
+            const cost = optimizer.minimize(
+              () => {
+                const probs = model.apply(x, { training: true }) as tf.Tensor2D;
+                const ce = crossEntropy(probs, y, w);
+                if (!useProx) return ce;
+                kept = tf.keep(ce); // the data loss, reported without the proximal term
+                return tf.add(ce, proximalTerm(vars, globals, opts.proximalMu)) as tf.Scalar;
+              },
+              true,
+              vars,
+            ) as tf.Scalar;
+            return useProx ? (kept as tf.Scalar) : cost;
+          });
+        } catch (e) {
+          kept?.dispose();
+          throw e;
+        }
         const value = (await loss.data())[0];
         loss.dispose();
         if (!Number.isFinite(value)) {
@@ -155,6 +171,13 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
         await yieldToEventLoop();
       }
       lastEpochLoss = sum / batches;
+      const bad = firstNonFinite(vars);
+      if (bad !== null) {
+        throw new HistoFedError(
+          'TRAINING_DIVERGED',
+          `training diverged: weight "${weightName(trainable[bad])}" is not finite after epoch ${epoch}; lower the learning rate`,
+        );
+      }
     }
     return { loss: lastEpochLoss, samples: data.count, epochs: opts.epochs };
   } finally {

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { selectBackend } from './backend';
-import { conv2DBackpropFilterWasm, conv2DBackpropInputWasm } from './wasm-training-kernels';
+import { WASM_TRAINING_KERNELS, conv2DBackpropFilterWasm, conv2DBackpropInputWasm } from './wasm-training-kernels';
 
 /** Deterministic pseudo-random values in [-1, 1). */
 function values(n: number, seed: number): Float32Array {
@@ -121,11 +121,51 @@ describe('wasm Conv2DBackpropFilter and Conv2DBackpropInput', () => {
   });
 
   it('are the registered wasm kernels', () => {
-    expect(tf.getKernel(tf.Conv2DBackpropFilter, 'wasm')?.kernelFunc).toBeDefined();
-    const input = tf.getKernel(tf.Conv2DBackpropInput, 'wasm');
-    expect((input?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(
-      true,
-    );
+    for (const name of WASM_TRAINING_KERNELS) {
+      const k = tf.getKernel(name, 'wasm');
+      expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
+    }
+    expect(WASM_TRAINING_KERNELS).toEqual(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad']);
+  });
+
+  const poolCases: { batch: number; h: number; w: number; c: number; f: number; stride: number; pad: 'same' | 'valid'; ties: boolean }[] = [];
+  for (const [f, stride] of [
+    [2, 2],
+    [3, 2],
+    [3, 1],
+    [2, 1],
+  ]) {
+    for (const pad of ['same', 'valid'] as const) {
+      for (const [h, w] of [
+        [8, 8],
+        [7, 9],
+      ]) {
+        for (const ties of [false, true]) poolCases.push({ batch: 2, h, w, c: 3, f, stride, pad, ties });
+      }
+    }
+  }
+
+  it.each(poolCases.map((c) => [JSON.stringify(c), c] as const))('MaxPoolGrad matches the cpu backend for %s', (_n, c) => {
+    const run = (backend: string) => {
+      void tf.setBackend(backend);
+      return tf.tidy(() => {
+        let xv = values(c.batch * c.h * c.w * c.c, 5 + c.h);
+        // small integers: many ties within a window, as after a relu
+        if (c.ties) xv = xv.map((v) => Math.max(0, Math.round(v * 2)));
+        const x = tf.tensor4d(xv, [c.batch, c.h, c.w, c.c]);
+        const y = tf.maxPool(x, c.f, c.stride, c.pad);
+        const dy = tf.tensor4d(values(y.size, 17), y.shape as [number, number, number, number]);
+        const dx = tf.engine().runKernel(tf.MaxPoolGrad, { dy, input: x, output: y }, {
+          filterSize: c.f,
+          strides: c.stride,
+          pad: c.pad,
+        } as unknown as tf.NamedAttrMap) as tf.Tensor;
+        return dx.dataSync() as Float32Array;
+      });
+    };
+    const cpu = run('cpu');
+    const wasm = run('wasm');
+    expect(maxRelativeError(cpu, wasm)).toBeLessThan(1e-6);
   });
 
   it('gives the same conv2d gradients as cpu through tf.grads (the path training uses)', () => {
@@ -134,9 +174,10 @@ describe('wasm Conv2DBackpropFilter and Conv2DBackpropInput', () => {
       return tf.tidy(() => {
         const x = tf.tensor4d(values(2 * 9 * 9 * 3, 3), [2, 9, 9, 3]);
         const filter = tf.tensor4d(values(3 * 3 * 3 * 4, 5), [3, 3, 3, 4]);
-        const g = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
-          tf.sum(tf.square(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same'))),
-        )([x, filter]);
+        const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => {
+          const h = tf.relu(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same'));
+          return tf.sum(tf.square(tf.maxPool(tf.conv2d(h, tf.ones([3, 3, 4, 2]), 1, 'same'), 2, 2, 'valid')));
+        })([x, filter]);
         return g.map((t) => t.dataSync() as Float32Array);
       });
     };
@@ -148,9 +189,20 @@ describe('wasm Conv2DBackpropFilter and Conv2DBackpropInput', () => {
 
   it('frees every intermediate (no tensor or wasm memory growth)', () => {
     const c: Case = { batch: 3, h: 9, w: 9, inC: 4, outC: 2, f: 3, stride: 2, pad: 'same' };
+    const pool = () =>
+      tf.tidy(() => {
+        const x = tf.tensor4d(values(2 * 7 * 7 * 3, 1), [2, 7, 7, 3]);
+        tf.grad((t: tf.Tensor) => tf.sum(tf.maxPool(t as tf.Tensor4D, 2, 2, 'same')))(x).dataSync();
+      });
     gradients('wasm', c);
+    void tf.setBackend('wasm');
+    pool();
     const before = tf.memory();
-    for (let i = 0; i < 5; i++) gradients('wasm', c);
+    for (let i = 0; i < 5; i++) {
+      gradients('wasm', c);
+      void tf.setBackend('wasm');
+      pool();
+    }
     const after = tf.memory();
     expect(after.numTensors).toBe(before.numTensors);
     expect(after.numDataBuffers).toBe(before.numDataBuffers);

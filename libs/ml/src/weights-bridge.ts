@@ -37,17 +37,22 @@ export function getWeights(model: tfl.LayersModel): NamedTensor[] {
 
 /**
  * Writes `weights` into the model. The layout (names, order, shapes) must match the model's
- * exactly; the error names the first differing tensor. Temporary tensors are disposed.
+ * exactly; the error names the first differing tensor, and nothing is written then. Temporary
+ * tensors are disposed.
  */
 export function setWeights(model: tfl.LayersModel, weights: WeightSet): void {
   assertSameLayout(modelLayout(model), layoutOf(weights), 'setWeights');
+  for (const w of weights) {
+    const size = tf.util.sizeFromShape([...w.shape]);
+    if (w.values.length !== size) {
+      throw new WeightLayoutError(
+        `setWeights: tensor "${w.name}" has ${w.values.length} values for shape [${w.shape.join(', ')}] (${size})`,
+      );
+    }
+  }
   const vars = model.weights;
   for (let i = 0; i < vars.length; i++) {
     const w = weights[i];
-    const size = tf.util.sizeFromShape([...w.shape]);
-    if (w.values.length !== size) {
-      throw new WeightLayoutError(`setWeights: tensor "${w.name}" has ${w.values.length} values for shape [${w.shape.join(', ')}] (${size})`);
-    }
     // Copy: the cpu backend would otherwise keep the caller's array as the variable's storage.
     const t = tf.tensor(new Float32Array(w.values), [...w.shape], 'float32');
     try {

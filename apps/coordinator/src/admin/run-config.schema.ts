@@ -19,6 +19,7 @@ export const runConfigInputSchema = z
     waitForSitesSeconds: z.number().positive().max(7 * 24 * 3600).default(900),
     maxUpdateNorm: z.number().min(0).default(0),
     personalizeEpochs: z.number().int().min(0).max(1000).default(1),
+    personalizeLearningRate: z.number().positive().max(10).optional(),
     seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
   })
   .strict()

@@ -68,8 +68,14 @@ export class ContributionService {
     const refusal = collection.refusal(siteId);
     if (refusal) return reject(refusal);
 
+    // From here on the site holds a slot in this round: a bad update ends its participation
+    // (explicit rejection) instead of leaving the round waiting for its deadline.
+    const rejectParticipant = async (reason: string): Promise<Ack> => {
+      collection.markMissing(siteId, `update rejected: ${reason}`);
+      return reject(reason);
+    };
     const site = await this.store.getSite(siteId);
-    if (!site || site.status !== 'approved') return reject(`site ${siteId} is not approved`);
+    if (!site || site.status !== 'approved') return rejectParticipant(`site ${siteId} is not approved`);
     let plaintext: Uint8Array;
     try {
       plaintext = open(
@@ -79,23 +85,23 @@ export class ContributionService {
         `update from ${siteId}`,
       );
     } catch (e) {
-      return reject((e as Error).message);
+      return rejectParticipant((e as Error).message);
     }
     let envelope;
     try {
       envelope = decodeUpdateEnvelope(plaintext, `update from ${siteId}`);
     } catch (e) {
-      return reject((e as Error).message);
+      return rejectParticipant((e as Error).message);
     }
     const h = envelope.header;
     if (h.runId !== update.runId || h.round !== update.round || h.kind !== update.kind || h.siteId !== siteId) {
-      return reject('sealed header does not match the message (run, round, kind or site)');
+      return rejectParticipant('sealed header does not match the message (run, round, kind or site)');
     }
     if (h.baseModelHash !== collection.baseModelHash) {
-      return reject(`update was trained from model ${h.baseModelHash.slice(0, 12)}, round ${h.round} sent ${collection.baseModelHash.slice(0, 12)}`);
+      return rejectParticipant(`update was trained from model ${h.baseModelHash.slice(0, 12)}, round ${h.round} sent ${collection.baseModelHash.slice(0, 12)}`);
     }
     const problem = checkContributionWeights(collection.layout, collection.baseWeights, envelope.weights, collection.maxUpdateNorm);
-    if (problem) return reject(problem);
+    if (problem) return rejectParticipant(problem);
     // Recheck: the collection may have closed while we were decrypting.
     const late = collection.refusal(siteId);
     if (late) return reject(late);

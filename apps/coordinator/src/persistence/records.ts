@@ -35,6 +35,8 @@ export interface RunConfig {
   readonly maxUpdateNorm: number;
   /** Local fine-tuning epochs at the end of the run (0 = no personalization, no per-site ensemble). */
   readonly personalizeEpochs: number;
+  /** Learning rate of the personalization (fine-tuning) epochs; defaults to learningRate / 10. */
+  readonly personalizeLearningRate?: number;
   readonly seed: number;
 }
 

@@ -150,6 +150,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     participants: string[],
     global: GlobalModel,
     localEpochs: number,
+    learningRate: number,
   ) {
     const collection = new RoundCollection(
       runId,
@@ -172,7 +173,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         model: cfg.model,
         localEpochs,
         batchSize: cfg.batchSize,
-        learningRate: cfg.learningRate,
+        learningRate,
         proximalMu: cfg.proximalMu,
         seed: cfg.seed * 10_007 + round,
       },
@@ -200,7 +201,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       };
       await this.store.saveRound({ ...base, status: 'training', modelHash: null, reason: null, completedAt: null });
       this.logger.event('info', 'runs', 'round started', { runId, round, rounds: cfg.rounds, attempt, participants });
-      const outcome = await this.collect(runId, cfg, round, 'round', participants, global, cfg.localEpochs);
+      const outcome = await this.collect(runId, cfg, round, 'round', participants, global, cfg.localEpochs, cfg.learningRate);
       if (this.stopping) throw new RunFailure('coordinator stopping');
       if (outcome.results.length < cfg.minSites) {
         const reason = `${outcome.results.length} of ${participants.length} sites contributed, the run needs ${cfg.minSites}: ${JSON.stringify(outcome.missing)}`;
@@ -246,7 +247,10 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       const available = (await this.sessions.available()).map((s) => s.siteId);
       if (available.length > 0) {
         this.logger.event('info', 'runs', 'personalization started', { runId, sites: available });
-        const outcome = await this.collect(runId, cfg, cfg.rounds, 'personalize', available, global, cfg.personalizeEpochs);
+        const outcome = await this.collect(runId, cfg, cfg.rounds, 'personalize', available, global,
+          cfg.personalizeEpochs,
+          cfg.personalizeLearningRate ?? cfg.learningRate / 10,
+        );
         for (const r of outcome.results) perSiteWeights.push({ id: r.siteId, weights: r.weights });
         if (Object.keys(outcome.missing).length) {
           this.logger.event('warn', 'runs', 'sites missing from personalization', { runId, missing: outcome.missing });

@@ -1,0 +1,31 @@
+import { join, resolve } from 'node:path';
+import { SiteData } from './site-data';
+import { loadSiteConfig } from './site-config';
+
+const SAMPLE = resolve(__dirname, '../../../../shared/data/breakhis-sample');
+
+describe('site data on the real BreakHis sample', () => {
+  it('takes its simulated partition and splits it patient-wise into train and validation', async () => {
+    const parts = await Promise.all(
+      [1, 2, 3].map((i) => SiteData.open(loadSiteConfig({}, { coordinator: 'http://x', siteId: `s${i}`, data: SAMPLE, simulate: `${i}/3` }))),
+    );
+    const patients = parts.map((p) => [...p.split.train, ...p.split.validation].map((i) => i.patientId));
+    // Sites are disjoint by patient.
+    for (let a = 0; a < 3; a++) for (let b = a + 1; b < 3; b++) expect(patients[a].filter((p) => patients[b].includes(p))).toEqual([]);
+    for (const p of parts) {
+      const train = new Set(p.split.train.map((i) => i.caseId));
+      expect(p.split.validation.some((i) => train.has(i.caseId))).toBe(false);
+      expect(p.split.train.length).toBeGreaterThan(0);
+      expect(p.split.validation.length).toBeGreaterThan(0);
+      expect(p.split.problems).toBe(0);
+    }
+    const images = await parts[0].validation(24);
+    expect(images.count).toBe(parts[0].split.validation.length);
+    expect(images.images.length).toBe(images.count * 24 * 24 * 3);
+  });
+
+  it('stops with a message naming a folder that does not exist', async () => {
+    const missing = join(SAMPLE, 'no-such-folder');
+    await expect(SiteData.open(loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: missing }))).rejects.toThrow(missing);
+  });
+});

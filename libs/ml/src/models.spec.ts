@@ -1,0 +1,103 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { ModelSpec } from '@histofed/fl-core';
+import { ValidationError } from '@histofed/fl-core';
+import { selectBackend } from './backend';
+import { buildModel, describeModel } from './models';
+import { getWeights, trainableWeightNames } from './weights-bridge';
+
+const spec: ModelSpec = { kind: 'small-cnn', imageSize: 32, numClasses: 2 };
+
+beforeAll(async () => {
+  await selectBackend('wasm');
+});
+
+describe('buildModel', () => {
+  it('names every weight explicitly, the same in every instance', () => {
+    const a = buildModel(spec, 1);
+    const b = buildModel(spec, 1);
+    const names = getWeights(a).map((t) => t.name);
+    expect(names).toEqual([
+      'conv1/kernel',
+      'conv1/bias',
+      'conv2/kernel',
+      'conv2/bias',
+      'conv3/kernel',
+      'conv3/bias',
+      'fc1/kernel',
+      'fc1/bias',
+      'head/kernel',
+      'head/bias',
+    ]);
+    // tfjs itself suffixes the second instance's variables ('conv1/kernel_1'); ours are stable
+    expect(b.weights[0].name).not.toBe('conv1/kernel');
+    expect(getWeights(b).map((t) => t.name)).toEqual(names);
+    a.dispose();
+    b.dispose();
+  });
+
+  it('initialises deterministically from the seed', () => {
+    const a = getWeights(buildModel(spec, 42));
+    const b = getWeights(buildModel(spec, 42));
+    const c = getWeights(buildModel(spec, 43));
+    expect(b).toEqual(a);
+    expect(c[0].values).not.toEqual(a[0].values);
+    // kernels are not all zero and differ between layers of the same shape
+    expect(a[0].values.some((v) => v !== 0)).toBe(true);
+  });
+
+  it('has the documented architecture and parameter count', () => {
+    const m = buildModel(spec, 1);
+    const d = describeModel(m);
+    // conv 3*3*3*16+16, 3*3*16*32+32, 3*3*32*64+64, dense 64*64+64, head 64*2+2
+    expect(d.parameters).toBe(448 + 4640 + 18496 + 4160 + 130);
+    expect(d.trainableParameters).toBe(d.parameters);
+    expect(d.layers.map((l) => l.name)).toEqual([
+      'conv1',
+      'pool1',
+      'conv2',
+      'pool2',
+      'conv3',
+      'pool3',
+      'gap',
+      'fc1',
+      'dropout',
+      'head',
+    ]);
+    const p = tf.tidy(() => (m.predict(tf.ones([3, 32, 32, 3])) as tf.Tensor).arraySync() as number[][]);
+    expect(p).toHaveLength(3);
+    for (const row of p) expect(row[0] + row[1]).toBeCloseTo(1, 5);
+    m.dispose();
+  });
+
+  it('applies width, denseUnits and batchNorm options', () => {
+    const m = buildModel({ ...spec, numClasses: 8, options: { width: 0.5, denseUnits: 10, batchNorm: 1 } }, 1);
+    const w = getWeights(m);
+    const shape = (n: string) => w.find((t) => t.name === n)?.shape;
+    expect(shape('conv1/kernel')).toEqual([3, 3, 3, 8]);
+    expect(shape('conv3/kernel')).toEqual([3, 3, 16, 32]);
+    expect(shape('conv1/bias')).toBeUndefined(); // batch norm supplies the shift
+    expect(shape('fc1/kernel')).toEqual([32, 10]);
+    expect(shape('head/kernel')).toEqual([10, 8]);
+    // non-trainable batch-norm statistics are included, after the trainable weights
+    expect(w.map((t) => t.name).slice(-2)).toEqual(['bn3/moving_mean', 'bn3/moving_variance']);
+    expect(trainableWeightNames(m)).not.toContain('bn1/moving_mean');
+    expect(trainableWeightNames(m)).toContain('bn1/gamma');
+    m.dispose();
+  });
+
+  it('rejects bad specs with a ValidationError naming the field', () => {
+    const bad = (s: Partial<ModelSpec> & Record<string, unknown>, field: string) => {
+      expect(() => buildModel({ ...spec, ...s } as ModelSpec)).toThrow(ValidationError);
+      expect(() => buildModel({ ...spec, ...s } as ModelSpec)).toThrow(field);
+    };
+    bad({ kind: 'resnet-9000' }, 'model.kind');
+    bad({ imageSize: 8 }, 'model.imageSize');
+    bad({ imageSize: 1024 }, 'model.imageSize');
+    bad({ imageSize: 31.5 }, 'model.imageSize');
+    bad({ numClasses: 1 }, 'model.numClasses');
+    bad({ options: { widht: 2 } }, 'model.options.widht');
+    bad({ options: { width: -1 } }, 'model.options.width');
+    bad({ options: { denseUnits: 2.5 } }, 'model.options.denseUnits');
+    bad({ options: { dropout: 1 } }, 'model.options.dropout');
+  });
+});

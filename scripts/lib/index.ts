@@ -1,0 +1,3 @@
+export * from './processes';
+export * from './admin-client';
+export * from './federation-harness';

@@ -1,0 +1,54 @@
+/** The command-line surface, run as a newcomer would: real processes, exit codes, messages. */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { COORDINATOR_BIN, REPO_ROOT, SITE_BIN } from '@histofed/harness';
+
+const run = (args: string[]) =>
+  spawnSync(process.execPath, args, { cwd: REPO_ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, DATABASE_URL: '' } });
+const demo = (...args: string[]) => run([join(REPO_ROOT, 'scripts', 'run-ts.js'), join(REPO_ROOT, 'scripts', 'demo.ts'), ...args]);
+
+describe('command-line programs', () => {
+  it('histofed-coordinator and histofed-site print their commands with --help', () => {
+    const c = run([COORDINATOR_BIN, '--help']);
+    expect(c.status).toBe(0);
+    expect(c.stdout).toMatch(/Usage: histofed-coordinator/);
+    expect(c.stdout).toMatch(/serve/);
+    const s = run([SITE_BIN, '--help']);
+    expect(s.status).toBe(0);
+    expect(s.stdout).toMatch(/Usage: histofed-site/);
+    expect(s.stdout).toMatch(/run/);
+    expect(s.stdout).toMatch(/inspect/);
+  });
+
+  it('histofed-site inspect --json counts the real BreakHis sample', () => {
+    const r = run([SITE_BIN, 'inspect', '--data', join(REPO_ROOT, '..', 'shared', 'data', 'breakhis-sample'), '--json']);
+    expect(r.status).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report).toEqual(expect.objectContaining({ images: 213, patients: 37, problems: [] }));
+    expect(Object.keys(report.bySubtype)).toHaveLength(8);
+    expect(Object.keys(report.byMagnification).sort()).toEqual(['100X', '200X', '400X', '40X']);
+  });
+
+  it('the demo stops with a message naming a --data folder that does not exist', () => {
+    const missing = join(tmpdir(), 'histofed-no-such-folder');
+    const r = demo('--data', missing);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(missing);
+  });
+
+  it('the demo stops with a message naming a --data folder without images', () => {
+    const empty = mkdtempSync(join(tmpdir(), 'hf-empty-'));
+    const r = demo('--data', empty);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(empty);
+    expect(r.stderr).toMatch(/no usable/i);
+  });
+
+  it('a coordinator given a bad setting stops naming it', () => {
+    const r = run([COORDINATOR_BIN, 'serve', '--port', 'eighty']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/HISTOFED_PORT/);
+  });
+});

@@ -1,0 +1,192 @@
+/**
+ * End to end, on real components: a coordinator (embedded PostgreSQL) and two site clients as
+ * separate processes over socket.io on localhost, plus a rogue participant. Two FedAvg rounds.
+ */
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { WeightSet, decodeWeights, maxAbsDifference } from '@histofed/fl-core';
+import { generateSyntheticBreakHis, readBreakHisTree } from '@histofed/data';
+import { SiteEvents, decodeUpdateEnvelope } from '@histofed/protocol';
+import { Federation, startFederation } from '@histofed/harness';
+import { RogueSite } from './support/rogue-site';
+
+interface Contribution {
+  siteId: string;
+  kind: string;
+  status: string;
+  reason: string | null;
+  numSamples: number | null;
+  modelHash: string | null;
+}
+interface Round {
+  round: number;
+  status: string;
+  modelHash: string;
+  baseModelHash: string;
+  participants: string[];
+}
+
+/** FedAvg computed independently of libs/aggregation: sum_i n_i x_i / sum_i n_i, in float64. */
+function referenceFedAvg(models: { n: number; weights: WeightSet }[]): Float64Array[] {
+  const total = models.reduce((s, m) => s + m.n, 0);
+  return models[0].weights.map((t, i) => {
+    const acc = new Float64Array(t.values.length);
+    for (const m of models) m.weights[i].values.forEach((v, j) => (acc[j] += (m.n / total) * v));
+    return acc;
+  });
+}
+
+describe('a federated run across real processes', () => {
+  let work: string;
+  let data: string;
+  let fed: Federation;
+  let rogue: RogueSite;
+  let runId: string;
+  let rounds: Round[];
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'hf-e2e-'));
+    data = join(work, 'data');
+    await generateSyntheticBreakHis(data, { seed: 3, patientsPerSubtype: 2, imagesPerPatient: 4 });
+    fed = await startFederation({ dataDir: data, workDir: work, sites: 2, seed: 3, auditPlaintext: true });
+
+    // The rogue enrolls as a participant with data, then misbehaves in round 1 and declines round 2.
+    rogue = new RogueSite(fed.url, 'rogue', async (r, task) => {
+      if (task.config.round === 1) {
+        await r.send('malformed', SiteEvents.update, 'this is not an update');
+        await r.send('wrong round', SiteEvents.update, r.sealedWrongShape(task, 99));
+        await r.send('wrong shape', SiteEvents.update, r.sealedWrongShape(task));
+      } else {
+        await r.send('failure', SiteEvents.taskFailed, { runId: task.config.runId, round: task.config.round, kind: task.kind, reason: 'declined' });
+      }
+    });
+    expect((await rogue.hello(10)).ok).toBe(true);
+
+    const run = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
+      name: 'e2e',
+      rounds: 2,
+      minSites: 2,
+      maxSites: 3,
+      localEpochs: 1,
+      batchSize: 8,
+      // Larger than socket.io's 1 MB default message size: the limit is configured on both ends.
+      model: { kind: 'small-cnn', imageSize: 32, numClasses: 2, options: { width: 2, denseUnits: 2048 } },
+      personalizeEpochs: 1,
+      roundTimeoutSeconds: 300,
+      waitForSitesSeconds: 60,
+    });
+    runId = run.id;
+    await fed.admin.request('POST', `/api/runs/${runId}/start`);
+    const final = await fed.admin.poll(
+      async () => {
+        const r = await fed.admin.request<{ status: string; statusReason: string | null }>('GET', `/api/runs/${runId}`);
+        return r.status === 'completed' || r.status === 'failed' ? r : undefined;
+      },
+      8 * 60_000,
+      'the run to finish',
+    );
+    expect(final).toEqual(expect.objectContaining({ status: 'completed', statusReason: null }));
+    rounds = await fed.admin.request<Round[]>('GET', `/api/runs/${runId}/rounds`);
+  });
+
+  afterAll(async () => {
+    rogue?.close();
+    await fed?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  const model = async (hash: string) => decodeWeights(await fed.admin.bytes(`/api/models/${hash}`), hash);
+
+  it('stores, for every round, the FedAvg of the sites\' decrypted updates', async () => {
+    expect(rounds.map((r) => [r.round, r.status])).toEqual([
+      [1, 'completed'],
+      [2, 'completed'],
+    ]);
+    for (const round of rounds) {
+      const contributions = await fed.admin.request<Contribution[]>('GET', `/api/runs/${runId}/rounds/${round.round}/contributions`);
+      const accepted = contributions.filter((c) => c.status === 'accepted' && c.kind === 'round');
+      expect(accepted.map((c) => c.siteId).sort()).toEqual(['site-1', 'site-2']);
+      expect(round.participants).toEqual(['site-1', 'site-2']);
+      const updates = await Promise.all(accepted.map(async (c) => ({ n: c.numSamples!, weights: await model(c.modelHash!) })));
+      const expected = referenceFedAvg(updates);
+      const global = await model(round.modelHash);
+      let worst = 0;
+      global.forEach((t, i) => t.values.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - expected[i][j])))));
+      expect(worst).toBeLessThan(1e-6);
+      // A real aggregate: it differs from each site's update and from the model the round started from.
+      for (const u of updates) expect(maxAbsDifference(global, u.weights)).toBeGreaterThan(1e-6);
+      expect(maxAbsDifference(global, await model(round.baseModelHash))).toBeGreaterThan(1e-6);
+    }
+    expect(rounds[1].baseModelHash).toBe(rounds[0].modelHash);
+  });
+
+  it('moves models larger than socket.io\'s default 1 MB message', async () => {
+    const bytes = await fed.admin.bytes(`/api/models/${rounds[0].modelHash}`);
+    expect(bytes.length).toBeGreaterThan(1_000_000);
+  });
+
+  it('decrypts exactly what each site sealed, and a site sends only weights, counts and metrics', async () => {
+    const fileNames = (await readBreakHisTree(data)).images.map((i) => basename(i.relativePath));
+    expect(fileNames.length).toBeGreaterThan(0);
+    const pngSignature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    for (const siteId of ['site-1', 'site-2']) {
+      const outbox = join(fed.siteStateDir(siteId), 'outbox');
+      const log = readFileSync(join(outbox, 'messages.jsonl'), 'utf8');
+      const messages = log.trim().split('\n').map((l) => JSON.parse(l));
+      expect(new Set(messages.map((m) => m.event))).toEqual(new Set([SiteEvents.hello, SiteEvents.update]));
+      // hello: ids, key, counts, software — nothing else.
+      expect(Object.keys(messages[0].payload).sort()).toEqual(
+        ['backend', 'boxPublicKey', 'protocolVersion', 'siteId', 'software', 'trainSamples', 'validationSamples'].sort(),
+      );
+      const plaintexts = readdirSync(outbox).filter((f) => f.endsWith('.plaintext.bin'));
+      expect(plaintexts.length).toBe(3); // two rounds + personalization
+      for (const file of plaintexts) {
+        const bytes = readFileSync(join(outbox, file));
+        const text = bytes.toString('latin1');
+        for (const name of fileNames) expect(text.includes(name)).toBe(false);
+        expect(text).not.toMatch(/SOB_|\.png|BreaKHis|histology/);
+        expect(bytes.includes(pngSignature)).toBe(false);
+        const envelope = decodeUpdateEnvelope(bytes);
+        expect(Object.keys(envelope.header).sort()).toEqual(['baseModelHash', 'kind', 'metrics', 'numSamples', 'round', 'runId', 'siteId']);
+        expect(Object.values(envelope.header.metrics).every((v) => typeof v === 'number')).toBe(true);
+        // The coordinator decrypted the very same weights.
+        if (envelope.header.kind === 'round') {
+          const contributions = await fed.admin.request<Contribution[]>('GET', `/api/runs/${runId}/rounds/${envelope.header.round}/contributions`);
+          const stored = contributions.find((c) => c.siteId === siteId && c.status === 'accepted' && c.kind === 'round')!;
+          expect(maxAbsDifference(await model(stored.modelHash!), envelope.weights)).toBe(0);
+        }
+      }
+      // The wire payload of an update is the sealed ciphertext: binary, no readable header.
+      const update = messages.find((m) => m.event === SiteEvents.update);
+      expect(Object.keys(update.payload).sort()).toEqual(['kind', 'nonce', 'round', 'runId', 'sealed', 'siteId']);
+    }
+  });
+
+  it('rejects malformed, mis-addressed and mis-shaped messages with a logged reason, and the run goes on', async () => {
+    const byWhat = Object.fromEntries(rogue.replies.map((r) => [r.what, r.ack]));
+    expect(byWhat['malformed']).toEqual({ ok: false, error: expect.stringMatching(/^site:update: /) });
+    expect(byWhat['wrong round']).toEqual({ ok: false, error: expect.stringMatching(/no open round task for run .* round 99/) });
+    expect(byWhat['wrong shape']).toEqual({ ok: false, error: expect.stringMatching(/update: expected \d+ tensors, got 1/) });
+    const logged = fed.coordinator.lines.filter((l) => l.msg === 'message rejected' || l.msg === 'contribution rejected');
+    const reasons = logged.map((l) => String(l.reason));
+    expect(reasons.some((r) => r.startsWith('site:update: '))).toBe(true);
+    expect(reasons.some((r) => /round 99/.test(r))).toBe(true);
+    expect(reasons.some((r) => /expected \d+ tensors/.test(r))).toBe(true);
+    const stored = await fed.admin.request<Contribution[]>('GET', `/api/runs/${runId}/rounds/1/contributions`);
+    expect(stored.filter((c) => c.siteId === 'rogue').map((c) => c.status)).toEqual(['rejected']);
+    expect(rogue.tasks.map((t) => t.config.round)).toEqual([1, 2, 2]);
+  });
+
+  it('ends with global, per-site and ensemble metrics on the central test split', async () => {
+    const metrics = await fed.admin.request<{ final: { global: { accuracy: number }; perSite: Record<string, { accuracy: number }>; ensemble: { accuracy: number } } }>(
+      'GET',
+      `/api/runs/${runId}/metrics`,
+    );
+    expect(Object.keys(metrics.final.perSite).sort()).toEqual(['site-1', 'site-2']);
+    for (const m of [metrics.final.global, metrics.final.ensemble, ...Object.values(metrics.final.perSite)]) {
+      expect(m.accuracy).toBeGreaterThanOrEqual(0);
+      expect(m.accuracy).toBeLessThanOrEqual(1);
+    }
+  });
+});

@@ -49,6 +49,6 @@ describe('command-line programs', () => {
   it('a coordinator given a bad setting stops naming it', () => {
     const r = run([COORDINATOR_BIN, 'serve', '--port', 'eighty']);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/HISTOFED_PORT/);
+    expect(r.stderr).toMatch(/--port \/ HISTOFED_PORT: /);
   });
 });

@@ -1,5 +1,5 @@
 import { Metrics, WeightSet, decodeWeights, parameterCount } from '@histofed/fl-core';
-import { buildModel, evaluateModel, getWeights, setWeights, trainLocal } from '@histofed/ml';
+import { buildModel, evaluateModelAsync, getWeights, setWeights, trainLocal } from '@histofed/ml';
 import { TrainTask } from '@histofed/protocol';
 import { SiteData } from './site-data';
 import { SiteLogger } from './site-logger';
@@ -47,7 +47,7 @@ export async function runLocalTraining(task: TrainTask, data: SiteData, logger: 
         }
       },
     });
-    const evaluation = validation.count > 0 ? evaluateModel(model, validation).metrics : {};
+    const evaluation = validation.count > 0 ? (await evaluateModelAsync(model, validation)).metrics : {};
     const metrics: Metrics = {
       trainLoss: fit.loss,
       ...Object.fromEntries(Object.entries(evaluation).map(([k, v]) => [`val${k[0].toUpperCase()}${k.slice(1)}`, v])),

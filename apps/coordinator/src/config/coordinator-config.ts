@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
-import { DEFAULT_MAX_MESSAGE_BYTES, describeZodError } from '@histofed/protocol';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '@histofed/protocol';
 import { ValidationError } from '@histofed/fl-core';
 
 /** Where the central test set comes from (BreakHis tree + optional federation simulation). */
@@ -75,7 +75,21 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, flags: Coordinator
       }).filter(([, v]) => v !== undefined),
     ),
   );
-  if (!parsed.success) throw new ValidationError(`coordinator configuration: ${describeZodError(parsed.error)}`);
+  if (!parsed.success) {
+    const names: Record<string, string> = {
+      HISTOFED_HOST: '--host / HISTOFED_HOST',
+      HISTOFED_PORT: '--port / HISTOFED_PORT',
+      HISTOFED_DATA_DIR: '--data-dir / HISTOFED_DATA_DIR',
+      DATABASE_URL: '--database-url / DATABASE_URL',
+      HISTOFED_ADMIN_TOKEN: '--admin-token / HISTOFED_ADMIN_TOKEN',
+      HISTOFED_BACKEND: '--backend / HISTOFED_BACKEND',
+      HISTOFED_TEST_DATA: '--test-data / HISTOFED_TEST_DATA',
+    };
+    const detail = parsed.error.issues
+      .map((i) => `${names[String(i.path[0])] ?? String(i.path[0])}: ${i.message}`)
+      .join('; ');
+    throw new ValidationError(`coordinator configuration: ${detail}`);
+  }
   const e = parsed.data;
   const num = (v: string | number | undefined, name: string, fallback: number): number => {
     if (v === undefined) return fallback;

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { LabeledImages, Metrics, ModelSpec, WeightSet } from '@histofed/fl-core';
 import { assertHasImages, loadLabeledImages, readBreakHisTree, simulateFederation } from '@histofed/data';
-import { buildModel, classificationMetrics, ensembleProbabilities, evaluateModel, setWeights } from '@histofed/ml';
+import { buildModel, classificationMetrics, ensembleProbabilities, evaluateModelAsync, setWeights } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 
@@ -53,7 +53,7 @@ export class CentralEvaluator {
   async evaluate(spec: ModelSpec, weights: WeightSet): Promise<Metrics | null> {
     if (!this.enabled) return null;
     const data = await this.testSet(spec.imageSize);
-    return this.withModel(spec, weights, (model) => evaluateModel(model, data).metrics);
+    return (await this.withModel(spec, weights, (model) => evaluateModelAsync(model, data))).metrics;
   }
 
   /** Evaluates each member and the mean of their probabilities (the ensemble). */
@@ -63,7 +63,7 @@ export class CentralEvaluator {
     const probabilities: Float32Array[] = [];
     const perMember: Record<string, Metrics> = {};
     for (const m of members) {
-      const r = this.withModel(spec, m.weights, (model) => evaluateModel(model, data));
+      const r = await this.withModel(spec, m.weights, (model) => evaluateModelAsync(model, data));
       perMember[m.id] = r.metrics;
       probabilities.push(r.probabilities);
     }
@@ -71,11 +71,12 @@ export class CentralEvaluator {
     return { members: perMember, ensemble };
   }
 
-  private withModel<T>(spec: ModelSpec, weights: WeightSet, use: (model: ReturnType<typeof buildModel>) => T): T {
+  /** Evaluation yields between batches, so sockets stay responsive while the coordinator evaluates. */
+  private async withModel<T>(spec: ModelSpec, weights: WeightSet, use: (model: ReturnType<typeof buildModel>) => Promise<T>): Promise<T> {
     const model = buildModel(spec);
     try {
       setWeights(model, weights);
-      return use(model);
+      return await use(model);
     } finally {
       model.dispose();
     }

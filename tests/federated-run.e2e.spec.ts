@@ -178,6 +178,27 @@ describe('a federated run across real processes', () => {
     expect(rogue.tasks.map((t) => t.config.round)).toEqual([1, 2, 2]);
   });
 
+  it('serves the OpenAPI document and refuses admin calls without the token', async () => {
+    const doc = (await (await fetch(`${fed.url}/api/docs-json`)).json()) as { openapi: string; paths: Record<string, unknown> };
+    expect(doc.openapi).toMatch(/^3\./);
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining(['/api/runs', '/api/runs/{id}/start', '/api/runs/{id}/rounds', '/api/runs/{id}/metrics', '/api/sites']),
+    );
+    expect((await fetch(`${fed.url}/api/runs`)).status).toBe(401);
+    expect((await fetch(`${fed.url}/api/runs`, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
+    expect((await fetch(`${fed.url}/api/health`)).status).toBe(200);
+    const bad = await fetch(`${fed.url}/api/runs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${fed.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ rounds: 0, minSites: 5, maxSites: 2, colour: 'red' }),
+    });
+    expect(bad.status).toBe(400);
+    const message = ((await bad.json()) as { message: string }).message;
+    expect(message).toMatch(/run config: /);
+    expect(message).toMatch(/rounds/);
+    expect(message).toMatch(/colour/);
+  });
+
   it('ends with global, per-site and ensemble metrics on the central test split', async () => {
     const metrics = await fed.admin.request<{ final: { global: { accuracy: number }; perSite: Record<string, { accuracy: number }>; ensemble: { accuracy: number } } }>(
       'GET',

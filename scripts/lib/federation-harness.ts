@@ -19,12 +19,16 @@ export interface FederationOptions {
 }
 
 export interface Federation {
+  /** The current coordinator process (replaced by restartCoordinator). */
   readonly coordinator: ManagedProcess;
   readonly sites: ManagedProcess[];
   readonly siteIds: string[];
   readonly admin: AdminClient;
   readonly url: string;
+  readonly token: string;
   siteStateDir(siteId: string): string;
+  /** Stops the coordinator with `signal` (SIGKILL = crash) and starts it again on the same port and data. */
+  restartCoordinator(signal: NodeJS.Signals): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -41,7 +45,7 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
   const url = `http://127.0.0.1:${port}`;
   mkdirSync(join(o.workDir, 'logs'), { recursive: true });
   const common = o.backend ? ['--backend', o.backend] : [];
-  const coordinator = startProcess(
+  const startCoordinator = (n: number) => startProcess(
     'coordinator',
     COORDINATOR_BIN,
     [
@@ -57,17 +61,20 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
       '--test-fraction', String(testFraction),
       ...common,
     ],
-    join(o.workDir, 'logs', 'coordinator.log'),
+    join(o.workDir, 'logs', n === 0 ? 'coordinator.log' : `coordinator.${n}.log`),
     { DATABASE_URL: undefined, ...o.coordinatorEnv },
   );
+  let coordinator = startCoordinator(0);
+  let restarts = 0;
   const sites: ManagedProcess[] = [];
   const siteIds = Array.from({ length: o.sites }, (_, i) => `site-${i + 1}`);
   const stop = async () => {
     await Promise.all(sites.map((s) => s.stop()));
     await coordinator.stop();
   };
+  const listening = (c: ManagedProcess) => c.waitFor((l) => l.msg === 'coordinator listening', timeoutMs, 'the coordinator to listen');
   try {
-    await coordinator.waitFor((l) => l.msg === 'coordinator listening', timeoutMs, 'the coordinator to listen');
+    await listening(coordinator);
     siteIds.forEach((siteId, i) => {
       sites.push(
         startProcess(
@@ -91,7 +98,23 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
     });
     const admin = new AdminClient(url, token);
     await Promise.all(sites.map((s) => s.waitFor((l) => l.msg === 'connected to coordinator', timeoutMs, 'connection')));
-    return { coordinator, sites, siteIds, admin, url, siteStateDir: (id) => join(o.workDir, id), stop };
+    return {
+      get coordinator() {
+        return coordinator;
+      },
+      sites,
+      siteIds,
+      admin,
+      url,
+      token,
+      siteStateDir: (id) => join(o.workDir, id),
+      restartCoordinator: async (signal) => {
+        await coordinator.stop(signal);
+        coordinator = startCoordinator(++restarts);
+        await listening(coordinator);
+      },
+      stop,
+    };
   } catch (e) {
     await stop();
     throw e;

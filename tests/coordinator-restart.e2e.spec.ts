@@ -1,0 +1,72 @@
+/**
+ * All run state lives in the database: a coordinator killed with SIGKILL in the middle of a run
+ * resumes it at the last completed round from the same global model, and the sites reconnect by
+ * themselves.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateSyntheticBreakHis } from '@histofed/data';
+import { Federation, startFederation } from '@histofed/harness';
+
+interface Round {
+  round: number;
+  status: string;
+  baseModelHash: string;
+  modelHash: string | null;
+}
+
+describe('coordinator restart', () => {
+  let work: string;
+  let fed: Federation;
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'hf-restart-'));
+    const data = join(work, 'data');
+    await generateSyntheticBreakHis(data, { seed: 4, patientsPerSubtype: 2, imagesPerPatient: 4 });
+    fed = await startFederation({ dataDir: data, workDir: work, sites: 2, seed: 4 });
+  });
+  afterAll(async () => {
+    await fed?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('resumes a run after SIGKILL at the last completed round', async () => {
+    const { id } = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
+      rounds: 3,
+      minSites: 2,
+      localEpochs: 2,
+      personalizeEpochs: 0,
+      model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 },
+    });
+    await fed.admin.request('POST', `/api/runs/${id}/start`);
+    const rounds = () => fed.admin.request<Round[]>('GET', `/api/runs/${id}/rounds`);
+    const first = await fed.admin.poll(async () => (await rounds()).find((r) => r.round === 1 && r.status === 'completed'), 120_000, 'round 1');
+
+    await fed.restartCoordinator('SIGKILL');
+    const resumed = await fed.coordinator.waitFor((l) => l.msg === 'resuming run', 10_000, 'the run to resume');
+    expect(resumed).toEqual(expect.objectContaining({ runId: id }));
+    expect(resumed.completedRounds).toBeGreaterThanOrEqual(1);
+
+    const run = await fed.admin.poll(
+      async () => {
+        const r = await fed.admin.request<{ status: string; statusReason: string | null; completedRounds: number; currentModelHash: string }>('GET', `/api/runs/${id}`);
+        return r.status === 'running' ? undefined : r;
+      },
+      180_000,
+      'the run to finish',
+    );
+    expect(run).toEqual(expect.objectContaining({ status: 'completed', completedRounds: 3, statusReason: null }));
+    const all = await rounds();
+    expect(all.map((r) => [r.round, r.status])).toEqual([
+      [1, 'completed'],
+      [2, 'completed'],
+      [3, 'completed'],
+    ]);
+    // The chain of models is unbroken across the restart.
+    expect(all[0].modelHash).toBe(first.modelHash);
+    expect(all[1].baseModelHash).toBe(all[0].modelHash);
+    expect(all[2].baseModelHash).toBe(all[1].modelHash);
+    expect(run.currentModelHash).toBe(all[2].modelHash);
+  });
+});

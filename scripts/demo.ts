@@ -78,7 +78,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     say(`data: ${ds.images.length} BreakHis images of ${new Set(ds.images.map((i) => i.patientId)).size} patients in ${dataDir} (${ds.problems.length} unusable files)`);
   } else {
     dataDir = join(workDir, 'synthetic');
-    const made = await generateSyntheticBreakHis(dataDir, { seed, patientsPerSubtype: Math.max(3, sites + 1), imagesPerPatient: 12 });
+    const made = await generateSyntheticBreakHis(dataDir, { seed, patientsPerSubtype: Math.max(3, sites + 1), imagesPerPatient: 16 });
     say(`data: synthetic BreakHis-like tree, ${made.images} images of ${made.patients} patients (${dataDir})`);
   }
   say(`starting a coordinator (embedded PostgreSQL) and ${sites} site clients; logs in ${join(workDir, 'logs')}`);
@@ -102,8 +102,8 @@ async function demo(opts: DemoOptions): Promise<void> {
       maxSites: sites,
       model: { kind: 'small-cnn', imageSize, numClasses: 2 },
       localEpochs: Number(opts.epochs),
-      batchSize: 16,
-      learningRate: 0.003,
+      batchSize: 8,
+      learningRate: 0.002,
       proximalMu: 0.01,
       personalizeEpochs: 1,
       roundTimeoutSeconds: 900,
@@ -171,7 +171,7 @@ const program = new Command('npm run demo --')
   .option('--data <dir>', 'a real BreakHis tree instead of synthetic data')
   .option('--report-json <file>', 'write the report as JSON')
   .option('--image-size <px>', 'model input size', '32')
-  .option('--epochs <n>', 'local epochs per round', '2')
+  .option('--epochs <n>', 'local epochs per round', '6')
   .option('--seed <n>', 'seed of data generation, partition and training', '1')
   .option('--backend <name>', 'TensorFlow.js backend for all processes (auto|wasm|cpu|tensorflow|tensorflow-gpu)')
   .option('--keep', 'keep the work directory (logs, databases, site outboxes)')

@@ -4,6 +4,7 @@ export * from './models';
 export * from './weights-bridge';
 export * from './losses';
 export * from './train';
+export * from './kernel-check';
 export * from './metrics';
 export * from './evaluate';
 export { mulberry32, mixSeed, shuffledIndices } from './random';

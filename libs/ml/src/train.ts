@@ -11,6 +11,7 @@ import type { LabeledImages, WeightSet } from '@histofed/fl-core';
 import { HistoFedError, ValidationError, assertSameLayout, layoutOf } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
 import { checkFinite, checkLabeledImages, imageBatch, modelGeometry } from './batches';
+import { assertModelTrains } from './kernel-check';
 import { crossEntropy, proximalTerm } from './losses';
 import { mixSeed, shuffledIndices } from './random';
 import { modelLayout, weightName } from './weights-bridge';
@@ -99,6 +100,7 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
   checkLabeledImages(data, imageSize, numClasses);
   if (data.count === 0) throw new ValidationError('data.count: there are no training images');
   checkFinite(data.images, imageSize);
+  assertModelTrains(model);
 
   const trainable = model.trainableWeights;
   const vars = trainable.map((v) => v.read() as tf.Variable);

@@ -1,0 +1,18 @@
+/** Shared helpers of the benchmarks: figures on stdout, one JSON line with --json. */
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+export const round = (x: number, digits = 2): number => Number(x.toFixed(digits));
+
+/** Progress and human-readable figures go to stderr when --json is given, so stdout is the JSON line. */
+export function reporter(json: boolean) {
+  return {
+    say: (text: string) => (json ? process.stderr : process.stdout).write(text + '\n'),
+    result: (value: unknown) => {
+      if (json) process.stdout.write(JSON.stringify(value) + '\n');
+    },
+  };
+}

@@ -1,0 +1,126 @@
+/**
+ * npm run bench:train [-- --json]: trains HistoFed's default classifier (small-cnn) for a fixed
+ * number of steps on random RGB inputs and the same architecture in PyTorch with the same
+ * optimizer, alternating in one run; prints images/s of each and the ratio HistoFed / PyTorch.
+ * The tfjs `cpu` backend is measured for a few steps too, to show what the training kernels gain.
+ */
+import { Command } from 'commander';
+import { cpus } from 'node:os';
+import { LabeledImages } from '@histofed/fl-core';
+import { buildModel, describeModel, parseBackendChoice, selectBackend, trainLocal } from '@histofed/ml';
+import { median, reporter, round } from '../lib/bench-output';
+import { PyTorchPeer, ensureTorch } from './pytorch-peer';
+
+interface Options {
+  imageSize: string;
+  batch: string;
+  steps: string;
+  repeats: string;
+  cpuSteps: string;
+  backend: string;
+  json?: boolean;
+}
+
+function randomImages(count: number, size: number, seed: number): LabeledImages {
+  const images = new Float32Array(count * size * size * 3);
+  let s = seed >>> 0;
+  for (let i = 0; i < images.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    images[i] = s / 4294967296;
+  }
+  const labels = Int32Array.from({ length: count }, (_, i) => i % 2);
+  return { images, labels, count, imageSize: size };
+}
+
+/** Images per second of trainLocal over `steps` batches (one epoch of steps * batch images). */
+async function tfjsRun(backendChoice: string, size: number, batch: number, steps: number, data: LabeledImages) {
+  await selectBackend(parseBackendChoice(backendChoice));
+  const model = buildModel({ kind: 'small-cnn', imageSize: size, numClasses: 2 }, 1);
+  return { model, measure: async () => {
+    const started = process.hrtime.bigint();
+    const r = await trainLocal(model, data, { epochs: 1, batchSize: batch, learningRate: 0.001, proximalMu: 0, seed: 1 });
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    return { imgPerSec: (steps * batch) / seconds, seconds, loss: r.loss };
+  } };
+}
+
+async function main(o: Options): Promise<void> {
+  const size = Number(o.imageSize);
+  const batch = Number(o.batch);
+  const steps = Number(o.steps);
+  const repeats = Number(o.repeats);
+  const { say, result } = reporter(Boolean(o.json));
+  ensureTorch(say);
+
+  const data = randomImages(steps * batch, size, 1);
+  const warm = randomImages(2 * batch, size, 2);
+  const backend = await selectBackend(parseBackendChoice(o.backend));
+  say(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}`);
+  say(`HistoFed small-cnn ${size}x${size}, batch ${batch}, ${steps} steps x ${repeats} repeats, Adam; backend ${backend.name}`);
+
+  const peer = new PyTorchPeer({ imageSize: size, batch, learningRate: 0.001 });
+  await peer.ready();
+  say(`PyTorch ${peer.info!.torch}, ${peer.info!.threads} threads, ${peer.info!.parameters} parameters`);
+
+  const hf = await tfjsRun(o.backend, size, batch, steps, data);
+  say(`HistoFed: ${describeModel(hf.model).parameters} parameters`);
+  // Warm-up both (first steps compile kernels / allocate).
+  await trainLocal(hf.model, warm, { epochs: 1, batchSize: batch, learningRate: 0.001, proximalMu: 0, seed: 2 });
+  await peer.run(2);
+
+  const hfRates: number[] = [];
+  const ptRates: number[] = [];
+  for (let r = 1; r <= repeats; r++) {
+    const h = await hf.measure();
+    const p = await peer.run(steps);
+    hfRates.push(h.imgPerSec);
+    ptRates.push(p.imgPerSec);
+    say(`  repeat ${r}: HistoFed ${h.imgPerSec.toFixed(1)} img/s, PyTorch ${p.imgPerSec.toFixed(1)} img/s`);
+  }
+  peer.close();
+  hf.model.dispose();
+  const histofed = median(hfRates);
+  const pytorch = median(ptRates);
+
+  let cpuImgPerSec: number | null = null;
+  const cpuSteps = Number(o.cpuSteps);
+  if (cpuSteps > 0) {
+    const cpuBatch = Math.min(batch, 8);
+    const cpuData = randomImages(cpuSteps * cpuBatch, size, 3);
+    const cpu = await tfjsRun('cpu', size, cpuBatch, cpuSteps, cpuData);
+    cpuImgPerSec = (await cpu.measure()).imgPerSec;
+    cpu.model.dispose();
+    say(`tfjs cpu backend (pure JavaScript, ${cpuSteps} step(s) of ${cpuBatch}): ${cpuImgPerSec.toFixed(2)} img/s`);
+  }
+
+  say(`HistoFed ${histofed.toFixed(1)} img/s, PyTorch ${pytorch.toFixed(1)} img/s, ratio ${(histofed / pytorch).toFixed(3)}` +
+    (cpuImgPerSec ? `; ${(histofed / cpuImgPerSec).toFixed(0)}x the tfjs cpu backend` : ''));
+  result({
+    backend: backend.name,
+    imageSize: size,
+    batch,
+    steps,
+    repeats,
+    histofedImgPerSec: round(histofed),
+    pytorchImgPerSec: round(pytorch),
+    ratio: round(histofed / pytorch, 3),
+    tfjsCpuImgPerSec: cpuImgPerSec === null ? null : round(cpuImgPerSec, 3),
+    pytorchThreads: peer.info!.threads,
+  });
+}
+
+new Command('npm run bench:train --')
+  .description('Training throughput of HistoFed (tfjs) against PyTorch on the same model, alternating')
+  .option('--image-size <px>', 'input size', '128')
+  .option('--batch <n>', 'batch size', '32')
+  .option('--steps <n>', 'steps per measurement', '10')
+  .option('--repeats <n>', 'alternating measurements of each (median reported)', '3')
+  .option('--cpu-steps <n>', 'steps on the tfjs cpu backend (0 = skip)', '1')
+  .option('--backend <name>', 'HistoFed backend', 'auto')
+  .option('--json', 'print one JSON line on stdout')
+  .action((o: Options) => main(o))
+  .parseAsync(process.argv)
+  .catch((e: unknown) => {
+    process.stderr.write(`bench:train: ${(e as Error).stack ?? e}\n`);
+    process.exit(1);
+  });

@@ -1,0 +1,57 @@
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+
+export const PYTHON = '/usr/bin/python3';
+
+/** Installs Debian's python3-torch when it is missing (needs root, as on CI and dev machines). */
+export function ensureTorch(say: (s: string) => void): void {
+  const probe = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
+  if (probe.status === 0) return;
+  if (process.getuid?.() !== 0) {
+    throw new Error(`PyTorch is missing for ${PYTHON}: run  apt-get install -y python3-torch  (as root), then again`);
+  }
+  say('PyTorch is missing: installing Debian\'s python3-torch (once) ...');
+  for (const args of [['update', '-qq'], ['install', '-y', '-qq', 'python3-torch']]) {
+    const r = spawnSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (exit ${r.status})`);
+  }
+}
+
+export interface TorchRun {
+  steps: number;
+  seconds: number;
+  imgPerSec: number;
+  loss: number;
+}
+
+/** The PyTorch model in a long-lived python process; `run(n)` trains n steps and reports. */
+export class PyTorchPeer {
+  private readonly child: ChildProcess;
+  private readonly lines: AsyncIterableIterator<string>;
+  info: { torch: string; threads: number; parameters: number } | undefined;
+
+  constructor(config: { imageSize: number; batch: number; learningRate: number; threads?: number; channelsLast?: boolean }) {
+    this.child = spawn(PYTHON, [join(__dirname, 'small_cnn_torch.py'), JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.lines = createInterface({ input: this.child.stdout! })[Symbol.asyncIterator]();
+  }
+
+  private async next<T>(): Promise<T> {
+    const r = await this.lines.next();
+    if (r.done) throw new Error('the PyTorch peer exited early');
+    return JSON.parse(r.value) as T;
+  }
+
+  async ready(): Promise<void> {
+    this.info = await this.next();
+  }
+
+  async run(steps: number): Promise<TorchRun> {
+    this.child.stdin!.write(`${steps}\n`);
+    return this.next<TorchRun>();
+  }
+
+  close(): void {
+    this.child.stdin!.end('0\n');
+  }
+}

@@ -34,6 +34,7 @@ interface RoundEntry {
 }
 interface MetricsResponse {
   status: string;
+  backends: { coordinator: string | null; sites: Record<string, string> };
   statusReason: string | null;
   sites: string[];
   rounds: RoundEntry[];
@@ -124,7 +125,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     if (result.status !== 'completed') throw new HistoFedError('RUN_FAILED', `run failed: ${result.statusReason}`);
 
     say('\n== HistoFed demo report ==');
-    say(`sites: ${fed.siteIds.join(', ')}   backend: ${backend}`);
+    say(`sites: ${fed.siteIds.join(', ')}   backends: coordinator ${backend}, ${Object.entries(result.backends.sites).map(([s, b]) => `${s} ${b}`).join(', ')}`);
     say('round  central acc  balanced acc  patient acc  sites val acc  participants');
     for (const r of result.rounds) {
       say(
@@ -142,6 +143,7 @@ async function demo(opts: DemoOptions): Promise<void> {
       const report = {
         runId: run.id,
         backend,
+        backends: result.backends,
         data: opts.data ? resolve(opts.data) : 'synthetic',
         sites: fed.siteIds,
         rounds: result.rounds.map((r) => ({

@@ -46,6 +46,16 @@ describe('command-line programs', () => {
     expect(r.stderr).toMatch(/no usable/i);
   });
 
+  it('an explicit backend that is not installed stops both programs at start-up, naming the package', () => {
+    const gpu = run([COORDINATOR_BIN, 'serve', '--backend', 'tensorflow-gpu', '--port', '0', '--data-dir', mkdtempSync(join(tmpdir(), 'hf-c-'))]);
+    expect(gpu.status).toBe(1);
+    expect(gpu.stderr).toMatch(/@tensorflow\/tfjs-node-gpu/);
+    expect(gpu.stderr).toMatch(/npm install/);
+    const site = run([SITE_BIN, 'run', '--backend', 'tensorflow-gpu', '--coordinator', 'http://127.0.0.1:9', '--site-id', 's', '--data', tmpdir()]);
+    expect(site.status).toBe(1);
+    expect(site.stderr).toMatch(/@tensorflow\/tfjs-node-gpu/);
+  });
+
   it('a coordinator given a bad setting stops naming it', () => {
     const r = run([COORDINATOR_BIN, 'serve', '--port', 'eighty']);
     expect(r.status).toBe(1);

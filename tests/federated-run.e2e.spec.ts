@@ -200,11 +200,15 @@ describe('a federated run across real processes', () => {
   });
 
   it('ends with global, per-site and ensemble metrics on the central test split', async () => {
-    const metrics = await fed.admin.request<{ final: { global: { accuracy: number }; perSite: Record<string, { accuracy: number }>; ensemble: { accuracy: number } } }>(
+    const metrics = await fed.admin.request<{ backends: { coordinator: string; sites: Record<string, string> }; final: { global: { accuracy: number }; perSite: Record<string, { accuracy: number }>; ensemble: { accuracy: number } } }>(
       'GET',
       `/api/runs/${runId}/metrics`,
     );
     expect(Object.keys(metrics.final.perSite).sort()).toEqual(['site-1', 'site-2']);
+    // Every process reports the backend it selected (auto: the same on one machine).
+    const { backend } = (await (await fetch(`${fed.url}/api/health`)).json()) as { backend: string };
+    expect(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']).toContain(backend);
+    expect(metrics.backends).toEqual({ coordinator: backend, sites: { 'site-1': backend, 'site-2': backend } });
     for (const m of [metrics.final.global, metrics.final.ensemble, ...Object.values(metrics.final.perSite)]) {
       expect(m.accuracy).toBeGreaterThanOrEqual(0);
       expect(m.accuracy).toBeLessThanOrEqual(1);

@@ -13,6 +13,7 @@ import {
   UseGuards,
 } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { currentBackend } from '@histofed/ml';
 import { z } from 'zod';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
@@ -85,11 +86,16 @@ export class RunsController {
     const rounds = await this.store.listRounds(id);
     const contributions = await this.store.listContributions(id);
     const sites = [...new Set(contributions.filter((c) => c.status === 'accepted').map((c) => c.siteId))].sort();
+    const siteRecords = await this.store.listSites();
     return {
       runId: id,
       status: run.status,
       statusReason: run.statusReason,
       sites,
+      backends: {
+        coordinator: currentBackend()?.name ?? null,
+        sites: Object.fromEntries(siteRecords.filter((s) => sites.includes(s.siteId)).map((s) => [s.siteId, s.backend])),
+      },
       rounds: rounds
         .filter((r) => r.status === 'completed')
         .map((r) => ({

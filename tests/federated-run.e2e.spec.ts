@@ -10,6 +10,7 @@ import { generateSyntheticBreakHis, readBreakHisTree } from '@histofed/data';
 import { SiteEvents, decodeUpdateEnvelope } from '@histofed/protocol';
 import { Federation, startFederation } from '@histofed/harness';
 import { RogueSite } from './support/rogue-site';
+import { hasChromium, launchChromium } from './support/browser';
 
 interface Contribution {
   siteId: string;
@@ -197,6 +198,34 @@ describe('a federated run across real processes', () => {
     expect(message).toMatch(/run config: /);
     expect(message).toMatch(/rounds/);
     expect(message).toMatch(/colour/);
+  });
+
+  it('serves the live dashboard page', async () => {
+    const res = await fetch(`${fed.url}/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/text\/html/);
+    expect(await res.text()).toMatch(/api\/runs/);
+  });
+
+  (hasChromium ? it : it.skip)('shows sites, the run, its rounds and rejections in the dashboard (Chromium)', async () => {
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      await page.goto(fed.url);
+      await page.fill('#token', fed.token);
+      await page.click('#auth button');
+      await page.waitForSelector('#run table tbody tr:nth-child(2) td.num', { timeout: 20_000 });
+      const sites = await page.$$eval('#sites tbody tr td:first-child', (tds) => tds.map((td) => td.textContent));
+      expect(sites.sort()).toEqual(['rogue', 'site-1', 'site-2']);
+      expect(await page.textContent('#runs tbody')).toContain('completed');
+      const run = await page.textContent('#run');
+      expect(run).toMatch(/rogue: update: expected \d+ tensors/);
+      expect(run).toMatch(/Final \(central test split\)/);
+      expect(run).toMatch(/ensemble/);
+      await page.screenshot({ path: join(process.env.HISTOFED_SCREENSHOT_DIR ?? work, 'dashboard.png'), fullPage: true });
+    } finally {
+      await browser.close();
+    }
   });
 
   it('ends with global, per-site and ensemble metrics on the central test split', async () => {

@@ -1,6 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { BoxKeyPair } from '@histofed/crypto';
 import { HealthController } from './admin/health.controller';
+import { DashboardController } from './dashboard/dashboard.controller';
 import { ModelsController } from './admin/models.controller';
 import { RunsController } from './admin/runs.controller';
 import { SitesController } from './admin/sites.controller';
@@ -29,7 +30,7 @@ export class CoordinatorModule {
   static forRoot(deps: CoordinatorDependencies): DynamicModule {
     return {
       module: CoordinatorModule,
-      controllers: [HealthController, RunsController, SitesController, ModelsController],
+      controllers: [DashboardController, HealthController, RunsController, SitesController, ModelsController],
       providers: [
         { provide: COORDINATOR_CONFIG, useValue: deps.config },
         { provide: COORDINATOR_STORE, useValue: deps.store },

@@ -1,13 +1,23 @@
 import type { LabeledImages } from '@histofed/fl-core';
 import { ValidationError } from '@histofed/fl-core';
-import sharp from 'sharp';
 import type { BreakHisImage } from './breakhis-reader';
 import { mapWithConcurrency } from './concurrency';
-import { DataError } from './data-error';
+import { decodeSquareRgb, type ImageCache } from './image-cache';
+
+/**
+ * A per-image pixel hook: receives one image as size*size*3 floats in [0,1] (row-major, channels
+ * last) and modifies them in place, e.g. a per-site stain shift or stain normalization. Called
+ * after scaling to [0,1] and before any augmentation. Keeping values in [0,1] is the hook's job.
+ */
+export type PixelTransform = (rgb: Float32Array, image: BreakHisImage, imageSize: number) => void;
 
 export interface LoadImagesOptions {
   /** Files decoded at the same time (default 4). */
   readonly concurrency?: number;
+  /** Decoded images are read from / stored in this on-disk cache (its resize mode applies). */
+  readonly cache?: ImageCache;
+  /** Applied to each image after scaling to [0,1]. */
+  readonly transform?: PixelTransform;
 }
 
 /**
@@ -16,8 +26,9 @@ export interface LoadImagesOptions {
  * Each PNG is converted to sRGB with 3 channels (alpha dropped, greyscale expanded) and resized to
  * imageSize x imageSize with fit 'cover': the aspect ratio is kept and the centre square is used
  * (a 700x460 BreakHis image keeps its central 460x460), so nuclei are not stretched. Values are
- * bytes / 255, channels last, row-major. labels are labelIndex (0 benign, 1 malignant); groups are
- * the patient ids (slide codes).
+ * bytes / 255, channels last, row-major, then `options.transform` if given. labels are labelIndex
+ * (0 benign, 1 malignant); groups are the patient ids (slide codes). With `options.cache` the
+ * decoded bytes come from (and go to) the cache, and its path index is flushed at the end.
  *
  * Throws DataError naming the file when one cannot be decoded.
  */
@@ -31,11 +42,14 @@ export async function loadLabeledImages(
   }
   const perImage = imageSize * imageSize * 3;
   const data = new Float32Array(images.length * perImage);
-  await mapWithConcurrency(images, options.concurrency ?? 4, async (image, index) => {
-    const pixels = await decodeSquare(image.path, imageSize);
-    const offset = index * perImage;
-    for (let k = 0; k < perImage; k++) data[offset + k] = pixels[k] / 255;
-  });
+  try {
+    await mapWithConcurrency(images, options.concurrency ?? 4, async (image, index) => {
+      const offset = index * perImage;
+      await readImagePixels(image, imageSize, data.subarray(offset, offset + perImage), options);
+    });
+  } finally {
+    await options.cache?.flush();
+  }
   return {
     images: data,
     labels: Int32Array.from(images, (i) => i.labelIndex),
@@ -45,23 +59,21 @@ export async function loadLabeledImages(
   };
 }
 
-async function decodeSquare(file: string, size: number): Promise<Buffer> {
-  let result;
-  try {
-    result = await sharp(file)
-      .removeAlpha()
-      .toColourspace('srgb')
-      .resize(size, size, { fit: 'cover', position: 'centre' })
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-  } catch (err) {
-    throw new DataError(`Cannot decode image ${file}: ${(err as Error).message}`);
+/**
+ * Decodes one image (through `options.cache` when given) into `target` (imageSize*imageSize*3
+ * floats): bytes / 255, then `options.transform`. Throws DataError naming the file on failure.
+ */
+export async function readImagePixels(
+  image: BreakHisImage,
+  imageSize: number,
+  target: Float32Array,
+  options: { readonly cache?: ImageCache; readonly transform?: PixelTransform } = {},
+): Promise<void> {
+  const perImage = imageSize * imageSize * 3;
+  if (target.length !== perImage) {
+    throw new ValidationError(`target holds ${target.length} values, expected ${perImage}`);
   }
-  const { info, data } = result;
-  if (info.width !== size || info.height !== size || info.channels !== 3) {
-    throw new DataError(
-      `Cannot decode image ${file}: got ${info.width}x${info.height}x${info.channels}, expected ${size}x${size}x3`,
-    );
-  }
-  return data;
+  const pixels = options.cache ? await options.cache.get(image, imageSize) : await decodeSquareRgb(image.path, imageSize);
+  for (let k = 0; k < perImage; k++) target[k] = pixels[k] / 255;
+  options.transform?.(target, image, imageSize);
 }

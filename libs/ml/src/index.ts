@@ -9,3 +9,4 @@ export * from './metrics';
 export * from './evaluate';
 export { mulberry32, mixSeed, shuffledIndices } from './random';
 export { brightDarkImages } from './testing/synthetic';
+export * from './parallel-training';

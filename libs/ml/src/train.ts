@@ -65,7 +65,8 @@ function firstNonFinite(vars: readonly tf.Variable[]): number | null {
   return null;
 }
 
-function checkOptions(opts: TrainOptions, numClasses: number): void {
+/** Checks training options (also used by the parallel trainer before it starts its workers). */
+export function checkTrainOptions(opts: TrainOptions, numClasses: number): void {
   if (!Number.isInteger(opts.epochs) || opts.epochs < 1) {
     throw new ValidationError(`epochs: must be an integer >= 1, got ${opts.epochs}`);
   }
@@ -96,7 +97,7 @@ function checkOptions(opts: TrainOptions, numClasses: number): void {
 export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, opts: TrainOptions): Promise<TrainResult> {
   assertBackendReady();
   const { imageSize, numClasses } = modelGeometry(model);
-  checkOptions(opts, numClasses);
+  checkTrainOptions(opts, numClasses);
   checkLabeledImages(data, imageSize, numClasses);
   if (data.count === 0) throw new ValidationError('data.count: there are no training images');
   checkFinite(data.images, imageSize);

@@ -1,0 +1,162 @@
+/**
+ * node scripts/run-ts.js bench/train/profile-step.ts [--image-size 128] [--batch 32] [--backend wasm]
+ *
+ * Where the time of one training step of HistoFed's default classifier (small-cnn, Adam, the same
+ * step as trainLocal) goes: per-kernel times of one step from tf.profile (each kernel call with its
+ * input shapes, then totals per kernel name), and the step time and images/s of unprofiled steps.
+ * Inputs are random; only the time matters.
+ */
+import { Command } from 'commander';
+import { cpus } from 'node:os';
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { buildModel, crossEntropy, describeModel, parseBackendChoice, selectBackend } from '@histofed/ml';
+import { median, reporter, round } from '../lib/bench-output';
+
+interface Options {
+  imageSize: string;
+  batch: string;
+  steps: string;
+  warmup: string;
+  backend: string;
+  top: string;
+  json?: boolean;
+}
+
+function randomBatch(batch: number, size: number, seed: number): { x: tf.Tensor4D; y: tf.Tensor1D } {
+  const images = new Float32Array(batch * size * size * 3);
+  let s = seed >>> 0;
+  for (let i = 0; i < images.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    images[i] = s / 4294967296;
+  }
+  const labels = Int32Array.from({ length: batch }, (_, i) => i % 2);
+  return { x: tf.tensor4d(images, [batch, size, size, 3]), y: tf.tensor1d(labels, 'int32') };
+}
+
+/** One Adam step on (x, y), as trainLocal does it; returns when the loss has been read back. */
+function step(model: tfl.LayersModel, optimizer: tf.Optimizer, vars: tf.Variable[], x: tf.Tensor4D, y: tf.Tensor1D): number {
+  const loss = tf.tidy(
+    () =>
+      optimizer.minimize(
+        () => crossEntropy(model.apply(x, { training: true }) as tf.Tensor2D, y),
+        true,
+        vars,
+      ) as tf.Scalar,
+  );
+  const value = loss.dataSync()[0];
+  loss.dispose();
+  return value;
+}
+
+interface KernelRow {
+  name: string;
+  shapes: string;
+  calls: number;
+  ms: number;
+}
+
+const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+const lpad = (s: string, n: number) => (s.length >= n ? s : ' '.repeat(n - s.length) + s);
+
+async function main(o: Options): Promise<void> {
+  const size = Number(o.imageSize);
+  const batch = Number(o.batch);
+  const steps = Number(o.steps);
+  const warmup = Number(o.warmup);
+  const top = Number(o.top);
+  const { say, result } = reporter(Boolean(o.json));
+
+  const backend = await selectBackend(parseBackendChoice(o.backend));
+  const model = buildModel({ kind: 'small-cnn', imageSize: size, numClasses: 2 }, 1);
+  const vars = model.trainableWeights.map((v) => v.read() as tf.Variable);
+  const optimizer = tf.train.adam(0.001);
+  const { x, y } = randomBatch(batch, size, 1);
+  say(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}`);
+  say(
+    `small-cnn ${size}x${size}, batch ${batch}, ${describeModel(model).parameters} parameters, Adam; backend ${backend.name}`,
+  );
+
+  for (let i = 0; i < warmup; i++) step(model, optimizer, vars, x, y);
+
+  // Unprofiled steps: the step time.
+  const times: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const t0 = process.hrtime.bigint();
+    step(model, optimizer, vars, x, y);
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  const stepMs = median(times);
+
+  // One profiled step: time of every kernel call.
+  const profile = await tf.profile(() => {
+    step(model, optimizer, vars, x, y);
+  });
+  const rows = new Map<string, KernelRow>();
+  const byName = new Map<string, { calls: number; ms: number }>();
+  let kernelMs = 0;
+  for (const k of profile.kernels) {
+    const ms = Number(await k.kernelTimeMs);
+    kernelMs += ms;
+    const shapes = k.inputShapes.map((s) => `[${s}]`).join(' ');
+    const key = `${k.name} ${shapes}`;
+    const r = rows.get(key) ?? { name: k.name, shapes, calls: 0, ms: 0 };
+    r.calls++;
+    r.ms += ms;
+    rows.set(key, r);
+    const n = byName.get(k.name) ?? { calls: 0, ms: 0 };
+    n.calls++;
+    n.ms += ms;
+    byName.set(k.name, n);
+  }
+  const sorted = [...rows.values()].sort((a, b) => b.ms - a.ms);
+  const names = [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms);
+
+  say(`\nkernel calls of one step (tf.profile), slowest first (top ${top} of ${sorted.length}):`);
+  say(`${lpad('ms', 9)} ${lpad('share', 6)} ${lpad('calls', 5)}  kernel  input shapes`);
+  for (const r of sorted.slice(0, top)) {
+    say(
+      `${lpad(r.ms.toFixed(1), 9)} ${lpad(((100 * r.ms) / kernelMs).toFixed(1) + '%', 6)} ${lpad(String(r.calls), 5)}  ${pad(r.name, 22)} ${r.shapes}`,
+    );
+  }
+  say(`\nper kernel name:`);
+  for (const [name, n] of names) {
+    if (n.ms < 0.05 * kernelMs / 100) continue;
+    say(`${lpad(n.ms.toFixed(1), 9)} ${lpad(((100 * n.ms) / kernelMs).toFixed(1) + '%', 6)} ${lpad(String(n.calls), 5)}  ${name}`);
+  }
+  say(
+    `\nkernels ${kernelMs.toFixed(0)} ms in ${profile.kernels.length} calls (profiled step); ` +
+      `step ${stepMs.toFixed(0)} ms (median of ${steps}: ${times.map((t) => t.toFixed(0)).join(', ')}), ` +
+      `${((1000 * batch) / stepMs).toFixed(1)} images/s`,
+  );
+  result({
+    backend: backend.name,
+    imageSize: size,
+    batch,
+    stepMs: round(stepMs, 1),
+    imagesPerSec: round((1000 * batch) / stepMs, 1),
+    kernelMs: round(kernelMs, 1),
+    kernels: sorted.map((r) => ({ name: r.name, inputShapes: r.shapes, calls: r.calls, ms: round(r.ms, 2) })),
+  });
+
+  x.dispose();
+  y.dispose();
+  optimizer.dispose();
+  model.dispose();
+}
+
+new Command('node scripts/run-ts.js bench/train/profile-step.ts')
+  .description('Per-kernel times of one training step of small-cnn (tf.profile), step time and images/s')
+  .option('--image-size <px>', 'input size', '128')
+  .option('--batch <n>', 'batch size', '32')
+  .option('--steps <n>', 'timed steps (median reported)', '5')
+  .option('--warmup <n>', 'steps before measuring', '2')
+  .option('--backend <name>', 'backend (auto, tensorflow, wasm, cpu, ...)', 'wasm')
+  .option('--top <n>', 'kernel calls listed', '30')
+  .option('--json', 'print one JSON line on stdout')
+  .action((o: Options) => main(o))
+  .parseAsync(process.argv)
+  .catch((e: unknown) => {
+    process.stderr.write(`profile-step: ${(e as Error).stack ?? e}\n`);
+    process.exit(1);
+  });

@@ -1,0 +1,69 @@
+/**
+ * Messages between the training pool (parallel-training.ts, main thread) and its workers
+ * (training-worker.ts). Types only: both sides import them with `import type`.
+ *
+ * Every request carries an `id`; the worker answers each with exactly one reply of the same id,
+ * either the result or `{ type: 'error' }`. A worker handles its messages one after the other.
+ */
+import type { MemoryInfo } from '@tensorflow/tfjs-core';
+import type { ModelSpec, NamedTensor, WeightSet } from '@histofed/fl-core';
+import type { BackendChoice, SelectedBackend } from './backend';
+
+/** `workerData` of a training worker. */
+export interface TrainingWorkerData {
+  /** Marks a HistoFed training worker (the worker module does nothing without it). */
+  readonly histofedTrainingWorker: true;
+  /** 0-based index in the pool, for messages. */
+  readonly index: number;
+  readonly backend: BackendChoice;
+  /** Absolute path of the worker module (.ts under ts-node/Jest, .js when compiled). */
+  readonly file: string;
+  /** Absolute path of ts-node, when `file` is TypeScript. */
+  readonly tsNode?: string;
+}
+
+export type ToWorker =
+  /** Starts a training call: (re)builds the replica if the spec changed, loads the initial weights, a fresh Adam. */
+  | {
+      readonly type: 'begin';
+      readonly id: number;
+      readonly spec: ModelSpec;
+      readonly initial: WeightSet;
+      /** All images of the call, backed by a SharedArrayBuffer (never copied per step). */
+      readonly images: Float32Array;
+      readonly labels: Int32Array;
+      readonly learningRate: number;
+      readonly proximalMu: number;
+      readonly globalWeights?: WeightSet;
+      readonly classWeights?: readonly number[];
+    }
+  /** Gradients of this shard's cross-entropy, scaled by shard size / batch size. */
+  | { readonly type: 'grad'; readonly id: number; readonly indices: Int32Array; readonly batchSize: number }
+  /** Applies the summed data gradients (plus the local FedProx gradient) with Adam. */
+  | { readonly type: 'apply'; readonly id: number; readonly grads: Float32Array }
+  /** End of an epoch: the non-trainable weights (batch-norm moving statistics) and a finiteness check. */
+  | { readonly type: 'epochEnd'; readonly id: number }
+  /** Overwrites the non-trainable weights (their average over the workers). */
+  | { readonly type: 'setStats'; readonly id: number; readonly stats: Float32Array }
+  | { readonly type: 'weights'; readonly id: number }
+  | { readonly type: 'memory'; readonly id: number }
+  /** Ends the call: disposes the optimizer and the global-weight tensors, drops the images. */
+  | { readonly type: 'end'; readonly id: number };
+
+export type FromWorker =
+  | { readonly type: 'ready'; readonly backend: SelectedBackend }
+  /** Failure of a request (`id`) or of the start-up (no `id`). */
+  | {
+      readonly type: 'error';
+      readonly id?: number;
+      readonly code?: string;
+      readonly name: string;
+      readonly message: string;
+      readonly stack?: string;
+    }
+  | { readonly type: 'ok'; readonly id: number }
+  /** `grads` is null for an empty shard (a last batch smaller than the worker count). */
+  | { readonly type: 'grad'; readonly id: number; readonly loss: number; readonly grads: Float32Array | null }
+  | { readonly type: 'epochEnd'; readonly id: number; readonly stats: Float32Array | null; readonly nonFinite: string | null }
+  | { readonly type: 'weights'; readonly id: number; readonly weights: NamedTensor[] }
+  | { readonly type: 'memory'; readonly id: number; readonly memory: MemoryInfo };

@@ -21,6 +21,8 @@ interface DemoOptions {
   epochs: string;
   seed: string;
   backend?: string;
+  partition: string;
+  alpha?: string;
   keep?: boolean;
 }
 
@@ -83,7 +85,15 @@ async function demo(opts: DemoOptions): Promise<void> {
     say(`data: synthetic BreakHis-like tree, ${made.images} images of ${made.patients} patients (${dataDir})`);
   }
   say(`starting a coordinator (embedded PostgreSQL) and ${sites} site clients; logs in ${join(workDir, 'logs')}`);
-  const fed = await startFederation({ dataDir, workDir, sites, seed, backend: opts.backend });
+  const fed = await startFederation({
+    dataDir,
+    workDir,
+    sites,
+    seed,
+    backend: opts.backend,
+    partition: opts.partition,
+    alpha: opts.alpha === undefined ? undefined : Number(opts.alpha),
+  });
   try {
     fed.coordinator.onLine((l) => {
       const p = progressLine('coordinator', l);
@@ -112,7 +122,7 @@ async function demo(opts: DemoOptions): Promise<void> {
       seed,
     });
     await fed.admin.request('POST', `/api/runs/${run.id}/start`);
-    say(`run ${run.id} started: ${rounds} rounds, ${sites} sites, ${imageSize}x${imageSize} px, backend ${backend}`);
+    say(`run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${imageSize}x${imageSize} px, backend ${backend}`);
     const result = await fed.admin.poll(
       async () => {
         const m = await fed.admin.request<MetricsResponse>('GET', `/api/runs/${run.id}/metrics`);
@@ -145,6 +155,7 @@ async function demo(opts: DemoOptions): Promise<void> {
         backend,
         backends: result.backends,
         data: opts.data ? resolve(opts.data) : 'synthetic',
+        partition: opts.partition,
         sites: fed.siteIds,
         rounds: result.rounds.map((r) => ({
           round: r.round,
@@ -176,6 +187,8 @@ const program = new Command('npm run demo --')
   .option('--epochs <n>', 'local epochs per round', '6')
   .option('--seed <n>', 'seed of data generation, partition and training', '1')
   .option('--backend <name>', 'TensorFlow.js backend for all processes (auto|wasm|cpu|tensorflow|tensorflow-gpu)')
+  .option('--partition <kind>', 'how the hospitals differ: iid, label-skew, magnification, stain', 'iid')
+  .option('--alpha <a>', 'Dirichlet concentration for --partition label-skew (smaller = more skewed)')
   .option('--keep', 'keep the work directory (logs, databases, site outboxes)')
   .action(async (opts: DemoOptions) => demo(opts));
 

@@ -3,11 +3,23 @@
  * number of steps on random RGB inputs and the same architecture in PyTorch with the same
  * optimizer, alternating in one run; prints images/s of each and the ratio HistoFed / PyTorch.
  * The tfjs `cpu` backend is measured for a few steps too, to show what the training kernels gain.
+ * With `--workers N` (N > 1) HistoFed trains data-parallel in a pool of N worker threads
+ * (createTrainingPool) instead of trainLocal on the main thread.
  */
 import { Command } from 'commander';
 import { cpus } from 'node:os';
 import { LabeledImages } from '@histofed/fl-core';
-import { buildModel, describeModel, parseBackendChoice, selectBackend, trainLocal } from '@histofed/ml';
+import {
+  buildModel,
+  createTrainingPool,
+  describeModel,
+  getWeights,
+  parseBackendChoice,
+  selectBackend,
+  shareImages,
+  trainLocal,
+} from '@histofed/ml';
+import type { TrainingPool } from '@histofed/ml';
 import { median, reporter, round } from '../lib/bench-output';
 import { PyTorchPeer, ensureTorch } from './pytorch-peer';
 
@@ -18,6 +30,7 @@ interface Options {
   repeats: string;
   cpuSteps: string;
   backend: string;
+  workers: string;
   json?: boolean;
 }
 
@@ -32,13 +45,22 @@ function randomImages(count: number, size: number, seed: number): LabeledImages 
   return { images, labels, count, imageSize: size };
 }
 
-/** Images per second of trainLocal over `steps` batches (one epoch of steps * batch images). */
-async function tfjsRun(backendChoice: string, size: number, batch: number, steps: number, data: LabeledImages) {
+/**
+ * Images per second of trainLocal (or of `pool.train` from the model's initial weights) over
+ * `steps` batches (one epoch of steps * batch images).
+ */
+async function tfjsRun(backendChoice: string, size: number, batch: number, steps: number, data: LabeledImages, pool?: TrainingPool) {
   await selectBackend(parseBackendChoice(backendChoice));
-  const model = buildModel({ kind: 'small-cnn', imageSize: size, numClasses: 2 }, 1);
-  return { model, measure: async () => {
+  const spec = { kind: 'small-cnn', imageSize: size, numClasses: 2 };
+  const model = buildModel(spec, 1);
+  const initial = getWeights(model);
+  const train = (d: LabeledImages, seed: number) => {
+    const opts = { epochs: 1, batchSize: batch, learningRate: 0.001, proximalMu: 0, seed };
+    return pool ? pool.train(spec, initial, d, opts) : trainLocal(model, d, opts);
+  };
+  return { model, train, measure: async () => {
     const started = process.hrtime.bigint();
-    const r = await trainLocal(model, data, { epochs: 1, batchSize: batch, learningRate: 0.001, proximalMu: 0, seed: 1 });
+    const r = await train(data, 1);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     return { imgPerSec: (steps * batch) / seconds, seconds, loss: r.loss };
   } };
@@ -49,11 +71,14 @@ async function main(o: Options): Promise<void> {
   const batch = Number(o.batch);
   const steps = Number(o.steps);
   const repeats = Number(o.repeats);
+  const workers = Number(o.workers);
+  if (!Number.isInteger(workers) || workers < 1) throw new Error(`--workers: expected an integer >= 1, got ${o.workers}`);
   const { say, result } = reporter(Boolean(o.json));
   ensureTorch(say);
 
-  const data = randomImages(steps * batch, size, 1);
-  const warm = randomImages(2 * batch, size, 2);
+  // In a shared buffer once, as a site would for all its rounds (the pool then never copies them).
+  const data = shareImages(randomImages(steps * batch, size, 1));
+  const warm = shareImages(randomImages(2 * batch, size, 2));
   const backend = await selectBackend(parseBackendChoice(o.backend));
   say(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}`);
   say(`HistoFed small-cnn ${size}x${size}, batch ${batch}, ${steps} steps x ${repeats} repeats, Adam; backend ${backend.name}`);
@@ -62,10 +87,18 @@ async function main(o: Options): Promise<void> {
   await peer.ready();
   say(`PyTorch ${peer.info!.torch}, ${peer.info!.threads} threads, ${peer.info!.parameters} parameters`);
 
-  const hf = await tfjsRun(o.backend, size, batch, steps, data);
-  say(`HistoFed: ${describeModel(hf.model).parameters} parameters`);
+  let pool: TrainingPool | undefined;
+  let poolStartSeconds: number | null = null;
+  if (workers > 1) {
+    const started = process.hrtime.bigint();
+    pool = await createTrainingPool({ workers, backend: parseBackendChoice(o.backend) });
+    poolStartSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+    say(`training pool: ${workers} worker threads on ${pool.backend?.name}, started in ${poolStartSeconds.toFixed(1)} s`);
+  }
+  const hf = await tfjsRun(o.backend, size, batch, steps, data, pool);
+  say(`HistoFed: ${describeModel(hf.model).parameters} parameters, ${workers === 1 ? 'trainLocal (main thread)' : `${workers} workers`}`);
   // Warm-up both (first steps compile kernels / allocate).
-  await trainLocal(hf.model, warm, { epochs: 1, batchSize: batch, learningRate: 0.001, proximalMu: 0, seed: 2 });
+  await hf.train(warm, 2);
   await peer.run(2);
 
   const hfRates: number[] = [];
@@ -78,6 +111,7 @@ async function main(o: Options): Promise<void> {
     say(`  repeat ${r}: HistoFed ${h.imgPerSec.toFixed(1)} img/s, PyTorch ${p.imgPerSec.toFixed(1)} img/s`);
   }
   peer.close();
+  await pool?.close();
   hf.model.dispose();
   const histofed = median(hfRates);
   const pytorch = median(ptRates);
@@ -101,6 +135,8 @@ async function main(o: Options): Promise<void> {
     batch,
     steps,
     repeats,
+    workers,
+    poolStartSeconds: poolStartSeconds === null ? null : round(poolStartSeconds),
     histofedImgPerSec: round(histofed),
     pytorchImgPerSec: round(pytorch),
     ratio: round(histofed / pytorch, 3),
@@ -117,6 +153,7 @@ new Command('npm run bench:train --')
   .option('--repeats <n>', 'alternating measurements of each (median reported)', '3')
   .option('--cpu-steps <n>', 'steps on the tfjs cpu backend (0 = skip)', '1')
   .option('--backend <name>', 'HistoFed backend', 'auto')
+  .option('--workers <n>', 'HistoFed training threads: 1 = trainLocal on the main thread, N > 1 = a pool of N workers', '1')
   .option('--json', 'print one JSON line on stdout')
   .action((o: Options) => main(o))
   .parseAsync(process.argv)

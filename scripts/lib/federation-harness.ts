@@ -15,6 +15,9 @@ export interface FederationOptions {
   /** Extra environment for the coordinator. It uses embedded PGlite unless this sets DATABASE_URL. */
   readonly coordinatorEnv?: NodeJS.ProcessEnv;
   readonly auditPlaintext?: boolean;
+  /** How the simulated sites differ (histofed-site --partition); default iid. */
+  readonly partition?: string;
+  readonly alpha?: number;
   readonly timeoutMs?: number;
 }
 
@@ -89,6 +92,9 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
             '--seed', String(seed),
             '--test-fraction', String(testFraction),
             '--state-dir', join(o.workDir, siteId),
+            '--cache-dir', join(o.workDir, 'image-cache'),
+            ...(o.partition ? ['--partition', o.partition] : []),
+            ...(o.alpha !== undefined ? ['--alpha', String(o.alpha)] : []),
             ...common,
             ...(o.auditPlaintext ? ['--audit-plaintext'] : []),
           ],

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
-import { HistoFedError } from '@histofed/fl-core';
-import { describePartition, generateSyntheticBreakHis, readBreakHisTree, simulateFederation } from '@histofed/data';
+import { HistoFedError, ValidationError } from '@histofed/fl-core';
+import { PARTITION_KINDS, generateSyntheticBreakHis, partitionSites, readBreakHisTree, type PartitionKind } from '@histofed/data';
 import { BACKEND_CHOICES, parseBackendChoice, selectBackend } from '@histofed/ml';
 import { SiteFlags, loadSiteConfig } from './site-config';
 import { SiteClient } from './site-client';
@@ -20,7 +20,11 @@ export function buildCli(): Command {
     .option('--simulate <i/n>', 'simulation: use partition I of N (1-based) of a shared tree, test cases held out')
     .option('--seed <n>', 'seed of the simulated partition (default 1)')
     .option('--test-fraction <f>', 'share of cases the simulation holds out for the coordinator (default 0.25)')
+    .option('--partition <kind>', 'simulation: iid (default), label-skew, magnification or stain (a per-site stain shift)')
+    .option('--alpha <a>', 'simulation: Dirichlet concentration of --partition label-skew (default 0.5)')
     .option('--validation-fraction <f>', 'share of this site\'s cases kept for local validation (default 0.2)')
+    .option('--cache-dir <dir>', 'decoded-image cache (env HISTOFED_CACHE_DIR, default ~/.cache/histofed)')
+    .option('--no-cache', 'decode every image from its PNG each time')
     .option('--state-dir <dir>', 'keys and outbox log (env HISTOFED_STATE_DIR, default .histofed/site-<id>)')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
     .option('--audit-plaintext', 'also keep the exact plaintext of every update in the outbox')
@@ -44,29 +48,18 @@ export function buildCli(): Command {
     .command('inspect')
     .description('Count the images of a BreakHis tree and list the files that cannot be used')
     .requiredOption('--data <dir>', 'BreakHis tree')
-    .option('--sites <n>', 'also show the simulated partition into N sites')
+    .option('--sites <n>', 'also show the simulated partition into N sites (test cases held out first)')
+    .addOption(
+      new Option('--partition <kind>', 'how the sites are simulated: iid by case, label-skew (Dirichlet --alpha), one magnification per site, or a per-site stain shift')
+        .choices([...PARTITION_KINDS])
+        .default('iid'),
+    )
+    .option('--alpha <a>', 'Dirichlet concentration for --partition label-skew (small: skewed, large: near IID)', '0.5')
     .option('--seed <n>', 'seed of the partition', '1')
     .option('--test-fraction <f>', 'share of cases held out for the central test', '0.25')
     .option('--json', 'print JSON')
-    .action(async (opts: { data: string; sites?: string; seed: string; testFraction: string; json?: boolean }) => {
-      const ds = await readBreakHisTree(opts.data);
-      const count = (key: (i: (typeof ds.images)[number]) => string) =>
-        ds.images.reduce<Record<string, number>>((acc, i) => ((acc[key(i)] = (acc[key(i)] ?? 0) + 1), acc), {});
-      const report: Record<string, unknown> = {
-        root: ds.root,
-        images: ds.images.length,
-        patients: new Set(ds.images.map((i) => i.patientId)).size,
-        byLabel: count((i) => i.label),
-        bySubtype: count((i) => i.subtype),
-        byMagnification: count((i) => `${i.magnification}X`),
-        problems: ds.problems,
-      };
-      if (opts.sites) {
-        const sim = simulateFederation(ds.images, { sites: Number(opts.sites), seed: Number(opts.seed), testFraction: Number(opts.testFraction) });
-        report.partition = { test: describePartition([sim.test])[0], sites: describePartition(sim.sites) };
-      }
-      if (opts.json) process.stdout.write(JSON.stringify(report) + '\n');
-      else process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    .action(async (opts: InspectFlags, cmd: Command) => {
+      process.stdout.write(JSON.stringify(await inspectReport(opts, cmd.getOptionValueSource('alpha') === 'cli'), null, opts.json ? undefined : 2) + '\n');
     });
   program
     .command('synthesize')
@@ -86,6 +79,59 @@ export function buildCli(): Command {
       process.stdout.write((opts.json ? JSON.stringify(out) : `wrote ${made.images} images of ${made.patients} patients to ${opts.out}`) + '\n');
     });
   return program;
+}
+
+interface InspectFlags {
+  data: string;
+  sites?: string;
+  partition: PartitionKind;
+  alpha: string;
+  seed: string;
+  testFraction: string;
+  json?: boolean;
+}
+
+/**
+ * What `inspect` prints: counts of images and patients by class, subtype and magnification, the
+ * files that cannot be used (`problems`, each {path, reason}), and with --sites the partition the
+ * simulation would make (`partition`: kind, seed, test and per-site counts, unused images, and for
+ * the stain kind each site's stain shift).
+ */
+export async function inspectReport(opts: InspectFlags, alphaGiven = false): Promise<Record<string, unknown>> {
+  const kind = opts.partition ?? 'iid';
+  if (!opts.sites && (kind !== 'iid' || alphaGiven)) {
+    throw new ValidationError('--partition and --alpha describe a simulated partition: give --sites N too');
+  }
+  if (alphaGiven && kind !== 'label-skew') throw new ValidationError('--alpha applies to --partition label-skew only');
+  const ds = await readBreakHisTree(opts.data);
+  const count = (key: (i: (typeof ds.images)[number]) => string) =>
+    ds.images.reduce<Record<string, number>>((acc, i) => ((acc[key(i)] = (acc[key(i)] ?? 0) + 1), acc), {});
+  const report: Record<string, unknown> = {
+    root: ds.root,
+    images: ds.images.length,
+    patients: new Set(ds.images.map((i) => i.patientId)).size,
+    cases: new Set(ds.images.map((i) => i.caseId)).size,
+    byLabel: count((i) => i.label),
+    bySubtype: count((i) => i.subtype),
+    byMagnification: count((i) => `${i.magnification}X`),
+    problems: ds.problems,
+  };
+  if (opts.sites) {
+    const numeric = (flag: string, text: string): number => {
+      const n = Number(text);
+      if (text.trim() === '' || !Number.isFinite(n)) throw new ValidationError(`${flag} must be a number, got "${text}"`);
+      return n;
+    };
+    const p = partitionSites(ds.images, {
+      kind,
+      sites: numeric('--sites', opts.sites),
+      seed: numeric('--seed', opts.seed),
+      testFraction: numeric('--test-fraction', opts.testFraction),
+      alpha: numeric('--alpha', opts.alpha),
+    });
+    report.partition = { ...p.summary, ...(p.stainShifts ? { stainShifts: p.stainShifts } : {}) };
+  }
+  return report;
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -58,6 +58,8 @@ export class SiteClient {
     logger.event('info', 'local data ready', {
       dataDir: config.dataDir,
       simulate: config.simulate ?? null,
+      simulation: data.simulation,
+      imageCache: config.cacheDir,
       trainImages: data.split.train.length,
       validationImages: data.split.validation.length,
       trainPatients: new Set(data.split.train.map((i) => i.patientId)).size,

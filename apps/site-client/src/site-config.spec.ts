@@ -7,7 +7,12 @@ describe('site configuration', () => {
     const c = loadSiteConfig({ HISTOFED_BACKEND: 'wasm', HISTOFED_COORDINATOR_URL: 'http://ignored' }, { ...base, simulate: '2/3', seed: '7' });
     expect(c.coordinatorUrl).toBe('http://127.0.0.1:8080');
     expect(c.backend).toBe('wasm');
-    expect(c.simulate).toEqual({ index: 1, of: 3, seed: 7, testFraction: 0.25 });
+    expect(c.simulate).toEqual({ index: 1, of: 3, seed: 7, testFraction: 0.25, partition: 'iid' });
+    expect(c.cacheDir).toMatch(/histofed/);
+    expect(loadSiteConfig({}, { ...base, cache: false }).cacheDir).toBeNull();
+    expect(loadSiteConfig({}, { ...base, simulate: '1/2', partition: 'label-skew', alpha: '0.1' }).simulate).toEqual(
+      expect.objectContaining({ partition: 'label-skew', alpha: 0.1 }),
+    );
     expect(c.stateDir).toMatch(/\.histofed\/site-hospital-a$/);
     expect(loadSiteConfig({ HISTOFED_SITE_ID: 'b', HISTOFED_COORDINATOR_URL: 'https://c/', HISTOFED_SITE_DATA: '/d' }, {}).coordinatorUrl).toBe('https://c');
   });
@@ -21,5 +26,8 @@ describe('site configuration', () => {
     expect(() => loadSiteConfig({}, { ...base, simulate: 'half' })).toThrow(/--simulate must look like I\/N/);
     expect(() => loadSiteConfig({}, { ...base, validationFraction: '1.5' })).toThrow(/--validation-fraction/);
     expect(() => loadSiteConfig({}, { ...base, seed: 'x', simulate: '1/2' })).toThrow(/--seed must be a number, got "x"/);
+    expect(() => loadSiteConfig({}, { ...base, simulate: '1/2', partition: 'random' })).toThrow(/--partition must be one of iid, label-skew, magnification, stain/);
+    expect(() => loadSiteConfig({}, { ...base, simulate: '1/2', alpha: '1' })).toThrow(/--alpha applies to --partition label-skew only/);
+    expect(() => loadSiteConfig({}, { ...base, partition: 'stain' })).toThrow(/need --simulate/);
   });
 });

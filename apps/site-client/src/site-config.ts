@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { ValidationError } from '@histofed/fl-core';
+import { PARTITION_KINDS, PartitionKind, defaultImageCacheDir } from '@histofed/data';
 import { siteIdSchema } from '@histofed/protocol';
 
 /** Simulated hospital: partition `index` (0-based) of `of` from one BreakHis tree. */
@@ -8,6 +9,9 @@ export interface SimulatedPartition {
   readonly of: number;
   readonly seed: number;
   readonly testFraction: number;
+  /** How the simulated hospitals differ: iid, label-skew (Dirichlet alpha), magnification, stain. */
+  readonly partition: PartitionKind;
+  readonly alpha?: number;
 }
 
 export interface SiteConfig {
@@ -21,6 +25,8 @@ export interface SiteConfig {
   readonly validationFraction: number;
   /** Also write the exact plaintext of every update to the outbox (audit). */
   readonly auditPlaintext: boolean;
+  /** Decoded, resized images are cached here (keyed by file content and size); null = no cache. */
+  readonly cacheDir: string | null;
 }
 
 export interface SiteFlags {
@@ -34,6 +40,11 @@ export interface SiteFlags {
   backend?: string;
   validationFraction?: string;
   auditPlaintext?: boolean;
+  partition?: string;
+  alpha?: string;
+  /** commander's --no-cache sets cache=false; --cache-dir sets the folder. */
+  cache?: boolean;
+  cacheDir?: string;
 }
 
 const fail = (msg: string): never => {
@@ -63,12 +74,21 @@ export function loadSiteConfig(env: NodeJS.ProcessEnv, flags: SiteFlags): SiteCo
     const index = Number(m![1]);
     const of = Number(m![2]);
     if (index < 1 || index > of) fail(`--simulate ${sim}: I must be between 1 and N`);
+    const partition = (flags.partition ?? 'iid') as PartitionKind;
+    if (!PARTITION_KINDS.includes(partition)) fail(`--partition must be one of ${PARTITION_KINDS.join(', ')}, got "${flags.partition}"`);
+    if (flags.alpha !== undefined && partition !== 'label-skew') fail('--alpha applies to --partition label-skew only');
+    const alpha = flags.alpha === undefined ? undefined : number(flags.alpha, '--alpha', 0.5);
+    if (alpha !== undefined && !(alpha > 0)) fail(`--alpha must be > 0, got ${alpha}`);
     simulate = {
       index: index - 1,
       of,
       seed: number(flags.seed, '--seed', 1),
       testFraction: number(flags.testFraction, '--test-fraction', 0.25),
+      partition,
+      ...(alpha === undefined ? {} : { alpha }),
     };
+  } else if (flags.partition !== undefined || flags.alpha !== undefined) {
+    fail('--partition and --alpha need --simulate I/N');
   }
   const validationFraction = number(flags.validationFraction, '--validation-fraction', 0.2);
   if (!(validationFraction > 0 && validationFraction < 1)) fail('--validation-fraction must be in (0, 1)');
@@ -81,5 +101,6 @@ export function loadSiteConfig(env: NodeJS.ProcessEnv, flags: SiteFlags): SiteCo
     backend: flags.backend ?? env.HISTOFED_BACKEND ?? 'auto',
     validationFraction,
     auditPlaintext: flags.auditPlaintext ?? env.HISTOFED_AUDIT_PLAINTEXT === 'true',
+    cacheDir: flags.cache === false ? null : resolve(flags.cacheDir ?? defaultImageCacheDir(env)),
   };
 }

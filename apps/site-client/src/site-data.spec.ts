@@ -24,6 +24,20 @@ describe('site data on the real BreakHis sample', () => {
     expect(images.images.length).toBe(images.count * 24 * 24 * 3);
   });
 
+  it('applies its simulated stain shift at load time (partition stain)', async () => {
+    const cfg = (partition?: string) =>
+      loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: SAMPLE, simulate: '1/2', cache: false, ...(partition ? { partition } : {}) });
+    const plain = await SiteData.open(cfg());
+    const shifted = await SiteData.open(cfg('stain'));
+    expect(shifted.split.validation.map((i) => i.path)).toEqual(plain.split.validation.map((i) => i.path));
+    const a = await plain.validation(16);
+    const b = await shifted.validation(16);
+    let diff = 0;
+    for (let i = 0; i < a.images.length; i++) diff += Math.abs(a.images[i] - b.images[i]);
+    expect(diff / a.images.length).toBeGreaterThan(0.005);
+    expect(shifted.simulation).toEqual(expect.objectContaining({ partition: 'stain' }));
+  });
+
   it('stops with a message naming a folder that does not exist', async () => {
     const missing = join(SAMPLE, 'no-such-folder');
     await expect(SiteData.open(loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: missing }))).rejects.toThrow(missing);

@@ -1,11 +1,14 @@
 import { LabeledImages } from '@histofed/fl-core';
 import {
   BreakHisImage,
+  ImageCache,
+  ImagePixelHook,
   assertHasImages,
+  createStainShifter,
   loadLabeledImages,
+  partitionSites,
   patientWiseSplit,
   readBreakHisTree,
-  simulateFederation,
 } from '@histofed/data';
 import { SiteConfig } from './site-config';
 
@@ -22,30 +25,49 @@ export interface SiteSplit {
 export class SiteData {
   private readonly decoded = new Map<string, Promise<LabeledImages>>();
 
-  private constructor(readonly split: SiteSplit) {}
+  private constructor(
+    readonly split: SiteSplit,
+    private readonly cache: ImageCache | undefined,
+    private readonly transform: ImagePixelHook | undefined,
+    /** What the simulation made of this site (partition kind, stain shift), for logs. */
+    readonly simulation: Record<string, unknown> | null,
+  ) {}
 
   static async open(config: SiteConfig): Promise<SiteData> {
     const dataset = assertHasImages(await readBreakHisTree(config.dataDir));
     let images = dataset.images;
+    let transform: ImagePixelHook | undefined;
+    let simulation: Record<string, unknown> | null = null;
     if (config.simulate) {
-      images = simulateFederation(images, {
-        sites: config.simulate.of,
-        seed: config.simulate.seed,
-        testFraction: config.simulate.testFraction,
-      }).sites[config.simulate.index];
+      const sim = config.simulate;
+      const partition = partitionSites(images, {
+        kind: sim.partition,
+        sites: sim.of,
+        seed: sim.seed,
+        testFraction: sim.testFraction,
+        alpha: sim.alpha,
+      });
+      images = partition.sites[sim.index];
+      const shift = partition.stainShifts?.[sim.index];
+      if (shift) {
+        const shifter = createStainShifter(shift);
+        transform = (rgb) => shifter(rgb);
+      }
+      simulation = { partition: sim.partition, site: partition.summary.sites[sim.index] };
     }
     const { train, test } = patientWiseSplit(images, {
       testFraction: config.validationFraction,
       seed: (config.simulate?.seed ?? 1) + 17,
     });
-    return new SiteData({ train, validation: test, problems: dataset.problems.length });
+    const cache = config.cacheDir ? new ImageCache({ dir: config.cacheDir }) : undefined;
+    return new SiteData({ train, validation: test, problems: dataset.problems.length }, cache, transform, simulation);
   }
 
   private load(which: 'train' | 'validation', imageSize: number): Promise<LabeledImages> {
     const key = `${which}/${imageSize}`;
     let p = this.decoded.get(key);
     if (!p) {
-      p = loadLabeledImages(this.split[which], imageSize);
+      p = loadLabeledImages(this.split[which], imageSize, { cache: this.cache, transform: this.transform });
       this.decoded.set(key, p);
       p.catch(() => this.decoded.delete(key));
     }

@@ -181,29 +181,37 @@ const clamp01 = (v: number): number => (v < 0 ? 0 : v > 1 ? 1 : v);
 /** dst = the crop of side size / zoom at (cropX, cropY) of src, resized to size with bilinear sampling. */
 function zoomInto(src: Float32Array, dst: Float32Array, size: number, zoom: number, cropX: number, cropY: number): void {
   const side = size / zoom;
-  const originX = cropX * (size - side);
-  const originY = cropY * (size - side);
   const step = side / size;
   const last = size - 1;
+  // Source column of every output column (the same for every row): left index, weight of the right.
+  const left = new Int32Array(size);
+  const right = new Int32Array(size);
+  const wRight = new Float32Array(size);
+  const originX = cropX * (size - side);
+  for (let x = 0; x < size; x++) {
+    const sx = min(last, max(0, originX + (x + 0.5) * step - 0.5));
+    left[x] = floor(sx);
+    right[x] = min(last, left[x] + 1);
+    wRight[x] = sx - left[x];
+  }
+  const originY = cropY * (size - side);
   for (let y = 0; y < size; y++) {
     const sy = min(last, max(0, originY + (y + 0.5) * step - 0.5));
     const y0 = floor(sy);
-    const y1 = min(last, y0 + 1);
     const fy = sy - y0;
-    for (let x = 0; x < size; x++) {
-      const sx = min(last, max(0, originX + (x + 0.5) * step - 0.5));
-      const x0 = floor(sx);
-      const x1 = min(last, x0 + 1);
-      const fx = sx - x0;
-      const a = (y0 * size + x0) * 3;
-      const b = (y0 * size + x1) * 3;
-      const c = (y1 * size + x0) * 3;
-      const d = (y1 * size + x1) * 3;
+    const row0 = y0 * size;
+    const row1 = min(last, y0 + 1) * size;
+    let o = y * size * 3;
+    for (let x = 0; x < size; x++, o += 3) {
+      const fx = wRight[x];
       const w00 = (1 - fx) * (1 - fy);
       const w01 = fx * (1 - fy);
       const w10 = (1 - fx) * fy;
       const w11 = fx * fy;
-      const o = (y * size + x) * 3;
+      const a = (row0 + left[x]) * 3;
+      const b = (row0 + right[x]) * 3;
+      const c = (row1 + left[x]) * 3;
+      const d = (row1 + right[x]) * 3;
       for (let ch = 0; ch < 3; ch++) {
         const v = w00 * src[a + ch] + w01 * src[b + ch] + w10 * src[c + ch] + w11 * src[d + ch];
         dst[o + ch] = v < 0 ? 0 : v > 1 ? 1 : v;

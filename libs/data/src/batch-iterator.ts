@@ -10,7 +10,7 @@ import {
 import type { BreakHisImage } from './breakhis-reader';
 import { mapWithConcurrency } from './concurrency';
 import type { ImageCache } from './image-cache';
-import { readImagePixels, type PixelTransform } from './image-loader';
+import { readImagePixels, type ImagePixelHook } from './image-loader';
 import { hashSeed, mulberry32, seededShuffle } from './prng';
 
 export interface BatchIteratorOptions {
@@ -31,7 +31,7 @@ export interface BatchIteratorOptions {
   /** Augmentation per image (after `transform`); absent or false: none. `{}` uses the defaults. */
   readonly augment?: AugmentOptions | false;
   /** Per-image pixel hook applied after scaling to [0,1] (e.g. a site's stain shift). */
-  readonly transform?: PixelTransform;
+  readonly transform?: ImagePixelHook;
   /**
    * Batches prepared ahead while the consumer works on the current one (default 2; 0 prepares a
    * batch only when it is asked for). At most prefetch + 1 batches exist besides those the consumer

@@ -199,7 +199,7 @@ export class ImageCache {
       // The first caller gets the array itself and may modify it, so joiners copy it. Their
       // reactions were queued on `pending` before the first caller's async function resumed, so they
       // copy before that caller sees the array.
-      return (await pending).slice();
+      return new Uint8Array(await pending);
     }
     const loading = this.load(hash, size, file, bytes);
     this.inflight.set(key, loading);
@@ -245,7 +245,8 @@ export class ImageCache {
     const rgb = await decodeSquareRgb(bytes ?? file, size, this.fit, file);
     this.counters.decodes++;
     await this.writeEntry(entry, rgb, size);
-    return rgb;
+    // A plain Uint8Array view (not a Buffer, whose slice() does not copy), like a hit returns.
+    return new Uint8Array(rgb.buffer, rgb.byteOffset, rgb.length);
   }
 
   /** Content hash of `file`, from the index when its size and mtime match, else by reading it. */

@@ -5,11 +5,13 @@ import { mapWithConcurrency } from './concurrency';
 import { decodeSquareRgb, type ImageCache } from './image-cache';
 
 /**
- * A per-image pixel hook: receives one image as size*size*3 floats in [0,1] (row-major, channels
- * last) and modifies them in place, e.g. a per-site stain shift or stain normalization. Called
- * after scaling to [0,1] and before any augmentation. Keeping values in [0,1] is the hook's job.
+ * A per-image pixel hook, e.g. a per-site stain shift or stain normalization: receives one image
+ * as size*size*3 floats in [0,1] (row-major, channels last) and either modifies them in place or
+ * returns new pixels of the same length (so the stain module's `(pixels) => pixels` transforms,
+ * such as createStainNormalizer(target), plug in directly). Called after scaling to [0,1] and
+ * before any augmentation. Keeping values in [0,1] is the hook's job.
  */
-export type PixelTransform = (rgb: Float32Array, image: BreakHisImage, imageSize: number) => void;
+export type ImagePixelHook = (rgb: Float32Array, image: BreakHisImage, imageSize: number) => Float32Array | void;
 
 export interface LoadImagesOptions {
   /** Files decoded at the same time (default 4). */
@@ -17,7 +19,7 @@ export interface LoadImagesOptions {
   /** Decoded images are read from / stored in this on-disk cache (its resize mode applies). */
   readonly cache?: ImageCache;
   /** Applied to each image after scaling to [0,1]. */
-  readonly transform?: PixelTransform;
+  readonly transform?: ImagePixelHook;
 }
 
 /**
@@ -61,13 +63,14 @@ export async function loadLabeledImages(
 
 /**
  * Decodes one image (through `options.cache` when given) into `target` (imageSize*imageSize*3
- * floats): bytes / 255, then `options.transform`. Throws DataError naming the file on failure.
+ * floats): bytes / 255, then `options.transform` (its result copied into `target` when it returns
+ * new pixels). Throws DataError naming the file on failure.
  */
 export async function readImagePixels(
   image: BreakHisImage,
   imageSize: number,
   target: Float32Array,
-  options: { readonly cache?: ImageCache; readonly transform?: PixelTransform } = {},
+  options: { readonly cache?: ImageCache; readonly transform?: ImagePixelHook } = {},
 ): Promise<void> {
   const perImage = imageSize * imageSize * 3;
   if (target.length !== perImage) {
@@ -75,5 +78,11 @@ export async function readImagePixels(
   }
   const pixels = options.cache ? await options.cache.get(image, imageSize) : await decodeSquareRgb(image.path, imageSize);
   for (let k = 0; k < perImage; k++) target[k] = pixels[k] / 255;
-  options.transform?.(target, image, imageSize);
+  const result = options.transform?.(target, image, imageSize);
+  if (result && result !== target) {
+    if (result.length !== perImage) {
+      throw new ValidationError(`transform returned ${result.length} values for ${image.path}, expected ${perImage}`);
+    }
+    target.set(result);
+  }
 }

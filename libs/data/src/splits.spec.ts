@@ -1,8 +1,9 @@
 import { ValidationError } from '@histofed/fl-core';
+import { BREAKHIS_MAGNIFICATIONS, BREAKHIS_SUBTYPES, breakHisCaseId, breakHisRelativePath, type BreakHisSubtypeCode } from './breakhis-names';
 import { readBreakHisTree, type BreakHisImage } from './breakhis-reader';
 import { DataError } from './data-error';
 import { hashSeed, mulberry32, seededShuffle } from './prng';
-import { describePartition, patientWiseSplit, simulateFederation } from './splits';
+import { describePartition, groupByCase, patientWiseSplit, simulateFederation } from './splits';
 import { REAL_SAMPLE_ROOT } from './test-paths';
 
 const set = <T>(xs: readonly T[]): Set<T> => new Set(xs);
@@ -88,5 +89,77 @@ describe('patient-wise splits on the real sample', () => {
     const [whole, none] = describePartition([images, []]);
     expect(whole).toEqual({ images: 213, patients: 37, cases: 31, byLabel: { benign: 102, malignant: 111 } });
     expect(none).toEqual({ images: 0, patients: 0, cases: 0, byLabel: { benign: 0, malignant: 0 } });
+  });
+});
+
+/** An in-memory image (no file) of slide `patientId` filed under `subtype`. */
+function fakeImage(subtype: BreakHisSubtypeCode, patientId: string, magnification: (typeof BREAKHIS_MAGNIFICATIONS)[number], sequence: number): BreakHisImage {
+  const st = BREAKHIS_SUBTYPES.find((x) => x.code === subtype);
+  if (!st) throw new Error(subtype);
+  const relativePath = breakHisRelativePath({ subtype, patientId, magnification, sequence });
+  return {
+    path: `/fake/${relativePath}`,
+    relativePath,
+    label: st.label,
+    labelIndex: st.labelIndex,
+    subtype,
+    patientId,
+    caseId: breakHisCaseId(patientId),
+    magnification,
+    sequence,
+  };
+}
+
+describe('patient-wise splits stratified by subtype', () => {
+  it('on the real sample: every case on one side, several subtypes on both sides', async () => {
+    const images = (await readBreakHisTree(REAL_SAMPLE_ROOT)).images;
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const { train, test } = patientWiseSplit(images, { testFraction: 0.25, seed });
+      expect(overlap(set(train.map((i) => i.caseId)), set(test.map((i) => i.caseId)))).toEqual([]);
+      const both = BREAKHIS_SUBTYPES.filter((st) => train.some((i) => i.subtype === st.code) && test.some((i) => i.subtype === st.code));
+      // Benign: F (5 cases), PT (2), TA (3) get a test case; malignant: DC (8), LC (3), MC (5), PC (4) do.
+      // A (one case, 22549) cannot be on both sides.
+      expect(both.map((st) => st.code)).toEqual(['F', 'PT', 'TA', 'DC', 'LC', 'MC', 'PC']);
+    }
+  });
+
+  it('spreads the test cases over the subtypes in proportion', () => {
+    const images = BREAKHIS_SUBTYPES.flatMap((st, s) =>
+      Array.from({ length: 10 }, (_, p) => [fakeImage(st.code, `14-${2000 + 100 * s + p}`, 40, 1), fakeImage(st.code, `14-${2000 + 100 * s + p}`, 100, 1)]).flat(),
+    );
+    for (const seed of [1, 2, 3]) {
+      const { test } = patientWiseSplit(images, { testFraction: 0.2, seed });
+      for (const st of BREAKHIS_SUBTYPES) expect(set(test.filter((i) => i.subtype === st.code).map((i) => i.caseId)).size).toBe(2);
+    }
+    // Uneven subtypes: 6 DC cases, 3 LC, 1 MC, 0 PC with 4 test cases -> DC 2 or 3, LC 1 or 2, MC 0 or 1.
+    const uneven = [
+      ...Array.from({ length: 6 }, (_, p) => fakeImage('DC', `14-${3000 + p}`, 40, 1)),
+      ...Array.from({ length: 3 }, (_, p) => fakeImage('LC', `14-${3100 + p}`, 40, 1)),
+      fakeImage('MC', '14-3200', 40, 1),
+    ];
+    const { test } = patientWiseSplit(uneven, { testFraction: 0.4, seed: 1 });
+    const n = (code: string): number => test.filter((i) => i.subtype === code).length;
+    expect(n('DC') + n('LC') + n('MC')).toBe(4);
+    expect(n('DC')).toBeGreaterThanOrEqual(2);
+    expect(n('LC')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('slide 14-13412 filed under ductal and lobular carcinoma is one case, always on one side', () => {
+    const images = [
+      fakeImage('DC', '14-13412', 100, 1),
+      fakeImage('DC', '14-13412', 200, 1),
+      fakeImage('LC', '14-13412', 100, 1),
+      ...Array.from({ length: 5 }, (_, p) => fakeImage('DC', `14-${4000 + p}`, 40, 1)),
+      ...Array.from({ length: 5 }, (_, p) => fakeImage('LC', `14-${4100 + p}`, 40, 1)),
+      ...Array.from({ length: 4 }, (_, p) => fakeImage('A', `14-${4200 + p}`, 40, 1)),
+    ];
+    const group = groupByCase(images).find((g) => g.caseId === '14-13412');
+    expect(group?.images).toHaveLength(3);
+    expect(group?.subtype).toBe('DC');
+    for (let seed = 1; seed <= 20; seed++) {
+      const { train, test } = patientWiseSplit(images, { testFraction: 0.3, seed });
+      const sides = new Set([...train, ...test].filter((i) => i.caseId === '14-13412').map((i) => (test.includes(i) ? 'test' : 'train')));
+      expect(sides.size).toBe(1);
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { STAGE1_CLASSES, ValidationError } from '@histofed/fl-core';
-import type { BreakHisLabel } from './breakhis-names';
+import { BREAKHIS_SUBTYPES, type BreakHisLabel, type BreakHisSubtypeCode } from './breakhis-names';
 import type { BreakHisImage } from './breakhis-reader';
 import { DataError } from './data-error';
 import { hashSeed, mulberry32, seededShuffle } from './prng';
@@ -13,14 +13,23 @@ import { hashSeed, mulberry32, seededShuffle } from './prng';
  * shuffle, and every output list keeps the input order of its images.
  */
 
-interface CaseGroup {
+/** All images of one case (slide code without trailing letters), the unit every split deals out. */
+export interface CaseGroup {
   readonly caseId: string;
+  /** The label of most of its images (ties: malignant). */
   readonly label: BreakHisLabel;
+  /**
+   * The subtype of most of its images of that label (ties: the first in BREAKHIS_SUBTYPES order).
+   * A case filed under two subtypes (slide 14-13412 under ductal and lobular carcinoma) is still one
+   * case, counted under one subtype for stratification.
+   */
+  readonly subtype: BreakHisSubtypeCode;
+  /** Its images, in input order. */
   readonly images: BreakHisImage[];
 }
 
-/** Groups images by caseId; a case's label is the label of most of its images (ties: malignant). */
-function groupByCase(images: readonly BreakHisImage[]): CaseGroup[] {
+/** Groups images by caseId, sorted by caseId (code-unit order). */
+export function groupByCase(images: readonly BreakHisImage[]): CaseGroup[] {
   const byCase = new Map<string, BreakHisImage[]>();
   for (const image of images) {
     const list = byCase.get(image.caseId);
@@ -30,7 +39,19 @@ function groupByCase(images: readonly BreakHisImage[]): CaseGroup[] {
   const groups: CaseGroup[] = [];
   for (const [caseId, list] of byCase) {
     const malignant = list.filter((i) => i.label === 'malignant').length;
-    groups.push({ caseId, label: malignant * 2 >= list.length ? 'malignant' : 'benign', images: list });
+    const label: BreakHisLabel = malignant * 2 >= list.length ? 'malignant' : 'benign';
+    const counts = new Map<BreakHisSubtypeCode, number>();
+    for (const i of list) if (i.label === label) counts.set(i.subtype, (counts.get(i.subtype) ?? 0) + 1);
+    let subtype = list[0].subtype;
+    let best = -1;
+    for (const st of BREAKHIS_SUBTYPES) {
+      const n = counts.get(st.code) ?? 0;
+      if (n > best) {
+        best = n;
+        subtype = st.code;
+      }
+    }
+    groups.push({ caseId, label, subtype, images: list });
   }
   return groups.sort((a, b) => (a.caseId < b.caseId ? -1 : a.caseId > b.caseId ? 1 : 0));
 }
@@ -46,19 +67,51 @@ function shuffledByLabel(groups: readonly CaseGroup[], seed: number, purpose: st
 }
 
 /** The images of the chosen cases, in input order. */
-function imagesOf(images: readonly BreakHisImage[], caseIds: ReadonlySet<string>): BreakHisImage[] {
+export function imagesOf(images: readonly BreakHisImage[], caseIds: ReadonlySet<string>): BreakHisImage[] {
   return images.filter((i) => caseIds.has(i.caseId));
 }
 
-function checkSeed(seed: number): void {
+export function checkSeed(seed: number): void {
   if (!Number.isFinite(seed)) throw new ValidationError(`seed must be a finite number, got ${seed}`);
 }
 
 /**
- * Splits images into train and test by case, stratified by label: benign and malignant cases are
- * shuffled (seeded) and split separately, each giving round(n * testFraction) cases to test --
- * at least 1 and at most n - 1 when n >= 2 and testFraction > 0 -- so both sides get both labels
- * whenever there are two or more cases of each. `testFraction` counts cases, not images.
+ * Picks `nTest` of `cases` (all of one label), stratified by subtype: each subtype gets its share
+ * n_s * nTest / n of the picks, rounded by largest remainder (ties broken at random), never more
+ * than it has; within a subtype the cases are taken in a seeded random order.
+ */
+function pickStratified(cases: readonly CaseGroup[], nTest: number, rand: () => number): CaseGroup[] {
+  const n = cases.length;
+  if (nTest <= 0 || n === 0) return [];
+  const strata = BREAKHIS_SUBTYPES.map((st) => seededShuffle(cases.filter((g) => g.subtype === st.code), rand)).filter((s) => s.length > 0);
+  const quota = strata.map((s) => (s.length * nTest) / n);
+  const take = quota.map((q) => Math.floor(q));
+  const tieBreak = strata.map(() => rand());
+  const order = strata
+    .map((_, k) => k)
+    .sort((a, b) => quota[b] - take[b] - (quota[a] - take[a]) || tieBreak[a] - tieBreak[b]);
+  let missing = nTest - take.reduce((a, b) => a + b, 0);
+  for (let pass = 0; missing > 0 && pass < 2; pass++) {
+    for (const k of order) {
+      if (missing === 0) break;
+      // First pass: one extra pick per subtype by largest remainder; second pass: anything left.
+      if (take[k] < strata[k].length && (pass === 1 || take[k] === Math.floor(quota[k]))) {
+        take[k]++;
+        missing--;
+      }
+    }
+  }
+  return strata.flatMap((s, k) => s.slice(0, take[k]));
+}
+
+/**
+ * Splits images into train and test by case, stratified by label and, within each label, by
+ * subtype. For each label, round(n * testFraction) of its n cases go to test -- at least 1 and at
+ * most n - 1 when n >= 2 and testFraction > 0 -- so both sides get both labels whenever there are
+ * two or more cases of each; those test cases are spread over the label's subtypes in proportion to
+ * their case counts (largest remainder), so a subtype with enough cases appears on both sides.
+ * `testFraction` counts cases, not images. A case is never split: its slides (22549AB/CD/G) and a
+ * slide filed under two subtypes (14-13412) stay on one side.
  */
 export function patientWiseSplit(
   images: readonly BreakHisImage[],
@@ -69,12 +122,15 @@ export function patientWiseSplit(
     throw new ValidationError(`testFraction must be in [0, 1), got ${testFraction}`);
   }
   checkSeed(seed);
+  const groups = groupByCase(images);
   const testCases = new Set<string>();
-  for (const cases of shuffledByLabel(groupByCase(images), seed, 'test-split')) {
+  for (const label of STAGE1_CLASSES) {
+    const cases = groups.filter((g) => g.label === label);
     const n = cases.length;
     let nTest = Math.round(n * testFraction);
     if (testFraction > 0 && n >= 2) nTest = Math.min(n - 1, Math.max(1, nTest));
-    for (const g of cases.slice(0, nTest)) testCases.add(g.caseId);
+    const rand = mulberry32(hashSeed(seed, 'test-split', label));
+    for (const g of pickStratified(cases, nTest, rand)) testCases.add(g.caseId);
   }
   return {
     train: images.filter((i) => !testCases.has(i.caseId)),

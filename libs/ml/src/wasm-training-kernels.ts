@@ -36,7 +36,14 @@
  * strides, padding modes, odd and even sizes, batch sizes and channel counts.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import type { KernelBackend, TensorInfo } from '@tensorflow/tfjs-core';
+import { isLeadingAxesSum, leadingAxesSumSimd } from './wasm-kernels/bias-sum';
+import { conv2DBackpropFilterSimd } from './wasm-kernels/conv2d-backprop-filter';
+import { maxPoolGradSimd, maxPoolGradSimdApplies } from './wasm-kernels/max-pool-grad';
+import { simdKernels } from './wasm-kernels/simd-kernels';
+import { type KernelArgs, type WasmBackend, runWasmKernel, withTemps } from './wasm-kernels/wasm-heap';
+
+export { setSimdKernelsEnabled } from './wasm-kernels/simd-kernels';
 
 /** Kernels the cpu backend has and wasm does not, that some model might need for training. */
 export const WASM_MISSING_TRAINING_KERNELS: readonly string[] = [
@@ -47,37 +54,18 @@ export const WASM_MISSING_TRAINING_KERNELS: readonly string[] = [
 ];
 
 /** The kernels this module registers for 'wasm'. */
-export const WASM_TRAINING_KERNELS: readonly string[] = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.MaxPoolGrad];
+export const WASM_TRAINING_KERNELS: readonly string[] = [
+  tf.Conv2DBackpropFilter,
+  tf.Conv2DBackpropInput,
+  tf.MaxPoolGrad,
+  tf.Sum,
+];
 
 type Shape4 = [number, number, number, number];
 
-function runWasmKernel(
-  name: string,
-  backend: KernelBackend,
-  inputs: Record<string, TensorInfo>,
-  attrs: NamedAttrMap,
-): TensorInfo {
-  const config = tf.getKernel(name, 'wasm');
-  if (config === undefined) throw new Error(`wasm backend has no ${name} kernel`);
-  const out = config.kernelFunc({ inputs, backend, attrs });
-  if (Array.isArray(out)) throw new Error(`wasm ${name} kernel returned several outputs`);
-  return out as TensorInfo;
-}
-
-/** The wasm kernel this module replaced, kept for the cases it does not handle. */
+/** The wasm kernels this module replaced, kept for the cases it does not handle. */
 let originalBackpropInput: tf.KernelConfig | undefined;
-
-type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
-
-/** Runs `body`, then frees every TensorInfo it pushed to `temps` (the result must not be one). */
-function withTemps<T>(backend: KernelBackend, body: (temps: TensorInfo[]) => T): T {
-  const temps: TensorInfo[] = [];
-  try {
-    return body(temps);
-  } finally {
-    for (const t of temps) backend.disposeData(t.dataId);
-  }
-}
+let originalSum: tf.KernelConfig | undefined;
 
 function explicitPad(top: number, bottom: number, left: number, right: number): number[][] {
   return [
@@ -125,7 +113,10 @@ function checkDy(kernel: string, dy: TensorInfo, info: tf.backend_util.Conv2DInf
   }
 }
 
-/** Conv2DBackpropFilter for the wasm backend (NHWC, dilation 1, float32), on XNNPACK Conv2D. */
+/**
+ * Conv2DBackpropFilter for the wasm backend (NHWC, dilation 1, float32): on the SIMD kernels, or
+ * as a convolution on XNNPACK when they are unavailable.
+ */
 export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
   const backend = args.backend as KernelBackend;
   const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
@@ -144,8 +135,20 @@ export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
     'channelsLast',
   );
   checkDy(tf.Conv2DBackpropFilter, dy, info);
+  const simd = simdKernels(backend as unknown as WasmBackend);
+  if (simd !== null) return conv2DBackpropFilterSimd(backend as unknown as WasmBackend, simd, x, dy, info);
+  return conv2DBackpropFilterTransposed(backend, x, dy, info);
+}
+
+/** The filter gradient as a forward convolution of x with dy (batch and channels swapped) on XNNPACK. */
+export function conv2DBackpropFilterTransposed(
+  backend: KernelBackend,
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+): TensorInfo {
   const { top, bottom, left, right } = info.padInfo;
-  const [fh, fw, inC, outC] = filterShape;
+  const { filterHeight: fh, filterWidth: fw, inChannels: inC, outChannels: outC } = info;
 
   return withTemps(backend, (temps) => {
     const xT = runWasmKernel(tf.Transpose, backend, { x }, { perm: [3, 1, 2, 0] }); // [c, H, W, b]
@@ -260,19 +263,13 @@ export function conv2DBackpropInputWasm(args: KernelArgs): TensorInfo {
   });
 }
 
-/** The parts of tfjs-backend-wasm's BackendWasm that the MaxPoolGrad kernel uses. */
-interface WasmHeapBackend extends KernelBackend {
-  makeOutput(shape: number[], dtype: tf.DataType): TensorInfo;
-  typedArrayFromHeap(t: TensorInfo): tf.TypedArray;
-}
-
 /**
- * MaxPoolGrad for the wasm backend in JavaScript over the wasm heap: each output gradient goes to
- * the first maximum of its window in row-major order (as the cpu backend does; NaN and -Infinity
- * windows get none). About 3x faster than wasm's own kernel.
+ * MaxPoolGrad for the wasm backend: each output gradient goes to the first maximum of its window in
+ * row-major order (as the cpu backend does; NaN and -Infinity windows get none). On the SIMD
+ * kernels for channel counts that are multiples of 4, else the JavaScript loop below.
  */
 export function maxPoolGradWasm(args: KernelArgs): TensorInfo {
-  const backend = args.backend as WasmHeapBackend;
+  const backend = args.backend as WasmBackend;
   const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo };
   const { filterSize, strides, pad, dimRoundingMode } = (args.attrs ?? {}) as unknown as tf.MaxPoolGradAttrs;
   if (input.dtype !== 'float32' || dy.dtype !== 'float32' || input.shape.length !== 4) {
@@ -280,6 +277,18 @@ export function maxPoolGradWasm(args: KernelArgs): TensorInfo {
   }
   const info = tf.backend_util.computePool2DInfo(input.shape as Shape4, filterSize, strides, 1, pad, dimRoundingMode);
   checkDy(tf.MaxPoolGrad, dy, info);
+  const simd = maxPoolGradSimdApplies(input) ? simdKernels(backend) : null;
+  if (simd !== null) return maxPoolGradSimd(backend, simd, dy, input, info);
+  return maxPoolGradLoop(backend, dy, input, info);
+}
+
+/** MaxPoolGrad in JavaScript over the wasm heap (any channel count; the SIMD kernels' fallback). */
+export function maxPoolGradLoop(
+  backend: WasmBackend,
+  dy: TensorInfo,
+  input: TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+): TensorInfo {
   const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth, strideHeight, strideWidth } = info;
   const { filterHeight, filterWidth } = info;
   const { top, left } = info.padInfo;
@@ -324,6 +333,21 @@ export function maxPoolGradWasm(args: KernelArgs): TensorInfo {
   return out;
 }
 
+/**
+ * Sum for the wasm backend: reductions of a float32 [..., c] tensor (c a multiple of 4) over all
+ * axes but the last — the bias gradients — on the SIMD kernels; everything else goes to wasm's own
+ * Sum kernel.
+ */
+export function sumWasm(args: KernelArgs): TensorInfo {
+  const backend = args.backend as WasmBackend;
+  const { x } = args.inputs as { x: TensorInfo };
+  const { axis, keepDims } = (args.attrs ?? {}) as unknown as tf.SumAttrs;
+  const simd = isLeadingAxesSum(x, axis) ? simdKernels(backend) : null;
+  if (simd !== null) return leadingAxesSumSimd(backend, simd, x, keepDims);
+  if (originalSum === undefined) throw new Error('Sum (wasm, HistoFed): wasm backend has no Sum kernel');
+  return originalSum.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+}
+
 const OURS = Symbol.for('histofed.wasmTrainingKernel');
 
 function isOurs(config: tf.KernelConfig | undefined): boolean {
@@ -336,43 +360,44 @@ function mark(f: (args: KernelArgs) => TensorInfo): tf.KernelFunc {
 }
 
 /**
+ * Registers `kernelFunc` as wasm's `name` kernel unless already done, replacing wasm's own (whose
+ * setup and dispose functions are kept: wasm's kernels bind their C++ functions in setupFunc, which
+ * must still run at backend initialisation). Returns the replaced kernel, if any.
+ */
+function replaceKernel(
+  name: string,
+  kernelFunc: (args: KernelArgs) => TensorInfo,
+): { replaced: tf.KernelConfig | undefined; done: boolean } {
+  const existing = tf.getKernel(name, 'wasm');
+  if (isOurs(existing)) return { replaced: undefined, done: false };
+  if (existing !== undefined) tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel({
+    kernelName: name,
+    backendName: 'wasm',
+    kernelFunc: mark(kernelFunc),
+    setupFunc: existing?.setupFunc,
+    disposeFunc: existing?.disposeFunc,
+  });
+  return { replaced: existing, done: true };
+}
+
+/**
  * Registers the training kernels for the 'wasm' backend: adds Conv2DBackpropFilter and replaces
- * Conv2DBackpropInput (keeping wasm's own for paddings larger than the filter). Idempotent. Call
- * it after loading @tensorflow/tfjs-backend-wasm; selectBackend('wasm') does.
+ * Conv2DBackpropInput (keeping wasm's own for paddings larger than the filter), MaxPoolGrad and Sum
+ * (keeping wasm's own for the reductions it does not handle). Idempotent. Call it after loading
+ * @tensorflow/tfjs-backend-wasm; selectBackend('wasm') does.
  */
 export function registerWasmTrainingKernels(): void {
-  const filterKernel = tf.getKernel(tf.Conv2DBackpropFilter, 'wasm');
-  if (filterKernel === undefined) {
+  if (tf.getKernel(tf.Conv2DBackpropFilter, 'wasm') === undefined) {
     tf.registerKernel({
       kernelName: tf.Conv2DBackpropFilter,
       backendName: 'wasm',
       kernelFunc: mark(conv2DBackpropFilterWasm),
     });
   }
-  const poolKernel = tf.getKernel(tf.MaxPoolGrad, 'wasm');
-  if (!isOurs(poolKernel)) {
-    if (poolKernel !== undefined) tf.unregisterKernel(tf.MaxPoolGrad, 'wasm');
-    tf.registerKernel({
-      kernelName: tf.MaxPoolGrad,
-      backendName: 'wasm',
-      kernelFunc: mark(maxPoolGradWasm),
-      setupFunc: poolKernel?.setupFunc,
-      disposeFunc: poolKernel?.disposeFunc,
-    });
-  }
-  const inputKernel = tf.getKernel(tf.Conv2DBackpropInput, 'wasm');
-  if (!isOurs(inputKernel)) {
-    if (inputKernel !== undefined) {
-      originalBackpropInput = inputKernel;
-      tf.unregisterKernel(tf.Conv2DBackpropInput, 'wasm');
-    }
-    tf.registerKernel({
-      kernelName: tf.Conv2DBackpropInput,
-      backendName: 'wasm',
-      kernelFunc: mark(conv2DBackpropInputWasm),
-      // wasm's own kernel binds its C++ function in setupFunc, which must still run at backend init.
-      setupFunc: inputKernel?.setupFunc,
-      disposeFunc: inputKernel?.disposeFunc,
-    });
-  }
+  replaceKernel(tf.MaxPoolGrad, maxPoolGradWasm);
+  const input = replaceKernel(tf.Conv2DBackpropInput, conv2DBackpropInputWasm);
+  if (input.done) originalBackpropInput = input.replaced;
+  const sum = replaceKernel(tf.Sum, sumWasm);
+  if (sum.done) originalSum = sum.replaced;
 }

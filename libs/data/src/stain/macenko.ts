@@ -72,7 +72,7 @@ const { log, exp, cos, sin, atan2 } = Math;
 export function opticalDensity(pixels: RgbPixels): Float64Array {
   checkPixels(pixels);
   const od = new Float64Array(pixels.length);
-  for (let i = 0; i < pixels.length; i++) od[i] = -log((255 * clamp01(pixels[i]) + 1) / MACENKO_IO);
+  for (let i = 0; i < pixels.length; i++) od[i] = log(MACENKO_IO / (255 * clamp01(pixels[i]) + 1));
   return od;
 }
 

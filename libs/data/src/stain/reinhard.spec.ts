@@ -25,14 +25,18 @@ describe('Reinhard colour transfer (CIE Lab)', () => {
 
   it("maps an image's Lab mean and std to the target's", () => {
     const target = fitReinhard(real[1]);
-    for (const source of [real[0], real[2], syntheticHeTile(64, 3)]) {
+    for (const source of [real[0], real[2], real[3], syntheticHeTile(64, 3)]) {
       const out = normalizeReinhard(source, target);
       const got = fitReinhard(out);
+      // Exact up to colours clamped at the sRGB gamut, which the dark, saturated synthetic tile has
+      // many of (its a* and b* spread then fall short of the target's).
+      const tol = source.length === real[1].length && source !== real[1] && real.includes(source) ? 0.1 : 4;
       for (let c = 0; c < 3; c++) {
-        expect(Math.abs(got.mean[c] - target.mean[c])).toBeLessThan(1.5);
-        expect(Math.abs(got.std[c] - target.std[c])).toBeLessThan(1.5);
+        expect(Math.abs(got.mean[c] - target.mean[c])).toBeLessThan(tol);
+        expect(Math.abs(got.std[c] - target.std[c])).toBeLessThan(tol);
       }
-      for (const v of out) expect(v >= 0 && v <= 1).toBe(true);
+      expect(Math.min(...out)).toBeGreaterThanOrEqual(0);
+      expect(Math.max(...out)).toBeLessThanOrEqual(1);
       // Structure is kept: luminance stays highly correlated.
       expect(correlation(grey(out), grey(source))).toBeGreaterThan(0.9);
     }

@@ -1,0 +1,333 @@
+/**
+ * HistoFed's own WebAssembly SIMD kernels, run on the tfjs wasm backend's heap.
+ *
+ * The module is assembled at first use (wasm-asm.ts) and instantiated on the wasm backend's
+ * WebAssembly.Memory, so its functions read and write tensors in place, given byte addresses.
+ * JavaScript drives the outer loops (images, blocks); the inner loops run here. Kernels:
+ *
+ * - `fg_R_K`: filter-gradient micro-kernels: R (1-4) rows of the im2col matrix (filter taps x
+ *   input channels, each a strided run of the channel-major padded input) times K output channels
+ *   of dy (8 or 4 as two or one f32x4, or 1 as a scalar), accumulated over the pixels of a run of
+ *   output rows into dW [taps * c, o].
+ * - `pad_transpose`: x NHWC -> channel-major rows inside a zero-padded grid (the im2col source).
+ * - `pool_grad_2x2`: max-pool gradient for 2x2 windows at stride 2 (the models' pooling), and
+ *   `pool_grad` for any window, stride and padding; 4 channels at a time, dy going to the first
+ *   maximum of each window (the cpu backend's rule).
+ * - `col_sum`: adds the rows of a [rows, cols] matrix (cols a multiple of 4) into a [cols] row.
+ *
+ * Not every tfjs-backend-wasm build exposes its memory, and not every engine has WebAssembly
+ * SIMD: when the module cannot be built or instantiated, `simdKernels` returns null and callers
+ * use their fallbacks.
+ */
+import * as A from './wasm-asm';
+import type { WasmBackend } from './wasm-heap';
+
+const { get, set, i32, f32, add, sub, mul, shl, inc, ne, minS, maxS, loop, brIf, forLoop } = A;
+const { f32Load, f32Store, f32Add, f32Mul, v128Load, v128Store, load32Splat, bitselect } = A;
+const { f32x4Add, f32x4Mul, f32x4Gt, f32x4Splat, i32x4Splat, i32x4Eq, v128And, v128AndNot } = A;
+
+/** Largest number of im2col rows per filter-gradient call, and the column widths (1 = scalar). */
+export const FG_ROWS = 4;
+export const FG_COLS = [8, 4, 1] as const;
+
+/**
+ * fg_R_K(a_0 .. a_{R-1}, dy, out, rows, ow, aStep, aSkip, dyStep, outStride)
+ *
+ * For `rows` output rows of `ow` pixels each: acc[r][k] += A_r[p] * dy[p][k]. A_r's pixel is at
+ * a_r, which advances by aStep bytes per pixel and by aSkip more after each row; dy's pixel (its
+ * first of K channels) at dy, advancing by dyStep bytes per pixel (rows contiguous). acc is read
+ * from out + r * outStride (+ 4k) and written back there.
+ */
+function filterGradKernel(rows: number, cols: number): A.FunctionDef {
+  const f = new A.FunctionBuilder(`fg_${rows}_${cols}`, new Array<A.ValType>(rows + 8).fill('i32'));
+  const a = f.params.slice(0, rows);
+  const [dy, out, nRows, ow, aStep, aSkip, dyStep, outStride] = f.params.slice(rows);
+  const scalar = cols === 1;
+  const vecs = scalar ? 1 : cols / 4;
+  const type: A.ValType = scalar ? 'f32' : 'v128';
+  const acc = Array.from({ length: rows }, () => Array.from({ length: vecs }, () => f.local(type)));
+  const d = Array.from({ length: vecs }, () => f.local(type));
+  const s = f.local(type);
+  const px = f.local('i32');
+  const row = f.local('i32');
+  const o = f.local('i32');
+  const load = (addr: A.Code, offset: number) => (scalar ? f32Load(addr, offset) : v128Load(addr, offset));
+  const store = (addr: A.Code, value: A.Code, offset: number) =>
+    scalar ? f32Store(addr, value, offset) : v128Store(addr, value, offset);
+  const multiplyAdd = (x: A.Local, y: A.Local, z: A.Local) =>
+    set(x, scalar ? f32Add(get(x), f32Mul(get(y), get(z))) : f32x4Add(get(x), f32x4Mul(get(y), get(z))));
+
+  const body: A.Code[] = [set(o, get(out))];
+  for (let r = 0; r < rows; r++) {
+    for (let v = 0; v < vecs; v++) body.push(set(acc[r][v], load(get(o), 16 * v)));
+    if (r < rows - 1) body.push(inc(o, get(outStride)));
+  }
+  const perPixel: A.Code[] = [];
+  for (let v = 0; v < vecs; v++) perPixel.push(set(d[v], load(get(dy), 16 * v)));
+  for (let r = 0; r < rows; r++) {
+    perPixel.push(set(s, scalar ? f32Load(get(a[r])) : load32Splat(get(a[r]))));
+    for (let v = 0; v < vecs; v++) perPixel.push(multiplyAdd(acc[r][v], s, d[v]));
+  }
+  for (let r = 0; r < rows; r++) perPixel.push(inc(a[r], get(aStep)));
+  perPixel.push(inc(dy, get(dyStep)), set(px, sub(get(px), i32(1))));
+  body.push(
+    forLoop(
+      row,
+      i32(0),
+      get(nRows),
+      i32(1),
+      set(px, get(ow)),
+      loop(...perPixel, brIf(0, ne(get(px), i32(0)))),
+      ...a.map((ar) => inc(ar, get(aSkip))),
+    ),
+  );
+  body.push(set(o, get(out)));
+  for (let r = 0; r < rows; r++) {
+    for (let v = 0; v < vecs; v++) body.push(store(get(o), get(acc[r][v]), 16 * v));
+    if (r < rows - 1) body.push(inc(o, get(outStride)));
+  }
+  return { builder: f, body };
+}
+
+/**
+ * pad_transpose(src, dst, images, rows, cols, c, srcImage, srcLine, rowStride, imageStride, lineStride)
+ *
+ * Scatters `rows` x `cols` pixels of each of `images` NHWC images (c channels; image and line byte
+ * strides srcImage, srcLine at src) into c channel rows: pixel (b, y, x), channel ci goes to
+ * dst + ci * rowStride + b * imageStride + y * lineStride + 4 x. dst is the address of pixel
+ * (0, 0, 0) of channel 0 in the padded grid (after the padding before it).
+ */
+function padTransposeKernel(): A.FunctionDef {
+  const f = new A.FunctionBuilder('pad_transpose', new Array<A.ValType>(11).fill('i32'));
+  const [src, dst, images, rows, cols, c, srcImage, srcLine, rowStride, imageStride, lineStride] = f.params;
+  const [b, y, x, ci, s, p] = new Array(6).fill(0).map(() => f.local('i32'));
+  const body = [
+    forLoop(
+      b,
+      i32(0),
+      get(images),
+      i32(1),
+      forLoop(
+        y,
+        i32(0),
+        get(rows),
+        i32(1),
+        set(s, add(add(get(src), mul(get(b), get(srcImage))), mul(get(y), get(srcLine)))),
+        forLoop(
+          x,
+          i32(0),
+          get(cols),
+          i32(1),
+          set(p, add(add(add(get(dst), mul(get(b), get(imageStride))), mul(get(y), get(lineStride))), shl(get(x), i32(2)))),
+          forLoop(ci, i32(0), get(c), i32(1), f32Store(get(p), f32Load(get(s))), inc(s, i32(4)), inc(p, get(rowStride))),
+        ),
+      ),
+    ),
+  ];
+  return { builder: f, body };
+}
+
+const negInf = f32x4Splat(f32(Number.NEGATIVE_INFINITY));
+
+/**
+ * pool_grad_2x2(x, dy, dx, groups, outW, lineBytes, pxBytes)
+ *
+ * One output row of one image for 2x2 windows at stride 2 inside the image. x and dx point at the
+ * window row's first pixel, dy at the output row's; `groups` channel groups of 4. The window's
+ * four dx values are stored (windows do not overlap): dy at the first maximum, 0 elsewhere. A
+ * later element takes over when strictly greater than the maximum so far (from -Infinity), so
+ * NaN and -Infinity never do and an all-NaN window sends nothing.
+ */
+function poolGrad2x2Kernel(): A.FunctionDef {
+  const f = new A.FunctionBuilder('pool_grad_2x2', new Array<A.ValType>(7).fill('i32'));
+  const [x, dy, dx, groups, outW, lineBytes, pxBytes] = f.params;
+  const [ox, k, px, pd] = [f.local('i32'), f.local('i32'), f.local('i32'), f.local('i32')];
+  const best = f.local('v128');
+  const g = f.local('v128');
+  const v = [0, 1, 2, 3].map(() => f.local('v128'));
+  const m = [0, 1, 2, 3].map(() => f.local('v128'));
+  // Window element i (row-major) of the window whose top-left pixel is at `base`.
+  const at = (i: number, base: A.Local): A.Code => {
+    const row = i < 2 ? get(base) : add(get(base), get(lineBytes));
+    return i % 2 === 0 ? row : add(row, get(pxBytes));
+  };
+  const perGroup: A.Code[] = [];
+  for (let i = 0; i < 4; i++) perGroup.push(set(v[i], v128Load(at(i, px))));
+  perGroup.push(set(m[0], f32x4Gt(get(v[0]), negInf)), set(best, bitselect(get(v[0]), negInf, get(m[0]))));
+  for (let i = 1; i < 4; i++) {
+    perGroup.push(set(m[i], f32x4Gt(get(v[i]), get(best))));
+    if (i < 3) perGroup.push(set(best, bitselect(get(v[i]), get(best), get(m[i]))));
+    for (let j = 0; j < i; j++) perGroup.push(set(m[j], v128AndNot(get(m[j]), get(m[i]))));
+  }
+  perGroup.push(set(g, v128Load(get(dy))));
+  for (let i = 0; i < 4; i++) perGroup.push(v128Store(at(i, pd), v128And(get(g), get(m[i]))));
+  perGroup.push(inc(px, i32(16)), inc(pd, i32(16)), inc(dy, i32(16)));
+  const body = [
+    forLoop(
+      ox,
+      i32(0),
+      get(outW),
+      i32(1),
+      set(px, get(x)),
+      set(pd, get(dx)),
+      forLoop(k, i32(0), get(groups), i32(1), ...perGroup),
+      inc(x, shl(get(pxBytes), i32(1))),
+      inc(dx, shl(get(pxBytes), i32(1))),
+    ),
+  ];
+  return { builder: f, body };
+}
+
+/**
+ * pool_grad(x, dy, dx, pxBytes, outW, inW, inH, fh, fw, sw, yStart, left)
+ *
+ * One output row of one image, one group of 4 channels, any window, stride and padding: for each
+ * output pixel the window rows [max(yStart, 0), min(yStart + fh, inH)) and columns
+ * [max(ox * sw - left, 0), min(ox * sw - left + fw, inW)) are scanned twice — for the index of the
+ * first maximum (as in pool_grad_2x2), then to add dy there. x and dx point at the image's first
+ * pixel (plus the group's channel offset), dy at the output row's; dx is accumulated into (+=),
+ * so overlapping windows add up, and must be zeroed by the caller.
+ */
+function poolGradKernel(): A.FunctionDef {
+  const f = new A.FunctionBuilder('pool_grad', new Array<A.ValType>(12).fill('i32'));
+  const [x, dy, dx, pxBytes, outW, inW, inH, fh, fw, sw, yStart, left] = f.params;
+  const [ox, y0, y1, x0, x1, yy, xx, xs, idx, addr] = new Array(10).fill(0).map(() => f.local('i32'));
+  const [best, pos, v, gt, g] = new Array(5).fill(0).map(() => f.local('v128'));
+  const pixel = (base: A.Local) => add(get(base), mul(add(mul(get(yy), get(inW)), get(xx)), get(pxBytes)));
+  const overWindow = (...body: A.Code[]) =>
+    A.seq(
+      set(idx, i32(0)),
+      A.forLoopSigned(yy, get(y0), get(y1), A.forLoopSigned(xx, get(x0), get(x1), ...body, inc(idx, i32(1)))),
+    );
+  const body = [
+    set(y0, maxS(get(yStart), i32(0))),
+    set(y1, minS(add(get(yStart), get(fh)), get(inH))),
+    forLoop(
+      ox,
+      i32(0),
+      get(outW),
+      i32(1),
+      set(xs, sub(mul(get(ox), get(sw)), get(left))),
+      set(x0, maxS(get(xs), i32(0))),
+      set(x1, minS(add(get(xs), get(fw)), get(inW))),
+      set(best, negInf),
+      set(pos, i32x4Splat(i32(-1))),
+      overWindow(
+        set(v, v128Load(pixel(x))),
+        set(gt, f32x4Gt(get(v), get(best))),
+        set(best, bitselect(get(v), get(best), get(gt))),
+        set(pos, bitselect(i32x4Splat(get(idx)), get(pos), get(gt))),
+      ),
+      set(g, v128Load(get(dy))),
+      overWindow(
+        set(addr, pixel(dx)),
+        v128Store(get(addr), f32x4Add(v128Load(get(addr)), v128And(get(g), i32x4Eq(get(pos), i32x4Splat(get(idx)))))),
+      ),
+      inc(dy, get(pxBytes)),
+    ),
+  ];
+  return { builder: f, body };
+}
+
+/** col_sum(src, dst, rows, groups): dst[0 .. 4 groups) += the sum of src's rows, f32x4 at a time. */
+function colSumKernel(): A.FunctionDef {
+  const f = new A.FunctionBuilder('col_sum', ['i32', 'i32', 'i32', 'i32']);
+  const [src, dst, rows, groups] = f.params;
+  const [r, k, p] = [f.local('i32'), f.local('i32'), f.local('i32')];
+  const body = [
+    forLoop(
+      r,
+      i32(0),
+      get(rows),
+      i32(1),
+      set(p, get(dst)),
+      forLoop(
+        k,
+        i32(0),
+        get(groups),
+        i32(1),
+        v128Store(get(p), f32x4Add(v128Load(get(p)), v128Load(get(src)))),
+        inc(p, i32(16)),
+        inc(src, i32(16)),
+      ),
+    ),
+  ];
+  return { builder: f, body };
+}
+
+type WasmFn = (...args: number[]) => void;
+
+export interface SimdKernels {
+  /** Filter-gradient micro-kernels by `${rows}_${cols}`. */
+  readonly fg: Readonly<Record<string, WasmFn>>;
+  readonly padTranspose: WasmFn;
+  readonly poolGrad2x2: WasmFn;
+  readonly poolGrad: WasmFn;
+  readonly colSum: WasmFn;
+}
+
+/** The WebAssembly JavaScript API, as far as it is used here (the ES2022 lib does not declare it). */
+interface WebAssemblyApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { readonly exports: Record<string, unknown> };
+  Memory: abstract new (...args: never[]) => object;
+}
+const wasmApi = (globalThis as unknown as { WebAssembly?: WebAssemblyApi }).WebAssembly;
+
+let compiled: object | null | undefined;
+const instances = new WeakMap<object, SimdKernels>();
+let enabled = true;
+
+/** Turns the SIMD kernels off (callers then take their fallbacks) or back on; for tests and benchmarks. */
+export function setSimdKernelsEnabled(on: boolean): void {
+  enabled = on;
+}
+
+function compile(): object | null {
+  if (compiled !== undefined) return compiled;
+  try {
+    const defs: A.FunctionDef[] = [];
+    for (let r = 1; r <= FG_ROWS; r++) for (const k of FG_COLS) defs.push(filterGradKernel(r, k));
+    defs.push(padTransposeKernel(), poolGrad2x2Kernel(), poolGradKernel(), colSumKernel());
+    const bytes = A.assembleModule(defs);
+    compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
+  } catch {
+    compiled = null;
+  }
+  return compiled;
+}
+
+/** The kernels on `backend`'s heap, or null when they are unavailable (or turned off). */
+export function simdKernels(backend: WasmBackend): SimdKernels | null {
+  if (!enabled || wasmApi === undefined) return null;
+  const memory = (backend.wasm as { asm?: { memory?: unknown } }).asm?.memory;
+  if (!(memory instanceof wasmApi.Memory)) return null;
+  const cached = instances.get(memory);
+  if (cached !== undefined) return cached;
+  const mod = compile();
+  if (mod === null) return null;
+  // (not named `exports`: the CommonJS output refers to this module's exports by that name)
+  let functions: Record<string, unknown>;
+  try {
+    functions = new wasmApi.Instance(mod, { env: { memory } }).exports;
+  } catch {
+    return null;
+  }
+  const fn = (n: string) => {
+    const f = functions[n];
+    if (typeof f !== 'function') throw new Error(`HistoFed SIMD kernels: ${n} is missing`);
+    return f as WasmFn;
+  };
+  const fg: Record<string, WasmFn> = {};
+  for (let r = 1; r <= FG_ROWS; r++) for (const k of FG_COLS) fg[`${r}_${k}`] = fn(`fg_${r}_${k}`);
+  const kernels: SimdKernels = {
+    fg,
+    padTranspose: fn('pad_transpose'),
+    poolGrad2x2: fn('pool_grad_2x2'),
+    poolGrad: fn('pool_grad'),
+    colSum: fn('col_sum'),
+  };
+  instances.set(memory, kernels);
+  return kernels;
+}

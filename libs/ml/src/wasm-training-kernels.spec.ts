@@ -1,7 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { selectBackend } from './backend';
-import { WASM_TRAINING_KERNELS, conv2DBackpropFilterWasm, conv2DBackpropInputWasm } from './wasm-training-kernels';
+import {
+  WASM_TRAINING_KERNELS,
+  conv2DBackpropFilterWasm,
+  conv2DBackpropInputWasm,
+  setSimdKernelsEnabled,
+} from './wasm-training-kernels';
+import { simdKernels } from './wasm-kernels/simd-kernels';
+import type { WasmBackend } from './wasm-kernels/wasm-heap';
 
 /** Deterministic pseudo-random values in [-1, 1). */
 function values(n: number, seed: number): Float32Array {
@@ -14,6 +21,27 @@ function values(n: number, seed: number): Float32Array {
     out[i] = ((s >>> 0) / 4294967296) * 2 - 1;
   }
   return out;
+}
+
+/**
+ * The wasm kernels run two ways: on HistoFed's SIMD kernels (the normal case) and on their
+ * fallbacks (XNNPACK convolution, JavaScript loops, wasm's own Sum), used where the SIMD module is
+ * unavailable. Both are compared with the cpu backend.
+ */
+const MODES = ['simd', 'fallback'] as const;
+type Mode = (typeof MODES)[number];
+
+/** Runs `f` on `backend` (both backends are initialised already, so setBackend is synchronous). */
+function on<T>(backend: string, mode: Mode, f: () => T): T {
+  const prev = tf.getBackend();
+  void tf.setBackend(backend);
+  setSimdKernelsEnabled(mode === 'simd');
+  try {
+    return f();
+  } finally {
+    setSimdKernelsEnabled(true);
+    void tf.setBackend(prev);
+  }
 }
 
 type Pad = 'same' | 'valid' | [[0, 0], [number, number], [number, number], [0, 0]];
@@ -37,11 +65,9 @@ interface Gradients {
 }
 
 /** Conv2DBackpropFilter and Conv2DBackpropInput of one case, run as kernels on `backend`. */
-function gradients(backend: string, c: Case): Gradients {
-  const prev = tf.getBackend();
-  void tf.setBackend(backend); // both backends are initialised already, so this is synchronous
-  try {
-    return tf.tidy(() => {
+function gradients(backend: string, c: Case, mode: Mode = 'simd'): Gradients {
+  return on(backend, mode, () =>
+    tf.tidy(() => {
       const x = tf.tensor4d(values(c.batch * c.h * c.w * c.inC, 7 + c.h), [c.batch, c.h, c.w, c.inC]);
       const filter = tf.tensor4d(values(c.f * c.f * c.inC * c.outC, 11), [c.f, c.f, c.inC, c.outC]);
       const probe = tf.conv2d(x, filter, c.stride, c.pad);
@@ -61,10 +87,8 @@ function gradients(backend: string, c: Case): Gradients {
         inputShape: dx.shape,
         input: dx.dataSync() as Float32Array,
       };
-    });
-  } finally {
-    void tf.setBackend(prev);
-  }
+    }),
+  );
 }
 
 function maxRelativeError(a: Float32Array, b: Float32Array): number {
@@ -77,8 +101,18 @@ function maxRelativeError(a: Float32Array, b: Float32Array): number {
   return maxAbs === 0 ? maxDiff : maxDiff / maxAbs;
 }
 
+/** Same values, NaN where the other has NaN (max-pool routing is exact). */
+function expectSameValues(actual: Float32Array, expected: Float32Array, tolerance: number): void {
+  expect(actual.length).toBe(expected.length);
+  for (let i = 0; i < expected.length; i++) {
+    if (Number.isNaN(expected[i])) expect(actual[i]).toBeNaN();
+  }
+  const finite = (a: Float32Array) => a.map((v) => (Number.isFinite(v) ? v : 0));
+  expect(maxRelativeError(finite(expected), finite(actual))).toBeLessThanOrEqual(tolerance);
+}
+
 const cases: Case[] = [];
-for (const stride of [1, 2]) {
+for (const stride of [1, 2, 3]) {
   for (const pad of ['same', 'valid'] as const) {
     for (const [h, w] of [
       [7, 7],
@@ -88,47 +122,74 @@ for (const stride of [1, 2]) {
       for (const batch of [1, 3]) {
         for (const inC of [1, 4]) {
           for (const f of [3, 2]) {
-            cases.push({ batch, h, w, inC, outC: inC === 1 ? 5 : 2, f, stride, pad });
+            // Output channel counts for the SIMD kernels' column blocks: 13 = 8 + 4 + 1, 5 = 4 + 1,
+            // 8, and 2 (scalar only); filter taps x channels give 1, 2, 3 and 0 rows past a block of 4.
+            const outC = inC === 1 ? (batch === 1 ? 13 : 5) : batch === 1 ? 8 : 2;
+            cases.push({ batch, h, w, inC, outC, f, stride, pad });
           }
         }
       }
     }
   }
 }
-// explicit padding, a 1x1 filter, stride 3, a 5x5 filter on a small image
+// explicit padding, a 1x1 filter, stride 3, 5x5 filters, stride 4
 cases.push({ batch: 2, h: 9, w: 8, inC: 3, outC: 4, f: 3, stride: 2, pad: [[0, 0], [1, 2], [0, 1], [0, 0]] });
+cases.push({ batch: 2, h: 9, w: 8, inC: 3, outC: 12, f: 3, stride: 1, pad: [[0, 0], [2, 0], [0, 2], [0, 0]] });
 cases.push({ batch: 2, h: 6, w: 6, inC: 3, outC: 4, f: 1, stride: 1, pad: 'same' });
 cases.push({ batch: 2, h: 11, w: 10, inC: 2, outC: 3, f: 3, stride: 3, pad: 'same' });
 cases.push({ batch: 2, h: 11, w: 10, inC: 2, outC: 3, f: 3, stride: 3, pad: 'valid' });
 cases.push({ batch: 1, h: 5, w: 6, inC: 2, outC: 3, f: 5, stride: 1, pad: 'valid' });
+cases.push({ batch: 3, h: 9, w: 11, inC: 4, outC: 16, f: 5, stride: 1, pad: 'same' });
 cases.push({ batch: 2, h: 10, w: 9, inC: 3, outC: 2, f: 3, stride: 4, pad: 'valid' });
+// the models' layers in small: 3 -> 16 -> 32 channels, 'same' 3x3, several chunks of output rows
+cases.push({ batch: 3, h: 40, w: 36, inC: 3, outC: 16, f: 3, stride: 1, pad: 'same' });
+cases.push({ batch: 2, h: 20, w: 18, inC: 16, outC: 32, f: 3, stride: 1, pad: 'same' });
 // padding larger than the filter: Conv2DBackpropInput falls back to wasm's own kernel
 cases.push({ batch: 2, h: 6, w: 7, inC: 2, outC: 3, f: 3, stride: 1, pad: [[0, 0], [3, 1], [1, 4], [0, 0]] });
 
-describe('wasm Conv2DBackpropFilter and Conv2DBackpropInput', () => {
+describe('wasm training kernels against the cpu backend', () => {
   beforeAll(async () => {
     await selectBackend('cpu');
     await selectBackend('wasm');
   });
 
-  it.each(cases.map((c) => [JSON.stringify(c), c] as const))('match the cpu backend for %s', (_name, c) => {
-    const cpu = gradients('cpu', c);
-    const wasm = gradients('wasm', c);
-    expect(wasm.filterShape).toEqual(cpu.filterShape);
-    expect(maxRelativeError(cpu.filter, wasm.filter)).toBeLessThan(1e-4);
-    expect(wasm.inputShape).toEqual(cpu.inputShape);
-    expect(maxRelativeError(cpu.input, wasm.input)).toBeLessThan(1e-4);
+  it('have the SIMD kernels available on this engine (else only the fallbacks would be tested)', () => {
+    expect(simdKernels(tf.findBackend('wasm') as unknown as WasmBackend)).not.toBeNull();
   });
+
+  it.each(cases.map((c) => [JSON.stringify(c), c] as const))(
+    'Conv2DBackpropFilter and Conv2DBackpropInput match the cpu backend for %s',
+    (_name, c) => {
+      const cpu = gradients('cpu', c);
+      for (const mode of MODES) {
+        const wasm = gradients('wasm', c, mode);
+        expect(wasm.filterShape).toEqual(cpu.filterShape);
+        expect(maxRelativeError(cpu.filter, wasm.filter)).toBeLessThan(1e-4);
+        expect(wasm.inputShape).toEqual(cpu.inputShape);
+        expect(maxRelativeError(cpu.input, wasm.input)).toBeLessThan(1e-4);
+      }
+    },
+  );
 
   it('are the registered wasm kernels', () => {
     for (const name of WASM_TRAINING_KERNELS) {
       const k = tf.getKernel(name, 'wasm');
       expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
     }
-    expect(WASM_TRAINING_KERNELS).toEqual(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad']);
+    expect(WASM_TRAINING_KERNELS).toEqual(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'Sum']);
   });
 
-  const poolCases: { batch: number; h: number; w: number; c: number; f: number; stride: number; pad: 'same' | 'valid'; ties: boolean }[] = [];
+  interface PoolCase {
+    batch: number;
+    h: number;
+    w: number;
+    c: number;
+    f: number;
+    stride: number;
+    pad: 'same' | 'valid';
+    x: 'random' | 'ties' | 'special';
+  }
+  const poolCases: PoolCase[] = [];
   for (const [f, stride] of [
     [2, 2],
     [3, 2],
@@ -140,73 +201,137 @@ describe('wasm Conv2DBackpropFilter and Conv2DBackpropInput', () => {
         [8, 8],
         [7, 9],
       ]) {
-        for (const ties of [false, true]) poolCases.push({ batch: 2, h, w, c: 3, f, stride, pad, ties });
+        // 3 channels: the JavaScript loop; 4 and 8: the SIMD kernels
+        for (const c of [3, 4, 8]) {
+          for (const x of ['random', 'ties'] as const) poolCases.push({ batch: 2, h, w, c, f, stride, pad, x });
+        }
       }
     }
   }
+  // NaN, -Infinity and Infinity in windows
+  for (const c of [3, 4]) {
+    poolCases.push({ batch: 2, h: 8, w: 8, c, f: 2, stride: 2, pad: 'valid', x: 'special' });
+    poolCases.push({ batch: 2, h: 7, w: 9, c, f: 3, stride: 2, pad: 'same', x: 'special' });
+  }
+
+  function poolInput(c: PoolCase): Float32Array {
+    const xv = values(c.batch * c.h * c.w * c.c, 5 + c.h + c.c);
+    // small integers: many ties within a window, as after a relu
+    if (c.x === 'ties') return xv.map((v) => Math.max(0, Math.round(v * 2)));
+    if (c.x === 'special') {
+      const special = [NaN, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY];
+      return xv.map((v, i) => (i % 7 === 0 ? special[i % 3] : i % 11 === 0 ? NaN : v));
+    }
+    return xv;
+  }
 
   it.each(poolCases.map((c) => [JSON.stringify(c), c] as const))('MaxPoolGrad matches the cpu backend for %s', (_n, c) => {
-    const run = (backend: string) => {
-      void tf.setBackend(backend);
-      return tf.tidy(() => {
-        let xv = values(c.batch * c.h * c.w * c.c, 5 + c.h);
-        // small integers: many ties within a window, as after a relu
-        if (c.ties) xv = xv.map((v) => Math.max(0, Math.round(v * 2)));
-        const x = tf.tensor4d(xv, [c.batch, c.h, c.w, c.c]);
-        const y = tf.maxPool(x, c.f, c.stride, c.pad);
-        const dy = tf.tensor4d(values(y.size, 17), y.shape as [number, number, number, number]);
-        const dx = tf.engine().runKernel(tf.MaxPoolGrad, { dy, input: x, output: y }, {
-          filterSize: c.f,
-          strides: c.stride,
-          pad: c.pad,
-        } as unknown as tf.NamedAttrMap) as tf.Tensor;
-        return dx.dataSync() as Float32Array;
-      });
-    };
-    const cpu = run('cpu');
-    const wasm = run('wasm');
-    expect(maxRelativeError(cpu, wasm)).toBeLessThan(1e-6);
+    const run = (backend: string, mode: Mode) =>
+      on(backend, mode, () =>
+        tf.tidy(() => {
+          const x = tf.tensor4d(poolInput(c), [c.batch, c.h, c.w, c.c]);
+          const y = tf.maxPool(x, c.f, c.stride, c.pad);
+          const dy = tf.tensor4d(values(y.size, 17), y.shape as [number, number, number, number]);
+          const dx = tf.engine().runKernel(tf.MaxPoolGrad, { dy, input: x, output: y }, {
+            filterSize: c.f,
+            strides: c.stride,
+            pad: c.pad,
+          } as unknown as tf.NamedAttrMap) as tf.Tensor;
+          return dx.dataSync() as Float32Array;
+        }),
+      );
+    const cpu = run('cpu', 'simd');
+    for (const mode of MODES) expectSameValues(run('wasm', mode), cpu, 1e-6);
   });
 
-  it('gives the same conv2d gradients as cpu through tf.grads (the path training uses)', () => {
-    const run = (backend: string) => {
-      void tf.setBackend(backend);
-      return tf.tidy(() => {
-        const x = tf.tensor4d(values(2 * 9 * 9 * 3, 3), [2, 9, 9, 3]);
-        const filter = tf.tensor4d(values(3 * 3 * 3 * 4, 5), [3, 3, 3, 4]);
-        const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => {
-          const h = tf.relu(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same'));
-          return tf.sum(tf.square(tf.maxPool(tf.conv2d(h, tf.ones([3, 3, 4, 2]), 1, 'same'), 2, 2, 'valid')));
-        })([x, filter]);
-        return g.map((t) => t.dataSync() as Float32Array);
-      });
-    };
-    const cpu = run('cpu');
-    const wasm = run('wasm');
-    expect(maxRelativeError(cpu[0], wasm[0])).toBeLessThan(1e-4);
-    expect(maxRelativeError(cpu[1], wasm[1])).toBeLessThan(1e-4);
-  });
+  const sumCases: { shape: number[]; axis: number | number[]; keepDims: boolean; dtype?: 'int32' }[] = [
+    { shape: [3, 9, 7, 16], axis: [0, 1, 2], keepDims: false }, // a bias gradient (1512 rows: several blocks)
+    { shape: [2, 5, 6, 4], axis: [2, 0, 1], keepDims: true }, // unordered axes, kept dims
+    { shape: [2, 5, 6, 12], axis: [-2, -3, -4], keepDims: false }, // negative axes
+    { shape: [7, 8], axis: 0, keepDims: false }, // a dense layer's bias gradient
+    { shape: [7, 8], axis: [0], keepDims: true },
+    { shape: [1, 1, 1, 4], axis: [0, 1, 2], keepDims: false },
+    // handled by wasm's own Sum
+    { shape: [2, 5, 6, 3], axis: [0, 1, 2], keepDims: false }, // channels not a multiple of 4
+    { shape: [2, 5, 6, 8], axis: [1, 2], keepDims: false },
+    { shape: [2, 5, 6, 8], axis: -1, keepDims: true },
+    { shape: [2, 5, 6, 8], axis: [0, 1, 2, 3], keepDims: false },
+    { shape: [8], axis: 0, keepDims: false },
+    { shape: [3, 4, 8], axis: [0, 1], keepDims: false, dtype: 'int32' },
+  ];
 
-  it('frees every intermediate (no tensor or wasm memory growth)', () => {
-    const c: Case = { batch: 3, h: 9, w: 9, inC: 4, outC: 2, f: 3, stride: 2, pad: 'same' };
-    const pool = () =>
-      tf.tidy(() => {
-        const x = tf.tensor4d(values(2 * 7 * 7 * 3, 1), [2, 7, 7, 3]);
-        tf.grad((t: tf.Tensor) => tf.sum(tf.maxPool(t as tf.Tensor4D, 2, 2, 'same')))(x).dataSync();
-      });
-    gradients('wasm', c);
-    void tf.setBackend('wasm');
-    pool();
-    const before = tf.memory();
-    for (let i = 0; i < 5; i++) {
-      gradients('wasm', c);
-      void tf.setBackend('wasm');
-      pool();
+  it.each(sumCases.map((c) => [JSON.stringify(c), c] as const))('Sum matches the cpu backend for %s', (_n, c) => {
+    const run = (backend: string, mode: Mode) =>
+      on(backend, mode, () =>
+        tf.tidy(() => {
+          const v = values(tf.util.sizeFromShape(c.shape), 23).map((x) => (c.dtype === 'int32' ? Math.round(x * 100) : x * 1000));
+          const x = tf.tensor(v, c.shape, c.dtype ?? 'float32');
+          const s = tf.sum(x, c.axis, c.keepDims);
+          return { shape: s.shape, dtype: s.dtype, values: Float32Array.from(s.dataSync()) };
+        }),
+      );
+    const cpu = run('cpu', 'simd');
+    for (const mode of MODES) {
+      const wasm = run('wasm', mode);
+      expect(wasm.shape).toEqual(cpu.shape);
+      expect(wasm.dtype).toEqual(cpu.dtype);
+      expect(maxRelativeError(cpu.values, wasm.values)).toBeLessThan(1e-6);
     }
-    const after = tf.memory();
+  });
+
+  /** A small network's gradients through tf.grads: conv + bias + relu + max-pool + conv. */
+  function networkGradients(backend: string, mode: Mode): Float32Array[] {
+    return on(backend, mode, () =>
+      tf.tidy(() => {
+        const x = tf.tensor4d(values(2 * 9 * 9 * 3, 3), [2, 9, 9, 3]);
+        const filter = tf.tensor4d(values(3 * 3 * 3 * 8, 5), [3, 3, 3, 8]);
+        const bias = tf.tensor1d(values(8, 9));
+        const g = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => {
+          const h = tf.relu(tf.add(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same'), c));
+          const p = tf.maxPool(h, 2, 2, 'valid');
+          return tf.sum(tf.square(tf.conv2d(p, tf.ones([3, 3, 8, 4]), 2, 'same')));
+        })([x, filter, bias]);
+        return g.map((t) => t.dataSync() as Float32Array);
+      }),
+    );
+  }
+
+  it('gives the same gradients as cpu through tf.grads (the path training uses)', () => {
+    const cpu = networkGradients('cpu', 'simd');
+    for (const mode of MODES) {
+      const wasm = networkGradients('wasm', mode);
+      cpu.forEach((expected, i) => expect(maxRelativeError(expected, wasm[i])).toBeLessThan(1e-4));
+    }
+  });
+
+  it('frees every intermediate (no tensor, data buffer or wasm memory growth)', () => {
+    const c: Case = { batch: 3, h: 9, w: 9, inC: 4, outC: 13, f: 3, stride: 2, pad: 'same' };
+    const all = () => {
+      for (const mode of MODES) {
+        gradients('wasm', c, mode);
+        gradients('wasm', { ...c, stride: 1 }, mode);
+        networkGradients('wasm', mode);
+        on('wasm', mode, () =>
+          tf.tidy(() => {
+            const x = tf.tensor4d(values(2 * 7 * 7 * 4, 1), [2, 7, 7, 4]);
+            tf.grad((t: tf.Tensor) => tf.sum(tf.maxPool(t as tf.Tensor4D, 3, 2, 'same')))(x).dataSync();
+            tf.grad((t: tf.Tensor) => tf.sum(tf.maxPool(t as tf.Tensor4D, 2, 2, 'valid')))(x).dataSync();
+            tf.sum(x, [0, 1, 2]).dataSync();
+          }),
+        );
+      }
+    };
+    const heap = () => (tf.findBackend('wasm') as unknown as WasmBackend).wasm.HEAPU8.length;
+    all();
+    void tf.setBackend('wasm');
+    const before = { ...tf.memory(), heap: heap() };
+    for (let i = 0; i < 5; i++) all();
+    void tf.setBackend('wasm');
+    const after = { ...tf.memory(), heap: heap() };
     expect(after.numTensors).toBe(before.numTensors);
     expect(after.numDataBuffers).toBe(before.numDataBuffers);
     expect(after.numBytes).toBe(before.numBytes);
+    expect(after.heap).toBe(before.heap);
   });
 
   it('rejects NCHW and dilations other than 1 with a clear message', () => {

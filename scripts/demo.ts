@@ -23,6 +23,7 @@ interface DemoOptions {
   backend?: string;
   partition: string;
   alpha?: string;
+  stainNormalization: string;
   keep?: boolean;
 }
 
@@ -120,6 +121,7 @@ async function demo(opts: DemoOptions): Promise<void> {
       roundTimeoutSeconds: 900,
       waitForSitesSeconds: 120,
       seed,
+      stainNormalization: opts.stainNormalization,
     });
     await fed.admin.request('POST', `/api/runs/${run.id}/start`);
     say(`run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${imageSize}x${imageSize} px, backend ${backend}`);
@@ -189,6 +191,7 @@ const program = new Command('npm run demo --')
   .option('--backend <name>', 'TensorFlow.js backend for all processes (auto|wasm|cpu|tensorflow|tensorflow-gpu)')
   .option('--partition <kind>', 'how the hospitals differ: iid, label-skew, magnification, stain', 'iid')
   .option('--alpha <a>', 'Dirichlet concentration for --partition label-skew (smaller = more skewed)')
+  .option('--stain-normalization <method>', 'none or macenko (applied by every site and the central evaluation)', 'none')
   .option('--keep', 'keep the work directory (logs, databases, site outboxes)')
   .action(async (opts: DemoOptions) => demo(opts));
 

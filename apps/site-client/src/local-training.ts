@@ -17,8 +17,8 @@ export interface LocalResult {
 export async function runLocalTraining(task: TrainTask, data: SiteData, logger: SiteLogger): Promise<LocalResult> {
   const cfg = task.config;
   const global = decodeWeights(task.weights, 'global model');
-  const train = await data.train(cfg.model.imageSize);
-  const validation = await data.validation(cfg.model.imageSize);
+  const train = await data.train(cfg.model.imageSize, cfg.stainNormalization);
+  const validation = await data.validation(cfg.model.imageSize, cfg.stainNormalization);
   const model = buildModel(cfg.model, cfg.seed);
   try {
     setWeights(model, global);

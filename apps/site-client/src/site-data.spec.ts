@@ -1,4 +1,5 @@
 import { join, resolve } from 'node:path';
+import { DEFAULT_MACENKO_TARGET } from '@histofed/data';
 import { SiteData } from './site-data';
 import { loadSiteConfig } from './site-config';
 
@@ -36,6 +37,19 @@ describe('site data on the real BreakHis sample', () => {
     for (let i = 0; i < a.images.length; i++) diff += Math.abs(a.images[i] - b.images[i]);
     expect(diff / a.images.length).toBeGreaterThan(0.005);
     expect(shifted.simulation).toEqual(expect.objectContaining({ partition: 'stain' }));
+  });
+
+  it('applies the run\'s stain normalization after the site\'s stain shift, and validates the target', async () => {
+    const config = loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: SAMPLE, simulate: '2/2', partition: 'stain', cache: false });
+    const site = await SiteData.open(config);
+    const raw = await site.validation(16);
+    const normalized = await site.validation(16, { ...DEFAULT_MACENKO_TARGET });
+    expect(normalized.count).toBe(raw.count);
+    let diff = 0;
+    for (let i = 0; i < raw.images.length; i++) diff += Math.abs(raw.images[i] - normalized.images[i]);
+    expect(diff / raw.images.length).toBeGreaterThan(0.005);
+    expect(normalized.images.every((v) => v >= 0 && v <= 1)).toBe(true);
+    await expect(site.train(16, { method: 'macenko', stainMatrix: 'oops' })).rejects.toThrow(/round config stainNormalization/);
   });
 
   it('stops with a message naming a folder that does not exist', async () => {

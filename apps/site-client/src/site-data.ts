@@ -1,10 +1,13 @@
-import { LabeledImages } from '@histofed/fl-core';
+import { LabeledImages, StainNormalizationTarget } from '@histofed/fl-core';
 import {
   BreakHisImage,
   ImageCache,
   ImagePixelHook,
+  StainTarget,
   assertHasImages,
+  createStainNormalizer,
   createStainShifter,
+  validateStainTarget,
   loadLabeledImages,
   partitionSites,
   patientWiseSplit,
@@ -63,22 +66,35 @@ export class SiteData {
     return new SiteData({ train, validation: test, problems: dataset.problems.length }, cache, transform, simulation);
   }
 
-  private load(which: 'train' | 'validation', imageSize: number): Promise<LabeledImages> {
-    const key = `${which}/${imageSize}`;
+  /**
+   * Decoded images of one split at one size. The simulated stain shift (the "scanner" of this
+   * hospital) comes first, then the run's stain normalization, as a real site would see it.
+   */
+  private load(which: 'train' | 'validation', imageSize: number, stain: StainNormalizationTarget | null): Promise<LabeledImages> {
+    const key = `${which}/${imageSize}/${JSON.stringify(stain)}`;
     let p = this.decoded.get(key);
     if (!p) {
-      p = loadLabeledImages(this.split[which], imageSize, { cache: this.cache, transform: this.transform });
+      p = (async () => {
+        let transform = this.transform;
+        if (stain) {
+          validateStainTarget(stain, 'round config stainNormalization');
+          const normalize = createStainNormalizer(stain as StainTarget);
+          const shift = this.transform;
+          transform = (rgb, image, size) => normalize((shift?.(rgb, image, size) as Float32Array | undefined) ?? rgb);
+        }
+        return loadLabeledImages(this.split[which], imageSize, { cache: this.cache, transform });
+      })();
       this.decoded.set(key, p);
       p.catch(() => this.decoded.delete(key));
     }
     return p;
   }
 
-  train(imageSize: number): Promise<LabeledImages> {
-    return this.load('train', imageSize);
+  train(imageSize: number, stain: StainNormalizationTarget | null = null): Promise<LabeledImages> {
+    return this.load('train', imageSize, stain);
   }
 
-  validation(imageSize: number): Promise<LabeledImages> {
-    return this.load('validation', imageSize);
+  validation(imageSize: number, stain: StainNormalizationTarget | null = null): Promise<LabeledImages> {
+    return this.load('validation', imageSize, stain);
   }
 }

@@ -10,6 +10,15 @@ export interface ModelSpec {
   readonly options?: Readonly<Record<string, number>>;
 }
 
+/**
+ * A stain-normalization target shared by every site and the coordinator's evaluation: small and
+ * free of pixels (fitted statistics or stain vectors). libs/data validates and applies it.
+ */
+export interface StainNormalizationTarget {
+  readonly method: 'macenko' | 'reinhard';
+  readonly [field: string]: unknown;
+}
+
 /** What a site needs to train one round, besides the global weights. */
 export interface RoundConfig {
   readonly runId: string;
@@ -21,6 +30,8 @@ export interface RoundConfig {
   /** FedProx proximal coefficient mu (0 disables the term). */
   readonly proximalMu: number;
   readonly seed: number;
+  /** Applied to every image before training and evaluation; null = none. */
+  readonly stainNormalization: StainNormalizationTarget | null;
 }
 
 /** The classes of stage 1 (benign vs malignant), in label order. */

@@ -31,6 +31,12 @@ export const modelSpecSchema = z.object({
   options: z.record(z.string(), z.number()).optional(),
 });
 
+/** Shape check only; the receiving site validates the target fully (libs/data validateStainTarget). */
+export const stainNormalizationSchema = z
+  .object({ method: z.enum(['macenko', 'reinhard']) })
+  .catchall(z.unknown())
+  .nullable();
+
 export const roundConfigSchema = z.object({
   runId: z.string().uuid(),
   round: z.number().int().min(0),
@@ -40,6 +46,7 @@ export const roundConfigSchema = z.object({
   learningRate: z.number().positive().max(10),
   proximalMu: z.number().min(0).max(1000),
   seed: z.number().int(),
+  stainNormalization: stainNormalizationSchema.default(null),
 });
 
 /** Why the coordinator asks for training: a federated round, or the final personalization. */

@@ -1,6 +1,27 @@
 import { z } from 'zod';
 import { STRATEGY_NAMES } from '@histofed/aggregation';
+import { DEFAULT_MACENKO_TARGET, validateStainTarget } from '@histofed/data';
+import { StainNormalizationTarget } from '@histofed/fl-core';
 import { modelSpecSchema } from '@histofed/protocol';
+
+/**
+ * 'none', 'macenko' (Macenko's reference stain vectors) or a fitted target object
+ * ({method: 'macenko', stainMatrix, maxConcentrations} or {method: 'reinhard', space, mean, std, pixels}).
+ */
+const stainNormalizationInputSchema = z
+  .union([z.enum(['none', 'macenko']), z.object({ method: z.enum(['macenko', 'reinhard']) }).catchall(z.unknown())])
+  .default('none')
+  .transform((v, ctx): StainNormalizationTarget | null => {
+    if (v === 'none') return null;
+    if (v === 'macenko') return { ...DEFAULT_MACENKO_TARGET };
+    try {
+      validateStainTarget(v, 'stainNormalization');
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+    return v as StainNormalizationTarget;
+  });
 
 /** Body of POST /api/runs: every field has a default, unknown fields are refused. */
 export const runConfigInputSchema = z
@@ -21,6 +42,7 @@ export const runConfigInputSchema = z
     personalizeEpochs: z.number().int().min(0).max(1000).default(1),
     personalizeLearningRate: z.number().positive().max(10).optional(),
     seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
+    stainNormalization: stainNormalizationInputSchema,
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] });

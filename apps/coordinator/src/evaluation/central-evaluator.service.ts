@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { LabeledImages, Metrics, ModelSpec, WeightSet } from '@histofed/fl-core';
-import { assertHasImages, loadLabeledImages, readBreakHisTree, simulateFederation } from '@histofed/data';
+import { LabeledImages, Metrics, ModelSpec, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
+import { StainTarget, assertHasImages, createStainNormalizer, loadLabeledImages, readBreakHisTree, simulateFederation } from '@histofed/data';
 import { buildModel, classificationMetrics, ensembleProbabilities, evaluateModelAsync, setWeights } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
@@ -16,8 +16,6 @@ export interface EnsembleEvaluation {
  */
 @Injectable()
 export class CentralEvaluator {
-  private readonly testSets = new Map<number, Promise<LabeledImages>>();
-
   constructor(
     @Inject(COORDINATOR_CONFIG) private readonly config: CoordinatorConfig,
     @Inject(LOGGER) private readonly logger: JsonLogger,
@@ -27,17 +25,21 @@ export class CentralEvaluator {
     return this.config.testData !== undefined;
   }
 
-  private testSet(imageSize: number): Promise<LabeledImages> {
-    let set = this.testSets.get(imageSize);
+  private readonly testSets = new Map<string, Promise<LabeledImages>>();
+
+  /** The test images at this size, stain-normalized to the run's target (cached per size and target). */
+  private testSet(imageSize: number, stain: StainNormalizationTarget | null): Promise<LabeledImages> {
+    const key = `${imageSize}/${JSON.stringify(stain)}`;
+    let set = this.testSets.get(key);
     if (!set) {
-      set = this.loadTestSet(imageSize);
-      this.testSets.set(imageSize, set);
-      set.catch(() => this.testSets.delete(imageSize));
+      set = this.loadTestSet(imageSize, stain);
+      this.testSets.set(key, set);
+      set.catch(() => this.testSets.delete(key));
     }
     return set;
   }
 
-  private async loadTestSet(imageSize: number): Promise<LabeledImages> {
+  private async loadTestSet(imageSize: number, stain: StainNormalizationTarget | null): Promise<LabeledImages> {
     const td = this.config.testData!;
     const dataset = assertHasImages(await readBreakHisTree(td.dir));
     const images = td.simulate ? simulateFederation(dataset.images, td.simulate).test : dataset.images;
@@ -46,20 +48,26 @@ export class CentralEvaluator {
       images: images.length,
       patients: new Set(images.map((i) => i.patientId)).size,
       imageSize,
+      stainNormalization: stain?.method ?? null,
     });
-    return loadLabeledImages(images, imageSize);
+    const normalize = stain ? createStainNormalizer(stain as unknown as StainTarget) : undefined;
+    return loadLabeledImages(images, imageSize, normalize ? { transform: (rgb) => normalize(rgb) } : {});
   }
 
-  async evaluate(spec: ModelSpec, weights: WeightSet): Promise<Metrics | null> {
+  async evaluate(spec: ModelSpec, weights: WeightSet, stain: StainNormalizationTarget | null = null): Promise<Metrics | null> {
     if (!this.enabled) return null;
-    const data = await this.testSet(spec.imageSize);
+    const data = await this.testSet(spec.imageSize, stain);
     return (await this.withModel(spec, weights, (model) => evaluateModelAsync(model, data))).metrics;
   }
 
   /** Evaluates each member and the mean of their probabilities (the ensemble). */
-  async evaluateEnsemble(spec: ModelSpec, members: { id: string; weights: WeightSet }[]): Promise<EnsembleEvaluation | null> {
+  async evaluateEnsemble(
+    spec: ModelSpec,
+    members: { id: string; weights: WeightSet }[],
+    stain: StainNormalizationTarget | null = null,
+  ): Promise<EnsembleEvaluation | null> {
     if (!this.enabled || members.length === 0) return null;
-    const data = await this.testSet(spec.imageSize);
+    const data = await this.testSet(spec.imageSize, stain);
     const probabilities: Float32Array[] = [];
     const perMember: Record<string, Metrics> = {};
     for (const m of members) {

@@ -1,4 +1,4 @@
-import { Metrics, ModelSpec } from '@histofed/fl-core';
+import { Metrics, ModelSpec, StainNormalizationTarget } from '@histofed/fl-core';
 
 /** Plain records the services work with. The TypeORM entities stay inside persistence/. */
 
@@ -38,6 +38,8 @@ export interface RunConfig {
   /** Learning rate of the personalization (fine-tuning) epochs; defaults to learningRate / 10. */
   readonly personalizeLearningRate?: number;
   readonly seed: number;
+  /** Stain normalization applied by every site and by the central evaluation (null = none). */
+  readonly stainNormalization?: StainNormalizationTarget | null;
 }
 
 export type RunStatus = 'created' | 'running' | 'completed' | 'failed';

@@ -176,6 +176,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         learningRate,
         proximalMu: cfg.proximalMu,
         seed: cfg.seed * 10_007 + round,
+        stainNormalization: cfg.stainNormalization ?? null,
       },
     };
     for (const siteId of participants) {
@@ -212,7 +213,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       const weights = strategy.aggregate(global.weights, outcome.results);
       const hash = await this.store.putModel(encodeWeights(weights), parameterCount(weights));
       const siteMetrics = strategy.aggregateMetrics(outcome.results);
-      const centralMetrics = await this.evaluator.evaluate(cfg.model, weights);
+      const centralMetrics = await this.evaluator.evaluate(cfg.model, weights, cfg.stainNormalization ?? null);
       const missing = Object.keys(outcome.missing).length ? JSON.stringify(outcome.missing) : null;
       await this.store.saveRound({
         ...base,
@@ -257,7 +258,11 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         }
       }
     }
-    const evaluation = await this.evaluator.evaluateEnsemble(cfg.model, [{ id: 'global', weights: global.weights }, ...perSiteWeights]);
+    const evaluation = await this.evaluator.evaluateEnsemble(
+      cfg.model,
+      [{ id: 'global', weights: global.weights }, ...perSiteWeights],
+      cfg.stainNormalization ?? null,
+    );
     const perSite: Record<string, Metrics | null> = {};
     for (const m of perSiteWeights) perSite[m.id] = evaluation?.members[m.id] ?? null;
     return {

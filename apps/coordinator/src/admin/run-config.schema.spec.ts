@@ -1,0 +1,35 @@
+import { DEFAULT_MACENKO_TARGET } from '@histofed/data';
+import { describeZodError } from '@histofed/protocol';
+import { runConfigInputSchema } from './run-config.schema';
+
+describe('run config (POST /api/runs body)', () => {
+  it('fills every default', () => {
+    const c = runConfigInputSchema.parse({});
+    expect(c).toEqual(
+      expect.objectContaining({ strategy: 'fedavg', rounds: 3, minSites: 1, personalizeEpochs: 1, stainNormalization: null }),
+    );
+    expect(c.model).toEqual({ kind: 'small-cnn', imageSize: 32, numClasses: 2 });
+  });
+
+  it('takes stain normalization as none, macenko (reference vectors) or a fitted target', () => {
+    expect(runConfigInputSchema.parse({ stainNormalization: 'none' }).stainNormalization).toBeNull();
+    expect(runConfigInputSchema.parse({ stainNormalization: 'macenko' }).stainNormalization).toEqual(DEFAULT_MACENKO_TARGET);
+    const reinhard = { method: 'reinhard', space: 'cie-lab', mean: [70, 15, -10], std: [12, 6, 5], pixels: 1000 };
+    expect(runConfigInputSchema.parse({ stainNormalization: reinhard }).stainNormalization).toEqual(reinhard);
+  });
+
+  it('names what is wrong', () => {
+    const bad = runConfigInputSchema.safeParse({
+      rounds: 0,
+      minSites: 3,
+      maxSites: 2,
+      stainNormalization: { method: 'macenko', stainMatrix: 'red' },
+      colour: 'blue',
+    });
+    expect(bad.success).toBe(false);
+    const text = describeZodError(bad.error!);
+    expect(text).toMatch(/rounds: /);
+    expect(text).toMatch(/stainNormalization/);
+    expect(text).toMatch(/colour/);
+  });
+});

@@ -2,15 +2,28 @@
  * node scripts/run-ts.js bench/train/profile-step.ts [--image-size 128] [--batch 32] [--backend wasm]
  *
  * Where the time of one training step of HistoFed's default classifier (small-cnn, Adam, the same
- * step as trainLocal) goes: per-kernel times of one step from tf.profile (each kernel call with its
- * input shapes, then totals per kernel name), and the step time and images/s of unprofiled steps.
- * Inputs are random; only the time matters.
+ * step as trainLocal) goes: per-kernel times from tf.profile (each kernel call with its input
+ * shapes, the median over --profile-steps profiled steps; then totals per kernel name), and the
+ * step time and images/s of unprofiled steps (median of --steps). Inputs are random; only the time
+ * matters. On a machine shared with other work, compare runs made at the same time.
+ *
+ * --fallback turns the fast paths of wasm-training-kernels.ts off (its SIMD kernels and shared
+ * Identity; every kernel then takes its fallback: the filter gradient as an XNNPACK convolution,
+ * max-pool gradient in JavaScript, wasm's own Sum, Add and Identity), which is how the wasm backend
+ * trained before them.
  */
 import { Command } from 'commander';
 import { cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { buildModel, crossEntropy, describeModel, parseBackendChoice, selectBackend } from '@histofed/ml';
+import {
+  buildModel,
+  crossEntropy,
+  describeModel,
+  parseBackendChoice,
+  selectBackend,
+  setWasmFastPathsEnabled,
+} from '@histofed/ml';
 import { median, reporter, round } from '../lib/bench-output';
 
 interface Options {
@@ -18,8 +31,10 @@ interface Options {
   batch: string;
   steps: string;
   warmup: string;
+  profileSteps: string;
   backend: string;
   top: string;
+  fallback?: boolean;
   json?: boolean;
 }
 
@@ -35,7 +50,13 @@ function randomBatch(batch: number, size: number, seed: number): { x: tf.Tensor4
 }
 
 /** One Adam step on (x, y), as trainLocal does it; returns when the loss has been read back. */
-function step(model: tfl.LayersModel, optimizer: tf.Optimizer, vars: tf.Variable[], x: tf.Tensor4D, y: tf.Tensor1D): number {
+function step(
+  model: tfl.LayersModel,
+  optimizer: tf.Optimizer,
+  vars: tf.Variable[],
+  x: tf.Tensor4D,
+  y: tf.Tensor1D,
+): number {
   const loss = tf.tidy(
     () =>
       optimizer.minimize(
@@ -53,6 +74,8 @@ interface KernelRow {
   name: string;
   shapes: string;
   calls: number;
+  /** Time of these calls in each profiled step. */
+  perStep: number[];
   ms: number;
 }
 
@@ -65,7 +88,9 @@ async function main(o: Options): Promise<void> {
   const steps = Number(o.steps);
   const warmup = Number(o.warmup);
   const top = Number(o.top);
+  const profileSteps = Math.max(1, Number(o.profileSteps));
   const { say, result } = reporter(Boolean(o.json));
+  if (o.fallback) setWasmFastPathsEnabled(false);
 
   const backend = await selectBackend(parseBackendChoice(o.backend));
   const model = buildModel({ kind: 'small-cnn', imageSize: size, numClasses: 2 }, 1);
@@ -74,7 +99,8 @@ async function main(o: Options): Promise<void> {
   const { x, y } = randomBatch(batch, size, 1);
   say(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}`);
   say(
-    `small-cnn ${size}x${size}, batch ${batch}, ${describeModel(model).parameters} parameters, Adam; backend ${backend.name}`,
+    `small-cnn ${size}x${size}, batch ${batch}, ${describeModel(model).parameters} parameters, Adam; backend ${backend.name}` +
+      (o.fallback ? ' (fast paths of the wasm training kernels off)' : ''),
   );
 
   for (let i = 0; i < warmup; i++) step(model, optimizer, vars, x, y);
@@ -88,49 +114,61 @@ async function main(o: Options): Promise<void> {
   }
   const stepMs = median(times);
 
-  // One profiled step: time of every kernel call.
-  const profile = await tf.profile(() => {
-    step(model, optimizer, vars, x, y);
-  });
+  // Profiled steps: time of every kernel call, keyed by kernel and input shapes.
   const rows = new Map<string, KernelRow>();
+  let kernelCalls = 0;
+  for (let p = 0; p < profileSteps; p++) {
+    const profile = await tf.profile(() => {
+      step(model, optimizer, vars, x, y);
+    });
+    kernelCalls = profile.kernels.length;
+    const thisStep = new Map<string, number>();
+    for (const k of profile.kernels) {
+      const ms = Number(await k.kernelTimeMs);
+      const shapes = k.inputShapes.map((s) => `[${s}]`).join(' ');
+      const key = `${k.name} ${shapes}`;
+      thisStep.set(key, (thisStep.get(key) ?? 0) + ms);
+      if (p === 0) {
+        const r = rows.get(key) ?? { name: k.name, shapes, calls: 0, perStep: [], ms: 0 };
+        r.calls++;
+        rows.set(key, r);
+      }
+    }
+    for (const [key, ms] of thisStep) rows.get(key)?.perStep.push(ms);
+  }
   const byName = new Map<string, { calls: number; ms: number }>();
   let kernelMs = 0;
-  for (const k of profile.kernels) {
-    const ms = Number(await k.kernelTimeMs);
-    kernelMs += ms;
-    const shapes = k.inputShapes.map((s) => `[${s}]`).join(' ');
-    const key = `${k.name} ${shapes}`;
-    const r = rows.get(key) ?? { name: k.name, shapes, calls: 0, ms: 0 };
-    r.calls++;
-    r.ms += ms;
-    rows.set(key, r);
-    const n = byName.get(k.name) ?? { calls: 0, ms: 0 };
-    n.calls++;
-    n.ms += ms;
-    byName.set(k.name, n);
+  for (const r of rows.values()) {
+    r.ms = median(r.perStep);
+    kernelMs += r.ms;
+    const n = byName.get(r.name) ?? { calls: 0, ms: 0 };
+    n.calls += r.calls;
+    n.ms += r.ms;
+    byName.set(r.name, n);
   }
   const sorted = [...rows.values()].sort((a, b) => b.ms - a.ms);
   const names = [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms);
 
-  say(`\nkernel calls of one step (tf.profile), slowest first (top ${top} of ${sorted.length}):`);
+  say(
+    `\nkernel calls of one step (tf.profile, median of ${profileSteps} steps), slowest first (top ${top} of ${sorted.length}):`,
+  );
+  const figures = (ms: number, calls: number) =>
+    `${lpad(ms.toFixed(1), 9)} ${lpad(((100 * ms) / kernelMs).toFixed(1) + '%', 6)} ${lpad(String(calls), 5)}`;
   say(`${lpad('ms', 9)} ${lpad('share', 6)} ${lpad('calls', 5)}  kernel  input shapes`);
-  for (const r of sorted.slice(0, top)) {
-    say(
-      `${lpad(r.ms.toFixed(1), 9)} ${lpad(((100 * r.ms) / kernelMs).toFixed(1) + '%', 6)} ${lpad(String(r.calls), 5)}  ${pad(r.name, 22)} ${r.shapes}`,
-    );
-  }
+  for (const r of sorted.slice(0, top)) say(`${figures(r.ms, r.calls)}  ${pad(r.name, 22)} ${r.shapes}`);
   say(`\nper kernel name:`);
   for (const [name, n] of names) {
-    if (n.ms < 0.05 * kernelMs / 100) continue;
-    say(`${lpad(n.ms.toFixed(1), 9)} ${lpad(((100 * n.ms) / kernelMs).toFixed(1) + '%', 6)} ${lpad(String(n.calls), 5)}  ${name}`);
+    if (n.ms < (0.05 * kernelMs) / 100) continue;
+    say(`${figures(n.ms, n.calls)}  ${name}`);
   }
   say(
-    `\nkernels ${kernelMs.toFixed(0)} ms in ${profile.kernels.length} calls (profiled step); ` +
+    `\nkernels ${kernelMs.toFixed(0)} ms in ${kernelCalls} calls (profiled step); ` +
       `step ${stepMs.toFixed(0)} ms (median of ${steps}: ${times.map((t) => t.toFixed(0)).join(', ')}), ` +
       `${((1000 * batch) / stepMs).toFixed(1)} images/s`,
   );
   result({
     backend: backend.name,
+    fastPaths: !o.fallback,
     imageSize: size,
     batch,
     stepMs: round(stepMs, 1),
@@ -151,6 +189,8 @@ new Command('node scripts/run-ts.js bench/train/profile-step.ts')
   .option('--batch <n>', 'batch size', '32')
   .option('--steps <n>', 'timed steps (median reported)', '5')
   .option('--warmup <n>', 'steps before measuring', '2')
+  .option('--profile-steps <n>', 'profiled steps (median per kernel call)', '3')
+  .option('--fallback', 'turn the fast paths of the wasm training kernels off (how wasm trained before them)')
   .option('--backend <name>', 'backend (auto, tensorflow, wasm, cpu, ...)', 'wasm')
   .option('--top <n>', 'kernel calls listed', '30')
   .option('--json', 'print one JSON line on stdout')

@@ -5,7 +5,7 @@ import {
   WASM_TRAINING_KERNELS,
   conv2DBackpropFilterWasm,
   conv2DBackpropInputWasm,
-  setSimdKernelsEnabled,
+  setWasmFastPathsEnabled,
 } from './wasm-training-kernels';
 import { simdKernels } from './wasm-kernels/simd-kernels';
 import type { WasmBackend } from './wasm-kernels/wasm-heap';
@@ -24,22 +24,22 @@ function values(n: number, seed: number): Float32Array {
 }
 
 /**
- * The wasm kernels run two ways: on HistoFed's SIMD kernels (the normal case) and on their
- * fallbacks (XNNPACK convolution, JavaScript loops, wasm's own Sum), used where the SIMD module is
- * unavailable. Both are compared with the cpu backend.
+ * The wasm kernels run two ways: on their fast paths (HistoFed's SIMD kernels, shared Identity: the
+ * normal case) and on their fallbacks (XNNPACK convolution, JavaScript loops, wasm's own Sum, Add
+ * and Identity), used where the SIMD module is unavailable. Both are compared with the cpu backend.
  */
-const MODES = ['simd', 'fallback'] as const;
+const MODES = ['fast', 'fallback'] as const;
 type Mode = (typeof MODES)[number];
 
 /** Runs `f` on `backend` (both backends are initialised already, so setBackend is synchronous). */
 function on<T>(backend: string, mode: Mode, f: () => T): T {
   const prev = tf.getBackend();
   void tf.setBackend(backend);
-  setSimdKernelsEnabled(mode === 'simd');
+  setWasmFastPathsEnabled(mode === 'fast');
   try {
     return f();
   } finally {
-    setSimdKernelsEnabled(true);
+    setWasmFastPathsEnabled(true);
     void tf.setBackend(prev);
   }
 }
@@ -65,7 +65,7 @@ interface Gradients {
 }
 
 /** Conv2DBackpropFilter and Conv2DBackpropInput of one case, run as kernels on `backend`. */
-function gradients(backend: string, c: Case, mode: Mode = 'simd'): Gradients {
+function gradients(backend: string, c: Case, mode: Mode = 'fast'): Gradients {
   return on(backend, mode, () =>
     tf.tidy(() => {
       const x = tf.tensor4d(values(c.batch * c.h * c.w * c.inC, 7 + c.h), [c.batch, c.h, c.w, c.inC]);
@@ -176,7 +176,14 @@ describe('wasm training kernels against the cpu backend', () => {
       const k = tf.getKernel(name, 'wasm');
       expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
     }
-    expect(WASM_TRAINING_KERNELS).toEqual(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'Sum']);
+    expect(WASM_TRAINING_KERNELS).toEqual([
+      'Conv2DBackpropFilter',
+      'Conv2DBackpropInput',
+      'MaxPoolGrad',
+      'Sum',
+      'Add',
+      'Identity',
+    ]);
   });
 
   interface PoolCase {
@@ -240,7 +247,7 @@ describe('wasm training kernels against the cpu backend', () => {
           return dx.dataSync() as Float32Array;
         }),
       );
-    const cpu = run('cpu', 'simd');
+    const cpu = run('cpu', 'fast');
     for (const mode of MODES) expectSameValues(run('wasm', mode), cpu, 1e-6);
   });
 
@@ -270,12 +277,66 @@ describe('wasm training kernels against the cpu backend', () => {
           return { shape: s.shape, dtype: s.dtype, values: Float32Array.from(s.dataSync()) };
         }),
       );
-    const cpu = run('cpu', 'simd');
+    const cpu = run('cpu', 'fast');
     for (const mode of MODES) {
       const wasm = run('wasm', mode);
       expect(wasm.shape).toEqual(cpu.shape);
       expect(wasm.dtype).toEqual(cpu.dtype);
       expect(maxRelativeError(cpu.values, wasm.values)).toBeLessThan(1e-6);
+    }
+  });
+
+  const addCases: { a: number[]; b: number[]; dtype?: 'int32' }[] = [
+    { a: [3, 9, 7, 16], b: [16] }, // a convolution's bias
+    { a: [8], b: [2, 5, 6, 8] }, // bias first
+    { a: [7, 12], b: [12] }, // a dense layer's bias
+    { a: [2, 5, 6, 4], b: [1, 1, 1, 4] },
+    { a: [2, 5, 6, 4], b: [1, 4] },
+    // handled by wasm's own Add
+    { a: [2, 5, 6, 3], b: [3] }, // channels not a multiple of 4
+    { a: [2, 5, 6, 4], b: [2, 5, 6, 4] },
+    { a: [2, 5, 6, 4], b: [] },
+    { a: [2, 5, 6, 4], b: [6, 4] },
+    { a: [4], b: [4] },
+    { a: [3, 8], b: [8], dtype: 'int32' },
+  ];
+
+  it.each(addCases.map((c) => [JSON.stringify(c), c] as const))('Add matches the cpu backend for %s', (_n, c) => {
+    const run = (backend: string, mode: Mode) =>
+      on(backend, mode, () =>
+        tf.tidy(() => {
+          const make = (shape: number[], seed: number) => {
+            const v = values(Math.max(1, tf.util.sizeFromShape(shape)), seed);
+            return tf.tensor(c.dtype === 'int32' ? v.map((x) => Math.round(x * 100)) : v, shape, c.dtype ?? 'float32');
+          };
+          const s = tf.add(make(c.a, 29), make(c.b, 31));
+          return { shape: s.shape, dtype: s.dtype, values: Float32Array.from(s.dataSync()) };
+        }),
+      );
+    const cpu = run('cpu', 'fast');
+    for (const mode of MODES) {
+      const wasm = run('wasm', mode);
+      expect(wasm.shape).toEqual(cpu.shape);
+      expect(wasm.dtype).toEqual(cpu.dtype);
+      expect(wasm.values).toEqual(cpu.values); // the same float32 additions: exact
+    }
+  });
+
+  it('Identity (tf.clone) shares the data on the fast path and copies it on the fallback', () => {
+    for (const mode of MODES) {
+      on('wasm', mode, () => {
+        const x = tf.tensor2d(values(24, 37), [4, 6]);
+        const buffers = tf.memory().numDataBuffers;
+        const y = tf.clone(x);
+        expect(tf.memory().numDataBuffers).toBe(mode === 'fast' ? buffers : buffers + 1);
+        x.dispose();
+        expect(Array.from(y.dataSync())).toEqual(Array.from(values(24, 37)));
+        expect(y.shape).toEqual([4, 6]);
+        const z = tf.clone(tf.tensor1d(['a', 'b'], 'string'));
+        expect(z.dataSync()).toEqual(['a', 'b']);
+        y.dispose();
+        z.dispose();
+      });
     }
   });
 
@@ -287,7 +348,7 @@ describe('wasm training kernels against the cpu backend', () => {
         const filter = tf.tensor4d(values(3 * 3 * 3 * 8, 5), [3, 3, 3, 8]);
         const bias = tf.tensor1d(values(8, 9));
         const g = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => {
-          const h = tf.relu(tf.add(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same'), c));
+          const h = tf.relu(tf.add(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same'), c)) as tf.Tensor4D;
           const p = tf.maxPool(h, 2, 2, 'valid');
           return tf.sum(tf.square(tf.conv2d(p, tf.ones([3, 3, 8, 4]), 2, 'same')));
         })([x, filter, bias]);
@@ -297,7 +358,7 @@ describe('wasm training kernels against the cpu backend', () => {
   }
 
   it('gives the same gradients as cpu through tf.grads (the path training uses)', () => {
-    const cpu = networkGradients('cpu', 'simd');
+    const cpu = networkGradients('cpu', 'fast');
     for (const mode of MODES) {
       const wasm = networkGradients('wasm', mode);
       cpu.forEach((expected, i) => expect(maxRelativeError(expected, wasm[i])).toBeLessThan(1e-4));
@@ -317,6 +378,8 @@ describe('wasm training kernels against the cpu backend', () => {
             tf.grad((t: tf.Tensor) => tf.sum(tf.maxPool(t as tf.Tensor4D, 3, 2, 'same')))(x).dataSync();
             tf.grad((t: tf.Tensor) => tf.sum(tf.maxPool(t as tf.Tensor4D, 2, 2, 'valid')))(x).dataSync();
             tf.sum(x, [0, 1, 2]).dataSync();
+            tf.add(x, tf.ones([4])).dataSync();
+            tf.clone(x).dataSync();
           }),
         );
       }

@@ -1,49 +1,93 @@
 /**
- * Training kernels for `@tensorflow/tfjs-backend-wasm` 4.22, built from kernels it does have.
+ * Training kernels for `@tensorflow/tfjs-backend-wasm` 4.22.
  *
  * A training step of the HistoFed CNNs needs, besides forward ops, the gradient kernels
  * `Conv2DBackpropFilter`, `Conv2DBackpropInput`, `MaxPoolGrad`, `AvgPoolGrad` and the batch-norm,
  * relu (`Step`), softmax, reduction and Adam kernels. Of these the wasm backend only lacks
  * `Conv2DBackpropFilter` (its other gaps — `DepthwiseConv2dNativeBackprop*`, `UnsortedSegmentSum`,
- * FFT, complex numbers — are not used by our models; see `WASM_MISSING_TRAINING_KERNELS`).
- * Its `Conv2DBackpropInput` (8-15x the forward convolution's time) and `MaxPoolGrad` (3x the
- * JavaScript loop below) are slow direct loops, so they are replaced too (`WASM_TRAINING_KERNELS`);
- * together this trains ~3x faster than with the filter gradient alone (measured on 2 cores:
- * small-cnn, batch 32, ~400 images/s at 32 px and ~130 at 64 px, against ~130 and ~35).
+ * FFT, complex numbers — are not used by our models; see `WASM_MISSING_TRAINING_KERNELS`). Its
+ * `Conv2DBackpropInput` and `MaxPoolGrad` are slow direct loops, and its `Sum`, `Add` and
+ * `Identity` are slow at what a training step asks of them, so these are replaced too
+ * (`WASM_TRAINING_KERNELS`), each keeping wasm's own kernel for the cases it does not handle.
  *
- * The convolution gradients run on wasm's fast XNNPACK `Conv2D`.
+ * Two kinds of implementation. Convolutions on wasm's own XNNPACK `Conv2D`, called on TensorInfos.
+ * And HistoFed's WebAssembly SIMD kernels (wasm-kernels/simd-kernels.ts): a small module assembled
+ * at first use from TypeScript (wasm-kernels/wasm-asm.ts, no binary blob) and instantiated on the
+ * wasm backend's WebAssembly.Memory, so its loops read and write tensors in place; JavaScript
+ * drives the outer loops. Where that module cannot be built (an engine without WebAssembly SIMD, a
+ * tfjs-backend-wasm build that does not expose its memory) every kernel takes its fallback, which
+ * is also what `setWasmFastPathsEnabled(false)` selects for tests and benchmarks.
  *
- * Filter gradient: a correlation of the input with the output gradient, a convolution once batch
- * and channels swap roles:
+ * Times per call below: small-cnn, 128 px, batch 32, one step, on 2 cores of an AMD EPYC, Node 20
+ * (bench/train/profile-step.ts; before -> after, for the layers 3 -> 16, 16 -> 32, 32 -> 64
+ * channels). The machine was shared while measuring: ranges are over runs.
  *
- *   x  [b, H, W, c]  --transpose [3,1,2,0]-->  [c, H, W, b]     (batch of c images with b channels)
- *   dy [b, oh, ow, o] --transpose [1,2,0,3]--> [oh, ow, b, o]    (an oh x ow filter, b -> o channels)
- *   conv2d(stride 1, dilation = forward stride, explicit padding = forward padding)
- *        -> [c, >=fh, >=fw, o]  --slice-->  [c, fh, fw, o]  --transpose [1,2,0,3]-->  [fh, fw, c, o]
+ * Filter gradient (SIMD; 125-145 / 124-152 / 126-133 -> 23-26 / 54-61 / 48-65 ms, about the
+ * forward convolution's time for the same multiply-adds): with x zero-padded to the grid the
+ * convolution reads,
  *
- * Input gradient (transposed convolution): dy dilated by the stride (zeros between rows and
- * columns, via reshape to [b, oh, 1, ow, 1, o] + pad + reshape), padded by (f - 1 - pad), convolved
- * with the filter rotated 180 degrees and its in/out channels swapped ([fh, fw, o, c]). Explicit
- * paddings larger than the filter fall back to wasm's own kernel.
+ *   dW[kh, kw, ci, o] = sum over (b, y, x) of xPad[b, y * sh + kh, x * sw + kw, ci] * dy[b, y, x, o]
  *
- * Max-pool gradient: a JavaScript loop over the wasm heap that sends each output gradient to the
- * first maximum of its window (the cpu backend's rule, which matters for ties such as relu zeros).
+ * is the product [fh * fw * c, N] x [N, o] of the im2col matrix with dy (N = b * oh * ow), already
+ * in the filter layout. The im2col matrix is never built: x is copied once into channel-major rows
+ * of the padded grid, where each im2col row of an output row is a strided run; micro-kernels take 4
+ * such rows x 8 output channels (two f32x4) per pixel, over chunks of ~2048 output pixels whose
+ * data stays in the L2 cache (wasm-kernels/conv2d-backprop-filter.ts; any stride and padding, any
+ * channel counts). Measured and dropped: the same product on XNNPACK (the wasm BatchMatMul, which
+ * uses XNNPACK only for unbatched, untransposed operands) — XNNPACK packs its "weights" operand for
+ * every new tensor at 10-13 ns per float and one operand is always as large as x or dy, so 60-80 ms
+ * per layer. Fallback: the former formulation, a correlation of x with dy as an XNNPACK convolution
+ * once batch and channels swap roles: x -> [c, H, W, b], dy -> [oh, ow, b, o] (an oh x ow filter,
+ * b -> o channels), conv2d(stride 1, dilation = stride, padding = padding) -> slice ->
+ * [fh, fw, c, o]. Its cost is packing dy as the filter (~70 ms at layer 1) and, at layers 2 and 3,
+ * XNNPACK's slow path for an oh x ow kernel (~90 ms with the packing cached).
  *
- * The kernels call the wasm backend's own kernels on TensorInfos (no tf ops, no engine
- * bookkeeping) and free every intermediate with `backend.disposeData`, so they leak nothing.
- * Only NHWC, dilation 1 and float32 are supported; anything else throws a clear error.
- * `wasm-training-kernels.spec.ts` checks every kernel against the `cpu` backend on a grid of
- * strides, padding modes, odd and even sizes, batch sizes and channel counts.
+ * Input gradient (XNNPACK, unchanged: ~60 ms for each of layers 2 and 3, the forward's time): dy dilated
+ * by the stride (zeros between rows and columns, via reshape to [b, oh, 1, ow, 1, o] + pad +
+ * reshape), padded by (f - 1 - pad), convolved with the filter rotated 180 degrees and its in/out
+ * channels swapped ([fh, fw, o, c]). Explicit paddings larger than the filter fall back to wasm's
+ * own kernel (8-15x slower).
+ *
+ * Max-pool gradient (SIMD; 62-88 / 40 / 15-18 -> 5 / 2.5 / 1.2 ms): each output gradient goes to the
+ * first maximum of its window in row-major order, the cpu backend's rule (it matters for ties such
+ * as relu zeros; NaN and -Infinity windows send nothing), for 4 channels at a time with f32x4
+ * compare-and-select; 2x2 windows at stride 2 store each dx value once, other windows accumulate.
+ * Channel counts that are not multiples of 4: a JavaScript loop over the heap (also the fallback).
+ *
+ * Bias gradient, Sum over all axes but the last (SIMD; 39-45 / 21 / 11-14 -> 3.4 / 1.6 / 0.7 ms): wasm's
+ * Sum transposes dy to [c, b * h * w] before reducing innermost axes; here rows are added f32x4 at
+ * a time in float32 blocks of 512 rows, the blocks' sums in float64 (as accurate as the cpu
+ * backend's float64 sum). Other reductions: wasm's own Sum.
+ *
+ * Bias addition, Add of a [c] bias to a [..., c] activation (SIMD; 15 / 6 / 2.4 -> 4.4 / 2.0 /
+ * 1.0 ms): the same float32 additions as wasm's broadcasting Add, so the results are identical.
+ * Other additions: wasm's own Add.
+ *
+ * Identity (24 ms per step -> 0): tfjs-core's engine clones, with Identity, every tensor a gradient
+ * will need; wasm's Identity copies the data, the cpu and webgl backends share it. It is shared
+ * here too (tensor data is never written after creation; wasm's Reshape shares it already).
+ *
+ * Per step (median of 7 steps; four runs each, before and after interleaved): 128 px ~1000 ->
+ * ~520 ms, ~31 -> ~61 images/s (runs: 940-1130 -> 480-550 ms); 64 px ~250 -> ~150 ms, ~128 ->
+ * ~215 images/s (runs: 242-321 -> 139-168 ms). What remains is mostly convolution: at 128 px the
+ * forward 150-170 ms, input gradient 120-130 ms, filter gradient 130-150 ms, each at 11-13 GMAC/s
+ * (wasm SIMD has no fused multiply-add), and tfjs-backend-wasm runs on one thread under Node (it
+ * disables its threaded build there), so the second core idles; then ~45 ms of wasm's element-wise
+ * kernels (max-pool, relu and its gradient, casts).
+ *
+ * Every kernel frees its intermediates (`backend.disposeData`), so nothing leaks. Convolution
+ * gradients support NHWC, dilation 1 and float32 only; anything else throws a clear error.
+ * `wasm-training-kernels.spec.ts` checks every kernel, on its fast path and on its fallback,
+ * against the `cpu` backend on a grid of strides, padding modes, odd and even sizes, batch sizes,
+ * filter sizes and channel counts, and checks that nothing leaks.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, TensorInfo } from '@tensorflow/tfjs-core';
-import { isLeadingAxesSum, leadingAxesSumSimd } from './wasm-kernels/bias-sum';
+import { biasAddOperands, biasAddSimd, isLeadingAxesSum, leadingAxesSumSimd } from './wasm-kernels/bias';
 import { conv2DBackpropFilterSimd } from './wasm-kernels/conv2d-backprop-filter';
 import { maxPoolGradSimd, maxPoolGradSimdApplies } from './wasm-kernels/max-pool-grad';
-import { simdKernels } from './wasm-kernels/simd-kernels';
+import { setSimdKernelsEnabled, simdKernels } from './wasm-kernels/simd-kernels';
 import { type KernelArgs, type WasmBackend, runWasmKernel, withTemps } from './wasm-kernels/wasm-heap';
-
-export { setSimdKernelsEnabled } from './wasm-kernels/simd-kernels';
 
 /** Kernels the cpu backend has and wasm does not, that some model might need for training. */
 export const WASM_MISSING_TRAINING_KERNELS: readonly string[] = [
@@ -59,13 +103,30 @@ export const WASM_TRAINING_KERNELS: readonly string[] = [
   tf.Conv2DBackpropInput,
   tf.MaxPoolGrad,
   tf.Sum,
+  tf.Add,
+  tf.Identity,
 ];
+
+let fastPaths = true;
+
+/**
+ * Turns this module's fast paths off — the SIMD kernels and Identity's shared data — so that every
+ * kernel takes its fallback (the filter gradient as an XNNPACK convolution, max-pool gradient in
+ * JavaScript, wasm's own Sum, Add and Identity), as the wasm backend trained before them; or back
+ * on (the default). For tests and benchmarks.
+ */
+export function setWasmFastPathsEnabled(enabled: boolean): void {
+  fastPaths = enabled;
+  setSimdKernelsEnabled(enabled);
+}
 
 type Shape4 = [number, number, number, number];
 
 /** The wasm kernels this module replaced, kept for the cases it does not handle. */
 let originalBackpropInput: tf.KernelConfig | undefined;
 let originalSum: tf.KernelConfig | undefined;
+let originalAdd: tf.KernelConfig | undefined;
+let originalIdentity: tf.KernelConfig | undefined;
 
 function explicitPad(top: number, bottom: number, left: number, right: number): number[][] {
   return [
@@ -141,7 +202,7 @@ export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
 }
 
 /** The filter gradient as a forward convolution of x with dy (batch and channels swapped) on XNNPACK. */
-export function conv2DBackpropFilterTransposed(
+function conv2DBackpropFilterTransposed(
   backend: KernelBackend,
   x: TensorInfo,
   dy: TensorInfo,
@@ -283,7 +344,7 @@ export function maxPoolGradWasm(args: KernelArgs): TensorInfo {
 }
 
 /** MaxPoolGrad in JavaScript over the wasm heap (any channel count; the SIMD kernels' fallback). */
-export function maxPoolGradLoop(
+function maxPoolGradLoop(
   backend: WasmBackend,
   dy: TensorInfo,
   input: TensorInfo,
@@ -348,6 +409,39 @@ export function sumWasm(args: KernelArgs): TensorInfo {
   return originalSum.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
 }
 
+/**
+ * Add for the wasm backend: a float32 [c] bias added to a float32 [..., c] tensor (c a multiple of
+ * 4; the layers' biases) on the SIMD kernels — the same float32 additions as wasm's own Add, which
+ * handles everything else.
+ */
+export function addWasm(args: KernelArgs): TensorInfo {
+  const backend = args.backend as WasmBackend;
+  const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+  const operands = biasAddOperands(a, b);
+  const simd = operands !== null ? simdKernels(backend) : null;
+  if (operands !== null && simd !== null) return biasAddSimd(backend, simd, operands.x, operands.bias);
+  if (originalAdd === undefined) throw new Error('Add (wasm, HistoFed): wasm backend has no Add kernel');
+  return originalAdd.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+}
+
+/**
+ * Identity for the wasm backend: the output shares the input's data (a reference more), as on the
+ * cpu and webgl backends, instead of wasm's copy. tfjs-core's engine clones every tensor a gradient
+ * will need with Identity (saveTensorsForBackwardMode), so on wasm each training step copied the
+ * activations several times. Tensor data is never written after creation, so sharing is safe, as
+ * for wasm's Reshape. Strings go to wasm's own kernel.
+ */
+export function identityWasm(args: KernelArgs): TensorInfo {
+  const backend = args.backend as WasmBackend;
+  const { x } = args.inputs as { x: TensorInfo };
+  if (x.dtype === 'string' || !fastPaths) {
+    if (originalIdentity === undefined) throw new Error('Identity (wasm, HistoFed): wasm backend has no Identity kernel');
+    return originalIdentity.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+  }
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+}
+
 const OURS = Symbol.for('histofed.wasmTrainingKernel');
 
 function isOurs(config: tf.KernelConfig | undefined): boolean {
@@ -400,4 +494,8 @@ export function registerWasmTrainingKernels(): void {
   if (input.done) originalBackpropInput = input.replaced;
   const sum = replaceKernel(tf.Sum, sumWasm);
   if (sum.done) originalSum = sum.replaced;
+  const add = replaceKernel(tf.Add, addWasm);
+  if (add.done) originalAdd = add.replaced;
+  const identity = replaceKernel(tf.Identity, identityWasm);
+  if (identity.done) originalIdentity = identity.replaced;
 }

@@ -35,7 +35,8 @@ export function maxPoolGradSimd(
   const px = 4 * c; // bytes per pixel
   const line = px * inW;
   const image = line * inH;
-  const tiled = fh === 2 && fw === 2 && sh === 2 && sw === 2 && top === 0 && left === 0 && 2 * outH <= inH && 2 * outW <= inW;
+  const tiled =
+    fh === 2 && fw === 2 && sh === 2 && sw === 2 && top === 0 && left === 0 && 2 * outH <= inH && 2 * outW <= inW;
   if (tiled) {
     // Zero what no window covers: the rows from 2 outH and, in the others, the columns from 2 outW.
     for (let b = 0; b < batchSize; b++) {

@@ -6,14 +6,15 @@
  * JavaScript drives the outer loops (images, blocks); the inner loops run here. Kernels:
  *
  * - `fg_R_K`: filter-gradient micro-kernels: R (1-4) rows of the im2col matrix (filter taps x
- *   input channels, each a strided run of the channel-major padded input) times K output channels
- *   of dy (8 or 4 as two or one f32x4, or 1 as a scalar), accumulated over the pixels of a run of
- *   output rows into dW [taps * c, o].
+ *   input channels, each a strided run of the channel-major padded input) times blocks of K output
+ *   channels of dy (8 or 4 as two or one f32x4, or 1 as a scalar), accumulated over the pixels of a
+ *   run of output rows into dW [taps * c, o].
  * - `pad_transpose`: x NHWC -> channel-major rows inside a zero-padded grid (the im2col source).
  * - `pool_grad_2x2`: max-pool gradient for 2x2 windows at stride 2 (the models' pooling), and
  *   `pool_grad` for any window, stride and padding; 4 channels at a time, dy going to the first
  *   maximum of each window (the cpu backend's rule).
  * - `col_sum`: adds the rows of a [rows, cols] matrix (cols a multiple of 4) into a [cols] row.
+ * - `bias_add`: adds a [cols] row to every row of a [rows, cols] matrix.
  *
  * Not every tfjs-backend-wasm build exposes its memory, and not every engine has WebAssembly
  * SIMD: when the module cannot be built or instantiated, `simdKernels` returns null and callers
@@ -31,36 +32,40 @@ export const FG_ROWS = 4;
 export const FG_COLS = [8, 4, 1] as const;
 
 /**
- * fg_R_K(a_0 .. a_{R-1}, dy, out, rows, ow, aStep, aSkip, dyStep, outStride)
+ * fg_R_K(a_0 .. a_{R-1}, dy, out, blocks, rows, ow, aStep, aSkip, dyStep, outStride)
  *
- * For `rows` output rows of `ow` pixels each: acc[r][k] += A_r[p] * dy[p][k]. A_r's pixel is at
- * a_r, which advances by aStep bytes per pixel and by aSkip more after each row; dy's pixel (its
- * first of K channels) at dy, advancing by dyStep bytes per pixel (rows contiguous). acc is read
- * from out + r * outStride (+ 4k) and written back there.
+ * For each of `blocks` consecutive blocks of K output channels, over `rows` output rows of `ow`
+ * pixels each: acc[r][k] += A_r[p] * dy[p][k]. A_r's pixel is at a_r, which advances by aStep bytes
+ * per pixel and by aSkip more after each row; dy's pixel (the block's first channel) at dy + 4 K
+ * block, advancing by dyStep bytes per pixel (rows contiguous). acc is read from and written back to
+ * out + r * outStride + 4 K block (+ 4 k). ow must be at least 1.
  */
 function filterGradKernel(rows: number, cols: number): A.FunctionDef {
-  const f = new A.FunctionBuilder(`fg_${rows}_${cols}`, new Array<A.ValType>(rows + 8).fill('i32'));
-  const a = f.params.slice(0, rows);
-  const [dy, out, nRows, ow, aStep, aSkip, dyStep, outStride] = f.params.slice(rows);
+  const f = new A.FunctionBuilder(`fg_${rows}_${cols}`, new Array<A.ValType>(rows + 9).fill('i32'));
+  const a0 = f.params.slice(0, rows);
+  const [dy0, out0, blocks, nRows, ow, aStep, aSkip, dyStep, outStride] = f.params.slice(rows);
   const scalar = cols === 1;
   const vecs = scalar ? 1 : cols / 4;
   const type: A.ValType = scalar ? 'f32' : 'v128';
   const acc = Array.from({ length: rows }, () => Array.from({ length: vecs }, () => f.local(type)));
   const d = Array.from({ length: vecs }, () => f.local(type));
   const s = f.local(type);
-  const px = f.local('i32');
-  const row = f.local('i32');
-  const o = f.local('i32');
+  const a = a0.map(() => f.local('i32'));
+  const [dy, block, px, row, o] = new Array(5).fill(0).map(() => f.local('i32'));
   const load = (addr: A.Code, offset: number) => (scalar ? f32Load(addr, offset) : v128Load(addr, offset));
   const store = (addr: A.Code, value: A.Code, offset: number) =>
     scalar ? f32Store(addr, value, offset) : v128Store(addr, value, offset);
   const multiplyAdd = (x: A.Local, y: A.Local, z: A.Local) =>
     set(x, scalar ? f32Add(get(x), f32Mul(get(y), get(z))) : f32x4Add(get(x), f32x4Mul(get(y), get(z))));
 
-  const body: A.Code[] = [set(o, get(out))];
+  const perBlock: A.Code[] = [];
+  // this block's dy and out columns; A's rows from their starts
+  perBlock.push(set(dy, add(get(dy0), mul(get(block), i32(4 * cols)))));
+  for (let r = 0; r < rows; r++) perBlock.push(set(a[r], get(a0[r])));
+  perBlock.push(set(o, add(get(out0), mul(get(block), i32(4 * cols)))));
   for (let r = 0; r < rows; r++) {
-    for (let v = 0; v < vecs; v++) body.push(set(acc[r][v], load(get(o), 16 * v)));
-    if (r < rows - 1) body.push(inc(o, get(outStride)));
+    for (let v = 0; v < vecs; v++) perBlock.push(set(acc[r][v], load(get(o), 16 * v)));
+    if (r < rows - 1) perBlock.push(inc(o, get(outStride)));
   }
   const perPixel: A.Code[] = [];
   for (let v = 0; v < vecs; v++) perPixel.push(set(d[v], load(get(dy), 16 * v)));
@@ -70,7 +75,7 @@ function filterGradKernel(rows: number, cols: number): A.FunctionDef {
   }
   for (let r = 0; r < rows; r++) perPixel.push(inc(a[r], get(aStep)));
   perPixel.push(inc(dy, get(dyStep)), set(px, sub(get(px), i32(1))));
-  body.push(
+  perBlock.push(
     forLoop(
       row,
       i32(0),
@@ -81,12 +86,12 @@ function filterGradKernel(rows: number, cols: number): A.FunctionDef {
       ...a.map((ar) => inc(ar, get(aSkip))),
     ),
   );
-  body.push(set(o, get(out)));
+  perBlock.push(set(o, add(get(out0), mul(get(block), i32(4 * cols)))));
   for (let r = 0; r < rows; r++) {
-    for (let v = 0; v < vecs; v++) body.push(store(get(o), get(acc[r][v]), 16 * v));
-    if (r < rows - 1) body.push(inc(o, get(outStride)));
+    for (let v = 0; v < vecs; v++) perBlock.push(store(get(o), get(acc[r][v]), 16 * v));
+    if (r < rows - 1) perBlock.push(inc(o, get(outStride)));
   }
-  return { builder: f, body };
+  return { builder: f, body: [forLoop(block, i32(0), get(blocks), i32(1), ...perBlock)] };
 }
 
 /**
@@ -118,8 +123,16 @@ function padTransposeKernel(): A.FunctionDef {
           i32(0),
           get(cols),
           i32(1),
-          set(p, add(add(add(get(dst), mul(get(b), get(imageStride))), mul(get(y), get(lineStride))), shl(get(x), i32(2)))),
-          forLoop(ci, i32(0), get(c), i32(1), f32Store(get(p), f32Load(get(s))), inc(s, i32(4)), inc(p, get(rowStride))),
+          set(p, add(add(get(dst), mul(get(b), get(imageStride))), add(mul(get(y), get(lineStride)), shl(get(x), i32(2))))),
+          forLoop(
+            ci,
+            i32(0),
+            get(c),
+            i32(1),
+            f32Store(get(p), f32Load(get(s))),
+            inc(s, i32(4)),
+            inc(p, get(rowStride)),
+          ),
         ),
       ),
     ),
@@ -255,28 +268,50 @@ function colSumKernel(): A.FunctionDef {
   return { builder: f, body };
 }
 
+/** bias_add(src, bias, dst, rows, groups): dst row = src row + bias ([rows, 4 groups] floats). */
+function biasAddKernel(): A.FunctionDef {
+  const f = new A.FunctionBuilder('bias_add', ['i32', 'i32', 'i32', 'i32', 'i32']);
+  const [src, bias, dst, rows, groups] = f.params;
+  const [r, k, p] = [f.local('i32'), f.local('i32'), f.local('i32')];
+  const body = [
+    forLoop(
+      r,
+      i32(0),
+      get(rows),
+      i32(1),
+      set(p, get(bias)),
+      forLoop(
+        k,
+        i32(0),
+        get(groups),
+        i32(1),
+        v128Store(get(dst), f32x4Add(v128Load(get(src)), v128Load(get(p)))),
+        inc(p, i32(16)),
+        inc(src, i32(16)),
+        inc(dst, i32(16)),
+      ),
+    ),
+  ];
+  return { builder: f, body };
+}
+
 type WasmFn = (...args: number[]) => void;
 
 export interface SimdKernels {
-  /** Filter-gradient micro-kernels by `${rows}_${cols}`. */
-  readonly fg: Readonly<Record<string, WasmFn>>;
+  /** Filter-gradient micro-kernels: fg[R - 1][i] for R rows and FG_COLS[i] columns. */
+  readonly fg: readonly (readonly WasmFn[])[];
   readonly padTranspose: WasmFn;
   readonly poolGrad2x2: WasmFn;
   readonly poolGrad: WasmFn;
   readonly colSum: WasmFn;
+  readonly biasAdd: WasmFn;
 }
 
-/** The WebAssembly JavaScript API, as far as it is used here (the ES2022 lib does not declare it). */
-interface WebAssemblyApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { readonly exports: Record<string, unknown> };
-  Memory: abstract new (...args: never[]) => object;
-}
-const wasmApi = (globalThis as unknown as { WebAssembly?: WebAssemblyApi }).WebAssembly;
+const wasmApi = A.webAssembly;
 
 let compiled: object | null | undefined;
-const instances = new WeakMap<object, SimdKernels>();
+/** The kernels per wasm memory (null: instantiation failed there). */
+const instances = new WeakMap<object, SimdKernels | null>();
 let enabled = true;
 
 /** Turns the SIMD kernels off (callers then take their fallbacks) or back on; for tests and benchmarks. */
@@ -289,7 +324,7 @@ function compile(): object | null {
   try {
     const defs: A.FunctionDef[] = [];
     for (let r = 1; r <= FG_ROWS; r++) for (const k of FG_COLS) defs.push(filterGradKernel(r, k));
-    defs.push(padTransposeKernel(), poolGrad2x2Kernel(), poolGradKernel(), colSumKernel());
+    defs.push(padTransposeKernel(), poolGrad2x2Kernel(), poolGradKernel(), colSumKernel(), biasAddKernel());
     const bytes = A.assembleModule(defs);
     compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
   } catch {
@@ -312,6 +347,7 @@ export function simdKernels(backend: WasmBackend): SimdKernels | null {
   try {
     functions = new wasmApi.Instance(mod, { env: { memory } }).exports;
   } catch {
+    instances.set(memory, null);
     return null;
   }
   const fn = (n: string) => {
@@ -319,14 +355,15 @@ export function simdKernels(backend: WasmBackend): SimdKernels | null {
     if (typeof f !== 'function') throw new Error(`HistoFed SIMD kernels: ${n} is missing`);
     return f as WasmFn;
   };
-  const fg: Record<string, WasmFn> = {};
-  for (let r = 1; r <= FG_ROWS; r++) for (const k of FG_COLS) fg[`${r}_${k}`] = fn(`fg_${r}_${k}`);
+  const fg: WasmFn[][] = [];
+  for (let r = 1; r <= FG_ROWS; r++) fg.push(FG_COLS.map((k) => fn(`fg_${r}_${k}`)));
   const kernels: SimdKernels = {
     fg,
     padTranspose: fn('pad_transpose'),
     poolGrad2x2: fn('pool_grad_2x2'),
     poolGrad: fn('pool_grad'),
     colSum: fn('col_sum'),
+    biasAdd: fn('bias_add'),
   };
   instances.set(memory, kernels);
   return kernels;

@@ -4,9 +4,22 @@
  * simd-kernels.ts) instead of a binary blob. It covers what those kernels use: i32 arithmetic,
  * f32 and 128-bit SIMD (f32x4) loads, stores and arithmetic, locals, blocks, loops and branches.
  *
- * An expression is a function that appends its code to a byte array; `fn(...)` collects a body.
- * Opcodes are those of the WebAssembly 2.0 binary format (SIMD ones after the 0xfd prefix).
+ * An expression (or statement) is a function that appends its code to a byte array, its operands'
+ * code first: `set(x, f32x4Add(get(x), v128Load(get(p))))` emits local.get p, v128.load,
+ * local.get x, f32x4.add... in stack order. Opcodes are those of the WebAssembly 2.0 binary format
+ * (SIMD ones after the 0xfd prefix).
  */
+
+/** The WebAssembly JavaScript API, as far as HistoFed uses it (the ES2022 lib does not declare it). */
+export interface WebAssemblyApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { readonly exports: Record<string, unknown> };
+  Memory: new (descriptor: { initial: number }) => { readonly buffer: ArrayBuffer };
+}
+
+/** The engine's WebAssembly object, if it has one. */
+export const webAssembly = (globalThis as unknown as { WebAssembly?: WebAssemblyApi }).WebAssembly;
 
 export type ValType = 'i32' | 'f32' | 'v128';
 const VALTYPE: Record<ValType, number> = { i32: 0x7f, f32: 0x7d, v128: 0x7b };
@@ -43,10 +56,11 @@ function sleb(out: number[], value: number): void {
   }
 }
 
+/** A name (ASCII only: the kernels' export names). */
 function name(out: number[], s: string): void {
-  const bytes = Buffer.from(s, 'utf8');
-  uleb(out, bytes.length);
-  for (const b of bytes) out.push(b);
+  if (!/^[\x20-\x7e]*$/.test(s)) throw new Error(`wasm-asm: name ${JSON.stringify(s)} is not ASCII`);
+  uleb(out, s.length);
+  for (let i = 0; i < s.length; i++) out.push(s.charCodeAt(i));
 }
 
 const op =
@@ -105,8 +119,7 @@ export const f32 =
   (v: number): Code =>
   (out) => {
     out.push(0x43);
-    const b = new Uint8Array(new Float32Array([v]).buffer);
-    out.push(...b);
+    for (const b of new Uint8Array(new Float32Array([v]).buffer)) out.push(b);
   };
 
 // ---- i32
@@ -265,14 +278,14 @@ export function assembleModule(defs: readonly FunctionDef[]): Uint8Array {
   defs.forEach((_d, i) => uleb(funcs, i));
   section(3, funcs, out);
 
-  const exports: number[] = [];
-  uleb(exports, defs.length);
+  const exported: number[] = [];
+  uleb(exported, defs.length);
   defs.forEach((d, i) => {
-    name(exports, d.builder.exportName);
-    exports.push(0x00);
-    uleb(exports, i);
+    name(exported, d.builder.exportName);
+    exported.push(0x00);
+    uleb(exported, i);
   });
-  section(7, exports, out);
+  section(7, exported, out);
 
   const code: number[] = [];
   uleb(code, defs.length);

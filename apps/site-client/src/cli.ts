@@ -25,6 +25,7 @@ export function buildCli(): Command {
     .option('--validation-fraction <f>', 'share of this site\'s cases kept for local validation (default 0.2)')
     .option('--cache-dir <dir>', 'decoded-image cache (env HISTOFED_CACHE_DIR, default ~/.cache/histofed)')
     .option('--no-cache', 'decode every image from its PNG each time')
+    .option('--train-workers <n>', 'training threads: auto (one per core on wasm/cpu) or a number (env HISTOFED_TRAIN_WORKERS)')
     .option('--state-dir <dir>', 'keys and outbox log (env HISTOFED_STATE_DIR, default .histofed/site-<id>)')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
     .option('--audit-plaintext', 'also keep the exact plaintext of every update in the outbox')
@@ -37,8 +38,7 @@ export function buildCli(): Command {
       client.connect();
       const stop = (signal: string) => {
         logger.event('info', 'stopping', { signal });
-        client.stop();
-        process.exit(0);
+        void client.stop().finally(() => process.exit(0));
       };
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));

@@ -1,5 +1,5 @@
 import { Metrics, WeightSet, decodeWeights, parameterCount } from '@histofed/fl-core';
-import { buildModel, evaluateModelAsync, getWeights, setWeights, trainLocal } from '@histofed/ml';
+import { TrainOptions, TrainResult, TrainingPool, buildModel, evaluateModelAsync, getWeights, setWeights, trainLocal } from '@histofed/ml';
 import { TrainTask } from '@histofed/protocol';
 import { SiteData } from './site-data';
 import { SiteLogger } from './site-logger';
@@ -12,9 +12,10 @@ export interface LocalResult {
 
 /**
  * One task on local data: start from the global weights, train with the FedProx proximal term
- * toward them, evaluate on the local validation split.
+ * toward them (on the worker pool when there is one, else on this thread), evaluate on the local
+ * validation split.
  */
-export async function runLocalTraining(task: TrainTask, data: SiteData, logger: SiteLogger): Promise<LocalResult> {
+export async function runLocalTraining(task: TrainTask, data: SiteData, logger: SiteLogger, pool?: TrainingPool): Promise<LocalResult> {
   const cfg = task.config;
   const global = decodeWeights(task.weights, 'global model');
   const train = await data.train(cfg.model.imageSize, cfg.stainNormalization);
@@ -29,10 +30,11 @@ export async function runLocalTraining(task: TrainTask, data: SiteData, logger: 
       samples: train.count,
       epochs: cfg.localEpochs,
       parameters: parameterCount(global),
+      workers: pool?.size ?? 1,
     });
     const started = Date.now();
     let lastLogged = 0;
-    const fit = await trainLocal(model, train, {
+    const options: TrainOptions = {
       epochs: cfg.localEpochs,
       batchSize: cfg.batchSize,
       learningRate: cfg.learningRate,
@@ -46,7 +48,15 @@ export async function runLocalTraining(task: TrainTask, data: SiteData, logger: 
           logger.event('info', 'training progress', { round: cfg.round, ...p });
         }
       },
-    });
+    };
+    let fit: TrainResult;
+    if (pool) {
+      const r = await pool.train(cfg.model, global, train, options);
+      setWeights(model, r.weights);
+      fit = r;
+    } else {
+      fit = await trainLocal(model, train, options);
+    }
     const evaluation = validation.count > 0 ? (await evaluateModelAsync(model, validation)).metrics : {};
     const metrics: Metrics = {
       trainLoss: fit.loss,

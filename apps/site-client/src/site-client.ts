@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { io, Socket } from 'socket.io-client';
 import { fromBase64, loadOrCreateBoxKeyPair, seal, toBase64, BoxKeyPair } from '@histofed/crypto';
-import { currentBackend } from '@histofed/ml';
+import { availableParallelism } from 'node:os';
+import { TrainingPool, createTrainingPool, currentBackend } from '@histofed/ml';
 import {
   Ack,
   CoordinatorEvents,
@@ -49,6 +50,7 @@ export class SiteClient {
     private readonly keys: BoxKeyPair,
     private readonly logger: SiteLogger,
     private readonly outbox: Outbox,
+    private readonly pool: TrainingPool | undefined,
   ) {}
 
   static async create(config: SiteConfig, logger = new SiteLogger(config.siteId)): Promise<SiteClient> {
@@ -66,7 +68,8 @@ export class SiteClient {
       validationPatients: new Set(data.split.validation.map((i) => i.patientId)).size,
       problems: data.split.problems,
     });
-    return new SiteClient(config, data, keys, logger, new Outbox(config.stateDir, config.auditPlaintext));
+    const pool = await startTrainingPool(config, logger);
+    return new SiteClient(config, data, keys, logger, new Outbox(config.stateDir, config.auditPlaintext), pool);
   }
 
   /** Connects and keeps participating until stop(). */
@@ -88,8 +91,9 @@ export class SiteClient {
     });
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.socket?.disconnect();
+    await this.pool?.close();
   }
 
   private async hello(): Promise<void> {
@@ -138,7 +142,7 @@ export class SiteClient {
   private async perform(task: TrainTask): Promise<void> {
     const cfg = task.config;
     try {
-      const result = await runLocalTraining(task, this.data, this.logger);
+      const result = await runLocalTraining(task, this.data, this.logger, this.pool);
       const plaintext = encodeUpdateEnvelope({
         header: {
           runId: cfg.runId,
@@ -194,4 +198,21 @@ export class SiteClient {
       await this.send(this.pending.shift()!);
     }
   }
+}
+
+/**
+ * The wasm and cpu backends compute on one thread per process: with 'auto', one training worker
+ * per core (data-parallel); native TensorFlow backends use every core by themselves.
+ */
+async function startTrainingPool(config: SiteConfig, logger: SiteLogger): Promise<TrainingPool | undefined> {
+  const backend = currentBackend()?.name;
+  const workers =
+    config.trainWorkers === 'auto' ? (backend === 'wasm' || backend === 'cpu' ? availableParallelism() : 1) : config.trainWorkers;
+  if (workers <= 1) {
+    logger.event('info', 'training on the main thread', { backend, workers: 1 });
+    return undefined;
+  }
+  const pool = await createTrainingPool({ workers, backend: backend as 'wasm' | 'cpu' | 'tensorflow' | 'tensorflow-gpu' });
+  logger.event('info', 'training worker pool started', { backend: pool.backend?.name, workers });
+  return pool;
 }

@@ -27,6 +27,8 @@ export interface SiteConfig {
   readonly auditPlaintext: boolean;
   /** Decoded, resized images are cached here (keyed by file content and size); null = no cache. */
   readonly cacheDir: string | null;
+  /** Training threads: 'auto' = one per core on wasm/cpu (which compute on one thread each), else 1. */
+  readonly trainWorkers: number | 'auto';
 }
 
 export interface SiteFlags {
@@ -45,6 +47,7 @@ export interface SiteFlags {
   /** commander's --no-cache sets cache=false; --cache-dir sets the folder. */
   cache?: boolean;
   cacheDir?: string;
+  trainWorkers?: string;
 }
 
 const fail = (msg: string): never => {
@@ -55,6 +58,13 @@ function number(v: string | undefined, name: string, fallback: number): number {
   if (v === undefined) return fallback;
   const n = Number(v);
   if (!Number.isFinite(n)) fail(`${name} must be a number, got "${v}"`);
+  return n;
+}
+
+function parseWorkers(v: string): number | 'auto' {
+  if (v === 'auto') return 'auto';
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 64) fail(`--train-workers must be "auto" or an integer from 1 to 64, got "${v}"`);
   return n;
 }
 
@@ -102,5 +112,6 @@ export function loadSiteConfig(env: NodeJS.ProcessEnv, flags: SiteFlags): SiteCo
     validationFraction,
     auditPlaintext: flags.auditPlaintext ?? env.HISTOFED_AUDIT_PLAINTEXT === 'true',
     cacheDir: flags.cache === false ? null : resolve(flags.cacheDir ?? defaultImageCacheDir(env)),
+    trainWorkers: parseWorkers(flags.trainWorkers ?? env.HISTOFED_TRAIN_WORKERS ?? 'auto'),
   };
 }

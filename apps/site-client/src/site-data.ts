@@ -1,4 +1,5 @@
 import { LabeledImages, StainNormalizationTarget } from '@histofed/fl-core';
+import { shareImages } from '@histofed/ml';
 import {
   BreakHisImage,
   ImageCache,
@@ -82,7 +83,8 @@ export class SiteData {
           const shift = this.transform;
           transform = (rgb, image, size) => normalize((shift?.(rgb, image, size) as Float32Array | undefined) ?? rgb);
         }
-        return loadLabeledImages(this.split[which], imageSize, { cache: this.cache, transform });
+        // Shared memory: the training worker pool reads the images without a copy per round.
+        return shareImages(await loadLabeledImages(this.split[which], imageSize, { cache: this.cache, transform }));
       })();
       this.decoded.set(key, p);
       p.catch(() => this.decoded.delete(key));

@@ -220,6 +220,19 @@ describe('training pool lifecycle', () => {
     await p.close(); // idempotent
   }, 20_000);
 
+  it('fails to start naming the worker when its backend cannot be loaded', async () => {
+    try {
+      require.resolve('@tensorflow/tfjs-node');
+      return; // installed here: nothing to provoke
+    } catch {
+      // not installed: the worker's selectBackend fails
+    }
+    await expect(createTrainingPool({ workers: 1, backend: 'tensorflow' })).rejects.toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+      message: expect.stringMatching(/^training worker 0 \(thread \d+\) failed: backend tensorflow: @tensorflow\/tfjs-node is not installed/),
+    });
+  }, 20_000);
+
   it('an idle pool does not keep the process alive', () => {
     const script = `
       require(${JSON.stringify(require.resolve('ts-node'))}).register({ transpileOnly: true, projectSearchDir: ${JSON.stringify(__dirname)} });

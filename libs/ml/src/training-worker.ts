@@ -42,7 +42,6 @@ class Replica {
     this.end();
     const model = this.modelFor(m.spec);
     setWeights(model, m.initial);
-    assertModelTrains(model);
     const trainable = model.trainableWeights;
     let globals: tf.Tensor[] = [];
     const mu = m.proximalMu > 0 && m.globalWeights !== undefined ? m.proximalMu : 0;
@@ -72,6 +71,13 @@ class Replica {
       this.model?.dispose();
       this.model = null;
       const model = buildModel(spec, 1);
+      try {
+        // Once per replica (the backend does not change in a worker), not once per call as trainLocal.
+        assertModelTrains(model);
+      } catch (e) {
+        model.dispose();
+        throw e;
+      }
       this.model = model;
       this.specKey = key;
       this.vars = model.trainableWeights.map((v) => v.read() as tf.Variable);

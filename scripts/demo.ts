@@ -24,6 +24,7 @@ interface DemoOptions {
   partition: string;
   alpha?: string;
   stainNormalization: string;
+  augment?: boolean;
   keep?: boolean;
 }
 
@@ -122,6 +123,7 @@ async function demo(opts: DemoOptions): Promise<void> {
       waitForSitesSeconds: 120,
       seed,
       stainNormalization: opts.stainNormalization,
+      augment: Boolean(opts.augment),
     });
     await fed.admin.request('POST', `/api/runs/${run.id}/start`);
     say(`run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${imageSize}x${imageSize} px, backend ${backend}`);
@@ -192,6 +194,7 @@ const program = new Command('npm run demo --')
   .option('--partition <kind>', 'how the hospitals differ: iid, label-skew, magnification, stain', 'iid')
   .option('--alpha <a>', 'Dirichlet concentration for --partition label-skew (smaller = more skewed)')
   .option('--stain-normalization <method>', 'none or macenko (applied by every site and the central evaluation)', 'none')
+  .option('--augment', 'sites augment their training images (flips, rotations, zoom, colour jitter)')
   .option('--keep', 'keep the work directory (logs, databases, site outboxes)')
   .action(async (opts: DemoOptions) => demo(opts));
 

@@ -1,6 +1,7 @@
 import { Metrics, WeightSet, decodeWeights, parameterCount } from '@histofed/fl-core';
 import { TrainOptions, TrainResult, TrainingPool, buildModel, evaluateModelAsync, getWeights, setWeights, trainLocal } from '@histofed/ml';
 import { TrainTask } from '@histofed/protocol';
+import { augmentTrainingSet } from './augment-training-set';
 import { SiteData } from './site-data';
 import { SiteLogger } from './site-logger';
 
@@ -18,7 +19,8 @@ export interface LocalResult {
 export async function runLocalTraining(task: TrainTask, data: SiteData, logger: SiteLogger, pool?: TrainingPool): Promise<LocalResult> {
   const cfg = task.config;
   const global = decodeWeights(task.weights, 'global model');
-  const train = await data.train(cfg.model.imageSize, cfg.stainNormalization);
+  const decoded = await data.train(cfg.model.imageSize, cfg.stainNormalization);
+  const train = cfg.augment ? augmentTrainingSet(decoded, cfg.seed) : decoded;
   const validation = await data.validation(cfg.model.imageSize, cfg.stainNormalization);
   const model = buildModel(cfg.model, cfg.seed);
   try {

@@ -9,6 +9,9 @@ describe('site configuration', () => {
     expect(c.backend).toBe('wasm');
     expect(c.simulate).toEqual({ index: 1, of: 3, seed: 7, testFraction: 0.25, partition: 'iid' });
     expect(c.cacheDir).toMatch(/histofed/);
+    expect(c.trainWorkers).toBe('auto');
+    expect(loadSiteConfig({ HISTOFED_TRAIN_WORKERS: '3' }, base).trainWorkers).toBe(3);
+    expect(() => loadSiteConfig({}, { ...base, trainWorkers: 'many' })).toThrow(/--train-workers must be "auto" or an integer/);
     expect(loadSiteConfig({}, { ...base, cache: false }).cacheDir).toBeNull();
     expect(loadSiteConfig({}, { ...base, simulate: '1/2', partition: 'label-skew', alpha: '0.1' }).simulate).toEqual(
       expect.objectContaining({ partition: 'label-skew', alpha: 0.1 }),

@@ -32,6 +32,8 @@ export interface RoundConfig {
   readonly seed: number;
   /** Applied to every image before training and evaluation; null = none. */
   readonly stainNormalization: StainNormalizationTarget | null;
+  /** Augment the training images (flips, rotations, zoom, colour jitter), a new draw every round. */
+  readonly augment: boolean;
 }
 
 /** The classes of stage 1 (benign vs malignant), in label order. */

@@ -237,7 +237,7 @@ describe('training pool lifecycle', () => {
     const script = `
       require(${JSON.stringify(require.resolve('ts-node'))}).register({ transpileOnly: true, projectSearchDir: ${JSON.stringify(__dirname)} });
       const ml = require(${JSON.stringify(require.resolve('./index'))});
-      ml.createTrainingPool({ workers: 2, backend: 'wasm' }).then((p) => console.log('started', p.size));
+      ml.createTrainingPool({ workers: 2, backend: 'wasm' }).then((p) => process.stdout.write('started ' + p.size + '\\n'));
     `;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 25_000 });
     expect(r.stderr).toBe('');

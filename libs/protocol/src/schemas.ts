@@ -47,6 +47,7 @@ export const roundConfigSchema = z.object({
   proximalMu: z.number().min(0).max(1000),
   seed: z.number().int(),
   stainNormalization: stainNormalizationSchema.default(null),
+  augment: z.boolean().default(false),
 });
 
 /** Why the coordinator asks for training: a federated round, or the final personalization. */

@@ -43,6 +43,7 @@ export const runConfigInputSchema = z
     personalizeLearningRate: z.number().positive().max(10).optional(),
     seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
     stainNormalization: stainNormalizationInputSchema,
+    augment: z.boolean().default(false),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] });

@@ -40,6 +40,8 @@ export interface RunConfig {
   readonly seed: number;
   /** Stain normalization applied by every site and by the central evaluation (null = none). */
   readonly stainNormalization?: StainNormalizationTarget | null;
+  /** Sites augment their training images (a new seeded draw every round). */
+  readonly augment?: boolean;
 }
 
 export type RunStatus = 'created' | 'running' | 'completed' | 'failed';

@@ -177,6 +177,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         proximalMu: cfg.proximalMu,
         seed: cfg.seed * 10_007 + round,
         stainNormalization: cfg.stainNormalization ?? null,
+        augment: (cfg.augment ?? false) && kind === 'round',
       },
     };
     for (const siteId of participants) {

@@ -7,7 +7,7 @@
  * (createTrainingPool) instead of trainLocal on the main thread.
  */
 import { Command } from 'commander';
-import { cpus } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import { LabeledImages } from '@histofed/fl-core';
 import {
   buildModel,
@@ -153,7 +153,7 @@ new Command('npm run bench:train --')
   .option('--repeats <n>', 'alternating measurements of each (median reported)', '3')
   .option('--cpu-steps <n>', 'steps on the tfjs cpu backend (0 = skip)', '1')
   .option('--backend <name>', 'HistoFed backend', 'auto')
-  .option('--workers <n>', 'HistoFed training threads: 1 = trainLocal on the main thread, N > 1 = a pool of N workers', '1')
+  .option('--workers <n>', 'HistoFed training threads: 1 = trainLocal on the main thread, N > 1 = a pool of N workers (default: one per core, as the site client)', String(availableParallelism()))
   .option('--json', 'print one JSON line on stdout')
   .action((o: Options) => main(o))
   .parseAsync(process.argv)

@@ -21,6 +21,7 @@ import {
 } from '@histofed/ml';
 import type { TrainingPool } from '@histofed/ml';
 import { median, reporter, round } from '../lib/bench-output';
+import { randomImages } from '../lib/random-images';
 import { PyTorchPeer, ensureTorch } from './pytorch-peer';
 
 interface Options {
@@ -34,16 +35,6 @@ interface Options {
   json?: boolean;
 }
 
-function randomImages(count: number, size: number, seed: number): LabeledImages {
-  const images = new Float32Array(count * size * size * 3);
-  let s = seed >>> 0;
-  for (let i = 0; i < images.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    images[i] = s / 4294967296;
-  }
-  const labels = Int32Array.from({ length: count }, (_, i) => i % 2);
-  return { images, labels, count, imageSize: size };
-}
 
 /**
  * Images per second of trainLocal (or of `pool.train` from the model's initial weights) over

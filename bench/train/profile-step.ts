@@ -25,6 +25,7 @@ import {
   setWasmFastPathsEnabled,
 } from '@histofed/ml';
 import { median, reporter, round } from '../lib/bench-output';
+import { randomImages } from '../lib/random-images';
 
 interface Options {
   imageSize: string;
@@ -39,13 +40,7 @@ interface Options {
 }
 
 function randomBatch(batch: number, size: number, seed: number): { x: tf.Tensor4D; y: tf.Tensor1D } {
-  const images = new Float32Array(batch * size * size * 3);
-  let s = seed >>> 0;
-  for (let i = 0; i < images.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    images[i] = s / 4294967296;
-  }
-  const labels = Int32Array.from({ length: batch }, (_, i) => i % 2);
+  const { images, labels } = randomImages(batch, size, seed);
   return { x: tf.tensor4d(images, [batch, size, size, 3]), y: tf.tensor1d(labels, 'int32') };
 }
 

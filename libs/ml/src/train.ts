@@ -8,13 +8,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { LabeledImages, WeightSet } from '@histofed/fl-core';
-import { HistoFedError, ValidationError, assertSameLayout, layoutOf } from '@histofed/fl-core';
+import { HistoFedError, ValidationError } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
 import { checkFinite, checkLabeledImages, imageBatch, modelGeometry } from './batches';
 import { assertModelTrains } from './kernel-check';
 import { crossEntropy, proximalTerm } from './losses';
 import { mixSeed, shuffledIndices } from './random';
-import { modelLayout, weightName } from './weights-bridge';
+import { trainableGlobalTensors, weightName } from './weights-bridge';
 
 export interface TrainProgress {
   /** 1-based epoch. */
@@ -112,14 +112,7 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
   const optimizer = tf.train.adam(opts.learningRate);
   try {
     if (useProx) {
-      const gw = opts.globalWeights as WeightSet;
-      assertSameLayout(modelLayout(model), layoutOf(gw), 'globalWeights');
-      const byName = new Map(gw.map((t) => [t.name, t]));
-      globals = trainable.map((v) => {
-        const t = byName.get(weightName(v));
-        if (t === undefined) throw new ValidationError(`globalWeights: missing tensor "${weightName(v)}"`);
-        return tf.tensor(new Float32Array(t.values), [...t.shape], 'float32');
-      });
+      globals = trainableGlobalTensors(model, opts.globalWeights as WeightSet);
     }
 
     const batches = Math.ceil(data.count / opts.batchSize);

@@ -11,14 +11,14 @@ import type { MessagePort, TransferListItem } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelSpec, WeightSet } from '@histofed/fl-core';
-import { HistoFedError, ValidationError, assertSameLayout, layoutOf } from '@histofed/fl-core';
+import { HistoFedError } from '@histofed/fl-core';
 import { selectBackend } from './backend';
 import { imageBatch } from './batches';
 import { assertModelTrains } from './kernel-check';
 import { crossEntropy } from './losses';
 import { buildModel } from './models';
 import type { FromWorker, ToWorker, TrainingWorkerData } from './training-messages';
-import { getWeights, modelLayout, setWeights, weightName } from './weights-bridge';
+import { getWeights, setWeights, trainableGlobalTensors, weightName } from './weights-bridge';
 
 interface Call {
   readonly optimizer: tf.Optimizer;
@@ -42,18 +42,10 @@ class Replica {
     this.end();
     const model = this.modelFor(m.spec);
     setWeights(model, m.initial);
-    const trainable = model.trainableWeights;
     let globals: tf.Tensor[] = [];
     const mu = m.proximalMu > 0 && m.globalWeights !== undefined ? m.proximalMu : 0;
     if (mu > 0) {
-      const gw = m.globalWeights as WeightSet;
-      assertSameLayout(modelLayout(model), layoutOf(gw), 'globalWeights');
-      const byName = new Map(gw.map((t) => [t.name, t]));
-      globals = trainable.map((v) => {
-        const t = byName.get(weightName(v));
-        if (t === undefined) throw new ValidationError(`globalWeights: missing tensor "${weightName(v)}"`);
-        return tf.tensor(new Float32Array(t.values), [...t.shape], 'float32');
-      });
+      globals = trainableGlobalTensors(model, m.globalWeights as WeightSet);
     }
     this.call = {
       optimizer: tf.train.adam(m.learningRate),

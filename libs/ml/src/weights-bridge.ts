@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { NamedTensor, TensorSpec, WeightSet } from '@histofed/fl-core';
-import { WeightLayoutError, assertSameLayout, layoutOf, namedTensor } from '@histofed/fl-core';
+import { ValidationError, WeightLayoutError, assertSameLayout, layoutOf, namedTensor } from '@histofed/fl-core';
 
 /** The process-independent name of a layer variable. */
 export function weightName(v: tfl.LayerVariable): string {
@@ -61,4 +61,18 @@ export function setWeights(model: tfl.LayersModel, weights: WeightSet): void {
       t.dispose();
     }
   }
+}
+
+/**
+ * The round's global weights as tensors, one per trainable weight of `model` in its order (the
+ * anchor of the FedProx proximal term). Checks the full layout first. The caller disposes them.
+ */
+export function trainableGlobalTensors(model: tfl.LayersModel, globalWeights: WeightSet): tf.Tensor[] {
+  assertSameLayout(modelLayout(model), layoutOf(globalWeights), 'globalWeights');
+  const byName = new Map(globalWeights.map((t) => [t.name, t]));
+  return model.trainableWeights.map((v) => {
+    const t = byName.get(weightName(v));
+    if (t === undefined) throw new ValidationError(`globalWeights: missing tensor "${weightName(v)}"`);
+    return tf.tensor(new Float32Array(t.values), [...t.shape], 'float32');
+  });
 }

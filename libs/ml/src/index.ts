@@ -6,6 +6,8 @@ export * from './losses';
 export * from './train';
 export * from './kernel-check';
 export * from './metrics';
+export * from './metrics-extra';
+export * from './saved-model';
 export * from './evaluate';
 export { mulberry32, mixSeed, shuffledIndices } from './random';
 export { brightDarkImages } from './testing/synthetic';

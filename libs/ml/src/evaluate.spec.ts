@@ -3,6 +3,7 @@ import type { ModelSpec } from '@histofed/fl-core';
 import { selectBackend } from './backend';
 import { evaluateModel, evaluateModelAsync, predictProbabilities, predictProbabilitiesAsync } from './evaluate';
 import { classificationMetrics } from './metrics';
+import { evaluationMetrics } from './metrics-extra';
 import { buildModel } from './models';
 import { brightDarkImages } from './testing/synthetic';
 
@@ -49,13 +50,16 @@ describe('evaluateModel', () => {
   it('returns the metrics of its probabilities, with patient accuracy when groups exist', async () => {
     const m = buildModel(spec, 1);
     const e = evaluateModel(m, data);
-    expect(e.metrics).toEqual(classificationMetrics(data.labels, e.probabilities, 3, data.groups));
+    expect(e.metrics).toEqual(evaluationMetrics(data.labels, e.probabilities, 3, data.groups));
+    expect(e.metrics).toEqual(expect.objectContaining(classificationMetrics(data.labels, e.probabilities, 3, data.groups)));
     expect(e.metrics).toHaveProperty('patientAccuracy');
-    expect(Object.keys(e.metrics).sort()).toEqual(
-      ['accuracy', 'balancedAccuracy', 'loss', 'macroF1', 'patientAccuracy', 'samples'].sort(),
-    );
+    // These test patients have images of both labels: no per-patient diagnosis.
+    expect(Object.keys(e.metrics).sort()).toEqual(['accuracy', 'balancedAccuracy', 'ece', 'loss', 'macroF1', 'patientAccuracy', 'samples'].sort());
+    const onePerPatient = { ...data, groups: Array.from(data.labels, (l) => `patient-of-class-${l}`) };
+    expect(evaluateModel(m, onePerPatient).metrics).toHaveProperty('patientDiagnosisAccuracy');
     const noGroups = evaluateModel(m, { ...data, groups: undefined });
     expect(noGroups.metrics).not.toHaveProperty('patientAccuracy');
+    expect(noGroups.metrics).not.toHaveProperty('patientDiagnosisAccuracy');
     expect((await evaluateModelAsync(m, data)).metrics).toEqual(e.metrics);
     m.dispose();
   });

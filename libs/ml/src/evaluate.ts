@@ -9,7 +9,7 @@ import type { LabeledImages, Metrics } from '@histofed/fl-core';
 import { ValidationError } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
 import { checkImages, checkLabeledImages, imageBatch, modelGeometry } from './batches';
-import { classificationMetrics } from './metrics';
+import { evaluationMetrics } from './metrics-extra';
 
 export interface Evaluation {
   readonly metrics: Metrics;
@@ -84,7 +84,7 @@ export async function predictProbabilitiesAsync(
 
 function metricsFor(model: tfl.LayersModel, data: LabeledImages, probabilities: Float32Array): Evaluation {
   const { numClasses } = modelGeometry(model);
-  return { metrics: classificationMetrics(data.labels, probabilities, numClasses, data.groups), probabilities };
+  return { metrics: evaluationMetrics(data.labels, probabilities, numClasses, data.groups), probabilities };
 }
 
 function checkData(model: tfl.LayersModel, data: LabeledImages): void {

@@ -221,3 +221,35 @@ export function metricsByGroup(
   }
   return out;
 }
+
+/**
+ * The metrics HistoFed reports for one evaluation: classificationMetrics plus the expected
+ * calibration error and, when the images' patients are known, the patient-level diagnosis
+ * accuracy (one vote per patient).
+ */
+export function evaluationMetrics(
+  labels: Int32Array,
+  probabilities: Float32Array,
+  numClasses: number,
+  patients?: readonly string[],
+): Metrics {
+  const metrics: Metrics = {
+    ...classificationMetrics(labels, probabilities, numClasses, patients),
+    ece: expectedCalibrationError(labels, probabilities, numClasses),
+  };
+  // A diagnosis per patient needs one label per patient (true of BreakHis at stage 1); otherwise it is left out.
+  if (patients && hasOneLabelPerPatient(labels, patients)) {
+    metrics.patientDiagnosisAccuracy = patientDiagnosisAccuracy(labels, probabilities, numClasses, patients);
+  }
+  return metrics;
+}
+
+function hasOneLabelPerPatient(labels: Int32Array, patients: readonly string[]): boolean {
+  const seen = new Map<string, number>();
+  for (let i = 0; i < labels.length; i++) {
+    const l = seen.get(patients[i]);
+    if (l === undefined) seen.set(patients[i], labels[i]);
+    else if (l !== labels[i]) return false;
+  }
+  return true;
+}

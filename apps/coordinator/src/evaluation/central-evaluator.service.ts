@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { LabeledImages, Metrics, ModelSpec, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
 import { StainTarget, assertHasImages, createStainNormalizer, loadLabeledImages, readBreakHisTree, simulateFederation } from '@histofed/data';
-import { buildModel, classificationMetrics, ensembleProbabilities, evaluateModelAsync, setWeights } from '@histofed/ml';
+import { buildModel, ensembleProbabilities, evaluateModelAsync, evaluationMetrics, setWeights } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 
@@ -75,7 +75,7 @@ export class CentralEvaluator {
       perMember[m.id] = r.metrics;
       probabilities.push(r.probabilities);
     }
-    const ensemble = classificationMetrics(data.labels, ensembleProbabilities(probabilities), spec.numClasses, data.groups);
+    const ensemble = evaluationMetrics(data.labels, ensembleProbabilities(probabilities), spec.numClasses, data.groups);
     return { members: perMember, ensemble };
   }
 

@@ -1,4 +1,4 @@
-import { STAGE1_CLASSES } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_CODES, BREAKHIS_SUBTYPE_PARENTS, STAGE1_CLASSES } from '@histofed/fl-core';
 import {
   BREAKHIS_SUBTYPES,
   breakHisCaseId,
@@ -22,6 +22,9 @@ describe('BreakHis subtype table', () => {
       'PC:papillary_carcinoma:malignant:1',
     ]);
     for (const s of BREAKHIS_SUBTYPES) expect(STAGE1_CLASSES[s.labelIndex]).toBe(s.label);
+    // The stage-2 label order shared with libs/ml and the protocol is this table's order.
+    expect(BREAKHIS_SUBTYPES.map((s) => s.code)).toEqual([...BREAKHIS_SUBTYPE_CODES]);
+    expect(BREAKHIS_SUBTYPES.map((s) => s.labelIndex)).toEqual([...BREAKHIS_SUBTYPE_PARENTS]);
     expect(breakHisSubtypeByCode('PT')?.dirName).toBe('phyllodes_tumor');
     expect(breakHisSubtypeByDirName('mucinous_carcinoma')?.code).toBe('MC');
     expect(breakHisSubtypeByCode('XX')).toBeUndefined();

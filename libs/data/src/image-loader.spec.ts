@@ -1,3 +1,4 @@
+import { BREAKHIS_SUBTYPE_CODES } from '@histofed/fl-core';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -29,6 +30,9 @@ describe('loadLabeledImages', () => {
     expect(Array.from(batch.labels)).toEqual(synthetic.map((i) => (i.label === 'malignant' ? 1 : 0)));
     expect(Array.from(batch.labels)).toEqual([0, 0, 0, 0, 1, 1, 1, 1]); // sorted benign subtypes first
     expect(batch.groups).toEqual(synthetic.map((i) => i.patientId));
+    // One image of each subtype, in BREAKHIS_SUBTYPE_CODES order; magnifications from the names.
+    expect(Array.from(batch.subtypes ?? [])).toEqual(synthetic.map((i) => BREAKHIS_SUBTYPE_CODES.indexOf(i.subtype)));
+    expect(batch.magnifications).toEqual(synthetic.map((i) => i.magnification));
     let min = Infinity;
     let max = -Infinity;
     for (const v of batch.images) {
@@ -64,6 +68,7 @@ describe('loadLabeledImages', () => {
     expect(batch.images).toHaveLength(2 * 48 * 48 * 3);
     expect(Array.from(batch.labels)).toEqual([0, 1]);
     expect(batch.groups).toEqual([picks[0].patientId, picks[1].patientId]);
+    expect(Array.from(batch.subtypes ?? [], (j) => BREAKHIS_SUBTYPE_CODES[j])).toEqual([picks[0].subtype, picks[1].subtype]);
     const mean = batch.images.reduce((a, b) => a + b, 0) / batch.images.length;
     expect(mean).toBeGreaterThan(0.2);
     expect(mean).toBeLessThan(0.95);

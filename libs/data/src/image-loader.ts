@@ -1,5 +1,5 @@
 import type { LabeledImages } from '@histofed/fl-core';
-import { ValidationError } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_CODES, ValidationError } from '@histofed/fl-core';
 import type { BreakHisImage } from './breakhis-reader';
 import { mapWithConcurrency } from './concurrency';
 import { decodeSquareRgb, type ImageCache } from './image-cache';
@@ -22,6 +22,13 @@ export interface LoadImagesOptions {
   readonly transform?: ImagePixelHook;
 }
 
+/** Stage-2 label of an image: the index of its subtype code in BREAKHIS_SUBTYPE_CODES. */
+export function subtypeIndex(image: Pick<BreakHisImage, 'subtype' | 'path'>): number {
+  const i = (BREAKHIS_SUBTYPE_CODES as readonly string[]).indexOf(image.subtype);
+  if (i < 0) throw new ValidationError(`${image.path}: unknown subtype "${image.subtype}"`);
+  return i;
+}
+
 /**
  * Decodes `images` into one LabeledImages batch, in input order.
  *
@@ -29,7 +36,8 @@ export interface LoadImagesOptions {
  * imageSize x imageSize with fit 'cover': the aspect ratio is kept and the centre square is used
  * (a 700x460 BreakHis image keeps its central 460x460), so nuclei are not stretched. Values are
  * bytes / 255, channels last, row-major, then `options.transform` if given. labels are labelIndex
- * (0 benign, 1 malignant); groups are the patient ids (slide codes). With `options.cache` the
+ * (0 benign, 1 malignant); groups are the patient ids (slide codes); subtypes the index of the
+ * subtype in BREAKHIS_SUBTYPE_CODES; magnifications 40/100/200/400. With `options.cache` the
  * decoded bytes come from (and go to) the cache, and its path index is flushed at the end.
  *
  * Throws DataError naming the file when one cannot be decoded.
@@ -58,6 +66,8 @@ export async function loadLabeledImages(
     count: images.length,
     imageSize,
     groups: images.map((i) => i.patientId),
+    subtypes: Int32Array.from(images, (i) => subtypeIndex(i)),
+    magnifications: images.map((i) => i.magnification),
   };
 }
 

@@ -2,7 +2,9 @@
  * Decoded images ready for a model: `count` RGB images of `imageSize` x `imageSize`, channels last,
  * values in [0, 1], row-major in one Float32Array (count * imageSize * imageSize * 3 values).
  * `labels[i]` is the class index of image i; `groups[i]`, when present, is its patient (slide code)
- * so that metrics can be reported per patient.
+ * so that metrics can be reported per patient. `subtypes[i]`, when present, is its stage-2 class
+ * (index in BREAKHIS_SUBTYPE_CODES; needed to train and evaluate two-stage models), and
+ * `magnifications[i]` its optical magnification (40, 100, 200, 400) for per-magnification metrics.
  */
 export interface LabeledImages {
   readonly images: Float32Array;
@@ -10,4 +12,6 @@ export interface LabeledImages {
   readonly count: number;
   readonly imageSize: number;
   readonly groups?: readonly string[];
+  readonly subtypes?: Int32Array;
+  readonly magnifications?: readonly number[];
 }

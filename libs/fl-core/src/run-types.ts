@@ -8,6 +8,13 @@ export interface ModelSpec {
   readonly numClasses: number;
   /** Width multiplier or other architecture knobs, by name. */
   readonly options?: Readonly<Record<string, number>>;
+  /**
+   * Two-stage models: a second head classifies the subtype. `subtypeParents[j]` is the stage-1
+   * class of subtype j (for BreakHis `BREAKHIS_SUBTYPE_PARENTS`). The model's output row is then the
+   * stage-1 softmax (numClasses values) followed by the subtype softmax (subtypeParents.length
+   * values). Absent or empty: a single-stage model.
+   */
+  readonly subtypeParents?: readonly number[];
 }
 
 /**
@@ -39,3 +46,18 @@ export interface RoundConfig {
 /** The classes of stage 1 (benign vs malignant), in label order. */
 export const STAGE1_CLASSES = ['benign', 'malignant'] as const;
 export type Stage1Class = (typeof STAGE1_CLASSES)[number];
+
+/** The eight BreakHis subtypes by their file-name code, in stage-2 label order: four benign, four malignant. */
+export const BREAKHIS_SUBTYPE_CODES = ['A', 'F', 'PT', 'TA', 'DC', 'LC', 'MC', 'PC'] as const;
+/** Stage-1 class (index in STAGE1_CLASSES) of each subtype in BREAKHIS_SUBTYPE_CODES. */
+export const BREAKHIS_SUBTYPE_PARENTS: readonly number[] = Object.freeze([0, 0, 0, 0, 1, 1, 1, 1]);
+
+/** Number of values in a model's output row: stage-1 classes plus subtypes. */
+export function outputWidth(spec: Pick<ModelSpec, 'numClasses' | 'subtypeParents'>): number {
+  return spec.numClasses + (spec.subtypeParents?.length ?? 0);
+}
+
+/** True when the spec describes a two-stage (stage-1 + subtype) model. */
+export function isTwoStage(spec: Pick<ModelSpec, 'subtypeParents'>): boolean {
+  return (spec.subtypeParents?.length ?? 0) > 0;
+}

@@ -5,7 +5,8 @@ import { evaluateModel, evaluateModelAsync, predictProbabilities, predictProbabi
 import { classificationMetrics } from './metrics';
 import { evaluationMetrics } from './metrics-extra';
 import { buildModel } from './models';
-import { brightDarkImages } from './testing/synthetic';
+import { brightDarkImages, twoStageImages } from './testing/synthetic';
+import { cascadeSubtypePredictions } from './stage-metrics';
 
 const spec: ModelSpec = { kind: 'small-cnn', imageSize: 16, numClasses: 3 };
 const data = { ...brightDarkImages(10, 16, 2), labels: Int32Array.from([0, 1, 2, 0, 1, 2, 0, 1, 2, 0]) };
@@ -50,7 +51,9 @@ describe('evaluateModel', () => {
   it('returns the metrics of its probabilities, with patient accuracy when groups exist', async () => {
     const m = buildModel(spec, 1);
     const e = evaluateModel(m, data);
-    expect(e.metrics).toEqual(evaluationMetrics(data.labels, e.probabilities, 3, data.groups));
+    expect(e.metrics).toEqual(expect.objectContaining(evaluationMetrics(data.labels, e.probabilities, 3, data.groups)));
+    expect(e.report.stage1.imageAccuracy).toBe(e.metrics['accuracy']);
+    expect(e.report.stage2).toBeUndefined();
     expect(e.metrics).toEqual(expect.objectContaining(classificationMetrics(data.labels, e.probabilities, 3, data.groups)));
     expect(e.metrics).toHaveProperty('patientAccuracy');
     // These test patients have images of both labels: no per-patient diagnosis.
@@ -68,5 +71,35 @@ describe('evaluateModel', () => {
     const m = buildModel(spec, 1);
     expect(() => evaluateModel(m, { ...data, labels: data.labels.map((l) => l + 1) })).toThrow(/data.labels\[2\]: 3/);
     m.dispose();
+  });
+});
+
+describe('evaluateModel on a two-stage model', () => {
+  const twoStage: ModelSpec = { kind: 'se-cnn', imageSize: 16, numClasses: 2, subtypeParents: [0, 0, 1, 1] };
+  const d = { ...twoStageImages(12, 16, 4), magnifications: [40, 100, 40, 100, 40, 100, 40, 100, 40, 100, 40, 100] };
+
+  it('reports stage 1 from the first columns and stage 2 from the cascade, overall and per magnification', () => {
+    const m = buildModel(twoStage, 1);
+    const e = evaluateModel(m, d, { subtypeParents: twoStage.subtypeParents });
+    expect(e.probabilities).toHaveLength(12 * 6);
+    const stage1 = new Float32Array(24);
+    for (let i = 0; i < 12; i++) stage1.set(e.probabilities.subarray(i * 6, i * 6 + 2), i * 2);
+    expect(e.metrics).toEqual(expect.objectContaining(evaluationMetrics(d.labels, stage1, 2, d.groups)));
+    const cascade = cascadeSubtypePredictions(e.probabilities, 2, [0, 0, 1, 1]);
+    const right = Array.from(cascade).filter((c, i) => c === (d.subtypes as Int32Array)[i]).length;
+    expect(e.metrics['stage2Accuracy']).toBeCloseTo(right / 12, 10);
+    expect(e.report.stage2?.confusion).toHaveLength(4);
+    expect(Object.keys(e.report.byMagnification ?? {})).toEqual(['40', '100']);
+    expect(e.report.byMagnification?.['40'].images).toBe(6);
+    m.dispose();
+  });
+
+  it('needs the subtype parents of a two-stage model, and refuses them for a single-stage one', () => {
+    const m = buildModel(twoStage, 1);
+    expect(() => evaluateModel(m, d)).toThrow(/subtypeParents: the model has a subtype head of 4 classes/);
+    m.dispose();
+    const single = buildModel({ ...twoStage, subtypeParents: undefined }, 1);
+    expect(() => evaluateModel(single, d, { subtypeParents: [0, 1] })).toThrow(/no subtype head/);
+    single.dispose();
   });
 });

@@ -10,12 +10,7 @@ import { ValidationError } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
 import { checkImages, checkLabeledImages, imageBatch, modelGeometry } from './batches';
 import { evaluationMetrics } from './metrics-extra';
-
-export interface Evaluation {
-  readonly metrics: Metrics;
-  /** count x numClasses, row-major. */
-  readonly probabilities: Float32Array;
-}
+import { stagedEvaluation, stagedMetricsSummary, type StagedReport } from './stage-metrics';
 
 function* predictBatches(
   model: tfl.LayersModel,
@@ -33,7 +28,7 @@ function* predictBatches(
     throw new ValidationError(`batchSize: must be an integer >= 1, got ${batchSize}`);
   }
   checkImages(images, count, imageSize, 'images');
-  const k = geo.numClasses;
+  const k = geo.outputWidth;
   const out = new Float32Array(count * k);
   for (let start = 0; start < count; start += batchSize) {
     const end = Math.min(count, start + batchSize);
@@ -51,7 +46,7 @@ function* predictBatches(
   return out;
 }
 
-/** Softmax outputs for `count` images (count x numClasses), `batchSize` images at a time. */
+/** Model outputs for `count` images (count x output width, see modelGeometry), `batchSize` images at a time. */
 export function predictProbabilities(
   model: tfl.LayersModel,
   images: Float32Array,
@@ -82,9 +77,69 @@ export async function predictProbabilitiesAsync(
   }
 }
 
-function metricsFor(model: tfl.LayersModel, data: LabeledImages, probabilities: Float32Array): Evaluation {
-  const { numClasses } = modelGeometry(model);
-  return { metrics: evaluationMetrics(data.labels, probabilities, numClasses, data.groups), probabilities };
+/** How to read a model's output row: stage-1 classes, then the subtypes of a two-stage model. */
+export interface OutputLayout {
+  readonly numClasses: number;
+  readonly subtypeParents?: readonly number[];
+}
+
+export interface Evaluation {
+  /**
+   * Flat metrics (stage 1: accuracy, loss, balancedAccuracy, macroF1, f1, auc, patientAccuracy,
+   * patientDiagnosisAccuracy, ece; stage 2 with subtypes: stage2Accuracy, stage2MacroF1,
+   * stage2PatientAccuracy, stage2BalancedAccuracy).
+   */
+  readonly metrics: Metrics;
+  /** The full report: per stage, per magnification, confusion matrices (stage-metrics.ts). */
+  readonly report: StagedReport;
+  /** count x output width, row-major. */
+  readonly probabilities: Float32Array;
+}
+
+/** The stage-1 columns of two-stage output rows (or the rows themselves). */
+function stage1Columns(probabilities: Float32Array, count: number, layout: OutputLayout): Float32Array {
+  const k = layout.numClasses;
+  const width = k + (layout.subtypeParents?.length ?? 0);
+  if (width === k) return probabilities;
+  const out = new Float32Array(count * k);
+  for (let i = 0; i < count; i++) out.set(probabilities.subarray(i * width, i * width + k), i * k);
+  return out;
+}
+
+/**
+ * Metrics of output rows `probabilities` for `data` (also for an ensemble's averaged rows). The
+ * stage-2 part needs `data.subtypes` and `layout.subtypeParents`; per-magnification reports need
+ * `data.magnifications`.
+ */
+export function outputMetrics(data: LabeledImages, probabilities: Float32Array, layout: OutputLayout): Omit<Evaluation, 'probabilities'> {
+  const report = stagedEvaluation({
+    labels: data.labels,
+    subtypes: data.subtypes,
+    probabilities,
+    numClasses: layout.numClasses,
+    subtypeParents: layout.subtypeParents,
+    patients: data.groups,
+    magnifications: data.magnifications,
+  });
+  const stage1 = stage1Columns(probabilities, data.count, layout);
+  const metrics: Metrics = { ...evaluationMetrics(data.labels, stage1, layout.numClasses, data.groups), ...stagedMetricsSummary(report) };
+  // 'f1' is the F1 of class 1 (malignant): only meaningful for a two-class stage 1.
+  if (layout.numClasses !== 2) delete metrics['f1'];
+  return { metrics, report };
+}
+
+/** The layout of `model`'s output; a two-stage model needs `subtypeParents` (its spec's). */
+function layoutOf(model: tfl.LayersModel, subtypeParents: readonly number[] | undefined): OutputLayout {
+  const geo = modelGeometry(model);
+  const given = subtypeParents?.length ?? 0;
+  if (given !== geo.subtypes) {
+    throw new ValidationError(
+      geo.subtypes > 0
+        ? `subtypeParents: the model has a subtype head of ${geo.subtypes} classes; pass its spec's subtypeParents (got ${given})`
+        : `subtypeParents: the model has no subtype head, got ${given} subtype parents`,
+    );
+  }
+  return { numClasses: geo.numClasses, subtypeParents: given > 0 ? subtypeParents : undefined };
 }
 
 function checkData(model: tfl.LayersModel, data: LabeledImages): void {
@@ -93,15 +148,24 @@ function checkData(model: tfl.LayersModel, data: LabeledImages): void {
   if (data.count === 0) throw new ValidationError('data.count: there are no images to evaluate');
 }
 
-/** accuracy, loss, balancedAccuracy, macroF1, auc (2 classes), patientAccuracy (with groups). */
-export function evaluateModel(model: tfl.LayersModel, data: LabeledImages, batchSize = 64): Evaluation {
+export interface EvaluateOptions {
+  readonly batchSize?: number;
+  /** The subtype parents of a two-stage model (ModelSpec.subtypeParents). */
+  readonly subtypeParents?: readonly number[];
+}
+
+/** Evaluates `model` on `data` (see Evaluation); blocks the event loop for the whole set. */
+export function evaluateModel(model: tfl.LayersModel, data: LabeledImages, options: EvaluateOptions = {}): Evaluation {
+  const layout = layoutOf(model, options.subtypeParents);
   checkData(model, data);
-  return metricsFor(model, data, predictProbabilities(model, data.images, data.count, data.imageSize, batchSize));
+  const p = predictProbabilities(model, data.images, data.count, data.imageSize, options.batchSize);
+  return { ...outputMetrics(data, p, layout), probabilities: p };
 }
 
 /** As evaluateModel, yielding to the event loop between mini-batches. */
-export async function evaluateModelAsync(model: tfl.LayersModel, data: LabeledImages, batchSize = 64): Promise<Evaluation> {
+export async function evaluateModelAsync(model: tfl.LayersModel, data: LabeledImages, options: EvaluateOptions = {}): Promise<Evaluation> {
+  const layout = layoutOf(model, options.subtypeParents);
   checkData(model, data);
-  const p = await predictProbabilitiesAsync(model, data.images, data.count, data.imageSize, batchSize);
-  return metricsFor(model, data, p);
+  const p = await predictProbabilitiesAsync(model, data.images, data.count, data.imageSize, options.batchSize);
+  return { ...outputMetrics(data, p, layout), probabilities: p };
 }

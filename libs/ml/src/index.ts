@@ -12,3 +12,5 @@ export * from './evaluate';
 export { mulberry32, mixSeed, shuffledIndices } from './random';
 export { brightDarkImages } from './testing/synthetic';
 export * from './parallel-training';
+export * from './stage-metrics';
+export * from './model-layers';

@@ -29,3 +29,53 @@ export function proximalTerm(weights: readonly tf.Tensor[], globals: readonly tf
     return tf.mul(total, mu / 2) as tf.Scalar;
   });
 }
+
+/** What a model is trained to predict, per image of a training set (see `outputLoss`). */
+export interface TrainingTargets {
+  /** Stage-1 class of every image. */
+  readonly labels: Int32Array;
+  /** Subtype of every image (two-stage models). */
+  readonly subtypes?: Int32Array;
+  /** Per stage-1 class loss weights (length numClasses). */
+  readonly classWeights?: readonly number[];
+  /** Per subtype loss weights (length subtypes). */
+  readonly subtypeWeights?: readonly number[];
+}
+
+function take(values: Int32Array, indices: Int32Array): Int32Array {
+  return Int32Array.from(indices, (i) => values[i]);
+}
+
+/**
+ * The training loss of the model outputs `output` [n, numClasses (+ subtypes)] for the images
+ * `indices` of `targets`: the (class-weighted) cross-entropy of the stage-1 softmax, plus for a
+ * two-stage model (output wider than numClasses) the (subtype-weighted) cross-entropy of the
+ * subtype softmax. Creates tensors: call inside tf.tidy or a gradient function.
+ */
+export function outputLoss(output: tf.Tensor2D, numClasses: number, targets: TrainingTargets, indices: Int32Array): tf.Scalar {
+  const labels = take(targets.labels, indices);
+  const weightsOf = (classes: Int32Array, w: readonly number[] | undefined) =>
+    w === undefined ? undefined : tf.tensor1d(Float32Array.from(classes, (c) => w[c]), 'float32');
+  const width = output.shape[1];
+  if (width === numClasses) return crossEntropy(output, tf.tensor1d(labels, 'int32'), weightsOf(labels, targets.classWeights));
+  if (targets.subtypes === undefined) throw new Error('outputLoss: a two-stage model needs subtype targets');
+  const subtypes = take(targets.subtypes, indices);
+  const stage1 = tf.slice(output, [0, 0], [-1, numClasses]) as tf.Tensor2D;
+  const stage2 = tf.slice(output, [0, numClasses], [-1, width - numClasses]) as tf.Tensor2D;
+  return tf.add(
+    crossEntropy(stage1, tf.tensor1d(labels, 'int32'), weightsOf(labels, targets.classWeights)),
+    crossEntropy(stage2, tf.tensor1d(subtypes, 'int32'), weightsOf(subtypes, targets.subtypeWeights)),
+  ) as tf.Scalar;
+}
+
+/**
+ * Class weights that give every class present in `labels` the same total weight (n / (k * n_c),
+ * scikit-learn's 'balanced'), capped at `maxWeight` so a class with a handful of images cannot
+ * dominate; classes absent from `labels` get 1 (they contribute nothing).
+ */
+export function balancedClassWeights(labels: Int32Array, numClasses: number, maxWeight = 10): number[] {
+  const counts = new Array<number>(numClasses).fill(0);
+  for (const l of labels) counts[l]++;
+  const present = counts.filter((c) => c > 0).length;
+  return counts.map((c) => (c === 0 ? 1 : Math.min(maxWeight, labels.length / (present * c))));
+}

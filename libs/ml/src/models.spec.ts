@@ -52,6 +52,7 @@ describe('buildModel', () => {
     expect(d.parameters).toBe(448 + 4640 + 18496 + 4160 + 130);
     expect(d.trainableParameters).toBe(d.parameters);
     expect(d.layers.map((l) => l.name)).toEqual([
+      'image',
       'conv1',
       'pool1',
       'conv2',
@@ -99,5 +100,57 @@ describe('buildModel', () => {
     bad({ options: { width: -1 } }, 'model.options.width');
     bad({ options: { denseUnits: 2.5 } }, 'model.options.denseUnits');
     bad({ options: { dropout: 1 } }, 'model.options.dropout');
+    bad({ options: { seRatio: 4 } }, 'model.options.seRatio'); // small-cnn has no SE blocks
+    bad({ kind: 'attention-cnn', options: { attentionKernel: 4 } }, 'model.options.attentionKernel');
+    bad({ kind: 'se-cnn', options: { blocks: 5 } }, 'model.options.blocks');
+    bad({ subtypeParents: [0] }, 'model.subtypeParents');
+    bad({ subtypeParents: [0, 2] }, 'model.subtypeParents[1]');
+    bad({ subtypeParents: [0, 0, 0] }, 'stage-1 class 1 has no subtype');
+  });
+});
+
+describe('SE, attention and two-stage models', () => {
+  const twoStage: ModelSpec = { kind: 'se-cnn', imageSize: 32, numClasses: 2, subtypeParents: [0, 0, 0, 0, 1, 1, 1, 1] };
+
+  it('se-cnn (the default) gates every block: parameters and multiply-adds as computed by hand', () => {
+    const m = buildModel({ ...spec, kind: 'se-cnn' }, 1);
+    const d = describeModel(m);
+    // small-cnn's 27,874 plus per block a bottleneck c -> max(2, c/8) -> c with biases:
+    // 16: 16*2+2 + 2*16+16 = 82; 32: 32*4+4 + 4*32+32 = 292; 64: 64*8+8 + 8*64+64 = 1096
+    expect(d.parameters).toBe(27874 + 82 + 292 + 1096);
+    expect(d.layers.map((l) => l.name)).toEqual(expect.arrayContaining(['se1_squeeze', 'se1_reduce', 'se1_expand', 'se1_scale']));
+    // conv1 32*32 pixels * 3*3*3*16, conv2 16*16 * 3*3*16*32, conv3 8*8 * 3*3*32*64, then the dense layers
+    const convs = 32 * 32 * 432 + 16 * 16 * 4608 + 8 * 8 * 18432;
+    const dense = 16 * 2 + 2 * 16 + 32 * 4 + 4 * 32 + 64 * 8 + 8 * 64 + 64 * 64 + 64 * 2;
+    expect(d.multiplyAdds).toBe(convs + dense);
+    m.dispose();
+  });
+
+  it('attention-cnn adds a 7x7 spatial attention per block and still outputs probabilities', () => {
+    const m = buildModel({ ...spec, kind: 'attention-cnn' }, 1);
+    const names = getWeights(m).map((t) => t.name);
+    expect(names).toContain('sa1_conv/kernel');
+    expect(getWeights(m).find((t) => t.name === 'sa2_conv/kernel')?.shape).toEqual([7, 7, 2, 1]);
+    const p = tf.tidy(() => (m.predict(tf.randomUniform([2, 32, 32, 3], 0, 1, 'float32', 3)) as tf.Tensor).arraySync() as number[][]);
+    for (const row of p) expect(row[0] + row[1]).toBeCloseTo(1, 5);
+    m.dispose();
+  });
+
+  it('a two-stage spec outputs the stage-1 softmax followed by the subtype softmax', () => {
+    const m = buildModel(twoStage, 1);
+    expect(m.outputs[0].shape).toEqual([null, 10]);
+    expect(getWeights(m).find((t) => t.name === 'subtype_head/kernel')?.shape).toEqual([64, 8]);
+    const p = tf.tidy(() => (m.predict(tf.randomUniform([3, 32, 32, 3], 0, 1, 'float32', 5)) as tf.Tensor).arraySync() as number[][]);
+    for (const row of p) {
+      expect(row[0] + row[1]).toBeCloseTo(1, 5);
+      expect(row.slice(2).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+    }
+    // Same backbone initialisation as the single-stage model of the same seed.
+    const single = buildModel({ ...twoStage, subtypeParents: undefined }, 1);
+    expect(getWeights(single).find((t) => t.name === 'conv2/kernel')?.values).toEqual(
+      getWeights(m).find((t) => t.name === 'conv2/kernel')?.values,
+    );
+    m.dispose();
+    single.dispose();
   });
 });

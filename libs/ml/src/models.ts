@@ -1,167 +1,321 @@
 /**
- * Model architectures, selected by `ModelSpec.kind`.
+ * Model architectures, selected by `ModelSpec.kind`:
  *
- * Every layer has an explicit, fixed name ('conv1', 'head', ...) so that weight names
+ * - `se-cnn` (the default): conv blocks 3x3 conv -> ReLU -> squeeze-and-excitation -> 2x2 max
+ *   pool (Hu et al. 2018: the block's channels are re-weighted by a gate computed from their global
+ *   averages through a bottleneck of channels / seRatio units).
+ * - `attention-cnn`: as se-cnn plus CBAM-style spatial attention after the SE gate (Woo et al.
+ *   2018: the channel-wise mean and max maps -> a 7x7 convolution -> sigmoid -> multiplies every
+ *   pixel), so the network can attend to nuclei-rich regions.
+ * - `small-cnn`: the plain baseline without gates.
+ *
+ * All share the head: global average pooling (the parameter count does not depend on the image
+ * size) -> dense `fc1` (ReLU) -> dropout -> `head` (softmax over the stage-1 classes). A two-stage
+ * spec (`subtypeParents`) adds `subtype_head` (softmax over the subtypes) on the same features and
+ * concatenates both into one output row [stage-1 probabilities, subtype probabilities] (layer
+ * `outputs`): a shared backbone with two heads, trained on the sum of both cross-entropies
+ * (losses.ts), read as a cascade (the stage-1 arg-max picks the class, the subtype is the arg-max
+ * among that class's subtypes: stage-metrics.ts).
+ *
+ * Every layer has an explicit, fixed name ('conv1', 'se1_reduce', 'head', ...) so that weight names
  * ('conv1/kernel') are identical in every model instance and process; tfjs would otherwise number
  * them per process ('conv2d_7'). Initialisation is deterministic from the seed.
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelSpec } from '@histofed/fl-core';
-import { ValidationError } from '@histofed/fl-core';
+import { ValidationError, isTwoStage } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
+import { ChannelPool } from './channel-pool-layer';
+import { HEAD_LAYER, OUTPUT_LAYER, SUBTYPE_HEAD_LAYER } from './model-layers';
 
-export const MODEL_KINDS = ['small-cnn'] as const;
+export const MODEL_KINDS = ['se-cnn', 'attention-cnn', 'small-cnn'] as const;
 export type ModelKind = (typeof MODEL_KINDS)[number];
-export const DEFAULT_MODEL_KIND: ModelKind = 'small-cnn';
+export const DEFAULT_MODEL_KIND: ModelKind = 'se-cnn';
 
 export const MIN_IMAGE_SIZE = 16;
 export const MAX_IMAGE_SIZE = 512;
 
-/**
- * Options of 'small-cnn' (all numbers, as `ModelSpec.options`):
- * - width (default 1): multiplies the filter counts 16/32/64
- * - denseUnits (default 64): units of the hidden dense layer
- * - dropout (default 0.25): dropout rate before the head, in [0, 1)
- * - batchNorm (default 0): 1 adds batch normalisation after each convolution (for FedBN)
- */
-export const SMALL_CNN_OPTIONS = ['width', 'denseUnits', 'dropout', 'batchNorm'] as const;
 
-interface SmallCnnOptions {
+/**
+ * Options (all numbers, as `ModelSpec.options`):
+ * - width (default 1): multiplies the filter counts 16/32/64(/128)
+ * - blocks (default 3): convolution blocks, 3 or 4 (a 4th block of 128 filters for larger images)
+ * - denseUnits (default 64): units of the hidden dense layer
+ * - dropout (default 0.25): dropout rate before the heads, in [0, 1)
+ * - batchNorm (default 0): 1 adds batch normalisation after each convolution (for FedBN)
+ * - seRatio (se-cnn, attention-cnn; default 8): channel reduction of the SE bottleneck
+ * - attentionKernel (attention-cnn; default 7): kernel size of the spatial attention convolution
+ */
+export const MODEL_OPTIONS: Readonly<Record<ModelKind, readonly string[]>> = {
+  'small-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm'],
+  'se-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio'],
+  'attention-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', 'attentionKernel'],
+};
+
+interface ModelOptions {
   width: number;
+  blocks: number;
   denseUnits: number;
   dropout: number;
   batchNorm: boolean;
+  seRatio: number;
+  attentionKernel: number;
 }
 
-function smallCnnOptions(options: Readonly<Record<string, number>> | undefined): SmallCnnOptions {
+function modelOptions(kind: ModelKind, options: Readonly<Record<string, number>> | undefined): ModelOptions {
   const o = options ?? {};
+  const known = MODEL_OPTIONS[kind];
   for (const key of Object.keys(o)) {
-    if (!(SMALL_CNN_OPTIONS as readonly string[]).includes(key)) {
-      throw new ValidationError(
-        `model.options.${key}: unknown option for small-cnn (known: ${SMALL_CNN_OPTIONS.join(', ')})`,
-      );
+    if (!known.includes(key)) {
+      throw new ValidationError(`model.options.${key}: unknown option for ${kind} (known: ${known.join(', ')})`);
     }
   }
+  const integerIn = (name: string, value: number, min: number, max: number) => {
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new ValidationError(`model.options.${name}: must be an integer in [${min}, ${max}], got ${value}`);
+    }
+    return value;
+  };
   const width = o['width'] ?? 1;
   if (!Number.isFinite(width) || width <= 0 || width > 16) {
     throw new ValidationError(`model.options.width: must be a number in (0, 16], got ${width}`);
-  }
-  const denseUnits = o['denseUnits'] ?? 64;
-  if (!Number.isInteger(denseUnits) || denseUnits < 1 || denseUnits > 4096) {
-    throw new ValidationError(`model.options.denseUnits: must be an integer in [1, 4096], got ${denseUnits}`);
   }
   const dropout = o['dropout'] ?? 0.25;
   if (!Number.isFinite(dropout) || dropout < 0 || dropout >= 1) {
     throw new ValidationError(`model.options.dropout: must be in [0, 1), got ${dropout}`);
   }
-  const batchNorm = o['batchNorm'] ?? 0;
-  if (batchNorm !== 0 && batchNorm !== 1) {
-    throw new ValidationError(`model.options.batchNorm: must be 0 or 1, got ${batchNorm}`);
+  const batchNorm = integerIn('batchNorm', o['batchNorm'] ?? 0, 0, 1);
+  const attentionKernel = integerIn('attentionKernel', o['attentionKernel'] ?? 7, 1, 15);
+  if (attentionKernel % 2 === 0) {
+    throw new ValidationError(`model.options.attentionKernel: must be odd, got ${attentionKernel}`);
   }
-  return { width, denseUnits, dropout, batchNorm: batchNorm === 1 };
+  return {
+    width,
+    blocks: integerIn('blocks', o['blocks'] ?? 3, 3, 4),
+    denseUnits: integerIn('denseUnits', o['denseUnits'] ?? 64, 1, 4096),
+    dropout,
+    batchNorm: batchNorm === 1,
+    seRatio: integerIn('seRatio', o['seRatio'] ?? 8, 1, 64),
+    attentionKernel,
+  };
 }
 
-/** Checks a ModelSpec; throws a ValidationError naming the field. */
-export function validateModelSpec(spec: ModelSpec): void {
+function checkKind(spec: ModelSpec): ModelKind {
   const kind = spec.kind ?? DEFAULT_MODEL_KIND;
   if (!(MODEL_KINDS as readonly string[]).includes(kind)) {
     throw new ValidationError(`model.kind: unknown model kind "${kind}" (known: ${MODEL_KINDS.join(', ')})`);
   }
+  return kind as ModelKind;
+}
+
+/** Checks the class fields of a spec (shared with transfer models). */
+export function validateHeads(spec: ModelSpec): void {
+  if (!Number.isInteger(spec.numClasses) || spec.numClasses < 2) {
+    throw new ValidationError(`model.numClasses: must be an integer >= 2, got ${spec.numClasses}`);
+  }
+  const parents = spec.subtypeParents ?? [];
+  if (parents.length === 1) throw new ValidationError('model.subtypeParents: a second stage needs at least 2 subtypes');
+  parents.forEach((p, j) => {
+    if (!Number.isInteger(p) || p < 0 || p >= spec.numClasses) {
+      throw new ValidationError(`model.subtypeParents[${j}]: must be a stage-1 class index in [0, ${spec.numClasses}), got ${p}`);
+    }
+  });
+  if (parents.length > 0) {
+    for (let c = 0; c < spec.numClasses; c++) {
+      if (!parents.includes(c)) throw new ValidationError(`model.subtypeParents: stage-1 class ${c} has no subtype`);
+    }
+  }
+}
+
+/** Checks a ModelSpec; throws a ValidationError naming the field. */
+export function validateModelSpec(spec: ModelSpec): void {
+  const kind = checkKind(spec);
   if (!Number.isInteger(spec.imageSize) || spec.imageSize < MIN_IMAGE_SIZE || spec.imageSize > MAX_IMAGE_SIZE) {
     throw new ValidationError(
       `model.imageSize: must be an integer in [${MIN_IMAGE_SIZE}, ${MAX_IMAGE_SIZE}], got ${spec.imageSize}`,
     );
   }
-  if (!Number.isInteger(spec.numClasses) || spec.numClasses < 2) {
-    throw new ValidationError(`model.numClasses: must be an integer >= 2, got ${spec.numClasses}`);
-  }
-  smallCnnOptions(spec.options);
+  validateHeads(spec);
+  modelOptions(kind, spec.options);
 }
 
-function buildSmallCnn(spec: ModelSpec, seed: number): tfl.LayersModel {
-  const o = smallCnnOptions(spec.options);
-  let nextSeed = seed;
-  const init = () => tfl.initializers.glorotUniform({ seed: nextSeed++ });
-  const model = tfl.sequential({ name: 'small_cnn' });
-  const filters = [16, 32, 64].map((f) => Math.max(1, Math.round(f * o.width)));
+type SymbolicTensor = tfl.SymbolicTensor;
+
+class Builder {
+  private nextSeed: number;
+  constructor(seed: number) {
+    this.nextSeed = seed;
+  }
+
+  init(): ReturnType<typeof tfl.initializers.glorotUniform> {
+    return tfl.initializers.glorotUniform({ seed: this.nextSeed++ });
+  }
+
+  apply(layer: tfl.layers.Layer, x: SymbolicTensor | SymbolicTensor[]): SymbolicTensor {
+    return layer.apply(x) as SymbolicTensor;
+  }
+}
+
+/** Squeeze-and-excitation: x * sigmoid(W2 relu(W1 mean_hw(x))). */
+function squeezeExcite(b: Builder, x: SymbolicTensor, n: number, channels: number, ratio: number): SymbolicTensor {
+  const hidden = Math.max(2, Math.round(channels / ratio));
+  let s = b.apply(tfl.layers.globalAveragePooling2d({ name: `se${n}_squeeze` }), x);
+  s = b.apply(
+    tfl.layers.dense({ name: `se${n}_reduce`, units: hidden, activation: 'relu', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
+    s,
+  );
+  s = b.apply(
+    // Bias 0 starts the gate at 0.5 for every channel: the block begins as a plain conv block at half scale.
+    tfl.layers.dense({ name: `se${n}_expand`, units: channels, activation: 'sigmoid', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
+    s,
+  );
+  s = b.apply(tfl.layers.reshape({ name: `se${n}_reshape`, targetShape: [1, 1, channels] }), s);
+  return b.apply(tfl.layers.multiply({ name: `se${n}_scale` }), [x, s]);
+}
+
+/** CBAM spatial attention: x * sigmoid(conv_kxk([mean_c(x), max_c(x)])). */
+function spatialAttention(b: Builder, x: SymbolicTensor, n: number, kernel: number): SymbolicTensor {
+  let a = b.apply(new ChannelPool({ name: `sa${n}_pool` }), x);
+  a = b.apply(
+    tfl.layers.conv2d({
+      name: `sa${n}_conv`,
+      filters: 1,
+      kernelSize: kernel,
+      padding: 'same',
+      activation: 'sigmoid',
+      kernelInitializer: b.init(),
+      biasInitializer: 'zeros',
+    }),
+    a,
+  );
+  return b.apply(tfl.layers.multiply({ name: `sa${n}_scale` }), [x, a]);
+}
+
+function backbone(b: Builder, kind: ModelKind, o: ModelOptions, input: SymbolicTensor): SymbolicTensor {
+  const filters = [16, 32, 64, 128].slice(0, o.blocks).map((f) => Math.max(1, Math.round(f * o.width)));
+  let x = input;
   filters.forEach((f, i) => {
     const n = i + 1;
-    model.add(
+    x = b.apply(
       tfl.layers.conv2d({
         name: `conv${n}`,
-        ...(i === 0 ? { inputShape: [spec.imageSize, spec.imageSize, 3] } : {}),
         filters: f,
         kernelSize: 3,
         padding: 'same',
         activation: o.batchNorm ? 'linear' : 'relu',
         useBias: !o.batchNorm,
-        kernelInitializer: init(),
+        kernelInitializer: b.init(),
         biasInitializer: 'zeros',
       }),
+      x,
     );
     if (o.batchNorm) {
-      model.add(tfl.layers.batchNormalization({ name: `bn${n}`, momentum: 0.9 }));
-      model.add(tfl.layers.activation({ name: `relu${n}`, activation: 'relu' }));
+      x = b.apply(tfl.layers.batchNormalization({ name: `bn${n}`, momentum: 0.9 }), x);
+      x = b.apply(tfl.layers.activation({ name: `relu${n}`, activation: 'relu' }), x);
     }
-    model.add(tfl.layers.maxPooling2d({ name: `pool${n}`, poolSize: 2 }));
+    if (kind !== 'small-cnn') x = squeezeExcite(b, x, n, f, o.seRatio);
+    if (kind === 'attention-cnn') x = spatialAttention(b, x, n, o.attentionKernel);
+    x = b.apply(tfl.layers.maxPooling2d({ name: `pool${n}`, poolSize: 2 }), x);
   });
-  // Global average pooling keeps the parameter count independent of the image size.
-  model.add(tfl.layers.globalAveragePooling2d({ name: 'gap' }));
-  model.add(
-    tfl.layers.dense({
-      name: 'fc1',
-      units: o.denseUnits,
-      activation: 'relu',
-      kernelInitializer: init(),
-      biasInitializer: 'zeros',
-    }),
-  );
-  if (o.dropout > 0) model.add(tfl.layers.dropout({ name: 'dropout', rate: o.dropout }));
-  model.add(
-    tfl.layers.dense({
-      name: 'head',
-      units: spec.numClasses,
-      activation: 'softmax',
-      kernelInitializer: init(),
-      biasInitializer: 'zeros',
-    }),
-  );
-  return model;
+  return x;
 }
 
 /**
- * Builds a fresh model for `spec` (kind defaults to 'small-cnn'). Models built from the same spec
+ * The classification heads on a 4-D feature map: global average pooling, `fc1`, dropout, the
+ * stage-1 softmax `head` and, for two-stage specs, `subtype_head` concatenated after it.
+ */
+export function attachHeads(
+  features: SymbolicTensor,
+  spec: ModelSpec,
+  o: { denseUnits: number; dropout: number },
+  seed: number,
+): SymbolicTensor {
+  const b = new Builder(seed);
+  let x = b.apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }), features);
+  x = b.apply(
+    tfl.layers.dense({ name: 'fc1', units: o.denseUnits, activation: 'relu', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
+    x,
+  );
+  if (o.dropout > 0) x = b.apply(tfl.layers.dropout({ name: 'dropout', rate: o.dropout }), x);
+  const stage1 = b.apply(
+    tfl.layers.dense({ name: HEAD_LAYER, units: spec.numClasses, activation: 'softmax', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
+    x,
+  );
+  if (!isTwoStage(spec)) return stage1;
+  const subtype = b.apply(
+    tfl.layers.dense({
+      name: SUBTYPE_HEAD_LAYER,
+      units: (spec.subtypeParents as readonly number[]).length,
+      activation: 'softmax',
+      kernelInitializer: b.init(),
+      biasInitializer: 'zeros',
+    }),
+    x,
+  );
+  return b.apply(tfl.layers.concatenate({ name: OUTPUT_LAYER, axis: -1 }), [stage1, subtype]);
+}
+
+/**
+ * Builds a fresh model for `spec` (kind defaults to 'se-cnn'). Models built from the same spec
  * and seed have identical weight names and values. The caller owns the model (`model.dispose()`).
  */
 export function buildModel(spec: ModelSpec, seed = 1): tfl.LayersModel {
   validateModelSpec(spec);
   if (!Number.isInteger(seed)) throw new ValidationError(`seed: must be an integer, got ${seed}`);
   assertBackendReady();
-  const kind = (spec.kind ?? DEFAULT_MODEL_KIND) as ModelKind;
-  switch (kind) {
-    case 'small-cnn':
-      return buildSmallCnn(spec, seed);
-  }
+  const kind = checkKind(spec);
+  const o = modelOptions(kind, spec.options);
+  const input = tfl.input({ name: 'image', shape: [spec.imageSize, spec.imageSize, 3] });
+  const b = new Builder(seed);
+  const features = backbone(b, kind, o, input);
+  // The heads draw their seeds after the backbone's, so a spec change in the heads keeps the backbone's initial weights.
+  const output = attachHeads(features, spec, o, seed + 1000);
+  return tfl.model({ name: kind.replace('-', '_'), inputs: input, outputs: output });
 }
 
 export interface ModelDescription {
   readonly parameters: number;
   readonly trainableParameters: number;
-  readonly layers: readonly { readonly name: string; readonly type: string; readonly outputShape: string; readonly parameters: number }[];
+  /** Multiply-adds of one forward pass of one image (convolutions and dense layers); FLOPs ~ 2x. */
+  readonly multiplyAdds: number;
+  readonly layers: readonly {
+    readonly name: string;
+    readonly type: string;
+    readonly outputShape: string;
+    readonly parameters: number;
+    readonly multiplyAdds: number;
+  }[];
 }
 
-/** Parameter counts and the layer list, for logs and the API. */
+function layerMultiplyAdds(layer: tfl.layers.Layer): number {
+  const cls = layer.getClassName();
+  const out = layer.outputShape as (number | null)[];
+  if (cls === 'Conv2D') {
+    const kernel = (layer as unknown as { kernel: tfl.LayerVariable }).kernel.shape as number[]; // [kh, kw, cin, cout]
+    const pixels = (out[1] ?? 0) * (out[2] ?? 0);
+    return pixels * kernel[0] * kernel[1] * kernel[2] * kernel[3];
+  }
+  if (cls === 'Dense') {
+    const kernel = (layer as unknown as { kernel: tfl.LayerVariable }).kernel.shape as number[];
+    return kernel[0] * kernel[1];
+  }
+  return 0;
+}
+
+/** Parameter counts, multiply-adds and the layer list, for logs, reports and the API. */
 export function describeModel(model: tfl.LayersModel): ModelDescription {
   const layers = model.layers.map((l) => ({
     name: l.name,
     type: l.getClassName(),
     outputShape: JSON.stringify(l.outputShape),
     parameters: l.countParams(),
+    multiplyAdds: layerMultiplyAdds(l),
   }));
   const count = (vars: readonly tfl.LayerVariable[]) => vars.reduce((n, v) => n + v.read().size, 0);
   return {
     parameters: count(model.weights),
     trainableParameters: count(model.trainableWeights),
+    multiplyAdds: layers.reduce((n, l) => n + l.multiplyAdds, 0),
     layers,
   };
 }

@@ -25,10 +25,10 @@ import { Worker } from 'node:worker_threads';
 import type { TransferListItem } from 'node:worker_threads';
 import type { MemoryInfo } from '@tensorflow/tfjs-core';
 import type { LabeledImages, ModelSpec, NamedTensor, WeightSet } from '@histofed/fl-core';
-import { HistoFedError, ValidationError } from '@histofed/fl-core';
+import { HistoFedError, ValidationError, isTwoStage } from '@histofed/fl-core';
 import type { BackendChoice, SelectedBackend } from './backend';
 import { currentBackend, parseBackendChoice } from './backend';
-import { checkFinite, checkLabeledImages } from './batches';
+import { checkFinite, checkLabeledImages, checkSubtypeParents } from './batches';
 import { validateModelSpec } from './models';
 import { mixSeed, shuffledIndices } from './random';
 import { checkTrainOptions } from './train';
@@ -211,8 +211,10 @@ function averageInto(target: Float32Array, all: readonly Float32Array[]): Float3
 /** The checks trainLocal makes before training, on the main thread (the workers check the weights). */
 function checkTrainCall(spec: ModelSpec, data: LabeledImages, opts: TrainOptions): void {
   validateModelSpec(spec);
-  checkTrainOptions(opts, spec.numClasses);
-  checkLabeledImages(data, spec.imageSize, spec.numClasses);
+  const subtypes = spec.subtypeParents?.length ?? 0;
+  checkTrainOptions(opts, spec.numClasses, subtypes);
+  checkLabeledImages(data, spec.imageSize, spec.numClasses, 'data', subtypes);
+  if (subtypes > 0) checkSubtypeParents(data, spec.subtypeParents as readonly number[]);
   if (data.count === 0) throw new ValidationError('data.count: there are no training images');
   checkFinite(data.images, spec.imageSize);
 }
@@ -281,10 +283,12 @@ export class TrainingPool {
           initial,
           images: shareImages(data).images,
           labels: data.labels,
+          subtypes: isTwoStage(spec) ? data.subtypes : undefined,
           learningRate: opts.learningRate,
           proximalMu: opts.proximalMu,
           globalWeights: opts.proximalMu > 0 ? opts.globalWeights : undefined,
           classWeights: opts.classWeights,
+          subtypeWeights: opts.subtypeWeights,
         },
         'ok',
       );

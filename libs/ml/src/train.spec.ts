@@ -4,7 +4,9 @@ import { ValidationError, cloneWeights, l2Distance } from '@histofed/fl-core';
 import { selectBackend } from './backend';
 import { evaluateModel } from './evaluate';
 import { buildModel } from './models';
-import { brightDarkImages } from './testing/synthetic';
+import { brightDarkImages, twoStageImages } from './testing/synthetic';
+import { predictProbabilities } from './evaluate';
+import { balancedClassWeights } from './losses';
 import { trainLocal } from './train';
 import type { TrainOptions, TrainProgress } from './train';
 import { getWeights, setWeights } from './weights-bridge';
@@ -37,6 +39,41 @@ describe('trainLocal on wasm', () => {
     expect(result.loss).toBeLessThan(firstEpoch);
     // the result's loss is the mean of the last epoch's batch losses
     expect(result.loss).toBeCloseTo(progress.slice(16).reduce((s, p) => s + p.loss, 0) / 4, 5);
+    model.dispose();
+  });
+
+  // Deterministic (no dropout, seeded shuffle and initialisation); the spatial attention learns the colour cue more slowly.
+  it.each([
+    ['se-cnn', 0.85],
+    ['attention-cnn', 0.6],
+  ])('trains a two-stage %s: both heads learn (wasm kernels for SE and attention)', async (kind, subtypeAccuracy) => {
+    const twoStage = twoStageImages(64, 24, 11);
+    const model = buildModel({ kind: kind as string, imageSize: 24, numClasses: 2, subtypeParents: [0, 0, 1, 1], options: { dropout: 0 } }, 2);
+    const result = await trainLocal(model, twoStage, {
+      ...base,
+      epochs: 20,
+      learningRate: 0.01,
+      classWeights: balancedClassWeights(twoStage.labels, 2),
+      subtypeWeights: balancedClassWeights(twoStage.subtypes as Int32Array, 4),
+    });
+    expect(Number.isFinite(result.loss)).toBe(true);
+    const p = predictProbabilities(model, twoStage.images, twoStage.count, 24);
+    let stage1 = 0;
+    let subtype = 0;
+    for (let i = 0; i < twoStage.count; i++) {
+      const row = Array.from(p.subarray(i * 6, i * 6 + 6));
+      if ((row[1] > row[0] ? 1 : 0) === twoStage.labels[i]) stage1++;
+      const sub = row.slice(2);
+      if (sub.indexOf(Math.max(...sub)) === (twoStage.subtypes as Int32Array)[i]) subtype++;
+    }
+    expect(stage1 / twoStage.count).toBeGreaterThanOrEqual(0.95);
+    expect(subtype / twoStage.count).toBeGreaterThanOrEqual(subtypeAccuracy as number); // 4 subtypes: chance is 0.25
+    model.dispose();
+  }, 60_000);
+
+  it('a two-stage model refuses data without subtypes, naming the field', async () => {
+    const model = buildModel({ ...spec, subtypeParents: [0, 1] }, 1);
+    await expect(trainLocal(model, data, base)).rejects.toThrow('data.subtypes');
     model.dispose();
   });
 

@@ -12,7 +12,7 @@ import { HistoFedError, ValidationError } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
 import { checkFinite, checkLabeledImages, imageBatch, modelGeometry } from './batches';
 import { assertModelTrains } from './kernel-check';
-import { crossEntropy, proximalTerm } from './losses';
+import { outputLoss, proximalTerm, type TrainingTargets } from './losses';
 import { mixSeed, shuffledIndices } from './random';
 import { trainableGlobalTensors, weightName } from './weights-bridge';
 
@@ -38,8 +38,10 @@ export interface TrainOptions {
   /** Seeds the per-epoch shuffle. */
   readonly seed: number;
   readonly onProgress?: (p: TrainProgress) => void;
-  /** Per-class loss weights (length numClasses), e.g. inverse class frequencies. */
+  /** Per-class loss weights (length numClasses), e.g. `balancedClassWeights`. */
   readonly classWeights?: readonly number[];
+  /** Per-subtype loss weights of a two-stage model's subtype head (length subtypes). */
+  readonly subtypeWeights?: readonly number[];
   /** Stops training between mini-batches; trainLocal then rejects with code 'ABORTED'. */
   readonly signal?: AbortSignal;
 }
@@ -66,7 +68,7 @@ function firstNonFinite(vars: readonly tf.Variable[]): number | null {
 }
 
 /** Checks training options (also used by the parallel trainer before it starts its workers). */
-export function checkTrainOptions(opts: TrainOptions, numClasses: number): void {
+export function checkTrainOptions(opts: TrainOptions, numClasses: number, subtypes = 0): void {
   if (!Number.isInteger(opts.epochs) || opts.epochs < 1) {
     throw new ValidationError(`epochs: must be an integer >= 1, got ${opts.epochs}`);
   }
@@ -80,14 +82,19 @@ export function checkTrainOptions(opts: TrainOptions, numClasses: number): void 
     throw new ValidationError(`proximalMu: must be a number >= 0, got ${opts.proximalMu}`);
   }
   if (!Number.isInteger(opts.seed)) throw new ValidationError(`seed: must be an integer, got ${opts.seed}`);
-  if (opts.classWeights !== undefined) {
-    if (opts.classWeights.length !== numClasses) {
-      throw new ValidationError(`classWeights: expected ${numClasses} weights, got ${opts.classWeights.length}`);
-    }
-    opts.classWeights.forEach((w, i) => {
-      if (!Number.isFinite(w) || w < 0) throw new ValidationError(`classWeights[${i}]: must be >= 0, got ${w}`);
-    });
+  checkWeights(opts.classWeights, numClasses, 'classWeights');
+  if (opts.subtypeWeights !== undefined && subtypes === 0) {
+    throw new ValidationError('subtypeWeights: the model has no subtype head');
   }
+  checkWeights(opts.subtypeWeights, subtypes, 'subtypeWeights');
+}
+
+function checkWeights(weights: readonly number[] | undefined, n: number, what: string): void {
+  if (weights === undefined) return;
+  if (weights.length !== n) throw new ValidationError(`${what}: expected ${n} weights, got ${weights.length}`);
+  weights.forEach((w, i) => {
+    if (!Number.isFinite(w) || w < 0) throw new ValidationError(`${what}[${i}]: must be >= 0, got ${w}`);
+  });
 }
 
 /**
@@ -96,9 +103,9 @@ export function checkTrainOptions(opts: TrainOptions, numClasses: number): void 
  */
 export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, opts: TrainOptions): Promise<TrainResult> {
   assertBackendReady();
-  const { imageSize, numClasses } = modelGeometry(model);
-  checkTrainOptions(opts, numClasses);
-  checkLabeledImages(data, imageSize, numClasses);
+  const { imageSize, numClasses, subtypes } = modelGeometry(model);
+  checkTrainOptions(opts, numClasses, subtypes);
+  checkLabeledImages(data, imageSize, numClasses, 'data', subtypes);
   if (data.count === 0) throw new ValidationError('data.count: there are no training images');
   checkFinite(data.images, imageSize);
   assertModelTrains(model);
@@ -106,7 +113,12 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
   const trainable = model.trainableWeights;
   const vars = trainable.map((v) => v.read() as tf.Variable);
   const useProx = opts.proximalMu > 0 && opts.globalWeights !== undefined;
-  const classWeights = opts.classWeights;
+  const targets: TrainingTargets = {
+    labels: data.labels,
+    subtypes: subtypes > 0 ? data.subtypes : undefined,
+    classWeights: opts.classWeights,
+    subtypeWeights: opts.subtypeWeights,
+  };
 
   let globals: tf.Tensor[] = [];
   const optimizer = tf.train.adam(opts.learningRate);
@@ -124,23 +136,17 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
         if (opts.signal?.aborted) throw new HistoFedError('ABORTED', `training aborted in epoch ${epoch}, batch ${b + 1}`);
         const start = b * opts.batchSize;
         const end = Math.min(data.count, start + opts.batchSize);
-        const batchLabels = new Int32Array(end - start);
-        for (let i = start; i < end; i++) batchLabels[i - start] = data.labels[order[i]];
+        const indices = order.subarray(start, end);
 
         let kept: tf.Scalar | undefined;
         let loss: tf.Scalar;
         try {
           loss = tf.tidy(() => {
             const x = imageBatch(data.images, imageSize, start, end, order);
-            const y = tf.tensor1d(batchLabels, 'int32');
-            const w =
-              classWeights === undefined
-                ? undefined
-                : tf.tensor1d(Float32Array.from(batchLabels, (l) => classWeights[l]), 'float32');
             const cost = optimizer.minimize(
               () => {
-                const probs = model.apply(x, { training: true }) as tf.Tensor2D;
-                const ce = crossEntropy(probs, y, w);
+                const output = model.apply(x, { training: true }) as tf.Tensor2D;
+                const ce = outputLoss(output, numClasses, targets, indices);
                 if (!useProx) return ce;
                 kept = tf.keep(ce); // the data loss, reported without the proximal term
                 return tf.add(ce, proximalTerm(vars, globals, opts.proximalMu)) as tf.Scalar;

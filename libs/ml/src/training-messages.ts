@@ -32,10 +32,13 @@ export type ToWorker =
       /** All images of the call, backed by a SharedArrayBuffer (never copied per step). */
       readonly images: Float32Array;
       readonly labels: Int32Array;
+      /** Subtype targets (two-stage models). */
+      readonly subtypes?: Int32Array;
       readonly learningRate: number;
       readonly proximalMu: number;
       readonly globalWeights?: WeightSet;
       readonly classWeights?: readonly number[];
+      readonly subtypeWeights?: readonly number[];
     }
   /** Gradients of this shard's cross-entropy, scaled by shard size / batch size. */
   | { readonly type: 'grad'; readonly id: number; readonly indices: Int32Array; readonly batchSize: number }

@@ -13,9 +13,9 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelSpec, WeightSet } from '@histofed/fl-core';
 import { HistoFedError } from '@histofed/fl-core';
 import { selectBackend } from './backend';
-import { imageBatch } from './batches';
+import { imageBatch, modelGeometry } from './batches';
 import { assertModelTrains } from './kernel-check';
-import { crossEntropy } from './losses';
+import { outputLoss, type TrainingTargets } from './losses';
 import { buildModel } from './models';
 import type { FromWorker, ToWorker, TrainingWorkerData } from './training-messages';
 import { getWeights, setWeights, trainableGlobalTensors, weightName } from './weights-bridge';
@@ -26,8 +26,7 @@ interface Call {
   readonly globals: tf.Tensor[];
   readonly mu: number;
   readonly images: Float32Array;
-  readonly labels: Int32Array;
-  readonly classWeights?: readonly number[];
+  readonly targets: TrainingTargets;
 }
 
 class Replica {
@@ -52,13 +51,12 @@ class Replica {
       globals,
       mu,
       images: m.images,
-      labels: m.labels,
-      classWeights: m.classWeights,
+      targets: { labels: m.labels, subtypes: m.subtypes, classWeights: m.classWeights, subtypeWeights: m.subtypeWeights },
     };
   }
 
   private modelFor(spec: ModelSpec): tfl.LayersModel {
-    const key = JSON.stringify([spec.kind, spec.imageSize, spec.numClasses, spec.options ?? {}]);
+    const key = JSON.stringify([spec.kind, spec.imageSize, spec.numClasses, spec.options ?? {}, spec.subtypeParents ?? []]);
     if (this.model === null || key !== this.specKey) {
       this.model?.dispose();
       this.model = null;
@@ -88,21 +86,16 @@ class Replica {
     const { model, call } = this.active();
     const n = indices.length;
     if (n === 0) return { loss: 0, grads: null };
-    const imageSize = model.inputs[0].shape[1] as number;
-    const labels = Int32Array.from(indices, (i) => call.labels[i]);
-    const classWeights = call.classWeights;
+    const { imageSize, numClasses } = modelGeometry(model);
     const size = this.vars.reduce((s, v) => s + v.size, 0);
     const flat = new Float32Array(size);
     let loss = NaN;
     tf.tidy(() => {
       const x = imageBatch(call.images, imageSize, 0, n, indices);
-      const y = tf.tensor1d(labels, 'int32');
-      const w =
-        classWeights === undefined ? undefined : tf.tensor1d(Float32Array.from(labels, (l) => classWeights[l]), 'float32');
       const { value, grads } = tf.variableGrads(() => {
-        const probs = model.apply(x, { training: true }) as tf.Tensor2D;
+        const output = model.apply(x, { training: true }) as tf.Tensor2D;
         // The shard's share of the batch mean: the shards' values and gradients sum to the batch's.
-        return tf.mul(crossEntropy(probs, y, w), n / batchSize) as tf.Scalar;
+        return tf.mul(outputLoss(output, numClasses, call.targets, indices), n / batchSize) as tf.Scalar;
       }, this.vars);
       loss = value.dataSync()[0];
       let offset = 0;

@@ -8,6 +8,7 @@ import { ValidationError } from '@histofed/fl-core';
 import { selectBackend } from './backend';
 import { buildModel } from './models';
 import { MANIFEST_FILE, MODEL_JSON_FILE, WEIGHTS_FILE, loadModel, readModelManifest, saveModel } from './saved-model';
+import { isEnsembleDir, loadEnsemble, saveEnsembleManifest } from './saved-ensemble';
 import { getWeights, setWeights } from './weights-bridge';
 
 const spec: ModelSpec = { kind: 'small-cnn', imageSize: 16, numClasses: 2, options: { batchNorm: 1 } };
@@ -151,7 +152,7 @@ describe('saved model', () => {
         m['spec'] = { ...spec, numClasses: 3 };
       }),
     );
-    await expect(loadModel(dir)).rejects.toThrow(/outputs 2 classes, the manifest lists 3/);
+    await expect(loadModel(dir)).rejects.toThrow(/outputs 2 values per image, the manifest lists 3 classes/);
   });
 
   it('refuses a truncated weights file', async () => {
@@ -163,11 +164,71 @@ describe('saved model', () => {
     const m = buildModel(spec, 1);
     await expect(
       saveModel(path.join(root, 'bad-save'), m, { ...fields, classes: ['a', 'b', 'c'], spec: { ...spec, numClasses: 3 } }),
-    ).rejects.toThrow(/outputs 2 classes, the manifest lists 3/);
+    ).rejects.toThrow(/outputs 2 values per image, the manifest lists 3 classes/);
     await expect(saveModel(path.join(root, 'bad-save'), m, { ...fields, classes: ['a'] })).rejects.toThrow(
       /invalid manifest fields: classes/,
     );
     expect(existsSync(path.join(root, 'bad-save'))).toBe(false);
     m.dispose();
+  });
+});
+
+describe('two-stage models and ensembles on disk', () => {
+  const twoStage: ModelSpec = { kind: 'se-cnn', imageSize: 16, numClasses: 2, subtypeParents: [0, 0, 1, 1] };
+  const twoStageFields = { classes: ['benign', 'malignant'], subtypeClasses: ['A', 'F', 'DC', 'LC'], spec: twoStage, provenance: { kind: 'centralized' as const } };
+  let root: string;
+
+  beforeAll(async () => {
+    await selectBackend('wasm');
+    root = await mkdtemp(path.join(os.tmpdir(), 'histofed-ensemble-'));
+  });
+  afterAll(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('round-trips a two-stage SE model with its subtype classes; a manifest without them is refused', async () => {
+    const m = buildModel(twoStage, 3);
+    await saveModel(path.join(root, 'a'), m, twoStageFields);
+    const loaded = await loadModel(path.join(root, 'a'));
+    expect(loaded.manifest.subtypeClasses).toEqual(['A', 'F', 'DC', 'LC']);
+    expect(loaded.manifest.spec.subtypeParents).toEqual([0, 0, 1, 1]);
+    expect(Array.from(predict(loaded.model))).toEqual(Array.from(predict(m)));
+    loaded.model.dispose();
+    await expect(saveModel(path.join(root, 'bad'), m, { ...twoStageFields, subtypeClasses: undefined })).rejects.toThrow(
+      /subtypeParents has 4 subtypes, subtypeClasses lists 0/,
+    );
+    m.dispose();
+  });
+
+  it('an attention model (custom layer) loads again', async () => {
+    const s: ModelSpec = { ...twoStage, kind: 'attention-cnn' };
+    const m = buildModel(s, 4);
+    await saveModel(path.join(root, 'att'), m, { ...twoStageFields, spec: s });
+    const loaded = await loadModel(path.join(root, 'att'));
+    expect(Array.from(predict(loaded.model))).toEqual(Array.from(predict(m)));
+    loaded.model.dispose();
+    m.dispose();
+  });
+
+  it('an ensemble directory lists members of one task; another task or a missing member is refused by name', async () => {
+    const dir = path.join(root, 'ens');
+    for (const [name, seed] of [['global', 1], ['site-1', 2]] as const) {
+      const m = buildModel(twoStage, seed);
+      await saveModel(path.join(dir, name), m, twoStageFields);
+      m.dispose();
+    }
+    expect(isEnsembleDir(dir)).toBe(false);
+    await saveEnsembleManifest(dir, ['global', 'site-1']);
+    expect(isEnsembleDir(dir)).toBe(true);
+    const e = await loadEnsemble(dir);
+    expect(e.members.map((m) => m.name)).toEqual(['global', 'site-1']);
+    for (const m of e.members) m.model.dispose();
+
+    const other = buildModel({ ...twoStage, imageSize: 24 }, 1);
+    await saveModel(path.join(dir, 'site-2'), other, { ...twoStageFields, spec: { ...twoStage, imageSize: 24 } });
+    other.dispose();
+    await expect(saveEnsembleManifest(dir, ['global', 'site-2'])).rejects.toThrow(/member "site-2" is made for another task/);
+    await expect(saveEnsembleManifest(dir, ['global', 'site-9'])).rejects.toThrow(/site-9/);
+    await expect(saveEnsembleManifest(dir, ['../global'])).rejects.toThrow(/sub-directory name/);
   });
 });

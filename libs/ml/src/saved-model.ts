@@ -30,6 +30,7 @@ const modelSpecSchema = z.object({
   imageSize: z.number().int().positive(),
   numClasses: z.number().int().min(2),
   options: z.record(z.string(), z.number()).optional(),
+  subtypeParents: z.array(z.number().int().nonnegative()).optional(),
 });
 
 const preprocessingSchema = z.object({
@@ -47,6 +48,8 @@ const provenanceSchema = z.object({
   round: z.number().int().nonnegative().optional(),
   sites: z.array(z.string()).optional(),
   kind: z.enum(['global', 'site', 'local', 'centralized']),
+  /** The model whose convolutional base this one started from (transfer learning). */
+  initFrom: z.string().optional(),
   backend: z.string().min(1),
 });
 
@@ -55,6 +58,8 @@ const manifestSchema = z.object({
   formatVersion: z.literal(SAVED_MODEL_FORMAT_VERSION),
   software: z.string(),
   classes: z.array(z.string().min(1)).min(2),
+  /** Two-stage models: the subtype classes, in the order of the subtype head (spec.subtypeParents gives each one's class). */
+  subtypeClasses: z.array(z.string().min(1)).min(2).optional(),
   inputSize: z.number().int().positive(),
   spec: modelSpecSchema,
   preprocessing: preprocessingSchema,
@@ -75,6 +80,8 @@ export const DEFAULT_PREPROCESSING: SavedModelPreprocessing = {
 /** What the caller says about a model; the rest of the manifest is derived or defaulted. */
 export interface SavedModelFields {
   readonly classes: readonly string[];
+  /** Required for a two-stage spec: one name per subtype. */
+  readonly subtypeClasses?: readonly string[];
   readonly spec: ModelSpec;
   /** Defaults to DEFAULT_PREPROCESSING. */
   readonly preprocessing?: SavedModelPreprocessing;
@@ -87,6 +94,7 @@ export interface SavedModelFields {
     readonly createdAt?: string;
     /** Defaults to the current backend's name. */
     readonly backend?: string;
+    readonly initFrom?: string;
   };
 }
 
@@ -135,10 +143,20 @@ function checkConsistency(where: string, model: tfl.LayersModel, m: SavedModelMa
       `${where}: the tfjs model takes input [${input?.join(', ') ?? 'not one image tensor'}], the manifest says [${expectedInput.join(', ')}]`,
     );
   }
-  const units = outputUnitsOf(model);
-  if (units !== m.classes.length) {
+  const subtypes = m.spec.subtypeParents?.length ?? 0;
+  if ((m.subtypeClasses?.length ?? 0) !== subtypes) {
     throw new ValidationError(
-      `${where}: the tfjs model outputs ${units ?? 'not one vector'} classes, the manifest lists ${m.classes.length}`,
+      `${where}: spec.subtypeParents has ${subtypes} subtypes, subtypeClasses lists ${m.subtypeClasses?.length ?? 0}`,
+    );
+  }
+  if (m.subtypeClasses !== undefined && new Set(m.subtypeClasses).size !== m.subtypeClasses.length) {
+    throw new ValidationError(`${where}: subtypeClasses must be distinct, got [${m.subtypeClasses.join(', ')}]`);
+  }
+  const units = outputUnitsOf(model);
+  if (units !== m.classes.length + subtypes) {
+    throw new ValidationError(
+      `${where}: the tfjs model outputs ${units ?? 'not one vector'} values per image, the manifest lists ${m.classes.length} classes` +
+        (subtypes > 0 ? ` + ${subtypes} subtypes` : ''),
     );
   }
 }
@@ -169,8 +187,13 @@ export async function saveModel(dir: string, model: tfl.LayersModel, fields: Sav
     formatVersion: SAVED_MODEL_FORMAT_VERSION,
     software: SAVED_MODEL_SOFTWARE,
     classes: [...fields.classes],
+    ...(fields.subtypeClasses !== undefined ? { subtypeClasses: [...fields.subtypeClasses] } : {}),
     inputSize: fields.spec.imageSize,
-    spec: { ...fields.spec, ...(fields.spec.options ? { options: { ...fields.spec.options } } : {}) },
+    spec: {
+      ...fields.spec,
+      ...(fields.spec.options ? { options: { ...fields.spec.options } } : {}),
+      ...(fields.spec.subtypeParents ? { subtypeParents: [...fields.spec.subtypeParents] } : {}),
+    },
     preprocessing: fields.preprocessing ?? DEFAULT_PREPROCESSING,
     provenance: {
       createdAt: fields.provenance.createdAt ?? new Date().toISOString(),
@@ -179,6 +202,7 @@ export async function saveModel(dir: string, model: tfl.LayersModel, fields: Sav
       ...(fields.provenance.runId !== undefined ? { runId: fields.provenance.runId } : {}),
       ...(fields.provenance.round !== undefined ? { round: fields.provenance.round } : {}),
       ...(fields.provenance.sites !== undefined ? { sites: [...fields.provenance.sites] } : {}),
+      ...(fields.provenance.initFrom !== undefined ? { initFrom: fields.provenance.initFrom } : {}),
     },
     parameters: describeModel(model).parameters,
   };

@@ -1,0 +1,152 @@
+/**
+ * `fit`: training for up to `maxEpochs` with early stopping on a validation set — the local-only
+ * and centralized baselines and `histofed-site train` use it.
+ *
+ * Training runs in chunks of `epochsPerCheck` epochs (on a TrainingPool when one is given, else in
+ * this thread with trainLocal); after each chunk the model is evaluated on `validation` and the
+ * weights with the best monitored value are kept. Training stops after `patience` chunks without
+ * improvement. Each chunk starts a fresh Adam optimizer (as a federated round does) and its own
+ * shuffle seed.
+ */
+import type * as tfl from '@tensorflow/tfjs-layers';
+import type { LabeledImages, Metrics, ModelSpec, NamedTensor, WeightSet } from '@histofed/fl-core';
+import { HistoFedError, ValidationError } from '@histofed/fl-core';
+import { evaluateModelAsync } from './evaluate';
+import { buildModel } from './models';
+import type { TrainingPool } from './parallel-training';
+import { mixSeed } from './random';
+import { trainLocal } from './train';
+import type { TrainOptions } from './train';
+import { getWeights, setWeights } from './weights-bridge';
+
+export type FitMonitor = 'loss' | 'balancedAccuracy' | 'patientAccuracy';
+
+export interface FitEpoch {
+  /** Epochs trained so far. */
+  readonly epoch: number;
+  readonly maxEpochs: number;
+  /** Mean training loss of the chunk's last epoch. */
+  readonly trainLoss: number;
+  /** Validation metrics after this chunk (absent without a validation set). */
+  readonly validation?: Metrics;
+  /** True when these weights are the best so far (and kept). */
+  readonly best: boolean;
+}
+
+export interface FitOptions extends Omit<TrainOptions, 'epochs' | 'onProgress' | 'globalWeights'> {
+  readonly maxEpochs: number;
+  /** Epochs between two validations (default 1). */
+  readonly epochsPerCheck?: number;
+  /** Validations without improvement before stopping (default 3). */
+  readonly patience?: number;
+  /** What 'best' means on the validation set (default 'loss': lowest stage-1 cross-entropy). */
+  readonly monitor?: FitMonitor;
+  readonly validation?: LabeledImages;
+  /** Trains on these workers (built-in model specs only). */
+  readonly pool?: TrainingPool;
+  /** FedProx anchor (with proximalMu > 0). */
+  readonly globalWeights?: WeightSet;
+  readonly onEpoch?: (e: FitEpoch) => void;
+  readonly onBatch?: TrainOptions['onProgress'];
+}
+
+export interface FitResult {
+  /** The kept weights (best on validation, else the last). */
+  readonly weights: NamedTensor[];
+  readonly bestEpoch: number;
+  readonly epochsRun: number;
+  readonly stoppedEarly: boolean;
+  readonly history: readonly FitEpoch[];
+  /** Validation metrics of the kept weights. */
+  readonly validation?: Metrics;
+}
+
+/** The model to train: a spec (built here, or on the pool's workers) or a model built elsewhere (e.g. a transfer model). */
+export type FitTarget = { readonly spec: ModelSpec; readonly initial: WeightSet } | { readonly model: tfl.LayersModel; readonly spec: ModelSpec };
+
+function better(monitor: FitMonitor, a: number, b: number): boolean {
+  return monitor === 'loss' ? a < b - 1e-9 : a > b + 1e-9;
+}
+
+function checkFitOptions(o: FitOptions): { perCheck: number; patience: number; monitor: FitMonitor } {
+  if (!Number.isInteger(o.maxEpochs) || o.maxEpochs < 1) throw new ValidationError(`maxEpochs: must be an integer >= 1, got ${o.maxEpochs}`);
+  const perCheck = o.epochsPerCheck ?? 1;
+  if (!Number.isInteger(perCheck) || perCheck < 1) throw new ValidationError(`epochsPerCheck: must be an integer >= 1, got ${perCheck}`);
+  const patience = o.patience ?? 3;
+  if (!Number.isInteger(patience) || patience < 1) throw new ValidationError(`patience: must be an integer >= 1, got ${patience}`);
+  const monitor = o.monitor ?? 'loss';
+  if (!['loss', 'balancedAccuracy', 'patientAccuracy'].includes(monitor)) {
+    throw new ValidationError(`monitor: must be loss, balancedAccuracy or patientAccuracy, got ${String(monitor)}`);
+  }
+  if (o.validation !== undefined && o.validation.count === 0) throw new ValidationError('validation: the validation set has no images');
+  return { perCheck, patience, monitor };
+}
+
+/** Trains with early stopping (see the module comment). */
+export async function fit(target: FitTarget, train: LabeledImages, o: FitOptions): Promise<FitResult> {
+  const { perCheck, patience, monitor } = checkFitOptions(o);
+  if ('model' in target && o.pool !== undefined) {
+    throw new ValidationError('pool: a model built outside buildModel trains in this thread; omit the pool');
+  }
+  const model = 'model' in target ? target.model : buildModel(target.spec, 1);
+  const owned = !('model' in target);
+  try {
+    if ('initial' in target) setWeights(model, target.initial);
+    const trainOpts = {
+      batchSize: o.batchSize,
+      learningRate: o.learningRate,
+      proximalMu: o.proximalMu,
+      globalWeights: o.globalWeights,
+      classWeights: o.classWeights,
+      subtypeWeights: o.subtypeWeights,
+      signal: o.signal,
+      onProgress: o.onBatch,
+    };
+    let best: { weights: NamedTensor[]; epoch: number; value: number; metrics?: Metrics } | null = null;
+    const history: FitEpoch[] = [];
+    let sinceBest = 0;
+    let epoch = 0;
+    let chunk = 0;
+    while (epoch < o.maxEpochs) {
+      const epochs = Math.min(perCheck, o.maxEpochs - epoch);
+      const seed = mixSeed(o.seed, ++chunk);
+      let trainLoss: number;
+      if (o.pool !== undefined) {
+        const r = await o.pool.train(target.spec, getWeights(model), train, { ...trainOpts, epochs, seed });
+        setWeights(model, r.weights);
+        trainLoss = r.loss;
+      } else {
+        trainLoss = (await trainLocal(model, train, { ...trainOpts, epochs, seed })).loss;
+      }
+      epoch += epochs;
+      let validation: Metrics | undefined;
+      let isBest = true;
+      if (o.validation !== undefined) {
+        validation = (await evaluateModelAsync(model, o.validation, { subtypeParents: target.spec.subtypeParents })).metrics;
+        const value = validation[monitor];
+        if (value === undefined) throw new HistoFedError('FIT_MONITOR', `monitor: the validation metrics have no "${monitor}" (patients unknown?)`);
+        isBest = best === null || better(monitor, value, best.value);
+        if (isBest) best = { weights: getWeights(model), epoch, value, metrics: validation };
+      } else {
+        best = { weights: getWeights(model), epoch, value: trainLoss };
+      }
+      sinceBest = isBest ? 0 : sinceBest + 1;
+      const e: FitEpoch = { epoch, maxEpochs: o.maxEpochs, trainLoss, validation, best: isBest };
+      history.push(e);
+      o.onEpoch?.(e);
+      if (sinceBest >= patience) break;
+    }
+    const kept = best as NonNullable<typeof best>;
+    if ('model' in target) setWeights(model, kept.weights);
+    return {
+      weights: kept.weights,
+      bestEpoch: kept.epoch,
+      epochsRun: epoch,
+      stoppedEarly: epoch < o.maxEpochs,
+      history,
+      validation: kept.metrics,
+    };
+  } finally {
+    if (owned) model.dispose();
+  }
+}

@@ -82,8 +82,14 @@ function checkFitOptions(o: FitOptions): { perCheck: number; patience: number; m
   return { perCheck, patience, monitor };
 }
 
+/**
+ * The training images: fixed, or drawn anew for every chunk (1-based), e.g. a new augmentation
+ * of the same images (the pool shares one image buffer per chunk, so augmentation is per chunk).
+ */
+export type FitTrainingSet = LabeledImages | ((chunk: number) => LabeledImages);
+
 /** Trains with early stopping (see the module comment). */
-export async function fit(target: FitTarget, train: LabeledImages, o: FitOptions): Promise<FitResult> {
+export async function fit(target: FitTarget, trainingSet: FitTrainingSet, o: FitOptions): Promise<FitResult> {
   const { perCheck, patience, monitor } = checkFitOptions(o);
   if ('model' in target && o.pool !== undefined) {
     throw new ValidationError('pool: a model built outside buildModel trains in this thread; omit the pool');
@@ -110,6 +116,7 @@ export async function fit(target: FitTarget, train: LabeledImages, o: FitOptions
     while (epoch < o.maxEpochs) {
       const epochs = Math.min(perCheck, o.maxEpochs - epoch);
       const seed = mixSeed(o.seed, ++chunk);
+      const train = typeof trainingSet === 'function' ? trainingSet(chunk) : trainingSet;
       let trainLoss: number;
       if (o.pool !== undefined) {
         const r = await o.pool.train(target.spec, getWeights(model), train, { ...trainOpts, epochs, seed });

@@ -16,3 +16,4 @@ export * from './stage-metrics';
 export * from './model-layers';
 export * from './fit';
 export * from './saved-ensemble';
+export * from './transfer';

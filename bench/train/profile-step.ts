@@ -11,6 +11,11 @@
  * Identity; every kernel then takes its fallback: the filter gradient as an XNNPACK convolution,
  * max-pool gradient in JavaScript, wasm's own Sum, Add and Identity), which is how the wasm backend
  * trained before them.
+ *
+ * --ab-input-grad compares Conv2DBackpropInput's nonzero-gather SIMD kernel with its XNNPACK
+ * fallback instead: --profile-steps rounds, each timing --steps steps and profiling one step with
+ * either, alternating (the order too) in this process; prints both paths' per-call times of each
+ * input-gradient call and step times (median and range).
  */
 import { Command } from 'commander';
 import { cpus } from 'node:os';
@@ -22,6 +27,7 @@ import {
   describeModel,
   parseBackendChoice,
   selectBackend,
+  setConv2DBackpropInputMaxDensity,
   setWasmFastPathsEnabled,
 } from '@histofed/ml';
 import { median, reporter, round } from '../lib/bench-output';
@@ -36,6 +42,7 @@ interface Options {
   backend: string;
   top: string;
   fallback?: boolean;
+  abInputGrad?: boolean;
   json?: boolean;
 }
 
@@ -99,6 +106,15 @@ async function main(o: Options): Promise<void> {
   );
 
   for (let i = 0; i < warmup; i++) step(model, optimizer, vars, x, y);
+
+  if (o.abInputGrad) {
+    await compareInputGradient(() => step(model, optimizer, vars, x, y), { steps, rounds: profileSteps, say, result });
+    x.dispose();
+    y.dispose();
+    optimizer.dispose();
+    model.dispose();
+    return;
+  }
 
   // Unprofiled steps: the step time.
   const times: number[] = [];
@@ -178,6 +194,50 @@ async function main(o: Options): Promise<void> {
   model.dispose();
 }
 
+/** A/B of Conv2DBackpropInput's SIMD kernel ('simd') and its XNNPACK fallback ('xnnpack'), alternating. */
+async function compareInputGradient(
+  run: () => void,
+  o: { steps: number; rounds: number; say: (s: string) => void; result: (v: unknown) => void },
+): Promise<void> {
+  const modes = ['xnnpack', 'simd'] as const;
+  const stepMs = { xnnpack: [] as number[], simd: [] as number[] };
+  const calls = { xnnpack: new Map<string, number[]>(), simd: new Map<string, number[]>() };
+  try {
+    for (let r = 0; r < o.rounds; r++) {
+      for (const mode of r % 2 === 0 ? modes : [...modes].reverse()) {
+        setConv2DBackpropInputMaxDensity(mode === 'xnnpack' ? 0 : undefined);
+        run(); // a step on this path before timing
+        for (let i = 0; i < o.steps; i++) {
+          const t0 = process.hrtime.bigint();
+          run();
+          stepMs[mode].push(Number(process.hrtime.bigint() - t0) / 1e6);
+        }
+        const profile = await tf.profile(run);
+        for (const k of profile.kernels) {
+          if (k.name !== tf.Conv2DBackpropInput) continue;
+          const key = k.inputShapes.map((s) => `[${s}]`).join(' ');
+          const list = calls[mode].get(key) ?? [];
+          list.push(Number(await k.kernelTimeMs));
+          calls[mode].set(key, list);
+        }
+      }
+    }
+  } finally {
+    setConv2DBackpropInputMaxDensity();
+  }
+  const range = (xs: number[]) =>
+    `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)})`;
+  o.say(`\nConv2DBackpropInput per call, ms, median (range) of ${o.rounds / 2} rounds each, xnnpack -> simd:`);
+  for (const [key, xs] of calls.xnnpack) o.say(`  ${key}: ${range(xs)} -> ${range(calls.simd.get(key) ?? [NaN])}`);
+  o.say(`step, ms, median (range) of ${stepMs.xnnpack.length} steps each: ${range(stepMs.xnnpack)} -> ${range(stepMs.simd)}`);
+  o.result({
+    inputGradientMs: Object.fromEntries(
+      [...calls.xnnpack.keys()].map((key) => [key, { xnnpack: calls.xnnpack.get(key), simd: calls.simd.get(key) }]),
+    ),
+    stepMs,
+  });
+}
+
 new Command('node scripts/run-ts.js bench/train/profile-step.ts')
   .description('Per-kernel times of one training step of small-cnn (tf.profile), step time and images/s')
   .option('--image-size <px>', 'input size', '128')
@@ -186,6 +246,7 @@ new Command('node scripts/run-ts.js bench/train/profile-step.ts')
   .option('--warmup <n>', 'steps before measuring', '2')
   .option('--profile-steps <n>', 'profiled steps (median per kernel call)', '3')
   .option('--fallback', 'turn the fast paths of the wasm training kernels off (how wasm trained before them)')
+  .option('--ab-input-grad', "alternate Conv2DBackpropInput's SIMD kernel and its XNNPACK fallback; compare")
   .option('--backend <name>', 'backend (auto, tensorflow, wasm, cpu, ...)', 'wasm')
   .option('--top <n>', 'kernel calls listed', '30')
   .option('--json', 'print one JSON line on stdout')

@@ -5,6 +5,7 @@ import {
   WASM_TRAINING_KERNELS,
   conv2DBackpropFilterWasm,
   conv2DBackpropInputWasm,
+  setConv2DBackpropInputMaxDensity,
   setWasmFastPathsEnabled,
 } from './wasm-training-kernels';
 import { simdKernels } from './wasm-kernels/simd-kernels';
@@ -29,17 +30,24 @@ function values(n: number, seed: number): Float32Array {
  * and Identity), used where the SIMD module is unavailable. Both are compared with the cpu backend.
  */
 const MODES = ['fast', 'fallback'] as const;
-type Mode = (typeof MODES)[number];
+/**
+ * For the convolution gradients also 'forced': the fast paths with Conv2DBackpropInput's
+ * nonzero-gather kernel used however dense dy is (by default dense dy goes to XNNPACK).
+ */
+const CONV_MODES = ['fast', 'forced', 'fallback'] as const;
+type Mode = (typeof CONV_MODES)[number];
 
 /** Runs `f` on `backend` (both backends are initialised already, so setBackend is synchronous). */
 function on<T>(backend: string, mode: Mode, f: () => T): T {
   const prev = tf.getBackend();
   void tf.setBackend(backend);
-  setWasmFastPathsEnabled(mode === 'fast');
+  setWasmFastPathsEnabled(mode !== 'fallback');
+  if (mode === 'forced') setConv2DBackpropInputMaxDensity(Infinity);
   try {
     return f();
   } finally {
     setWasmFastPathsEnabled(true);
+    setConv2DBackpropInputMaxDensity();
     void tf.setBackend(prev);
   }
 }
@@ -55,6 +63,11 @@ interface Case {
   f: number;
   stride: number;
   pad: Pad;
+  /**
+   * dy with about three zeros in four (as behind relu and a 2x2 max pool), so that the default fast
+   * path takes Conv2DBackpropInput's nonzero-gather kernel; 'inf': that, and an infinite filter value.
+   */
+  sparse?: boolean | 'inf';
 }
 
 interface Gradients {
@@ -69,9 +82,16 @@ function gradients(backend: string, c: Case, mode: Mode = 'fast'): Gradients {
   return on(backend, mode, () =>
     tf.tidy(() => {
       const x = tf.tensor4d(values(c.batch * c.h * c.w * c.inC, 7 + c.h), [c.batch, c.h, c.w, c.inC]);
-      const filter = tf.tensor4d(values(c.f * c.f * c.inC * c.outC, 11), [c.f, c.f, c.inC, c.outC]);
-      const probe = tf.conv2d(x, filter, c.stride, c.pad);
-      const dy = tf.tensor4d(values(probe.size, 13 + c.w), probe.shape as [number, number, number, number]);
+      const fv = values(c.f * c.f * c.inC * c.outC, 11);
+      const probe = tf.conv2d(x, tf.tensor4d(fv, [c.f, c.f, c.inC, c.outC]), c.stride, c.pad); // dy's shape
+      if (c.sparse === 'inf') fv[5 % fv.length] = Number.POSITIVE_INFINITY;
+      const filter = tf.tensor4d(fv, [c.f, c.f, c.inC, c.outC]);
+      const dyv = values(probe.size, 13 + c.w);
+      if (c.sparse) {
+        const keep = values(probe.size, 19);
+        for (let i = 0; i < dyv.length; i++) if (keep[i] < 0.5) dyv[i] = 0;
+      }
+      const dy = tf.tensor4d(dyv, probe.shape as [number, number, number, number]);
       const common = { strides: [c.stride, c.stride], pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: undefined };
       const df = tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy }, {
         ...common,
@@ -144,8 +164,23 @@ cases.push({ batch: 2, h: 10, w: 9, inC: 3, outC: 2, f: 3, stride: 4, pad: 'vali
 // the models' layers in small: 3 -> 16 -> 32 channels, 'same' 3x3, several chunks of output rows
 cases.push({ batch: 3, h: 40, w: 36, inC: 3, outC: 16, f: 3, stride: 1, pad: 'same' });
 cases.push({ batch: 2, h: 20, w: 18, inC: 16, outC: 32, f: 3, stride: 1, pad: 'same' });
-// padding larger than the filter: Conv2DBackpropInput falls back to wasm's own kernel
+// padding larger than the filter: Conv2DBackpropInput's XNNPACK fallback passes it to wasm's own kernel
 cases.push({ batch: 2, h: 6, w: 7, inC: 2, outC: 3, f: 3, stride: 1, pad: [[0, 0], [3, 1], [1, 4], [0, 0]] });
+cases.push({ batch: 2, h: 6, w: 7, inC: 2, outC: 3, f: 3, stride: 2, pad: [[0, 0], [4, 0], [0, 5], [0, 0]] });
+// dy mostly zeros (relu + max pool): the input gradient's nonzero-gather kernel on the default fast
+// path; dx channel blocks of up to 32 (6 = 4 + 2 lanes, 35 = 32 + 3, 40 = 32 + 8), strides 1 and 2
+for (const [inC, stride, pad] of [
+  [16, 1, 'same'],
+  [6, 2, 'same'],
+  [35, 1, 'valid'],
+  [40, 2, 'valid'],
+  [3, 1, 'same'],
+] as const) {
+  cases.push({ batch: 2, h: 9, w: 8, inC, outC: 5, f: 3, stride, pad, sparse: true });
+}
+cases.push({ batch: 3, h: 16, w: 16, inC: 16, outC: 32, f: 3, stride: 1, pad: 'same', sparse: true });
+// a non-finite filter value: 0 * Infinity is NaN, so zeros may not be skipped (XNNPACK fallback)
+cases.push({ batch: 2, h: 6, w: 6, inC: 4, outC: 4, f: 3, stride: 1, pad: 'same', sparse: 'inf' });
 
 describe('wasm training kernels against the cpu backend', () => {
   beforeAll(async () => {
@@ -161,11 +196,18 @@ describe('wasm training kernels against the cpu backend', () => {
     'Conv2DBackpropFilter and Conv2DBackpropInput match the cpu backend for %s',
     (_name, c) => {
       const cpu = gradients('cpu', c);
-      for (const mode of MODES) {
+      for (const mode of CONV_MODES) {
         const wasm = gradients('wasm', c, mode);
         expect(wasm.filterShape).toEqual(cpu.filterShape);
-        expect(maxRelativeError(cpu.filter, wasm.filter)).toBeLessThan(1e-4);
         expect(wasm.inputShape).toEqual(cpu.inputShape);
+        expect(maxRelativeError(cpu.filter, wasm.filter)).toBeLessThan(1e-4);
+        if (c.sparse === 'inf') {
+          // NaN wherever the cpu backend has NaN (0 * Infinity; XNNPACK has more: it also multiplies
+          // its zero padding at the borders)
+          expect(cpu.input.some((v) => Number.isNaN(v))).toBe(true);
+          expect(cpu.input.every((v, i) => !Number.isNaN(v) || Number.isNaN(wasm.input[i]))).toBe(true);
+          continue;
+        }
         expect(maxRelativeError(cpu.input, wasm.input)).toBeLessThan(1e-4);
       }
     },
@@ -183,6 +225,7 @@ describe('wasm training kernels against the cpu backend', () => {
       'Sum',
       'Add',
       'Identity',
+      'Cast',
     ]);
   });
 
@@ -340,6 +383,26 @@ describe('wasm training kernels against the cpu backend', () => {
     }
   });
 
+  it('Cast to the same dtype shares the data on the fast path; other casts convert as on cpu', () => {
+    for (const mode of MODES) {
+      on('wasm', mode, () => {
+        const x = tf.tensor2d(values(24, 41), [4, 6]);
+        const buffers = tf.memory().numDataBuffers;
+        const y = tf.cast(x, 'float32');
+        expect(tf.memory().numDataBuffers).toBe(mode === 'fast' ? buffers : buffers + 1);
+        x.dispose();
+        expect(Array.from(y.dataSync())).toEqual(Array.from(values(24, 41)));
+        const i = tf.cast(tf.mul(y, 10), 'int32');
+        expect(i.dtype).toBe('int32');
+        const expected = on('cpu', 'fast', () =>
+          tf.tidy(() => tf.cast(tf.mul(tf.tensor2d(values(24, 41), [4, 6]), 10), 'int32').dataSync()),
+        );
+        expect(Array.from(i.dataSync())).toEqual(Array.from(expected));
+        tf.dispose([y, i]);
+      });
+    }
+  });
+
   /** A small network's gradients through tf.grads: conv + bias + relu + max-pool + conv. */
   function networkGradients(backend: string, mode: Mode): Float32Array[] {
     return on(backend, mode, () =>
@@ -368,9 +431,11 @@ describe('wasm training kernels against the cpu backend', () => {
   it('frees every intermediate (no tensor, data buffer or wasm memory growth)', () => {
     const c: Case = { batch: 3, h: 9, w: 9, inC: 4, outC: 13, f: 3, stride: 2, pad: 'same' };
     const all = () => {
-      for (const mode of MODES) {
+      for (const mode of CONV_MODES) {
         gradients('wasm', c, mode);
         gradients('wasm', { ...c, stride: 1 }, mode);
+        gradients('wasm', { ...c, sparse: true }, mode);
+        gradients('wasm', { ...c, sparse: 'inf' }, mode);
         networkGradients('wasm', mode);
         on('wasm', mode, () =>
           tf.tidy(() => {
@@ -380,6 +445,8 @@ describe('wasm training kernels against the cpu backend', () => {
             tf.sum(x, [0, 1, 2]).dataSync();
             tf.add(x, tf.ones([4])).dataSync();
             tf.clone(x).dataSync();
+            tf.cast(x, 'float32').dataSync();
+            tf.cast(x, 'int32').dataSync();
           }),
         );
       }

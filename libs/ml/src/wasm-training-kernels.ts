@@ -6,8 +6,8 @@
  * relu (`Step`), softmax, reduction and Adam kernels. Of these the wasm backend only lacks
  * `Conv2DBackpropFilter` (its other gaps — `DepthwiseConv2dNativeBackprop*`, `UnsortedSegmentSum`,
  * FFT, complex numbers — are not used by our models; see `WASM_MISSING_TRAINING_KERNELS`). Its
- * `Conv2DBackpropInput` and `MaxPoolGrad` are slow direct loops, and its `Sum`, `Add` and
- * `Identity` are slow at what a training step asks of them, so these are replaced too
+ * `Conv2DBackpropInput` and `MaxPoolGrad` are slow direct loops, and its `Sum`, `Add`, `Identity`
+ * and `Cast` are slow at what a training step asks of them, so these are replaced too
  * (`WASM_TRAINING_KERNELS`), each keeping wasm's own kernel for the cases it does not handle.
  *
  * Two kinds of implementation. Convolutions on wasm's own XNNPACK `Conv2D`, called on TensorInfos.
@@ -42,11 +42,23 @@
  * [fh, fw, c, o]. Its cost is packing dy as the filter (~70 ms at layer 1) and, at layers 2 and 3,
  * XNNPACK's slow path for an oh x ow kernel (~90 ms with the packing cached).
  *
- * Input gradient (XNNPACK, unchanged: ~60 ms for each of layers 2 and 3, the forward's time): dy dilated
- * by the stride (zeros between rows and columns, via reshape to [b, oh, 1, ow, 1, o] + pad +
- * reshape), padded by (f - 1 - pad), convolved with the filter rotated 180 degrees and its in/out
- * channels swapped ([fh, fw, o, c]). Explicit paddings larger than the filter fall back to wasm's
- * own kernel (8-15x slower).
+ * Input gradient (SIMD, from dy's nonzeros; layers 2 and 3 — the first layer's is never needed —
+ * 57-62 / 60-64 -> 16-19 / 9-11 ms, runs 48-87 / 48-71 -> 10-21 / 7-13 ms; at 64 px 14 / 14 ->
+ * 3.9 / 2.9 ms): every convolution of the models is followed by relu and a 2x2 max pool, so at most
+ * a quarter of its dy is nonzero (13-17 % in training), and a dense convolution multiplies mostly
+ * zeros. Image by image, dy's nonzeros are listed per pixel (value and an offset into the filter,
+ * packed rotated as [th, tw, o, c]), then each dx pixel is gathered over its valid filter taps, one
+ * walk over the lists of the dy pixels of each tap row, up to 32 channels in f32x4 registers, stored
+ * once (wasm-kernels/conv2d-backprop-input.ts; any stride and padding, any channel counts). Its time
+ * follows the nonzeros: on dense dy it is 10-20 % slower than XNNPACK (81 vs 73 ms), at half density
+ * 1.5-1.8x faster, so dy denser than 60 % (checked on the first image: e.g. with batch norm) and
+ * filters with non-finite values (0 * Infinity is NaN, which skipping zeros would lose) take the
+ * fallback. On dense dy both run at ~1.1-1.3 cycles per f32x4 multiply-add (2.45 GHz), so a dense
+ * SIMD kernel was not written: it could at best match XNNPACK. Fallback (XNNPACK, the former
+ * path): dy dilated by the stride (zeros between rows and columns, via reshape to
+ * [b, oh, 1, ow, 1, o] + pad + reshape), padded by (f - 1 - pad), convolved with the filter
+ * rotated 180 degrees and its in/out channels swapped ([fh, fw, o, c]); explicit paddings larger
+ * than the filter go on to wasm's own kernel (8-15x slower).
  *
  * Max-pool gradient (SIMD; 62-88 / 40 / 15-18 -> 5 / 2.5 / 1.2 ms): each output gradient goes to the
  * first maximum of its window in row-major order, the cpu backend's rule (it matters for ties such
@@ -65,7 +77,9 @@
  *
  * Identity (24 ms per step -> 0): tfjs-core's engine clones, with Identity, every tensor a gradient
  * will need; wasm's Identity copies the data, the cpu and webgl backends share it. It is shared
- * here too (tensor data is never written after creation; wasm's Reshape shares it already).
+ * here too (tensor data is never written after creation; wasm's Reshape shares it already). Cast
+ * to the tensor's own dtype likewise (6.7 ms per step -> 0: the relu gradient casts step(x),
+ * already float32, to float32, and wasm's Cast always copies).
  *
  * Per step (median of 7 steps; four runs each, before and after interleaved): 128 px ~1000 ->
  * ~520 ms, ~31 -> ~61 images/s (runs: 940-1130 -> 480-550 ms); 64 px ~250 -> ~150 ms, ~128 ->
@@ -74,6 +88,12 @@
  * (wasm SIMD has no fused multiply-add), and tfjs-backend-wasm runs on one thread under Node (it
  * disables its threaded build there), so the second core idles; then ~45 ms of wasm's element-wise
  * kernels (max-pool, relu and its gradient, casts).
+ *
+ * With the input gradient on dy's nonzeros and Cast shared (profile-step.ts --ab-input-grad, paths
+ * alternating in one process, 8 rounds; machine busy with other training, so absolute times are
+ * high): step 128 px 468-505 -> 408-422 ms (medians of two runs), 64 px 128 -> 110 ms. The
+ * convolutions left: forward ~140 ms and filter gradient ~135 ms at 128 px (unloaded); the filter
+ * gradient could skip dy's zeros the same way (dW[tap, :, oo] as walks over channel oo's nonzeros).
  *
  * Every kernel frees its intermediates (`backend.disposeData`), so nothing leaks. Convolution
  * gradients support NHWC, dilation 1 and float32 only; anything else throws a clear error.
@@ -85,6 +105,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, TensorInfo } from '@tensorflow/tfjs-core';
 import { biasAddOperands, biasAddSimd, isLeadingAxesSum, leadingAxesSumSimd } from './wasm-kernels/bias';
 import { conv2DBackpropFilterSimd } from './wasm-kernels/conv2d-backprop-filter';
+import { conv2DBackpropInputSimd } from './wasm-kernels/conv2d-backprop-input';
 import { maxPoolGradSimd, maxPoolGradSimdApplies } from './wasm-kernels/max-pool-grad';
 import { setSimdKernelsEnabled, simdKernels } from './wasm-kernels/simd-kernels';
 import { type KernelArgs, type WasmBackend, runWasmKernel, withTemps } from './wasm-kernels/wasm-heap';
@@ -105,6 +126,7 @@ export const WASM_TRAINING_KERNELS: readonly string[] = [
   tf.Sum,
   tf.Add,
   tf.Identity,
+  tf.Cast,
 ];
 
 let fastPaths = true;
@@ -120,6 +142,8 @@ export function setWasmFastPathsEnabled(enabled: boolean): void {
   setSimdKernelsEnabled(enabled);
 }
 
+export { setConv2DBackpropInputMaxDensity } from './wasm-kernels/conv2d-backprop-input';
+
 type Shape4 = [number, number, number, number];
 
 /** The wasm kernels this module replaced, kept for the cases it does not handle. */
@@ -127,6 +151,7 @@ let originalBackpropInput: tf.KernelConfig | undefined;
 let originalSum: tf.KernelConfig | undefined;
 let originalAdd: tf.KernelConfig | undefined;
 let originalIdentity: tf.KernelConfig | undefined;
+let originalCast: tf.KernelConfig | undefined;
 
 function explicitPad(top: number, bottom: number, left: number, right: number): number[][] {
   return [
@@ -237,7 +262,10 @@ function conv2DBackpropFilterTransposed(
   });
 }
 
-/** Conv2DBackpropInput for the wasm backend (NHWC, dilation 1, float32), on XNNPACK Conv2D. */
+/**
+ * Conv2DBackpropInput for the wasm backend (NHWC, dilation 1, float32): on the SIMD kernels from
+ * dy's nonzeros, or, for dense dy, non-finite filters or without the SIMD kernels, on XNNPACK Conv2D.
+ */
 export function conv2DBackpropInputWasm(args: KernelArgs): TensorInfo {
   const backend = args.backend as KernelBackend;
   const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
@@ -256,6 +284,11 @@ export function conv2DBackpropInputWasm(args: KernelArgs): TensorInfo {
     'channelsLast',
   );
   checkDy(tf.Conv2DBackpropInput, dy, info);
+  const simd = simdKernels(backend as unknown as WasmBackend);
+  if (simd !== null) {
+    const dx = conv2DBackpropInputSimd(backend as unknown as WasmBackend, simd, dy, filter, info);
+    if (dx !== null) return dx;
+  }
   const [b, inH, inW] = inputShape;
   const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw, outHeight: oh, outWidth: ow } = info;
   const o = info.outChannels;
@@ -442,6 +475,23 @@ export function identityWasm(args: KernelArgs): TensorInfo {
   return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
 }
 
+/**
+ * Cast for the wasm backend: to the tensor's own dtype (the relu gradient casts step(x), already
+ * float32, to float32) the output shares the input's data, as in identityWasm; wasm's Cast always
+ * copies. Other casts, and strings, go to wasm's own kernel.
+ */
+export function castWasm(args: KernelArgs): TensorInfo {
+  const backend = args.backend as WasmBackend;
+  const { x } = args.inputs as { x: TensorInfo };
+  const { dtype } = (args.attrs ?? {}) as unknown as tf.CastAttrs;
+  if (x.dtype !== dtype || dtype === 'string' || !fastPaths) {
+    if (originalCast === undefined) throw new Error('Cast (wasm, HistoFed): wasm backend has no Cast kernel');
+    return originalCast.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+  }
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+}
+
 const OURS = Symbol.for('histofed.wasmTrainingKernel');
 
 function isOurs(config: tf.KernelConfig | undefined): boolean {
@@ -477,8 +527,8 @@ function replaceKernel(
 
 /**
  * Registers the training kernels for the 'wasm' backend: adds Conv2DBackpropFilter and replaces
- * Conv2DBackpropInput (keeping wasm's own for paddings larger than the filter), MaxPoolGrad and Sum
- * (keeping wasm's own for the reductions it does not handle). Idempotent. Call it after loading
+ * Conv2DBackpropInput (keeping wasm's own for paddings larger than the filter on the fallback),
+ * MaxPoolGrad, Sum, Add, Identity and Cast (keeping wasm's own for the cases they do not handle). Idempotent. Call it after loading
  * @tensorflow/tfjs-backend-wasm; selectBackend('wasm') does.
  */
 export function registerWasmTrainingKernels(): void {
@@ -498,4 +548,6 @@ export function registerWasmTrainingKernels(): void {
   if (add.done) originalAdd = add.replaced;
   const identity = replaceKernel(tf.Identity, identityWasm);
   if (identity.done) originalIdentity = identity.replaced;
+  const cast = replaceKernel(tf.Cast, castWasm);
+  if (cast.done) originalCast = cast.replaced;
 }

@@ -13,6 +13,9 @@
  * - `pool_grad_2x2`: max-pool gradient for 2x2 windows at stride 2 (the models' pooling), and
  *   `pool_grad` for any window, stride and padding; 4 channels at a time, dy going to the first
  *   maximum of each window (the cpu backend's rule).
+ * - `nz_compress` and `ig_V_T`: the input gradient of a convolution from the nonzero values of dy
+ *   (conv2d-backprop-input.ts): dy's nonzeros listed per pixel, then each dx pixel gathered over
+ *   its filter taps' lists, V f32x4 accumulators (4 V channels, T lanes of the last stored when T > 0).
  * - `col_sum`: adds the rows of a [rows, cols] matrix (cols a multiple of 4) into a [cols] row.
  * - `bias_add`: adds a [cols] row to every row of a [rows, cols] matrix.
  *
@@ -23,9 +26,9 @@
 import * as A from './wasm-asm';
 import type { WasmBackend } from './wasm-heap';
 
-const { get, set, i32, f32, add, sub, mul, shl, inc, ne, minS, maxS, loop, brIf, forLoop } = A;
-const { f32Load, f32Store, f32Add, f32Mul, v128Load, v128Store, load32Splat, bitselect } = A;
-const { f32x4Add, f32x4Mul, f32x4Gt, f32x4Splat, i32x4Splat, i32x4Eq, v128And, v128AndNot } = A;
+const { get, set, i32, f32, add, sub, mul, shl, inc, ne, geU, ltU, minS, maxS, block, loop, brIf, forLoop } = A;
+const { f32Load, f32Store, f32Add, f32Mul, f32Ne, i32Load, i32Store, v128Load, v128Store, load32Splat, bitselect } = A;
+const { f32x4Add, f32x4Mul, f32x4Gt, f32x4Splat, f32x4ExtractLane, i32x4Splat, i32x4Eq, v128And, v128AndNot } = A;
 
 /** Largest number of im2col rows per filter-gradient call, and the column widths (1 = scalar). */
 export const FG_ROWS = 4;
@@ -295,12 +298,126 @@ function biasAddKernel(): A.FunctionDef {
   return { builder: f, body };
 }
 
+/** Largest number of f32x4 accumulators (dx channels / 4) of an input-gradient kernel call. */
+export const IG_VECS = 8;
+
+/**
+ * nz_compress(src, entries, starts, rows, ow, o, offStep, pxExtra)
+ *
+ * Lists the nonzero values of `rows` x `ow` pixels of o channels at src (NHWC, contiguous) as
+ * 8-byte entries (f32 value, i32 offset) from `entries` on, pixel after pixel; starts[q] (i32 at
+ * starts + 4 q) is the address of pixel q's first entry, starts[rows * ow] the end of the list. The
+ * offset of channel oo of pixel ox (counted from the start of its row) is
+ * (ox * o + oo) * offStep + ox * pxExtra. Branch-free: every value is written, and the write
+ * position advances only past nonzeros (NaN counts as nonzero). The entries area must hold
+ * rows * ow * o entries.
+ */
+function nzCompressKernel(unroll: number): A.FunctionDef {
+  const f = new A.FunctionBuilder(`nz_compress_${unroll}`, new Array<A.ValType>(8).fill('i32'));
+  const [src, entries, starts, rows, ow, o, offStep, pxExtra] = f.params;
+  const [row, ox, oo, p, q, off] = new Array(6).fill(0).map(() => f.local('i32'));
+  const v = f.local('f32');
+  const perValue: A.Code[] = [];
+  for (let u = 0; u < unroll; u++) {
+    perValue.push(
+      set(v, f32Load(get(src), 4 * u)),
+      f32Store(get(p), get(v)),
+      i32Store(get(p), get(off), 4),
+      inc(p, shl(f32Ne(get(v), f32(0)), i32(3))),
+      inc(off, get(offStep)),
+    );
+  }
+  const body = [
+    set(p, get(entries)),
+    set(q, get(starts)),
+    forLoop(
+      row,
+      i32(0),
+      get(rows),
+      i32(1),
+      set(off, i32(0)),
+      forLoop(
+        ox,
+        i32(0),
+        get(ow),
+        i32(1),
+        i32Store(get(q), get(p)),
+        inc(q, i32(4)),
+        forLoop(oo, i32(0), get(o), i32(unroll), ...perValue, inc(src, i32(4 * unroll))),
+        inc(off, get(pxExtra)),
+      ),
+    ),
+    i32Store(get(q), get(p)),
+  ];
+  return { builder: f, body };
+}
+
+/**
+ * ig_V_T(sp, w, out, n, nth, ntwBytes, spRow, wTh, wPx, outPx)
+ *
+ * `n` dx pixels, each the sum over `nth` filter-tap rows of the entries (nz_compress) of a run of
+ * dy pixels: for tap row t, the entries from i32[sp + t spRow] to i32[sp + t spRow + ntwBytes];
+ * each entry (value, offset) adds value * W[w + t wTh + offset .. + 16 V) to V f32x4 accumulators,
+ * which are then stored at out (T > 0: only T lanes of the last). After each pixel, sp += 4,
+ * w += wPx, out += outPx.
+ */
+function inputGradKernel(vecs: number, tail: number): A.FunctionDef {
+  const f = new A.FunctionBuilder(`ig_${vecs}_${tail}`, new Array<A.ValType>(10).fill('i32'));
+  const [sp0, w0, out, n, nth, ntwBytes, spRow, wTh, wPx, outPx] = f.params;
+  const [i, th, sp, wr, e, end, wa] = new Array(7).fill(0).map(() => f.local('i32'));
+  const s = f.local('v128');
+  const acc = Array.from({ length: vecs }, () => f.local('v128'));
+  const zero = f32x4Splat(f32(0));
+  const perEntry: A.Code[] = [set(s, load32Splat(get(e))), set(wa, add(get(wr), i32Load(get(e), 4)))];
+  for (let v = 0; v < vecs; v++) {
+    perEntry.push(set(acc[v], f32x4Add(get(acc[v]), f32x4Mul(get(s), v128Load(get(wa), 16 * v)))));
+  }
+  perEntry.push(inc(e, i32(8)));
+  const stores: A.Code[] = [];
+  for (let v = 0; v < vecs; v++) {
+    if (v < vecs - 1 || tail === 0) stores.push(v128Store(get(out), get(acc[v]), 16 * v));
+    else for (let l = 0; l < tail; l++) stores.push(f32Store(get(out), f32x4ExtractLane(get(acc[v]), l), 16 * v + 4 * l));
+  }
+  const body = [
+    forLoop(
+      i,
+      i32(0),
+      get(n),
+      i32(1),
+      ...acc.map((a) => set(a, zero)),
+      set(sp, get(sp0)),
+      set(wr, get(w0)),
+      forLoop(
+        th,
+        i32(0),
+        get(nth),
+        i32(1),
+        set(e, i32Load(get(sp))),
+        set(end, i32Load(add(get(sp), get(ntwBytes)))),
+        block(brIf(0, geU(get(e), get(end))), loop(...perEntry, brIf(0, ltU(get(e), get(end))))),
+        inc(sp, get(spRow)),
+        inc(wr, get(wTh)),
+      ),
+      ...stores,
+      inc(sp0, i32(4)),
+      inc(w0, get(wPx)),
+      inc(out, get(outPx)),
+    ),
+  ];
+  return { builder: f, body };
+}
+
 type WasmFn = (...args: number[]) => void;
 
 export interface SimdKernels {
   /** Filter-gradient micro-kernels: fg[R - 1][i] for R rows and FG_COLS[i] columns. */
   readonly fg: readonly (readonly WasmFn[])[];
   readonly padTranspose: WasmFn;
+  /** nz_compress for any channel count, and for multiples of 4 (unrolled). */
+  readonly nzCompress: WasmFn;
+  readonly nzCompress4: WasmFn;
+  /** Input-gradient kernels: ig[V - 1][T] for V accumulators, T lanes of the last stored (0: all). */
+  readonly ig: readonly (readonly WasmFn[])[];
   readonly poolGrad2x2: WasmFn;
   readonly poolGrad: WasmFn;
   readonly colSum: WasmFn;
@@ -324,6 +441,8 @@ function compile(): object | null {
   try {
     const defs: A.FunctionDef[] = [];
     for (let r = 1; r <= FG_ROWS; r++) for (const k of FG_COLS) defs.push(filterGradKernel(r, k));
+    defs.push(nzCompressKernel(1), nzCompressKernel(4));
+    for (let v = 1; v <= IG_VECS; v++) for (let t = 0; t < 4; t++) defs.push(inputGradKernel(v, t));
     defs.push(padTransposeKernel(), poolGrad2x2Kernel(), poolGradKernel(), colSumKernel(), biasAddKernel());
     const bytes = A.assembleModule(defs);
     compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
@@ -357,9 +476,14 @@ export function simdKernels(backend: WasmBackend): SimdKernels | null {
   };
   const fg: WasmFn[][] = [];
   for (let r = 1; r <= FG_ROWS; r++) fg.push(FG_COLS.map((k) => fn(`fg_${r}_${k}`)));
+  const ig: WasmFn[][] = [];
+  for (let v = 1; v <= IG_VECS; v++) ig.push([0, 1, 2, 3].map((t) => fn(`ig_${v}_${t}`)));
   const kernels: SimdKernels = {
     fg,
     padTranspose: fn('pad_transpose'),
+    nzCompress: fn('nz_compress_1'),
+    nzCompress4: fn('nz_compress_4'),
+    ig,
     poolGrad2x2: fn('pool_grad_2x2'),
     poolGrad: fn('pool_grad'),
     colSum: fn('col_sum'),

@@ -130,7 +130,9 @@ export const shl = op(0x74);
 export const ltS = op(0x48);
 export const gtS = op(0x4a);
 export const geS = op(0x4e);
+export const ltU = op(0x49);
 export const geU = op(0x4f);
+export const eq = op(0x46);
 export const ne = op(0x47);
 /** select(a, b, cond): cond ? a : b (for any value type) */
 export const select = op(0x1b);
@@ -140,7 +142,13 @@ export const maxS = (a: Code, b: Code): Code => select(a, b, gtS(a, b));
 /** local += delta */
 export const inc = (l: Local, delta: Code): Code => set(l, add(get(l), delta));
 
+// ---- memory, i32
+export const i32Load = mem([0x28], 2);
+export const i32Store = (addr: Code, value: Code, offset = 0): Code => mem([0x36], 2)(addr, offset, value);
+
 // ---- f32 (scalar)
+/** f32 inequality, an i32 0 or 1 (1 for NaN operands). */
+export const f32Ne = op(0x5c);
 export const f32Load = mem([0x2a], 2);
 export const f32Store = (addr: Code, value: Code, offset = 0): Code => mem([0x38], 2)(addr, offset, value);
 export const f32Add = op(0x92);
@@ -153,6 +161,15 @@ export const load32Splat = mem(simdPrefix(0x09), 2);
 export const v128Store = (addr: Code, value: Code, offset = 0): Code => mem(simdPrefix(0x0b), 4)(addr, offset, value);
 export const i32x4Splat = simd(0x11);
 export const f32x4Splat = simd(0x13);
+/** The f32 in lane `lane` (0-3) of a v128. */
+export const f32x4ExtractLane =
+  (v: Code, lane: number): Code =>
+  (out) => {
+    v(out);
+    out.push(0xfd);
+    uleb(out, 0x1f);
+    out.push(lane);
+  };
 export const i32x4Eq = simd(0x37);
 export const f32x4Gt = simd(0x44);
 export const v128And = simd(0x4e);

@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { HistoFedError, Metrics } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_PARENTS, HistoFedError, Metrics } from '@histofed/fl-core';
 import { assertHasImages, generateSyntheticBreakHis, readBreakHisTree } from '@histofed/data';
 import { startFederation } from './lib/federation-harness';
 import { LogLine } from './lib/processes';
@@ -26,6 +26,8 @@ interface DemoOptions {
   stainNormalization: string;
   augment?: boolean;
   keep?: boolean;
+  model: string;
+  twoStage?: boolean;
 }
 
 interface RoundEntry {
@@ -113,7 +115,13 @@ async function demo(opts: DemoOptions): Promise<void> {
       rounds,
       minSites: sites,
       maxSites: sites,
-      model: { kind: 'small-cnn', imageSize, numClasses: 2 },
+      model: {
+        kind: opts.model,
+        imageSize,
+        numClasses: 2,
+        ...(opts.twoStage ? { subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] } : {}),
+      },
+      classWeighting: 'balanced',
       localEpochs: Number(opts.epochs),
       batchSize: 8,
       learningRate: 0.002,
@@ -126,7 +134,9 @@ async function demo(opts: DemoOptions): Promise<void> {
       augment: Boolean(opts.augment),
     });
     await fed.admin.request('POST', `/api/runs/${run.id}/start`);
-    say(`run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${imageSize}x${imageSize} px, backend ${backend}`);
+    say(
+      `run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${opts.model}${opts.twoStage ? ' two-stage' : ''} at ${imageSize}x${imageSize} px, backend ${backend}`,
+    );
     const result = await fed.admin.poll(
       async () => {
         const m = await fed.admin.request<MetricsResponse>('GET', `/api/runs/${run.id}/metrics`);
@@ -140,19 +150,20 @@ async function demo(opts: DemoOptions): Promise<void> {
 
     say('\n== HistoFed demo report ==');
     say(`sites: ${fed.siteIds.join(', ')}   backends: coordinator ${backend}, ${Object.entries(result.backends.sites).map(([s, b]) => `${s} ${b}`).join(', ')}`);
-    say('round  central acc  balanced acc  patient acc  sites val acc  participants');
+    say('stage 1 = benign vs malignant, stage 2 = subtype (cascade); patient = patient-level recognition rate');
+    say('round  central acc  balanced acc  patient acc  AUC    stage-2 acc  stage-2 F1  sites val acc  participants');
     for (const r of result.rounds) {
       say(
-        `${String(r.round).padStart(5)}  ${fmt(r.global).padStart(11)}  ${fmt(r.global, 'balancedAccuracy').padStart(12)}  ${fmt(r.global, 'patientAccuracy').padStart(11)}  ${fmt(r.sitesValidation, 'valAccuracy').padStart(13)}  ${r.participants.join(',')}`,
+        `${String(r.round).padStart(5)}  ${fmt(r.global).padStart(11)}  ${fmt(r.global, 'balancedAccuracy').padStart(12)}  ${fmt(r.global, 'patientAccuracy').padStart(11)}  ${fmt(r.global, 'auc')}  ${fmt(r.global, 'stage2Accuracy').padStart(11)}  ${fmt(r.global, 'stage2MacroF1').padStart(10)}  ${fmt(r.sitesValidation, 'valAccuracy').padStart(13)}  ${r.participants.join(',')}`,
       );
     }
     const f = result.final!;
+    const line = (m: Metrics | null | undefined) =>
+      `accuracy ${fmt(m)}  balanced ${fmt(m, 'balancedAccuracy')}  patient ${fmt(m, 'patientAccuracy')}  diagnosis ${fmt(m, 'patientDiagnosisAccuracy')}  AUC ${fmt(m, 'auc')}  stage-2 acc ${fmt(m, 'stage2Accuracy')}  F1 ${fmt(m, 'stage2MacroF1')}`;
     say('\nfinal (central test split, patient-wise held out):');
-    say(`  global model     accuracy ${fmt(f.global)}  balanced ${fmt(f.global, 'balancedAccuracy')}  patient ${fmt(f.global, 'patientAccuracy')}`);
-    for (const [site, m] of Object.entries(f.perSite)) {
-      say(`  ${site.padEnd(16)} accuracy ${fmt(m)}  balanced ${fmt(m, 'balancedAccuracy')}  patient ${fmt(m, 'patientAccuracy')}  (personalized)`);
-    }
-    say(`  ensemble         accuracy ${fmt(f.ensemble)}  balanced ${fmt(f.ensemble, 'balancedAccuracy')}  patient ${fmt(f.ensemble, 'patientAccuracy')}  (${f.ensembleMembers.join(' + ')})`);
+    say(`  global model     ${line(f.global)}`);
+    for (const [site, m] of Object.entries(f.perSite)) say(`  ${site.padEnd(16)} ${line(m)}  (personalized)`);
+    say(`  ensemble         ${line(f.ensemble)}  (${f.ensembleMembers.join(' + ')})`);
     if (opts.reportJson) {
       const report = {
         runId: run.id,
@@ -196,6 +207,8 @@ const program = new Command('npm run demo --')
   .option('--stain-normalization <method>', 'none or macenko (applied by every site and the central evaluation)', 'none')
   .option('--augment', 'sites augment their training images (flips, rotations, zoom, colour jitter)')
   .option('--keep', 'keep the work directory (logs, databases, site outboxes)')
+  .option('--model <kind>', 'architecture: small-cnn, se-cnn (squeeze-and-excitation) or attention-cnn (SE + spatial attention)', 'small-cnn')
+  .option('--two-stage', 'add the subtype head (stage 2) and report stage-2 metrics')
   .action(async (opts: DemoOptions) => demo(opts));
 
 program.parseAsync(process.argv).catch((e: unknown) => {

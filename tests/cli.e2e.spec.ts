@@ -31,6 +31,47 @@ describe('command-line programs', () => {
     expect(Object.keys(report.byMagnification).sort()).toEqual(['100X', '200X', '400X', '40X']);
   });
 
+  it('histofed-site train then histofed-coordinator evaluate: a two-stage model on the real sample, reported per patient', () => {
+    const sample = join(REPO_ROOT, '..', 'shared', 'data', 'breakhis-sample');
+    const out = join(mkdtempSync(join(tmpdir(), 'hf-train-')), 'model');
+    const t = spawnSync(
+      process.execPath,
+      [SITE_BIN, 'train', '--data', sample, '--out', out, '--epochs', '2', '--image-size', '32', '--train-workers', '1', '--no-cache', '--json'],
+      { cwd: REPO_ROOT, encoding: 'utf8', timeout: 300_000, env: { ...process.env, DATABASE_URL: '' } },
+    );
+    expect(t.status).toBe(0);
+    const summary = JSON.parse(t.stdout);
+    expect(summary.images.train + summary.images.validation).toBe(213);
+    expect(summary.patients.validation).toBeGreaterThan(0);
+    expect(summary.epochsRun).toBe(2);
+    expect(summary.history).toHaveLength(2);
+    expect(summary.spec).toEqual(expect.objectContaining({ kind: 'se-cnn', imageSize: 32, subtypeParents: [0, 0, 0, 0, 1, 1, 1, 1] }));
+    expect(t.stderr).toMatch(/epoch 2\/2 train loss/);
+
+    const e = run([COORDINATOR_BIN, 'evaluate', '--model', out, '--data', sample, '--json']);
+    expect(e.status).toBe(0);
+    const r = JSON.parse(e.stdout);
+    expect(r).toEqual(expect.objectContaining({ images: 213, patients: 37, kind: 'model', subtypeClasses: ['A', 'F', 'PT', 'TA', 'DC', 'LC', 'MC', 'PC'] }));
+    for (const key of ['imageAccuracy', 'patientAccuracy', 'patientDiagnosisAccuracy', 'balancedAccuracy', 'auc', 'f1']) {
+      expect(r.stage1).toHaveProperty(key);
+    }
+    expect(r.stage1.imageAccuracy).toBeGreaterThanOrEqual(0);
+    expect(r.stage1.imageAccuracy).toBeLessThanOrEqual(1);
+    expect(r.stage2.confusion).toHaveLength(8);
+    // The confusion matrix counts every image once; its diagonal is the stage-2 image accuracy.
+    const total = r.stage2.confusion.flat().reduce((a: number, b: number) => a + b, 0);
+    const diagonal = r.stage2.confusion.reduce((a: number, row: number[], i: number) => a + row[i], 0);
+    expect(total).toBe(213);
+    expect(r.stage2.imageAccuracy).toBeCloseTo(diagonal / 213, 10);
+    expect(typeof r.stage2.macroF1).toBe('number');
+    expect(typeof r.ece).toBe('number');
+    expect(Object.keys(r.byMagnification)).toEqual(['40', '100', '200', '400']);
+
+    const bad = run([COORDINATOR_BIN, 'evaluate', '--model', sample, '--data', sample]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/histofed-model.json is missing/);
+  }, 600_000);
+
   it('the demo stops with a message naming a --data folder that does not exist', () => {
     const missing = join(tmpdir(), 'histofed-no-such-folder');
     const r = demo('--data', missing);

@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { HistoFedError } from '@histofed/fl-core';
-import { BACKEND_CHOICES } from '@histofed/ml';
+import { BACKEND_CHOICES, parseBackendChoice, selectBackend } from '@histofed/ml';
+import { checkEvaluateFlags, evaluateSavedModel, formatEvaluateReport } from './evaluate-command';
 import { CoordinatorFlags, loadCoordinatorConfig } from './config/coordinator-config';
 import { startCoordinator } from './coordinator-app';
 
@@ -34,6 +35,18 @@ export function buildCli(): Command {
       };
       process.once('SIGINT', () => void stop('SIGINT'));
       process.once('SIGTERM', () => void stop('SIGTERM'));
+    });
+  program
+    .command('evaluate')
+    .description('Evaluate a saved model or ensemble directory on a BreakHis tree (stage 1, stage 2, per patient, per magnification)')
+    .requiredOption('--model <dir>', 'saved model directory (histofed-model.json) or ensemble directory (histofed-ensemble.json)')
+    .requiredOption('--data <dir>', 'BreakHis tree to evaluate on')
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
+    .option('--json', 'print the report as one JSON object')
+    .action(async (opts: { model: string; data: string; backend?: string; json?: boolean }) => {
+      await selectBackend(parseBackendChoice(opts.backend ?? process.env['HISTOFED_BACKEND'] ?? 'auto'));
+      const report = await evaluateSavedModel(checkEvaluateFlags(opts).model, opts.data);
+      process.stdout.write((opts.json ? JSON.stringify(report) : formatEvaluateReport(report)) + '\n');
     });
   return program;
 }

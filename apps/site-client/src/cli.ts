@@ -1,7 +1,8 @@
 import { Command, Option } from 'commander';
 import { HistoFedError, ValidationError } from '@histofed/fl-core';
 import { PARTITION_KINDS, generateSyntheticBreakHis, partitionSites, readBreakHisTree, type PartitionKind } from '@histofed/data';
-import { BACKEND_CHOICES, parseBackendChoice, selectBackend } from '@histofed/ml';
+import { BACKEND_CHOICES, MODEL_KINDS, parseBackendChoice, selectBackend } from '@histofed/ml';
+import { TrainFlags, trainCommand } from './train-command';
 import { SiteFlags, loadSiteConfig } from './site-config';
 import { SiteClient } from './site-client';
 import { SiteLogger } from './site-logger';
@@ -42,6 +43,43 @@ export function buildCli(): Command {
       };
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
+    });
+
+  program
+    .command('train')
+    .description('Train a model on one BreakHis folder (local-only, or the centralized baseline on everyone\'s data) with early stopping; save it')
+    .requiredOption('--data <dir>', 'BreakHis tree to train on')
+    .requiredOption('--out <dir>', 'saved model directory to write (tfjs Layers model + histofed-model.json)')
+    .option('--epochs <n>', 'maximum epochs', '40')
+    .option('--image-size <px>', 'model input size', '64')
+    .addOption(new Option('--model <kind>', 'architecture').choices([...MODEL_KINDS]).default('se-cnn'))
+    .option('--single-stage', 'benign vs malignant only (no subtype head)')
+    .option('--init-from <dir>', 'transfer learning: start from the convolutional base of this tfjs Layers model directory')
+    .option('--freeze-epochs <n>', 'with --init-from: epochs training only the new heads', '5')
+    .option('--unfreeze-layers <n>', "with --init-from: base layers (with weights) to fine-tune afterwards, or 'all'", 'all')
+    .option('--validation-fraction <f>', 'share of patients held out (patient-wise) for early stopping', '0.2')
+    .option('--patience <n>', 'epochs without a better validation loss before stopping', '6')
+    .option('--batch-size <n>', 'mini-batch size', '16')
+    .option('--learning-rate <lr>', 'Adam learning rate', '0.002')
+    .option('--seed <n>', 'seed of the split, the initialisation and the shuffles', '1')
+    .option('--augment', 'augment the training images (flips, rotations, zoom, colour jitter), a new draw every epoch')
+    .option('--train-workers <n>', "training threads: 'auto' (one per core) or a number", 'auto')
+    .option('--cache-dir <dir>', 'decoded-image cache (default ~/.cache/histofed)')
+    .option('--no-cache', 'decode every image from its PNG')
+    .addOption(new Option('--provenance <kind>', 'recorded in the manifest').choices(['local', 'centralized']).default('local'))
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
+    .option('--json', 'print the summary as one JSON object (progress still goes to stderr)')
+    .action(async (opts: TrainFlags & { backend?: string }) => {
+      const backend = await selectBackend(parseBackendChoice(opts.backend ?? process.env['HISTOFED_BACKEND'] ?? 'auto'));
+      process.stderr.write(`backend ${backend.name}\n`);
+      const summary = await trainCommand(opts, (line) => process.stderr.write(line + '\n'));
+      process.stdout.write(
+        (opts.json
+          ? JSON.stringify(summary)
+          : `saved ${summary.out}: best epoch ${summary.bestEpoch} of ${summary.epochsRun}${summary.stoppedEarly ? ' (stopped early)' : ''}, ` +
+            `validation accuracy ${summary.validation?.['accuracy']?.toFixed(3) ?? '-'}, patient accuracy ${summary.validation?.['patientAccuracy']?.toFixed(3) ?? '-'}, ` +
+            `${summary.parameters} parameters, ${(summary.multiplyAdds / 1e6).toFixed(1)} M multiply-adds per image, ${summary.wallSeconds.toFixed(0)} s`) + '\n',
+      );
     });
 
   program

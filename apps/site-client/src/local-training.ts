@@ -1,5 +1,15 @@
-import { Metrics, WeightSet, decodeWeights, parameterCount } from '@histofed/fl-core';
-import { TrainOptions, TrainResult, TrainingPool, buildModel, evaluateModelAsync, getWeights, setWeights, trainLocal } from '@histofed/ml';
+import { LabeledImages, Metrics, RoundConfig, WeightSet, decodeWeights, isTwoStage, parameterCount } from '@histofed/fl-core';
+import {
+  TrainOptions,
+  TrainResult,
+  TrainingPool,
+  balancedClassWeights,
+  buildModel,
+  evaluateModelAsync,
+  getWeights,
+  setWeights,
+  trainLocal,
+} from '@histofed/ml';
 import { TrainTask } from '@histofed/protocol';
 import { augmentTrainingSet } from './augment-training-set';
 import { SiteData } from './site-data';
@@ -9,6 +19,18 @@ export interface LocalResult {
   readonly weights: WeightSet;
   readonly numSamples: number;
   readonly metrics: Metrics;
+}
+
+/** The loss weights a round asks for: inverse class (and subtype) frequencies of this site's training images. */
+export function classWeightsFor(cfg: Pick<RoundConfig, 'classWeighting' | 'model'>, train: LabeledImages): Pick<TrainOptions, 'classWeights' | 'subtypeWeights'> {
+  if (cfg.classWeighting !== 'balanced') return {};
+  const weights: { classWeights: number[]; subtypeWeights?: number[] } = {
+    classWeights: balancedClassWeights(train.labels, cfg.model.numClasses),
+  };
+  if (isTwoStage(cfg.model) && train.subtypes !== undefined) {
+    weights.subtypeWeights = balancedClassWeights(train.subtypes, (cfg.model.subtypeParents as readonly number[]).length);
+  }
+  return weights;
 }
 
 /**
@@ -43,6 +65,7 @@ export async function runLocalTraining(task: TrainTask, data: SiteData, logger: 
       proximalMu: cfg.proximalMu,
       globalWeights: global,
       seed: cfg.seed,
+      ...classWeightsFor(cfg, train),
       onProgress: (p) => {
         const now = Date.now();
         if (p.batch === p.batches || now - lastLogged > 5000) {
@@ -59,7 +82,8 @@ export async function runLocalTraining(task: TrainTask, data: SiteData, logger: 
     } else {
       fit = await trainLocal(model, train, options);
     }
-    const evaluation = validation.count > 0 ? (await evaluateModelAsync(model, validation)).metrics : {};
+    const evaluation =
+      validation.count > 0 ? (await evaluateModelAsync(model, validation, { subtypeParents: cfg.model.subtypeParents })).metrics : {};
     const metrics: Metrics = {
       trainLoss: fit.loss,
       ...Object.fromEntries(Object.entries(evaluation).map(([k, v]) => [`val${k[0].toUpperCase()}${k.slice(1)}`, v])),

@@ -41,11 +41,26 @@ export interface RoundConfig {
   readonly stainNormalization: StainNormalizationTarget | null;
   /** Augment the training images (flips, rotations, zoom, colour jitter), a new draw every round. */
   readonly augment: boolean;
+  /**
+   * 'balanced': each site weights the loss of every class (and subtype) by its inverse frequency in
+   * its own training images (capped), against class imbalance; 'none': plain cross-entropy.
+   */
+  readonly classWeighting: ClassWeighting;
 }
+
+export type ClassWeighting = 'none' | 'balanced';
 
 /** The classes of stage 1 (benign vs malignant), in label order. */
 export const STAGE1_CLASSES = ['benign', 'malignant'] as const;
 export type Stage1Class = (typeof STAGE1_CLASSES)[number];
+
+/** The default model of a run: the two-stage SE-CNN (stage 1 benign/malignant, stage 2 the BreakHis subtype). */
+export const DEFAULT_RUN_MODEL: ModelSpec = Object.freeze({
+  kind: 'se-cnn',
+  imageSize: 64,
+  numClasses: 2,
+  subtypeParents: [0, 0, 0, 0, 1, 1, 1, 1],
+});
 
 /** The eight BreakHis subtypes by their file-name code, in stage-2 label order: four benign, four malignant. */
 export const BREAKHIS_SUBTYPE_CODES = ['A', 'F', 'PT', 'TA', 'DC', 'LC', 'MC', 'PC'] as const;

@@ -29,6 +29,7 @@ export const modelSpecSchema = z.object({
   imageSize: z.number().int().min(16).max(512),
   numClasses: z.number().int().min(2).max(1000),
   options: z.record(z.string(), z.number()).optional(),
+  subtypeParents: z.array(z.number().int().min(0).max(999)).max(1000).readonly().optional(),
 });
 
 /** Shape check only; the receiving site validates the target fully (libs/data validateStainTarget). */
@@ -48,6 +49,7 @@ export const roundConfigSchema = z.object({
   seed: z.number().int(),
   stainNormalization: stainNormalizationSchema.default(null),
   augment: z.boolean().default(false),
+  classWeighting: z.enum(['none', 'balanced']).default('none'),
 });
 
 /** Why the coordinator asks for training: a federated round, or the final personalization. */

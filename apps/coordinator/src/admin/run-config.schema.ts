@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { STRATEGY_NAMES } from '@histofed/aggregation';
 import { DEFAULT_MACENKO_TARGET, validateStainTarget } from '@histofed/data';
-import { StainNormalizationTarget } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, StainNormalizationTarget } from '@histofed/fl-core';
 import { modelSpecSchema } from '@histofed/protocol';
 
 /**
@@ -27,7 +27,7 @@ const stainNormalizationInputSchema = z
 export const runConfigInputSchema = z
   .object({
     name: z.string().min(1).max(200).default('run'),
-    model: modelSpecSchema.default({ kind: 'small-cnn', imageSize: 32, numClasses: 2 }),
+    model: modelSpecSchema.default({ ...DEFAULT_RUN_MODEL, subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
     strategy: z.enum(STRATEGY_NAMES).default('fedavg'),
     rounds: z.number().int().min(1).max(10_000).default(3),
     localEpochs: z.number().int().min(1).max(1000).default(1),
@@ -44,6 +44,7 @@ export const runConfigInputSchema = z
     seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
     stainNormalization: stainNormalizationInputSchema,
     augment: z.boolean().default(false),
+    classWeighting: z.enum(['none', 'balanced']).default('balanced'),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] });

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { LabeledImages, Metrics, ModelSpec, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
 import { StainTarget, assertHasImages, createStainNormalizer, loadLabeledImages, readBreakHisTree, simulateFederation } from '@histofed/data';
-import { buildModel, ensembleProbabilities, evaluateModelAsync, evaluationMetrics, setWeights } from '@histofed/ml';
+import { buildModel, ensembleProbabilities, evaluateModelAsync, outputMetrics, setWeights } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 
@@ -57,7 +57,7 @@ export class CentralEvaluator {
   async evaluate(spec: ModelSpec, weights: WeightSet, stain: StainNormalizationTarget | null = null): Promise<Metrics | null> {
     if (!this.enabled) return null;
     const data = await this.testSet(spec.imageSize, stain);
-    return (await this.withModel(spec, weights, (model) => evaluateModelAsync(model, data))).metrics;
+    return (await this.withModel(spec, weights, (model) => evaluateModelAsync(model, data, { subtypeParents: spec.subtypeParents }))).metrics;
   }
 
   /** Evaluates each member and the mean of their probabilities (the ensemble). */
@@ -71,11 +71,11 @@ export class CentralEvaluator {
     const probabilities: Float32Array[] = [];
     const perMember: Record<string, Metrics> = {};
     for (const m of members) {
-      const r = await this.withModel(spec, m.weights, (model) => evaluateModelAsync(model, data));
+      const r = await this.withModel(spec, m.weights, (model) => evaluateModelAsync(model, data, { subtypeParents: spec.subtypeParents }));
       perMember[m.id] = r.metrics;
       probabilities.push(r.probabilities);
     }
-    const ensemble = evaluationMetrics(data.labels, ensembleProbabilities(probabilities), spec.numClasses, data.groups);
+    const ensemble = outputMetrics(data, ensembleProbabilities(probabilities), spec).metrics;
     return { members: perMember, ensemble };
   }
 

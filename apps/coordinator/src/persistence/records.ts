@@ -1,4 +1,4 @@
-import { Metrics, ModelSpec, StainNormalizationTarget } from '@histofed/fl-core';
+import { ClassWeighting, Metrics, ModelSpec, StainNormalizationTarget } from '@histofed/fl-core';
 
 /** Plain records the services work with. The TypeORM entities stay inside persistence/. */
 
@@ -42,6 +42,8 @@ export interface RunConfig {
   readonly stainNormalization?: StainNormalizationTarget | null;
   /** Sites augment their training images (a new seeded draw every round). */
   readonly augment?: boolean;
+  /** Class-imbalance handling on the sites (absent in runs stored before it existed: 'none'). */
+  readonly classWeighting?: ClassWeighting;
 }
 
 export type RunStatus = 'created' | 'running' | 'completed' | 'failed';

@@ -178,6 +178,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         seed: cfg.seed * 10_007 + round,
         stainNormalization: cfg.stainNormalization ?? null,
         augment: (cfg.augment ?? false) && kind === 'round',
+        classWeighting: cfg.classWeighting ?? 'none',
       },
     };
     for (const siteId of participants) {

@@ -1,0 +1,93 @@
+/**
+ * `histofed-coordinator evaluate --model DIR --data DIR [--json]`: evaluates a saved model (a
+ * global or per-site model, or an ensemble directory) on every usable image of a BreakHis tree,
+ * with the same code as the central evaluation after each round (libs/ml evaluateModel /
+ * outputMetrics): stage 1 and stage 2 per image and per patient, calibration, per magnification.
+ */
+import { resolve } from 'node:path';
+import { ValidationError } from '@histofed/fl-core';
+import { assertHasImages, createStainNormalizer, loadLabeledImages, readBreakHisTree, type StainTarget } from '@histofed/data';
+import {
+  ensembleProbabilities,
+  isEnsembleDir,
+  loadEnsemble,
+  loadModel,
+  outputMetrics,
+  predictProbabilitiesAsync,
+  type LoadedModel,
+  type SavedModelManifest,
+  type StagedReport,
+} from '@histofed/ml';
+
+export interface EvaluateReport extends StagedReport {
+  readonly model: string;
+  /** 'model' or 'ensemble' (then `members` lists the member directories). */
+  readonly kind: 'model' | 'ensemble';
+  readonly members?: readonly string[];
+  readonly data: string;
+  readonly inputSize: number;
+  readonly classes: readonly string[];
+  readonly subtypeClasses?: readonly string[];
+  readonly problems: number;
+}
+
+export async function evaluateSavedModel(modelDir: string, dataDir: string): Promise<EvaluateReport> {
+  const ensemble = isEnsembleDir(modelDir);
+  const loaded: (LoadedModel & { name?: string })[] = ensemble ? (await loadEnsemble(modelDir)).members : [await loadModel(modelDir)];
+  try {
+    const manifest: SavedModelManifest = loaded[0].manifest;
+    const dataset = assertHasImages(await readBreakHisTree(dataDir));
+    const stain = manifest.preprocessing.stainNormalization;
+    const normalize = stain ? createStainNormalizer(stain as unknown as StainTarget) : undefined;
+    const data = await loadLabeledImages(dataset.images, manifest.inputSize, normalize ? { transform: (rgb) => normalize(rgb) } : {});
+    const outputs: Float32Array[] = [];
+    for (const m of loaded) outputs.push(await predictProbabilitiesAsync(m.model, data.images, data.count, data.imageSize));
+    const probabilities = outputs.length === 1 ? outputs[0] : ensembleProbabilities(outputs);
+    const { report } = outputMetrics(data, probabilities, manifest.spec);
+    return {
+      model: resolve(modelDir),
+      kind: ensemble ? 'ensemble' : 'model',
+      ...(ensemble ? { members: loaded.map((m) => m.name as string) } : {}),
+      data: resolve(dataDir),
+      inputSize: manifest.inputSize,
+      classes: manifest.classes,
+      ...(manifest.subtypeClasses ? { subtypeClasses: manifest.subtypeClasses } : {}),
+      problems: dataset.problems.length,
+      ...report,
+    };
+  } finally {
+    for (const m of loaded) m.model.dispose();
+  }
+}
+
+const pct = (v: number | null | undefined) => (v === null || v === undefined ? '  -  ' : v.toFixed(3));
+
+/** The human-readable form of the report. */
+export function formatEvaluateReport(r: EvaluateReport): string {
+  const lines = [
+    `${r.kind} ${r.model}${r.members ? ` (members: ${r.members.join(', ')})` : ''}`,
+    `data ${r.data}: ${r.images} images of ${r.patients ?? '?'} patients at ${r.inputSize} px (${r.problems} unusable files skipped)`,
+    `stage 1 (${r.classes.join(' vs ')}): image accuracy ${pct(r.stage1.imageAccuracy)}  patient accuracy ${pct(r.stage1.patientAccuracy)}  ` +
+      `patient diagnosis ${pct(r.stage1.patientDiagnosisAccuracy)}  balanced ${pct(r.stage1.balancedAccuracy)}  AUC ${pct(r.stage1.auc)}  F1 ${pct(r.stage1.f1)}  ECE ${pct(r.ece)}`,
+  ];
+  if (r.stage2) {
+    lines.push(
+      `stage 2 (subtype, cascade): image accuracy ${pct(r.stage2.imageAccuracy)}  patient accuracy ${pct(r.stage2.patientAccuracy)}  macro F1 ${pct(r.stage2.macroF1)}`,
+      `  confusion (rows true, columns predicted; ${(r.subtypeClasses ?? []).join(' ')}):`,
+      ...r.stage2.confusion.map((row, i) => `  ${(r.subtypeClasses?.[i] ?? String(i)).padEnd(3)} ${row.map((v) => String(v).padStart(4)).join('')}`),
+    );
+  }
+  for (const [mag, g] of Object.entries(r.byMagnification ?? {})) {
+    lines.push(
+      `  ${mag}X: ${g.images} images  stage-1 accuracy ${pct(g.stage1.imageAccuracy)}  patient ${pct(g.stage1.patientAccuracy)}` +
+        (g.stage2 ? `  stage-2 accuracy ${pct(g.stage2.imageAccuracy)}` : ''),
+    );
+  }
+  return lines.join('\n');
+}
+
+export function checkEvaluateFlags(opts: { model?: string; data?: string }): { model: string; data: string } {
+  if (!opts.model) throw new ValidationError('--model: a saved model or ensemble directory is required');
+  if (!opts.data) throw new ValidationError('--data: a BreakHis tree is required');
+  return { model: opts.model, data: opts.data };
+}

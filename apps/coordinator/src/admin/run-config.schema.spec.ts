@@ -8,7 +8,9 @@ describe('run config (POST /api/runs body)', () => {
     expect(c).toEqual(
       expect.objectContaining({ strategy: 'fedavg', rounds: 3, minSites: 1, personalizeEpochs: 1, stainNormalization: null }),
     );
-    expect(c.model).toEqual({ kind: 'small-cnn', imageSize: 32, numClasses: 2 });
+    // The default task is the two-stage BreakHis classifier on the SE-CNN.
+    expect(c.model).toEqual({ kind: 'se-cnn', imageSize: 64, numClasses: 2, subtypeParents: [0, 0, 0, 0, 1, 1, 1, 1] });
+    expect(c.classWeighting).toBe('balanced');
   });
 
   it('takes stain normalization as none, macenko (reference vectors) or a fitted target', () => {

@@ -27,7 +27,7 @@ interface DemoOptions {
   augment?: boolean;
   keep?: boolean;
   model: string;
-  twoStage?: boolean;
+  singleStage?: boolean;
 }
 
 interface RoundEntry {
@@ -119,7 +119,7 @@ async function demo(opts: DemoOptions): Promise<void> {
         kind: opts.model,
         imageSize,
         numClasses: 2,
-        ...(opts.twoStage ? { subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] } : {}),
+        ...(opts.singleStage ? {} : { subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
       },
       classWeighting: 'balanced',
       localEpochs: Number(opts.epochs),
@@ -135,7 +135,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     });
     await fed.admin.request('POST', `/api/runs/${run.id}/start`);
     say(
-      `run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${opts.model}${opts.twoStage ? ' two-stage' : ''} at ${imageSize}x${imageSize} px, backend ${backend}`,
+      `run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${opts.model}${opts.singleStage ? '' : ' two-stage'} at ${imageSize}x${imageSize} px, backend ${backend}`,
     );
     const result = await fed.admin.poll(
       async () => {
@@ -207,8 +207,8 @@ const program = new Command('npm run demo --')
   .option('--stain-normalization <method>', 'none or macenko (applied by every site and the central evaluation)', 'none')
   .option('--augment', 'sites augment their training images (flips, rotations, zoom, colour jitter)')
   .option('--keep', 'keep the work directory (logs, databases, site outboxes)')
-  .option('--model <kind>', 'architecture: small-cnn, se-cnn (squeeze-and-excitation) or attention-cnn (SE + spatial attention)', 'small-cnn')
-  .option('--two-stage', 'add the subtype head (stage 2) and report stage-2 metrics')
+  .option('--model <kind>', 'architecture: se-cnn (squeeze-and-excitation), attention-cnn (SE + spatial attention) or small-cnn', 'se-cnn')
+  .option('--single-stage', 'benign vs malignant only (no subtype head, no stage-2 metrics)')
   .action(async (opts: DemoOptions) => demo(opts));
 
 program.parseAsync(process.argv).catch((e: unknown) => {

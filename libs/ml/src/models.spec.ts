@@ -53,6 +53,7 @@ describe('buildModel', () => {
     expect(d.trainableParameters).toBe(d.parameters);
     expect(d.layers.map((l) => l.name)).toEqual([
       'image',
+      'center',
       'conv1',
       'pool1',
       'conv2',

@@ -9,7 +9,7 @@
  *   pixel), so the network can attend to nuclei-rich regions.
  * - `small-cnn`: the plain baseline without gates.
  *
- * All share the head: global average pooling (the parameter count does not depend on the image
+ * All start by centring the input (x * 2 - 1, layer `center`) and share the head: global average pooling (the parameter count does not depend on the image
  * size) -> dense `fc1` (ReLU) -> dropout -> `head` (softmax over the stage-1 classes). A two-stage
  * spec (`subtypeParents`) adds `subtype_head` (softmax over the subtypes) on the same features and
  * concatenates both into one output row [stage-1 probabilities, subtype probabilities] (layer
@@ -166,7 +166,13 @@ function squeezeExcite(b: Builder, x: SymbolicTensor, n: number, channels: numbe
   );
   s = b.apply(
     // Bias 0 starts the gate at 0.5 for every channel: the block begins as a plain conv block at half scale.
-    tfl.layers.dense({ name: `se${n}_expand`, units: channels, activation: 'sigmoid', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
+    tfl.layers.dense({
+      name: `se${n}_expand`,
+      units: channels,
+      activation: 'sigmoid',
+      kernelInitializer: b.init(),
+      biasInitializer: 'zeros',
+    }),
     s,
   );
   s = b.apply(tfl.layers.reshape({ name: `se${n}_reshape`, targetShape: [1, 1, channels] }), s);
@@ -193,7 +199,10 @@ function spatialAttention(b: Builder, x: SymbolicTensor, n: number, kernel: numb
 
 function backbone(b: Builder, kind: ModelKind, o: ModelOptions, input: SymbolicTensor): SymbolicTensor {
   const filters = [16, 32, 64, 128].slice(0, o.blocks).map((f) => Math.max(1, Math.round(f * o.width)));
-  let x = input;
+  // Inputs arrive in [0, 1] (H&E images average ~0.7); centring them on 0 lets ReLU networks without
+  // batch normalisation start learning at once (without it a site with a few patients sat at chance
+  // for a dozen epochs).
+  let x = b.apply(tfl.layers.rescaling({ name: 'center', scale: 2, offset: -1 }), input);
   filters.forEach((f, i) => {
     const n = i + 1;
     x = b.apply(

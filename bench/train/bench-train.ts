@@ -1,5 +1,6 @@
 /**
- * npm run bench:train [-- --json]: trains HistoFed's default classifier (small-cnn) for a fixed
+ * npm run bench:train [-- --json]: trains HistoFed's default classifier (se-cnn; --model small-cnn
+ * for the plain one) for a fixed
  * number of steps on random RGB inputs and the same architecture in PyTorch with the same
  * optimizer, alternating in one run; prints images/s of each and the ratio HistoFed / PyTorch.
  * The tfjs `cpu` backend is measured for a few steps too, to show what the training kernels gain.
@@ -32,6 +33,7 @@ interface Options {
   cpuSteps: string;
   backend: string;
   workers: string;
+  model: string;
   json?: boolean;
 }
 
@@ -40,9 +42,9 @@ interface Options {
  * Images per second of trainLocal (or of `pool.train` from the model's initial weights) over
  * `steps` batches (one epoch of steps * batch images).
  */
-async function tfjsRun(backendChoice: string, size: number, batch: number, steps: number, data: LabeledImages, pool?: TrainingPool) {
+async function tfjsRun(backendChoice: string, kind: string, size: number, batch: number, steps: number, data: LabeledImages, pool?: TrainingPool) {
   await selectBackend(parseBackendChoice(backendChoice));
-  const spec = { kind: 'small-cnn', imageSize: size, numClasses: 2 };
+  const spec = { kind, imageSize: size, numClasses: 2 };
   const model = buildModel(spec, 1);
   const initial = getWeights(model);
   const train = (d: LabeledImages, seed: number) => {
@@ -72,9 +74,9 @@ async function main(o: Options): Promise<void> {
   const warm = shareImages(randomImages(2 * batch, size, 2));
   const backend = await selectBackend(parseBackendChoice(o.backend));
   say(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}`);
-  say(`HistoFed small-cnn ${size}x${size}, batch ${batch}, ${steps} steps x ${repeats} repeats, Adam; backend ${backend.name}`);
+  say(`HistoFed ${o.model} ${size}x${size}, batch ${batch}, ${steps} steps x ${repeats} repeats, Adam; backend ${backend.name}`);
 
-  const peer = new PyTorchPeer({ imageSize: size, batch, learningRate: 0.001 });
+  const peer = new PyTorchPeer({ kind: o.model, imageSize: size, batch, learningRate: 0.001 });
   await peer.ready();
   say(`PyTorch ${peer.info!.torch}, ${peer.info!.threads} threads, ${peer.info!.parameters} parameters`);
 
@@ -86,8 +88,12 @@ async function main(o: Options): Promise<void> {
     poolStartSeconds = Number(process.hrtime.bigint() - started) / 1e9;
     say(`training pool: ${workers} worker threads on ${pool.backend?.name}, started in ${poolStartSeconds.toFixed(1)} s`);
   }
-  const hf = await tfjsRun(o.backend, size, batch, steps, data, pool);
-  say(`HistoFed: ${describeModel(hf.model).parameters} parameters, ${workers === 1 ? 'trainLocal (main thread)' : `${workers} workers`}`);
+  const hf = await tfjsRun(o.backend, o.model, size, batch, steps, data, pool);
+  const parameters = describeModel(hf.model).parameters;
+  say(`HistoFed: ${parameters} parameters, ${workers === 1 ? 'trainLocal (main thread)' : `${workers} workers`}`);
+  if (parameters !== peer.info!.parameters) {
+    throw new Error(`the PyTorch peer has ${peer.info!.parameters} parameters, HistoFed's ${o.model} ${parameters}: not the same architecture`);
+  }
   // Warm-up both (first steps compile kernels / allocate).
   await hf.train(warm, 2);
   await peer.run(2);
@@ -112,7 +118,7 @@ async function main(o: Options): Promise<void> {
   if (cpuSteps > 0) {
     const cpuBatch = Math.min(batch, 8);
     const cpuData = randomImages(cpuSteps * cpuBatch, size, 3);
-    const cpu = await tfjsRun('cpu', size, cpuBatch, cpuSteps, cpuData);
+    const cpu = await tfjsRun('cpu', o.model, size, cpuBatch, cpuSteps, cpuData);
     cpuImgPerSec = (await cpu.measure()).imgPerSec;
     cpu.model.dispose();
     say(`tfjs cpu backend (pure JavaScript, ${cpuSteps} step(s) of ${cpuBatch}): ${cpuImgPerSec.toFixed(2)} img/s`);
@@ -122,6 +128,8 @@ async function main(o: Options): Promise<void> {
     (cpuImgPerSec ? `; ${(histofed / cpuImgPerSec).toFixed(0)}x the tfjs cpu backend` : ''));
   result({
     backend: backend.name,
+    model: o.model,
+    parameters,
     imageSize: size,
     batch,
     steps,
@@ -145,6 +153,7 @@ new Command('npm run bench:train --')
   .option('--cpu-steps <n>', 'steps on the tfjs cpu backend (0 = skip)', '1')
   .option('--backend <name>', 'HistoFed backend', 'auto')
   .option('--workers <n>', 'HistoFed training threads: 1 = trainLocal on the main thread, N > 1 = a pool of N workers (default: one per core, as the site client)', String(availableParallelism()))
+  .option('--model <kind>', 'architecture: se-cnn (the default model) or small-cnn (no SE gates)', 'se-cnn')
   .option('--json', 'print one JSON line on stdout')
   .action((o: Options) => main(o))
   .parseAsync(process.argv)

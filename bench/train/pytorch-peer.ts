@@ -31,7 +31,7 @@ export class PyTorchPeer {
   private readonly lines: AsyncIterableIterator<string>;
   info: { torch: string; threads: number; parameters: number } | undefined;
 
-  constructor(config: { imageSize: number; batch: number; learningRate: number; threads?: number; channelsLast?: boolean }) {
+  constructor(config: { kind: string; imageSize: number; batch: number; learningRate: number; threads?: number; channelsLast?: boolean }) {
     this.child = spawn(PYTHON, [join(__dirname, 'small_cnn_torch.py'), JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.lines = createInterface({ input: this.child.stdout! })[Symbol.asyncIterator]();
   }

@@ -1,8 +1,9 @@
-"""PyTorch peer of HistoFed's default classifier (libs/ml small-cnn), for bench:train.
+"""PyTorch peer of HistoFed's classifiers (libs/ml models.ts), for bench:train.
 
-Same architecture (conv 3x3 'same' 16/32/64 + ReLU + max-pool 2, global average pooling,
-dense 64 + ReLU, dropout 0.25, dense 2 + softmax cross-entropy), same optimizer (Adam), same
-batch and input size, random inputs. Driven over stdin so that the TypeScript benchmark can
+Same architectures: input centred (x * 2 - 1), conv 3x3 'same' 16/32/64 + ReLU (+ for se-cnn a
+squeeze-and-excitation gate: global mean -> dense c/8 + ReLU -> dense c + sigmoid -> scale) +
+max-pool 2, global average pooling, dense 64 + ReLU, dropout 0.25, dense 2 + softmax
+cross-entropy; same optimizer (Adam), same batch and input size, random inputs. Driven over stdin so that the TypeScript benchmark can
 alternate: each line "STEPS" runs that many training steps and prints one JSON line.
 """
 import json
@@ -14,16 +15,35 @@ import torch
 import torch.nn as nn
 
 
-def build(width: float = 1.0, dense: int = 64, classes: int = 2) -> nn.Module:
+class Center(nn.Module):
+    def forward(self, x):
+        return x * 2 - 1
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, ratio: int = 8):
+        super().__init__()
+        hidden = max(2, round(channels / ratio))
+        self.reduce = nn.Linear(channels, hidden)
+        self.expand = nn.Linear(hidden, channels)
+
+    def forward(self, x):
+        s = torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3))))))
+        return x * s[:, :, None, None]
+
+
+def build(kind: str = "se-cnn", width: float = 1.0, dense: int = 64, classes: int = 2) -> nn.Module:
     f = [max(1, round(c * width)) for c in (16, 32, 64)]
-    return nn.Sequential(
-        nn.Conv2d(3, f[0], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(f[0], f[1], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(f[1], f[2], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(f[2], dense), nn.ReLU(), nn.Dropout(0.25),
-        nn.Linear(dense, classes),
-    )
+    layers = [Center()]
+    inputs = 3
+    for c in f:
+        layers += [nn.Conv2d(inputs, c, 3, padding=1), nn.ReLU()]
+        if kind == "se-cnn":
+            layers.append(SqueezeExcite(c))
+        layers.append(nn.MaxPool2d(2))
+        inputs = c
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(f[2], dense), nn.ReLU(), nn.Dropout(0.25), nn.Linear(dense, classes)]
+    return nn.Sequential(*layers)
 
 
 def main() -> None:
@@ -32,7 +52,7 @@ def main() -> None:
     threads = cfg.get("threads") or os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.get("seed", 1))
-    model = build()
+    model = build(cfg.get("kind", "se-cnn"))
     channels_last = cfg.get("channelsLast", False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

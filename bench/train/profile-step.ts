@@ -16,6 +16,9 @@
  * fallback instead: --profile-steps rounds, each timing --steps steps and profiling one step with
  * either, alternating (the order too) in this process; prints both paths' per-call times of each
  * input-gradient call and step times (median and range).
+ *
+ * --ab-filter-grad does the same for Conv2DBackpropFilter's sparse SIMD kernel (on dy's nonzeros)
+ * and its dense SIMD kernel.
  */
 import { Command } from 'commander';
 import { cpus } from 'node:os';
@@ -27,6 +30,7 @@ import {
   describeModel,
   parseBackendChoice,
   selectBackend,
+  setConv2DBackpropFilterMaxDensity,
   setConv2DBackpropInputMaxDensity,
   setWasmFastPathsEnabled,
 } from '@histofed/ml';
@@ -43,6 +47,7 @@ interface Options {
   top: string;
   fallback?: boolean;
   abInputGrad?: boolean;
+  abFilterGrad?: boolean;
   json?: boolean;
 }
 
@@ -107,8 +112,24 @@ async function main(o: Options): Promise<void> {
 
   for (let i = 0; i < warmup; i++) step(model, optimizer, vars, x, y);
 
-  if (o.abInputGrad) {
-    await compareInputGradient(() => step(model, optimizer, vars, x, y), { steps, rounds: profileSteps, say, result });
+  if (o.abInputGrad || o.abFilterGrad) {
+    const run = () => step(model, optimizer, vars, x, y);
+    const common = { steps, rounds: profileSteps, say, result };
+    if (o.abInputGrad) {
+      await comparePaths(run, {
+        ...common,
+        kernel: tf.Conv2DBackpropInput,
+        modes: ['xnnpack', 'simd'],
+        select: (mode) => setConv2DBackpropInputMaxDensity(mode === 'xnnpack' ? 0 : undefined),
+      });
+    } else {
+      await comparePaths(run, {
+        ...common,
+        kernel: tf.Conv2DBackpropFilter,
+        modes: ['dense', 'sparse'],
+        select: (mode) => setConv2DBackpropFilterMaxDensity(mode === 'dense' ? 0 : undefined),
+      });
+    }
     x.dispose();
     y.dispose();
     optimizer.dispose();
@@ -194,18 +215,29 @@ async function main(o: Options): Promise<void> {
   model.dispose();
 }
 
-/** A/B of Conv2DBackpropInput's SIMD kernel ('simd') and its XNNPACK fallback ('xnnpack'), alternating. */
-async function compareInputGradient(
+/**
+ * A/B of two paths of `kernel` (modes[0] -> modes[1], chosen by `select`; undefined restores the
+ * default), alternating (the order too) over `rounds` rounds in this process.
+ */
+async function comparePaths(
   run: () => void,
-  o: { steps: number; rounds: number; say: (s: string) => void; result: (v: unknown) => void },
+  o: {
+    kernel: string;
+    modes: [string, string];
+    select: (mode: string | undefined) => void;
+    steps: number;
+    rounds: number;
+    say: (s: string) => void;
+    result: (v: unknown) => void;
+  },
 ): Promise<void> {
-  const modes = ['xnnpack', 'simd'] as const;
-  const stepMs = { xnnpack: [] as number[], simd: [] as number[] };
-  const calls = { xnnpack: new Map<string, number[]>(), simd: new Map<string, number[]>() };
+  const [a, b] = o.modes;
+  const stepMs: Record<string, number[]> = { [a]: [], [b]: [] };
+  const calls: Record<string, Map<string, number[]>> = { [a]: new Map(), [b]: new Map() };
   try {
     for (let r = 0; r < o.rounds; r++) {
-      for (const mode of r % 2 === 0 ? modes : [...modes].reverse()) {
-        setConv2DBackpropInputMaxDensity(mode === 'xnnpack' ? 0 : undefined);
+      for (const mode of r % 2 === 0 ? [a, b] : [b, a]) {
+        o.select(mode);
         run(); // a step on this path before timing
         for (let i = 0; i < o.steps; i++) {
           const t0 = process.hrtime.bigint();
@@ -214,7 +246,7 @@ async function compareInputGradient(
         }
         const profile = await tf.profile(run);
         for (const k of profile.kernels) {
-          if (k.name !== tf.Conv2DBackpropInput) continue;
+          if (k.name !== o.kernel) continue;
           const key = k.inputShapes.map((s) => `[${s}]`).join(' ');
           const list = calls[mode].get(key) ?? [];
           list.push(Number(await k.kernelTimeMs));
@@ -223,17 +255,16 @@ async function compareInputGradient(
       }
     }
   } finally {
-    setConv2DBackpropInputMaxDensity();
+    o.select(undefined);
   }
   const range = (xs: number[]) =>
     `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)})`;
-  o.say(`\nConv2DBackpropInput per call, ms, median (range) of ${o.rounds / 2} rounds each, xnnpack -> simd:`);
-  for (const [key, xs] of calls.xnnpack) o.say(`  ${key}: ${range(xs)} -> ${range(calls.simd.get(key) ?? [NaN])}`);
-  o.say(`step, ms, median (range) of ${stepMs.xnnpack.length} steps each: ${range(stepMs.xnnpack)} -> ${range(stepMs.simd)}`);
+  o.say(`\n${o.kernel} per call, ms, median (range) of ${o.rounds} rounds each, ${a} -> ${b}:`);
+  for (const [key, xs] of calls[a]) o.say(`  ${key}: ${range(xs)} -> ${range(calls[b].get(key) ?? [NaN])}`);
+  o.say(`step, ms, median (range) of ${stepMs[a].length} steps each: ${range(stepMs[a])} -> ${range(stepMs[b])}`);
   o.result({
-    inputGradientMs: Object.fromEntries(
-      [...calls.xnnpack.keys()].map((key) => [key, { xnnpack: calls.xnnpack.get(key), simd: calls.simd.get(key) }]),
-    ),
+    kernel: o.kernel,
+    callMs: Object.fromEntries([...calls[a].keys()].map((key) => [key, { [a]: calls[a].get(key), [b]: calls[b].get(key) }])),
     stepMs,
   });
 }
@@ -247,6 +278,7 @@ new Command('node scripts/run-ts.js bench/train/profile-step.ts')
   .option('--profile-steps <n>', 'profiled steps (median per kernel call)', '3')
   .option('--fallback', 'turn the fast paths of the wasm training kernels off (how wasm trained before them)')
   .option('--ab-input-grad', "alternate Conv2DBackpropInput's SIMD kernel and its XNNPACK fallback; compare")
+  .option('--ab-filter-grad', "alternate Conv2DBackpropFilter's sparse and dense SIMD kernels; compare")
   .option('--backend <name>', 'backend (auto, tensorflow, wasm, cpu, ...)', 'wasm')
   .option('--top <n>', 'kernel calls listed', '30')
   .option('--json', 'print one JSON line on stdout')

@@ -5,6 +5,7 @@ import {
   WASM_TRAINING_KERNELS,
   conv2DBackpropFilterWasm,
   conv2DBackpropInputWasm,
+  setConv2DBackpropFilterMaxDensity,
   setConv2DBackpropInputMaxDensity,
   setWasmFastPathsEnabled,
 } from './wasm-training-kernels';
@@ -31,10 +32,12 @@ function values(n: number, seed: number): Float32Array {
  */
 const MODES = ['fast', 'fallback'] as const;
 /**
- * For the convolution gradients also 'forced': the fast paths with Conv2DBackpropInput's
- * nonzero-gather kernel used however dense dy is (by default dense dy goes to XNNPACK).
+ * For the convolution gradients also 'forced': the fast paths with the kernels on dy's nonzeros
+ * (Conv2DBackpropInput's nonzero gather, Conv2DBackpropFilter's sparse kernel) used however dense
+ * dy is (by default dense dy goes to XNNPACK and the dense SIMD filter kernel); and 'dense': the
+ * fast paths with those kernels off, however sparse dy is.
  */
-const CONV_MODES = ['fast', 'forced', 'fallback'] as const;
+const CONV_MODES = ['fast', 'forced', 'dense', 'fallback'] as const;
 type Mode = (typeof CONV_MODES)[number];
 
 /** Runs `f` on `backend` (both backends are initialised already, so setBackend is synchronous). */
@@ -42,12 +45,16 @@ function on<T>(backend: string, mode: Mode, f: () => T): T {
   const prev = tf.getBackend();
   void tf.setBackend(backend);
   setWasmFastPathsEnabled(mode !== 'fallback');
-  if (mode === 'forced') setConv2DBackpropInputMaxDensity(Infinity);
+  if (mode === 'forced' || mode === 'dense') {
+    setConv2DBackpropInputMaxDensity(mode === 'forced' ? Infinity : 0);
+    setConv2DBackpropFilterMaxDensity(mode === 'forced' ? Infinity : 0);
+  }
   try {
     return f();
   } finally {
     setWasmFastPathsEnabled(true);
     setConv2DBackpropInputMaxDensity();
+    setConv2DBackpropFilterMaxDensity();
     void tf.setBackend(prev);
   }
 }
@@ -65,9 +72,10 @@ interface Case {
   pad: Pad;
   /**
    * dy with about three zeros in four (as behind relu and a 2x2 max pool), so that the default fast
-   * path takes Conv2DBackpropInput's nonzero-gather kernel; 'inf': that, and an infinite filter value.
+   * path takes the kernels on dy's nonzeros; 'inf': that, and an infinite filter value; 'xinf':
+   * that, and infinite and NaN values of x.
    */
-  sparse?: boolean | 'inf';
+  sparse?: boolean | 'inf' | 'xinf';
 }
 
 interface Gradients {
@@ -81,9 +89,14 @@ interface Gradients {
 function gradients(backend: string, c: Case, mode: Mode = 'fast'): Gradients {
   return on(backend, mode, () =>
     tf.tidy(() => {
-      const x = tf.tensor4d(values(c.batch * c.h * c.w * c.inC, 7 + c.h), [c.batch, c.h, c.w, c.inC]);
+      const xv = values(c.batch * c.h * c.w * c.inC, 7 + c.h);
+      if (c.sparse === 'xinf') {
+        xv[xv.length - 1 - c.inC] = Number.POSITIVE_INFINITY; // in the last image
+        if (c.batch === 1) xv[c.w * c.inC + 1] = Number.NaN; // else only a later image is not finite
+      }
+      const x = tf.tensor4d(xv, [c.batch, c.h, c.w, c.inC]);
       const fv = values(c.f * c.f * c.inC * c.outC, 11);
-      const probe = tf.conv2d(x, tf.tensor4d(fv, [c.f, c.f, c.inC, c.outC]), c.stride, c.pad); // dy's shape
+      const probe = tf.conv2d(tf.zerosLike(x), tf.tensor4d(fv, [c.f, c.f, c.inC, c.outC]), c.stride, c.pad); // dy's shape
       if (c.sparse === 'inf') fv[5 % fv.length] = Number.POSITIVE_INFINITY;
       const filter = tf.tensor4d(fv, [c.f, c.f, c.inC, c.outC]);
       const dyv = values(probe.size, 13 + c.w);
@@ -179,6 +192,24 @@ for (const [inC, stride, pad] of [
   cases.push({ batch: 2, h: 9, w: 8, inC, outC: 5, f: 3, stride, pad, sparse: true });
 }
 cases.push({ batch: 3, h: 16, w: 16, inC: 16, outC: 32, f: 3, stride: 1, pad: 'same', sparse: true });
+// Conv2DBackpropFilter's sparse kernel: filter rows of fw * c floats as tiles of up to 12 f32x4
+// (3 x 3 = 9 floats: 3 rows of 3; 3 x 32 = 96 floats: 2 tiles of 12 per row; 5 x 7 = 35: 9 f32x4 and a
+// partial one), odd and even sizes and filters, strides 1 and 2, batch 1 and more
+for (const [batch, h, w, inC, outC, f, stride, pad] of [
+  [1, 7, 9, 3, 16, 3, 1, 'same'],
+  [2, 10, 8, 3, 7, 3, 2, 'same'],
+  [1, 9, 9, 32, 12, 3, 1, 'valid'],
+  [3, 8, 11, 32, 64, 3, 2, 'valid'],
+  [1, 12, 10, 16, 4, 2, 1, 'same'],
+  [2, 11, 7, 7, 9, 5, 1, 'same'],
+  [1, 6, 6, 1, 1, 3, 2, 'valid'],
+  [2, 13, 12, 64, 8, 3, 1, 'same'],
+] as const) {
+  cases.push({ batch, h, w, inC, outC, f, stride, pad, sparse: true });
+}
+// non-finite x: Conv2DBackpropFilter may not skip dy's zeros (dense kernel)
+cases.push({ batch: 2, h: 7, w: 8, inC: 4, outC: 6, f: 3, stride: 1, pad: 'same', sparse: 'xinf' });
+cases.push({ batch: 1, h: 7, w: 8, inC: 3, outC: 5, f: 3, stride: 2, pad: 'valid', sparse: 'xinf' });
 // a non-finite filter value: 0 * Infinity is NaN, so zeros may not be skipped (XNNPACK fallback)
 cases.push({ batch: 2, h: 6, w: 6, inC: 4, outC: 4, f: 3, stride: 1, pad: 'same', sparse: 'inf' });
 
@@ -200,7 +231,15 @@ describe('wasm training kernels against the cpu backend', () => {
         const wasm = gradients('wasm', c, mode);
         expect(wasm.filterShape).toEqual(cpu.filterShape);
         expect(wasm.inputShape).toEqual(cpu.inputShape);
-        expect(maxRelativeError(cpu.filter, wasm.filter)).toBeLessThan(1e-4);
+        if (c.sparse === 'xinf') {
+          // 0 * Infinity and NaN: NaN exactly where the cpu backend has it, as the dense kernel
+          expect(cpu.filter.some((v) => Number.isNaN(v))).toBe(true);
+          expect(wasm.filter.map((v) => (Number.isNaN(v) ? 1 : 0))).toEqual(cpu.filter.map((v) => (Number.isNaN(v) ? 1 : 0)));
+          const finite = (a: Float32Array) => a.map((v) => (Number.isFinite(v) ? v : 0));
+          expect(maxRelativeError(finite(cpu.filter), finite(wasm.filter))).toBeLessThan(1e-4);
+        } else {
+          expect(maxRelativeError(cpu.filter, wasm.filter)).toBeLessThan(1e-4);
+        }
         if (c.sparse === 'inf') {
           // NaN wherever the cpu backend has NaN (0 * Infinity; XNNPACK has more: it also multiplies
           // its zero padding at the borders)
@@ -436,6 +475,7 @@ describe('wasm training kernels against the cpu backend', () => {
         gradients('wasm', { ...c, stride: 1 }, mode);
         gradients('wasm', { ...c, sparse: true }, mode);
         gradients('wasm', { ...c, sparse: 'inf' }, mode);
+        gradients('wasm', { ...c, sparse: 'xinf' }, mode);
         networkGradients('wasm', mode);
         on('wasm', mode, () =>
           tf.tidy(() => {

@@ -22,7 +22,24 @@
  * (bench/train/profile-step.ts; before -> after, for the layers 3 -> 16, 16 -> 32, 32 -> 64
  * channels). The machine was shared while measuring: ranges are over runs.
  *
- * Filter gradient (SIMD; 125-145 / 124-152 / 126-133 -> 23-26 / 54-61 / 48-65 ms, about the
+ * Filter gradient, sparse (SIMD, from dy's nonzeros; dense SIMD kernel -> this, profile-step.ts
+ * --ab-filter-grad, paths alternating in one process, medians of 8 rounds in each of two runs,
+ * machine busy with other training (load 6-8 on 2 cores): 128 px 31-39 / 79-84 / 52-81 ->
+ * 17-23 / 15-17 / 10-13 ms; the kernel alone on pool-like dy of 17.5 % nonzeros, medians of 7-9
+ * calls, two runs: 30-42 / 55-74 / 64-79 -> 17-24 / 15-24 / 15-22 ms, on dense dy 52 / 89 / 104 ->
+ * 72 / 78 / 94 ms; 64 px 8.9 / 17.8 / 20.1 -> 7.5 / 5.7 / 3.7 ms): as for the input
+ * gradient, at most a quarter of dy is nonzero. Image by image, dy's nonzeros are listed per output
+ * channel (value and the offset of the pixel's window), x's image is copied into a zero-padded NHWC
+ * grid where each filter row of a window is a contiguous run of fw * c floats, and each channel's
+ * list is walked once per tile of up to 12 f32x4 of its filter gradient, held in registers
+ * (wasm-kernels/conv2d-backprop-filter.ts; any stride and padding, any channel counts). Its time is
+ * ~2 cycles per dy value for the listing plus the nonzeros' multiply-adds, so the break-even density
+ * depends on the layer (measured ~0.45 at 3 -> 16 channels, where the listing is half the time, ~1 at
+ * 16 -> 32 and 32 -> 64); dy denser than 0.8 times an estimate of it (checked on the first image:
+ * e.g. with batch norm) and x with non-finite values (0 * Infinity is NaN, which skipping zeros would
+ * lose) take the dense kernel.
+ *
+ * Filter gradient, dense (SIMD; 125-145 / 124-152 / 126-133 -> 23-26 / 54-61 / 48-65 ms, about the
  * forward convolution's time for the same multiply-adds): with x zero-padded to the grid the
  * convolution reads,
  *
@@ -92,8 +109,12 @@
  * With the input gradient on dy's nonzeros and Cast shared (profile-step.ts --ab-input-grad, paths
  * alternating in one process, 8 rounds; machine busy with other training, so absolute times are
  * high): step 128 px 468-505 -> 408-422 ms (medians of two runs), 64 px 128 -> 110 ms. The
- * convolutions left: forward ~140 ms and filter gradient ~135 ms at 128 px (unloaded); the filter
- * gradient could skip dy's zeros the same way (dW[tap, :, oo] as walks over channel oo's nonzeros).
+ * convolutions left: forward ~140 ms and filter gradient ~135 ms at 128 px (unloaded).
+ *
+ * With the filter gradient on dy's nonzeros too (--ab-filter-grad, 8 rounds, load 6-8): step 128 px
+ * 475-638 -> 374-467 ms (medians of two runs; 100-170 ms less), 64 px 148 -> 120 ms. Per step at
+ * 128 px the filter gradient is now ~40-50 ms under that load, the forward convolution the largest
+ * cost left.
  *
  * Every kernel frees its intermediates (`backend.disposeData`), so nothing leaks. Convolution
  * gradients support NHWC, dilation 1 and float32 only; anything else throws a clear error.
@@ -104,7 +125,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, TensorInfo } from '@tensorflow/tfjs-core';
 import { biasAddOperands, biasAddSimd, isLeadingAxesSum, leadingAxesSumSimd } from './wasm-kernels/bias';
-import { conv2DBackpropFilterSimd } from './wasm-kernels/conv2d-backprop-filter';
+import { conv2DBackpropFilterSimd, conv2DBackpropFilterSparse } from './wasm-kernels/conv2d-backprop-filter';
 import { conv2DBackpropInputSimd } from './wasm-kernels/conv2d-backprop-input';
 import { maxPoolGradSimd, maxPoolGradSimdApplies } from './wasm-kernels/max-pool-grad';
 import { setSimdKernelsEnabled, simdKernels } from './wasm-kernels/simd-kernels';
@@ -143,6 +164,7 @@ export function setWasmFastPathsEnabled(enabled: boolean): void {
 }
 
 export { setConv2DBackpropInputMaxDensity } from './wasm-kernels/conv2d-backprop-input';
+export { setConv2DBackpropFilterMaxDensity } from './wasm-kernels/conv2d-backprop-filter';
 
 type Shape4 = [number, number, number, number];
 
@@ -222,7 +244,10 @@ export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
   );
   checkDy(tf.Conv2DBackpropFilter, dy, info);
   const simd = simdKernels(backend as unknown as WasmBackend);
-  if (simd !== null) return conv2DBackpropFilterSimd(backend as unknown as WasmBackend, simd, x, dy, info);
+  if (simd !== null) {
+    const wasm = backend as unknown as WasmBackend;
+    return conv2DBackpropFilterSparse(wasm, simd, x, dy, info) ?? conv2DBackpropFilterSimd(wasm, simd, x, dy, info);
+  }
   return conv2DBackpropFilterTransposed(backend, x, dy, info);
 }
 

@@ -10,6 +10,10 @@
  *   channels of dy (8 or 4 as two or one f32x4, or 1 as a scalar), accumulated over the pixels of a
  *   run of output rows into dW [taps * c, o].
  * - `pad_transpose`: x NHWC -> channel-major rows inside a zero-padded grid (the im2col source).
+ * - `nz_channels_4_G`, `nz_channels`, `copy_check` and `fgs_R_V`: the filter gradient from the
+ *   nonzero values of dy (conv2d-backprop-filter.ts): dy's nonzeros listed per output channel, x's
+ *   image copied into a zero-padded grid (flagging non-finite values), then for each channel a walk
+ *   over its list, R filter rows of V f32x4 accumulators in registers.
  * - `pool_grad_2x2`: max-pool gradient for 2x2 windows at stride 2 (the models' pooling), and
  *   `pool_grad` for any window, stride and padding; 4 channels at a time, dy going to the first
  *   maximum of each window (the cpu backend's rule).
@@ -26,9 +30,10 @@
 import * as A from './wasm-asm';
 import type { WasmBackend } from './wasm-heap';
 
-const { get, set, i32, f32, add, sub, mul, shl, inc, ne, geU, ltU, minS, maxS, block, loop, brIf, forLoop } = A;
+const { get, set, i32, f32, add, sub, mul, shl, and, or, eq, inc, ne, geU, ltU, minS, maxS, block, loop, brIf, forLoop } = A;
 const { f32Load, f32Store, f32Add, f32Mul, f32Ne, i32Load, i32Store, v128Load, v128Store, load32Splat, bitselect } = A;
-const { f32x4Add, f32x4Mul, f32x4Gt, f32x4Splat, f32x4ExtractLane, i32x4Splat, i32x4Eq, v128And, v128AndNot } = A;
+const { f32x4Add, f32x4Mul, f32x4Gt, f32x4Ne, f32x4Splat, f32x4ExtractLane, i32x4Splat, i32x4Eq, i32x4ExtractLane } = A;
+const { v128And, v128AndNot, v128Or, i32x4Add, i8x16Shuffle, v128Store64Lane } = A;
 
 /** Largest number of im2col rows per filter-gradient call, and the column widths (1 = scalar). */
 export const FG_ROWS = 4;
@@ -407,6 +412,215 @@ function inputGradKernel(vecs: number, tail: number): A.FunctionDef {
   return { builder: f, body };
 }
 
+/** Largest number of f32x4 accumulators (R rows x V vectors) of a sparse filter-gradient kernel. */
+export const FGS_ACCS = 12;
+
+/**
+ * copy_check(src, dst, rows, vecs, tail, srcLine, dstLine, flag)
+ *
+ * Copies `rows` lines of 4 vecs + tail floats (tail < 4) from src (line stride srcLine bytes) to
+ * dst (stride dstLine), and ORs into the four i32 at `flag` a nonzero value if any copied float is
+ * Infinity or NaN (exponent bits all ones).
+ */
+function copyCheckKernel(): A.FunctionDef {
+  const f = new A.FunctionBuilder('copy_check', new Array<A.ValType>(8).fill('i32'));
+  const [src, dst, rows, vecs, tail, srcLine, dstLine, flag] = f.params;
+  const [row, i, s, d, w, badS] = new Array(6).fill(0).map(() => f.local('i32'));
+  const [v, bad] = [f.local('v128'), f.local('v128')];
+  const expMask = 0x7f800000;
+  const body = [
+    set(bad, i32x4Splat(i32(0))),
+    set(badS, i32(0)),
+    forLoop(
+      row,
+      i32(0),
+      get(rows),
+      i32(1),
+      set(s, add(get(src), mul(get(row), get(srcLine)))),
+      set(d, add(get(dst), mul(get(row), get(dstLine)))),
+      forLoop(
+        i,
+        i32(0),
+        get(vecs),
+        i32(1),
+        set(v, v128Load(get(s))),
+        v128Store(get(d), get(v)),
+        set(bad, v128Or(get(bad), i32x4Eq(v128And(get(v), i32x4Splat(i32(expMask))), i32x4Splat(i32(expMask))))),
+        inc(s, i32(16)),
+        inc(d, i32(16)),
+      ),
+      forLoop(
+        i,
+        i32(0),
+        get(tail),
+        i32(1),
+        set(w, i32Load(get(s))),
+        i32Store(get(d), get(w)),
+        set(badS, or(get(badS), eq(and(get(w), i32(expMask)), i32(expMask)))),
+        inc(s, i32(4)),
+        inc(d, i32(4)),
+      ),
+    ),
+    v128Store(get(flag), v128Or(v128Load(get(flag)), get(bad))),
+    i32Store(get(flag), or(i32Load(get(flag)), get(badS))),
+  ];
+  return { builder: f, body };
+}
+
+/**
+ * nz_channels(src, pos, rows, ow, o, offPx, offRowExtra, off0)
+ *
+ * Lists the nonzero values of `rows` x `ow` pixels of o channels at src (NHWC, contiguous) per
+ * channel: channel oo's entries (f32 value, i32 offset; 8 bytes) are appended at the address
+ * i32[pos + 4 oo], which is advanced past them. The offset of the first pixel is off0; it advances
+ * by offPx per pixel and by offRowExtra more after each row. Branch-free: every value is written,
+ * and the write position advances only past nonzeros (NaN counts as nonzero), so each channel's
+ * area must have room for one entry per pixel.
+ */
+function nzChannelsKernel(): A.FunctionDef {
+  const f = new A.FunctionBuilder('nz_channels', new Array<A.ValType>(8).fill('i32'));
+  const [src, pos, rows, ow, o, offPx, offRowExtra, off0] = f.params;
+  const [oo, row, px, p, s, off, pxBytes] = new Array(7).fill(0).map(() => f.local('i32'));
+  const v = f.local('f32');
+  const body = [
+    set(pxBytes, shl(get(o), i32(2))),
+    forLoop(
+      oo,
+      i32(0),
+      get(o),
+      i32(1),
+      set(p, i32Load(add(get(pos), shl(get(oo), i32(2))))),
+      set(s, add(get(src), shl(get(oo), i32(2)))),
+      set(off, get(off0)),
+      forLoop(
+        row,
+        i32(0),
+        get(rows),
+        i32(1),
+        set(px, get(ow)),
+        loop(
+          set(v, f32Load(get(s))),
+          f32Store(get(p), get(v)),
+          i32Store(get(p), get(off), 4),
+          inc(p, shl(f32Ne(get(v), f32(0)), i32(3))),
+          inc(s, get(pxBytes)),
+          inc(off, get(offPx)),
+          set(px, sub(get(px), i32(1))),
+          brIf(0, ne(get(px), i32(0))),
+        ),
+        inc(off, get(offRowExtra)),
+      ),
+      i32Store(add(get(pos), shl(get(oo), i32(2))), get(p)),
+    ),
+  ];
+  return { builder: f, body };
+}
+
+/** Largest number of 4-channel groups that nz_channels_4_G lists in one pass. */
+export const NZ_GROUPS = 4;
+
+/**
+ * nz_channels_4_G(src, pos, rows, ow, pxBytes, offPx, offRowExtra, off0): nz_channels for G groups
+ * of 4 channels (4 G consecutive channels from src; pxBytes the pixel stride, 4 o), reading each
+ * pixel's 4 G values as G f32x4 and keeping the 4 G write positions (i32 at pos) in G i32x4: an
+ * entry (value, offset) is one 64-bit lane store, and the positions advance by 8 where the compare
+ * with 0 is true.
+ */
+function nzChannels4Kernel(groups: number): A.FunctionDef {
+  const f = new A.FunctionBuilder(`nz_channels_4_${groups}`, new Array<A.ValType>(8).fill('i32'));
+  const [src, pos, rows, ow, pxBytes, offPx, offRowExtra, off0] = f.params;
+  const [row, px, s] = new Array(3).fill(0).map(() => f.local('i32'));
+  const p = Array.from({ length: groups }, () => f.local('v128'));
+  const [v, m, off, w01, w23, offPxV] = new Array(6).fill(0).map(() => f.local('v128'));
+  // the entries (value, offset) of lanes 0, 1 (2, 3) as the two 64-bit lanes of a v128: the 32-bit
+  // interleave of v's low (high) half with off's (all lanes equal), one unpack instruction
+  const interleave = (lanes: number[]) => lanes.flatMap((l) => [0, 1, 2, 3].map((i) => 4 * l + i));
+  const low = interleave([0, 4, 1, 5]);
+  const high = interleave([2, 6, 3, 7]);
+  const perPixel: A.Code[] = [];
+  for (let gi = 0; gi < groups; gi++) {
+    perPixel.push(
+      set(v, v128Load(get(s), 16 * gi)),
+      set(m, v128And(f32x4Ne(get(v), f32x4Splat(f32(0))), i32x4Splat(i32(8)))),
+      set(w01, i8x16Shuffle(get(v), get(off), low)),
+      set(w23, i8x16Shuffle(get(v), get(off), high)),
+    );
+    for (let l = 0; l < 4; l++) perPixel.push(v128Store64Lane(i32x4ExtractLane(get(p[gi]), l), get(l < 2 ? w01 : w23), l % 2));
+    perPixel.push(set(p[gi], i32x4Add(get(p[gi]), get(m))));
+  }
+  perPixel.push(
+    inc(s, get(pxBytes)),
+    set(off, i32x4Add(get(off), get(offPxV))),
+    set(px, sub(get(px), i32(1))),
+    brIf(0, ne(get(px), i32(0))),
+  );
+  const body = [
+    set(offPxV, i32x4Splat(get(offPx))),
+    ...p.map((pg, gi) => set(pg, v128Load(get(pos), 16 * gi))),
+    set(s, get(src)),
+    set(off, i32x4Splat(get(off0))),
+    forLoop(
+      row,
+      i32(0),
+      get(rows),
+      i32(1),
+      set(px, get(ow)),
+      loop(...perPixel),
+      set(off, i32x4Add(get(off), i32x4Splat(get(offRowExtra)))),
+    ),
+    ...p.map((pg, gi) => v128Store(get(pos), get(pg), 16 * gi)),
+  ];
+  return { builder: f, body };
+}
+
+/**
+ * fgs_R_V(starts, ends, o, x, out, xRow, outRow, outStride)
+ *
+ * The filter gradient from per-channel lists of dy's nonzeros (nz_channels): for each of o
+ * channels oo, the entries (value, offset) from i32[starts + 4 oo] to i32[ends + 4 oo] add
+ * value * x[x + offset + r xRow + 16 v] to R x V f32x4 accumulators, which are loaded from and
+ * stored back to out + oo outStride + r outRow + 16 v.
+ */
+function sparseFilterGradKernel(rows: number, vecs: number): A.FunctionDef {
+  const f = new A.FunctionBuilder(`fgs_${rows}_${vecs}`, new Array<A.ValType>(8).fill('i32'));
+  const [starts, ends, o, x, out, xRow, outRow, outStride] = f.params;
+  const [oo, e, end, a, dst] = new Array(5).fill(0).map(() => f.local('i32'));
+  const s = f.local('v128');
+  const acc = Array.from({ length: rows }, () => Array.from({ length: vecs }, () => f.local('v128')));
+  const loads: A.Code[] = [];
+  const stores: A.Code[] = [];
+  for (let r = 0; r < rows; r++) {
+    const at = r === 0 ? get(dst) : add(get(dst), mul(get(outRow), i32(r)));
+    for (let v = 0; v < vecs; v++) {
+      loads.push(set(acc[r][v], v128Load(at, 16 * v)));
+      stores.push(v128Store(at, get(acc[r][v]), 16 * v));
+    }
+  }
+  const perEntry: A.Code[] = [set(s, load32Splat(get(e))), set(a, add(get(x), i32Load(get(e), 4)))];
+  for (let r = 0; r < rows; r++) {
+    for (let v = 0; v < vecs; v++) {
+      perEntry.push(set(acc[r][v], f32x4Add(get(acc[r][v]), f32x4Mul(get(s), v128Load(get(a), 16 * v)))));
+    }
+    if (r < rows - 1) perEntry.push(inc(a, get(xRow)));
+  }
+  perEntry.push(inc(e, i32(8)));
+  const body = [
+    forLoop(
+      oo,
+      i32(0),
+      get(o),
+      i32(1),
+      set(e, i32Load(add(get(starts), shl(get(oo), i32(2))))),
+      set(end, i32Load(add(get(ends), shl(get(oo), i32(2))))),
+      set(dst, add(get(out), mul(get(oo), get(outStride)))),
+      ...loads,
+      block(brIf(0, geU(get(e), get(end))), loop(...perEntry, brIf(0, ltU(get(e), get(end))))),
+      ...stores,
+    ),
+  ];
+  return { builder: f, body };
+}
+
 type WasmFn = (...args: number[]) => void;
 
 export interface SimdKernels {
@@ -418,6 +632,12 @@ export interface SimdKernels {
   readonly nzCompress4: WasmFn;
   /** Input-gradient kernels: ig[V - 1][T] for V accumulators, T lanes of the last stored (0: all). */
   readonly ig: readonly (readonly WasmFn[])[];
+  /** Sparse filter-gradient kernels: fgs[R - 1][V - 1] for R rows of V f32x4 (R V <= FGS_ACCS). */
+  readonly fgs: readonly (readonly (WasmFn | undefined)[])[];
+  /** nz_channels for any channel count, and nzChannels4[G - 1] for G groups of 4 channels. */
+  readonly nzChannels: WasmFn;
+  readonly nzChannels4: readonly WasmFn[];
+  readonly copyCheck: WasmFn;
   readonly poolGrad2x2: WasmFn;
   readonly poolGrad: WasmFn;
   readonly colSum: WasmFn;
@@ -443,6 +663,11 @@ function compile(): object | null {
     for (let r = 1; r <= FG_ROWS; r++) for (const k of FG_COLS) defs.push(filterGradKernel(r, k));
     defs.push(nzCompressKernel(1), nzCompressKernel(4));
     for (let v = 1; v <= IG_VECS; v++) for (let t = 0; t < 4; t++) defs.push(inputGradKernel(v, t));
+    for (let r = 1; r <= FGS_ACCS; r++) {
+      for (let v = 1; r * v <= FGS_ACCS; v++) defs.push(sparseFilterGradKernel(r, v));
+    }
+    defs.push(nzChannelsKernel(), copyCheckKernel());
+    for (let g = 1; g <= NZ_GROUPS; g++) defs.push(nzChannels4Kernel(g));
     defs.push(padTransposeKernel(), poolGrad2x2Kernel(), poolGradKernel(), colSumKernel(), biasAddKernel());
     const bytes = A.assembleModule(defs);
     compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
@@ -478,8 +703,16 @@ export function simdKernels(backend: WasmBackend): SimdKernels | null {
   for (let r = 1; r <= FG_ROWS; r++) fg.push(FG_COLS.map((k) => fn(`fg_${r}_${k}`)));
   const ig: WasmFn[][] = [];
   for (let v = 1; v <= IG_VECS; v++) ig.push([0, 1, 2, 3].map((t) => fn(`ig_${v}_${t}`)));
+  const fgs: (WasmFn | undefined)[][] = [];
+  for (let r = 1; r <= FGS_ACCS; r++) {
+    fgs.push(Array.from({ length: FGS_ACCS }, (_x, i) => (r * (i + 1) <= FGS_ACCS ? fn(`fgs_${r}_${i + 1}`) : undefined)));
+  }
   const kernels: SimdKernels = {
     fg,
+    fgs,
+    nzChannels: fn('nz_channels'),
+    nzChannels4: Array.from({ length: NZ_GROUPS }, (_x, g) => fn(`nz_channels_4_${g + 1}`)),
+    copyCheck: fn('copy_check'),
     padTranspose: fn('pad_transpose'),
     nzCompress: fn('nz_compress_1'),
     nzCompress4: fn('nz_compress_4'),

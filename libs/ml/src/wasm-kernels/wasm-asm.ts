@@ -127,6 +127,8 @@ export const add = op(0x6a);
 export const sub = op(0x6b);
 export const mul = op(0x6c);
 export const shl = op(0x74);
+export const and = op(0x71);
+export const or = op(0x72);
 export const ltS = op(0x48);
 export const gtS = op(0x4a);
 export const geS = op(0x4e);
@@ -159,6 +161,29 @@ export const v128Load = mem(simdPrefix(0x00), 4);
 /** Loads one f32 and splats it to the four lanes. */
 export const load32Splat = mem(simdPrefix(0x09), 2);
 export const v128Store = (addr: Code, value: Code, offset = 0): Code => mem(simdPrefix(0x0b), 4)(addr, offset, value);
+/** Bytes of a and b (lanes 0-15 and 16-31) picked by the 16 constant lane indices. */
+export const i8x16Shuffle =
+  (a: Code, b: Code, lanes: readonly number[]): Code =>
+  (out) => {
+    if (lanes.length !== 16 || lanes.some((l) => !(l >= 0 && l < 32))) throw new Error('wasm-asm: bad shuffle lanes');
+    a(out);
+    b(out);
+    out.push(0xfd);
+    uleb(out, 0x0d);
+    out.push(...lanes);
+  };
+/** Stores 64-bit lane `lane` (0-1) of a v128 at addr + offset. */
+export const v128Store64Lane =
+  (addr: Code, value: Code, lane: number, offset = 0): Code =>
+  (out) => {
+    addr(out);
+    value(out);
+    out.push(0xfd);
+    uleb(out, 0x5b);
+    uleb(out, 3);
+    uleb(out, offset);
+    out.push(lane);
+  };
 export const i32x4Splat = simd(0x11);
 export const f32x4Splat = simd(0x13);
 /** The f32 in lane `lane` (0-3) of a v128. */
@@ -170,13 +195,26 @@ export const f32x4ExtractLane =
     uleb(out, 0x1f);
     out.push(lane);
   };
+/** The i32 in lane `lane` (0-3) of a v128. */
+export const i32x4ExtractLane =
+  (v: Code, lane: number): Code =>
+  (out) => {
+    v(out);
+    out.push(0xfd);
+    uleb(out, 0x1b);
+    out.push(lane);
+  };
 export const i32x4Eq = simd(0x37);
+/** Lanes all ones where a != b (and where either is NaN), else zeros. */
+export const f32x4Ne = simd(0x42);
 export const f32x4Gt = simd(0x44);
 export const v128And = simd(0x4e);
+export const v128Or = simd(0x50);
 /** andnot(a, b): a & ~b */
 export const v128AndNot = simd(0x4f);
 /** bitselect(a, b, mask): bits of a where mask is 1, of b where 0. */
 export const bitselect = simd(0x52);
+export const i32x4Add = simd(0xae);
 export const f32x4Add = simd(0xe4);
 export const f32x4Mul = simd(0xe6);
 

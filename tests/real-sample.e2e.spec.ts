@@ -3,11 +3,12 @@
  * a coordinator and two site clients as processes, one round plus personalization, central
  * evaluation on the patients held out of both sites.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { readBreakHisTree, simulateFederation } from '@histofed/data';
-import { Federation, REPO_ROOT, startFederation } from '@histofed/harness';
+import { COORDINATOR_BIN, Federation, REPO_ROOT, startFederation } from '@histofed/harness';
 
 const SAMPLE = join(REPO_ROOT, '..', 'shared', 'data', 'breakhis-sample');
 
@@ -28,7 +29,7 @@ describe('a federated round on the real BreakHis sample', () => {
     const { id } = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
       rounds: 1,
       minSites: 2,
-      model: { kind: 'small-cnn', imageSize: 32, numClasses: 2 },
+      model: { kind: 'se-cnn', imageSize: 32, numClasses: 2, subtypeParents: [0, 0, 0, 0, 1, 1, 1, 1] },
       batchSize: 16,
       personalizeEpochs: 1,
       seed: 5,
@@ -40,7 +41,7 @@ describe('a federated round on the real BreakHis sample', () => {
           status: string;
           statusReason: string | null;
           rounds: { round: number; participants: string[]; global: Record<string, number>; perSite: Record<string, { samples: number }> }[];
-          final: { perSite: Record<string, unknown>; ensemble: Record<string, number> };
+          final: { perSite: Record<string, unknown>; ensemble: Record<string, number>; modelsDir: string };
         }>('GET', `/api/runs/${id}/metrics`);
         return m.status === 'completed' || m.status === 'failed' ? m : undefined;
       },
@@ -65,5 +66,30 @@ describe('a federated round on the real BreakHis sample', () => {
     expect(round.global.patientAccuracy).toBeGreaterThanOrEqual(0);
     expect(report.final.ensemble.samples).toBe(sim.test.length);
     expect(Object.keys(report.final.perSite).sort()).toEqual(['site-1', 'site-2']);
+    // Two-stage: the central evaluation reports the subtype (stage 2) too.
+    expect(round.global).toHaveProperty('stage2Accuracy');
+    expect(round.global).toHaveProperty('stage2MacroF1');
+
+    // The run's models are saved: the ensemble directory evaluates with the same code, and
+    // restricted to the held-out patients it reproduces the coordinator's own ensemble figures.
+    const heldOut = join(work, 'held-out');
+    for (const img of sim.test) {
+      const target = join(heldOut, img.relativePath);
+      mkdirSync(dirname(target), { recursive: true });
+      symlinkSync(img.path, target);
+    }
+    const e = spawnSync(process.execPath, [COORDINATOR_BIN, 'evaluate', '--model', report.final.modelsDir, '--data', heldOut, '--json'], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      timeout: 300_000,
+    });
+    expect(e.stderr).toBe('');
+    expect(e.status).toBe(0);
+    const evaluated = JSON.parse(e.stdout);
+    expect(evaluated.kind).toBe('ensemble');
+    expect(evaluated.members).toEqual(['global', 'site-1', 'site-2']);
+    expect(evaluated.images).toBe(sim.test.length);
+    expect(evaluated.stage1.imageAccuracy).toBeCloseTo(report.final.ensemble.accuracy, 6);
+    expect(evaluated.stage2.imageAccuracy).toBeCloseTo(report.final.ensemble.stage2Accuracy, 6);
   });
 });

@@ -8,6 +8,7 @@ import { SitesController } from './admin/sites.controller';
 import { AdminTokenGuard } from './admin/admin-token.guard';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from './config/coordinator-config';
 import { CentralEvaluator } from './evaluation/central-evaluator.service';
+import { ModelExporter } from './evaluation/model-exporter.service';
 import { ContributionService } from './federation/contribution.service';
 import { CoordinatorKeys } from './federation/coordinator-keys';
 import { SiteSessionsService } from './federation/site-sessions.service';
@@ -40,6 +41,7 @@ export class CoordinatorModule {
         SiteSessionsService,
         ContributionService,
         CentralEvaluator,
+        ModelExporter,
         RunOrchestrator,
         SitesGateway,
       ],

@@ -53,6 +53,8 @@ export interface FinalReport {
   readonly perSite: Record<string, Metrics | null>;
   readonly ensemble: Metrics | null;
   readonly ensembleMembers: string[];
+  /** Where the run's saved models (global, per site, ensemble manifest) were written. */
+  readonly modelsDir?: string;
 }
 
 export interface RunRecord {

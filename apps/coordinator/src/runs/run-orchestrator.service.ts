@@ -4,6 +4,7 @@ import { Strategy, createStrategy } from '@histofed/aggregation';
 import { buildModel, getWeights } from '@histofed/ml';
 import { TrainTask } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
+import { ModelExporter } from '../evaluation/model-exporter.service';
 import { CentralEvaluator } from '../evaluation/central-evaluator.service';
 import { ContributionService } from '../federation/contribution.service';
 import { RoundCollection } from '../federation/round-collection';
@@ -47,6 +48,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     private readonly sessions: SiteSessionsService,
     private readonly contributions: ContributionService,
     private readonly evaluator: CentralEvaluator,
+    private readonly exporter: ModelExporter,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -267,11 +269,23 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     );
     const perSite: Record<string, Metrics | null> = {};
     for (const m of perSiteWeights) perSite[m.id] = evaluation?.members[m.id] ?? null;
+    const members = [{ id: 'global', weights: global.weights }, ...perSiteWeights];
+    let modelsDir: string | undefined;
+    try {
+      const rounds = await this.store.listRounds(runId);
+      const contributors = [...new Set(rounds.filter((r) => r.status === 'completed').flatMap((r) => r.participants))].sort();
+      modelsDir = await this.exporter.exportRun(runId, cfg.model, cfg.rounds, cfg.stainNormalization ?? null, members, contributors);
+      this.logger.event('info', 'runs', 'models saved', { runId, modelsDir, members: members.map((m) => m.id) });
+    } catch (e) {
+      // The run's result is in the database either way; a full disk must not fail a finished run.
+      this.logger.event('error', 'runs', 'saving the models failed', { runId, error: (e as Error).message });
+    }
     return {
       global: evaluation?.members.global ?? null,
       perSite,
       ensemble: evaluation?.ensemble ?? null,
-      ensembleMembers: ['global', ...perSiteWeights.map((m) => m.id)],
+      ensembleMembers: members.map((m) => m.id),
+      ...(modelsDir ? { modelsDir } : {}),
     };
   }
 }

@@ -1,0 +1,60 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { join } from 'node:path';
+import { BREAKHIS_SUBTYPE_CODES, ModelSpec, STAGE1_CLASSES, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
+import { buildModel, saveEnsembleManifest, saveModel, setWeights } from '@histofed/ml';
+import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
+
+export interface ExportedMember {
+  /** 'global' or a site id. */
+  readonly id: string;
+  readonly weights: WeightSet;
+}
+
+/**
+ * Writes a finished run's models as saved model directories — `global/`, one per personalized site,
+ * and the ensemble manifest over all of them — under `<data dir>/models/<run id>/`, where
+ * `histofed-coordinator evaluate --model` reads them (a member directory alone, or the run
+ * directory as the ensemble).
+ */
+@Injectable()
+export class ModelExporter {
+  constructor(@Inject(COORDINATOR_CONFIG) private readonly config: CoordinatorConfig) {}
+
+  runDir(runId: string): string {
+    return join(this.config.dataDir, 'models', runId);
+  }
+
+  async exportRun(
+    runId: string,
+    spec: ModelSpec,
+    round: number,
+    stain: StainNormalizationTarget | null,
+    members: readonly ExportedMember[],
+    contributors: readonly string[],
+  ): Promise<string> {
+    const dir = this.runDir(runId);
+    const subtypes = spec.subtypeParents?.length ?? 0;
+    const subtypeClasses =
+      subtypes === 0 ? undefined : subtypes === BREAKHIS_SUBTYPE_CODES.length ? [...BREAKHIS_SUBTYPE_CODES] : Array.from({ length: subtypes }, (_, j) => `subtype-${j}`);
+    const classes = spec.numClasses === STAGE1_CLASSES.length ? [...STAGE1_CLASSES] : Array.from({ length: spec.numClasses }, (_, c) => `class-${c}`);
+    for (const m of members) {
+      const model = buildModel(spec, 1);
+      try {
+        setWeights(model, m.weights);
+        await saveModel(join(dir, m.id), model, {
+          classes,
+          ...(subtypeClasses ? { subtypeClasses } : {}),
+          spec,
+          preprocessing: { scale: '0-1', resize: 'cover', stainNormalization: stain as Record<string, unknown> | null },
+          provenance: m.id === 'global'
+            ? { kind: 'global', runId, round, sites: [...contributors] }
+            : { kind: 'site', runId, round, sites: [m.id] },
+        });
+      } finally {
+        model.dispose();
+      }
+    }
+    await saveEnsembleManifest(dir, members.map((m) => m.id));
+    return dir;
+  }
+}

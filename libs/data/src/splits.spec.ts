@@ -3,7 +3,7 @@ import { BREAKHIS_MAGNIFICATIONS, BREAKHIS_SUBTYPES, breakHisCaseId, breakHisRel
 import { readBreakHisTree, type BreakHisImage } from './breakhis-reader';
 import { DataError } from './data-error';
 import { hashSeed, mulberry32, seededShuffle } from './prng';
-import { describePartition, groupByCase, patientWiseSplit, simulateFederation } from './splits';
+import { describePartition, groupByCase, patientWiseFolds, patientWiseSplit, simulateFederation } from './splits';
 import { REAL_SAMPLE_ROOT } from './test-paths';
 
 const set = <T>(xs: readonly T[]): Set<T> => new Set(xs);
@@ -161,5 +161,68 @@ describe('patient-wise splits stratified by subtype', () => {
       const sides = new Set([...train, ...test].filter((i) => i.caseId === '14-13412').map((i) => (test.includes(i) ? 'test' : 'train')));
       expect(sides.size).toBe(1);
     }
+  });
+});
+
+describe('patientWiseFolds on the real sample', () => {
+  let images: BreakHisImage[];
+  beforeAll(async () => {
+    images = (await readBreakHisTree(REAL_SAMPLE_ROOT)).images;
+  });
+
+  it.each([1, 2, 7])('seed %i: every case in exactly one test fold; train = the other folds', (seed) => {
+    const folds = patientWiseFolds(images, 5, seed);
+    expect(folds.map((f) => f.fold)).toEqual([0, 1, 2, 3, 4]);
+    const allCases = groupByCase(images).map((g) => g.caseId);
+    const tested = folds.flatMap((f) => f.testCases);
+    expect(tested.slice().sort()).toEqual(allCases.slice().sort());
+    expect(set(tested).size).toBe(tested.length);
+    for (const f of folds) {
+      expect(f.train.length + f.test.length).toBe(images.length);
+      expect(set(f.test.map((i) => i.caseId))).toEqual(set(f.testCases));
+      expect(overlap(set(f.train.map((i) => i.caseId)), set(f.test.map((i) => i.caseId)))).toEqual([]);
+      expect(overlap(set(f.train.map((i) => i.patientId)), set(f.test.map((i) => i.patientId)))).toEqual([]);
+    }
+    // Every image is in exactly one test fold.
+    expect(set(paths(folds.flatMap((f) => f.test))).size).toBe(images.length);
+    expect(folds.reduce((n, f) => n + f.test.length, 0)).toBe(images.length);
+  });
+
+  it('balances the labels: each fold gets floor or ceil of each label\'s cases / k, both labels', () => {
+    // 31 cases: 11 benign, 20 malignant.
+    for (const seed of [1, 3, 5]) {
+      const folds = patientWiseFolds(images, 5, seed);
+      const groups = groupByCase(images);
+      const labelOf = new Map(groups.map((g) => [g.caseId, g.label]));
+      for (const f of folds) {
+        const benign = f.testCases.filter((c) => labelOf.get(c) === 'benign').length;
+        const malignant = f.testCases.filter((c) => labelOf.get(c) === 'malignant').length;
+        expect([2, 3]).toContain(benign);
+        expect(malignant).toBe(4);
+        expect([6, 7]).toContain(f.testCases.length);
+      }
+      // Subtypes with at most k cases are spread over different folds.
+      for (const st of ['F', 'DC', 'MC', 'PC', 'TA']) {
+        const cases = groups.filter((g) => g.subtype === st).map((g) => g.caseId);
+        const foldsOf = cases.map((c) => folds.findIndex((f) => f.testCases.includes(c)));
+        expect(set(foldsOf).size).toBe(Math.min(5, cases.length));
+      }
+    }
+  });
+
+  it('is deterministic and independent of input order; seeds change it', () => {
+    const key = (seed: number, input = images): string => patientWiseFolds(input, 5, seed).map((f) => f.testCases.join('+')).join('|');
+    expect(key(4)).toBe(key(4));
+    expect(key(4, seededShuffle(images, mulberry32(hashSeed('fold input order'))))).toBe(key(4));
+    expect([5, 6, 7].some((s) => key(s) !== key(4))).toBe(true);
+    const f = patientWiseFolds(images, 5, 4)[2];
+    expect(paths(f.test)).toEqual(images.filter((i) => f.test.includes(i)).map((i) => i.path)); // input order kept
+  });
+
+  it('rejects a bad k and more folds than cases', () => {
+    expect(() => patientWiseFolds(images, 1, 1)).toThrow(ValidationError);
+    expect(() => patientWiseFolds(images, 2.5, 1)).toThrow(ValidationError);
+    expect(() => patientWiseFolds(images, 32, 1)).toThrow(DataError);
+    expect(patientWiseFolds(images, 31, 1).every((f) => f.testCases.length === 1)).toBe(true);
   });
 });

@@ -194,3 +194,56 @@ export function describePartition(parts: readonly (readonly BreakHisImage[])[]):
     };
   });
 }
+
+/** One fold of patientWiseFolds: its test cases and the training images of the other folds. */
+export interface PatientWiseFold {
+  /** 0-based fold index. */
+  readonly fold: number;
+  /** The case ids of this fold's test images, sorted. */
+  readonly testCases: string[];
+  /** Images of every other fold, input order. */
+  readonly train: BreakHisImage[];
+  /** Images of this fold's cases, input order. */
+  readonly test: BreakHisImage[];
+}
+
+/**
+ * k-fold cross-validation by case (patient-wise; the unit is a case as in groupByCase, so the
+ * slides of 22549AB/CD/G and a slide filed under two subtypes stay in one fold), stratified by
+ * label and, within a label, by subtype. Every case is in exactly one test fold.
+ *
+ * The cases of each label are sorted by subtype (BREAKHIS_SUBTYPES order, a seeded random order
+ * within a subtype) and dealt round-robin to the folds, the malignant deal continuing where the
+ * benign one stopped and the whole deal starting at a seeded fold. So each fold gets
+ * floor or ceil of n_label / k cases of each label, fold sizes in cases differ by at most one,
+ * and the cases of one subtype go to different folds as long as the subtype has at most k cases.
+ * Image counts are not balanced (a case has 1 to 37 images in the sample). Deterministic from
+ * the seed and independent of the input order. Throws DataError when there are fewer cases than
+ * folds.
+ */
+export function patientWiseFolds(images: readonly BreakHisImage[], k: number, seed: number): PatientWiseFold[] {
+  if (!Number.isInteger(k) || k < 2) throw new ValidationError(`k must be an integer >= 2, got ${k}`);
+  checkSeed(seed);
+  const groups = groupByCase(images);
+  if (groups.length < k) {
+    throw new DataError(`Cannot make ${k} folds: only ${groups.length} case${groups.length === 1 ? '' : 's'}; every fold needs at least one`);
+  }
+  const foldOf = new Map<string, number>();
+  let next = Math.floor(mulberry32(hashSeed(seed, 'folds', 'start'))() * k);
+  for (const label of STAGE1_CLASSES) {
+    const cases = groups.filter((g) => g.label === label);
+    const rand = mulberry32(hashSeed(seed, 'folds', label));
+    const ordered = BREAKHIS_SUBTYPES.flatMap((st) => seededShuffle(cases.filter((g) => g.subtype === st.code), rand));
+    for (const g of ordered) foldOf.set(g.caseId, next++ % k);
+  }
+  return Array.from({ length: k }, (_, fold) => {
+    const testCases = groups.filter((g) => foldOf.get(g.caseId) === fold).map((g) => g.caseId);
+    const ids = new Set(testCases);
+    return {
+      fold,
+      testCases,
+      train: images.filter((i) => !ids.has(i.caseId)),
+      test: imagesOf(images, ids),
+    };
+  });
+}

@@ -1,0 +1,337 @@
+/**
+ * npm run bench:accuracy [-- --json]: patient-wise cross-validation of the default two-stage model
+ * on a real BreakHis tree (default: the 213-image sample ../shared/data/breakhis-sample), in three
+ * regimes trained and evaluated on the same folds with the same recipe:
+ *
+ * - centralized: all training patients of the fold pooled (early stopping on held-out patients);
+ * - federated: the training patients dealt to 3 simulated sites (patient-wise, IID); R rounds of
+ *   FedProx local training + FedAvg weighted by sample counts. This is an in-process simulation of
+ *   the federation's math (the same training and aggregation functions); the real socket.io
+ *   federation is tested elsewhere (npm run demo, tests/);
+ * - local-only: each site alone, the mean over the sites.
+ *
+ * Folds: patientWiseFolds (libs/data): 5 folds by case number, stratified by label and subtype.
+ * Within a fold, each site holds out ~20 % of its patients (patient-wise) for validation; the
+ * centralized regime validates on the union of those patients, the federated one selects the round
+ * on it, each local site on its own. Test patients are never used for model selection.
+ *
+ * Reported per regime: mean and sample standard deviation over folds of the test fold's stage-1
+ * patient-level recognition rate (patientAccuracy), patient diagnosis accuracy, balanced accuracy,
+ * ROC AUC and stage-2 (cascade) macro-F1, and the regime's wall time. Progress goes to stderr; the
+ * summary to stdout, or one JSON line on stdout with --json.
+ */
+import { Command } from 'commander';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BREAKHIS_SUBTYPE_PARENTS, type ModelSpec } from '@histofed/fl-core';
+import {
+  DEFAULT_AUGMENTATION,
+  ImageCache,
+  assertHasImages,
+  defaultImageCacheDir,
+  loadLabeledImages,
+  partitionSites,
+  patientWiseFolds,
+  patientWiseSplit,
+  readBreakHisTree,
+  type BreakHisImage,
+} from '@histofed/data';
+import {
+  buildModel,
+  createTrainingPool,
+  getWeights,
+  mixSeed,
+  parseBackendChoice,
+  selectBackend,
+  type FitMonitor,
+} from '@histofed/ml';
+import { reporter } from '../lib/bench-output';
+import { slice, type DecodedSet } from './data-slices';
+import { centralized, federated, localOnly, type FoldContext, type Recipe, type RegimeResult, type SiteData } from './regimes';
+import { meanStd, pct, type MeanStd } from './stats';
+
+const ROOT = path.resolve(__dirname, '../..');
+const DEFAULT_SAMPLE = path.resolve(ROOT, '../shared/data/breakhis-sample');
+const REGIMES = ['centralized', 'federated', 'localOnly'] as const;
+type Regime = (typeof REGIMES)[number];
+
+interface Options {
+  data: string;
+  folds: string;
+  onlyFolds?: string;
+  seed: string;
+  imageSize: string;
+  width: string;
+  blocks: string;
+  denseUnits: string;
+  dropout: string;
+  batchNorm: string;
+  batch: string;
+  lr: string;
+  epochs: string;
+  patience: string;
+  monitor: string;
+  rounds: string;
+  localEpochs: string;
+  roundPatience: string;
+  mu: string;
+  augmentCopies: string;
+  sites: string;
+  valFraction: string;
+  workers: string;
+  backend: string;
+  regimes: string;
+  cacheDir?: string;
+  cache: boolean;
+  json?: boolean;
+}
+
+const METRICS = ['patientAccuracy', 'patientDiagnosisAccuracy', 'balancedAccuracy', 'auc', 'stage2MacroF1'] as const;
+
+function int(name: string, s: string, min: number): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name}: expected an integer >= ${min}, got ${s}`);
+  return n;
+}
+
+function num(name: string, s: string, min: number, max = Infinity): number {
+  const n = Number(s);
+  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name}: expected a number in [${min}, ${max}], got ${s}`);
+  return n;
+}
+
+function recipeOf(o: Options): Recipe {
+  const monitor = o.monitor as FitMonitor;
+  if (!['loss', 'balancedAccuracy', 'patientAccuracy'].includes(monitor)) throw new Error(`--monitor: loss, balancedAccuracy or patientAccuracy, got ${o.monitor}`);
+  const spec: ModelSpec = {
+    kind: 'se-cnn',
+    imageSize: int('image-size', o.imageSize, 16),
+    numClasses: 2,
+    subtypeParents: BREAKHIS_SUBTYPE_PARENTS,
+    options: {
+      width: num('width', o.width, 0.1, 16),
+      blocks: int('blocks', o.blocks, 3),
+      denseUnits: int('dense-units', o.denseUnits, 1),
+      dropout: num('dropout', o.dropout, 0, 0.95),
+      batchNorm: int('batch-norm', o.batchNorm, 0),
+    },
+  };
+  return {
+    spec,
+    batchSize: int('batch', o.batch, 1),
+    learningRate: num('lr', o.lr, 1e-6, 1),
+    maxEpochs: int('epochs', o.epochs, 1),
+    patience: int('patience', o.patience, 1),
+    monitor,
+    rounds: int('rounds', o.rounds, 1),
+    localEpochs: int('local-epochs', o.localEpochs, 1),
+    roundPatience: int('round-patience', o.roundPatience, 1),
+    proximalMu: num('mu', o.mu, 0),
+    augmentCopies: int('augment-copies', o.augmentCopies, 1),
+    augment: DEFAULT_AUGMENTATION,
+  };
+}
+
+interface FoldOutcome {
+  fold: number;
+  testPatients: number;
+  testImages: number;
+  results: Partial<Record<Regime, RegimeResult>>;
+  seconds: Partial<Record<Regime, number>>;
+}
+
+/** The sites of one fold and their patient-wise training / validation splits (as BreakHis images). */
+function foldSites(train: readonly BreakHisImage[], sites: number, valFraction: number, seed: number) {
+  const partition = partitionSites(train, { kind: 'iid', sites, seed, testFraction: 0 });
+  return partition.sites.map((images, i) => {
+    const split = patientWiseSplit(images, { testFraction: valFraction, seed: mixSeed(seed, 11 + i) });
+    return { train: split.train, validation: split.test };
+  });
+}
+
+async function main(o: Options): Promise<void> {
+  const started = Date.now();
+  const { say, result } = reporter(Boolean(o.json));
+  const log = (line: string) => process.stderr.write(line + '\n');
+  const recipe = recipeOf(o);
+  const k = int('folds', o.folds, 2);
+  const seed = int('seed', o.seed, 0);
+  const nSites = int('sites', o.sites, 1);
+  const valFraction = num('val-fraction', o.valFraction, 0.05, 0.5);
+  const workers = int('workers', o.workers, 1);
+  const regimes = o.regimes.split(',').map((r) => r.trim()) as Regime[];
+  for (const r of regimes) if (!REGIMES.includes(r)) throw new Error(`--regimes: ${r} is not one of ${REGIMES.join(', ')}`);
+  const size = recipe.spec.imageSize;
+
+  const dataset = assertHasImages(await readBreakHisTree(path.resolve(o.data)));
+  const folds = patientWiseFolds(dataset.images, k, seed);
+  const only = o.onlyFolds === undefined ? null : new Set(o.onlyFolds.split(',').map((s) => int('only-folds', s, 1) - 1));
+  const patients = new Set(dataset.images.map((i) => i.patientId)).size;
+  log(`data: ${dataset.images.length} images, ${patients} patients, ${new Set(dataset.images.map((i) => i.caseId)).size} cases (${o.data})`);
+
+  const backend = await selectBackend(parseBackendChoice(o.backend));
+  const t0 = Date.now();
+  const cache = o.cache ? new ImageCache({ dir: o.cacheDir ?? defaultImageCacheDir() }) : undefined;
+  const data = await loadLabeledImages(dataset.images, size, { cache });
+  const decoded: DecodedSet = { data, rowOf: new Map(dataset.images.map((img, i) => [img.path, i])) };
+  log(`decoded ${data.count} images at ${size} px in ${((Date.now() - t0) / 1000).toFixed(1)} s; backend ${backend.name}, ${workers} training workers`);
+  log(
+    `recipe: se-cnn ${size}px ${JSON.stringify(recipe.spec.options)}, batch ${recipe.batchSize}, lr ${recipe.learningRate}, ` +
+      `max ${recipe.maxEpochs} epochs (patience ${recipe.patience}, monitor ${recipe.monitor}), federated ${recipe.rounds} rounds x ${recipe.localEpochs} ` +
+      `local epochs (patience ${recipe.roundPatience}, mu ${recipe.proximalMu}), augmentation copies ${recipe.augmentCopies}`,
+  );
+
+  const pool = await createTrainingPool({ workers, backend: parseBackendChoice(o.backend) });
+  const evalModel = buildModel(recipe.spec, 1);
+  const outcomes: FoldOutcome[] = [];
+  try {
+    for (const f of folds) {
+      if (only !== null && !only.has(f.fold)) continue;
+      const foldSeed = mixSeed(seed, 1000 + f.fold);
+      const siteImages = foldSites(f.train, nSites, valFraction, foldSeed);
+      const sites: SiteData[] = siteImages.map((s) => ({ train: slice(decoded, s.train), validation: slice(decoded, s.validation) }));
+      const pooled: SiteData = {
+        train: slice(decoded, siteImages.flatMap((s) => s.train)),
+        validation: slice(decoded, siteImages.flatMap((s) => s.validation)),
+      };
+      const test = slice(decoded, f.test);
+      const init = buildModel(recipe.spec, foldSeed);
+      const initial = getWeights(init);
+      init.dispose();
+      const testPatients = new Set(f.test.map((i) => i.patientId)).size;
+      log(
+        `fold ${f.fold + 1}/${k}: test ${testPatients} patients (${f.testCases.length} cases, ${test.count} images); ` +
+          `train ${pooled.train.count} images, validation ${pooled.validation.count} images of ${new Set(pooled.validation.groups).size} patients; ` +
+          `sites ${sites.map((s) => `${s.train.count}+${s.validation.count}`).join(', ')} (train+validation images)`,
+      );
+      const ctx: FoldContext = { fold: f.fold, seed: foldSeed, recipe, pool, initial, evalModel, sites, pooled, test, log };
+      const outcome: FoldOutcome = { fold: f.fold, testPatients, testImages: test.count, results: {}, seconds: {} };
+      for (const regime of regimes) {
+        const t = Date.now();
+        log(`  fold ${f.fold + 1} ${regime}`);
+        const r = regime === 'centralized' ? await centralized(ctx) : regime === 'federated' ? await federated(ctx) : (await localOnly(ctx)).mean;
+        outcome.results[regime] = r;
+        outcome.seconds[regime] = (Date.now() - t) / 1000;
+        log(
+          `  fold ${f.fold + 1} ${regime}: test patient acc ${r.test.patientAccuracy.toFixed(3)}, diagnosis ${r.test.patientDiagnosisAccuracy.toFixed(3)}, ` +
+            `balanced ${r.test.balancedAccuracy.toFixed(3)}, AUC ${r.test.auc?.toFixed(3) ?? '-'}, stage-2 macro-F1 ${r.test.stage2MacroF1.toFixed(3)} ` +
+            `(validation ${recipe.monitor} ${r.validation.toFixed(3)}, kept ${r.kept.toFixed(1)} of ${r.trained.toFixed(1)}; ${outcome.seconds[regime]?.toFixed(0)} s)`,
+        );
+      }
+      outcomes.push(outcome);
+    }
+  } finally {
+    evalModel.dispose();
+    await pool.close();
+  }
+
+  const summary: Record<string, Record<string, unknown>> = {};
+  const means: Partial<Record<Regime, Record<string, MeanStd>>> = {};
+  for (const regime of regimes) {
+    const rs = outcomes.map((x) => x.results[regime] as RegimeResult);
+    const m: Record<string, MeanStd> = {};
+    for (const key of METRICS) m[key] = meanStd(rs.map((r) => r.test[key]));
+    m['validation'] = meanStd(rs.map((r) => r.validation));
+    means[regime] = m;
+    const strip = ({ mean, std }: MeanStd) => ({ mean, std });
+    summary[regime] = {
+      ...Object.fromEntries(METRICS.map((key) => [key, strip(m[key])])),
+      validation: { monitor: recipe.monitor, ...strip(m['validation']) },
+      perFoldPatientAccuracy: rs.map((r) => Number(r.test.patientAccuracy.toFixed(4))),
+      wallSeconds: Number(outcomes.reduce((s, x) => s + (x.seconds[regime] ?? 0), 0).toFixed(1)),
+    };
+  }
+  const diff = (a: Regime, b: Regime) => {
+    if (!means[a] || !means[b]) return null;
+    return Object.fromEntries(METRICS.map((key) => [key, Number(((means[a] as Record<string, MeanStd>)[key].mean - (means[b] as Record<string, MeanStd>)[key].mean).toFixed(4))]));
+  };
+  const wallSeconds = (Date.now() - started) / 1000;
+  const out = {
+    dataset: path.relative(ROOT, path.resolve(o.data)) || '.',
+    images: dataset.images.length,
+    patients,
+    folds: k,
+    foldsRun: outcomes.length,
+    seed,
+    imageSize: size,
+    sites: nSites,
+    recipe: {
+      model: recipe.spec,
+      batchSize: recipe.batchSize,
+      learningRate: recipe.learningRate,
+      maxEpochs: recipe.maxEpochs,
+      patience: recipe.patience,
+      monitor: recipe.monitor,
+      rounds: recipe.rounds,
+      localEpochs: recipe.localEpochs,
+      roundPatience: recipe.roundPatience,
+      proximalMu: recipe.proximalMu,
+      augmentCopies: recipe.augmentCopies,
+      classWeights: 'balanced (both heads)',
+      valFraction,
+    },
+    federation: 'in-process simulation of the federation math (FedProx local training + sample-weighted FedAvg); the socket federation is tested elsewhere',
+    backend: backend.name,
+    workers,
+    cpus: os.cpus().length,
+    regimes: summary,
+    federatedMinusCentralized: diff('federated', 'centralized'),
+    federatedMinusLocalOnly: diff('federated', 'localOnly'),
+    wallSeconds: Number(wallSeconds.toFixed(1)),
+  };
+
+  say(`\nBreakHis ${out.dataset}: ${out.images} images, ${patients} patients; ${outcomes.length} of ${k} patient-wise folds, seed ${seed}, ${size} px`);
+  say('Federated = in-process simulation of the federation math (3 sites, FedProx + FedAvg); the socket federation is tested elsewhere.');
+  say('Test metrics, mean ± sample std over folds (%):');
+  say(`${'regime'.padEnd(12)} ${'patient acc'.padStart(13)} ${'pat. diagn.'.padStart(13)} ${'balanced'.padStart(13)} ${'AUC'.padStart(13)} ${'st2 macroF1'.padStart(13)} ${'wall s'.padStart(7)}`);
+  for (const regime of regimes) {
+    const m = means[regime] as Record<string, MeanStd>;
+    say(`${regime.padEnd(12)} ${METRICS.map((key) => pct(m[key]).padStart(13)).join(' ')} ${String(summary[regime].wallSeconds).padStart(7)}`);
+  }
+  if (out.federatedMinusCentralized) say(`federated - centralized patient acc: ${(100 * out.federatedMinusCentralized.patientAccuracy).toFixed(1)} points`);
+  if (out.federatedMinusLocalOnly) say(`federated - local-only patient acc: ${(100 * out.federatedMinusLocalOnly.patientAccuracy).toFixed(1)} points`);
+  say(`wall time ${wallSeconds.toFixed(0)} s (${os.cpus().length} cores${os.loadavg()[0] > os.cpus().length ? ', shared with other load: timings inflated' : ''})`);
+  result(out);
+}
+
+new Command('npm run bench:accuracy --')
+  .description('Patient-wise k-fold accuracy of centralized, federated (in-process simulation) and local-only training on real BreakHis images')
+  .option('--data <dir>', 'BreakHis tree', DEFAULT_SAMPLE)
+  .option('--folds <k>', 'patient-wise folds', '5')
+  .option('--only-folds <list>', 'run only these 1-based folds, e.g. 1,2 (for quick experiments)')
+  .option('--seed <n>', 'folds, sites, initial weights and shuffles', '1')
+  .option('--image-size <px>', 'model input size', '64')
+  .option('--width <x>', 'se-cnn filter multiplier', '1')
+  .option('--blocks <n>', 'se-cnn conv blocks (3 or 4)', '3')
+  .option('--dense-units <n>', 'hidden dense units', '64')
+  .option('--dropout <p>', 'dropout before the heads', '0.25')
+  .option('--batch-norm <0|1>', 'batch normalisation after each convolution', '0')
+  .option('--batch <n>', 'batch size', '16')
+  .option('--lr <x>', 'Adam learning rate', '0.001')
+  .option('--epochs <n>', 'centralized / local-only: maximum epochs', '12')
+  .option('--patience <n>', 'centralized / local-only: epochs without improvement before stopping', '4')
+  .option('--monitor <m>', 'model selection on the validation patients: loss, balancedAccuracy or patientAccuracy', 'loss')
+  .option('--rounds <n>', 'federated: maximum rounds', '20')
+  .option('--local-epochs <n>', 'federated: local epochs per round', '1')
+  .option('--round-patience <n>', 'federated: rounds without improvement before stopping', '8')
+  .option('--mu <x>', 'federated: FedProx proximal coefficient', '0.01')
+  .option('--augment-copies <n>', 'versions of each training image (original + n-1 seeded augmentations); 1 = none', '3')
+  .option('--sites <n>', 'simulated sites', '3')
+  .option('--val-fraction <x>', "share of each site's patients held out for validation", '0.2')
+  .option('--workers <n>', 'training worker threads', '2')
+  .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
+  .option('--regimes <list>', 'regimes to run', REGIMES.join(','))
+  .option('--cache-dir <dir>', 'decoded-image cache (default ~/.cache/histofed/images)')
+  .option('--no-cache', 'decode without the on-disk cache')
+  .option('--json', 'print one JSON line on stdout')
+  .action((o: Options) =>
+    main(o).catch((e) => {
+      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exitCode = 1;
+    }),
+  )
+  .parseAsync()
+  .catch((e) => {
+    process.stderr.write(`${String(e)}\n`);
+    process.exitCode = 1;
+  });

@@ -1,16 +1,16 @@
 /**
  * node scripts/run-ts.js bench/train/profile-step.ts [--image-size 128] [--batch 32] [--backend wasm]
  *
- * Where the time of one training step of HistoFed's default classifier (small-cnn, Adam, the same
- * step as trainLocal) goes: per-kernel times from tf.profile (each kernel call with its input
+ * Where the time of one training step of a HistoFed classifier (--model, default the default model
+ * se-cnn; small-cnn and attention-cnn too; Adam, the same step as trainLocal) goes: per-kernel times from tf.profile (each kernel call with its input
  * shapes, the median over --profile-steps profiled steps; then totals per kernel name), and the
  * step time and images/s of unprofiled steps (median of --steps). Inputs are random; only the time
  * matters. On a machine shared with other work, compare runs made at the same time.
  *
  * --fallback turns the fast paths of wasm-training-kernels.ts off (its SIMD kernels and shared
  * Identity; every kernel then takes its fallback: the filter gradient as an XNNPACK convolution,
- * max-pool gradient in JavaScript, wasm's own Sum, Add and Identity), which is how the wasm backend
- * trained before them.
+ * max-pool gradient in JavaScript, wasm's own Sum, Add, Identity, Mean and Multiply, tfjs-core's Mean
+ * gradient), which is how the wasm backend trained before them.
  *
  * --ab-input-grad compares Conv2DBackpropInput's nonzero-gather SIMD kernel with its XNNPACK
  * fallback instead: --profile-steps rounds, each timing --steps steps and profiling one step with
@@ -18,13 +18,22 @@
  * input-gradient call and step times (median and range).
  *
  * --ab-filter-grad does the same for Conv2DBackpropFilter's sparse SIMD kernel (on dy's nonzeros)
- * and its dense SIMD kernel.
+ * and its dense SIMD kernel. --max-density d takes the sparse path of either up to a density of dy
+ * of d (Infinity: always) instead of the default threshold.
+ *
+ * --ab-gate does the same for the fast paths of the squeeze-and-excitation gate (SIMD Mean and Sum
+ * over the spatial axes, SIMD Multiply by a [b, 1, 1, c] gate, the Mean gradient's ones from the
+ * Fill kernel) against wasm's own Mean, Sum and Multiply and tfjs-core's Mean gradient (tf.ones),
+ * printing the calls of Mean, Sum, Multiply, RealDiv and Fill.
  */
 import { Command } from 'commander';
 import { cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import {
+  DEFAULT_MODEL_KIND,
+  MODEL_KINDS,
+  type ModelKind,
   buildModel,
   crossEntropy,
   describeModel,
@@ -33,11 +42,13 @@ import {
   setConv2DBackpropFilterMaxDensity,
   setConv2DBackpropInputMaxDensity,
   setWasmFastPathsEnabled,
+  setWasmGateKernelsEnabled,
 } from '@histofed/ml';
 import { median, reporter, round } from '../lib/bench-output';
 import { randomImages } from '../lib/random-images';
 
 interface Options {
+  model: string;
   imageSize: string;
   batch: string;
   steps: string;
@@ -48,6 +59,8 @@ interface Options {
   fallback?: boolean;
   abInputGrad?: boolean;
   abFilterGrad?: boolean;
+  abGate?: boolean;
+  maxDensity?: string;
   json?: boolean;
 }
 
@@ -99,35 +112,49 @@ async function main(o: Options): Promise<void> {
   const { say, result } = reporter(Boolean(o.json));
   if (o.fallback) setWasmFastPathsEnabled(false);
 
+  if (!(MODEL_KINDS as readonly string[]).includes(o.model)) {
+    throw new Error(`--model: unknown model '${o.model}' (known: ${MODEL_KINDS.join(', ')})`);
+  }
+  const kind = o.model as ModelKind;
   const backend = await selectBackend(parseBackendChoice(o.backend));
-  const model = buildModel({ kind: 'small-cnn', imageSize: size, numClasses: 2 }, 1);
+  const model = buildModel({ kind, imageSize: size, numClasses: 2 }, 1);
   const vars = model.trainableWeights.map((v) => v.read() as tf.Variable);
   const optimizer = tf.train.adam(0.001);
   const { x, y } = randomBatch(batch, size, 1);
   say(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}`);
   say(
-    `small-cnn ${size}x${size}, batch ${batch}, ${describeModel(model).parameters} parameters, Adam; backend ${backend.name}` +
+    `${kind} ${size}x${size}, batch ${batch}, ${describeModel(model).parameters} parameters, Adam; backend ${backend.name}` +
       (o.fallback ? ' (fast paths of the wasm training kernels off)' : ''),
   );
 
   for (let i = 0; i < warmup; i++) step(model, optimizer, vars, x, y);
 
-  if (o.abInputGrad || o.abFilterGrad) {
+  if (o.abInputGrad || o.abFilterGrad || o.abGate) {
     const run = () => step(model, optimizer, vars, x, y);
     const common = { steps, rounds: profileSteps, say, result };
-    if (o.abInputGrad) {
+    const maxDensity = o.maxDensity === undefined ? undefined : Number(o.maxDensity);
+    if (o.abGate) {
       await comparePaths(run, {
         ...common,
-        kernel: tf.Conv2DBackpropInput,
+        kernels: [tf.Mean, tf.Sum, tf.Multiply, tf.RealDiv, tf.Fill],
+        modes: ['wasm', 'simd'],
+        select: (mode) => setWasmGateKernelsEnabled(mode !== 'wasm'),
+      });
+    } else if (o.abInputGrad) {
+      await comparePaths(run, {
+        ...common,
+        kernels: [tf.Conv2DBackpropInput],
         modes: ['xnnpack', 'simd'],
-        select: (mode) => setConv2DBackpropInputMaxDensity(mode === 'xnnpack' ? 0 : undefined),
+        select: (mode) =>
+          setConv2DBackpropInputMaxDensity(mode === 'xnnpack' ? 0 : mode === 'simd' ? maxDensity : undefined),
       });
     } else {
       await comparePaths(run, {
         ...common,
-        kernel: tf.Conv2DBackpropFilter,
+        kernels: [tf.Conv2DBackpropFilter],
         modes: ['dense', 'sparse'],
-        select: (mode) => setConv2DBackpropFilterMaxDensity(mode === 'dense' ? 0 : undefined),
+        select: (mode) =>
+          setConv2DBackpropFilterMaxDensity(mode === 'dense' ? 0 : mode === 'sparse' ? maxDensity : undefined),
       });
     }
     x.dispose();
@@ -200,6 +227,7 @@ async function main(o: Options): Promise<void> {
   );
   result({
     backend: backend.name,
+    model: kind,
     fastPaths: !o.fallback,
     imageSize: size,
     batch,
@@ -216,13 +244,13 @@ async function main(o: Options): Promise<void> {
 }
 
 /**
- * A/B of two paths of `kernel` (modes[0] -> modes[1], chosen by `select`; undefined restores the
+ * A/B of two paths of `kernels` (modes[0] -> modes[1], chosen by `select`; undefined restores the
  * default), alternating (the order too) over `rounds` rounds in this process.
  */
 async function comparePaths(
   run: () => void,
   o: {
-    kernel: string;
+    kernels: string[];
     modes: [string, string];
     select: (mode: string | undefined) => void;
     steps: number;
@@ -234,6 +262,8 @@ async function comparePaths(
   const [a, b] = o.modes;
   const stepMs: Record<string, number[]> = { [a]: [], [b]: [] };
   const calls: Record<string, Map<string, number[]>> = { [a]: new Map(), [b]: new Map() };
+  // the calls with the same kernel and input shapes in one profiled step, added up
+  const thisRound: Record<string, Map<string, number>> = { [a]: new Map(), [b]: new Map() };
   try {
     for (let r = 0; r < o.rounds; r++) {
       for (const mode of r % 2 === 0 ? [a, b] : [b, a]) {
@@ -246,12 +276,16 @@ async function comparePaths(
         }
         const profile = await tf.profile(run);
         for (const k of profile.kernels) {
-          if (k.name !== o.kernel) continue;
-          const key = k.inputShapes.map((s) => `[${s}]`).join(' ');
+          if (!o.kernels.includes(k.name)) continue;
+          const key = `${o.kernels.length > 1 ? k.name + ' ' : ''}${k.inputShapes.map((s) => `[${s}]`).join(' ')}`;
+          thisRound[mode].set(key, (thisRound[mode].get(key) ?? 0) + Number(await k.kernelTimeMs));
+        }
+        for (const [key, ms] of thisRound[mode]) {
           const list = calls[mode].get(key) ?? [];
-          list.push(Number(await k.kernelTimeMs));
+          list.push(ms);
           calls[mode].set(key, list);
         }
+        thisRound[mode].clear();
       }
     }
   } finally {
@@ -259,18 +293,32 @@ async function comparePaths(
   }
   const range = (xs: number[]) =>
     `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)})`;
-  o.say(`\n${o.kernel} per call, ms, median (range) of ${o.rounds} rounds each, ${a} -> ${b}:`);
-  for (const [key, xs] of calls[a]) o.say(`  ${key}: ${range(xs)} -> ${range(calls[b].get(key) ?? [NaN])}`);
+  const keys = [...new Set([...calls[a].keys(), ...calls[b].keys()])].sort(
+    (x, y) => median(calls[a].get(y) ?? [0]) - median(calls[a].get(x) ?? [0]),
+  );
+  const total = (mode: string) => keys.reduce((t, key) => t + median(calls[mode].get(key) ?? [0]), 0);
+  o.say(
+    `\n${o.kernels.join(', ')}: ms per step of the calls with these input shapes, median (range) of ` +
+      `${o.rounds} rounds each, ${a} -> ${b}:`,
+  );
+  for (const key of keys) {
+    const xs = calls[a].get(key) ?? [NaN];
+    const ys = calls[b].get(key) ?? [NaN];
+    if (Math.max(median(xs), median(ys)) < 0.2) continue; // small tensors: listed in the total only
+    o.say(`  ${key}: ${range(xs)} -> ${range(ys)}`);
+  }
+  o.say(`  total (sum of medians): ${total(a).toFixed(1)} -> ${total(b).toFixed(1)}`);
   o.say(`step, ms, median (range) of ${stepMs[a].length} steps each: ${range(stepMs[a])} -> ${range(stepMs[b])}`);
   o.result({
-    kernel: o.kernel,
-    callMs: Object.fromEntries([...calls[a].keys()].map((key) => [key, { [a]: calls[a].get(key), [b]: calls[b].get(key) }])),
+    kernels: o.kernels,
+    callMs: Object.fromEntries(keys.map((key) => [key, { [a]: calls[a].get(key), [b]: calls[b].get(key) }])),
     stepMs,
   });
 }
 
 new Command('node scripts/run-ts.js bench/train/profile-step.ts')
-  .description('Per-kernel times of one training step of small-cnn (tf.profile), step time and images/s')
+  .description('Per-kernel times of one training step of a model (tf.profile), step time and images/s')
+  .option('--model <kind>', `model kind (${MODEL_KINDS.join(', ')})`, DEFAULT_MODEL_KIND)
   .option('--image-size <px>', 'input size', '128')
   .option('--batch <n>', 'batch size', '32')
   .option('--steps <n>', 'timed steps (median reported)', '5')
@@ -279,6 +327,8 @@ new Command('node scripts/run-ts.js bench/train/profile-step.ts')
   .option('--fallback', 'turn the fast paths of the wasm training kernels off (how wasm trained before them)')
   .option('--ab-input-grad', "alternate Conv2DBackpropInput's SIMD kernel and its XNNPACK fallback; compare")
   .option('--ab-filter-grad', "alternate Conv2DBackpropFilter's sparse and dense SIMD kernels; compare")
+  .option('--max-density <d>', 'with --ab-input-grad/--ab-filter-grad: the sparse path up to this dy density')
+  .option('--ab-gate', "alternate the SE gate's SIMD kernels (Mean, Sum, Multiply) and wasm's own; compare")
   .option('--backend <name>', 'backend (auto, tensorflow, wasm, cpu, ...)', 'wasm')
   .option('--top <n>', 'kernel calls listed', '30')
   .option('--json', 'print one JSON line on stdout')

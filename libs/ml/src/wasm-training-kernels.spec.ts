@@ -265,6 +265,8 @@ describe('wasm training kernels against the cpu backend', () => {
       'Add',
       'Identity',
       'Cast',
+      'Mean',
+      'Multiply',
     ]);
   });
 
@@ -342,11 +344,22 @@ describe('wasm training kernels against the cpu backend', () => {
     { shape: [1, 1, 1, 4], axis: [0, 1, 2], keepDims: false },
     // handled by wasm's own Sum
     { shape: [2, 5, 6, 3], axis: [0, 1, 2], keepDims: false }, // channels not a multiple of 4
+    // the spatial axes of NHWC (a squeeze-and-excitation gate's gradient)
     { shape: [2, 5, 6, 8], axis: [1, 2], keepDims: false },
+    { shape: [3, 37, 29, 4], axis: [2, 1], keepDims: true }, // 1073 rows per image: several blocks
+    { shape: [1, 7, 9, 12], axis: [-3, -2], keepDims: false },
+    { shape: [2, 1, 1, 4], axis: [1, 2], keepDims: false },
+    { shape: [3, 5, 16], axis: 1, keepDims: false }, // rank 3
+    { shape: [2, 3, 4, 5, 8], axis: [1, 2, 3], keepDims: true }, // rank 5
+    // handled by wasm's own Sum
+    { shape: [2, 5, 6, 7], axis: [1, 2], keepDims: false }, // channels not a multiple of 4
+    { shape: [2, 5, 6, 8], axis: [1], keepDims: false },
+    { shape: [2, 5, 6, 8], axis: [2, 3], keepDims: false },
     { shape: [2, 5, 6, 8], axis: -1, keepDims: true },
     { shape: [2, 5, 6, 8], axis: [0, 1, 2, 3], keepDims: false },
     { shape: [8], axis: 0, keepDims: false },
     { shape: [3, 4, 8], axis: [0, 1], keepDims: false, dtype: 'int32' },
+    { shape: [3, 4, 5, 8], axis: [1, 2], keepDims: false, dtype: 'int32' },
   ];
 
   it.each(sumCases.map((c) => [JSON.stringify(c), c] as const))('Sum matches the cpu backend for %s', (_n, c) => {
@@ -401,6 +414,78 @@ describe('wasm training kernels against the cpu backend', () => {
       expect(wasm.shape).toEqual(cpu.shape);
       expect(wasm.dtype).toEqual(cpu.dtype);
       expect(wasm.values).toEqual(cpu.values); // the same float32 additions: exact
+    }
+  });
+
+  const meanCases: { shape: number[]; axis: number | number[]; keepDims: boolean }[] = [
+    { shape: [3, 9, 7, 16], axis: [1, 2], keepDims: false }, // global average pooling
+    { shape: [1, 37, 29, 4], axis: [2, 1], keepDims: true }, // several blocks, batch 1
+    { shape: [2, 5, 6, 12], axis: [-3, -2], keepDims: false },
+    { shape: [4, 3, 8], axis: 1, keepDims: true }, // rank 3
+    // handled by wasm's own Mean
+    { shape: [2, 5, 6, 7], axis: [1, 2], keepDims: false }, // channels not a multiple of 4
+    { shape: [2, 5, 6, 8], axis: [0, 1, 2], keepDims: false },
+    { shape: [2, 5, 6, 8], axis: -1, keepDims: true },
+    { shape: [2, 5, 6, 8], axis: [1], keepDims: false },
+  ];
+
+  it.each(meanCases.map((c) => [JSON.stringify(c), c] as const))('Mean matches the cpu backend for %s', (_n, c) => {
+    const run = (backend: string, mode: Mode) =>
+      on(backend, mode, () =>
+        tf.tidy(() => {
+          const x = tf.tensor(values(tf.util.sizeFromShape(c.shape), 43).map((v) => v * 1000 + 3), c.shape);
+          const s = tf.mean(x, c.axis, c.keepDims);
+          return { shape: s.shape, dtype: s.dtype, values: Float32Array.from(s.dataSync()) };
+        }),
+      );
+    const cpu = run('cpu', 'fast');
+    for (const mode of MODES) {
+      const wasm = run('wasm', mode);
+      expect(wasm.shape).toEqual(cpu.shape);
+      expect(wasm.dtype).toEqual(cpu.dtype);
+      expect(maxRelativeError(cpu.values, wasm.values)).toBeLessThan(1e-4);
+    }
+  });
+
+  const multiplyCases: { a: number[]; b: number[]; dtype?: 'int32'; special?: boolean }[] = [
+    { a: [3, 9, 7, 16], b: [3, 1, 1, 16] }, // a squeeze-and-excitation gate
+    { a: [3, 1, 1, 16], b: [3, 9, 7, 16] }, // gate first (the Mean gradient: dy * ones)
+    { a: [1, 8, 5, 4], b: [1, 1, 1, 4] }, // batch 1
+    { a: [2, 5, 6, 12], b: [1, 1, 1, 12] }, // one gate for every image
+    { a: [2, 5, 6, 8], b: [2, 1, 1, 8], special: true }, // NaN and infinities: as wasm's products
+    { a: [3, 7, 8], b: [3, 1, 8] }, // rank 3
+    { a: [2, 1, 6, 8], b: [2, 1, 1, 8] },
+    // handled by wasm's own Multiply
+    { a: [2, 5, 6, 7], b: [2, 1, 1, 7] }, // channels not a multiple of 4
+    { a: [2, 5, 6, 8], b: [2, 5, 6, 8] },
+    { a: [2, 1, 1, 8], b: [2, 1, 1, 8] },
+    { a: [1, 1, 1, 8], b: [3, 1, 1, 8] },
+    { a: [1, 5, 6, 8], b: [3, 1, 1, 8] }, // both broadcast
+    { a: [2, 5, 6, 8], b: [2, 1, 6, 8] },
+    { a: [2, 5, 6, 8], b: [8] },
+    { a: [2, 5, 6, 8], b: [] },
+    { a: [2, 5, 6, 8], b: [2, 1, 1, 8], dtype: 'int32' },
+  ];
+
+  it.each(multiplyCases.map((c) => [JSON.stringify(c), c] as const))('Multiply matches the cpu backend for %s', (_n, c) => {
+    const run = (backend: string, mode: Mode) =>
+      on(backend, mode, () =>
+        tf.tidy(() => {
+          const make = (shape: number[], seed: number) => {
+            let v = values(Math.max(1, tf.util.sizeFromShape(shape)), seed);
+            if (c.special) v = v.map((x, i) => (i % 13 === 0 ? [NaN, Infinity, -Infinity][i % 3] : x));
+            return tf.tensor(c.dtype === 'int32' ? v.map((x) => Math.round(x * 100)) : v, shape, c.dtype ?? 'float32');
+          };
+          const s = tf.mul(make(c.a, 47), make(c.b, 53));
+          return { shape: s.shape, dtype: s.dtype, values: Float32Array.from(s.dataSync()) };
+        }),
+      );
+    const cpu = run('cpu', 'fast');
+    for (const mode of MODES) {
+      const wasm = run('wasm', mode);
+      expect(wasm.shape).toEqual(cpu.shape);
+      expect(wasm.dtype).toEqual(cpu.dtype);
+      expect(wasm.values).toEqual(cpu.values); // the same float32 products: exact (NaN where cpu has it)
     }
   });
 
@@ -467,6 +552,44 @@ describe('wasm training kernels against the cpu backend', () => {
     }
   });
 
+  /**
+   * A squeeze-and-excitation block's gradients through tf.grads: centring, conv + bias + relu,
+   * gate = sigmoid(dense(relu(dense(mean over [1, 2])))) reshaped to [b, 1, 1, c], x * gate,
+   * max-pool (se-cnn's block; its backward pass has Sum over [1, 2] and the Mean gradient).
+   */
+  function seGradients(backend: string, mode: Mode, batch: number, c: number): Float32Array[] {
+    return on(backend, mode, () =>
+      tf.tidy(() => {
+        const x = tf.tensor4d(values(batch * 10 * 9 * 3, 61), [batch, 10, 9, 3]);
+        const filter = tf.tensor4d(values(3 * 3 * 3 * c, 67), [3, 3, 3, c]);
+        const bias = tf.tensor1d(values(c, 71));
+        const w1 = tf.tensor2d(values(c * 2, 73), [c, 2]);
+        const w2 = tf.tensor2d(values(2 * c, 79), [2, c]);
+        const g = tf.grads((xs: tf.Tensor, f: tf.Tensor, b: tf.Tensor, u: tf.Tensor, v: tf.Tensor) => {
+          const centred = tf.sub(tf.mul(xs, 2), 1) as tf.Tensor4D;
+          const h = tf.relu(tf.add(tf.conv2d(centred, f as tf.Tensor4D, 1, 'same'), b)) as tf.Tensor4D;
+          const squeeze = tf.mean(h, [1, 2]) as tf.Tensor2D;
+          const gate = tf.sigmoid(tf.matMul(tf.relu(tf.matMul(squeeze, u as tf.Tensor2D)), v as tf.Tensor2D));
+          const y = tf.mul(h, tf.reshape(gate, [batch, 1, 1, c])) as tf.Tensor4D;
+          return tf.sum(tf.square(tf.maxPool(y, 2, 2, 'valid')));
+        })([x, filter, bias, w1, w2]);
+        return g.map((t) => t.dataSync() as Float32Array);
+      }),
+    );
+  }
+
+  it.each([
+    [1, 8],
+    [3, 16],
+    [2, 6], // channels not a multiple of 4: wasm's own Mean, Sum and Multiply
+  ])('gives the same squeeze-and-excitation gradients as cpu (batch %i, %i channels)', (batch, c) => {
+    const cpu = seGradients('cpu', 'fast', batch, c);
+    for (const mode of MODES) {
+      const wasm = seGradients('wasm', mode, batch, c);
+      cpu.forEach((expected, i) => expect(maxRelativeError(expected, wasm[i])).toBeLessThan(1e-4));
+    }
+  });
+
   it('frees every intermediate (no tensor, data buffer or wasm memory growth)', () => {
     const c: Case = { batch: 3, h: 9, w: 9, inC: 4, outC: 13, f: 3, stride: 2, pad: 'same' };
     const all = () => {
@@ -477,12 +600,17 @@ describe('wasm training kernels against the cpu backend', () => {
         gradients('wasm', { ...c, sparse: 'inf' }, mode);
         gradients('wasm', { ...c, sparse: 'xinf' }, mode);
         networkGradients('wasm', mode);
+        seGradients('wasm', mode, 2, 8);
         on('wasm', mode, () =>
           tf.tidy(() => {
             const x = tf.tensor4d(values(2 * 7 * 7 * 4, 1), [2, 7, 7, 4]);
             tf.grad((t: tf.Tensor) => tf.sum(tf.maxPool(t as tf.Tensor4D, 3, 2, 'same')))(x).dataSync();
             tf.grad((t: tf.Tensor) => tf.sum(tf.maxPool(t as tf.Tensor4D, 2, 2, 'valid')))(x).dataSync();
             tf.sum(x, [0, 1, 2]).dataSync();
+            tf.sum(x, [1, 2]).dataSync();
+            tf.mean(x, [1, 2]).dataSync();
+            tf.mul(x, tf.ones([2, 1, 1, 4])).dataSync();
+            tf.mul(tf.ones([2, 1, 1, 4]), x).dataSync();
             tf.add(x, tf.ones([4])).dataSync();
             tf.clone(x).dataSync();
             tf.cast(x, 'float32').dataSync();

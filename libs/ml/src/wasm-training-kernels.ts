@@ -6,9 +6,11 @@
  * relu (`Step`), softmax, reduction and Adam kernels. Of these the wasm backend only lacks
  * `Conv2DBackpropFilter` (its other gaps — `DepthwiseConv2dNativeBackprop*`, `UnsortedSegmentSum`,
  * FFT, complex numbers — are not used by our models; see `WASM_MISSING_TRAINING_KERNELS`). Its
- * `Conv2DBackpropInput` and `MaxPoolGrad` are slow direct loops, and its `Sum`, `Add`, `Identity`
- * and `Cast` are slow at what a training step asks of them, so these are replaced too
- * (`WASM_TRAINING_KERNELS`), each keeping wasm's own kernel for the cases it does not handle.
+ * `Conv2DBackpropInput` and `MaxPoolGrad` are slow direct loops, and its `Sum`, `Add`, `Identity`,
+ * `Cast`, `Mean` and `Multiply` are slow at what a training step asks of them, so these are replaced
+ * too (`WASM_TRAINING_KERNELS`), each keeping wasm's own kernel for the cases it does not handle;
+ * and on wasm the Mean gradient takes its ones from the Fill kernel (see the squeeze-and-excitation
+ * section below).
  *
  * Two kinds of implementation. Convolutions on wasm's own XNNPACK `Conv2D`, called on TensorInfos.
  * And HistoFed's WebAssembly SIMD kernels (wasm-kernels/simd-kernels.ts): a small module assembled
@@ -116,15 +118,58 @@
  * 128 px the filter gradient is now ~40-50 ms under that load, the forward convolution the largest
  * cost left.
  *
+ * Squeeze-and-excitation gate (se-cnn, the default model, and attention-cnn: per block conv -> relu
+ * -> GAP -> dense -> dense sigmoid -> reshape [b, 1, 1, c] -> multiply -> max pool). Profile of a
+ * se-cnn step before this (128 px, batch 32, load 1.5-4 on 2 cores): kernels 688 ms, step 839 ms;
+ * besides the convolutions, Multiply 122 ms (the Mean gradient's dy [b, 1, 1, c] * ones(x.shape)
+ * alone 55 ms at layer 1; x * gate and dy * gate 13 ms each), Sum 47 ms (the gate's gradient
+ * sum(dy * x, [1, 2]): wasm transposes first), Mean 44 ms (also a transpose), and ~110 ms outside
+ * the kernels in tf.ones, which tfjs-core's Mean gradient builds as a JavaScript array copied into
+ * the heap (~60 ms at [32, 128, 128, 16]). Now (wasm-kernels/channel-gate.ts):
+ * - Mean and Sum over the middle axes of a float32 [b, ..., c] tensor (c a multiple of 4; [1, 2] of
+ *   NHWC) per image with `col_sum`, rows in float32 blocks of 512, blocks in float64 (as bias.ts);
+ * - Multiply of a float32 [b, ..., c] tensor (c a multiple of 4) by a [b, 1, ..., 1, c] or
+ *   [1, ..., 1, c] gate, either order, per image with `row_mul` (the same float32 products: exact);
+ * - the Mean gradient registered for every backend but taking the fast route on wasm only: the same
+ *   div(mul(reshaped dy, ones), size) as tfjs-core's, with ones from wasm's Fill kernel (1-3 ms).
+ *   Other backends, and the fallbacks, call tfjs-core's gradient.
+ * Per step, summed over the three blocks (profile-step.ts --ab-gate, the two paths alternating in
+ * one process, medians of 6 rounds, load ~4): Multiply [32,1,1,16] x [32,128,128,16] 57 -> 4.8 ms,
+ * [32,128,128,16] x [32,1,1,16] (2 calls) 26 -> 9.1, Sum [32,128,128,16] (2 calls, one the bias
+ * gradient) 25 -> 6.8, Mean 22 / 12 / 6.5 -> 3.5 / 1.7 / 0.8, Sum [32,64,64,32] 15 -> 3.2; all
+ * Mean, Sum, Multiply, RealDiv and Fill calls 218 -> 72 ms; step 721 -> 472 ms (medians of 12).
+ * Other Multiply calls (same shapes: the relu gradient, dy * x; scalars) and channel counts that
+ * are not multiples of 4: wasm's own kernels.
+ * The gate also makes the convolutions' dy denser: relu only, the gradient through the average pool
+ * being dense, so 0.50 at layer 1 and 0.45-0.58 at layers 2 and 3 instead of 13-17 %. The sparse
+ * gradient kernels still win there (--ab-input-grad / --ab-filter-grad --max-density Infinity:
+ * input gradient 72-76 -> 31-47 ms per call, filter gradient 64-66 -> 26-29 ms at layers 2-3), but
+ * their thresholds (0.6 for the input gradient, 0.8 x the estimated break-even = 0.60 for the
+ * filter gradient at layers 2-3) sent some calls to the dense paths; now 0.75 and the estimate
+ * itself (0.75; 0.41 at layer 1, where the dense filter kernel is faster at 0.5). Measured with the
+ * defaults, dense path -> default: input gradient 73 / 65 -> 59 / 26 ms, filter gradient
+ * 63 / 72 -> 24 / 20 ms (layers 2 / 3). A se-cnn step (profile-step.ts --model se-cnn, separate
+ * runs, load 1.5-4): kernels 688 -> 406 ms, step 839 -> 478 ms (38 -> 67 images/s on one thread);
+ * small-cnn unchanged (~310 ms). What remains: the convolutions (forward ~140 ms, input and filter
+ * gradients ~75 ms each) and ~60 ms of element-wise kernels (relu and its gradient, max pool,
+ * same-shape Multiply and Add).
+ *
  * Every kernel frees its intermediates (`backend.disposeData`), so nothing leaks. Convolution
  * gradients support NHWC, dilation 1 and float32 only; anything else throws a clear error.
  * `wasm-training-kernels.spec.ts` checks every kernel, on its fast path and on its fallback,
  * against the `cpu` backend on a grid of strides, padding modes, odd and even sizes, batch sizes,
- * filter sizes and channel counts, and checks that nothing leaks.
+ * filter sizes, channel counts and broadcast shapes (and a squeeze-and-excitation block's
+ * gradients through tf.grads), and checks that nothing leaks.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, TensorInfo } from '@tensorflow/tfjs-core';
 import { biasAddOperands, biasAddSimd, isLeadingAxesSum, leadingAxesSumSimd } from './wasm-kernels/bias';
+import {
+  channelGateOperands,
+  channelGateSimd,
+  isMiddleAxesReduction,
+  middleAxesReduceSimd,
+} from './wasm-kernels/channel-gate';
 import { conv2DBackpropFilterSimd, conv2DBackpropFilterSparse } from './wasm-kernels/conv2d-backprop-filter';
 import { conv2DBackpropInputSimd } from './wasm-kernels/conv2d-backprop-input';
 import { maxPoolGradSimd, maxPoolGradSimdApplies } from './wasm-kernels/max-pool-grad';
@@ -148,6 +193,8 @@ export const WASM_TRAINING_KERNELS: readonly string[] = [
   tf.Add,
   tf.Identity,
   tf.Cast,
+  tf.Mean,
+  tf.Multiply,
 ];
 
 let fastPaths = true;
@@ -155,12 +202,23 @@ let fastPaths = true;
 /**
  * Turns this module's fast paths off — the SIMD kernels and Identity's shared data — so that every
  * kernel takes its fallback (the filter gradient as an XNNPACK convolution, max-pool gradient in
- * JavaScript, wasm's own Sum, Add and Identity), as the wasm backend trained before them; or back
- * on (the default). For tests and benchmarks.
+ * JavaScript, wasm's own Sum, Add, Identity, Cast, Mean and Multiply, tfjs-core's Mean gradient), as
+ * the wasm backend trained before them; or back on (the default). For tests and benchmarks.
  */
 export function setWasmFastPathsEnabled(enabled: boolean): void {
   fastPaths = enabled;
   setSimdKernelsEnabled(enabled);
+}
+
+let gateKernels = true;
+
+/**
+ * Turns the SIMD kernels of a squeeze-and-excitation gate (Mean and Sum over the spatial axes,
+ * Multiply by a [b, 1, 1, c] gate) off — wasm's own Mean, Sum and Multiply then run — or back on
+ * (the default), leaving the other fast paths as they are. For A/B benchmarks.
+ */
+export function setWasmGateKernelsEnabled(enabled = true): void {
+  gateKernels = enabled;
 }
 
 export { setConv2DBackpropInputMaxDensity } from './wasm-kernels/conv2d-backprop-input';
@@ -174,6 +232,8 @@ let originalSum: tf.KernelConfig | undefined;
 let originalAdd: tf.KernelConfig | undefined;
 let originalIdentity: tf.KernelConfig | undefined;
 let originalCast: tf.KernelConfig | undefined;
+let originalMean: tf.KernelConfig | undefined;
+let originalMultiply: tf.KernelConfig | undefined;
 
 function explicitPad(top: number, bottom: number, left: number, right: number): number[][] {
   return [
@@ -454,15 +514,20 @@ function maxPoolGradLoop(
 
 /**
  * Sum for the wasm backend: reductions of a float32 [..., c] tensor (c a multiple of 4) over all
- * axes but the last — the bias gradients — on the SIMD kernels; everything else goes to wasm's own
- * Sum kernel.
+ * axes but the last — the bias gradients — and of a float32 [b, ..., c] tensor over the middle
+ * axes ([1, 2] of NHWC: the gradient of a squeeze-and-excitation gate) on the SIMD kernels;
+ * everything else goes to wasm's own Sum kernel.
  */
 export function sumWasm(args: KernelArgs): TensorInfo {
   const backend = args.backend as WasmBackend;
   const { x } = args.inputs as { x: TensorInfo };
   const { axis, keepDims } = (args.attrs ?? {}) as unknown as tf.SumAttrs;
-  const simd = isLeadingAxesSum(x, axis) ? simdKernels(backend) : null;
-  if (simd !== null) return leadingAxesSumSimd(backend, simd, x, keepDims);
+  const leading = isLeadingAxesSum(x, axis);
+  const simd = leading || (gateKernels && isMiddleAxesReduction(x, axis)) ? simdKernels(backend) : null;
+  if (simd !== null) {
+    if (leading) return leadingAxesSumSimd(backend, simd, x, keepDims);
+    return middleAxesReduceSimd(backend, simd, x, keepDims, false);
+  }
   if (originalSum === undefined) throw new Error('Sum (wasm, HistoFed): wasm backend has no Sum kernel');
   return originalSum.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
 }
@@ -480,6 +545,37 @@ export function addWasm(args: KernelArgs): TensorInfo {
   if (operands !== null && simd !== null) return biasAddSimd(backend, simd, operands.x, operands.bias);
   if (originalAdd === undefined) throw new Error('Add (wasm, HistoFed): wasm backend has no Add kernel');
   return originalAdd.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+}
+
+/**
+ * Mean for the wasm backend: of a float32 [b, ..., c] tensor (c a multiple of 4) over the middle
+ * axes ([1, 2] of NHWC: global average pooling, the squeeze of a squeeze-and-excitation gate) on
+ * the SIMD kernels; everything else goes to wasm's own Mean kernel.
+ */
+export function meanWasm(args: KernelArgs): TensorInfo {
+  const backend = args.backend as WasmBackend;
+  const { x } = args.inputs as { x: TensorInfo };
+  const { axis, keepDims } = (args.attrs ?? {}) as unknown as tf.MeanAttrs;
+  const simd = gateKernels && isMiddleAxesReduction(x, axis) ? simdKernels(backend) : null;
+  if (simd !== null) return middleAxesReduceSimd(backend, simd, x, keepDims, true);
+  if (originalMean === undefined) throw new Error('Mean (wasm, HistoFed): wasm backend has no Mean kernel');
+  return originalMean.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+}
+
+/**
+ * Multiply for the wasm backend: a float32 [b, ..., c] tensor (c a multiple of 4) times a float32
+ * [b, 1, ..., 1, c] (or [1, ..., 1, c]) channel gate, in either order (the excitation of a
+ * squeeze-and-excitation gate, its gradient dy * gate, and the Mean gradient dy * ones) on the SIMD
+ * kernels — the same float32 products as wasm's own Multiply, which handles everything else.
+ */
+export function multiplyWasm(args: KernelArgs): TensorInfo {
+  const backend = args.backend as WasmBackend;
+  const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+  const operands = gateKernels ? channelGateOperands(a, b) : null;
+  const simd = operands !== null ? simdKernels(backend) : null;
+  if (operands !== null && simd !== null) return channelGateSimd(backend, simd, operands.x, operands.gate);
+  if (originalMultiply === undefined) throw new Error('Multiply (wasm, HistoFed): wasm backend has no Multiply kernel');
+  return originalMultiply.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
 }
 
 /**
@@ -519,6 +615,36 @@ export function castWasm(args: KernelArgs): TensorInfo {
 
 const OURS = Symbol.for('histofed.wasmTrainingKernel');
 
+/**
+ * The gradient of Mean on the wasm backend: tfjs-core's own formula, div(mul(dy reshaped to the
+ * kept dims, ones(x.shape)), reduceSize), with the ones tensor from the Fill kernel instead of
+ * tf.ones, which builds it as a JavaScript array and copies it into the wasm heap: ~60 ms for a
+ * [32, 128, 128, 16] activation, once per squeeze-and-excitation gate per step, against ~4 ms for
+ * wasm's Fill. The same operations on the same values: the same result. Other backends (and the
+ * fallbacks) use tfjs-core's gradient unchanged.
+ */
+function meanGradient(original: tf.GradConfig): tf.GradConfig {
+  type Gradients = Record<string, () => tf.Tensor>;
+  const gradFunc = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap): Gradients => {
+    const [x] = saved;
+    if (tf.getBackend() !== 'wasm' || !fastPaths || !gateKernels || Array.isArray(dy)) {
+      return original.gradFunc(dy, saved, attrs);
+    }
+    const { axis } = attrs as unknown as tf.MeanAttrs;
+    const axes = tf.util.parseAxisParam(axis, x.shape);
+    const reduceSize = tf.util.sizeFromShape(tf.backend_util.computeOutAndReduceShapes(x.shape, axes)[1]);
+    return {
+      x: () => {
+        const expandedShape = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+        const expandedDy = tf.reshape(dy, expandedShape);
+        return tf.div(tf.mul(expandedDy, tf.fill(x.shape, 1, 'float32')), reduceSize);
+      },
+    };
+  };
+  Object.defineProperty(gradFunc, OURS, { value: true });
+  return { kernelName: tf.Mean, inputsToSave: ['x'], gradFunc };
+}
+
 function isOurs(config: tf.KernelConfig | undefined): boolean {
   return config !== undefined && (config.kernelFunc as unknown as Record<symbol, unknown>)[OURS] === true;
 }
@@ -553,7 +679,8 @@ function replaceKernel(
 /**
  * Registers the training kernels for the 'wasm' backend: adds Conv2DBackpropFilter and replaces
  * Conv2DBackpropInput (keeping wasm's own for paddings larger than the filter on the fallback),
- * MaxPoolGrad, Sum, Add, Identity and Cast (keeping wasm's own for the cases they do not handle). Idempotent. Call it after loading
+ * MaxPoolGrad, Sum, Add, Identity, Cast, Mean and Multiply (keeping wasm's own for the cases they do not
+ * handle). Idempotent. Call it after loading
  * @tensorflow/tfjs-backend-wasm; selectBackend('wasm') does.
  */
 export function registerWasmTrainingKernels(): void {
@@ -575,4 +702,12 @@ export function registerWasmTrainingKernels(): void {
   if (identity.done) originalIdentity = identity.replaced;
   const cast = replaceKernel(tf.Cast, castWasm);
   if (cast.done) originalCast = cast.replaced;
+  const mean = replaceKernel(tf.Mean, meanWasm);
+  if (mean.done) originalMean = mean.replaced;
+  const multiply = replaceKernel(tf.Multiply, multiplyWasm);
+  if (multiply.done) originalMultiply = multiply.replaced;
+  const grad = tf.getGradient(tf.Mean);
+  if (grad !== undefined && (grad.gradFunc as unknown as Record<symbol, unknown>)[OURS] !== true) {
+    tf.registerGradient(meanGradient(grad));
+  }
 }

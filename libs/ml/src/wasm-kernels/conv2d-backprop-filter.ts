@@ -30,9 +30,14 @@
  *
  * Its time is ~2 cycles per dy value (the listing) plus the multiply-adds of the nonzeros, so it
  * pays below a density that depends on the layer (`breakEvenDensity`): measured ~0.45 at
- * 3 -> 16 channels, ~1 at 16 -> 32 and 32 -> 64. When the first image's dy is denser than 0.8 times
- * that estimate, or x has a non-finite value (0 * Infinity is NaN, which skipping zeros would lose),
- * it returns null and the caller takes the dense kernel.
+ * 3 -> 16 channels, ~1 at 16 -> 32 and 32 -> 64. When the first image's dy is denser than that
+ * estimate (itself below the measured break-even at every layer measured: 0.41 and 0.75), or x has
+ * a non-finite value (0 * Infinity is NaN, which skipping zeros would lose), it returns null and the
+ * caller takes the dense kernel. (The limit was 0.8 times the estimate, 0.60 at 16 -> 32 and
+ * 32 -> 64; se-cnn's dy there is 0.45-0.58 dense — relu only, the SE gate's gradient through the
+ * average pool is dense — and the sparse kernel at that density took 26-29 ms per call against the
+ * dense kernel's 64-66 (profile-step.ts --ab-filter-grad --max-density Infinity), while the first
+ * image's density crossed 0.60 now and then and sent the call to the dense kernel.)
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type * as tf from '@tensorflow/tfjs-core';
@@ -152,7 +157,7 @@ let maxDensity: number | undefined;
 /**
  * Sets the largest fraction of nonzero dy values for which Conv2DBackpropFilter's sparse kernel is
  * used (Infinity: always, for tests; 0: never, the dense kernel); no argument restores the default,
- * an estimate of the break-even density per layer shape (`breakEvenDensity`) with a margin.
+ * an estimate of the break-even density per layer shape (`breakEvenDensity`), below the measured one.
  */
 export function setConv2DBackpropFilterMaxDensity(density?: number): void {
   maxDensity = density;
@@ -223,7 +228,7 @@ export function conv2DBackpropFilterSparse(
   const capBytes = 8 * pixels + 64; // one channel's list area (+ a cache line: no set aliasing)
   const accFloats = o * fh * nv * 4; // dWT [o, fh, 4 nv]
   const tiles = tilesOf(fh, nv);
-  const limit = maxDensity ?? 0.8 * breakEvenDensity(fh, fw, c, nv, tiles.length);
+  const limit = maxDensity ?? breakEvenDensity(fh, fw, c, nv, tiles.length);
   if (limit <= 0) return null;
 
   const out = backend.makeOutput([fh, fw, c, o], 'float32');

@@ -29,8 +29,14 @@ import type { TensorInfo } from '@tensorflow/tfjs-core';
 import { IG_VECS, type SimdKernels } from './simd-kernels';
 import { type WasmBackend, floatOffset, heapF32 } from './wasm-heap';
 
-/** Largest fraction of nonzeros in dy for which this kernel is used (break-even ~0.85, measured). */
-const DEFAULT_MAX_DENSITY = 0.6;
+/**
+ * Largest fraction of nonzeros in dy for which this kernel is used (break-even ~0.85, measured).
+ * Was 0.6: se-cnn's dy is 0.45-0.58 dense (relu only: the SE gate's gradient through the average
+ * pool is dense), where this kernel took 31-47 ms per call against XNNPACK's 72-76 (128 px,
+ * profile-step.ts --ab-input-grad --max-density Infinity), and the first image's density crossed
+ * 0.6 now and then.
+ */
+const DEFAULT_MAX_DENSITY = 0.75;
 let maxDensity = DEFAULT_MAX_DENSITY;
 
 /**

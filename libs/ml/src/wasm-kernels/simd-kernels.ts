@@ -21,7 +21,8 @@
  *   (conv2d-backprop-input.ts): dy's nonzeros listed per pixel, then each dx pixel gathered over
  *   its filter taps' lists, V f32x4 accumulators (4 V channels, T lanes of the last stored when T > 0).
  * - `col_sum`: adds the rows of a [rows, cols] matrix (cols a multiple of 4) into a [cols] row.
- * - `bias_add`: adds a [cols] row to every row of a [rows, cols] matrix.
+ * - `bias_add`: adds a [cols] row to every row of a [rows, cols] matrix; `row_mul` multiplies every
+ *   row by it (an image of a [b, h, w, c] tensor by its [c] channel gate).
  *
  * Not every tfjs-backend-wasm build exposes its memory, and not every engine has WebAssembly
  * SIMD: when the module cannot be built or instantiated, `simdKernels` returns null and callers
@@ -276,9 +277,13 @@ function colSumKernel(): A.FunctionDef {
   return { builder: f, body };
 }
 
-/** bias_add(src, bias, dst, rows, groups): dst row = src row + bias ([rows, 4 groups] floats). */
-function biasAddKernel(): A.FunctionDef {
-  const f = new A.FunctionBuilder('bias_add', ['i32', 'i32', 'i32', 'i32', 'i32']);
+/**
+ * bias_add(src, bias, dst, rows, groups): dst row = src row + bias ([rows, 4 groups] floats); and
+ * row_mul, the same with a product: dst row = src row * row (a channel gate on one image).
+ */
+function rowOpKernel(name: 'bias_add' | 'row_mul'): A.FunctionDef {
+  const f = new A.FunctionBuilder(name, ['i32', 'i32', 'i32', 'i32', 'i32']);
+  const op = name === 'bias_add' ? f32x4Add : f32x4Mul;
   const [src, bias, dst, rows, groups] = f.params;
   const [r, k, p] = [f.local('i32'), f.local('i32'), f.local('i32')];
   const body = [
@@ -293,7 +298,7 @@ function biasAddKernel(): A.FunctionDef {
         i32(0),
         get(groups),
         i32(1),
-        v128Store(get(dst), f32x4Add(v128Load(get(src)), v128Load(get(p)))),
+        v128Store(get(dst), op(v128Load(get(src)), v128Load(get(p)))),
         inc(p, i32(16)),
         inc(src, i32(16)),
         inc(dst, i32(16)),
@@ -642,6 +647,7 @@ export interface SimdKernels {
   readonly poolGrad: WasmFn;
   readonly colSum: WasmFn;
   readonly biasAdd: WasmFn;
+  readonly rowMul: WasmFn;
 }
 
 const wasmApi = A.webAssembly;
@@ -668,7 +674,8 @@ function compile(): object | null {
     }
     defs.push(nzChannelsKernel(), copyCheckKernel());
     for (let g = 1; g <= NZ_GROUPS; g++) defs.push(nzChannels4Kernel(g));
-    defs.push(padTransposeKernel(), poolGrad2x2Kernel(), poolGradKernel(), colSumKernel(), biasAddKernel());
+    defs.push(padTransposeKernel(), poolGrad2x2Kernel(), poolGradKernel(), colSumKernel());
+    defs.push(rowOpKernel('bias_add'), rowOpKernel('row_mul'));
     const bytes = A.assembleModule(defs);
     compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
   } catch {
@@ -721,6 +728,7 @@ export function simdKernels(backend: WasmBackend): SimdKernels | null {
     poolGrad: fn('pool_grad'),
     colSum: fn('col_sum'),
     biasAdd: fn('bias_add'),
+    rowMul: fn('row_mul'),
   };
   instances.set(memory, kernels);
   return kernels;

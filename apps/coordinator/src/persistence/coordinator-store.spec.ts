@@ -86,6 +86,13 @@ describe.each(backends)('coordinator store on %s', (_name, open) => {
     expect(run.status).toBe('created');
     const model = await store.putModel(encodeWeights([namedTensor('w', [1], [1])]), 1);
     await store.updateRun(run.id, { status: 'running', currentModelHash: model });
+    expect((await store.getRun(run.id))!.strategyStateHash).toBeNull();
+    // A server optimizer's state is stored like a model and referenced by the run.
+    const state = await store.putModel(encodeWeights([namedTensor('m/w', [1], [0.5])]), 1);
+    expect((await store.updateRun(run.id, { strategyStateHash: state })).strategyStateHash).toBe(state);
+    expect((await store.getRun(run.id))!.currentModelHash).toBe(model);
+    await expect(store.updateRun(run.id, { strategyStateHash: 'f'.repeat(64) })).rejects.toThrow();
+    expect((await store.getRun(run.id))!.strategyStateHash).toBe(state);
     const started = new Date();
     await store.saveRound({
       runId: run.id,

@@ -22,7 +22,7 @@ export interface CoordinatorStore {
   listRuns(): Promise<RunRecord[]>;
   updateRun(
     id: string,
-    patch: Partial<Pick<RunRecord, 'status' | 'statusReason' | 'completedRounds' | 'currentModelHash' | 'final'>>,
+    patch: Partial<Pick<RunRecord, 'status' | 'statusReason' | 'completedRounds' | 'currentModelHash' | 'strategyStateHash' | 'final'>>,
   ): Promise<RunRecord>;
   listRunsWithStatus(status: RunStatus): Promise<RunRecord[]>;
 

@@ -64,6 +64,8 @@ export interface RunRecord {
   readonly config: RunConfig;
   readonly completedRounds: number;
   readonly currentModelHash: string | null;
+  /** The aggregation strategy's state after the last completed round (FedAdam/FedYogi moments), or null. */
+  readonly strategyStateHash: string | null;
   readonly final: FinalReport | null;
   readonly createdAt: Date;
   readonly updatedAt: Date;

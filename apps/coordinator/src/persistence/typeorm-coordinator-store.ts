@@ -30,6 +30,7 @@ const toRun = (e: RunEntity): RunRecord => ({
   config: e.config as RunConfig,
   completedRounds: e.completedRounds,
   currentModelHash: e.currentModelHash,
+  strategyStateHash: e.strategyStateHash ?? null,
   final: e.finalReport as FinalReport | null,
   createdAt: e.createdAt,
   updatedAt: e.updatedAt,
@@ -101,6 +102,7 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
         config,
         completedRounds: 0,
         currentModelHash: null,
+        strategyStateHash: null,
         finalReport: null,
         createdAt: now,
         updatedAt: now,
@@ -124,7 +126,7 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
 
   updateRun(
     id: string,
-    patch: Partial<Pick<RunRecord, 'status' | 'statusReason' | 'completedRounds' | 'currentModelHash' | 'final'>>,
+    patch: Partial<Pick<RunRecord, 'status' | 'statusReason' | 'completedRounds' | 'currentModelHash' | 'strategyStateHash' | 'final'>>,
   ): Promise<RunRecord> {
     return this.writes.run(async () => {
       const repo = this.ds.getRepository(RunEntity);
@@ -133,6 +135,7 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
       if (patch.statusReason !== undefined) e.statusReason = patch.statusReason;
       if (patch.completedRounds !== undefined) e.completedRounds = patch.completedRounds;
       if (patch.currentModelHash !== undefined) e.currentModelHash = patch.currentModelHash;
+      if (patch.strategyStateHash !== undefined) e.strategyStateHash = patch.strategyStateHash;
       if (patch.final !== undefined) e.finalReport = patch.final;
       e.updatedAt = new Date();
       return toRun(await repo.save(e));

@@ -8,6 +8,7 @@ export class RunEntity {
   @Column({ type: 'jsonb' }) config!: object;
   @Column({ name: 'completed_rounds', type: 'integer' }) completedRounds!: number;
   @Column({ name: 'current_model_hash', type: 'text', nullable: true }) currentModelHash!: string | null;
+  @Column({ name: 'strategy_state_hash', type: 'text', nullable: true }) strategyStateHash!: string | null;
   @Column({ name: 'final_report', type: 'jsonb', nullable: true }) finalReport!: object | null;
   @Column({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
   @Column({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;

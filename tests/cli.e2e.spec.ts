@@ -1,6 +1,6 @@
 /** The command-line surface, run as a newcomer would: real processes, exit codes, messages. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COORDINATOR_BIN, REPO_ROOT, SITE_BIN } from '@histofed/harness';
@@ -71,6 +71,18 @@ describe('command-line programs', () => {
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/histofed-model.json is missing/);
   }, 600_000);
+
+  it('histofed-site train names a bad flag or a missing data folder, and writes nothing', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'hf-train-bad-')), 'model');
+    const size = run([SITE_BIN, 'train', '--data', tmpdir(), '--out', out, '--image-size', '8']);
+    expect(size.status).toBe(1);
+    expect(size.stderr).toMatch(/--image-size: expected an integer in \[16, 512\], got "8"/);
+    const missing = join(tmpdir(), 'histofed-no-such-tree');
+    const data = run([SITE_BIN, 'train', '--data', missing, '--out', out]);
+    expect(data.status).toBe(1);
+    expect(data.stderr).toContain(missing);
+    expect(existsSync(out)).toBe(false);
+  });
 
   it('the demo stops with a message naming a --data folder that does not exist', () => {
     const missing = join(tmpdir(), 'histofed-no-such-folder');

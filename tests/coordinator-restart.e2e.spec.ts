@@ -1,3 +1,4 @@
+import { decodeWeights } from '@histofed/fl-core';
 /**
  * All run state lives in the database: a coordinator killed with SIGKILL in the middle of a run
  * resumes it at the last completed round from the same global model, and the sites reconnect by
@@ -38,6 +39,9 @@ describe('coordinator restart', () => {
       localEpochs: 2,
       personalizeEpochs: 0,
       model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 },
+      // A server optimizer: its moments must survive the restart too.
+      strategy: 'fedadam',
+      strategyOptions: { eta: 0.01 },
     });
     await fed.admin.request('POST', `/api/runs/${id}/start`);
     const rounds = () => fed.admin.request<Round[]>('GET', `/api/runs/${id}/rounds`);
@@ -50,7 +54,13 @@ describe('coordinator restart', () => {
 
     const run = await fed.admin.poll(
       async () => {
-        const r = await fed.admin.request<{ status: string; statusReason: string | null; completedRounds: number; currentModelHash: string }>('GET', `/api/runs/${id}`);
+        const r = await fed.admin.request<{
+          status: string;
+          statusReason: string | null;
+          completedRounds: number;
+          currentModelHash: string;
+          strategyStateHash: string | null;
+        }>('GET', `/api/runs/${id}`);
         return r.status === 'running' ? undefined : r;
       },
       180_000,
@@ -68,5 +78,11 @@ describe('coordinator restart', () => {
     expect(all[1].baseModelHash).toBe(all[0].modelHash);
     expect(all[2].baseModelHash).toBe(all[1].modelHash);
     expect(run.currentModelHash).toBe(all[2].modelHash);
+    // FedAdam's state (first and second moments of every tensor) is stored like a model.
+    expect(run.strategyStateHash).toMatch(/^[0-9a-f]{64}$/);
+    const state = decodeWeights(await fed.admin.bytes(`/api/models/${run.strategyStateHash}`), 'strategy state');
+    const model = decodeWeights(await fed.admin.bytes(`/api/models/${run.currentModelHash}`), 'model');
+    expect(state.map((t) => t.name)).toEqual([...model.map((t) => `m/${t.name}`), ...model.map((t) => `v/${t.name}`)]);
+    expect(state.some((t) => t.values.some((v) => v !== 0))).toBe(true);
   });
 });

@@ -1,5 +1,6 @@
 import { namedTensor } from '@histofed/fl-core';
-import { FedAvg, createStrategy } from './fedavg';
+import { createStrategy } from './create-strategy';
+import { FedAvg } from './fedavg';
 import { weightedAverage, weightedMetrics } from './weights-math';
 
 const set = (a: number[], b: number[]) => [namedTensor('dense/kernel', [2, 2], a), namedTensor('dense/bias', [2], b)];
@@ -9,7 +10,7 @@ describe('FedAvg', () => {
   const global = set([0, 0, 0, 0], [0, 0]);
 
   it('weights each site by its sample count (exact numbers)', () => {
-    const out = fedavg.aggregate(global, [
+    const { weights: out, state } = fedavg.aggregate(global, [
       { siteId: 'a', numSamples: 10, weights: set([1, 2, 3, 4], [10, 0]), metrics: {} },
       { siteId: 'b', numSamples: 30, weights: set([5, 6, 7, 8], [-2, 4]), metrics: {} },
     ]);
@@ -17,13 +18,14 @@ describe('FedAvg', () => {
     expect(Array.from(out[0].values)).toEqual([4, 5, 6, 7]);
     expect(Array.from(out[1].values)).toEqual([1, 3]);
     expect(out.map((t) => t.name)).toEqual(['dense/kernel', 'dense/bias']);
+    expect(state).toBeUndefined();
   });
 
   it('with equal counts is the plain mean, and one site gives its own model back', () => {
     const a = set([1, 1, 1, 1], [1, 1]);
     const b = set([3, 5, 7, 9], [0, 2]);
     expect(Array.from(weightedAverage([a, b], [7, 7])[0].values)).toEqual([2, 3, 4, 5]);
-    const alone = fedavg.aggregate(global, [{ siteId: 'a', numSamples: 3, weights: b, metrics: {} }]);
+    const alone = fedavg.aggregate(global, [{ siteId: 'a', numSamples: 3, weights: b, metrics: {} }]).weights;
     expect(Array.from(alone[0].values)).toEqual([3, 5, 7, 9]);
   });
 
@@ -33,6 +35,9 @@ describe('FedAvg', () => {
     expect(() => weightedAverage([a, wrong], [1, 1])).toThrow(/weight set 1: tensor "dense\/kernel" should have shape \[2, 2\]/);
     expect(() => weightedAverage([a], [0])).toThrow(/positive/);
     expect(() => fedavg.aggregate(global, [])).toThrow(/no results/);
+    expect(() => fedavg.aggregate(global, [{ siteId: 'b', numSamples: 1, weights: wrong, metrics: {} }])).toThrow(
+      /fedavg: site "b": tensor "dense\/kernel" should have shape \[2, 2\]/,
+    );
   });
 
   it('averages metrics by sample count', () => {

@@ -1,9 +1,9 @@
-import { Metrics, ValidationError, WeightSet } from '@histofed/fl-core';
+import { Metrics, WeightSet } from '@histofed/fl-core';
 import { selectSites } from './site-selection';
-import { RoundPlan, RoundPlanRequest, SiteResult, Strategy } from './strategy';
-import { weightedAverage, weightedMetrics } from './weights-math';
+import { AggregateResult, RoundPlan, RoundPlanRequest, SiteResult, Strategy } from './strategy';
+import { assertResultsMatchGlobal, weightedAverage, weightedMetrics } from './weights-math';
 
-/** FedAvg (McMahan et al. 2017): the new global model is the sample-weighted mean of the site models. */
+/** FedAvg (McMahan et al. 2017): the new global model is the sample-weighted mean of the site models. Stateless. */
 export class FedAvg implements Strategy {
   readonly name = 'fedavg';
 
@@ -11,27 +11,17 @@ export class FedAvg implements Strategy {
     return selectSites(request);
   }
 
-  aggregate(_global: WeightSet, results: readonly SiteResult[]): WeightSet {
-    if (results.length === 0) throw new ValidationError('fedavg: no results to aggregate');
-    return weightedAverage(
-      results.map((r) => r.weights),
-      results.map((r) => r.numSamples),
-    );
+  aggregate(global: WeightSet, results: readonly SiteResult[]): AggregateResult {
+    assertResultsMatchGlobal(this.name, global, results);
+    return {
+      weights: weightedAverage(
+        results.map((r) => r.weights),
+        results.map((r) => r.numSamples),
+      ),
+    };
   }
 
   aggregateMetrics(results: readonly SiteResult[]): Metrics {
     return weightedMetrics(results);
   }
 }
-
-/** Strategies by name, for run configs. */
-export function createStrategy(name: string): Strategy {
-  switch (name) {
-    case 'fedavg':
-      return new FedAvg();
-    default:
-      throw new ValidationError(`unknown strategy "${name}" (available: fedavg)`);
-  }
-}
-
-export const STRATEGY_NAMES = ['fedavg'] as const;

@@ -33,3 +33,18 @@ export function weightedMetrics(results: readonly { numSamples: number; metrics:
   for (const k of names) out[k] = results.reduce((s, r) => s + r.metrics[k] * r.numSamples, 0) / total;
   return out;
 }
+
+/**
+ * Checks what every strategy needs before combining: at least one result, and every site's
+ * weights with the layout (names, order, shapes) of the global model. Errors name the strategy,
+ * the site and the tensor.
+ */
+export function assertResultsMatchGlobal(
+  strategy: string,
+  global: WeightSet,
+  results: readonly { siteId: string; weights: WeightSet }[],
+): void {
+  if (results.length === 0) throw new ValidationError(`${strategy}: no results to aggregate`);
+  const layout = layoutOf(global);
+  for (const r of results) assertSameLayout(layout, layoutOf(r.weights), `${strategy}: site "${r.siteId}"`);
+}

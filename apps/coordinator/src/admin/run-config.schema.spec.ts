@@ -34,4 +34,16 @@ describe('run config (POST /api/runs body)', () => {
     expect(text).toMatch(/stainNormalization/);
     expect(text).toMatch(/colour/);
   });
+
+  it('takes a strategy with options and refuses bad options naming them', () => {
+    expect(runConfigInputSchema.parse({ strategy: 'trimmed-mean', strategyOptions: { trim: 0.25 } })).toEqual(
+      expect.objectContaining({ strategy: 'trimmed-mean', strategyOptions: { trim: 0.25 } }),
+    );
+    const eta = runConfigInputSchema.safeParse({ strategy: 'fedadam', strategyOptions: { eta: -1 } });
+    expect(eta.success).toBe(false);
+    expect(describeZodError(eta.error!)).toMatch(/strategyOptions.*eta/);
+    const unknown = runConfigInputSchema.safeParse({ strategy: 'median', strategyOptions: { trim: 0.1 } });
+    expect(describeZodError(unknown.error!)).toMatch(/no option "trim"/);
+    expect(runConfigInputSchema.safeParse({ strategy: 'krum' }).success).toBe(false);
+  });
 });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { STRATEGY_NAMES } from '@histofed/aggregation';
+import { STRATEGY_NAMES, createStrategy } from '@histofed/aggregation';
 import { DEFAULT_MACENKO_TARGET, validateStainTarget } from '@histofed/data';
 import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, StainNormalizationTarget } from '@histofed/fl-core';
 import { modelSpecSchema } from '@histofed/protocol';
@@ -29,6 +29,8 @@ export const runConfigInputSchema = z
     name: z.string().min(1).max(200).default('run'),
     model: modelSpecSchema.default({ ...DEFAULT_RUN_MODEL, subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
     strategy: z.enum(STRATEGY_NAMES).default('fedavg'),
+    /** Numeric options of the strategy (e.g. {eta: 0.01} for fedadam, {trim: 0.2} for trimmed-mean); checked when the run starts. */
+    strategyOptions: z.record(z.string(), z.number()).optional(),
     rounds: z.number().int().min(1).max(10_000).default(3),
     localEpochs: z.number().int().min(1).max(1000).default(1),
     batchSize: z.number().int().min(1).max(4096).default(16),
@@ -47,6 +49,13 @@ export const runConfigInputSchema = z
     classWeighting: z.enum(['none', 'balanced']).default('balanced'),
   })
   .strict()
-  .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] });
+  .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })
+  .superRefine((c, ctx) => {
+    try {
+      createStrategy(c.strategy, c.strategyOptions);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message, path: ['strategyOptions'] });
+    }
+  });
 
 export type RunConfigInput = z.input<typeof runConfigInputSchema>;

@@ -20,6 +20,8 @@ export interface RunConfig {
   readonly name: string;
   readonly model: ModelSpec;
   readonly strategy: string;
+  /** Options of the strategy (e.g. FedAdam's eta, trimmed mean's trim), validated at creation. */
+  readonly strategyOptions?: Readonly<Record<string, number>>;
   readonly rounds: number;
   readonly localEpochs: number;
   readonly batchSize: number;

@@ -1,6 +1,6 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, parameterCount } from '@histofed/fl-core';
-import { Strategy, createStrategy } from '@histofed/aggregation';
+import { Strategy, StrategyState, createStrategy } from '@histofed/aggregation';
 import { buildModel, getWeights } from '@histofed/ml';
 import { TrainTask } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
@@ -24,6 +24,7 @@ export class RunFailure extends HistoFedError {
 const ROUND_ATTEMPTS = 3;
 const ACK_TIMEOUT_MS = 120_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The run config's optional strategy options (validated by createStrategy). */
 
 interface GlobalModel {
   readonly weights: WeightSet;
@@ -68,7 +69,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     const run = await this.store.getRun(runId);
     if (!run) throw new RunFailure(`run ${runId} does not exist`);
     if (run.status !== 'created') throw new RunFailure(`run ${runId} is ${run.status}; only a created run can start`);
-    createStrategy(run.config.strategy);
+    createStrategy(run.config.strategy, run.config.strategyOptions);
     const started = await this.store.updateRun(runId, { status: 'running', statusReason: null });
     this.launch(runId);
     return started;
@@ -94,16 +95,26 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
   private async execute(runId: string): Promise<void> {
     const run = (await this.store.getRun(runId))!;
     const cfg = run.config;
-    const strategy = createStrategy(cfg.strategy);
+    const strategy = createStrategy(cfg.strategy, cfg.strategyOptions);
+    // The server optimizer's state (FedAdam/FedYogi moments) after the last completed round, stored
+    // with the run's progress, so a restarted coordinator continues with the same state.
+    const strategyState: { current?: StrategyState } = { current: await this.strategyStateOf(run) };
     let global = await this.currentGlobal(run);
     for (let round = run.completedRounds + 1; round <= cfg.rounds; round++) {
       if (this.stopping) return;
-      global = await this.runRound(runId, cfg, round, global, strategy);
+      global = await this.runRound(runId, cfg, round, global, strategy, strategyState);
     }
     if (this.stopping) return;
     const final = await this.finish(runId, cfg, global);
     await this.store.updateRun(runId, { status: 'completed', final });
     this.logger.event('info', 'runs', 'run completed', { runId, final });
+  }
+
+  private async strategyStateOf(run: RunRecord): Promise<StrategyState | undefined> {
+    if (!run.strategyStateHash) return undefined;
+    const stored = await this.store.getModel(run.strategyStateHash);
+    if (!stored) throw new RunFailure(`run ${run.id}: strategy state ${run.strategyStateHash} is missing from the store`);
+    return decodeWeights(stored.bytes, `strategy state ${stored.hash}`);
   }
 
   private async currentGlobal(run: RunRecord): Promise<GlobalModel> {
@@ -191,7 +202,14 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     return collection.outcome;
   }
 
-  private async runRound(runId: string, cfg: RunConfig, round: number, global: GlobalModel, strategy: Strategy): Promise<GlobalModel> {
+  private async runRound(
+    runId: string,
+    cfg: RunConfig,
+    round: number,
+    global: GlobalModel,
+    strategy: Strategy,
+    strategyState: { current?: StrategyState },
+  ): Promise<GlobalModel> {
     for (let attempt = 1; attempt <= ROUND_ATTEMPTS; attempt++) {
       const participants = await this.waitForParticipants(cfg, runId, round, strategy);
       const startedAt = new Date();
@@ -214,8 +232,12 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         this.logger.event('warn', 'runs', 'round failed', { runId, round, attempt, reason });
         continue;
       }
-      const weights = strategy.aggregate(global.weights, outcome.results);
+      const aggregated = strategy.aggregate(global.weights, outcome.results, strategyState.current);
+      const weights = aggregated.weights;
       const hash = await this.store.putModel(encodeWeights(weights), parameterCount(weights));
+      const stateHash = aggregated.state
+        ? await this.store.putModel(encodeWeights(aggregated.state), parameterCount(aggregated.state))
+        : null;
       const siteMetrics = strategy.aggregateMetrics(outcome.results);
       const centralMetrics = await this.evaluator.evaluate(cfg.model, weights, cfg.stainNormalization ?? null);
       const missing = Object.keys(outcome.missing).length ? JSON.stringify(outcome.missing) : null;
@@ -229,7 +251,8 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         reason: missing,
         completedAt: new Date(),
       });
-      await this.store.updateRun(runId, { completedRounds: round, currentModelHash: hash });
+      await this.store.updateRun(runId, { completedRounds: round, currentModelHash: hash, strategyStateHash: stateHash });
+      strategyState.current = aggregated.state;
       this.logger.event('info', 'runs', 'round completed', {
         runId,
         round,

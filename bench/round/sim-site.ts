@@ -1,0 +1,136 @@
+/**
+ * A lightweight simulated site speaking the real protocol (as tests/support/rogue-site.ts does):
+ * hello with a box key, then each coordinator:train task is answered with a sealed site:update
+ * whose weights are the received global weights plus small random noise (same layout), so every
+ * contribution is accepted. Bytes are counted at the Engine.IO packet level (text packets + binary
+ * attachments), as the client sends and receives them.
+ */
+import { io, Socket } from 'socket.io-client';
+import { BoxKeyPair, fromBase64, generateBoxKeyPair, seal, toBase64 } from '@histofed/crypto';
+import { decodeWeights, namedTensor, parameterCount } from '@histofed/fl-core';
+import { Ack, CoordinatorEvents, HelloAck, PROTOCOL_VERSION, SITE_NAMESPACE, SiteEvents, TrainTask, encodeUpdateEnvelope } from '@histofed/protocol';
+
+export interface RoundTrace {
+  /** performance.now() when the task arrived. */
+  taskAt: number;
+  /** Bytes received since the previous update was acknowledged (the task, its attachment, pings). */
+  downloadBytes: number;
+  /** performance.now() when the update's ack arrived. */
+  ackAt?: number;
+  /** Bytes sent from the task's arrival until the update's ack (train ack + update + attachment). */
+  uploadBytes?: number;
+  parameters: number;
+}
+
+const packetBytes = (data: unknown): number => {
+  if (data === undefined || data === null) return 1;
+  if (typeof data === 'string') return 1 + Buffer.byteLength(data);
+  if (data instanceof ArrayBuffer) return data.byteLength;
+  if (ArrayBuffer.isView(data)) return data.byteLength;
+  return 0;
+};
+
+/** Serializes the CPU-heavy update building (decode, noise, seal) across all simulated sites. */
+let workQueue: Promise<unknown> = Promise.resolve();
+const enqueue = <T>(job: () => Promise<T>): Promise<T> => {
+  const next = workQueue.then(job, job);
+  workQueue = next.catch(() => undefined);
+  return next;
+};
+
+export class SimSite {
+  readonly keys: BoxKeyPair = generateBoxKeyPair();
+  readonly socket: Socket;
+  coordinatorKey?: Uint8Array;
+  readonly rounds = new Map<number, RoundTrace>();
+  readonly errors: string[] = [];
+  private received = 0;
+  private sent = 0;
+
+  constructor(
+    url: string,
+    readonly siteId: string,
+    private readonly noise: number,
+    maxMessageBytes: number,
+    private readonly onTask?: (site: SimSite, task: TrainTask) => void,
+  ) {
+    this.socket = io(`${url}${SITE_NAMESPACE}`, {
+      transports: ['websocket'],
+      reconnection: false,
+      // passed on to the `ws` client in Node
+      ...({ maxPayload: maxMessageBytes } as object),
+    });
+    this.socket.io.on('open', () => {
+      const engine = this.socket.io.engine;
+      engine.on('packet', (p) => (this.received += packetBytes(p.data)));
+      engine.on('packetCreate', (p) => (this.sent += packetBytes(p.data)));
+    });
+    this.socket.on(CoordinatorEvents.train, (task: TrainTask, ack: (a: Ack) => void) => {
+      const trace: RoundTrace = { taskAt: performance.now(), downloadBytes: this.received, parameters: 0 };
+      this.received = 0;
+      this.sent = 0;
+      if (task.kind === 'round') this.rounds.set(task.config.round, trace);
+      this.onTask?.(this, task);
+      ack({ ok: true });
+      void enqueue(() => this.answer(task, trace)).catch((e: unknown) => this.errors.push(`${task.kind} ${task.config.round}: ${(e as Error).message}`));
+    });
+  }
+
+  async hello(trainSamples: number): Promise<void> {
+    await new Promise<void>((ok, fail) => {
+      if (this.socket.connected) return ok();
+      this.socket.once('connect', () => ok());
+      this.socket.once('connect_error', (e) => fail(e));
+    });
+    const ack = (await this.socket.timeout(30_000).emitWithAck(SiteEvents.hello, {
+      protocolVersion: PROTOCOL_VERSION,
+      siteId: this.siteId,
+      boxPublicKey: toBase64(this.keys.publicKey),
+      backend: 'none',
+      software: 'bench-round',
+      trainSamples,
+      validationSamples: 0,
+    })) as HelloAck;
+    if (!ack.ok) throw new Error(`${this.siteId}: hello refused: ${ack.error}`);
+    this.coordinatorKey = fromBase64(ack.coordinatorBoxPublicKey);
+  }
+
+  private async answer(task: TrainTask, trace: RoundTrace): Promise<void> {
+    const global = decodeWeights(new Uint8Array(task.weights), 'task weights');
+    trace.parameters = parameterCount(global);
+    const weights = global.map((t) => {
+      const v = new Float32Array(t.values);
+      for (let i = 0; i < v.length; i++) v[i] += (Math.random() - 0.5) * 2 * this.noise;
+      return namedTensor(t.name, t.shape, v);
+    });
+    const plaintext = encodeUpdateEnvelope({
+      header: {
+        runId: task.config.runId,
+        round: task.config.round,
+        kind: task.kind,
+        siteId: this.siteId,
+        baseModelHash: task.modelHash,
+        numSamples: 100,
+        metrics: {},
+      },
+      weights,
+    });
+    const sealed = seal(plaintext, this.coordinatorKey!, this.keys.secretKey);
+    const ack = (await this.socket.timeout(600_000).emitWithAck(SiteEvents.update, {
+      runId: task.config.runId,
+      round: task.config.round,
+      kind: task.kind,
+      siteId: this.siteId,
+      nonce: toBase64(sealed.nonce),
+      sealed: Buffer.from(sealed.ciphertext.buffer, sealed.ciphertext.byteOffset, sealed.ciphertext.byteLength),
+    })) as Ack;
+    trace.ackAt = performance.now();
+    trace.uploadBytes = this.sent;
+    this.received = 0;
+    if (!ack.ok) throw new Error(`update refused: ${ack.error}`);
+  }
+
+  close(): void {
+    this.socket.disconnect();
+  }
+}

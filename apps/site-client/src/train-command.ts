@@ -4,7 +4,7 @@
  * with early stopping on a patient-wise validation split, and saves it as a HistoFed model
  * directory (`histofed-coordinator evaluate` reads it).
  */
-import { BREAKHIS_SUBTYPE_CODES, BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, STAGE1_CLASSES, ValidationError, type ModelSpec } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_CODES, BREAKHIS_SUBTYPE_PARENTS, STAGE1_CLASSES, ValidationError, type ModelSpec } from '@histofed/fl-core';
 import { ImageCache, assertHasImages, loadLabeledImages, patientWiseSplit, readBreakHisTree } from '@histofed/data';
 import {
   MODEL_KINDS,
@@ -90,7 +90,7 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
     kind: f.model,
     imageSize,
     numClasses: 2,
-    ...(f.singleStage ? {} : { subtypeParents: [...(DEFAULT_RUN_MODEL.subtypeParents ?? BREAKHIS_SUBTYPE_PARENTS)] }),
+    ...(f.singleStage ? {} : { subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
   };
 
   const dataset = assertHasImages(await readBreakHisTree(f.data));

@@ -54,18 +54,18 @@ export type ClassWeighting = 'none' | 'balanced';
 export const STAGE1_CLASSES = ['benign', 'malignant'] as const;
 export type Stage1Class = (typeof STAGE1_CLASSES)[number];
 
+/** The eight BreakHis subtypes by their file-name code, in stage-2 label order: four benign, four malignant. */
+export const BREAKHIS_SUBTYPE_CODES = ['A', 'F', 'PT', 'TA', 'DC', 'LC', 'MC', 'PC'] as const;
+/** Stage-1 class (index in STAGE1_CLASSES) of each subtype in BREAKHIS_SUBTYPE_CODES. */
+export const BREAKHIS_SUBTYPE_PARENTS: readonly number[] = Object.freeze([0, 0, 0, 0, 1, 1, 1, 1]);
+
 /** The default model of a run: the two-stage SE-CNN (stage 1 benign/malignant, stage 2 the BreakHis subtype). */
 export const DEFAULT_RUN_MODEL: ModelSpec = Object.freeze({
   kind: 'se-cnn',
   imageSize: 64,
   numClasses: 2,
-  subtypeParents: [0, 0, 0, 0, 1, 1, 1, 1],
+  subtypeParents: BREAKHIS_SUBTYPE_PARENTS,
 });
-
-/** The eight BreakHis subtypes by their file-name code, in stage-2 label order: four benign, four malignant. */
-export const BREAKHIS_SUBTYPE_CODES = ['A', 'F', 'PT', 'TA', 'DC', 'LC', 'MC', 'PC'] as const;
-/** Stage-1 class (index in STAGE1_CLASSES) of each subtype in BREAKHIS_SUBTYPE_CODES. */
-export const BREAKHIS_SUBTYPE_PARENTS: readonly number[] = Object.freeze([0, 0, 0, 0, 1, 1, 1, 1]);
 
 /** Number of values in a model's output row: stage-1 classes plus subtypes. */
 export function outputWidth(spec: Pick<ModelSpec, 'numClasses' | 'subtypeParents'>): number {

@@ -235,6 +235,12 @@ let originalCast: tf.KernelConfig | undefined;
 let originalMean: tf.KernelConfig | undefined;
 let originalMultiply: tf.KernelConfig | undefined;
 
+/** Hands a call over to the wasm backend's own kernel that a HistoFed kernel replaced. */
+function callOriginal(original: tf.KernelConfig | undefined, name: string, args: KernelArgs): TensorInfo {
+  if (original === undefined) throw new Error(`${name} (wasm, HistoFed): wasm backend has no ${name} kernel`);
+  return original.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+}
+
 function explicitPad(top: number, bottom: number, left: number, right: number): number[][] {
   return [
     [0, 0],
@@ -528,8 +534,7 @@ export function sumWasm(args: KernelArgs): TensorInfo {
     if (leading) return leadingAxesSumSimd(backend, simd, x, keepDims);
     return middleAxesReduceSimd(backend, simd, x, keepDims, false);
   }
-  if (originalSum === undefined) throw new Error('Sum (wasm, HistoFed): wasm backend has no Sum kernel');
-  return originalSum.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+  return callOriginal(originalSum, 'Sum', args);
 }
 
 /**
@@ -543,8 +548,7 @@ export function addWasm(args: KernelArgs): TensorInfo {
   const operands = biasAddOperands(a, b);
   const simd = operands !== null ? simdKernels(backend) : null;
   if (operands !== null && simd !== null) return biasAddSimd(backend, simd, operands.x, operands.bias);
-  if (originalAdd === undefined) throw new Error('Add (wasm, HistoFed): wasm backend has no Add kernel');
-  return originalAdd.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+  return callOriginal(originalAdd, 'Add', args);
 }
 
 /**
@@ -558,8 +562,7 @@ export function meanWasm(args: KernelArgs): TensorInfo {
   const { axis, keepDims } = (args.attrs ?? {}) as unknown as tf.MeanAttrs;
   const simd = gateKernels && isMiddleAxesReduction(x, axis) ? simdKernels(backend) : null;
   if (simd !== null) return middleAxesReduceSimd(backend, simd, x, keepDims, true);
-  if (originalMean === undefined) throw new Error('Mean (wasm, HistoFed): wasm backend has no Mean kernel');
-  return originalMean.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+  return callOriginal(originalMean, 'Mean', args);
 }
 
 /**
@@ -574,8 +577,7 @@ export function multiplyWasm(args: KernelArgs): TensorInfo {
   const operands = gateKernels ? channelGateOperands(a, b) : null;
   const simd = operands !== null ? simdKernels(backend) : null;
   if (operands !== null && simd !== null) return channelGateSimd(backend, simd, operands.x, operands.gate);
-  if (originalMultiply === undefined) throw new Error('Multiply (wasm, HistoFed): wasm backend has no Multiply kernel');
-  return originalMultiply.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+  return callOriginal(originalMultiply, 'Multiply', args);
 }
 
 /**
@@ -589,8 +591,7 @@ export function identityWasm(args: KernelArgs): TensorInfo {
   const backend = args.backend as WasmBackend;
   const { x } = args.inputs as { x: TensorInfo };
   if (x.dtype === 'string' || !fastPaths) {
-    if (originalIdentity === undefined) throw new Error('Identity (wasm, HistoFed): wasm backend has no Identity kernel');
-    return originalIdentity.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+    return callOriginal(originalIdentity, 'Identity', args);
   }
   backend.incRef(x.dataId);
   return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
@@ -606,8 +607,7 @@ export function castWasm(args: KernelArgs): TensorInfo {
   const { x } = args.inputs as { x: TensorInfo };
   const { dtype } = (args.attrs ?? {}) as unknown as tf.CastAttrs;
   if (x.dtype !== dtype || dtype === 'string' || !fastPaths) {
-    if (originalCast === undefined) throw new Error('Cast (wasm, HistoFed): wasm backend has no Cast kernel');
-    return originalCast.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+    return callOriginal(originalCast, 'Cast', args);
   }
   backend.incRef(x.dataId);
   return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };

@@ -56,12 +56,13 @@ describe('a federated run across real processes', () => {
     rogue = new RogueSite(fed.url, 'rogue', async (r, task) => {
       if (task.config.round === 1) {
         await r.send('malformed', SiteEvents.update, 'this is not an update');
-        await r.send('wrong round', SiteEvents.update, r.sealedWrongShape(task, 99));
-        await r.send('wrong shape', SiteEvents.update, r.sealedWrongShape(task));
+        await r.deliver('wrong round', r.sealedWrongShape(task, 99));
+        await r.deliver('wrong shape', r.sealedWrongShape(task));
       } else {
         await r.send('failure', SiteEvents.taskFailed, { runId: task.config.runId, round: task.config.round, kind: task.kind, reason: 'declined' });
       }
     });
+    expect((await rogue.enroll()).status).toBe('approved');
     expect((await rogue.hello(10)).ok).toBe(true);
 
     const run = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
@@ -135,10 +136,11 @@ describe('a federated run across real processes', () => {
       const outbox = join(fed.siteStateDir(siteId), 'outbox');
       const log = readFileSync(join(outbox, 'messages.jsonl'), 'utf8');
       const messages = log.trim().split('\n').map((l) => JSON.parse(l));
-      expect(new Set(messages.map((m) => m.event))).toEqual(new Set([SiteEvents.hello, SiteEvents.update]));
-      // hello: ids, key, counts, software — nothing else.
-      expect(Object.keys(messages[0].payload).sort()).toEqual(
-        ['backend', 'boxPublicKey', 'protocolVersion', 'siteId', 'software', 'trainSamples', 'validationSamples'].sort(),
+      expect(new Set(messages.map((m) => m.event))).toEqual(new Set([SiteEvents.challenge, SiteEvents.hello, SiteEvents.update]));
+      // challenge: the site id; hello: ids, public keys, signature, counts, software — nothing else.
+      expect(Object.keys(messages[0].payload)).toEqual(['siteId']);
+      expect(Object.keys(messages[1].payload).sort()).toEqual(
+        ['backend', 'boxPublicKey', 'protocolVersion', 'signPublicKey', 'signature', 'siteId', 'software', 'trainSamples', 'validationSamples'].sort(),
       );
       const plaintexts = readdirSync(outbox).filter((f) => f.endsWith('.plaintext.bin'));
       expect(plaintexts.length).toBe(3); // two rounds + personalization
@@ -158,9 +160,13 @@ describe('a federated run across real processes', () => {
           expect(maxAbsDifference(await model(stored.modelHash!), envelope.weights)).toBe(0);
         }
       }
-      // The wire payload of an update is the sealed ciphertext: binary, no readable header.
+      // An update is the sealed ciphertext (uploaded in chunks: binary, no readable header) and a
+      // signed message naming it.
       const update = messages.find((m) => m.event === SiteEvents.update);
-      expect(Object.keys(update.payload).sort()).toEqual(['kind', 'nonce', 'round', 'runId', 'sealed', 'siteId']);
+      expect(Object.keys(update.payload).sort()).toEqual(
+        ['kind', 'nonce', 'round', 'runId', 'sealed', 'sealedBytes', 'sealedSha256', 'signature', 'siteId'].sort(),
+      );
+      expect(update.payload.sealed.sha256).toBe(update.payload.sealedSha256);
     }
   });
 

@@ -1,19 +1,35 @@
 /**
  * A lightweight simulated site speaking the real protocol (as tests/support/rogue-site.ts does):
- * hello with a box key, then each coordinator:train task is answered with a sealed site:update
+ * enrollment + signed hello, then each coordinator:train task is answered with a sealed site:update
  * whose weights are the received global weights plus small random noise (same layout), so every
  * contribution is accepted. Bytes are counted at the Engine.IO packet level (text packets + binary
  * attachments), as the client sends and receives them.
  */
 import { io, Socket } from 'socket.io-client';
-import { BoxKeyPair, fromBase64, generateBoxKeyPair, seal, toBase64 } from '@histofed/crypto';
+import { IdentityKeys, fromBase64, generateBoxKeyPair, generateSigningKeyPair, identitySigner, seal, toBase64 } from '@histofed/crypto';
 import { decodeWeights, namedTensor, parameterCount } from '@histofed/fl-core';
-import { Ack, CoordinatorEvents, HelloAck, PROTOCOL_VERSION, SITE_NAMESPACE, SiteEvents, TrainTask, encodeUpdateEnvelope } from '@histofed/protocol';
+import {
+  Ack,
+  CoordinatorEvents,
+  SITE_NAMESPACE,
+  SiteEvents,
+  SiteSigner,
+  TrainTask,
+  ChunkEvents,
+  authenticate,
+  chunkBytesForLimit,
+  deliverUpdate,
+  downloadInChunks,
+  encodeUpdateEnvelope,
+  enrollmentRequest,
+  prepareUpdate,
+  requestEnrollment,
+} from '@histofed/protocol';
 
 export interface RoundTrace {
   /** performance.now() when the task arrived. */
   taskAt: number;
-  /** Bytes received since the previous update was acknowledged (the task, its attachment, pings). */
+  /** Bytes received for this round: the task, the model's chunks (fetched after the task), acks, pings. */
   downloadBytes: number;
   /** performance.now() when the update's ack arrived. */
   ackAt?: number;
@@ -39,21 +55,24 @@ const enqueue = <T>(job: () => Promise<T>): Promise<T> => {
 };
 
 export class SimSite {
-  readonly keys: BoxKeyPair = generateBoxKeyPair();
+  readonly keys: IdentityKeys = { box: generateBoxKeyPair(), sign: generateSigningKeyPair() };
+  private readonly signer: SiteSigner;
   readonly socket: Socket;
   coordinatorKey?: Uint8Array;
   readonly rounds = new Map<number, RoundTrace>();
   readonly errors: string[] = [];
   private received = 0;
+  private chunkBytes = chunkBytesForLimit(1_000_000);
   private sent = 0;
 
   constructor(
-    url: string,
+    private readonly url: string,
     readonly siteId: string,
     private readonly noise: number,
     maxMessageBytes: number,
     private readonly onTask?: (site: SimSite, task: TrainTask) => void,
   ) {
+    this.signer = identitySigner(siteId, this.keys);
     this.socket = io(`${url}${SITE_NAMESPACE}`, {
       transports: ['websocket'],
       reconnection: false,
@@ -82,21 +101,21 @@ export class SimSite {
       this.socket.once('connect', () => ok());
       this.socket.once('connect_error', (e) => fail(e));
     });
-    const ack = (await this.socket.timeout(30_000).emitWithAck(SiteEvents.hello, {
-      protocolVersion: PROTOCOL_VERSION,
-      siteId: this.siteId,
-      boxPublicKey: toBase64(this.keys.publicKey),
+    await requestEnrollment(this.url, enrollmentRequest(this.signer));
+    const ack = await authenticate((event, payload) => this.socket.timeout(30_000).emitWithAck(event, payload), this.signer, {
       backend: 'none',
       software: 'bench-round',
       trainSamples,
       validationSamples: 0,
-    })) as HelloAck;
+    });
     if (!ack.ok) throw new Error(`${this.siteId}: hello refused: ${ack.error}`);
     this.coordinatorKey = fromBase64(ack.coordinatorBoxPublicKey);
+    this.chunkBytes = chunkBytesForLimit(ack.maxMessageBytes);
   }
 
   private async answer(task: TrainTask, trace: RoundTrace): Promise<void> {
-    const global = decodeWeights(new Uint8Array(task.weights), 'task weights');
+    const bytes = await downloadInChunks((request) => this.socket.timeout(60_000).emitWithAck(ChunkEvents.fetchChunk, request), task.model);
+    const global = decodeWeights(bytes, 'task weights');
     trace.parameters = parameterCount(global);
     const weights = global.map((t) => {
       const v = new Float32Array(t.values);
@@ -115,17 +134,21 @@ export class SimSite {
       },
       weights,
     });
-    const sealed = seal(plaintext, this.coordinatorKey!, this.keys.secretKey);
-    const ack = (await this.socket.timeout(600_000).emitWithAck(SiteEvents.update, {
-      runId: task.config.runId,
-      round: task.config.round,
-      kind: task.kind,
-      siteId: this.siteId,
-      nonce: toBase64(sealed.nonce),
-      sealed: Buffer.from(sealed.ciphertext.buffer, sealed.ciphertext.byteOffset, sealed.ciphertext.byteLength),
-    })) as Ack;
+    const sealed = seal(plaintext, this.coordinatorKey!, this.keys.box.secretKey);
+    const update = prepareUpdate(
+      { runId: task.config.runId, round: task.config.round, kind: task.kind, siteId: this.siteId, nonce: toBase64(sealed.nonce) },
+      sealed.ciphertext,
+      this.signer,
+    );
+    const ack = (await deliverUpdate(
+      (event, payload) => this.socket.timeout(event === SiteEvents.update ? 600_000 : 60_000).emitWithAck(event, payload),
+      update,
+      this.chunkBytes,
+    )) as Ack;
     trace.ackAt = performance.now();
     trace.uploadBytes = this.sent;
+    // The model is fetched in chunks after the task arrived: those bytes count as download.
+    trace.downloadBytes += this.received;
     this.received = 0;
     if (!ack.ok) throw new Error(`update refused: ${ack.error}`);
   }

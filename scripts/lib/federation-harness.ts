@@ -19,6 +19,12 @@ export interface FederationOptions {
   readonly partition?: string;
   readonly alpha?: number;
   readonly timeoutMs?: number;
+  /**
+   * 'auto' (default): the coordinator approves enrolled sites by itself (--auto-approve).
+   * 'admin': sites stay pending until this harness approves them through the admin API, as an
+   * administrator would once they show up in GET /api/sites.
+   */
+  readonly approval?: 'auto' | 'admin';
 }
 
 export interface Federation {
@@ -57,7 +63,7 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
       '--port', String(port),
       '--data-dir', join(o.workDir, 'coordinator'),
       '--admin-token', token,
-      '--auto-approve',
+      ...(o.approval === 'admin' ? [] : ['--auto-approve']),
       '--test-data', o.dataDir,
       '--simulate-sites', String(o.sites),
       '--seed', String(seed),
@@ -103,6 +109,16 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
       );
     });
     const admin = new AdminClient(url, token);
+    if (o.approval === 'admin') {
+      for (const siteId of siteIds) {
+        await admin.poll(
+          async () => (await admin.request<{ siteId: string }[]>('GET', '/api/sites')).some((s) => s.siteId === siteId) || undefined,
+          timeoutMs,
+          `${siteId} to enroll`,
+        );
+        await admin.request('POST', `/api/sites/${siteId}/approve`);
+      }
+    }
     await Promise.all(sites.map((s) => s.waitFor((l) => l.msg === 'connected to coordinator', timeoutMs, 'connection')));
     return {
       get coordinator() {

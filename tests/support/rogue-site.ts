@@ -1,38 +1,72 @@
 import { io, Socket } from 'socket.io-client';
-import { BoxKeyPair, fromBase64, generateBoxKeyPair, seal, toBase64 } from '@histofed/crypto';
-import { namedTensor } from '@histofed/fl-core';
-import { Ack, CoordinatorEvents, PROTOCOL_VERSION, SITE_NAMESPACE, SiteEvents, TrainTask, encodeUpdateEnvelope } from '@histofed/protocol';
+import {
+  IdentityKeys,
+  fromBase64,
+  generateBoxKeyPair,
+  generateSigningKeyPair,
+  identitySigner,
+  seal,
+  toBase64,
+} from '@histofed/crypto';
+import { WeightSet, decodeWeights, namedTensor } from '@histofed/fl-core';
+import {
+  Ack,
+  ChunkEvents,
+  CoordinatorEvents,
+  EnrollmentResponse,
+  HelloAck,
+  PreparedUpdate,
+  SITE_NAMESPACE,
+  SealedUpdate,
+  SiteEvents,
+  SiteSigner,
+  TrainTask,
+  authenticate,
+  encodeUpdateEnvelope,
+  enrollmentRequest,
+  downloadInChunks,
+  prepareUpdate,
+  requestEnrollment,
+  uploadInChunks,
+} from '@histofed/protocol';
 
 /**
- * A misbehaving participant for end-to-end tests: enrolls like a site, then answers tasks with
- * malformed, mis-addressed and mis-shaped updates. Nothing here uses the real site client.
+ * A misbehaving participant for end-to-end tests: enrolls and authenticates like a site (its own
+ * keys), then answers tasks with whatever the test asks: malformed, mis-addressed, mis-shaped,
+ * forged or replayed updates. Nothing here uses the real site client.
  */
 export class RogueSite {
-  readonly keys: BoxKeyPair = generateBoxKeyPair();
+  readonly signer: SiteSigner;
   readonly socket: Socket;
   coordinatorKey?: Uint8Array;
   readonly tasks: TrainTask[] = [];
+  /** Global models fetched for the tasks, by hash. */
+  readonly globals = new Map<string, WeightSet>();
   readonly replies: { what: string; ack: Ack }[] = [];
 
   constructor(
-    url: string,
+    private readonly url: string,
     readonly siteId: string,
     private readonly behaviour: (rogue: RogueSite, task: TrainTask) => Promise<void>,
+    readonly keys: IdentityKeys = { box: generateBoxKeyPair(), sign: generateSigningKeyPair() },
   ) {
+    this.signer = identitySigner(siteId, this.keys);
     this.socket = io(`${url}${SITE_NAMESPACE}`, { transports: ['websocket'], reconnection: false });
     this.socket.on(CoordinatorEvents.train, (task: TrainTask, ack: (a: Ack) => void) => {
       this.tasks.push(task);
       ack({ ok: true });
-      void this.behaviour(this, task);
+      void this.fetchModel(task).then(() => this.behaviour(this, task));
     });
   }
 
-  async hello(trainSamples: number): Promise<Ack> {
+  enroll(): Promise<EnrollmentResponse> {
+    return requestEnrollment(this.url, enrollmentRequest(this.signer));
+  }
+
+  /** Challenge + signed hello, with this rogue's signer unless another is given (impersonation). */
+  async hello(trainSamples: number, signer: SiteSigner = this.signer): Promise<HelloAck> {
     await new Promise<void>((ok) => (this.socket.connected ? ok() : this.socket.once('connect', () => ok())));
-    const ack = await this.socket.timeout(10_000).emitWithAck(SiteEvents.hello, {
-      protocolVersion: PROTOCOL_VERSION,
-      siteId: this.siteId,
-      boxPublicKey: toBase64(this.keys.publicKey),
+    const ack = await authenticate((event, payload) => this.socket.timeout(10_000).emitWithAck(event, payload), signer, {
       backend: 'none',
       software: 'rogue',
       trainSamples,
@@ -42,14 +76,26 @@ export class RogueSite {
     return ack;
   }
 
+  private async fetchModel(task: TrainTask): Promise<void> {
+    const bytes = await downloadInChunks((request) => this.socket.timeout(30_000).emitWithAck(ChunkEvents.fetchChunk, request), task.model);
+    this.globals.set(task.modelHash, decodeWeights(bytes, 'task model'));
+  }
+
+  /** Uploads the update's ciphertext, then sends its message (with `override` applied) naming the upload. */
+  async deliver(what: string, prepared: PreparedUpdate, override: Partial<Record<keyof SealedUpdate, unknown>> = {}): Promise<Ack> {
+    const upload = await uploadInChunks((event, chunk) => this.socket.timeout(30_000).emitWithAck(event, chunk), prepared.sealed);
+    return this.send(what, SiteEvents.update, { ...prepared.message, uploadId: upload.uploadId, ...override });
+  }
+
   async send(what: string, event: string, payload: unknown): Promise<Ack> {
     const ack = (await this.socket.timeout(30_000).emitWithAck(event, payload)) as Ack;
     this.replies.push({ what, ack });
     return ack;
   }
 
-  /** A correctly sealed update whose weights have the wrong shape. */
-  sealedWrongShape(task: TrainTask, round = task.config.round) {
+  /** A sealed, signed update of `weights` (by default the task's own global weights: acceptable). */
+  update(task: TrainTask, opts: { round?: number; weights?: WeightSet; signer?: SiteSigner } = {}): PreparedUpdate {
+    const round = opts.round ?? task.config.round;
     const plaintext = encodeUpdateEnvelope({
       header: {
         runId: task.config.runId,
@@ -60,17 +106,24 @@ export class RogueSite {
         numSamples: 10,
         metrics: {},
       },
-      weights: [namedTensor('conv1/kernel', [2, 2], [1, 2, 3, 4])],
+      weights: opts.weights ?? this.globals.get(task.modelHash)!,
     });
-    const sealed = seal(plaintext, this.coordinatorKey!, this.keys.secretKey);
-    return {
-      runId: task.config.runId,
-      round,
-      kind: task.kind,
-      siteId: this.siteId,
-      nonce: toBase64(sealed.nonce),
-      sealed: Buffer.from(sealed.ciphertext),
-    };
+    const sealed = seal(plaintext, this.coordinatorKey!, this.keys.box.secretKey);
+    return prepareUpdate(
+      { runId: task.config.runId, round, kind: task.kind, siteId: this.siteId, nonce: toBase64(sealed.nonce) },
+      sealed.ciphertext,
+      opts.signer ?? this.signer,
+    );
+  }
+
+  /** A correctly sealed and signed update whose weights have the wrong shape. */
+  sealedWrongShape(task: TrainTask, round = task.config.round): PreparedUpdate {
+    return this.update(task, { round, weights: [namedTensor('conv1/kernel', [2, 2], [1, 2, 3, 4])] });
+  }
+
+  /** A signer holding another key than the enrolled one (a forger who knows the site's id). */
+  static impostor(siteId: string): SiteSigner {
+    return identitySigner(siteId, { box: generateBoxKeyPair(), sign: generateSigningKeyPair() });
   }
 
   close(): void {

@@ -5,6 +5,8 @@ import { DashboardController } from './dashboard/dashboard.controller';
 import { ModelsController } from './admin/models.controller';
 import { RunsController } from './admin/runs.controller';
 import { SitesController } from './admin/sites.controller';
+import { EnrollmentController } from './admin/enrollment.controller';
+import { EnrollmentService } from './federation/enrollment.service';
 import { AdminTokenGuard } from './admin/admin-token.guard';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from './config/coordinator-config';
 import { CentralEvaluator } from './evaluation/central-evaluator.service';
@@ -12,6 +14,7 @@ import { ModelExporter } from './evaluation/model-exporter.service';
 import { ContributionService } from './federation/contribution.service';
 import { CoordinatorKeys } from './federation/coordinator-keys';
 import { SiteSessionsService } from './federation/site-sessions.service';
+import { ModelDistribution } from './federation/model-distribution';
 import { SitesGateway } from './federation/sites.gateway';
 import { JsonLogger, LOGGER } from './logging/json-logger';
 import type { CoordinatorStore } from './persistence/coordinator-store';
@@ -31,13 +34,15 @@ export class CoordinatorModule {
   static forRoot(deps: CoordinatorDependencies): DynamicModule {
     return {
       module: CoordinatorModule,
-      controllers: [DashboardController, HealthController, RunsController, SitesController, ModelsController],
+      controllers: [DashboardController, HealthController, EnrollmentController, RunsController, SitesController, ModelsController],
       providers: [
         { provide: COORDINATOR_CONFIG, useValue: deps.config },
         { provide: COORDINATOR_STORE, useValue: deps.store },
         { provide: LOGGER, useValue: deps.logger },
         { provide: CoordinatorKeys, useValue: new CoordinatorKeys(deps.keys) },
         AdminTokenGuard,
+        EnrollmentService,
+        ModelDistribution,
         SiteSessionsService,
         ContributionService,
         CentralEvaluator,

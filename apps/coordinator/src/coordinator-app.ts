@@ -4,6 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import { INestApplication } from '@nestjs/common';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { loadOrCreateBoxKeyPair } from '@histofed/crypto';
+import { RECOMMENDED_MAX_MESSAGE_BYTES } from '@histofed/protocol';
 import { selectBackend, parseBackendChoice } from '@histofed/ml';
 import { CoordinatorModule } from './app.module';
 import { CoordinatorConfig } from './config/coordinator-config';
@@ -38,7 +39,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger = new J
     logger,
     bodyParser: true,
   });
-  app.useWebSocketAdapter(new SizedIoAdapter(app, config.maxMessageBytes));
+  app.useWebSocketAdapter(new SizedIoAdapter(app, RECOMMENDED_MAX_MESSAGE_BYTES));
   app.enableShutdownHooks();
   const doc = SwaggerModule.createDocument(
     app,

@@ -3,8 +3,10 @@ import { HistoFedError, ValidationError } from '@histofed/fl-core';
 import { PARTITION_KINDS, generateSyntheticBreakHis, partitionSites, readBreakHisTree, type PartitionKind } from '@histofed/data';
 import { BACKEND_CHOICES, MODEL_KINDS, parseBackendChoice, selectBackend } from '@histofed/ml';
 import { TrainFlags, trainCommand } from './train-command';
-import { SiteFlags, loadSiteConfig } from './site-config';
-import { SiteClient } from './site-client';
+import { SiteFlags, loadSiteConfig, loadSiteIdentityConfig } from './site-config';
+import { SiteClient, loadSiteKeys } from './site-client';
+import { fingerprint, identitySigner, toBase64 } from '@histofed/crypto';
+import { enrollmentRequest, requestEnrollment } from '@histofed/protocol';
 import { SiteLogger } from './site-logger';
 
 export function buildCli(): Command {
@@ -36,6 +38,7 @@ export function buildCli(): Command {
       const backend = await selectBackend(parseBackendChoice(config.backend));
       logger.event('info', 'ml backend selected', { backend: backend.name, package: backend.package });
       const client = await SiteClient.create(config, logger);
+      await client.enroll();
       client.connect();
       const stop = (signal: string) => {
         logger.event('info', 'stopping', { signal });
@@ -43,6 +46,33 @@ export function buildCli(): Command {
       };
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
+    });
+
+  program
+    .command('enroll')
+    .description("Create this site's keys if needed (Ed25519 + X25519, mode 0600) and register the public keys with the coordinator; an administrator then approves the site")
+    .option('--coordinator <url>', 'coordinator URL (env HISTOFED_COORDINATOR_URL)')
+    .option('--site-id <id>', "this site's id (env HISTOFED_SITE_ID)")
+    .option('--state-dir <dir>', 'where the key file lives (env HISTOFED_STATE_DIR, default .histofed/site-<id>)')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: Pick<SiteFlags, 'coordinator' | 'siteId' | 'stateDir'> & { json?: boolean }) => {
+      const config = loadSiteIdentityConfig(process.env, opts);
+      const { keys, created } = await loadSiteKeys(config.stateDir);
+      const response = await requestEnrollment(config.coordinatorUrl, enrollmentRequest(identitySigner(config.siteId, keys)));
+      const out = {
+        ...response,
+        keyFile: `${config.stateDir}/site-keys.json`,
+        keysCreated: created,
+        boxPublicKey: toBase64(keys.box.publicKey),
+        signPublicKey: toBase64(keys.sign.publicKey),
+      };
+      process.stdout.write(
+        (opts.json
+          ? JSON.stringify(out)
+          : `site ${out.siteId} enrolled at ${config.coordinatorUrl}: status ${out.status}\n` +
+            `signing key fingerprint ${fingerprint(keys.sign.publicKey)} (the administrator compares it with GET /api/sites before approving)\n` +
+            (out.status === 'pending' ? `next: an administrator runs POST /api/sites/${out.siteId}/approve` : '')) + '\n',
+      );
     });
 
   program

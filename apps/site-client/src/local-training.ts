@@ -1,4 +1,4 @@
-import { LabeledImages, Metrics, RoundConfig, WeightSet, decodeWeights, isTwoStage, parameterCount } from '@histofed/fl-core';
+import { LabeledImages, Metrics, RoundConfig, WeightSet, isTwoStage, parameterCount } from '@histofed/fl-core';
 import {
   TrainOptions,
   TrainResult,
@@ -38,9 +38,14 @@ export function classWeightsFor(cfg: Pick<RoundConfig, 'classWeighting' | 'model
  * toward them (on the worker pool when there is one, else on this thread), evaluate on the local
  * validation split.
  */
-export async function runLocalTraining(task: TrainTask, data: SiteData, logger: SiteLogger, pool?: TrainingPool): Promise<LocalResult> {
+export async function runLocalTraining(
+  task: TrainTask,
+  global: WeightSet,
+  data: SiteData,
+  logger: SiteLogger,
+  pool?: TrainingPool,
+): Promise<LocalResult> {
   const cfg = task.config;
-  const global = decodeWeights(task.weights, 'global model');
   const decoded = await data.train(cfg.model.imageSize, cfg.stainNormalization);
   const train = cfg.augment ? augmentTrainingSet(decoded, cfg.seed) : decoded;
   const validation = await data.validation(cfg.model.imageSize, cfg.stainNormalization);

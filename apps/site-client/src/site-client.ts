@@ -1,22 +1,29 @@
 import { join } from 'node:path';
 import { io, Socket } from 'socket.io-client';
-import { fromBase64, loadOrCreateBoxKeyPair, seal, toBase64, BoxKeyPair } from '@histofed/crypto';
+import { IdentityKeys, fingerprint, fromBase64, identitySigner, loadOrCreateIdentityKeys, seal, toBase64 } from '@histofed/crypto';
+import { decodeWeights } from '@histofed/fl-core';
 import { availableParallelism } from 'node:os';
 import { TrainingPool, createTrainingPool, currentBackend } from '@histofed/ml';
 import {
   Ack,
   CoordinatorEvents,
   CoordinatorToSiteEvents,
-  PROTOCOL_VERSION,
+  ChunkEvents,
+  PreparedUpdate,
   SITE_NAMESPACE,
-  SealedUpdate,
   SiteEvents,
-  SiteHello,
+  SiteSigner,
   SiteToCoordinatorEvents,
   TrainTask,
   ackSchema,
+  authenticate,
+  chunkBytesForLimit,
+  deliverUpdate,
+  downloadInChunks,
   encodeUpdateEnvelope,
-  helloAckSchema,
+  enrollmentRequest,
+  prepareUpdate,
+  requestEnrollment,
   trainTaskSchema,
   validateMessage,
 } from '@histofed/protocol';
@@ -27,7 +34,11 @@ import { SiteData } from './site-data';
 import { SiteLogger } from './site-logger';
 
 const HELLO_TIMEOUT_MS = 30_000;
+/** While the coordinator refuses this site (not yet approved, ...), it asks again this often. */
+const REFUSED_RETRY_MS = 5_000;
 const SEND_TIMEOUT_MS = 120_000;
+/** Per chunk of a model download or update upload. */
+const CHUNK_TIMEOUT_MS = 60_000;
 const SOFTWARE = 'histofed-site 0.1.0';
 
 type SiteSocket = Socket<CoordinatorToSiteEvents, SiteToCoordinatorEvents>;
@@ -40,22 +51,31 @@ type SiteSocket = Socket<CoordinatorToSiteEvents, SiteToCoordinatorEvents>;
 export class SiteClient {
   private socket: SiteSocket | undefined;
   private coordinatorKey: Uint8Array | undefined;
+  /** Chunk size under the coordinator's message limit (from its hello answer). */
+  private chunkBytes = chunkBytesForLimit(1_000_000);
   private busy = false;
+  private helloRetry: NodeJS.Timeout | undefined;
+  private readonly signer: SiteSigner;
   /** Updates that could not be delivered yet (connection lost while training); resent on reconnect. */
-  private readonly pending: SealedUpdate[] = [];
+  private readonly pending: PreparedUpdate[] = [];
 
   private constructor(
     private readonly config: SiteConfig,
     private readonly data: SiteData,
-    private readonly keys: BoxKeyPair,
+    private readonly keys: IdentityKeys,
     private readonly logger: SiteLogger,
     private readonly outbox: Outbox,
     private readonly pool: TrainingPool | undefined,
-  ) {}
+  ) {
+    this.signer = identitySigner(config.siteId, keys);
+  }
 
   static async create(config: SiteConfig, logger = new SiteLogger(config.siteId)): Promise<SiteClient> {
-    const { keys, created } = await loadOrCreateBoxKeyPair(join(config.stateDir, 'site-keys.json'));
-    logger.event('info', created ? 'site key pair created' : 'site key pair loaded', { boxPublicKey: toBase64(keys.publicKey) });
+    const { keys, created } = await loadSiteKeys(config.stateDir);
+    logger.event('info', created ? 'site keys created' : 'site keys loaded', {
+      boxPublicKey: toBase64(keys.box.publicKey),
+      signKeyFingerprint: fingerprint(keys.sign.publicKey),
+    });
     const data = await SiteData.open(config);
     logger.event('info', 'local data ready', {
       dataDir: config.dataDir,
@@ -72,6 +92,19 @@ export class SiteClient {
     return new SiteClient(config, data, keys, logger, new Outbox(config.stateDir, config.auditPlaintext), pool);
   }
 
+  /**
+   * Registers this site's public keys with the coordinator (idempotent: an enrolled site just gets
+   * its status). Failure is logged, not fatal: the connection loop keeps trying.
+   */
+  async enroll(): Promise<void> {
+    try {
+      const r = await requestEnrollment(this.config.coordinatorUrl, enrollmentRequest(this.signer));
+      this.logger.event('info', 'enrolled with coordinator', { status: r.status, signKeyFingerprint: r.signKeyFingerprint });
+    } catch (e) {
+      this.logger.event('warn', 'enrollment failed', { error: (e as Error).message });
+    }
+  }
+
   /** Connects and keeps participating until stop(). */
   connect(): void {
     const socket: SiteSocket = io(`${this.config.coordinatorUrl}${SITE_NAMESPACE}`, {
@@ -83,7 +116,10 @@ export class SiteClient {
     });
     this.socket = socket;
     socket.on('connect', () => void this.hello());
-    socket.on('disconnect', (reason) => this.logger.event('warn', 'disconnected from coordinator', { reason }));
+    socket.on('disconnect', (reason) => {
+      clearTimeout(this.helloRetry);
+      this.logger.event('warn', 'disconnected from coordinator', { reason });
+    });
     socket.on('connect_error', (e) => this.logger.event('warn', 'cannot reach coordinator, retrying', { error: e.message }));
     socket.on(CoordinatorEvents.train, (task: unknown, ack: (a: Ack) => void) => {
       if (typeof ack !== 'function') return;
@@ -92,33 +128,39 @@ export class SiteClient {
   }
 
   async stop(): Promise<void> {
+    clearTimeout(this.helloRetry);
     this.socket?.disconnect();
     await this.pool?.close();
   }
 
+  /** Authenticates the connection (signed challenge); while refused (e.g. awaiting approval), retries. */
   private async hello(): Promise<void> {
-    const hello: SiteHello = {
-      protocolVersion: PROTOCOL_VERSION,
-      siteId: this.config.siteId,
-      boxPublicKey: toBase64(this.keys.publicKey),
+    clearTimeout(this.helloRetry);
+    const socket = this.socket!;
+    const fields = {
       backend: currentBackend()?.name ?? 'none',
       software: SOFTWARE,
       trainSamples: this.data.split.train.length,
       validationSamples: this.data.split.validation.length,
     };
     try {
-      await this.outbox.record(SiteEvents.hello, { ...hello });
-      const raw = await this.socket!.timeout(HELLO_TIMEOUT_MS).emitWithAck(SiteEvents.hello, hello);
-      const ack = validateMessage(helloAckSchema, raw, 'hello ack');
-      if (!ack.ok) throw new Error(ack.reason);
-      if (!ack.value.ok) {
-        this.logger.event('error', 'coordinator refused this site', { error: ack.value.error });
+      // Every message of the handshake is recorded in the outbox exactly as sent.
+      const emit = async (event: string, payload: unknown) => {
+        await this.outbox.record(event, payload as Record<string, unknown>);
+        return this.untyped().timeout(HELLO_TIMEOUT_MS).emitWithAck(event, payload);
+      };
+      const ack = await authenticate(emit, this.signer, fields);
+      if (!ack.ok) {
+        this.logger.event('warn', 'coordinator refused this site; asking again', { error: ack.error, retryInSeconds: REFUSED_RETRY_MS / 1000 });
+        if (/not enrolled|without a signing key/.test(ack.error)) await this.enroll();
+        if (socket.connected) this.helloRetry = setTimeout(() => void this.hello(), REFUSED_RETRY_MS);
         return;
       }
-      this.coordinatorKey = fromBase64(ack.value.coordinatorBoxPublicKey);
+      this.coordinatorKey = fromBase64(ack.coordinatorBoxPublicKey);
+      this.chunkBytes = chunkBytesForLimit(ack.maxMessageBytes);
       this.logger.event('info', 'connected to coordinator', {
         url: this.config.coordinatorUrl,
-        coordinatorBoxPublicKey: ack.value.coordinatorBoxPublicKey,
+        coordinatorBoxPublicKey: ack.coordinatorBoxPublicKey,
       });
       await this.flushPending();
     } catch (e) {
@@ -142,7 +184,13 @@ export class SiteClient {
   private async perform(task: TrainTask): Promise<void> {
     const cfg = task.config;
     try {
-      const result = await runLocalTraining(task, this.data, this.logger, this.pool);
+      const global = decodeWeights(
+        await downloadInChunks((request) => this.untyped().timeout(CHUNK_TIMEOUT_MS).emitWithAck(ChunkEvents.fetchChunk, request), task.model, {
+          what: `global model ${task.modelHash.slice(0, 12)} (run ${cfg.runId} round ${cfg.round})`,
+        }),
+        'global model',
+      );
+      const result = await runLocalTraining(task, global, this.data, this.logger, this.pool);
       const plaintext = encodeUpdateEnvelope({
         header: {
           runId: cfg.runId,
@@ -155,16 +203,13 @@ export class SiteClient {
         },
         weights: result.weights,
       });
-      const sealed = seal(plaintext, this.coordinatorKey!, this.keys.secretKey);
-      const update: SealedUpdate = {
-        runId: cfg.runId,
-        round: cfg.round,
-        kind: task.kind,
-        siteId: this.config.siteId,
-        nonce: toBase64(sealed.nonce),
-        sealed: sealed.ciphertext,
-      };
-      await this.outbox.record(SiteEvents.update, { ...update }, plaintext);
+      const sealed = seal(plaintext, this.coordinatorKey!, this.keys.box.secretKey);
+      const update = prepareUpdate(
+        { runId: cfg.runId, round: cfg.round, kind: task.kind, siteId: this.config.siteId, nonce: toBase64(sealed.nonce) },
+        sealed.ciphertext,
+        this.signer,
+      );
+      await this.outbox.record(SiteEvents.update, { ...update.message, sealed: update.sealed }, plaintext);
       await this.send(update);
     } catch (e) {
       const reason = (e as Error).message;
@@ -175,22 +220,33 @@ export class SiteClient {
     }
   }
 
-  private async send(update: SealedUpdate): Promise<void> {
+  /** Uploads the ciphertext in chunks, then names it in site:update; queued for reconnection on failure. */
+  private async send(update: PreparedUpdate): Promise<void> {
+    const { round, runId, kind } = update.message;
     if (!this.socket?.connected) {
-      this.logger.event('warn', 'not connected; update queued until reconnection', { round: update.round });
+      this.logger.event('warn', 'not connected; update queued until reconnection', { round });
       this.pending.push(update);
       return;
     }
     try {
-      const raw = await this.socket.timeout(SEND_TIMEOUT_MS).emitWithAck(SiteEvents.update, update);
+      const raw = await deliverUpdate(
+        (event, payload) => this.untyped().timeout(event === SiteEvents.update ? SEND_TIMEOUT_MS : CHUNK_TIMEOUT_MS).emitWithAck(event, payload),
+        update,
+        this.chunkBytes,
+      );
       const ack = validateMessage(ackSchema, raw, 'update ack');
       if (!ack.ok) throw new Error(ack.reason);
-      if (ack.value.ok) this.logger.event('info', 'update accepted', { runId: update.runId, round: update.round, kind: update.kind });
-      else this.logger.event('warn', 'update rejected by coordinator', { round: update.round, error: ack.value.error });
+      if (ack.value.ok) this.logger.event('info', 'update accepted', { runId, round, kind, bytes: update.sealed.length });
+      else this.logger.event('warn', 'update rejected by coordinator', { round, error: ack.value.error });
     } catch (e) {
-      this.logger.event('warn', 'update not acknowledged; queued for reconnection', { round: update.round, error: (e as Error).message });
+      this.logger.event('warn', 'update not delivered; queued for reconnection', { round, error: (e as Error).message });
       this.pending.push(update);
     }
+  }
+
+  /** The socket without socket.io's compile-time event typing (for the generic protocol helpers). */
+  private untyped(): Socket {
+    return this.socket as Socket;
   }
 
   private async flushPending(): Promise<void> {
@@ -198,6 +254,11 @@ export class SiteClient {
       await this.send(this.pending.shift()!);
     }
   }
+}
+
+/** The site's key file: Ed25519 (identity, signatures) and X25519 (sealing updates), mode 0600. */
+export function loadSiteKeys(stateDir: string) {
+  return loadOrCreateIdentityKeys(join(stateDir, 'site-keys.json'));
 }
 
 /**

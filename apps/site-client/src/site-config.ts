@@ -68,13 +68,25 @@ function parseWorkers(v: string): number | 'auto' {
   return n;
 }
 
-/** Parses flags (which override HISTOFED_* environment variables) once, at start-up. */
-export function loadSiteConfig(env: NodeJS.ProcessEnv, flags: SiteFlags): SiteConfig {
+/** Who this site is and where it talks to: all that `enroll` needs (a subset of SiteConfig). */
+export type SiteIdentityConfig = Pick<SiteConfig, 'coordinatorUrl' | 'siteId' | 'stateDir'>;
+
+export function loadSiteIdentityConfig(env: NodeJS.ProcessEnv, flags: Pick<SiteFlags, 'coordinator' | 'siteId' | 'stateDir'>): SiteIdentityConfig {
   const coordinatorUrl = flags.coordinator ?? env.HISTOFED_COORDINATOR_URL ?? fail('--coordinator URL (or HISTOFED_COORDINATOR_URL) is required');
   if (!/^https?:\/\//.test(coordinatorUrl)) fail(`--coordinator must be an http(s) URL, got "${coordinatorUrl}"`);
   const siteId = flags.siteId ?? env.HISTOFED_SITE_ID ?? fail('--site-id (or HISTOFED_SITE_ID) is required');
   const idCheck = siteIdSchema.safeParse(siteId);
   if (!idCheck.success) fail(`--site-id "${siteId}": ${idCheck.error.issues[0].message}`);
+  return {
+    coordinatorUrl: coordinatorUrl.replace(/\/+$/, ''),
+    siteId,
+    stateDir: resolve(flags.stateDir ?? env.HISTOFED_STATE_DIR ?? `.histofed/site-${siteId}`),
+  };
+}
+
+/** Parses flags (which override HISTOFED_* environment variables) once, at start-up. */
+export function loadSiteConfig(env: NodeJS.ProcessEnv, flags: SiteFlags): SiteConfig {
+  const identity = loadSiteIdentityConfig(env, flags);
   const dataDir = flags.data ?? env.HISTOFED_SITE_DATA ?? fail('--data DIR (or HISTOFED_SITE_DATA) is required');
   let simulate: SimulatedPartition | undefined;
   const sim = flags.simulate ?? env.HISTOFED_SIMULATE;
@@ -103,11 +115,9 @@ export function loadSiteConfig(env: NodeJS.ProcessEnv, flags: SiteFlags): SiteCo
   const validationFraction = number(flags.validationFraction, '--validation-fraction', 0.2);
   if (!(validationFraction > 0 && validationFraction < 1)) fail('--validation-fraction must be in (0, 1)');
   return {
-    coordinatorUrl: coordinatorUrl.replace(/\/+$/, ''),
-    siteId,
+    ...identity,
     dataDir: resolve(dataDir),
     simulate,
-    stateDir: resolve(flags.stateDir ?? env.HISTOFED_STATE_DIR ?? `.histofed/site-${siteId}`),
     backend: flags.backend ?? env.HISTOFED_BACKEND ?? 'auto',
     validationFraction,
     auditPlaintext: flags.auditPlaintext ?? env.HISTOFED_AUDIT_PLAINTEXT === 'true',

@@ -2,7 +2,11 @@ import { mkdtempSync, statSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CryptoError, generateBoxKeyPair, open, seal } from './box';
-import { loadOrCreateBoxKeyPair } from './key-store';
+import { loadOrCreateBoxKeyPair, loadOrCreateIdentityKeys } from './key-store';
+import { signedBytes } from '@histofed/fl-core';
+import { fingerprint, generateSigningKeyPair, sign, verify } from './signing';
+import { writeFileSync, readFileSync } from 'node:fs';
+import { toBase64 } from './box';
 
 describe('sealed messages', () => {
   const site = generateBoxKeyPair();
@@ -51,5 +55,57 @@ describe('key store', () => {
     await loadOrCreateBoxKeyPair(file);
     chmodSync(file, 0o644);
     await expect(loadOrCreateBoxKeyPair(file)).rejects.toThrow(/readable by others .*chmod 600/);
+  });
+});
+
+describe('signatures', () => {
+  const keys = generateSigningKeyPair();
+  const message = signedBytes('histofed-test-v1', ['run-1', 3, new Uint8Array([1, 2, 3])]);
+
+  it('verify accepts the signer and refuses other keys, other messages and malformed input', () => {
+    const signature = sign(message, keys.secretKey);
+    expect(verify(message, signature, keys.publicKey)).toBe(true);
+    expect(verify(message, signature, generateSigningKeyPair().publicKey)).toBe(false);
+    expect(verify(signedBytes('histofed-test-v1', ['run-1', 4, new Uint8Array([1, 2, 3])]), signature, keys.publicKey)).toBe(false);
+    expect(verify(message, signature.subarray(1), keys.publicKey)).toBe(false);
+  });
+
+  it('signed bytes are unambiguous: domain, field boundaries and types all count', () => {
+    const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+    expect(hex(signedBytes('d', ['ab', 'c']))).not.toBe(hex(signedBytes('d', ['a', 'bc'])));
+    expect(hex(signedBytes('d', ['1']))).not.toBe(hex(signedBytes('d', [1])));
+    expect(hex(signedBytes('d1', ['x']))).not.toBe(hex(signedBytes('d2', ['x'])));
+  });
+
+  it('fingerprints are stable and differ between keys', () => {
+    expect(fingerprint(keys.publicKey)).toMatch(/^([0-9a-f]{4}:){4}[0-9a-f]{4}$/);
+    expect(fingerprint(keys.publicKey)).toBe(fingerprint(Uint8Array.from(keys.publicKey)));
+    expect(fingerprint(generateSigningKeyPair().publicKey)).not.toBe(fingerprint(keys.publicKey));
+  });
+});
+
+describe('identity key file', () => {
+  it('holds a box and a signing key pair, created once with mode 0600', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'hf-keys-')), 'site-keys.json');
+    const first = await loadOrCreateIdentityKeys(file);
+    expect(first.created).toBe(true);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const again = await loadOrCreateIdentityKeys(file);
+    expect(again.created).toBe(false);
+    expect(toBase64(again.keys.sign.publicKey)).toBe(toBase64(first.keys.sign.publicKey));
+    expect(toBase64(again.keys.box.publicKey)).toBe(toBase64(first.keys.box.publicKey));
+  });
+
+  it('adds a signing key to a file written before signing keys existed, keeping its box key', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'hf-keys-')), 'site-keys.json');
+    const { keys } = await loadOrCreateIdentityKeys(file);
+    const { boxPublicKey, boxSecretKey } = JSON.parse(readFileSync(file, 'utf8'));
+    writeFileSync(file, JSON.stringify({ boxPublicKey, boxSecretKey }), { mode: 0o600 });
+    const upgraded = await loadOrCreateIdentityKeys(file);
+    expect(toBase64(upgraded.keys.box.publicKey)).toBe(toBase64(keys.box.publicKey));
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const reloaded = await loadOrCreateIdentityKeys(file);
+    expect(reloaded.created).toBe(false);
+    expect(toBase64(reloaded.keys.sign.publicKey)).toBe(toBase64(upgraded.keys.sign.publicKey));
   });
 });

@@ -1,2 +1,3 @@
 export * from './box';
 export * from './key-store';
+export * from './signing';

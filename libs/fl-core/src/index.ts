@@ -3,3 +3,4 @@ export * from './weights';
 export * from './weights-codec';
 export * from './run-types';
 export * from './dataset-types';
+export * from './signed-bytes';

@@ -3,3 +3,7 @@ export * from './schemas';
 export * from './messages';
 export * from './update-envelope';
 export * from './validate';
+export * from './signed-messages';
+export * from './chunk-schemas';
+export * from './chunked-transfer';
+export * from './site-handshake';

@@ -1,20 +1,55 @@
 import { z } from 'zod';
+import { blobRefSchema, sha256HexSchema } from './chunk-schemas';
 import {
-  binarySchema,
   boxPublicKeySchema,
+  challengeSchema,
   nonceSchema,
+  signPublicKeySchema,
+  signatureSchema,
   roundConfigSchema,
   siteIdSchema,
   taskKindSchema,
 } from './schemas';
 
+// ---- enrollment (REST, POST /api/enroll) ---------------------------------------------------
+
+/**
+ * A site asks to join: its public keys, and `proof`, its Ed25519 signature of the request
+ * (enrollmentSignedBytes), so nobody can enroll keys they do not hold. An administrator approves.
+ */
+export const enrollmentRequestSchema = z.object({
+  protocolVersion: z.number().int(),
+  siteId: siteIdSchema,
+  boxPublicKey: boxPublicKeySchema,
+  signPublicKey: signPublicKeySchema,
+  proof: signatureSchema,
+});
+export type EnrollmentRequest = z.infer<typeof enrollmentRequestSchema>;
+
+export const enrollmentResponseSchema = z.object({
+  siteId: siteIdSchema,
+  status: z.enum(['pending', 'approved', 'revoked']),
+  signKeyFingerprint: z.string(),
+  coordinatorBoxPublicKey: boxPublicKeySchema,
+});
+export type EnrollmentResponse = z.infer<typeof enrollmentResponseSchema>;
+
 // ---- site -> coordinator -------------------------------------------------------------------
 
-/** First message of a connection: who the site is and what it can contribute. */
+/** Asks for a fresh challenge; the next hello on this connection must sign it. */
+export const challengeRequestSchema = z.object({ siteId: siteIdSchema });
+export type ChallengeRequest = z.infer<typeof challengeRequestSchema>;
+
+/**
+ * Authenticates the connection: `signature` is the site's Ed25519 signature of the challenge
+ * together with the hello's identity fields (helloSignedBytes). Only enrolled, approved sites pass.
+ */
 export const siteHelloSchema = z.object({
   protocolVersion: z.number().int(),
   siteId: siteIdSchema,
   boxPublicKey: boxPublicKeySchema,
+  signPublicKey: signPublicKeySchema,
+  signature: signatureSchema,
   backend: z.string().max(64),
   software: z.string().max(128),
   trainSamples: z.number().int().min(0),
@@ -24,7 +59,10 @@ export type SiteHello = z.infer<typeof siteHelloSchema>;
 
 /**
  * A trained model, sealed (tweetnacl box) to the coordinator's public key with the site's key.
- * The plaintext is an update envelope (update-envelope.ts): header + weights.
+ * The plaintext is an update envelope (update-envelope.ts): header + weights. The ciphertext
+ * travels first, in chunks (site:upload-chunk, chunked-transfer.ts); this message names the
+ * completed upload. `signature` binds run, round, kind, site, the nonce and the ciphertext's
+ * SHA-256 and size (updateSignedBytes); a nonce is accepted once, ever.
  */
 export const sealedUpdateSchema = z.object({
   runId: z.string().uuid(),
@@ -32,7 +70,10 @@ export const sealedUpdateSchema = z.object({
   kind: taskKindSchema,
   siteId: siteIdSchema,
   nonce: nonceSchema,
-  sealed: binarySchema,
+  uploadId: z.string().uuid(),
+  sealedSha256: sha256HexSchema,
+  sealedBytes: z.number().int().min(0),
+  signature: signatureSchema,
 });
 export type SealedUpdate = z.infer<typeof sealedUpdateSchema>;
 
@@ -47,22 +88,36 @@ export type TaskFailed = z.infer<typeof taskFailedSchema>;
 
 // ---- coordinator -> site -------------------------------------------------------------------
 
-/** Train (a round, or the final personalization) starting from the given global weights. */
-export const trainTaskSchema = z.object({
-  kind: taskKindSchema,
-  config: roundConfigSchema,
-  modelHash: z.string().regex(/^[0-9a-f]{64}$/),
-  weights: binarySchema,
-});
+/**
+ * Train (a round, or the final personalization) starting from the global model `modelHash`; the
+ * site fetches its bytes in chunks (site:fetch-chunk) as `model` describes.
+ */
+export const trainTaskSchema = z
+  .object({
+    kind: taskKindSchema,
+    config: roundConfigSchema,
+    modelHash: sha256HexSchema,
+    model: blobRefSchema,
+  })
+  .refine((t) => t.model.sha256 === t.modelHash, { message: 'model.sha256 must equal modelHash', path: ['model', 'sha256'] });
 export type TrainTask = z.infer<typeof trainTaskSchema>;
 
 // ---- acknowledgements ---------------------------------------------------------------------
+
+export const challengeAckSchema = z.discriminatedUnion('ok', [
+  z.object({ ok: z.literal(true), challenge: challengeSchema }),
+  z.object({ ok: z.literal(false), error: z.string() }),
+]);
+export type ChallengeAck = z.infer<typeof challengeAckSchema>;
 
 export const helloAckSchema = z.discriminatedUnion('ok', [
   z.object({
     ok: z.literal(true),
     coordinatorBoxPublicKey: boxPublicKeySchema,
+    /** The socket message limit: chunks must stay under it (chunkBytesForLimit). */
     maxMessageBytes: z.number().int().positive(),
+    /** The largest update the coordinator accepts (bytes of the sealed ciphertext). */
+    maxUpdateBytes: z.number().int().positive(),
   }),
   z.object({ ok: z.literal(false), error: z.string() }),
 ]);
@@ -78,6 +133,7 @@ export type Ack = z.infer<typeof ackSchema>;
 
 /** Event names, one place. */
 export const SiteEvents = {
+  challenge: 'site:challenge',
   hello: 'site:hello',
   update: 'site:update',
   taskFailed: 'site:task-failed',
@@ -89,6 +145,7 @@ export const CoordinatorEvents = {
 
 /** Typed socket.io maps (socket.io's generics): what each side may emit. */
 export interface SiteToCoordinatorEvents {
+  [SiteEvents.challenge]: (request: ChallengeRequest, ack: (a: ChallengeAck) => void) => void;
   [SiteEvents.hello]: (hello: SiteHello, ack: (a: HelloAck) => void) => void;
   [SiteEvents.update]: (update: SealedUpdate, ack: (a: Ack) => void) => void;
   [SiteEvents.taskFailed]: (failure: TaskFailed, ack: (a: Ack) => void) => void;

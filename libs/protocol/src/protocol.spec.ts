@@ -6,9 +6,11 @@ import { parseMessage, validateMessage } from './validate';
 
 const key = Buffer.alloc(32, 7).toString('base64');
 const hello = {
-  protocolVersion: 1,
+  protocolVersion: 2,
   siteId: 'hospital-a',
   boxPublicKey: key,
+  signPublicKey: key,
+  signature: Buffer.alloc(64, 1).toString('base64'),
   backend: 'wasm',
   software: 'histofed-site 0.1.0',
   trainSamples: 10,
@@ -30,7 +32,7 @@ describe('message validation', () => {
     }
   });
 
-  it('rejects non-objects and non-binary payloads', () => {
+  it('rejects non-objects and updates that do not name a valid upload', () => {
     expect(validateMessage(sealedUpdateSchema, 'hello', 'update').ok).toBe(false);
     const update = {
       runId: randomUUID(),
@@ -38,36 +40,42 @@ describe('message validation', () => {
       kind: 'round',
       siteId: 'a',
       nonce: Buffer.alloc(24).toString('base64'),
-      sealed: 'not binary',
+      uploadId: 'not-a-uuid',
+      sealedSha256: 'A'.repeat(64),
+      sealedBytes: 10,
+      signature: Buffer.alloc(64).toString('base64'),
     };
     const r = validateMessage(sealedUpdateSchema, update, 'update');
     expect(r.ok).toBe(false);
-    if (!r.ok) expect(r.reason).toMatch(/sealed: must be binary/);
-    expect(() => parseMessage(sealedUpdateSchema, { ...update, sealed: Buffer.alloc(3) }, 'update')).not.toThrow();
+    if (!r.ok) {
+      expect(r.reason).toMatch(/uploadId: /);
+      expect(r.reason).toMatch(/sealedSha256: must be a sha256/);
+    }
+    expect(() => parseMessage(sealedUpdateSchema, { ...update, uploadId: randomUUID(), sealedSha256: 'a'.repeat(64) }, 'update')).not.toThrow();
   });
 
-  it('accepts ArrayBuffer weights in a train task and exposes them as bytes', () => {
-    const task = parseMessage(
-      trainTaskSchema,
-      {
-        kind: 'round',
-        modelHash: 'a'.repeat(64),
-        weights: new ArrayBuffer(8),
-        config: {
-          runId: randomUUID(),
-          round: 1,
-          model: { kind: 'small-cnn', imageSize: 32, numClasses: 2 },
-          localEpochs: 1,
-          batchSize: 8,
-          learningRate: 0.001,
-          proximalMu: 0.01,
-          seed: 1,
-        },
+  it('a train task names its model by hash and the chunked blob must be that model', () => {
+    const task = {
+      kind: 'round',
+      modelHash: 'a'.repeat(64),
+      model: { sha256: 'a'.repeat(64), totalBytes: 10, chunkBytes: 4, count: 3 },
+      config: {
+        runId: randomUUID(),
+        round: 1,
+        model: { kind: 'small-cnn', imageSize: 32, numClasses: 2 },
+        localEpochs: 1,
+        batchSize: 8,
+        learningRate: 0.001,
+        proximalMu: 0.01,
+        seed: 1,
       },
-      'train',
-    );
-    expect(task.weights).toBeInstanceOf(Uint8Array);
-    expect(task.weights.length).toBe(8);
+    };
+    expect(parseMessage(trainTaskSchema, task, 'train').model.count).toBe(3);
+    expect(validateMessage(trainTaskSchema, { ...task, model: { ...task.model, sha256: 'b'.repeat(64) } }, 'train')).toEqual({
+      ok: false,
+      reason: expect.stringMatching(/model\.sha256: model\.sha256 must equal modelHash/),
+    });
+    expect(validateMessage(trainTaskSchema, { ...task, model: { ...task.model, count: 2 } }, 'train').ok).toBe(false);
   });
 });
 

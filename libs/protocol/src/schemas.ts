@@ -13,6 +13,12 @@ const base64Of = (bytes: number) =>
 
 /** X25519 public key, base64. */
 export const boxPublicKeySchema = base64Of(32);
+/** Ed25519 public key, base64. */
+export const signPublicKeySchema = base64Of(32);
+/** Ed25519 detached signature, base64. */
+export const signatureSchema = base64Of(64);
+/** A fresh random challenge the coordinator hands a connecting site, base64. */
+export const challengeSchema = base64Of(32);
 /** tweetnacl box nonce, base64. */
 export const nonceSchema = base64Of(24);
 

@@ -1,4 +1,5 @@
-import { Controller, Get, HttpCode, Inject, NotFoundException, Param, Post, UseGuards } from '@nestjs/common';
+import { Controller, Delete, Get, HttpCode, Inject, NotFoundException, Param, Post, UseGuards } from '@nestjs/common';
+import { fingerprint, fromBase64 } from '@histofed/crypto';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
@@ -18,8 +19,12 @@ export class SitesController {
 
   @Get()
   @ApiOperation({ summary: 'Enrolled sites, their approval status and whether they are connected' })
-  async list(): Promise<(SiteRecord & { connected: boolean })[]> {
-    return (await this.store.listSites()).map((s) => ({ ...s, connected: this.sessions.isConnected(s.siteId) }));
+  async list(): Promise<(SiteRecord & { connected: boolean; signKeyFingerprint: string | null })[]> {
+    return (await this.store.listSites()).map((s) => ({
+      ...s,
+      signKeyFingerprint: s.signPublicKey ? fingerprint(fromBase64(s.signPublicKey)) : null,
+      connected: this.sessions.isConnected(s.siteId),
+    }));
   }
 
   @Post(':siteId/approve')
@@ -36,6 +41,14 @@ export class SitesController {
     const site = await this.setStatus(siteId, 'revoked');
     this.sessions.kick(siteId, 'revoked by an administrator');
     return site;
+  }
+
+  @Delete(':siteId')
+  @ApiOperation({ summary: "Forget a site (e.g. its key file was lost): it is disconnected and may enroll again with new keys; its past contributions stay" })
+  async remove(@Param('siteId') siteId: string): Promise<{ deleted: string }> {
+    if (!(await this.store.deleteSite(siteId))) throw new NotFoundException(`site ${siteId} is not enrolled`);
+    this.sessions.kick(siteId, 'deleted by an administrator');
+    return { deleted: siteId };
   }
 
   private async setStatus(siteId: string, status: 'approved' | 'revoked'): Promise<SiteRecord> {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
-import { DEFAULT_MAX_MESSAGE_BYTES } from '@histofed/protocol';
+import { DEFAULT_MAX_MODEL_BYTES } from '@histofed/protocol';
 import { ValidationError } from '@histofed/fl-core';
 
 /** Where the central test set comes from (BreakHis tree + optional federation simulation). */
@@ -21,7 +21,8 @@ export interface CoordinatorConfig {
   readonly adminToken: string;
   readonly adminTokenGenerated: boolean;
   readonly autoApproveSites: boolean;
-  readonly maxMessageBytes: number;
+  /** Largest model or sealed update transferred (it travels in chunks under the socket message limit). */
+  readonly maxModelBytes: number;
   readonly backend: string;
   readonly testData?: TestDataConfig;
   /** Resume runs left 'running' by a previous process. */
@@ -38,7 +39,7 @@ const envSchema = z.object({
     .optional(),
   HISTOFED_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   HISTOFED_AUTO_APPROVE: z.enum(['true', 'false']).default('false'),
-  HISTOFED_MAX_MESSAGE_BYTES: z.coerce.number().int().positive().default(DEFAULT_MAX_MESSAGE_BYTES),
+  HISTOFED_MAX_MODEL_BYTES: z.coerce.number().int().positive().default(DEFAULT_MAX_MODEL_BYTES),
   HISTOFED_BACKEND: z.string().default('auto'),
   HISTOFED_TEST_DATA: z.string().optional(),
 });
@@ -69,7 +70,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, flags: Coordinator
         DATABASE_URL: flags.databaseUrl ?? (env.DATABASE_URL || undefined),
         HISTOFED_ADMIN_TOKEN: flags.adminToken ?? env.HISTOFED_ADMIN_TOKEN,
         HISTOFED_AUTO_APPROVE: flags.autoApprove ? 'true' : env.HISTOFED_AUTO_APPROVE,
-        HISTOFED_MAX_MESSAGE_BYTES: env.HISTOFED_MAX_MESSAGE_BYTES,
+        HISTOFED_MAX_MODEL_BYTES: env.HISTOFED_MAX_MODEL_BYTES,
         HISTOFED_BACKEND: flags.backend ?? env.HISTOFED_BACKEND,
         HISTOFED_TEST_DATA: flags.testData ?? env.HISTOFED_TEST_DATA,
       }).filter(([, v]) => v !== undefined),
@@ -110,7 +111,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, flags: Coordinator
     adminToken: token ?? randomBytes(24).toString('hex'),
     adminTokenGenerated: token === undefined,
     autoApproveSites: e.HISTOFED_AUTO_APPROVE === 'true',
-    maxMessageBytes: e.HISTOFED_MAX_MESSAGE_BYTES,
+    maxModelBytes: e.HISTOFED_MAX_MODEL_BYTES,
     backend: e.HISTOFED_BACKEND,
     resumeRuns: flags.resume ?? true,
     testData: e.HISTOFED_TEST_DATA

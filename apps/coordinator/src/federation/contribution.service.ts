@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { encodeWeights, parameterCount } from '@histofed/fl-core';
-import { fromBase64, open } from '@histofed/crypto';
-import { Ack, SealedUpdate, TaskFailed, decodeUpdateEnvelope } from '@histofed/protocol';
+import { fromBase64, open, verify } from '@histofed/crypto';
+import { Ack, SealedUpdate, TaskFailed, decodeUpdateEnvelope, updateSignedBytes } from '@histofed/protocol';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
@@ -20,6 +20,8 @@ const key = (runId: string, round: number, kind: ContributionKind) => `${runId}/
 @Injectable()
 export class ContributionService {
   private readonly open = new Map<string, RoundCollection>();
+  /** Nonces being processed right now (the database holds every nonce already recorded). */
+  private readonly inFlightNonces = new Set<string>();
 
   constructor(
     @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
@@ -36,8 +38,11 @@ export class ContributionService {
     for (const c of this.open.values()) c.markMissing(siteId, 'site disconnected');
   }
 
-  async receive(siteId: string, update: SealedUpdate): Promise<Ack> {
-    const reject = async (reason: string, round = update.round): Promise<Ack> => {
+  /** `sealed` is the uploaded ciphertext the update names (its SHA-256 already checked against the message). */
+  async receive(siteId: string, update: SealedUpdate, sealed: Uint8Array): Promise<Ack> {
+    // An unsigned or forged message's nonce is not recorded: it must not block the site's real one.
+    const reject = async (reason: string, nonce: string | null = update.nonce): Promise<Ack> => {
+      const round = update.round;
       this.logger.event('warn', 'contributions', 'contribution rejected', {
         siteId,
         runId: update.runId,
@@ -56,11 +61,40 @@ export class ContributionService {
           numSamples: null,
           metrics: null,
           modelHash: null,
-          bytes: update.sealed.length,
+          bytes: sealed.length,
+          nonce,
         });
       }
       return { ok: false, error: reason };
     };
+
+    // Identity and freshness first, before anything else is looked at: a contribution must be
+    // signed by the site's enrolled key, and its nonce never seen before (replays, also across
+    // rounds, runs and coordinator restarts).
+    const site = await this.store.getSite(siteId);
+    if (!site?.signPublicKey || !verify(updateSignedBytes(update), fromBase64(update.signature), fromBase64(site.signPublicKey))) {
+      return reject(`update from ${siteId}: signature does not verify with the site's enrolled key`, null);
+    }
+    const nonceKey = `${siteId}/${update.nonce}`;
+    if (this.inFlightNonces.has(nonceKey) || (await this.store.hasContributionNonce(siteId, update.nonce))) {
+      return reject(`update from ${siteId}: nonce already used (replayed contribution)`);
+    }
+    this.inFlightNonces.add(nonceKey);
+    try {
+      return await this.receiveFresh(siteId, update, sealed, site.boxPublicKey, site.status, reject);
+    } finally {
+      this.inFlightNonces.delete(nonceKey);
+    }
+  }
+
+  private async receiveFresh(
+    siteId: string,
+    update: SealedUpdate,
+    sealed: Uint8Array,
+    boxPublicKey: string,
+    status: string,
+    reject: (reason: string, nonce?: string | null) => Promise<Ack>,
+  ): Promise<Ack> {
 
     if (update.siteId !== siteId) return reject(`update claims site ${update.siteId} but comes from ${siteId}`);
     const collection = this.open.get(key(update.runId, update.round, update.kind));
@@ -74,13 +108,12 @@ export class ContributionService {
       collection.markMissing(siteId, `update rejected: ${reason}`);
       return reject(reason);
     };
-    const site = await this.store.getSite(siteId);
-    if (!site || site.status !== 'approved') return rejectParticipant(`site ${siteId} is not approved`);
+    if (status !== 'approved') return rejectParticipant(`site ${siteId} is not approved`);
     let plaintext: Uint8Array;
     try {
       plaintext = open(
-        { nonce: fromBase64(update.nonce), ciphertext: update.sealed },
-        fromBase64(site.boxPublicKey),
+        { nonce: fromBase64(update.nonce), ciphertext: sealed },
+        fromBase64(boxPublicKey),
         this.keys.box.secretKey,
         `update from ${siteId}`,
       );
@@ -117,7 +150,8 @@ export class ContributionService {
       numSamples: h.numSamples,
       metrics: h.metrics,
       modelHash,
-      bytes: update.sealed.length,
+      bytes: sealed.length,
+      nonce: update.nonce,
     });
     collection.accept(siteId, h.numSamples, envelope.weights, h.metrics);
     this.logger.event('info', 'contributions', 'contribution accepted', {

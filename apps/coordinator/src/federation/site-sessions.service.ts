@@ -1,15 +1,20 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Socket } from 'socket.io';
 import { AvailableSite } from '@histofed/aggregation';
-import { toBase64 } from '@histofed/crypto';
+import { randomBytes } from 'node:crypto';
+import { fromBase64, toBase64, verify } from '@histofed/crypto';
 import {
   Ack,
+  ChallengeAck,
+  ChallengeRequest,
   CoordinatorEvents,
   HelloAck,
   PROTOCOL_VERSION,
+  RECOMMENDED_MAX_MESSAGE_BYTES,
   SiteHello,
   TrainTask,
   ackSchema,
+  helloSignedBytes,
   validateMessage,
 } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
@@ -24,16 +29,21 @@ interface Session {
   readonly trainSamples: number;
 }
 
+/** A challenge is answered on the same connection within this time, or not at all. */
+const CHALLENGE_TTL_MS = 60_000;
+
 /**
- * Which sites are connected right now, on which socket, and how to reach them. A site is
- * identified by the id and box key it registered; a second connection with the same id replaces
- * the first.
+ * Which sites are connected right now, on which socket, and how to reach them. A connection is
+ * authenticated by a hello that signs a fresh challenge with the site's enrolled Ed25519 key; only
+ * approved sites pass. A second authenticated connection with the same id replaces the first.
  */
 @Injectable()
 export class SiteSessionsService {
   private readonly bySocket = new Map<string, Session>();
   private readonly bySite = new Map<string, Session>();
   private readonly disconnectListeners: ((siteId: string) => void)[] = [];
+  /** socket id -> the challenge it was given (single use). */
+  private readonly challenges = new Map<string, { siteId: string; challenge: string; expires: number }>();
 
   constructor(
     @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
@@ -42,26 +52,45 @@ export class SiteSessionsService {
     private readonly keys: CoordinatorKeys,
   ) {}
 
+  /** A fresh random challenge for this connection; the next hello must sign it. */
+  challenge(socket: Socket, request: ChallengeRequest): ChallengeAck {
+    const challenge = randomBytes(32).toString('base64');
+    this.challenges.set(socket.id, { siteId: request.siteId, challenge, expires: Date.now() + CHALLENGE_TTL_MS });
+    return { ok: true, challenge };
+  }
+
   async hello(socket: Socket, hello: SiteHello): Promise<HelloAck> {
+    const issued = this.challenges.get(socket.id);
+    this.challenges.delete(socket.id);
     if (hello.protocolVersion !== PROTOCOL_VERSION) {
       return { ok: false, error: `protocol version ${hello.protocolVersion} not supported (coordinator speaks ${PROTOCOL_VERSION})` };
     }
-    const known = await this.store.getSite(hello.siteId);
-    if (known && known.boxPublicKey !== hello.boxPublicKey) {
-      return { ok: false, error: `site ${hello.siteId} is enrolled with another key` };
+    if (!issued || issued.siteId !== hello.siteId || issued.expires < Date.now()) {
+      return { ok: false, error: `no valid challenge for ${hello.siteId} on this connection: ask for one (site:challenge) first` };
     }
-    if (known?.status === 'revoked') return { ok: false, error: `site ${hello.siteId} is revoked` };
-    const site = await this.store.upsertSiteOnHello(
-      {
-        siteId: hello.siteId,
-        boxPublicKey: hello.boxPublicKey,
-        backend: hello.backend,
-        software: hello.software,
-        trainSamples: hello.trainSamples,
-        validationSamples: hello.validationSamples,
-      },
-      this.config.autoApproveSites ? 'approved' : 'pending',
-    );
+    const known = await this.store.getSite(hello.siteId);
+    if (!known) return { ok: false, error: `site ${hello.siteId} is not enrolled: run histofed-site enroll` };
+    if (known.signPublicKey === null) {
+      return { ok: false, error: `site ${hello.siteId} was enrolled without a signing key: run histofed-site enroll again` };
+    }
+    if (known.boxPublicKey !== hello.boxPublicKey || known.signPublicKey !== hello.signPublicKey) {
+      return { ok: false, error: `site ${hello.siteId} is enrolled with other keys` };
+    }
+    const { signature, ...signed } = hello;
+    if (!verify(helloSignedBytes(signed, issued.challenge), fromBase64(signature), fromBase64(known.signPublicKey))) {
+      return { ok: false, error: `hello from ${hello.siteId}: signature does not verify with the enrolled key` };
+    }
+    if (known.status === 'revoked') return { ok: false, error: `site ${hello.siteId} is revoked` };
+    if (known.status === 'pending') {
+      return { ok: false, error: `site ${hello.siteId} is awaiting approval by an administrator (POST /api/sites/${hello.siteId}/approve)` };
+    }
+    const site = await this.store.recordHello(hello.siteId, {
+      backend: hello.backend,
+      software: hello.software,
+      trainSamples: hello.trainSamples,
+      validationSamples: hello.validationSamples,
+    });
+    if (!site) return { ok: false, error: `site ${hello.siteId} is not enrolled: run histofed-site enroll` };
     const previous = this.bySite.get(hello.siteId);
     if (previous && previous.socket.id !== socket.id) {
       this.bySocket.delete(previous.socket.id);
@@ -76,7 +105,12 @@ export class SiteSessionsService {
       backend: hello.backend,
       trainSamples: hello.trainSamples,
     });
-    return { ok: true, coordinatorBoxPublicKey: toBase64(this.keys.box.publicKey), maxMessageBytes: this.config.maxMessageBytes };
+    return {
+      ok: true,
+      coordinatorBoxPublicKey: toBase64(this.keys.box.publicKey),
+      maxMessageBytes: RECOMMENDED_MAX_MESSAGE_BYTES,
+      maxUpdateBytes: this.config.maxModelBytes,
+    };
   }
 
   siteOf(socketId: string): string | undefined {
@@ -84,6 +118,7 @@ export class SiteSessionsService {
   }
 
   disconnected(socketId: string): void {
+    this.challenges.delete(socketId);
     const s = this.bySocket.get(socketId);
     if (!s) return;
     this.bySocket.delete(socketId);

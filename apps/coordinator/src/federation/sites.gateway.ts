@@ -10,15 +10,24 @@ import {
 import type { Socket } from 'socket.io';
 import {
   Ack,
+  ChallengeAck,
+  ChunkEvents,
+  FetchChunkAck,
   HelloAck,
   SITE_NAMESPACE,
   SiteEvents,
+  UploadReassembler,
+  challengeRequestSchema,
+  chunkBytesForLimit,
+  RECOMMENDED_MAX_MESSAGE_BYTES,
   sealedUpdateSchema,
   siteHelloSchema,
   taskFailedSchema,
   validateMessage,
 } from '@histofed/protocol';
+import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
+import { ModelDistribution } from './model-distribution';
 import { ContributionService } from './contribution.service';
 import { SiteSessionsService } from './site-sessions.service';
 
@@ -29,9 +38,14 @@ import { SiteSessionsService } from './site-sessions.service';
  */
 @WebSocketGateway({ namespace: SITE_NAMESPACE })
 export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
+  /** Per authenticated connection: the sealed updates being uploaded in chunks (bounded). */
+  private readonly uploads = new Map<string, UploadReassembler>();
+
   constructor(
     private readonly sessions: SiteSessionsService,
     private readonly contributions: ContributionService,
+    private readonly models: ModelDistribution,
+    @Inject(COORDINATOR_CONFIG) private readonly config: CoordinatorConfig,
     @Inject(LOGGER) private readonly logger: JsonLogger,
   ) {
     sessions.onDisconnect((siteId) => contributions.siteLeft(siteId));
@@ -42,7 +56,18 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
   }
 
   handleDisconnect(socket: Socket): void {
+    this.uploads.get(socket.id)?.clear();
+    this.uploads.delete(socket.id);
     this.sessions.disconnected(socket.id);
+  }
+
+  @SubscribeMessage(SiteEvents.challenge)
+  async challenge(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<ChallengeAck> {
+    return this.guard(socket, SiteEvents.challenge, async () => {
+      const v = validateMessage(challengeRequestSchema, body, SiteEvents.challenge);
+      if (!v.ok) return this.refuse(socket, v.reason);
+      return this.sessions.challenge(socket, v.value);
+    });
   }
 
   @SubscribeMessage(SiteEvents.hello)
@@ -56,6 +81,36 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
     });
   }
 
+  /** A chunk of a sealed update; only authenticated sites may upload (memory is reserved per upload). */
+  @SubscribeMessage(ChunkEvents.uploadChunk)
+  async uploadChunk(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<Ack> {
+    return this.guard(socket, ChunkEvents.uploadChunk, async () => {
+      const siteId = this.sessions.siteOf(socket.id);
+      if (!siteId) return this.refuse(socket, `${ChunkEvents.uploadChunk} before ${SiteEvents.hello}`);
+      let uploads = this.uploads.get(socket.id);
+      if (!uploads) {
+        uploads = new UploadReassembler({
+          maxTotalBytes: this.config.maxModelBytes,
+          maxChunkBytes: chunkBytesForLimit(RECOMMENDED_MAX_MESSAGE_BYTES),
+        });
+        this.uploads.set(socket.id, uploads);
+      }
+      const ack = uploads.accept(body);
+      return ack.ok ? ack : this.refuse(socket, ack.error, siteId);
+    });
+  }
+
+  /** A chunk of a global model the site was asked to train from. */
+  @SubscribeMessage(ChunkEvents.fetchChunk)
+  async fetchChunk(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<FetchChunkAck> {
+    return this.guard(socket, ChunkEvents.fetchChunk, async () => {
+      const siteId = this.sessions.siteOf(socket.id);
+      if (!siteId) return this.refuse(socket, `${ChunkEvents.fetchChunk} before ${SiteEvents.hello}`);
+      const ack = this.models.serve(body);
+      return ack.ok ? ack : this.refuse(socket, ack.error, siteId);
+    });
+  }
+
   @SubscribeMessage(SiteEvents.update)
   async update(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<Ack> {
     return this.guard(socket, SiteEvents.update, async () => {
@@ -63,7 +118,11 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
       if (!siteId) return this.refuse(socket, `${SiteEvents.update} before ${SiteEvents.hello}`);
       const v = validateMessage(sealedUpdateSchema, body, SiteEvents.update);
       if (!v.ok) return this.refuse(socket, v.reason, siteId);
-      return this.contributions.receive(siteId, v.value);
+      const uploads = this.uploads.get(socket.id);
+      if (!uploads) return this.refuse(socket, `${SiteEvents.update}: upload ${v.value.uploadId} is unknown on this connection`, siteId);
+      const sealed = uploads.take(v.value.uploadId, v.value.sealedSha256);
+      if (!sealed.ok) return this.refuse(socket, `${SiteEvents.update}: ${sealed.reason}`, siteId);
+      return this.contributions.receive(siteId, v.value, sealed.value);
     });
   }
 

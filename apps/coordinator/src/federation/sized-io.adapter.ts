@@ -4,7 +4,8 @@ import type { ServerOptions } from 'socket.io';
 
 /**
  * socket.io silently closes a connection whose message exceeds maxHttpBufferSize (1 MB by
- * default); weights are larger, so the limit comes from the configuration.
+ * default). Weights travel in chunks below this limit (libs/protocol chunked-transfer), so it
+ * stays small whatever the model size: an oversized message costs a connection, not memory.
  */
 export class SizedIoAdapter extends IoAdapter {
   constructor(

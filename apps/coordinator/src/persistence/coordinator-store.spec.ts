@@ -75,12 +75,17 @@ describe.each(backends)('coordinator store on %s', (_name, open) => {
     expect(await store.getModel('0'.repeat(64))).toBeNull();
   });
 
-  it('keeps a site status across hellos and records runs, rounds and contributions', async () => {
-    const site = { siteId: 'hospital-a', boxPublicKey: 'k', backend: 'wasm', software: 's', trainSamples: 5, validationSamples: 1 };
-    expect((await store.upsertSiteOnHello(site, 'pending')).status).toBe('pending');
+  it('keeps a site status across enrollments and hellos, forgets a deleted site, records runs, rounds and contributions', async () => {
+    const keys = { siteId: 'hospital-a', boxPublicKey: 'box', signPublicKey: 'sign' };
+    expect(await store.recordHello('hospital-a', { backend: 'wasm', software: 's', trainSamples: 5, validationSamples: 1 })).toBeNull();
+    expect((await store.enrollSite(keys, 'pending')).status).toBe('pending');
     await store.setSiteStatus('hospital-a', 'approved');
-    expect((await store.upsertSiteOnHello({ ...site, trainSamples: 7 }, 'pending')).status).toBe('approved');
-    expect((await store.getSite('hospital-a'))!.trainSamples).toBe(7);
+    expect((await store.enrollSite({ ...keys, signPublicKey: 'sign2' }, 'pending')).status).toBe('approved');
+    const hello = await store.recordHello('hospital-a', { backend: 'wasm', software: 's', trainSamples: 7, validationSamples: 1 });
+    expect(hello).toMatchObject({ trainSamples: 7, signPublicKey: 'sign2', status: 'approved' });
+    expect(await store.deleteSite('hospital-a')).toBe(true);
+    expect(await store.getSite('hospital-a')).toBeNull();
+    expect(await store.deleteSite('hospital-a')).toBe(false);
 
     const run = await store.createRun(config);
     expect(run.status).toBe('created');
@@ -128,7 +133,11 @@ describe.each(backends)('coordinator store on %s', (_name, open) => {
       metrics: null,
       modelHash: null,
       bytes: 10,
+      nonce: 'n-1',
     });
+    expect(await store.hasContributionNonce('hospital-a', 'n-1')).toBe(true);
+    expect(await store.hasContributionNonce('hospital-a', 'n-2')).toBe(false);
+    expect(await store.hasContributionNonce('hospital-b', 'n-1')).toBe(false);
     const contributions = await store.listContributions(run.id, 1);
     expect(contributions.map((c) => [c.status, c.reason])).toEqual([['rejected', 'wrong round']]);
     expect((await store.listRunsWithStatus('running')).map((r) => r.id)).toContain(run.id);

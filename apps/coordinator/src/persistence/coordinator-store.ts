@@ -12,7 +12,12 @@ import {
 
 /** Everything the coordinator persists. Services depend on this interface, not on TypeORM. */
 export interface CoordinatorStore {
-  upsertSiteOnHello(site: Omit<SiteRecord, 'firstSeenAt' | 'lastSeenAt' | 'status'>, initialStatus: SiteStatus): Promise<SiteRecord>;
+  /** Creates the site (status `initialStatus`) or, for a known site, replaces its keys (status kept). */
+  enrollSite(site: Pick<SiteRecord, 'siteId' | 'boxPublicKey' | 'signPublicKey'>, initialStatus: SiteStatus): Promise<SiteRecord>;
+  /** An authenticated connection: what the site reports about itself. Null if it is not enrolled. */
+  recordHello(siteId: string, info: Pick<SiteRecord, 'backend' | 'software' | 'trainSamples' | 'validationSamples'>): Promise<SiteRecord | null>;
+  /** Forgets a site (an administrator resets its identity); its contributions stay. */
+  deleteSite(siteId: string): Promise<boolean>;
   getSite(siteId: string): Promise<SiteRecord | null>;
   listSites(): Promise<SiteRecord[]>;
   setSiteStatus(siteId: string, status: SiteStatus): Promise<SiteRecord | null>;
@@ -31,6 +36,8 @@ export interface CoordinatorStore {
 
   addContribution(c: Omit<ContributionRecord, 'id' | 'receivedAt'>): Promise<ContributionRecord>;
   listContributions(runId: string, round?: number): Promise<ContributionRecord[]>;
+  /** Whether a contribution (accepted or rejected) with this nonce was already received from the site. */
+  hasContributionNonce(siteId: string, nonce: string): Promise<boolean>;
 
   /** Content-addressed: storing the same bytes twice keeps one copy. Returns the SHA-256. */
   putModel(bytes: Uint8Array, parameterCount: number): Promise<string>;

@@ -9,9 +9,10 @@ import { RunEntity } from './entities/run.entity';
 import { SiteEntity } from './entities/site.entity';
 import { InitialSchema1764200000000 } from './migrations/1764200000000-initial-schema';
 import { StrategyState1764300000000 } from './migrations/1764300000000-strategy-state';
+import { SiteIdentity1764400000000 } from './migrations/1764400000000-site-identity';
 
 export const ENTITIES = [SiteEntity, RunEntity, RoundEntity, ContributionEntity, ModelEntity];
-export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000];
+export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000, SiteIdentity1764400000000];
 
 export interface DatabaseOptions {
   /** postgres://... for a PostgreSQL server; otherwise embedded PGlite under dataDir/pgdata. */

@@ -6,6 +6,8 @@ export type SiteStatus = 'pending' | 'approved' | 'revoked';
 export interface SiteRecord {
   readonly siteId: string;
   readonly boxPublicKey: string;
+  /** Ed25519 public key (base64); null for a site enrolled before identities existed (it must enroll again). */
+  readonly signPublicKey: string | null;
   readonly status: SiteStatus;
   readonly backend: string;
   readonly software: string;
@@ -103,6 +105,8 @@ export interface ContributionRecord {
   readonly metrics: Metrics | null;
   readonly modelHash: string | null;
   readonly bytes: number;
+  /** The contribution's nonce (a nonce is accepted once per site, ever: replay protection). */
+  readonly nonce: string | null;
   readonly receivedAt: Date;
 }
 

@@ -1,5 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { types as pgliteTypes } from '@electric-sql/pglite';
 import { DataSource } from 'typeorm';
+import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
+import { getPGliteInstance } from 'typeorm-pglite';
+import { PGlitePool } from 'typeorm-pglite/dist/pglite-pool';
 import { Metrics, sha256Hex } from '@histofed/fl-core';
 import { CoordinatorStore } from './coordinator-store';
 import { ContributionEntity } from './entities/contribution.entity';
@@ -48,28 +52,81 @@ const toContribution = (e: ContributionEntity): ContributionRecord => ({
   metrics: e.metrics as Metrics | null,
 });
 
+type PGlite = Awaited<ReturnType<typeof getPGliteInstance>>;
+
+/**
+ * Model blobs on embedded PGlite bypass TypeORM and PGlite's default bytea handling: PGlite
+ * serializes a bytea parameter as a hex string built one byte at a time in JavaScript (about 10 s
+ * of CPU and gigabytes of garbage for a 20 MB model) and parses bytea results the same way. A
+ * Uint8Array returned by a serializer is sent as a binary-format parameter instead (the bind
+ * message carries ArrayBuffer views as raw bytes, format code 1), which PostgreSQL reads with
+ * bytea's binary input: the bytes themselves. Results still arrive as hex text; Buffer decodes it
+ * natively. node-postgres already converts Buffers natively, so PostgreSQL servers keep TypeORM.
+ */
+const binaryBytea = { [pgliteTypes.BYTEA]: (value: Uint8Array) => value as unknown as string };
+const hexBytea = {
+  [pgliteTypes.BYTEA]: (text: string): Buffer => {
+    if (!text.startsWith('\\x')) throw new Error('expected bytea in hex output format');
+    return Buffer.from(text.slice(2), 'hex');
+  },
+};
+const INSERT_MODEL =
+  'INSERT INTO models (hash, data, parameter_count, byte_length, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hash) DO NOTHING';
+
+/**
+ * A plain Uint8Array owning its memory (offset 0, so float32 views of it are aligned): `bytes`
+ * itself when it spans its whole ArrayBuffer, else a copy (drivers may return slices of pooled
+ * or larger buffers).
+ */
+const owned = (bytes: Uint8Array): Uint8Array =>
+  bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? new Uint8Array(bytes.buffer) : new Uint8Array(bytes);
+
 /** CoordinatorStore on TypeORM (PGlite or PostgreSQL). Writes are serialized. */
 export class TypeOrmCoordinatorStore implements CoordinatorStore {
   private readonly writes = new SerialQueue();
 
   constructor(private readonly ds: DataSource) {}
 
-  upsertSiteOnHello(
-    site: Omit<SiteRecord, 'firstSeenAt' | 'lastSeenAt' | 'status'>,
-    initialStatus: SiteStatus,
-  ): Promise<SiteRecord> {
+  /** The embedded PGlite database behind `ds`, or null on a PostgreSQL server. */
+  private async pglite(): Promise<PGlite | null> {
+    return (this.ds.driver as PostgresDriver).master instanceof PGlitePool ? getPGliteInstance() : null;
+  }
+
+  enrollSite(site: Pick<SiteRecord, 'siteId' | 'boxPublicKey' | 'signPublicKey'>, initialStatus: SiteStatus): Promise<SiteRecord> {
     return this.writes.run(async () => {
       const repo = this.ds.getRepository(SiteEntity);
       const now = new Date();
       const existing = await repo.findOneBy({ siteId: site.siteId });
-      const entity = repo.create({
-        ...site,
-        status: existing?.status ?? initialStatus,
-        firstSeenAt: existing?.firstSeenAt ?? now,
-        lastSeenAt: now,
-      });
+      const entity = existing
+        ? Object.assign(existing, { boxPublicKey: site.boxPublicKey, signPublicKey: site.signPublicKey, lastSeenAt: now })
+        : repo.create({
+            ...site,
+            status: initialStatus,
+            backend: '',
+            software: '',
+            trainSamples: 0,
+            validationSamples: 0,
+            firstSeenAt: now,
+            lastSeenAt: now,
+          });
       return toSite(await repo.save(entity));
     });
+  }
+
+  recordHello(
+    siteId: string,
+    info: Pick<SiteRecord, 'backend' | 'software' | 'trainSamples' | 'validationSamples'>,
+  ): Promise<SiteRecord | null> {
+    return this.writes.run(async () => {
+      const repo = this.ds.getRepository(SiteEntity);
+      const e = await repo.findOneBy({ siteId });
+      if (!e) return null;
+      return toSite(await repo.save(Object.assign(e, info, { lastSeenAt: new Date() })));
+    });
+  }
+
+  deleteSite(siteId: string): Promise<boolean> {
+    return this.writes.run(async () => ((await this.ds.getRepository(SiteEntity).delete({ siteId })).affected ?? 0) > 0);
   }
 
   async getSite(siteId: string): Promise<SiteRecord | null> {
@@ -166,25 +223,46 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
     ).map(toContribution);
   }
 
+  async hasContributionNonce(siteId: string, nonce: string): Promise<boolean> {
+    return this.ds.getRepository(ContributionEntity).exists({ where: { siteId, nonce } });
+  }
+
   putModel(bytes: Uint8Array, parameterCount: number): Promise<string> {
     const hash = sha256Hex(bytes);
     return this.writes.run(async () => {
-      await this.ds
-        .createQueryBuilder()
-        .insert()
-        .into(ModelEntity)
-        .values({ hash, data: Buffer.from(bytes), parameterCount, byteLength: bytes.length, createdAt: new Date() })
-        .orIgnore()
-        .execute();
+      // Content-addressed: a blob already stored is not sent to the database again.
+      if (await this.ds.getRepository(ModelEntity).exists({ where: { hash } })) return hash;
+      const createdAt = new Date();
+      const pglite = await this.pglite();
+      if (pglite) {
+        await pglite.query(INSERT_MODEL, [hash, bytes, parameterCount, bytes.length, createdAt], { serializers: binaryBytea });
+      } else {
+        await this.ds
+          .createQueryBuilder()
+          .insert()
+          .into(ModelEntity)
+          .values({ hash, data: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), parameterCount, byteLength: bytes.length, createdAt })
+          .orIgnore()
+          .execute();
+      }
       return hash;
     });
   }
 
   async getModel(hash: string): Promise<StoredModel | null> {
+    const pglite = await this.pglite();
+    if (pglite) {
+      const { rows } = await pglite.query<{ hash: string; data: Buffer; parameter_count: number }>(
+        'SELECT hash, data, parameter_count FROM models WHERE hash = $1',
+        [hash],
+        { parsers: hexBytea },
+      );
+      return rows.length ? { hash: rows[0].hash, bytes: owned(rows[0].data), parameterCount: rows[0].parameter_count } : null;
+    }
     const e = await this.ds.getRepository(ModelEntity).findOneBy({ hash });
     if (!e) return null;
-    // PGlite returns Uint8Array, node-postgres a Buffer: normalise to an aligned copy.
-    return { hash: e.hash, bytes: new Uint8Array(e.data), parameterCount: e.parameterCount };
+    // node-postgres returns a Buffer, possibly a slice of a larger one: normalise to an owned copy.
+    return { hash: e.hash, bytes: owned(e.data), parameterCount: e.parameterCount };
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,7 @@ import { CentralEvaluator } from '../evaluation/central-evaluator.service';
 import { ContributionService } from '../federation/contribution.service';
 import { RoundCollection } from '../federation/round-collection';
 import { SiteSessionsService } from '../federation/site-sessions.service';
+import { ModelDistribution } from '../federation/model-distribution';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
@@ -50,6 +51,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     private readonly contributions: ContributionService,
     private readonly evaluator: CentralEvaluator,
     private readonly exporter: ModelExporter,
+    private readonly models: ModelDistribution,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -179,7 +181,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     const task: TrainTask = {
       kind,
       modelHash: global.hash,
-      weights: Buffer.from(encodeWeights(global.weights)),
+      model: this.models.offer(encodeWeights(global.weights)),
       config: {
         runId,
         round,

@@ -13,5 +13,6 @@ export class ContributionEntity {
   @Column({ type: 'jsonb', nullable: true }) metrics!: object | null;
   @Column({ name: 'model_hash', type: 'text', nullable: true }) modelHash!: string | null;
   @Column({ type: 'integer' }) bytes!: number;
+  @Column({ type: 'text', nullable: true }) nonce!: string | null;
   @Column({ name: 'received_at', type: 'timestamptz' }) receivedAt!: Date;
 }

@@ -4,6 +4,7 @@ import { Column, Entity, PrimaryColumn } from 'typeorm';
 export class SiteEntity {
   @PrimaryColumn({ name: 'site_id', type: 'text' }) siteId!: string;
   @Column({ name: 'box_public_key', type: 'text' }) boxPublicKey!: string;
+  @Column({ name: 'sign_public_key', type: 'text', nullable: true }) signPublicKey!: string | null;
   @Column({ type: 'text' }) status!: string;
   @Column({ type: 'text' }) backend!: string;
   @Column({ type: 'text' }) software!: string;

@@ -65,7 +65,7 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
       '--admin-token', token,
       ...(o.approval === 'admin' ? [] : ['--auto-approve']),
       '--test-data', o.dataDir,
-      '--simulate-sites', String(o.sites),
+      ...(o.sites > 0 ? ['--simulate-sites', String(o.sites)] : []),
       '--seed', String(seed),
       '--test-fraction', String(testFraction),
       ...common,

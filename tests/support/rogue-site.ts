@@ -22,6 +22,7 @@ import {
   SiteSigner,
   TrainTask,
   authenticate,
+  encodeMaskedUpdateEnvelope,
   encodeUpdateEnvelope,
   enrollmentRequest,
   downloadInChunks,
@@ -93,21 +94,24 @@ export class RogueSite {
     return ack;
   }
 
-  /** A sealed, signed update of `weights` (by default the task's own global weights: acceptable). */
-  update(task: TrainTask, opts: { round?: number; weights?: WeightSet; signer?: SiteSigner } = {}): PreparedUpdate {
+  /** A sealed, signed update of `weights` (by default the task's own global weights: acceptable), or of a masked input. */
+  update(
+    task: TrainTask,
+    opts: { round?: number; weights?: WeightSet; masked?: Uint8Array; numSamples?: number; signer?: SiteSigner } = {},
+  ): PreparedUpdate {
     const round = opts.round ?? task.config.round;
-    const plaintext = encodeUpdateEnvelope({
-      header: {
-        runId: task.config.runId,
-        round,
-        kind: task.kind,
-        siteId: this.siteId,
-        baseModelHash: task.modelHash,
-        numSamples: 10,
-        metrics: {},
-      },
-      weights: opts.weights ?? this.globals.get(task.modelHash)!,
-    });
+    const header = {
+      runId: task.config.runId,
+      round,
+      kind: task.kind,
+      siteId: this.siteId,
+      baseModelHash: task.modelHash,
+      numSamples: opts.numSamples ?? 10,
+      metrics: {},
+    };
+    const plaintext = opts.masked
+      ? encodeMaskedUpdateEnvelope({ header, masked: opts.masked })
+      : encodeUpdateEnvelope({ header, weights: opts.weights ?? this.globals.get(task.modelHash)! });
     const sealed = seal(plaintext, this.coordinatorKey!, this.keys.box.secretKey);
     return prepareUpdate(
       { runId: task.config.runId, round, kind: task.kind, siteId: this.siteId, nonce: toBase64(sealed.nonce) },

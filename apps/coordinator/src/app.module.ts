@@ -20,6 +20,7 @@ import { JsonLogger, LOGGER } from './logging/json-logger';
 import type { CoordinatorStore } from './persistence/coordinator-store';
 import { COORDINATOR_STORE } from './persistence/persistence.module';
 import { RunOrchestrator } from './runs/run-orchestrator.service';
+import { SecureAggregationRound } from './runs/secure-aggregation';
 
 export interface CoordinatorDependencies {
   readonly config: CoordinatorConfig;
@@ -47,6 +48,7 @@ export class CoordinatorModule {
         ContributionService,
         CentralEvaluator,
         ModelExporter,
+        SecureAggregationRound,
         RunOrchestrator,
         SitesGateway,
       ],

@@ -10,6 +10,7 @@ import {
   CoordinatorToSiteEvents,
   ChunkEvents,
   PreparedUpdate,
+  SecAggEvents,
   SITE_NAMESPACE,
   SiteEvents,
   SiteSigner,
@@ -20,6 +21,7 @@ import {
   chunkBytesForLimit,
   deliverUpdate,
   downloadInChunks,
+  encodeMaskedUpdateEnvelope,
   encodeUpdateEnvelope,
   enrollmentRequest,
   prepareUpdate,
@@ -28,6 +30,7 @@ import {
   validateMessage,
 } from '@histofed/protocol';
 import { runLocalTraining } from './local-training';
+import { SiteSecureAggregation } from '@histofed/secagg';
 import { Outbox } from './outbox';
 import { SiteConfig } from './site-config';
 import { SiteData } from './site-data';
@@ -56,6 +59,7 @@ export class SiteClient {
   private busy = false;
   private helloRetry: NodeJS.Timeout | undefined;
   private readonly signer: SiteSigner;
+  private readonly secure: SiteSecureAggregation;
   /** Updates that could not be delivered yet (connection lost while training); resent on reconnect. */
   private readonly pending: PreparedUpdate[] = [];
 
@@ -68,6 +72,7 @@ export class SiteClient {
     private readonly pool: TrainingPool | undefined,
   ) {
     this.signer = identitySigner(config.siteId, keys);
+    this.secure = new SiteSecureAggregation(config.siteId, keys.sign.secretKey);
   }
 
   static async create(config: SiteConfig, logger = new SiteLogger(config.siteId)): Promise<SiteClient> {
@@ -125,6 +130,20 @@ export class SiteClient {
       if (typeof ack !== 'function') return;
       ack(this.accept(task));
     });
+    // Secure aggregation stages: answered in the ack, logged with the outcome.
+    const stages: [string, (raw: unknown) => { ok: boolean; error?: string }][] = [
+      [SecAggEvents.advertise, (raw) => this.secure.advertise(raw)],
+      [SecAggEvents.shareKeys, (raw) => this.secure.shareKeys(raw)],
+      [SecAggEvents.unmask, (raw) => this.secure.unmask(raw)],
+    ];
+    for (const [event, answer] of stages) {
+      this.untyped().on(event, (raw: unknown, ack: (a: unknown) => void) => {
+        if (typeof ack !== 'function') return;
+        const reply = answer(raw);
+        this.logger.event(reply.ok ? 'info' : 'warn', `secure aggregation ${event}`, reply.ok ? {} : { error: reply.error });
+        ack(reply);
+      });
+    }
   }
 
   async stop(): Promise<void> {
@@ -191,18 +210,21 @@ export class SiteClient {
         'global model',
       );
       const result = await runLocalTraining(task, global, this.data, this.logger, this.pool);
-      const plaintext = encodeUpdateEnvelope({
-        header: {
-          runId: cfg.runId,
-          round: cfg.round,
-          kind: task.kind,
-          siteId: this.config.siteId,
-          baseModelHash: task.modelHash,
-          numSamples: result.numSamples,
-          metrics: result.metrics,
-        },
-        weights: result.weights,
-      });
+      const header = {
+        runId: cfg.runId,
+        round: cfg.round,
+        kind: task.kind,
+        siteId: this.config.siteId,
+        baseModelHash: task.modelHash,
+        numSamples: result.numSamples,
+        metrics: result.metrics,
+      };
+      const plaintext = task.secagg
+        ? encodeMaskedUpdateEnvelope({
+            header,
+            masked: this.secure.mask(cfg.runId, cfg.round, task.secagg, global, result.weights, result.numSamples),
+          })
+        : encodeUpdateEnvelope({ header, weights: result.weights });
       const sealed = seal(plaintext, this.coordinatorKey!, this.keys.box.secretKey);
       const update = prepareUpdate(
         { runId: cfg.runId, round: cfg.round, kind: task.kind, siteId: this.config.siteId, nonce: toBase64(sealed.nonce) },

@@ -4,3 +4,4 @@ export * from './weights-codec';
 export * from './run-types';
 export * from './dataset-types';
 export * from './signed-bytes';
+export * from './weight-vectors';

@@ -7,3 +7,4 @@ export * from './signed-messages';
 export * from './chunk-schemas';
 export * from './chunked-transfer';
 export * from './site-handshake';
+export * from './secagg-messages';

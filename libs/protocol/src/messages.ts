@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { blobRefSchema, sha256HexSchema } from './chunk-schemas';
+import { secAggTaskSchema } from './secagg-messages';
 import {
   boxPublicKeySchema,
   challengeSchema,
@@ -98,6 +99,8 @@ export const trainTaskSchema = z
     config: roundConfigSchema,
     modelHash: sha256HexSchema,
     model: blobRefSchema,
+    /** Present in secure-aggregation rounds: the site sends a masked update (libs/secagg). */
+    secagg: secAggTaskSchema.optional(),
   })
   .refine((t) => t.model.sha256 === t.modelHash, { message: 'model.sha256 must equal modelHash', path: ['model', 'sha256'] });
 export type TrainTask = z.infer<typeof trainTaskSchema>;

@@ -47,3 +47,28 @@ describe('run config (POST /api/runs body)', () => {
     expect(runConfigInputSchema.safeParse({ strategy: 'krum' }).success).toBe(false);
   });
 });
+
+describe('run config: secure aggregation', () => {
+  const secure = { minSites: 3, personalizeEpochs: 0, secureAggregation: {} };
+
+  it('is off by default and takes defaults for its options when on', () => {
+    expect(runConfigInputSchema.parse({}).secureAggregation).toBeNull();
+    expect(runConfigInputSchema.parse(secure).secureAggregation).toEqual({ clipRange: 1, stageTimeoutSeconds: 60 });
+    expect(runConfigInputSchema.parse({ ...secure, strategy: 'fedadam', secureAggregation: { neighbours: 6, threshold: 4 } }).secureAggregation).toEqual(
+      expect.objectContaining({ neighbours: 6, threshold: 4 }),
+    );
+  });
+
+  it('makes the choice against per-site models explicit, and refuses what cannot work on a masked sum', () => {
+    const reason = (body: object) => {
+      const r = runConfigInputSchema.safeParse(body);
+      return r.success ? '' : describeZodError(r.error);
+    };
+    expect(reason({ ...secure, personalizeEpochs: 1 })).toMatch(/personalizeEpochs: secure aggregation keeps per-site models .* set personalizeEpochs to 0/);
+    expect(reason({ ...secure, strategy: 'median' })).toMatch(/strategy: median needs each site's update/);
+    expect(reason({ ...secure, minSites: 2 })).toMatch(/minSites: secure aggregation needs minSites >= 3/);
+    expect(reason({ ...secure, secureAggregation: { neighbours: 3, threshold: 4 } })).toMatch(/threshold must not exceed neighbours/);
+    expect(reason({ ...secure, secureAggregation: { neighbours: 6, threshold: 3 } })).toMatch(/threshold must be more than half/);
+    expect(reason({ ...secure, secureAggregation: { clipRange: -1, extra: 1 } })).toMatch(/clipRange/);
+  });
+});

@@ -23,6 +23,34 @@ const stainNormalizationInputSchema = z
     return v as StainNormalizationTarget;
   });
 
+/** Strategies that combine per-site models coordinate by coordinate cannot work on a masked sum. */
+const NEEDS_SINGLE_UPDATES = ['trimmed-mean', 'median'];
+
+/**
+ * Secure aggregation (SecAgg+): the coordinator only ever sees the weighted sum of the surviving
+ * sites' updates. `neighbours` (k) and `threshold` (t) default to what the round's size allows.
+ */
+const secureAggregationSchema = z
+  .object({
+    neighbours: z.number().int().min(2).max(254).optional(),
+    threshold: z.number().int().min(2).max(254).optional(),
+    /** Every coordinate of a site's update (local - global) is clipped to [-clipRange, clipRange]. */
+    clipRange: z.number().positive().max(1024).default(1),
+    /** Seconds each key-exchange / unmasking stage waits for the sites' answers. */
+    stageTimeoutSeconds: z.number().positive().max(3600).default(60),
+  })
+  .strict()
+  .refine((s) => s.threshold === undefined || s.neighbours === undefined || s.threshold <= s.neighbours, {
+    message: 'threshold must not exceed neighbours',
+    path: ['threshold'],
+  })
+  // A secret has k + 1 holders (the neighbours and the site itself): t must be a strict majority,
+  // or two disjoint groups could rebuild both of a site's secrets and read its update.
+  .refine((s) => s.threshold === undefined || s.neighbours === undefined || s.threshold > (s.neighbours + 1) / 2, {
+    message: 'threshold must be more than half of neighbours + 1',
+    path: ['threshold'],
+  });
+
 /** Body of POST /api/runs: every field has a default, unknown fields are refused. */
 export const runConfigInputSchema = z
   .object({
@@ -47,10 +75,30 @@ export const runConfigInputSchema = z
     stainNormalization: stainNormalizationInputSchema,
     augment: z.boolean().default(false),
     classWeighting: z.enum(['none', 'balanced']).default('balanced'),
+    /** null (default): sites send their models sealed to the coordinator, which may keep per-site models. */
+    secureAggregation: secureAggregationSchema.nullable().default(null),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })
   .superRefine((c, ctx) => {
+    if (c.secureAggregation && NEEDS_SINGLE_UPDATES.includes(c.strategy)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['strategy'],
+        message: `${c.strategy} needs each site's update, which secure aggregation hides: use fedavg, fedadam, fedyogi or fedadagrad`,
+      });
+    }
+    if (c.secureAggregation && c.personalizeEpochs > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['personalizeEpochs'],
+        message:
+          'secure aggregation keeps per-site models from the coordinator, so there is no personalization or per-site ensemble: set personalizeEpochs to 0',
+      });
+    }
+    if (c.secureAggregation && c.minSites < 3) {
+      ctx.addIssue({ code: 'custom', path: ['minSites'], message: 'secure aggregation needs minSites >= 3 (a sum of two updates reveals each to the other)' });
+    }
     try {
       createStrategy(c.strategy, c.strategyOptions);
     } catch (e) {

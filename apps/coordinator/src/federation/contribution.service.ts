@@ -1,7 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { encodeWeights, parameterCount } from '@histofed/fl-core';
 import { fromBase64, open, verify } from '@histofed/crypto';
-import { Ack, SealedUpdate, TaskFailed, decodeUpdateEnvelope, updateSignedBytes } from '@histofed/protocol';
+import { Ack, SealedUpdate, TaskFailed, decodeAnyUpdateEnvelope, updateSignedBytes } from '@histofed/protocol';
+import { decodeMaskedInput } from '@histofed/secagg';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
@@ -122,9 +123,14 @@ export class ContributionService {
     }
     let envelope;
     try {
-      envelope = decodeUpdateEnvelope(plaintext, `update from ${siteId}`);
+      envelope = decodeAnyUpdateEnvelope(plaintext, `update from ${siteId}`);
     } catch (e) {
       return rejectParticipant((e as Error).message);
+    }
+    if ('masked' in envelope !== (collection.secureSum !== undefined)) {
+      return rejectParticipant(
+        collection.secureSum ? 'this round uses secure aggregation: the update must be masked' : 'a masked update in a round without secure aggregation',
+      );
     }
     const h = envelope.header;
     if (h.runId !== update.runId || h.round !== update.round || h.kind !== update.kind || h.siteId !== siteId) {
@@ -132,6 +138,34 @@ export class ContributionService {
     }
     if (h.baseModelHash !== collection.baseModelHash) {
       return rejectParticipant(`update was trained from model ${h.baseModelHash.slice(0, 12)}, round ${h.round} sent ${collection.baseModelHash.slice(0, 12)}`);
+    }
+    if ('masked' in envelope) {
+      let masked: Uint32Array;
+      try {
+        masked = decodeMaskedInput(envelope.masked, collection.secureSum!.vectorLength, siteId);
+      } catch (e) {
+        return rejectParticipant((e as Error).message);
+      }
+      // Synchronously after the last check: the sum and the list of contributors stay in step.
+      const late = collection.refusal(siteId);
+      if (late) return reject(late);
+      collection.acceptMasked(siteId, h.numSamples, masked, h.metrics);
+      // Masked: nothing of it is stored, only that it arrived.
+      await this.store.addContribution({
+        runId: h.runId,
+        round: h.round,
+        kind: h.kind,
+        siteId,
+        status: 'accepted',
+        reason: null,
+        numSamples: h.numSamples,
+        metrics: h.metrics,
+        modelHash: null,
+        bytes: sealed.length,
+        nonce: update.nonce,
+      });
+      this.logger.event('info', 'contributions', 'masked contribution added to the secure sum', { siteId, runId: h.runId, round: h.round });
+      return { ok: true };
     }
     const problem = checkContributionWeights(collection.layout, collection.baseWeights, envelope.weights, collection.maxUpdateNorm);
     if (problem) return rejectParticipant(problem);

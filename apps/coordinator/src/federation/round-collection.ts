@@ -1,5 +1,6 @@
 import { Metrics, TensorSpec, WeightSet, layoutOf } from '@histofed/fl-core';
 import { SiteResult } from '@histofed/aggregation';
+import type { MaskedSum } from '@histofed/secagg';
 import { ContributionKind } from '../persistence/records';
 
 export interface CollectionOutcome {
@@ -30,6 +31,11 @@ export class RoundCollection {
     readonly baseWeights: WeightSet,
     readonly maxUpdateNorm: number,
     deadlineMs: number,
+    /**
+     * Secure aggregation: sites send masked inputs, added to this running sum as they arrive; no
+     * single update is ever kept (results then carry counts and metrics, no weights).
+     */
+    readonly secureSum?: MaskedSum,
   ) {
     this.layout = layoutOf(baseWeights);
     this.outcome = new Promise((resolve) => (this.settle = resolve));
@@ -49,6 +55,17 @@ export class RoundCollection {
   accept(siteId: string, numSamples: number, weights: WeightSet, metrics: Metrics): void {
     this.results.set(siteId, { siteId, numSamples, weights, metrics });
     this.maybeFinish();
+  }
+
+  /**
+   * A masked input: added to the secure sum, never stored. Refused once the window closed: the sum
+   * must hold exactly the inputs of the sites the outcome lists (they are unmasked together).
+   */
+  acceptMasked(siteId: string, numSamples: number, masked: Uint32Array, metrics: Metrics): void {
+    const refusal = this.refusal(siteId);
+    if (refusal) throw new Error(refusal);
+    this.secureSum!.add(siteId, masked);
+    this.accept(siteId, numSamples, [], metrics);
   }
 
   markMissing(siteId: string, reason: string): void {

@@ -164,6 +164,16 @@ export class SiteSessionsService {
     }
   }
 
+  /**
+   * Sends a request whose answer comes in the ack (secure-aggregation stages); resolves with the
+   * raw ack for the caller to validate, rejects on timeout or when the site is not connected.
+   */
+  async request(siteId: string, event: string, payload: unknown, timeoutMs: number): Promise<unknown> {
+    const session = this.bySite.get(siteId);
+    if (!session) throw new Error(`site ${siteId} is not connected`);
+    return session.socket.timeout(timeoutMs).emitWithAck(event, payload);
+  }
+
   /** Drops a revoked site at once. */
   kick(siteId: string, reason: string): void {
     const s = this.bySite.get(siteId);

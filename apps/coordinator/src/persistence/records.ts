@@ -48,6 +48,17 @@ export interface RunConfig {
   readonly augment?: boolean;
   /** Class-imbalance handling on the sites (absent in runs stored before it existed: 'none'). */
   readonly classWeighting?: ClassWeighting;
+  /** SecAgg+ on (the coordinator sees only sums of updates), or null/absent for sealed per-site updates. */
+  readonly secureAggregation?: SecureAggregationConfig | null;
+}
+
+export interface SecureAggregationConfig {
+  /** k, neighbours per site (default: chosen from the round's size). */
+  readonly neighbours?: number;
+  /** t, shares needed to unmask (default: a strict majority of the k + 1 holders). */
+  readonly threshold?: number;
+  readonly clipRange: number;
+  readonly stageTimeoutSeconds: number;
 }
 
 export type RunStatus = 'created' | 'running' | 'completed' | 'failed';

@@ -1,15 +1,17 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, parameterCount } from '@histofed/fl-core';
-import { Strategy, StrategyState, createStrategy } from '@histofed/aggregation';
+import { SiteResult, Strategy, StrategyState, createStrategy } from '@histofed/aggregation';
+import type { MaskedSum } from '@histofed/secagg';
 import { buildModel, getWeights } from '@histofed/ml';
-import { TrainTask } from '@histofed/protocol';
+import { SecAggTask, TrainTask } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { ModelExporter } from '../evaluation/model-exporter.service';
 import { CentralEvaluator } from '../evaluation/central-evaluator.service';
 import { ContributionService } from '../federation/contribution.service';
-import { RoundCollection } from '../federation/round-collection';
+import { CollectionOutcome, RoundCollection } from '../federation/round-collection';
 import { SiteSessionsService } from '../federation/site-sessions.service';
 import { ModelDistribution } from '../federation/model-distribution';
+import { SecureAggregationRound } from './secure-aggregation';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
@@ -52,6 +54,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     private readonly evaluator: CentralEvaluator,
     private readonly exporter: ModelExporter,
     private readonly models: ModelDistribution,
+    private readonly secure: SecureAggregationRound,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -166,6 +169,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     global: GlobalModel,
     localEpochs: number,
     learningRate: number,
+    secure?: { taskFor: (siteId: string) => SecAggTask; sum: MaskedSum },
   ) {
     const collection = new RoundCollection(
       runId,
@@ -176,6 +180,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       global.weights,
       cfg.maxUpdateNorm,
       cfg.roundTimeoutSeconds * 1000,
+      secure?.sum,
     );
     this.contributions.openCollection(collection);
     const task: TrainTask = {
@@ -197,7 +202,8 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       },
     };
     for (const siteId of participants) {
-      void this.sessions.sendTask(siteId, task, ACK_TIMEOUT_MS).then((ack) => {
+      const siteTask = secure ? { ...task, secagg: secure.taskFor(siteId) } : task;
+      void this.sessions.sendTask(siteId, siteTask, ACK_TIMEOUT_MS).then((ack) => {
         if (!ack.ok) collection.markMissing(siteId, ack.error);
       });
     }
@@ -226,15 +232,16 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       };
       await this.store.saveRound({ ...base, status: 'training', modelHash: null, reason: null, completedAt: null });
       this.logger.event('info', 'runs', 'round started', { runId, round, rounds: cfg.rounds, attempt, participants });
-      const outcome = await this.collect(runId, cfg, round, 'round', participants, global, cfg.localEpochs, cfg.learningRate);
+      const gathered = await this.gather(runId, cfg, round, participants, global);
       if (this.stopping) throw new RunFailure('coordinator stopping');
-      if (outcome.results.length < cfg.minSites) {
-        const reason = `${outcome.results.length} of ${participants.length} sites contributed, the run needs ${cfg.minSites}: ${JSON.stringify(outcome.missing)}`;
+      if (!gathered.ok) {
+        const reason = gathered.reason;
         await this.store.saveRound({ ...base, status: 'failed', modelHash: null, reason, completedAt: new Date() });
         this.logger.event('warn', 'runs', 'round failed', { runId, round, attempt, reason });
         continue;
       }
-      const aggregated = strategy.aggregate(global.weights, outcome.results, strategyState.current);
+      const { outcome, toAggregate } = gathered;
+      const aggregated = strategy.aggregate(global.weights, toAggregate, strategyState.current);
       const weights = aggregated.weights;
       const hash = await this.store.putModel(encodeWeights(weights), parameterCount(weights));
       const stateHash = aggregated.state
@@ -268,6 +275,44 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       return { weights, hash };
     }
     throw new RunFailure(`round ${round} failed ${ROUND_ATTEMPTS} times; see the round's reason`);
+  }
+
+  /**
+   * The round's training: sealed per-site updates, or with secure aggregation one combined result
+   * (the survivors' unmasked weighted mean) for the strategy. Fails with the reason when too few
+   * sites contributed.
+   */
+  private async gather(
+    runId: string,
+    cfg: RunConfig,
+    round: number,
+    participants: string[],
+    global: GlobalModel,
+  ): Promise<{ ok: true; outcome: CollectionOutcome; toAggregate: SiteResult[] } | { ok: false; reason: string }> {
+    if (!cfg.secureAggregation) {
+      const outcome = await this.collect(runId, cfg, round, 'round', participants, global, cfg.localEpochs, cfg.learningRate);
+      if (outcome.results.length < cfg.minSites) {
+        return { ok: false, reason: `${outcome.results.length} of ${participants.length} sites contributed, the run needs ${cfg.minSites}: ${JSON.stringify(outcome.missing)}` };
+      }
+      return { ok: true, outcome, toAggregate: outcome.results };
+    }
+    const available = new Map((await this.sessions.available()).map((s) => [s.siteId, s.trainSamples]));
+    const secure = await this.secure.run({
+      runId,
+      round,
+      seed: cfg.seed,
+      minSites: cfg.minSites,
+      maxUpdateNorm: cfg.maxUpdateNorm,
+      config: cfg.secureAggregation,
+      participants,
+      trainSamples: Object.fromEntries(participants.map((id) => [id, available.get(id) ?? 0])),
+      global: global.weights,
+      collect: (sites, taskFor, sum) =>
+        this.collect(runId, cfg, round, 'round', sites, global, cfg.localEpochs, cfg.learningRate, { taskFor, sum }),
+    });
+    if (!secure.ok) return { ok: false, reason: secure.reason };
+    this.logger.event('info', 'runs', 'secure aggregation completed', { runId, round, ...secure.summary });
+    return { ok: true, outcome: secure.outcome, toAggregate: [secure.result] };
   }
 
   /** Personalization and ensemble: each site fine-tunes the global model; all are evaluated centrally. */

@@ -1,0 +1,198 @@
+/**
+ * Secure aggregation (SecAgg+) end to end: a real coordinator process (embedded PostgreSQL) and
+ * five participants in this process that speak the real protocol through the site client's own
+ * secure-aggregation code (libs/secagg SiteSecureAggregation), each sending a known update.
+ * The coordinator's new global model must equal plain FedAvg of the surviving sites' updates
+ * within the quantization error — with all sites, with two sites dropped after the key exchange,
+ * and after a round that failed cleanly because too few sites revealed their shares. The
+ * coordinator must never store a single site's update.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IdentityKeys, generateBoxKeyPair, generateSigningKeyPair } from '@histofed/crypto';
+import { WeightSet, decodeWeights, encodeWeights, namedTensor, sha256Hex } from '@histofed/fl-core';
+import { generateSyntheticBreakHis } from '@histofed/data';
+import { SecAggEvents, TrainTask } from '@histofed/protocol';
+import { SiteSecureAggregation, quantizationErrorBound } from '@histofed/secagg';
+import { Federation, startFederation } from '@histofed/harness';
+import { RogueSite } from './support/rogue-site';
+
+interface Round {
+  round: number;
+  status: string;
+  reason: string | null;
+  baseModelHash: string;
+  modelHash: string | null;
+  participants: string[];
+}
+interface Contribution {
+  siteId: string;
+  status: string;
+  modelHash: string | null;
+}
+
+const SITES = ['h1', 'h2', 'h3', 'h4', 'h5'];
+const SAMPLES: Record<string, number> = { h1: 10, h2: 20, h3: 30, h4: 40, h5: 50 };
+const CLIP = 1;
+
+/** Site `id`'s update in `round`: small, distinct, deterministic values (|delta| < 0.05 < CLIP). */
+function deltaOf(id: string, round: number, global: WeightSet): WeightSet {
+  let state = (SITES.indexOf(id) + 1) * 7919 + round * 104729;
+  const next = () => {
+    state = (state * 1103515245 + 12345) % 2147483648;
+    return state / 2147483648 - 0.5;
+  };
+  return global.map((t) => namedTensor(t.name, t.shape, Float32Array.from(t.values, () => next() / 10)));
+}
+const plus = (a: WeightSet, b: WeightSet) => a.map((t, i) => namedTensor(t.name, t.shape, Float32Array.from(t.values, (v, j) => v + b[i].values[j])));
+
+/** FedAvg of the given sites' updates, in float64, independently of libs/aggregation and libs/secagg. */
+function expectedGlobal(global: WeightSet, sites: string[], round: number): Float64Array[] {
+  const total = sites.reduce((s, id) => s + SAMPLES[id], 0);
+  return global.map((t, i) => {
+    const out = Float64Array.from(t.values);
+    for (const id of sites) {
+      const d = deltaOf(id, round, global)[i].values;
+      for (let j = 0; j < out.length; j++) out[j] += (SAMPLES[id] / total) * d[j];
+    }
+    return out;
+  });
+}
+
+describe('secure aggregation across a real coordinator', () => {
+  let work: string;
+  let fed: Federation;
+  const sites: RogueSite[] = [];
+  const globals = new Map<number, WeightSet>();
+  /** How each site behaves, by round and attempt. */
+  const dropInRound2 = new Set(['h4', 'h5']);
+  const muteAtUnmask = new Set(['h2', 'h3']);
+  let round3Unmasks = 0;
+  let runId: string;
+  let rounds: Round[];
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'hf-secagg-'));
+    const data = join(work, 'data');
+    await generateSyntheticBreakHis(data, { seed: 6, patientsPerSubtype: 1, imagesPerPatient: 2 });
+    fed = await startFederation({ dataDir: data, workDir: work, sites: 0, seed: 6 });
+    for (const id of SITES) {
+      const keys: IdentityKeys = { box: generateBoxKeyPair(), sign: generateSigningKeyPair() };
+      const secure = new SiteSecureAggregation(id, keys.sign.secretKey);
+      const site = new RogueSite(
+        fed.url,
+        id,
+        async (r: RogueSite, task: TrainTask) => {
+          const round = task.config.round;
+          const global = r.globals.get(task.modelHash)!;
+          globals.set(round, global);
+          if (round === 2 && dropInRound2.has(id)) {
+            r.close(); // drops out after the key exchange, before sending its update
+            return;
+          }
+          const local = plus(global, deltaOf(id, round, global));
+          const masked = secure.mask(task.config.runId, round, task.secagg!, global, local, SAMPLES[id]);
+          await r.deliver(`round ${round}`, r.update(task, { masked, numSamples: SAMPLES[id] }));
+        },
+        keys,
+      );
+      site.socket.on(SecAggEvents.advertise, (raw: unknown, ack: (a: unknown) => void) => ack(secure.advertise(raw)));
+      site.socket.on(SecAggEvents.shareKeys, (raw: unknown, ack: (a: unknown) => void) => ack(secure.shareKeys(raw)));
+      site.socket.on(SecAggEvents.unmask, (raw: { round: number }, ack: (a: unknown) => void) => {
+        // In round 3's first attempt two of the three survivors stay silent: below the threshold.
+        if (raw.round === 3 && muteAtUnmask.has(id) && round3Unmasks++ < 2) return;
+        ack(secure.unmask(raw));
+      });
+      sites.push(site);
+      expect((await site.enroll()).status).toBe('approved');
+      expect((await site.hello(SAMPLES[id])).ok).toBe(true);
+    }
+
+    const run = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
+      rounds: 3,
+      minSites: 3,
+      maxSites: 5,
+      personalizeEpochs: 0,
+      roundTimeoutSeconds: 60,
+      model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 },
+      secureAggregation: { clipRange: CLIP, stageTimeoutSeconds: 5 },
+    });
+    runId = run.id;
+    await fed.admin.request('POST', `/api/runs/${runId}/start`);
+    const final = await fed.admin.poll(
+      async () => {
+        const r = await fed.admin.request<{ status: string; statusReason: string | null }>('GET', `/api/runs/${runId}`);
+        return r.status === 'completed' || r.status === 'failed' ? r : undefined;
+      },
+      300_000,
+      'the run to finish',
+    );
+    expect(final).toEqual(expect.objectContaining({ status: 'completed', statusReason: null }));
+    rounds = await fed.admin.request<Round[]>('GET', `/api/runs/${runId}/rounds`);
+  });
+
+  afterAll(async () => {
+    for (const s of sites) s.close();
+    await fed?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  const model = async (hash: string) => decodeWeights(await fed.admin.bytes(`/api/models/${hash}`), hash);
+  const completed = (round: number) => rounds.find((r) => r.round === round && r.status === 'completed')!;
+
+  /** `scaleSites`: the sites that completed the key exchange (their samples are the weight scale). */
+  async function expectFedAvg(round: number, survivors: string[], scaleSites: string[]) {
+    const r = completed(round);
+    expect([...r.participants].sort()).toEqual(survivors);
+    const global = globals.get(round)!;
+    expect(sha256Hex(encodeWeights(global))).toBe(r.baseModelHash);
+    const expected = expectedGlobal(global, survivors, round);
+    const actual = await model(r.modelHash!);
+    const samples = (ids: string[]) => ids.reduce((s, id) => s + SAMPLES[id], 0);
+    const weightSum = samples(survivors) / samples(scaleSites);
+    // Quantization error of the sum, divided by the survivors' weight; plus float32 rounding.
+    const tolerance = quantizationErrorBound(survivors.length, CLIP) / weightSum + 1e-6;
+    let worst = 0;
+    actual.forEach((t, i) => t.values.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - expected[i][j])))));
+    expect(worst).toBeLessThanOrEqual(tolerance);
+    // ... and the sites' updates really moved the model (the check is not trivially true).
+    let moved = 0;
+    actual.forEach((t, i) => t.values.forEach((v, j) => (moved = Math.max(moved, Math.abs(v - global[i].values[j])))));
+    expect(moved).toBeGreaterThan(100 * tolerance);
+  }
+
+  it('with every site, the unmasked sum is FedAvg of their updates within the quantization error', async () => {
+    await expectFedAvg(1, SITES, SITES);
+  });
+
+  it('with two sites dropped after sharing their keys, it is FedAvg of the survivors', async () => {
+    await expectFedAvg(2, ['h1', 'h2', 'h3'], SITES);
+  });
+
+  it('below the threshold the round fails cleanly with the reason, and the retry succeeds', async () => {
+    // The round record keeps the last attempt; the failed one is in the log with its reason.
+    const failed = fed.coordinator.lines.filter((l) => l.msg === 'round failed' && l.round === 3);
+    expect(failed).toHaveLength(1);
+    expect(String(failed[0].reason)).toMatch(/secure aggregation could not unmask the sum: .*threshold/);
+    await expectFedAvg(3, ['h1', 'h2', 'h3'], ['h1', 'h2', 'h3']);
+  });
+
+  it('the coordinator never stores a single site\'s update', async () => {
+    const contributions: Contribution[] = [];
+    for (const round of [1, 2, 3]) contributions.push(...(await fed.admin.request<Contribution[]>('GET', `/api/runs/${runId}/rounds/${round}/contributions`)));
+    const accepted = contributions.filter((c) => c.status === 'accepted');
+    expect(accepted.length).toBeGreaterThanOrEqual(5 + 3 + 3);
+    expect(accepted.every((c) => c.modelHash === null)).toBe(true);
+    for (const [round, global] of globals) {
+      for (const id of SITES) {
+        const local = plus(global, deltaOf(id, round, global));
+        const res = await fetch(`${fed.url}/api/models/${sha256Hex(encodeWeights(local))}`, { headers: { authorization: `Bearer ${fed.token}` } });
+        expect(res.status).toBe(404);
+      }
+    }
+    const perSite = fed.coordinator.lines.filter((l) => l.msg === 'contribution accepted');
+    expect(perSite).toHaveLength(0);
+    expect(fed.coordinator.lines.filter((l) => l.msg === 'masked contribution added to the secure sum').length).toBe(accepted.length);
+  });
+});

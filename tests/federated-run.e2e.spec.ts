@@ -9,7 +9,7 @@ import { WeightSet, decodeWeights, maxAbsDifference } from '@histofed/fl-core';
 import { generateSyntheticBreakHis, readBreakHisTree } from '@histofed/data';
 import { SiteEvents, decodeUpdateEnvelope } from '@histofed/protocol';
 import { Federation, startFederation } from '@histofed/harness';
-import { RogueSite } from './support/rogue-site';
+import { RogueSite } from '@histofed/harness';
 import { hasChromium, launchChromium } from './support/browser';
 
 interface Contribution {

@@ -16,7 +16,7 @@ import { generateSyntheticBreakHis } from '@histofed/data';
 import { SecAggEvents, TrainTask } from '@histofed/protocol';
 import { SiteSecureAggregation, quantizationErrorBound } from '@histofed/secagg';
 import { Federation, startFederation } from '@histofed/harness';
-import { RogueSite } from './support/rogue-site';
+import { RogueSite } from '@histofed/harness';
 
 interface Round {
   round: number;

@@ -11,7 +11,7 @@ import { io } from 'socket.io-client';
 import { generateSyntheticBreakHis } from '@histofed/data';
 import { PROTOCOL_VERSION, PreparedUpdate, SITE_NAMESPACE, SiteEvents, TrainTask } from '@histofed/protocol';
 import { Federation, startFederation } from '@histofed/harness';
-import { RogueSite } from './support/rogue-site';
+import { RogueSite } from '@histofed/harness';
 
 interface Contribution {
   siteId: string;

@@ -38,6 +38,8 @@ export interface Federation {
   siteStateDir(siteId: string): string;
   /** Stops the coordinator with `signal` (SIGKILL = crash) and starts it again on the same port and data. */
   restartCoordinator(signal: NodeJS.Signals): Promise<void>;
+  /** Stops a site with `signal` and starts it again (same id, keys and data): `sites[i]` is replaced. */
+  restartSite(siteId: string, signal: NodeJS.Signals, pauseMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -82,32 +84,33 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
     await coordinator.stop();
   };
   const listening = (c: ManagedProcess) => c.waitFor((l) => l.msg === 'coordinator listening', timeoutMs, 'the coordinator to listen');
+  const siteRestarts = new Map<string, number>();
+  const startSite = (siteId: string, i: number) => {
+    const n = siteRestarts.get(siteId) ?? 0;
+    return startProcess(
+      siteId,
+      SITE_BIN,
+      [
+        'run',
+        '--coordinator', url,
+        '--site-id', siteId,
+        '--data', o.dataDir,
+        '--simulate', `${i + 1}/${o.sites}`,
+        '--seed', String(seed),
+        '--test-fraction', String(testFraction),
+        '--state-dir', join(o.workDir, siteId),
+        '--cache-dir', join(o.workDir, 'image-cache'),
+        ...(o.partition ? ['--partition', o.partition] : []),
+        ...(o.alpha !== undefined ? ['--alpha', String(o.alpha)] : []),
+        ...common,
+        ...(o.auditPlaintext ? ['--audit-plaintext'] : []),
+      ],
+      join(o.workDir, 'logs', n === 0 ? `${siteId}.log` : `${siteId}.${n}.log`),
+    );
+  };
   try {
     await listening(coordinator);
-    siteIds.forEach((siteId, i) => {
-      sites.push(
-        startProcess(
-          siteId,
-          SITE_BIN,
-          [
-            'run',
-            '--coordinator', url,
-            '--site-id', siteId,
-            '--data', o.dataDir,
-            '--simulate', `${i + 1}/${o.sites}`,
-            '--seed', String(seed),
-            '--test-fraction', String(testFraction),
-            '--state-dir', join(o.workDir, siteId),
-            '--cache-dir', join(o.workDir, 'image-cache'),
-            ...(o.partition ? ['--partition', o.partition] : []),
-            ...(o.alpha !== undefined ? ['--alpha', String(o.alpha)] : []),
-            ...common,
-            ...(o.auditPlaintext ? ['--audit-plaintext'] : []),
-          ],
-          join(o.workDir, 'logs', `${siteId}.log`),
-        ),
-      );
-    });
+    siteIds.forEach((siteId, i) => sites.push(startSite(siteId, i)));
     const admin = new AdminClient(url, token);
     if (o.approval === 'admin') {
       for (const siteId of siteIds) {
@@ -130,6 +133,14 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
       url,
       token,
       siteStateDir: (id) => join(o.workDir, id),
+      restartSite: async (siteId, signal, pauseMs = 0) => {
+        const i = siteIds.indexOf(siteId);
+        if (i < 0) throw new Error(`no site ${siteId}`);
+        await sites[i].stop(signal);
+        await new Promise((r) => setTimeout(r, pauseMs));
+        siteRestarts.set(siteId, (siteRestarts.get(siteId) ?? 0) + 1);
+        sites[i] = startSite(siteId, i);
+      },
       restartCoordinator: async (signal) => {
         await coordinator.stop(signal);
         coordinator = startCoordinator(++restarts);

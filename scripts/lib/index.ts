@@ -1,3 +1,4 @@
 export * from './processes';
 export * from './admin-client';
 export * from './federation-harness';
+export * from './rogue-site';

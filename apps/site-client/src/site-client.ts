@@ -116,7 +116,7 @@ export class SiteClient {
       transports: ['websocket'],
       reconnection: true,
       reconnectionDelay: 1000,
-      reconnectionDelayMax: 30_000,
+      reconnectionDelayMax: 10_000,
       randomizationFactor: 0.5,
     });
     this.socket = socket;

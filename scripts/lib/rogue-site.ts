@@ -32,9 +32,10 @@ import {
 } from '@histofed/protocol';
 
 /**
- * A misbehaving participant for end-to-end tests: enrolls and authenticates like a site (its own
- * keys), then answers tasks with whatever the test asks: malformed, mis-addressed, mis-shaped,
- * forged or replayed updates. Nothing here uses the real site client.
+ * A protocol-speaking participant for end-to-end tests and benchmarks (misbehaving when asked):
+ * enrolls and authenticates like a site (its own keys), fetches each task's model, then does
+ * whatever `behaviour` says: honest, malformed, mis-addressed, mis-shaped, forged or replayed
+ * updates. Nothing here uses the real site client.
  */
 export class RogueSite {
   readonly signer: SiteSigner;

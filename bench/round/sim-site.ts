@@ -1,13 +1,15 @@
 /**
- * A lightweight simulated site speaking the real protocol (as tests/support/rogue-site.ts does):
- * enrollment + signed hello, then each coordinator:train task is answered with a sealed site:update
- * whose weights are the received global weights plus small random noise (same layout), so every
- * contribution is accepted. Bytes are counted at the Engine.IO packet level (text packets + binary
- * attachments), as the client sends and receives them.
+ * A lightweight simulated site speaking the real protocol (as the harness's RogueSite does):
+ * enrollment + signed hello, then each coordinator:train task is answered with a signed, sealed
+ * site:update whose weights are the received global weights plus small random noise (same layout),
+ * so every contribution is accepted; in secure-aggregation rounds it answers the SecAgg+ stages
+ * (libs/secagg SiteSecureAggregation) and sends the masked update instead. Bytes are counted at
+ * the Engine.IO packet level (text packets + binary attachments), as the client sends and receives them.
  */
 import { io, Socket } from 'socket.io-client';
 import { IdentityKeys, fromBase64, generateBoxKeyPair, generateSigningKeyPair, identitySigner, seal, toBase64 } from '@histofed/crypto';
 import { decodeWeights, namedTensor, parameterCount } from '@histofed/fl-core';
+import { SiteSecureAggregation } from '@histofed/secagg';
 import {
   Ack,
   CoordinatorEvents,
@@ -20,6 +22,8 @@ import {
   chunkBytesForLimit,
   deliverUpdate,
   downloadInChunks,
+  SecAggEvents,
+  encodeMaskedUpdateEnvelope,
   encodeUpdateEnvelope,
   enrollmentRequest,
   prepareUpdate,
@@ -29,6 +33,8 @@ import {
 export interface RoundTrace {
   /** performance.now() when the task arrived. */
   taskAt: number;
+  /** performance.now() of the round's first message (the secure-aggregation advertise request, else the task). */
+  startAt: number;
   /** Bytes received for this round: the task, the model's chunks (fetched after the task), acks, pings. */
   downloadBytes: number;
   /** performance.now() when the update's ack arrived. */
@@ -64,6 +70,9 @@ export class SimSite {
   private received = 0;
   private chunkBytes = chunkBytesForLimit(1_000_000);
   private sent = 0;
+  /** First message of each round (secure aggregation starts before the task). */
+  private readonly roundStarts = new Map<number, number>();
+  private readonly secure: SiteSecureAggregation;
 
   constructor(
     private readonly url: string,
@@ -84,8 +93,23 @@ export class SimSite {
       engine.on('packet', (p) => (this.received += packetBytes(p.data)));
       engine.on('packetCreate', (p) => (this.sent += packetBytes(p.data)));
     });
+    this.secure = new SiteSecureAggregation(siteId, this.keys.sign.secretKey);
+    const stages: [string, (raw: unknown) => unknown][] = [
+      [SecAggEvents.advertise, (raw) => this.secure.advertise(raw)],
+      [SecAggEvents.shareKeys, (raw) => this.secure.shareKeys(raw)],
+      [SecAggEvents.unmask, (raw) => this.secure.unmask(raw)],
+    ];
+    for (const [event, answer] of stages) {
+      this.socket.on(event, (raw: { round?: number }, ack: (a: unknown) => void) => {
+        if (event === SecAggEvents.advertise && typeof raw?.round === 'number' && !this.roundStarts.has(raw.round)) {
+          this.roundStarts.set(raw.round, performance.now());
+        }
+        ack(answer(raw));
+      });
+    }
     this.socket.on(CoordinatorEvents.train, (task: TrainTask, ack: (a: Ack) => void) => {
-      const trace: RoundTrace = { taskAt: performance.now(), downloadBytes: this.received, parameters: 0 };
+      const now = performance.now();
+      const trace: RoundTrace = { taskAt: now, startAt: this.roundStarts.get(task.config.round) ?? now, downloadBytes: this.received, parameters: 0 };
       this.received = 0;
       this.sent = 0;
       if (task.kind === 'round') this.rounds.set(task.config.round, trace);
@@ -122,18 +146,18 @@ export class SimSite {
       for (let i = 0; i < v.length; i++) v[i] += (Math.random() - 0.5) * 2 * this.noise;
       return namedTensor(t.name, t.shape, v);
     });
-    const plaintext = encodeUpdateEnvelope({
-      header: {
-        runId: task.config.runId,
-        round: task.config.round,
-        kind: task.kind,
-        siteId: this.siteId,
-        baseModelHash: task.modelHash,
-        numSamples: 100,
-        metrics: {},
-      },
-      weights,
-    });
+    const header = {
+      runId: task.config.runId,
+      round: task.config.round,
+      kind: task.kind,
+      siteId: this.siteId,
+      baseModelHash: task.modelHash,
+      numSamples: 100,
+      metrics: {},
+    };
+    const plaintext = task.secagg
+      ? encodeMaskedUpdateEnvelope({ header, masked: this.secure.mask(task.config.runId, task.config.round, task.secagg, global, weights, 100) })
+      : encodeUpdateEnvelope({ header, weights });
     const sealed = seal(plaintext, this.coordinatorKey!, this.keys.box.secretKey);
     const update = prepareUpdate(
       { runId: task.config.runId, round: task.config.round, kind: task.kind, siteId: this.siteId, nonce: toBase64(sealed.nonce) },

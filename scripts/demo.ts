@@ -28,6 +28,7 @@ interface DemoOptions {
   keep?: boolean;
   model: string;
   singleStage?: boolean;
+  secureAggregation?: boolean;
 }
 
 interface RoundEntry {
@@ -58,6 +59,8 @@ function progressLine(source: string, l: LogLine): string | null {
       return `[coordinator] round ${l.round}/${l.rounds} aggregated from ${(l.contributors as string[]).length} sites; central accuracy ${fmt(l.centralMetrics as Metrics)}`;
     case 'contribution rejected':
       return `[coordinator] rejected an update from ${l.siteId}: ${l.reason}`;
+    case 'secure aggregation completed':
+      return `[coordinator] round ${l.round}: the sum of ${(l.survivors as string[]).length} masked updates unmasked (k = ${l.neighbours}, t = ${l.threshold}, dropped: ${(l.dropped as string[]).join(', ') || 'none'})`;
     case 'personalization started':
       return `[coordinator] personalization: each site fine-tunes the final global model`;
     case 'training progress':
@@ -77,6 +80,7 @@ async function demo(opts: DemoOptions): Promise<void> {
   for (const [name, v, min] of [['--sites', sites, 1], ['--rounds', rounds, 1], ['--image-size', imageSize, 16], ['--epochs', Number(opts.epochs), 1]] as const) {
     if (!Number.isInteger(v) || v < min) throw new HistoFedError('USAGE', `${name} must be an integer >= ${min}, got "${v}"`);
   }
+  if (opts.secureAggregation && sites < 3) throw new HistoFedError('USAGE', `--secure-aggregation needs --sites >= 3, got ${sites}`);
   const workDir = mkdtempSync(join(tmpdir(), 'histofed-demo-'));
   let dataDir: string;
   if (opts.data) {
@@ -126,7 +130,10 @@ async function demo(opts: DemoOptions): Promise<void> {
       batchSize: 8,
       learningRate: 0.002,
       proximalMu: 0.01,
-      personalizeEpochs: 1,
+      // Secure aggregation keeps every per-site model from the coordinator: no personalized
+      // models, no per-site ensemble then (the run config refuses the combination).
+      personalizeEpochs: opts.secureAggregation ? 0 : 1,
+      ...(opts.secureAggregation ? { secureAggregation: {} } : {}),
       roundTimeoutSeconds: 900,
       waitForSitesSeconds: 120,
       seed,
@@ -135,7 +142,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     });
     await fed.admin.request('POST', `/api/runs/${run.id}/start`);
     say(
-      `run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${opts.model}${opts.singleStage ? '' : ' two-stage'} at ${imageSize}x${imageSize} px, backend ${backend}`,
+      `run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${opts.model}${opts.singleStage ? '' : ' two-stage'} at ${imageSize}x${imageSize} px, backend ${backend}${opts.secureAggregation ? ', secure aggregation' : ''}`,
     );
     const result = await fed.admin.poll(
       async () => {
@@ -209,6 +216,7 @@ const program = new Command('npm run demo --')
   .option('--keep', 'keep the work directory (logs, databases, site outboxes)')
   .option('--model <kind>', 'architecture: se-cnn (squeeze-and-excitation), attention-cnn (SE + spatial attention) or small-cnn', 'se-cnn')
   .option('--single-stage', 'benign vs malignant only (no subtype head, no stage-2 metrics)')
+  .option('--secure-aggregation', 'SecAgg+: the coordinator only sees the sum of the updates (needs >= 3 sites; no per-site ensemble)')
   .action(async (opts: DemoOptions) => demo(opts));
 
 program.parseAsync(process.argv).catch((e: unknown) => {

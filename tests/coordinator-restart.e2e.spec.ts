@@ -85,4 +85,32 @@ describe('coordinator restart', () => {
     expect(state.map((t) => t.name)).toEqual([...model.map((t) => `m/${t.name}`), ...model.map((t) => `v/${t.name}`)]);
     expect(state.some((t) => t.values.some((v) => v !== 0))).toBe(true);
   });
+
+  it('a site killed while it trains rejoins when restarted, and the run completes', async () => {
+    const { id } = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
+      rounds: 2,
+      minSites: 2,
+      localEpochs: 3,
+      personalizeEpochs: 0,
+      model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 },
+    });
+    await fed.admin.request('POST', `/api/runs/${id}/start`);
+    await fed.sites[1].waitFor((l) => l.msg === 'training started' && l.runId === id, 120_000, 'site-2 to train');
+    await fed.restartSite('site-2', 'SIGKILL', 1000);
+    const run = await fed.admin.poll(
+      async () => {
+        const r = await fed.admin.request<{ status: string; completedRounds: number }>('GET', `/api/runs/${id}`);
+        return r.status === 'running' ? undefined : r;
+      },
+      180_000,
+      'the run to finish',
+    );
+    expect(run).toEqual(expect.objectContaining({ status: 'completed', completedRounds: 2 }));
+    // The restarted process reconnected with the same identity and contributed.
+    const restarted = fed.sites[1];
+    expect(restarted.lines.some((l) => l.msg === 'connected to coordinator')).toBe(true);
+    expect(restarted.lines.some((l) => l.msg === 'update accepted' && l.runId === id)).toBe(true);
+    const rounds = await fed.admin.request<{ round: number; status: string; participants: string[] }[]>('GET', `/api/runs/${id}/rounds`);
+    expect(rounds.every((r) => r.status === 'completed' && r.participants.includes('site-2'))).toBe(true);
+  });
 });

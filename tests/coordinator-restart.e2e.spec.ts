@@ -52,20 +52,13 @@ describe('coordinator restart', () => {
     expect(resumed).toEqual(expect.objectContaining({ runId: id }));
     expect(resumed.completedRounds).toBeGreaterThanOrEqual(1);
 
-    const run = await fed.admin.poll(
-      async () => {
-        const r = await fed.admin.request<{
-          status: string;
-          statusReason: string | null;
-          completedRounds: number;
-          currentModelHash: string;
-          strategyStateHash: string | null;
-        }>('GET', `/api/runs/${id}`);
-        return r.status === 'running' ? undefined : r;
-      },
-      180_000,
-      'the run to finish',
-    );
+    const run = await fed.admin.waitForRun<{
+      status: string;
+      statusReason: string | null;
+      completedRounds: number;
+      currentModelHash: string;
+      strategyStateHash: string | null;
+    }>(id, 180_000);
     expect(run).toEqual(expect.objectContaining({ status: 'completed', completedRounds: 3, statusReason: null }));
     const all = await rounds();
     expect(all.map((r) => [r.round, r.status])).toEqual([
@@ -97,14 +90,7 @@ describe('coordinator restart', () => {
     await fed.admin.request('POST', `/api/runs/${id}/start`);
     await fed.sites[1].waitFor((l) => l.msg === 'training started' && l.runId === id, 120_000, 'site-2 to train');
     await fed.restartSite('site-2', 'SIGKILL', 1000);
-    const run = await fed.admin.poll(
-      async () => {
-        const r = await fed.admin.request<{ status: string; completedRounds: number }>('GET', `/api/runs/${id}`);
-        return r.status === 'running' ? undefined : r;
-      },
-      180_000,
-      'the run to finish',
-    );
+    const run = await fed.admin.waitForRun<{ status: string; completedRounds: number }>(id, 180_000);
     expect(run).toEqual(expect.objectContaining({ status: 'completed', completedRounds: 2 }));
     // The restarted process reconnected with the same identity and contributed.
     const restarted = fed.sites[1];

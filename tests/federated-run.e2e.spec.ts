@@ -80,14 +80,7 @@ describe('a federated run across real processes', () => {
     });
     runId = run.id;
     await fed.admin.request('POST', `/api/runs/${runId}/start`);
-    const final = await fed.admin.poll(
-      async () => {
-        const r = await fed.admin.request<{ status: string; statusReason: string | null }>('GET', `/api/runs/${runId}`);
-        return r.status === 'completed' || r.status === 'failed' ? r : undefined;
-      },
-      8 * 60_000,
-      'the run to finish',
-    );
+    const final = await fed.admin.waitForRun(runId, 8 * 60_000);
     expect(final).toEqual(expect.objectContaining({ status: 'completed', statusReason: null }));
     rounds = await fed.admin.request<Round[]>('GET', `/api/runs/${runId}/rounds`);
   });

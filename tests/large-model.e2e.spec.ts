@@ -55,15 +55,7 @@ describe('a 33 M-parameter model through the coordinator', () => {
       model: { kind: 'small-cnn', imageSize: 16, numClasses: 2, options: { width: 16, blocks: 4, denseUnits: 4096 } },
     });
     await fed.admin.request('POST', `/api/runs/${id}/start`);
-    const run = await fed.admin.poll(
-      async () => {
-        const r = await fed.admin.request<{ status: string; statusReason: string | null }>('GET', `/api/runs/${id}`);
-        return r.status === 'completed' || r.status === 'failed' ? r : undefined;
-      },
-      600_000,
-      'the run to finish',
-      1000,
-    );
+    const run = await fed.admin.waitForRun<{ status: string; statusReason: string | null }>(id, 600_000, 1000);
     expect(run).toEqual(expect.objectContaining({ status: 'completed', statusReason: null }));
     expect(site.replies.find((r) => r.what === 'round 1')?.ack).toEqual({ ok: true });
     expect(parameterCount(sent[0])).toBeGreaterThanOrEqual(30_000_000);

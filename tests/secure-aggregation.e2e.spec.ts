@@ -120,14 +120,7 @@ describe('secure aggregation across a real coordinator', () => {
     });
     runId = run.id;
     await fed.admin.request('POST', `/api/runs/${runId}/start`);
-    const final = await fed.admin.poll(
-      async () => {
-        const r = await fed.admin.request<{ status: string; statusReason: string | null }>('GET', `/api/runs/${runId}`);
-        return r.status === 'completed' || r.status === 'failed' ? r : undefined;
-      },
-      300_000,
-      'the run to finish',
-    );
+    const final = await fed.admin.waitForRun<{ status: string; statusReason: string | null }>(runId, 300_000);
     expect(final).toEqual(expect.objectContaining({ status: 'completed', statusReason: null }));
     rounds = await fed.admin.request<Round[]>('GET', `/api/runs/${runId}/rounds`);
   });

@@ -132,14 +132,7 @@ describe('site identity', () => {
       model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 },
     });
     await fed.admin.request('POST', `/api/runs/${id}/start`);
-    const run = await fed.admin.poll(
-      async () => {
-        const r = await fed.admin.request<{ status: string }>('GET', `/api/runs/${id}`);
-        return r.status === 'completed' || r.status === 'failed' ? r : undefined;
-      },
-      180_000,
-      'the run to finish',
-    );
+    const run = await fed.admin.waitForRun<{ status: string }>(id, 180_000);
     expect(run.status).toBe('completed');
     const ack = (what: string) => courier.replies.find((r) => r.what === what)?.ack;
     expect(ack('forged')).toEqual({ ok: false, error: expect.stringMatching(/signature does not verify/) });

@@ -190,15 +190,7 @@ async function main(): Promise<void> {
     await connectRogue();
     await connectionAttacks;
 
-    const run = await fed.admin.poll(
-      async () => {
-        const r = await federation.admin.request<RunView>('GET', `/api/runs/${runId}`);
-        return r.status === 'completed' || r.status === 'failed' ? r : undefined;
-      },
-      900_000,
-      'the run to finish',
-      2000,
-    );
+    const run = await fed.admin.waitForRun<RunView>(runId, 900_000, 2000);
     const roundViews = await fed.admin.request<RoundView[]>('GET', `/api/runs/${runId}/rounds`);
     const byRound = new Map(roundViews.filter((r) => r.status === 'completed').map((r) => [r.round, r]));
     const resumedFromSameModel = [...byRound.values()].every((r) => r.round === 1 || byRound.get(r.round - 1)?.modelHash === r.baseModelHash);

@@ -22,6 +22,23 @@ export class AdminClient {
     return new Uint8Array(await res.arrayBuffer());
   }
 
+  /** Polls a run until it is completed or failed; resolves with the run as the API returns it. */
+  waitForRun<T extends { status: string } = { status: string; statusReason: string | null; completedRounds: number; currentModelHash: string | null }>(
+    runId: string,
+    timeoutMs: number,
+    intervalMs = 500,
+  ): Promise<T> {
+    return this.poll(
+      async () => {
+        const r = await this.request<T>('GET', `/api/runs/${runId}`);
+        return r.status === 'completed' || r.status === 'failed' ? r : undefined;
+      },
+      timeoutMs,
+      `run ${runId} to finish`,
+      intervalMs,
+    );
+  }
+
   /** Polls until `check` returns a value (not undefined) or the timeout passes. */
   async poll<T>(check: () => Promise<T | undefined>, timeoutMs: number, what: string, intervalMs = 500): Promise<T> {
     const deadline = Date.now() + timeoutMs;

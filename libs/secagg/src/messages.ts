@@ -1,3 +1,4 @@
+import { lengthPrefixed } from '@histofed/fl-core';
 import { SecAggError } from './errors';
 
 /**
@@ -20,15 +21,7 @@ export function encodeFields(fields: readonly Field[]): Uint8Array {
     }
     return f;
   });
-  const out = new Uint8Array(parts.reduce((n, p) => n + 4 + p.length, 0));
-  const view = new DataView(out.buffer);
-  let at = 0;
-  for (const p of parts) {
-    view.setUint32(at, p.length, true);
-    out.set(p, at + 4);
-    at += 4 + p.length;
-  }
-  return out;
+  return lengthPrefixed(parts);
 }
 
 /** Splits an `encode` output back into its raw fields; undefined when the framing is broken. */

@@ -139,6 +139,20 @@ export class ContributionService {
     if (h.baseModelHash !== collection.baseModelHash) {
       return rejectParticipant(`update was trained from model ${h.baseModelHash.slice(0, 12)}, round ${h.round} sent ${collection.baseModelHash.slice(0, 12)}`);
     }
+    const recordAccepted = (modelHash: string | null) =>
+      this.store.addContribution({
+        runId: h.runId,
+        round: h.round,
+        kind: h.kind,
+        siteId,
+        status: 'accepted',
+        reason: null,
+        numSamples: h.numSamples,
+        metrics: h.metrics,
+        modelHash,
+        bytes: sealed.length,
+        nonce: update.nonce,
+      });
     if ('masked' in envelope) {
       let masked: Uint32Array;
       try {
@@ -151,19 +165,7 @@ export class ContributionService {
       if (late) return reject(late);
       collection.acceptMasked(siteId, h.numSamples, masked, h.metrics);
       // Masked: nothing of it is stored, only that it arrived.
-      await this.store.addContribution({
-        runId: h.runId,
-        round: h.round,
-        kind: h.kind,
-        siteId,
-        status: 'accepted',
-        reason: null,
-        numSamples: h.numSamples,
-        metrics: h.metrics,
-        modelHash: null,
-        bytes: sealed.length,
-        nonce: update.nonce,
-      });
+      await recordAccepted(null);
       this.logger.event('info', 'contributions', 'masked contribution added to the secure sum', { siteId, runId: h.runId, round: h.round });
       return { ok: true };
     }
@@ -173,20 +175,7 @@ export class ContributionService {
     const late = collection.refusal(siteId);
     if (late) return reject(late);
 
-    const modelHash = await this.store.putModel(encodeWeights(envelope.weights), parameterCount(envelope.weights));
-    await this.store.addContribution({
-      runId: h.runId,
-      round: h.round,
-      kind: h.kind,
-      siteId,
-      status: 'accepted',
-      reason: null,
-      numSamples: h.numSamples,
-      metrics: h.metrics,
-      modelHash,
-      bytes: sealed.length,
-      nonce: update.nonce,
-    });
+    await recordAccepted(await this.store.putModel(encodeWeights(envelope.weights), parameterCount(envelope.weights)));
     collection.accept(siteId, h.numSamples, envelope.weights, h.metrics);
     this.logger.event('info', 'contributions', 'contribution accepted', {
       siteId,

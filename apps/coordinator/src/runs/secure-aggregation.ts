@@ -78,6 +78,9 @@ export class SecureAggregationRound {
     // shares that rebuild a secret, a strict majority of a secret's k + 1 holders (the site keeps one).
     const k = Math.max(2, Math.min(config.neighbours ?? defaultNeighbours(n), n - 1));
     const threshold = config.threshold ?? defaultThreshold(k);
+    if (threshold > k || threshold <= (k + 1) / 2) {
+      return { ok: false, reason: `secure aggregation: threshold ${threshold} does not fit the ${k} neighbours ${n} sites allow (needs (k+1)/2 < t <= k)` };
+    }
     const wire: SecAggParamsMessage = { neighbourCount: k, threshold, clipRange: config.clipRange, vectorLength: parameterCount(input.global) };
     const params: SecAggParams = { runId, round, ...wire };
     const log = (msg: string, fields: Record<string, unknown>) => this.logger.event('info', 'secagg', msg, { runId, round, ...fields });

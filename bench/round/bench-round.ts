@@ -12,9 +12,15 @@
  *
  * - coordinator overhead per round: from the last site's update ack of round r to the first site
  *   receiving round r+1's first message (the task; with secure aggregation the key advertisement
- *   request), seconds, median over rounds. It covers checking the last update, (unmasking,)
- *   aggregation, storing the model and starting the next round; the simulated sites' own work
- *   (decode, noise, mask, seal) happens before, serialized in this process, and is not included.
+ *   request), seconds, median over rounds. It covers (unmasking,) storing the model and starting
+ *   the next round; the simulated sites' own work (decode, noise, mask, seal) happens before,
+ *   serialized in this process, and is not included. Work the coordinator does synchronously
+ *   before its ack leaves (the last update's acceptance resolves the round, and FedAvg or a robust
+ *   aggregator runs in the same turn of the event loop) is not included either, hence:
+ * - from the last update: from the moment the last site sent its update message (its sealed bytes
+ *   already uploaded) to the first site receiving round r+1's first message, seconds, median over
+ *   rounds: "from the last contribution received to the next round's weights sent", including
+ *   verifying, opening, checking and storing that update and the aggregation.
  * - the coordinator process's CPU seconds per round (user + system, /proc), and what secure
  *   aggregation adds to it (secureAggregationCpuRatio) and to the overhead.
  * - bytes on the wire per site per round, measured at the client's Engine.IO packets (JSON text
@@ -95,6 +101,8 @@ interface RoundRecord {
 interface Measured {
   parameters: number;
   overheadSeconds: number[];
+  /** From the last update message sent to the next round's first message, per round. */
+  fromLastUpdateSeconds: number[];
   /** Coordinator CPU seconds (user + system) per round, from the run's start to its end. */
   coordinatorCpuSecondsPerRound: number;
   /** Wall seconds from a round's first message to the next round's first message, per round. */
@@ -207,12 +215,15 @@ async function measure(o: Options, size: SmallCnnSize, secure: boolean, say: (s:
     const parameters = simSites[0].rounds.get(1)?.parameters ?? 0;
     if (parameters !== size.parameters) say(`warning: the task holds ${parameters} parameters, the size estimate was ${size.parameters}`);
     const overheadSeconds: number[] = [];
+    const fromLastUpdateSeconds: number[] = [];
     const roundSeconds: number[] = [];
     for (let r = 1; r < rounds; r++) {
       const lastAck = Math.max(...simSites.map((s) => s.rounds.get(r)?.ackAt ?? NaN));
+      const lastSent = Math.max(...simSites.map((s) => s.rounds.get(r)?.sentAt ?? NaN));
       const nextStart = Math.min(...simSites.map((s) => s.rounds.get(r + 1)?.startAt ?? NaN));
       const thisStart = Math.min(...simSites.map((s) => s.rounds.get(r)?.startAt ?? NaN));
       overheadSeconds.push(round((nextStart - lastAck) / 1000, 3));
+      fromLastUpdateSeconds.push(round((nextStart - lastSent) / 1000, 3));
       roundSeconds.push(round((nextStart - thisStart) / 1000, 3));
     }
     const raw = 4 * parameters;
@@ -222,6 +233,7 @@ async function measure(o: Options, size: SmallCnnSize, secure: boolean, say: (s:
     return {
       parameters,
       overheadSeconds,
+      fromLastUpdateSeconds,
       coordinatorCpuSecondsPerRound: cpuStart === null || cpuEnd === null ? NaN : round((cpuEnd - cpuStart) / rounds, 3),
       roundSeconds,
       downloadRatio: round(median(down), 4),
@@ -268,6 +280,8 @@ async function main(argv: string[]): Promise<void> {
   const summary = (m: Measured) => ({
     overheadSecondsMedian: round(median(m.overheadSeconds), 3),
     overheadSeconds: m.overheadSeconds,
+    fromLastUpdateSecondsMedian: round(median(m.fromLastUpdateSeconds), 3),
+    fromLastUpdateSeconds: m.fromLastUpdateSeconds,
     coordinatorCpuSecondsPerRound: m.coordinatorCpuSecondsPerRound,
     roundSecondsMedian: round(median(m.roundSeconds), 3),
     downloadRatio: m.downloadRatio,
@@ -293,6 +307,7 @@ async function main(argv: string[]): Promise<void> {
   const describe = (name: string, m: ReturnType<typeof summary>) =>
     say(
       `${name}: coordinator overhead per round median ${m.overheadSecondsMedian} s (${m.overheadSeconds.join(', ')}), ` +
+        `from the last update ${m.fromLastUpdateSecondsMedian} s (${m.fromLastUpdateSeconds.join(', ')}), ` +
         `coordinator CPU ${m.coordinatorCpuSecondsPerRound} s per round, round ${m.roundSecondsMedian} s; ` +
         `bytes per site per round / raw float32 model: download ${m.downloadRatio}, upload ${m.uploadRatio}; wall ${m.wallSeconds} s`,
     );

@@ -1,9 +1,13 @@
 /**
  * Starts a real coordinator process for the round benchmark, through the process harness shared
  * with the demo and the end-to-end tests (scripts/lib).
+ *
+ * BENCH_COORDINATOR_NODE_FLAGS adds Node flags to the coordinator's command line only (not to the
+ * benchmark process), e.g. BENCH_COORDINATOR_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof"
+ * (--cpu-prof is not allowed in NODE_OPTIONS). The profile is written when the coordinator exits.
  */
-import type { ChildProcess } from 'node:child_process';
-import { AdminClient, COORDINATOR_BIN, freePort, startProcess } from '@histofed/harness';
+import { ChildProcess, spawn } from 'node:child_process';
+import { AdminClient, COORDINATOR_BIN, ManagedProcess, REPO_ROOT, freePort, startProcess } from '@histofed/harness';
 
 export interface CoordinatorProcess {
   readonly url: string;
@@ -18,15 +22,21 @@ export async function startCoordinator(o: {
   token: string;
   maxMessageBytes: number;
   timeoutMs?: number;
+  nodeFlags?: string[];
 }): Promise<CoordinatorProcess> {
   const port = await freePort();
-  const coordinator = startProcess(
-    'coordinator',
-    COORDINATOR_BIN,
-    ['serve', '--host', '127.0.0.1', '--port', String(port), '--data-dir', o.dataDir, '--admin-token', o.token, '--auto-approve'],
-    o.logFile,
-    { HISTOFED_MAX_MESSAGE_BYTES: String(o.maxMessageBytes), DATABASE_URL: undefined, HISTOFED_TEST_DATA: undefined },
-  );
+  const args = ['serve', '--host', '127.0.0.1', '--port', String(port), '--data-dir', o.dataDir, '--admin-token', o.token, '--auto-approve'];
+  const env = { HISTOFED_MAX_MESSAGE_BYTES: String(o.maxMessageBytes), DATABASE_URL: undefined, HISTOFED_TEST_DATA: undefined };
+  const nodeFlags = o.nodeFlags ?? (process.env.BENCH_COORDINATOR_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  let coordinator: ManagedProcess;
+  if (nodeFlags.length === 0) {
+    coordinator = startProcess('coordinator', COORDINATOR_BIN, args, o.logFile, env);
+  } else {
+    const merged: NodeJS.ProcessEnv = { ...process.env, ...env };
+    for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];
+    const child = spawn(process.execPath, [...nodeFlags, COORDINATOR_BIN, ...args], { cwd: REPO_ROOT, env: merged, stdio: ['ignore', 'pipe', 'pipe'] });
+    coordinator = new ManagedProcess('coordinator', child, o.logFile);
+  }
   await coordinator.waitFor((l) => l.msg === 'coordinator listening', o.timeoutMs ?? 120_000, 'the coordinator to listen');
   return { url: `http://127.0.0.1:${port}`, child: coordinator.child, stop: () => coordinator.stop() };
 }

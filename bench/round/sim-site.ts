@@ -37,6 +37,8 @@ export interface RoundTrace {
   startAt: number;
   /** Bytes received for this round: the task, the model's chunks (fetched after the task), acks, pings. */
   downloadBytes: number;
+  /** performance.now() when the update message was sent (its sealed bytes already uploaded in chunks). */
+  sentAt?: number;
   /** performance.now() when the update's ack arrived. */
   ackAt?: number;
   /** Bytes sent from the task's arrival until the update's ack (train ack + update + attachment). */
@@ -165,7 +167,10 @@ export class SimSite {
       this.signer,
     );
     const ack = (await deliverUpdate(
-      (event, payload) => this.socket.timeout(event === SiteEvents.update ? 600_000 : 60_000).emitWithAck(event, payload),
+      (event, payload) => {
+        if (event === SiteEvents.update) trace.sentAt = performance.now();
+        return this.socket.timeout(event === SiteEvents.update ? 600_000 : 60_000).emitWithAck(event, payload);
+      },
       update,
       this.chunkBytes,
     )) as Ack;

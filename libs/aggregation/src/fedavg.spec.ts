@@ -1,4 +1,4 @@
-import { namedTensor } from '@histofed/fl-core';
+import { NamedTensor, namedTensor } from '@histofed/fl-core';
 import { createStrategy } from './create-strategy';
 import { FedAvg } from './fedavg';
 import { weightedAverage, weightedMetrics } from './weights-math';
@@ -67,5 +67,56 @@ describe('FedAvg', () => {
   it('is created by name', () => {
     expect(createStrategy('fedavg').name).toBe('fedavg');
     expect(() => createStrategy('fedsgd')).toThrow(/unknown strategy "fedsgd"/);
+  });
+});
+
+describe('weightedAverage', () => {
+  // The definition: acc = 0, then acc += (w_i / sum w) * x_i over the sets in order, in float64, rounded to float32 once.
+  const reference = (sets: NamedTensor[][], weights: number[]): Float32Array[] => {
+    const total = weights.reduce((a, b) => a + b, 0);
+    return sets[0].map((_, t) => {
+      const acc = new Float64Array(sets[0][t].values.length);
+      sets.forEach((s, i) => {
+        const f = weights[i] / total;
+        for (let j = 0; j < acc.length; j++) acc[j] += f * s[t].values[j];
+      });
+      return Float32Array.from(acc);
+    });
+  };
+
+  it('is bit-identical to the sequential definition for any number of sets and tensor lengths across blocks', () => {
+    let seed = 7;
+    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    for (const n of [1, 3, 4, 5, 8, 9, 13, 17, 50]) {
+      const lengths = [1, 4095, 4096, 4097, 9000];
+      // Per coordinate: +K and -K alternating over the sites, which cancel exactly, and one small
+      // value (two when n is even) at random sites; with equal weights the float64 partial sums
+      // swing between about K and 0 while the result is about the small value, so adding in any
+      // other order changes the float32 result. Then the same sets with random weights.
+      const columns = lengths.map((len) =>
+        Array.from({ length: len }, () => {
+          const k = 2 ** 30 * (1 + rand());
+          const small = new Set([Math.floor(rand() * n), n % 2 ? -1 : Math.floor(rand() * n)]);
+          const column: number[] = [];
+          let sign = 1;
+          for (let i = 0; i < n; i++) {
+            if (small.has(i) || (n % 2 === 0 && small.size === 1 && i === n - 1)) column.push(rand() - 0.5);
+            else {
+              column.push(sign * k);
+              sign = -sign;
+            }
+          }
+          return column;
+        }),
+      );
+      const sets = Array.from({ length: n }, (_, i) =>
+        lengths.map((len, t) => namedTensor(`t${t}`, [len], Float32Array.from({ length: len }, (_, j) => columns[t][j][i]))),
+      );
+      for (const weights of [sets.map(() => 1), sets.map(() => 1 + Math.floor(rand() * 1000))]) {
+        const out = weightedAverage(sets, weights);
+        const expected = reference(sets, weights);
+        out.forEach((t, i) => expect(Buffer.from(t.values.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true));
+      }
+    }
   });
 });

@@ -66,6 +66,21 @@ describe('weight helpers', () => {
     expect(findNonFinite(a)).toBeNull();
   });
 
+  it('finds the first non-finite value of every kind anywhere, also in the last values of a tensor', () => {
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      for (const length of [1, 3, 4, 7, 1001]) {
+        for (const index of [0, length - 1, length >> 1]) {
+          const values = Float32Array.from({ length }, (_, i) => (i % 3) - 1.5);
+          values[index] = bad;
+          const weights = [namedTensor('ok', [5], [-0, 0, 1e-45, -3.4e38, 3.4e38]), namedTensor('t', [length], values)];
+          expect(findNonFinite(weights)).toEqual({ tensor: 't', index: Math.min(index, length - 1) });
+          if (index > 0) values[0] = bad;
+          expect(findNonFinite(weights)).toEqual({ tensor: 't', index: 0 });
+        }
+      }
+    }
+  });
+
   it('refuses a value count that does not match the shape', () => {
     expect(() => namedTensor('x', [2, 2], [1, 2, 3])).toThrow(/needs 4 values, got 3/);
   });

@@ -143,12 +143,11 @@ export class SiteSessionsService {
 
   /** Connected sites that an administrator approved. */
   async available(): Promise<AvailableSite[]> {
-    const out: AvailableSite[] = [];
-    for (const s of this.bySite.values()) {
-      const record = await this.store.getSite(s.siteId);
-      if (record?.status === 'approved') out.push({ siteId: s.siteId, trainSamples: s.trainSamples });
-    }
-    return out.sort((a, b) => a.siteId.localeCompare(b.siteId));
+    const approved = new Set((await this.store.listSites()).filter((s) => s.status === 'approved').map((s) => s.siteId));
+    return [...this.bySite.values()]
+      .filter((s) => approved.has(s.siteId))
+      .map((s) => ({ siteId: s.siteId, trainSamples: s.trainSamples }))
+      .sort((a, b) => a.siteId.localeCompare(b.siteId));
   }
 
   /** Sends a training task; resolves with the site's acknowledgement or a timeout/disconnect error. */

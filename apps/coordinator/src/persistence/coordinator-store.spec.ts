@@ -60,6 +60,7 @@ describe.each(backends)('coordinator store on %s', (_name, open) => {
   it('applies the migrations (no synchronize)', async () => {
     const applied = await ds.query('SELECT name FROM migrations');
     expect(applied.map((r: { name: string }) => r.name)).toContain('InitialSchema1764200000000');
+    expect(applied.map((r: { name: string }) => r.name)).toContain('ModelBlobStorage1764500000000');
   });
 
   it('stores weights content-addressed, once, byte-exact', async () => {
@@ -73,6 +74,34 @@ describe.each(backends)('coordinator store on %s', (_name, open) => {
     const back = await store.getModel(h1);
     expect(Buffer.from(back!.bytes).equals(Buffer.from(bytes))).toBe(true);
     expect(await store.getModel('0'.repeat(64))).toBeNull();
+  });
+
+  it('round-trips a 20 MB blob byte for byte, from an unaligned view, without storing it twice or compressing it', async () => {
+    // Every byte value, in an order that is not a simple pattern, behind a 3-byte offset.
+    const backing = new Uint8Array(20_000_003 + 3);
+    for (let i = 0; i < backing.length; i++) backing[i] = (i * 2654435761) >>> 24;
+    const bytes = backing.subarray(3);
+    const hash = await store.putModel(bytes, 5_000_000);
+    expect(hash).toBe(sha256Hex(bytes));
+    expect(await store.putModel(new Uint8Array(bytes), 5_000_000)).toBe(hash);
+    const [row] = await ds.query('SELECT count(*)::int AS n, max(byte_length) AS len, max(parameter_count) AS p FROM models WHERE hash = $1', [hash]);
+    expect(row).toEqual({ n: 1, len: bytes.length, p: 5_000_000 });
+    // Model blobs are stored out of line without compression attempts (migration 1764500000000).
+    const [{ storage }] = await ds.query(
+      "SELECT attstorage AS storage FROM pg_attribute WHERE attrelid = 'models'::regclass AND attname = 'data'",
+    );
+    expect(storage).toBe('e');
+    const back = await store.getModel(hash);
+    expect(back!.parameterCount).toBe(5_000_000);
+    expect(back!.bytes.byteOffset).toBe(0);
+    expect(back!.bytes.byteLength).toBe(back!.bytes.buffer.byteLength);
+    expect(Buffer.compare(Buffer.from(back!.bytes), Buffer.from(bytes))).toBe(0);
+    // A blob owning its whole buffer (as encodeWeights returns) takes the other serializer path.
+    const whole = new Uint8Array(bytes.length);
+    whole.set(bytes);
+    whole[12345] ^= 0xff;
+    const wholeHash = await store.putModel(whole, 5_000_000);
+    expect(Buffer.compare(Buffer.from((await store.getModel(wholeHash))!.bytes), Buffer.from(whole))).toBe(0);
   });
 
   it('keeps a site status across enrollments and hellos, forgets a deleted site, records runs, rounds and contributions', async () => {

@@ -10,9 +10,10 @@ import { SiteEntity } from './entities/site.entity';
 import { InitialSchema1764200000000 } from './migrations/1764200000000-initial-schema';
 import { StrategyState1764300000000 } from './migrations/1764300000000-strategy-state';
 import { SiteIdentity1764400000000 } from './migrations/1764400000000-site-identity';
+import { ModelBlobStorage1764500000000 } from './migrations/1764500000000-model-blob-storage';
 
 export const ENTITIES = [SiteEntity, RunEntity, RoundEntity, ContributionEntity, ModelEntity];
-export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000, SiteIdentity1764400000000];
+export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000, SiteIdentity1764400000000, ModelBlobStorage1764500000000];
 
 export interface DatabaseOptions {
   /** postgres://... for a PostgreSQL server; otherwise embedded PGlite under dataDir/pgdata. */

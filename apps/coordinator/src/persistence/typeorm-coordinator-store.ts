@@ -63,7 +63,13 @@ type PGlite = Awaited<ReturnType<typeof getPGliteInstance>>;
  * bytea's binary input: the bytes themselves. Results still arrive as hex text; Buffer decodes it
  * natively. node-postgres already converts Buffers natively, so PostgreSQL servers keep TypeORM.
  */
-const binaryBytea = { [pgliteTypes.BYTEA]: (value: Uint8Array) => value as unknown as string };
+const binaryBytea = {
+  // PGlite's bind copies a view out of its buffer; a whole ArrayBuffer it takes as it is.
+  [pgliteTypes.BYTEA]: (value: Uint8Array) =>
+    (value.buffer instanceof ArrayBuffer && value.byteOffset === 0 && value.byteLength === value.buffer.byteLength
+      ? value.buffer
+      : value) as unknown as string,
+};
 const hexBytea = {
   [pgliteTypes.BYTEA]: (text: string): Buffer => {
     if (!text.startsWith('\\x')) throw new Error('expected bytea in hex output format');

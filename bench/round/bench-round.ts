@@ -146,7 +146,7 @@ async function measure(o: Options, size: SmallCnnSize, secure: boolean, say: (s:
     dataDir: path.join(workDir, 'coordinator'),
     logFile: path.join(workDir, 'coordinator.log'),
     token,
-    maxMessageBytes,
+    maxModelBytes: maxMessageBytes,
   });
   const simSites: SimSite[] = [];
   let failed = true;

@@ -20,13 +20,14 @@ export async function startCoordinator(o: {
   dataDir: string;
   logFile: string;
   token: string;
-  maxMessageBytes: number;
+  /** Largest model or sealed update the coordinator accepts (HISTOFED_MAX_MODEL_BYTES). */
+  maxModelBytes: number;
   timeoutMs?: number;
   nodeFlags?: string[];
 }): Promise<CoordinatorProcess> {
   const port = await freePort();
   const args = ['serve', '--host', '127.0.0.1', '--port', String(port), '--data-dir', o.dataDir, '--admin-token', o.token, '--auto-approve'];
-  const env = { HISTOFED_MAX_MESSAGE_BYTES: String(o.maxMessageBytes), DATABASE_URL: undefined, HISTOFED_TEST_DATA: undefined };
+  const env = { HISTOFED_MAX_MODEL_BYTES: String(o.maxModelBytes), DATABASE_URL: undefined, HISTOFED_TEST_DATA: undefined };
   const nodeFlags = o.nodeFlags ?? (process.env.BENCH_COORDINATOR_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
   let coordinator: ManagedProcess;
   if (nodeFlags.length === 0) {

@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import { DataSource } from 'typeorm';
 import { IdentityKeys, generateBoxKeyPair, generateSigningKeyPair } from '@histofed/crypto';
 import { generateSyntheticBreakHis } from '@histofed/data';
-import { PreparedUpdate, SecAggEvents, TrainTask } from '@histofed/protocol';
+import { PreparedUpdate, TrainTask } from '@histofed/protocol';
 import { SiteSecureAggregation } from '@histofed/secagg';
 import { Federation, ManagedProcess, RogueSite, startFederation } from '@histofed/harness';
 import { reporter } from '../lib/bench-output';
@@ -98,9 +98,7 @@ function startRogue(url: string, keys: IdentityKeys, ledger: AttackLedger, say: 
     },
     keys,
   );
-  rogue.socket.on(SecAggEvents.advertise, (raw: unknown, ack: (a: unknown) => void) => ack(secure.advertise(raw)));
-  rogue.socket.on(SecAggEvents.shareKeys, (raw: unknown, ack: (a: unknown) => void) => ack(secure.shareKeys(raw)));
-  rogue.socket.on(SecAggEvents.unmask, (raw: unknown, ack: (a: unknown) => void) => ack(secure.unmask(raw)));
+  for (const [event, answer] of secure.handlers()) rogue.socket.on(event, (raw: unknown, ack: (a: unknown) => void) => ack(answer(raw)));
   return rogue;
 }
 

@@ -96,12 +96,7 @@ export class SimSite {
       engine.on('packetCreate', (p) => (this.sent += packetBytes(p.data)));
     });
     this.secure = new SiteSecureAggregation(siteId, this.keys.sign.secretKey);
-    const stages: [string, (raw: unknown) => unknown][] = [
-      [SecAggEvents.advertise, (raw) => this.secure.advertise(raw)],
-      [SecAggEvents.shareKeys, (raw) => this.secure.shareKeys(raw)],
-      [SecAggEvents.unmask, (raw) => this.secure.unmask(raw)],
-    ];
-    for (const [event, answer] of stages) {
+    for (const [event, answer] of this.secure.handlers()) {
       this.socket.on(event, (raw: { round?: number }, ack: (a: unknown) => void) => {
         if (event === SecAggEvents.advertise && typeof raw?.round === 'number' && !this.roundStarts.has(raw.round)) {
           this.roundStarts.set(raw.round, performance.now());

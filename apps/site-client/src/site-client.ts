@@ -10,7 +10,6 @@ import {
   CoordinatorToSiteEvents,
   ChunkEvents,
   PreparedUpdate,
-  SecAggEvents,
   SITE_NAMESPACE,
   SiteEvents,
   SiteSigner,
@@ -131,12 +130,7 @@ export class SiteClient {
       ack(this.accept(task));
     });
     // Secure aggregation stages: answered in the ack, logged with the outcome.
-    const stages: [string, (raw: unknown) => { ok: boolean; error?: string }][] = [
-      [SecAggEvents.advertise, (raw) => this.secure.advertise(raw)],
-      [SecAggEvents.shareKeys, (raw) => this.secure.shareKeys(raw)],
-      [SecAggEvents.unmask, (raw) => this.secure.unmask(raw)],
-    ];
-    for (const [event, answer] of stages) {
+    for (const [event, answer] of this.secure.handlers()) {
       this.untyped().on(event, (raw: unknown, ack: (a: unknown) => void) => {
         if (typeof ack !== 'function') return;
         const reply = answer(raw);

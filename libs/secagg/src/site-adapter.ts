@@ -1,6 +1,7 @@
 import { WeightSet, clipNorm, flatDelta } from '@histofed/fl-core';
 import {
   SecAggAdvertiseAck,
+  SecAggEvents,
   SecAggShareKeysAck,
   SecAggTask,
   SecAggUnmaskAck,
@@ -98,6 +99,18 @@ export class SiteSecureAggregation {
     } catch (e) {
       return fail(e);
     }
+  }
+
+  /**
+   * The coordinator's requests this adapter answers, by event name: register each on the site's
+   * socket and acknowledge with what the handler returns.
+   */
+  handlers(): [event: string, answer: (raw: unknown) => SecAggAdvertiseAck | SecAggShareKeysAck | SecAggUnmaskAck][] {
+    return [
+      [SecAggEvents.advertise, (raw) => this.advertise(raw)],
+      [SecAggEvents.shareKeys, (raw) => this.shareKeys(raw)],
+      [SecAggEvents.unmask, (raw) => this.unmask(raw)],
+    ];
   }
 
   private state(runId: string, round: number): SecAggSiteRound {

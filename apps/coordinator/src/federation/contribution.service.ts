@@ -6,7 +6,7 @@ import { decodeMaskedInput } from '@histofed/secagg';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
-import { ContributionKind } from '../persistence/records';
+import { ContributionKind, SiteRecord } from '../persistence/records';
 import { checkContributionWeights } from './contribution-checks';
 import { CoordinatorKeys } from './coordinator-keys';
 import { RoundCollection } from './round-collection';
@@ -82,21 +82,19 @@ export class ContributionService {
     }
     this.inFlightNonces.add(nonceKey);
     try {
-      return await this.receiveFresh(siteId, update, sealed, site.boxPublicKey, site.status, reject);
+      return await this.receiveFresh(site, update, sealed, reject);
     } finally {
       this.inFlightNonces.delete(nonceKey);
     }
   }
 
   private async receiveFresh(
-    siteId: string,
+    site: SiteRecord,
     update: SealedUpdate,
     sealed: Uint8Array,
-    boxPublicKey: string,
-    status: string,
     reject: (reason: string, nonce?: string | null) => Promise<Ack>,
   ): Promise<Ack> {
-
+    const { siteId } = site;
     if (update.siteId !== siteId) return reject(`update claims site ${update.siteId} but comes from ${siteId}`);
     const collection = this.open.get(key(update.runId, update.round, update.kind));
     if (!collection) return reject(`no open ${update.kind} task for run ${update.runId} round ${update.round}`);
@@ -109,12 +107,12 @@ export class ContributionService {
       collection.markMissing(siteId, `update rejected: ${reason}`);
       return reject(reason);
     };
-    if (status !== 'approved') return rejectParticipant(`site ${siteId} is not approved`);
+    if (site.status !== 'approved') return rejectParticipant(`site ${siteId} is not approved`);
     let plaintext: Uint8Array;
     try {
       plaintext = open(
         { nonce: fromBase64(update.nonce), ciphertext: sealed },
-        fromBase64(boxPublicKey),
+        fromBase64(site.boxPublicKey),
         this.keys.box.secretKey,
         `update from ${siteId}`,
       );

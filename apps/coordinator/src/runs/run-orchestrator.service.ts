@@ -27,7 +27,6 @@ export class RunFailure extends HistoFedError {
 const ROUND_ATTEMPTS = 3;
 const ACK_TIMEOUT_MS = 120_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** The run config's optional strategy options (validated by createStrategy). */
 
 interface GlobalModel {
   readonly weights: WeightSet;

@@ -21,8 +21,8 @@ export interface FederationOptions {
   readonly timeoutMs?: number;
   /**
    * 'auto' (default): the coordinator approves enrolled sites by itself (--auto-approve).
-   * 'admin': sites stay pending until this harness approves them through the admin API, as an
-   * administrator would once they show up in GET /api/sites.
+   * 'admin': sites stay pending until this harness approves them through the admin API, once each
+   * has enrolled and been refused while pending.
    */
   readonly approval?: 'auto' | 'admin';
 }
@@ -113,12 +113,9 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
     siteIds.forEach((siteId, i) => sites.push(startSite(siteId, i)));
     const admin = new AdminClient(url, token);
     if (o.approval === 'admin') {
-      for (const siteId of siteIds) {
-        await admin.poll(
-          async () => (await admin.request<{ siteId: string }[]>('GET', '/api/sites')).some((s) => s.siteId === siteId) || undefined,
-          timeoutMs,
-          `${siteId} to enroll`,
-        );
+      // As an administrator would: the site has enrolled and was turned away while pending.
+      for (const [i, siteId] of siteIds.entries()) {
+        await sites[i].waitFor((l) => l.msg === 'coordinator refused this site; asking again', timeoutMs, `${siteId} to be refused while pending`);
         await admin.request('POST', `/api/sites/${siteId}/approve`);
       }
     }

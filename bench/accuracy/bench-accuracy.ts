@@ -26,10 +26,14 @@ import * as path from 'node:path';
 import { BREAKHIS_SUBTYPE_PARENTS, type ModelSpec } from '@histofed/fl-core';
 import {
   DEFAULT_AUGMENTATION,
+  DEFAULT_MACENKO_TARGET,
+  FeatureCache,
   ImageCache,
   assertHasImages,
+  createStainNormalizer,
   defaultImageCacheDir,
   loadLabeledImages,
+  loadTileSet,
   partitionSites,
   patientWiseFolds,
   patientWiseSplit,
@@ -37,16 +41,19 @@ import {
   type BreakHisImage,
 } from '@histofed/data';
 import {
+  MOBILENET_V2_IMAGENET,
   buildModel,
   createTrainingPool,
   getWeights,
   mixSeed,
   parseBackendChoice,
+  resolveBackbone,
   selectBackend,
+  tileFeatureExtractor,
   type FitMonitor,
 } from '@histofed/ml';
 import { reporter } from '../lib/bench-output';
-import { slice, type DecodedSet } from './data-slices';
+import { rowsByImage, slice, type DecodedSet } from './data-slices';
 import { centralized, federated, localOnly, type FoldContext, type Recipe, type RegimeResult, type SiteData } from './regimes';
 import { meanStd, pct, type MeanStd } from './stats';
 
@@ -60,7 +67,16 @@ interface Options {
   folds: string;
   onlyFolds?: string;
   seed: string;
-  imageSize: string;
+  seeds?: string;
+  model: string;
+  cut: string;
+  input: string;
+  scale: string;
+  views: string;
+  augmentViews: boolean;
+  hed: string;
+  stain: string;
+  imageSize?: string;
   width: string;
   blocks: string;
   denseUnits: string;
@@ -86,7 +102,7 @@ interface Options {
   json?: boolean;
 }
 
-const METRICS = ['patientAccuracy', 'patientDiagnosisAccuracy', 'balancedAccuracy', 'auc', 'stage2MacroF1'] as const;
+const METRICS = ['balancedAccuracy', 'auc', 'patientAccuracy', 'patientDiagnosisAccuracy', 'stage2MacroF1'] as const;
 
 function int(name: string, s: string, min: number): number {
   const n = Number(s);
@@ -103,19 +119,32 @@ function num(name: string, s: string, min: number, max = Infinity): number {
 function recipeOf(o: Options): Recipe {
   const monitor = o.monitor as FitMonitor;
   if (!['loss', 'balancedAccuracy', 'patientAccuracy'].includes(monitor)) throw new Error(`--monitor: loss, balancedAccuracy or patientAccuracy, got ${o.monitor}`);
-  const spec: ModelSpec = {
-    kind: 'se-cnn',
-    imageSize: int('image-size', o.imageSize, 16),
-    numClasses: 2,
-    subtypeParents: BREAKHIS_SUBTYPE_PARENTS,
-    options: {
-      width: num('width', o.width, 0.1, 16),
-      blocks: int('blocks', o.blocks, 3),
-      denseUnits: int('dense-units', o.denseUnits, 1),
-      dropout: num('dropout', o.dropout, 0, 0.95),
-      batchNorm: int('batch-norm', o.batchNorm, 0),
-    },
-  };
+  if (o.model !== 'se-cnn' && o.model !== 'backbone') throw new Error(`--model: se-cnn or backbone, got ${o.model}`);
+  if (o.input !== 'signed' && o.input !== 'unit') throw new Error(`--input: signed or unit, got ${o.input}`);
+  const spec: ModelSpec =
+    o.model === 'backbone'
+      ? {
+          kind: 'backbone-head',
+          imageSize: int('image-size', o.imageSize ?? '224', 16),
+          numClasses: 2,
+          subtypeParents: BREAKHIS_SUBTYPE_PARENTS,
+          backbone: { name: MOBILENET_V2_IMAGENET, cut: o.cut, input: o.input },
+          tiles: { scale: num('scale', o.scale, 0.05, 4), views: int('views', o.views, 0) },
+          options: { denseUnits: int('dense-units', o.denseUnits, 0), dropout: num('dropout', o.dropout, 0, 0.95) },
+        }
+      : {
+          kind: 'se-cnn',
+          imageSize: int('image-size', o.imageSize ?? '64', 16),
+          numClasses: 2,
+          subtypeParents: BREAKHIS_SUBTYPE_PARENTS,
+          options: {
+            width: num('width', o.width, 0.1, 16),
+            blocks: int('blocks', o.blocks, 3),
+            denseUnits: int('dense-units', o.denseUnits, 1),
+            dropout: num('dropout', o.dropout, 0, 0.95),
+            batchNorm: int('batch-norm', o.batchNorm, 0),
+          },
+        };
   return {
     spec,
     batchSize: int('batch', o.batch, 1),
@@ -127,13 +156,16 @@ function recipeOf(o: Options): Recipe {
     localEpochs: int('local-epochs', o.localEpochs, 1),
     roundPatience: int('round-patience', o.roundPatience, 1),
     proximalMu: num('mu', o.mu, 0),
-    augmentCopies: int('augment-copies', o.augmentCopies, 1),
+    // Tiles bring their own training views (augmented crops); copies are for whole images.
+    augmentCopies: o.model === 'backbone' ? 1 : int('augment-copies', o.augmentCopies, 1),
     augment: DEFAULT_AUGMENTATION,
   };
 }
 
 interface FoldOutcome {
   fold: number;
+  /** The seed of the fold split this fold belongs to. */
+  seed: number;
   testPatients: number;
   testImages: number;
   results: Partial<Record<Regime, RegimeResult>>;
@@ -153,9 +185,10 @@ async function main(o: Options): Promise<void> {
   const started = Date.now();
   const { say, result } = reporter(Boolean(o.json));
   const log = (line: string) => process.stderr.write(line + '\n');
-  const recipe = recipeOf(o);
+  let recipe = recipeOf(o);
   const k = int('folds', o.folds, 2);
-  const seed = int('seed', o.seed, 0);
+  const seeds = (o.seeds ?? o.seed).split(',').map((x) => int('seeds', x.trim(), 0));
+  const seed = seeds[0];
   const nSites = int('sites', o.sites, 1);
   const valFraction = num('val-fraction', o.valFraction, 0.05, 0.5);
   const workers = int('workers', o.workers, 1);
@@ -164,19 +197,58 @@ async function main(o: Options): Promise<void> {
   const size = recipe.spec.imageSize;
 
   const dataset = assertHasImages(await readBreakHisTree(path.resolve(o.data)));
-  const folds = patientWiseFolds(dataset.images, k, seed);
   const only = o.onlyFolds === undefined ? null : new Set(o.onlyFolds.split(',').map((s) => int('only-folds', s, 1) - 1));
   const patients = new Set(dataset.images.map((i) => i.patientId)).size;
   log(`data: ${dataset.images.length} images, ${patients} patients, ${new Set(dataset.images.map((i) => i.caseId)).size} cases (${o.data})`);
 
   const backend = await selectBackend(parseBackendChoice(o.backend));
   const t0 = Date.now();
-  const cache = o.cache ? new ImageCache({ dir: o.cacheDir ?? defaultImageCacheDir() }) : undefined;
-  const data = await loadLabeledImages(dataset.images, size, { cache });
-  const decoded: DecodedSet = { data, rowOf: new Map(dataset.images.map((img, i) => [img.path, i])) };
-  log(`decoded ${data.count} images at ${size} px in ${((Date.now() - t0) / 1000).toFixed(1)} s; backend ${backend.name}, ${workers} training workers`);
+  let decoded: DecodedSet;
+  const tiles = recipe.spec.tiles;
+  if (recipe.spec.backbone && tiles) {
+    const resolved = await resolveBackbone(recipe.spec.backbone, {}, size);
+    recipe = { ...recipe, spec: { ...recipe.spec, backbone: resolved.spec } };
+    const extractor = await tileFeatureExtractor(resolved.spec, size);
+    const cache = o.cache ? new FeatureCache(o.cacheDir ? { dir: path.join(o.cacheDir, 'features') } : {}) : undefined;
+    if (o.stain !== 'none' && o.stain !== 'macenko') throw new Error(`--stain: none or macenko, got ${o.stain}`);
+    const normalize = o.stain === 'macenko' ? createStainNormalizer(DEFAULT_MACENKO_TARGET) : undefined;
+    const transform = normalize ? { key: JSON.stringify(DEFAULT_MACENKO_TARGET), apply: (rgb: Float32Array) => normalize(rgb) } : undefined;
+    const geometry = { size, scale: tiles.scale };
+    const progress = (what: string) => (p: { images: number; total: number; rows: number; cached: number }) => {
+      if (p.images % 25 === 0 || p.images === p.total) log(`  ${what}: ${p.images}/${p.total} images, ${p.rows} tiles (${p.cached} images cached), ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    };
+    const grid = await loadTileSet(dataset.images, { geometry, extractor, cache, transform, onProgress: progress('grid tiles') });
+    const viewCount = tiles.views;
+    const views =
+      viewCount > 0
+        ? await loadTileSet(dataset.images, {
+            geometry,
+            extractor,
+            cache,
+            transform,
+            grid: false,
+            views: { views: viewCount, seed: 1, augment: o.augmentViews ? DEFAULT_AUGMENTATION : false, hedSigma: num('hed', o.hed, 0, 0.5) },
+            onProgress: progress('training views'),
+          })
+        : undefined;
+    decoded = {
+      data: grid,
+      rowsOf: rowsByImage(grid, dataset.images),
+      ...(views ? { views: { data: views, rowsOf: rowsByImage(views, dataset.images) } } : {}),
+    };
+    log(
+      `tile features (${resolved.spec.cut}, ${resolved.spec.features} per tile, backbone ${resolved.spec.sha256.slice(0, 12)}): ${grid.count} grid + ${views?.count ?? 0} view tiles of ${size} px ` +
+        `at scale ${geometry.scale}, stain ${o.stain}, in ${((Date.now() - t0) / 1000).toFixed(1)} s; cache ${JSON.stringify(cache?.stats() ?? null)}`,
+    );
+  } else {
+    const cache = o.cache ? new ImageCache({ dir: o.cacheDir ?? defaultImageCacheDir() }) : undefined;
+    const data = await loadLabeledImages(dataset.images, size, { cache });
+    decoded = { data, rowsOf: rowsByImage(data, dataset.images) };
+    log(`decoded ${data.count} images at ${size} px in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  log(`backend ${backend.name}, ${workers} training workers`);
   log(
-    `recipe: se-cnn ${size}px ${JSON.stringify(recipe.spec.options)}, batch ${recipe.batchSize}, lr ${recipe.learningRate}, ` +
+    `recipe: ${recipe.spec.kind} ${size}px ${JSON.stringify({ ...recipe.spec.options, backbone: recipe.spec.backbone?.cut, tiles: recipe.spec.tiles })}, batch ${recipe.batchSize}, lr ${recipe.learningRate}, ` +
       `max ${recipe.maxEpochs} epochs (patience ${recipe.patience}, monitor ${recipe.monitor}), federated ${recipe.rounds} rounds x ${recipe.localEpochs} ` +
       `local epochs (patience ${recipe.roundPatience}, mu ${recipe.proximalMu}), augmentation copies ${recipe.augmentCopies}`,
   );
@@ -185,40 +257,44 @@ async function main(o: Options): Promise<void> {
   const evalModel = buildModel(recipe.spec, 1);
   const outcomes: FoldOutcome[] = [];
   try {
-    for (const f of folds) {
-      if (only !== null && !only.has(f.fold)) continue;
-      const foldSeed = mixSeed(seed, 1000 + f.fold);
-      const siteImages = foldSites(f.train, nSites, valFraction, foldSeed);
-      const sites: SiteData[] = siteImages.map((s) => ({ train: slice(decoded, s.train), validation: slice(decoded, s.validation) }));
-      const pooled: SiteData = {
-        train: slice(decoded, siteImages.flatMap((s) => s.train)),
-        validation: slice(decoded, siteImages.flatMap((s) => s.validation)),
-      };
-      const test = slice(decoded, f.test);
-      const init = buildModel(recipe.spec, foldSeed);
-      const initial = getWeights(init);
-      init.dispose();
-      const testPatients = new Set(f.test.map((i) => i.patientId)).size;
-      log(
-        `fold ${f.fold + 1}/${k}: test ${testPatients} patients (${f.testCases.length} cases, ${test.count} images); ` +
-          `train ${pooled.train.count} images, validation ${pooled.validation.count} images of ${new Set(pooled.validation.groups).size} patients; ` +
-          `sites ${sites.map((s) => `${s.train.count}+${s.validation.count}`).join(', ')} (train+validation images)`,
-      );
-      const ctx: FoldContext = { fold: f.fold, seed: foldSeed, recipe, pool, initial, evalModel, sites, pooled, test, log };
-      const outcome: FoldOutcome = { fold: f.fold, testPatients, testImages: test.count, results: {}, seconds: {} };
-      for (const regime of regimes) {
-        const t = Date.now();
-        log(`  fold ${f.fold + 1} ${regime}`);
-        const r = regime === 'centralized' ? await centralized(ctx) : regime === 'federated' ? await federated(ctx) : (await localOnly(ctx)).mean;
-        outcome.results[regime] = r;
-        outcome.seconds[regime] = (Date.now() - t) / 1000;
+    for (const foldSeedBase of seeds) {
+      const folds = patientWiseFolds(dataset.images, k, foldSeedBase);
+      for (const f of folds) {
+        if (only !== null && !only.has(f.fold)) continue;
+        const foldSeed = mixSeed(foldSeedBase, 1000 + f.fold);
+        const siteImages = foldSites(f.train, nSites, valFraction, foldSeed);
+        const sites: SiteData[] = siteImages.map((s) => ({ train: slice(decoded, s.train, true), validation: slice(decoded, s.validation) }));
+        const pooled: SiteData = {
+          train: slice(decoded, siteImages.flatMap((s) => s.train), true),
+          validation: slice(decoded, siteImages.flatMap((s) => s.validation)),
+        };
+        const test = slice(decoded, f.test);
+        const init = buildModel(recipe.spec, foldSeed);
+        const initial = getWeights(init);
+        init.dispose();
+        const testPatients = new Set(f.test.map((i) => i.patientId)).size;
+        const tag = seeds.length > 1 ? `seed ${foldSeedBase} fold ${f.fold + 1}` : `fold ${f.fold + 1}`;
         log(
-          `  fold ${f.fold + 1} ${regime}: test patient acc ${r.test.patientAccuracy.toFixed(3)}, diagnosis ${r.test.patientDiagnosisAccuracy.toFixed(3)}, ` +
-            `balanced ${r.test.balancedAccuracy.toFixed(3)}, AUC ${r.test.auc?.toFixed(3) ?? '-'}, stage-2 macro-F1 ${r.test.stage2MacroF1.toFixed(3)} ` +
-            `(validation ${recipe.monitor} ${r.validation.toFixed(3)}, kept ${r.kept.toFixed(1)} of ${r.trained.toFixed(1)}; ${outcome.seconds[regime]?.toFixed(0)} s)`,
+          `${tag}/${k}: test ${testPatients} patients (${f.testCases.length} cases, ${f.test.length} images); ` +
+            `train ${siteImages.reduce((n, x) => n + x.train.length, 0)} images (${pooled.train.count} rows), validation ${new Set(pooled.validation.groups).size} patients; ` +
+            `sites ${siteImages.map((x) => `${x.train.length}+${x.validation.length}`).join(', ')} (train+validation images)`,
         );
+        const ctx: FoldContext = { fold: f.fold, seed: foldSeed, recipe, pool, initial, evalModel, sites, pooled, test, log };
+        const outcome: FoldOutcome = { fold: f.fold, seed: foldSeedBase, testPatients, testImages: f.test.length, results: {}, seconds: {} };
+        for (const regime of regimes) {
+          const t = Date.now();
+          log(`  ${tag} ${regime}`);
+          const r = regime === 'centralized' ? await centralized(ctx) : regime === 'federated' ? await federated(ctx) : (await localOnly(ctx)).mean;
+          outcome.results[regime] = r;
+          outcome.seconds[regime] = (Date.now() - t) / 1000;
+          log(
+            `  ${tag} ${regime}: test balanced ${r.test.balancedAccuracy.toFixed(3)}, AUC ${r.test.auc?.toFixed(3) ?? '-'}, patient acc ${r.test.patientAccuracy.toFixed(3)}, ` +
+              `diagnosis ${r.test.patientDiagnosisAccuracy.toFixed(3)}, stage-2 macro-F1 ${r.test.stage2MacroF1.toFixed(3)} ` +
+              `(validation ${recipe.monitor} ${r.validation.toFixed(3)}, kept ${r.kept.toFixed(1)} of ${r.trained.toFixed(1)}; ${outcome.seconds[regime]?.toFixed(0)} s)`,
+          );
+        }
+        outcomes.push(outcome);
       }
-      outcomes.push(outcome);
     }
   } finally {
     evalModel.dispose();
@@ -299,8 +375,17 @@ new Command('npm run bench:accuracy --')
   .option('--data <dir>', 'BreakHis tree', DEFAULT_SAMPLE)
   .option('--folds <k>', 'patient-wise folds', '5')
   .option('--only-folds <list>', 'run only these 1-based folds, e.g. 1,2 (for quick experiments)')
-  .option('--seed <n>', 'folds, sites, initial weights and shuffles', '1')
-  .option('--image-size <px>', 'model input size', '64')
+  .option('--seed <n>', 'folds, sites, initial weights and shuffles (one split)', '1')
+  .option('--seeds <list>', 'repeat the k folds with each of these seeds (e.g. 1,2,3); overrides --seed')
+  .option('--model <m>', 'backbone (ImageNet MobileNetV2 tile features + heads) or se-cnn (the compact CNN on whole images)', 'backbone')
+  .option('--cut <layer>', 'backbone: feature layer', 'block_10_depthwise_relu')
+  .option('--input <s>', 'backbone: pixel scaling signed ([-1, 1]) or unit ([0, 1])', 'signed')
+  .option('--scale <x>', 'backbone: image scale before tiling (1 = native)', '1')
+  .option('--views <n>', 'backbone: random training crops per image', '8')
+  .option('--no-augment-views', 'backbone: training crops without flips/rotations/colour jitter')
+  .option('--hed <sigma>', 'backbone: HED jitter of the training crops', '0.05')
+  .option('--stain <m>', 'stain normalization before tiling: none or macenko', 'none')
+  .option('--image-size <px>', 'model input size (backbone: tile size; default 224, se-cnn 64)')
   .option('--width <x>', 'se-cnn filter multiplier', '1')
   .option('--blocks <n>', 'se-cnn conv blocks (3 or 4)', '3')
   .option('--dense-units <n>', 'hidden dense units', '64')

@@ -3,15 +3,32 @@ import type { LabeledImages } from '@histofed/fl-core';
 import { augmentImage, augmentationRandom, type AugmentOptions, type BreakHisImage } from '@histofed/data';
 import { shareImages } from '@histofed/ml';
 
-/** The decoded images of a dataset with a lookup from each image's path to its row. */
+/**
+ * The decoded images (or tile rows) of a dataset with a lookup from each image's path to its rows:
+ * one row per image for whole images; for tiles, the image's grid rows (what evaluation reads) and
+ * its view rows (random training crops, added to training sets).
+ */
 export interface DecodedSet {
   readonly data: LabeledImages;
-  readonly rowOf: ReadonlyMap<string, number>;
+  readonly rowsOf: ReadonlyMap<string, readonly number[]>;
+  /** Training crops of each image (tiles only). */
+  readonly views?: { readonly data: LabeledImages; readonly rowsOf: ReadonlyMap<string, readonly number[]> };
 }
 
-/** Rows `rows` of `data` (in that order) as a new LabeledImages. */
-export function takeRows(data: LabeledImages, rows: readonly number[]): LabeledImages {
-  const per = data.imageSize * data.imageSize * 3;
+/** A DecodedSet's lookup for data in image order (`imageOf`, or one row per image). */
+export function rowsByImage(data: LabeledImages, images: readonly BreakHisImage[]): Map<string, number[]> {
+  const out = new Map<string, number[]>(images.map((i) => [i.path, []]));
+  for (let r = 0; r < data.count; r++) out.get(images[data.imageOf ? data.imageOf[r] : r].path)?.push(r);
+  return out;
+}
+
+function rowLength(data: LabeledImages): number {
+  return (data.sampleShape ?? [data.imageSize, data.imageSize, 3]).reduce((a, b) => a * b, 1);
+}
+
+/** Rows `rows` of `data` (in that order) as a new LabeledImages; `imageOf` (when given) numbers the rows' images. */
+export function takeRows(data: LabeledImages, rows: readonly number[], imageOf?: readonly number[]): LabeledImages {
+  const per = rowLength(data);
   const images = new Float32Array(rows.length * per);
   rows.forEach((r, i) => images.set(data.images.subarray(r * per, (r + 1) * per), i * per));
   return {
@@ -22,19 +39,52 @@ export function takeRows(data: LabeledImages, rows: readonly number[]): LabeledI
     groups: data.groups ? rows.map((r) => (data.groups as readonly string[])[r]) : undefined,
     subtypes: data.subtypes ? Int32Array.from(rows, (r) => (data.subtypes as Int32Array)[r]) : undefined,
     magnifications: data.magnifications ? rows.map((r) => (data.magnifications as readonly number[])[r]) : undefined,
+    ...(data.sampleShape ? { sampleShape: data.sampleShape } : {}),
+    ...(imageOf ? { imageOf: Int32Array.from(imageOf) } : {}),
   };
 }
 
-/** The decoded rows of `images` (BreakHisImage objects of the decoded set). */
-export function slice(set: DecodedSet, images: readonly BreakHisImage[]): LabeledImages {
-  return takeRows(
-    set.data,
-    images.map((i) => {
-      const r = set.rowOf.get(i.path);
-      if (r === undefined) throw new Error(`${i.path}: not decoded`);
-      return r;
-    }),
-  );
+/**
+ * The decoded rows of `images` (BreakHisImage objects of the decoded set), in image order; with
+ * `withViews`, each image's training views follow its grid rows.
+ */
+export function slice(set: DecodedSet, images: readonly BreakHisImage[], withViews = false): LabeledImages {
+  const tiled = set.data.imageOf !== undefined;
+  const rows: number[] = [];
+  const imageOf: number[] = [];
+  const extra: number[] = [];
+  const extraOf: number[] = [];
+  images.forEach((img, i) => {
+    const r = set.rowsOf.get(img.path);
+    if (r === undefined) throw new Error(`${img.path}: not decoded`);
+    for (const x of r) {
+      rows.push(x);
+      imageOf.push(i);
+    }
+    if (withViews && set.views) {
+      for (const x of set.views.rowsOf.get(img.path) ?? []) {
+        extra.push(x);
+        extraOf.push(i);
+      }
+    }
+  });
+  const base = takeRows(set.data, rows, tiled ? imageOf : undefined);
+  if (extra.length === 0 || !set.views) return base;
+  const views = takeRows(set.views.data, extra, extraOf);
+  const images2 = new Float32Array(base.images.length + views.images.length);
+  images2.set(base.images);
+  images2.set(views.images, base.images.length);
+  const cat = <T>(a: readonly T[] | undefined, b: readonly T[] | undefined) => (a && b ? [...a, ...b] : undefined);
+  return {
+    ...base,
+    images: images2,
+    count: base.count + views.count,
+    labels: Int32Array.from([...base.labels, ...views.labels]),
+    subtypes: base.subtypes && views.subtypes ? Int32Array.from([...base.subtypes, ...views.subtypes]) : undefined,
+    groups: cat(base.groups, views.groups),
+    magnifications: cat(base.magnifications, views.magnifications),
+    imageOf: Int32Array.from([...imageOf, ...extraOf]),
+  };
 }
 
 /**
@@ -45,6 +95,7 @@ export function slice(set: DecodedSet, images: readonly BreakHisImage[]): Labele
  */
 export function augmentedCopies(data: LabeledImages, copies: number, seed: number, options: AugmentOptions): LabeledImages {
   if (copies <= 1) return shareImages(data);
+  if (data.sampleShape !== undefined || data.imageOf !== undefined) throw new Error('augmentedCopies: whole images only (tiles have views)');
   const per = data.imageSize * data.imageSize * 3;
   const rows = Array.from({ length: copies * data.count }, (_, i) => i % data.count);
   const out = takeRows(data, rows);

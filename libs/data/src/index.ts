@@ -11,3 +11,4 @@ export { mulberry32, hashSeed, seededShuffle } from './prng';
 export * from './partitioners';
 export * from './folds-csv';
 export * from './stain';
+export * from './tiles';

@@ -7,6 +7,7 @@
  * `magnifications[i]` its optical magnification (40, 100, 200, 400) for per-magnification metrics.
  */
 export interface LabeledImages {
+  /** `count` rows of `sampleShape` (default [imageSize, imageSize, 3]) values each. */
   readonly images: Float32Array;
   readonly labels: Int32Array;
   readonly count: number;
@@ -14,4 +15,15 @@ export interface LabeledImages {
   readonly groups?: readonly string[];
   readonly subtypes?: Int32Array;
   readonly magnifications?: readonly number[];
+  /**
+   * Shape of one row when it is not an RGB image of imageSize: e.g. [features] for tile feature
+   * vectors. Models check it against their input.
+   */
+  readonly sampleShape?: readonly number[];
+  /**
+   * Rows that are tiles (or tile features) of images: row i belongs to image imageOf[i] (0-based,
+   * every image has at least one row). Labels, groups, subtypes and magnifications are given per row
+   * (each row repeats its image's); evaluation averages the rows' outputs per image.
+   */
+  readonly imageOf?: Int32Array;
 }

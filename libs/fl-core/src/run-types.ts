@@ -1,9 +1,52 @@
 /** Metrics are named numbers (accuracy, loss, ...). */
 export type Metrics = Record<string, number>;
 
+/** The backbones HistoFed knows (see BackboneSpec.name). */
+export const BACKBONE_NAMES = ['mobilenet-v2-imagenet', 'layers-model'] as const;
+export type BackboneName = (typeof BACKBONE_NAMES)[number];
+
+/**
+ * A pretrained network whose features the model's heads read (libs/ml `backbones/`). Sites and the
+ * coordinator load it locally (never over the wire) and check `sha256`.
+ */
+export interface BackboneSpec {
+  /**
+   * 'mobilenet-v2-imagenet': Keras MobileNetV2 (alpha 1.0) from the npm package nsfwjs@4.4.0, whose
+   * layers up to block_10 hold the ImageNet weights; 'layers-model': any tfjs Layers model directory
+   * that each site names locally (`--backbone DIR`).
+   */
+  readonly name: BackboneName;
+  /** SHA-256 of the backbone's source (topology and weight bytes); a site whose copy differs refuses the task. */
+  readonly sha256?: string;
+  /** The layer whose output, mean-pooled over the tile, is a tile's feature vector. */
+  readonly cut: string;
+  /** Pixel scaling the backbone expects: 'unit' = [0, 1], 'signed' = [-1, 1]. */
+  readonly input: 'unit' | 'signed';
+  /** Length of the feature vector (channels of `cut`); filled in when the backbone is resolved. */
+  readonly features?: number;
+  /**
+   * Fine-tuning mode: the first backbone layer that trains; it and every layer after it up to `cut`
+   * are part of the federated model (their outputs are not cached). Absent: frozen backbone, only the
+   * heads train and federate, on tile features each site computes once and caches.
+   */
+  readonly trainFrom?: string;
+}
+
+/**
+ * Images are read as tiles of `imageSize` x `imageSize` pixels: the image is scaled by `scale`
+ * (1 = native resolution), training sees `views` random crops per image (augmented when the run
+ * augments) plus the covering grid, evaluation sees the covering grid; an image's prediction is the
+ * mean of its tiles', a patient's the mean of its images'.
+ */
+export interface TileSpec {
+  readonly scale: number;
+  readonly views: number;
+}
+
 /** The model a run trains. `kind` selects an architecture from libs/ml. */
 export interface ModelSpec {
   readonly kind: string;
+  /** Input size of the model in pixels: the tile size when `tiles` is set, else the whole image's (resized, centre square). */
   readonly imageSize: number;
   readonly numClasses: number;
   /** Width multiplier or other architecture knobs, by name. */
@@ -15,6 +58,10 @@ export interface ModelSpec {
    * values). Absent or empty: a single-stage model.
    */
   readonly subtypeParents?: readonly number[];
+  /** A pretrained backbone under the heads (kind 'backbone-head'). */
+  readonly backbone?: BackboneSpec;
+  /** Tile geometry; absent = the whole image resized to imageSize (the compact CNNs' default). */
+  readonly tiles?: TileSpec;
 }
 
 /**

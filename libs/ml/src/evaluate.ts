@@ -8,7 +8,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import type { LabeledImages, Metrics } from '@histofed/fl-core';
 import { ValidationError } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
-import { checkImages, checkLabeledImages, imageBatch, modelGeometry } from './batches';
+import { averageRowsPerImage, checkImages, checkLabeledImages, dataRowShape, imageBatch, imageLevel, modelGeometry, rowShapeOf, type RowShape } from './batches';
 import { evaluationMetrics } from './metrics-extra';
 import { stagedEvaluation, stagedMetricsSummary, type StagedReport } from './stage-metrics';
 
@@ -16,24 +16,28 @@ function* predictBatches(
   model: tfl.LayersModel,
   images: Float32Array,
   count: number,
-  imageSize: number,
+  shape: RowShape,
   batchSize: number,
 ): Generator<void, Float32Array> {
   assertBackendReady();
   const geo = modelGeometry(model);
-  if (geo.imageSize !== imageSize) {
-    throw new ValidationError(`imageSize: the model takes ${geo.imageSize}px images, got ${imageSize}`);
+  if (geo.inputShape.join() !== rowShapeOf(shape).join()) {
+    throw new ValidationError(
+      typeof shape === 'number' && geo.imageSize > 0
+        ? `imageSize: the model takes ${geo.imageSize}px images, got ${shape}`
+        : `rows: the model takes rows of ${geo.inputShape.join('x')}, got ${rowShapeOf(shape).join('x')}`,
+    );
   }
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new ValidationError(`batchSize: must be an integer >= 1, got ${batchSize}`);
   }
-  checkImages(images, count, imageSize, 'images');
+  checkImages(images, count, shape, 'images');
   const k = geo.outputWidth;
   const out = new Float32Array(count * k);
   for (let start = 0; start < count; start += batchSize) {
     const end = Math.min(count, start + batchSize);
     const probs = tf.tidy(() => {
-      const x = imageBatch(images, imageSize, start, end);
+      const x = imageBatch(images, shape, start, end);
       return model.predict(x, { batchSize: end - start }) as tf.Tensor;
     });
     try {
@@ -46,15 +50,18 @@ function* predictBatches(
   return out;
 }
 
-/** Model outputs for `count` images (count x output width, see modelGeometry), `batchSize` images at a time. */
+/**
+ * Model outputs for `count` rows (count x output width, see modelGeometry), `batchSize` rows at a
+ * time; `shape` is the image size of image rows or the row shape (e.g. [features]).
+ */
 export function predictProbabilities(
   model: tfl.LayersModel,
   images: Float32Array,
   count: number,
-  imageSize: number,
+  shape: RowShape,
   batchSize = 64,
 ): Float32Array {
-  const it = predictBatches(model, images, count, imageSize, batchSize);
+  const it = predictBatches(model, images, count, shape, batchSize);
   for (;;) {
     const r = it.next();
     if (r.done) return r.value;
@@ -66,10 +73,10 @@ export async function predictProbabilitiesAsync(
   model: tfl.LayersModel,
   images: Float32Array,
   count: number,
-  imageSize: number,
+  shape: RowShape,
   batchSize = 64,
 ): Promise<Float32Array> {
-  const it = predictBatches(model, images, count, imageSize, batchSize);
+  const it = predictBatches(model, images, count, shape, batchSize);
   for (;;) {
     const r = it.next();
     if (r.done) return r.value;
@@ -92,7 +99,7 @@ export interface Evaluation {
   readonly metrics: Metrics;
   /** The full report: per stage, per magnification, confusion matrices (stage-metrics.ts). */
   readonly report: StagedReport;
-  /** count x output width, row-major. */
+  /** count x output width, row-major: per image (the mean of its tiles' rows for tiled data). */
   readonly probabilities: Float32Array;
 }
 
@@ -107,11 +114,13 @@ function stage1Columns(probabilities: Float32Array, count: number, layout: Outpu
 }
 
 /**
- * Metrics of output rows `probabilities` for `data` (also for an ensemble's averaged rows). The
- * stage-2 part needs `data.subtypes` and `layout.subtypeParents`; per-magnification reports need
- * `data.magnifications`.
+ * Metrics of output rows `probabilities` for `data` (also for an ensemble's averaged rows): one row
+ * per image, or — for tiled data (`data.imageOf`) — either one per tile row (averaged per image
+ * here) or already one per image. The stage-2 part needs `data.subtypes` and
+ * `layout.subtypeParents`; per-magnification reports need `data.magnifications`.
  */
-export function outputMetrics(data: LabeledImages, probabilities: Float32Array, layout: OutputLayout): Omit<Evaluation, 'probabilities'> {
+export function outputMetrics(rows: LabeledImages, outputs: Float32Array, layout: OutputLayout): Omit<Evaluation, 'probabilities'> {
+  const { data, probabilities } = perImage(rows, outputs, layout);
   const report = stagedEvaluation({
     labels: data.labels,
     subtypes: data.subtypes,
@@ -126,6 +135,22 @@ export function outputMetrics(data: LabeledImages, probabilities: Float32Array, 
   // 'f1' is the F1 of class 1 (malignant): only meaningful for a two-class stage 1.
   if (layout.numClasses !== 2) delete metrics['f1'];
   return { metrics, report };
+}
+
+function widthOf(layout: OutputLayout): number {
+  return layout.numClasses + (layout.subtypeParents?.length ?? 0);
+}
+
+/** Image-level data and outputs: tile rows averaged per image (already per-image outputs pass through). */
+export function perImage(rows: LabeledImages, outputs: Float32Array, layout: OutputLayout): { data: LabeledImages; probabilities: Float32Array } {
+  if (rows.imageOf === undefined) return { data: rows, probabilities: outputs };
+  const data = imageLevel(rows);
+  const width = widthOf(layout);
+  if (outputs.length === data.count * width) return { data, probabilities: outputs };
+  if (outputs.length !== rows.count * width) {
+    throw new ValidationError(`outputs: ${outputs.length} values fit neither ${rows.count} tile rows nor ${data.count} images of width ${width}`);
+  }
+  return { data, probabilities: averageRowsPerImage(outputs, width, rows.imageOf, data.count) };
 }
 
 /** The layout of `model`'s output; a two-stage model needs `subtypeParents` (its spec's). */
@@ -143,8 +168,8 @@ function layoutOf(model: tfl.LayersModel, subtypeParents: readonly number[] | un
 }
 
 function checkData(model: tfl.LayersModel, data: LabeledImages): void {
-  const { imageSize, numClasses } = modelGeometry(model);
-  checkLabeledImages(data, imageSize, numClasses);
+  const { inputShape, numClasses } = modelGeometry(model);
+  checkLabeledImages(data, inputShape, numClasses);
   if (data.count === 0) throw new ValidationError('data.count: there are no images to evaluate');
 }
 
@@ -158,14 +183,16 @@ export interface EvaluateOptions {
 export function evaluateModel(model: tfl.LayersModel, data: LabeledImages, options: EvaluateOptions = {}): Evaluation {
   const layout = layoutOf(model, options.subtypeParents);
   checkData(model, data);
-  const p = predictProbabilities(model, data.images, data.count, data.imageSize, options.batchSize);
-  return { ...outputMetrics(data, p, layout), probabilities: p };
+  const rows = predictProbabilities(model, data.images, data.count, dataRowShape(data), options.batchSize);
+  const { probabilities } = perImage(data, rows, layout);
+  return { ...outputMetrics(data, probabilities, layout), probabilities };
 }
 
 /** As evaluateModel, yielding to the event loop between mini-batches. */
 export async function evaluateModelAsync(model: tfl.LayersModel, data: LabeledImages, options: EvaluateOptions = {}): Promise<Evaluation> {
   const layout = layoutOf(model, options.subtypeParents);
   checkData(model, data);
-  const p = await predictProbabilitiesAsync(model, data.images, data.count, data.imageSize, options.batchSize);
-  return { ...outputMetrics(data, p, layout), probabilities: p };
+  const rows = await predictProbabilitiesAsync(model, data.images, data.count, dataRowShape(data), options.batchSize);
+  const { probabilities } = perImage(data, rows, layout);
+  return { ...outputMetrics(data, probabilities, layout), probabilities };
 }

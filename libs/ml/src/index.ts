@@ -17,3 +17,4 @@ export * from './model-layers';
 export * from './fit';
 export * from './saved-ensemble';
 export * from './transfer';
+export * from './backbones';

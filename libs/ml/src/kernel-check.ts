@@ -1,6 +1,6 @@
 /**
  * Fails before training when the active backend lacks a kernel that training the model needs
- * (e.g. a depthwise convolution's gradient on wasm), naming the kernel, instead of failing in
+ * (e.g. a custom layer's gradient on a backend without it), naming the kernel, instead of failing in
  * the middle of a round.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -24,16 +24,16 @@ export class MissingKernelError extends HistoFedError {
 const NOT_REGISTERED = /Kernel '([^']+)' not registered for backend '([^']+)'/;
 
 /**
- * One forward and backward pass on a single blank image (inference mode, so batch-norm statistics
+ * One forward and backward pass on a single blank image (or input row) (inference mode, so batch-norm statistics
  * and dropout are untouched; gradients are computed and discarded, weights do not change).
  * Every gradient kernel the training step uses runs once; a missing one throws MissingKernelError.
  */
 export function assertModelTrains(model: tfl.LayersModel): void {
-  const { imageSize } = modelGeometry(model);
+  const { inputShape } = modelGeometry(model);
   const vars = model.trainableWeights.map((v) => v.read() as tf.Variable);
   try {
     tf.tidy(() => {
-      const x = tf.zeros([1, imageSize, imageSize, 3]);
+      const x = tf.zeros([1, ...inputShape]);
       const { value, grads } = tf.variableGrads(() => tf.sum(model.apply(x, { training: false }) as tf.Tensor), vars);
       value.dispose();
       Object.values(grads).forEach((g) => g.dispose());

@@ -28,7 +28,7 @@ import { assertBackendReady } from './backend';
 import { ChannelPool } from './channel-pool-layer';
 import { HEAD_LAYER, OUTPUT_LAYER, SUBTYPE_HEAD_LAYER } from './model-layers';
 
-export const MODEL_KINDS = ['se-cnn', 'attention-cnn', 'small-cnn'] as const;
+export const MODEL_KINDS = ['se-cnn', 'attention-cnn', 'small-cnn', 'backbone-head'] as const;
 export type ModelKind = (typeof MODEL_KINDS)[number];
 export const DEFAULT_MODEL_KIND: ModelKind = 'se-cnn';
 
@@ -50,7 +50,11 @@ export const MODEL_OPTIONS: Readonly<Record<ModelKind, readonly string[]>> = {
   'small-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm'],
   'se-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio'],
   'attention-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', 'attentionKernel'],
+  'backbone-head': ['denseUnits', 'dropout'],
 };
+
+/** Tile views per image at most (random training crops whose features a site computes once). */
+export const MAX_TILE_VIEWS = 256;
 
 interface ModelOptions {
   width: number;
@@ -92,7 +96,8 @@ function modelOptions(kind: ModelKind, options: Readonly<Record<string, number>>
   return {
     width,
     blocks: integerIn('blocks', o['blocks'] ?? 3, 3, 4),
-    denseUnits: integerIn('denseUnits', o['denseUnits'] ?? 64, 1, 4096),
+    // A backbone's heads may read the features directly (0: no hidden layer).
+    denseUnits: integerIn('denseUnits', o['denseUnits'] ?? (kind === 'backbone-head' ? 0 : 64), kind === 'backbone-head' ? 0 : 1, 4096),
     dropout,
     batchNorm: batchNorm === 1,
     seRatio: integerIn('seRatio', o['seRatio'] ?? 8, 1, 64),
@@ -137,6 +142,36 @@ export function validateModelSpec(spec: ModelSpec): void {
   }
   validateHeads(spec);
   modelOptions(kind, spec.options);
+  if (spec.tiles !== undefined) {
+    const { scale, views } = spec.tiles;
+    if (!Number.isFinite(scale) || scale < 0.05 || scale > 4) {
+      throw new ValidationError(`model.tiles.scale: must be a number in [0.05, 4] (1 = native resolution), got ${scale}`);
+    }
+    if (!Number.isInteger(views) || views < 0 || views > MAX_TILE_VIEWS) {
+      throw new ValidationError(`model.tiles.views: must be an integer in [0, ${MAX_TILE_VIEWS}], got ${views}`);
+    }
+  }
+  if (kind === 'backbone-head') {
+    if (spec.backbone === undefined) throw new ValidationError('model.backbone: kind backbone-head needs a backbone');
+    if (spec.tiles === undefined) throw new ValidationError('model.tiles: kind backbone-head reads tiles; give {scale, views}');
+  } else if (spec.backbone !== undefined) {
+    throw new ValidationError(`model.backbone: only kind backbone-head has a backbone (kind is ${kind})`);
+  }
+}
+
+/** True when the spec's model is heads on a frozen backbone's tile features (the federated part is the heads only). */
+export function isFrozenBackbone(spec: ModelSpec): boolean {
+  return spec.backbone !== undefined && spec.backbone.trainFrom === undefined;
+}
+
+/** The shape of one input row of the trainable model of `spec` for frozen backbones ([features]), else null (an image or tile). */
+export function featureInputShape(spec: ModelSpec): number[] | null {
+  if (!isFrozenBackbone(spec)) return null;
+  const n = spec.backbone?.features;
+  if (n === undefined || !Number.isInteger(n) || n < 1) {
+    throw new ValidationError('model.backbone.features: unknown; resolve the backbone first (resolveBackbone)');
+  }
+  return [n];
 }
 
 type SymbolicTensor = tfl.SymbolicTensor;
@@ -240,11 +275,14 @@ export function attachHeads(
   seed: number,
 ): SymbolicTensor {
   const b = new Builder(seed);
-  let x = b.apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }), features);
-  x = b.apply(
-    tfl.layers.dense({ name: 'fc1', units: o.denseUnits, activation: 'relu', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
-    x,
-  );
+  // A feature map is mean-pooled first; a feature vector (a frozen backbone's) is read as it is.
+  let x = features.shape.length === 4 ? b.apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }), features) : features;
+  if (o.denseUnits > 0) {
+    x = b.apply(
+      tfl.layers.dense({ name: 'fc1', units: o.denseUnits, activation: 'relu', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
+      x,
+    );
+  }
   if (o.dropout > 0) x = b.apply(tfl.layers.dropout({ name: 'dropout', rate: o.dropout }), x);
   const stage1 = b.apply(
     tfl.layers.dense({ name: HEAD_LAYER, units: spec.numClasses, activation: 'softmax', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
@@ -274,6 +312,14 @@ export function buildModel(spec: ModelSpec, seed = 1): tfl.LayersModel {
   assertBackendReady();
   const kind = checkKind(spec);
   const o = modelOptions(kind, spec.options);
+  if (kind === 'backbone-head') {
+    const shape = featureInputShape(spec);
+    if (shape === null) {
+      throw new ValidationError('model.backbone.trainFrom: a fine-tuned backbone model needs the backbone loaded: use buildModelAsync');
+    }
+    const features = tfl.input({ name: 'features', shape });
+    return tfl.model({ name: 'backbone_head', inputs: features, outputs: attachHeads(features, spec, o, seed + 1000) });
+  }
   const input = tfl.input({ name: 'image', shape: [spec.imageSize, spec.imageSize, 3] });
   const b = new Builder(seed);
   const features = backbone(b, kind, o, input);

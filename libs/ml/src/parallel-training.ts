@@ -29,7 +29,7 @@ import { HistoFedError, ValidationError, isTwoStage } from '@histofed/fl-core';
 import type { BackendChoice, SelectedBackend } from './backend';
 import { currentBackend, parseBackendChoice } from './backend';
 import { checkFinite, checkLabeledImages, checkSubtypeParents } from './batches';
-import { validateModelSpec } from './models';
+import { featureInputShape, validateModelSpec } from './models';
 import { mixSeed, shuffledIndices } from './random';
 import { checkTrainOptions } from './train';
 import type { TrainOptions, TrainResult } from './train';
@@ -213,10 +213,11 @@ function checkTrainCall(spec: ModelSpec, data: LabeledImages, opts: TrainOptions
   validateModelSpec(spec);
   const subtypes = spec.subtypeParents?.length ?? 0;
   checkTrainOptions(opts, spec.numClasses, subtypes);
-  checkLabeledImages(data, spec.imageSize, spec.numClasses, 'data', subtypes);
+  const shape = featureInputShape(spec) ?? spec.imageSize;
+  checkLabeledImages(data, shape, spec.numClasses, 'data', subtypes);
   if (subtypes > 0) checkSubtypeParents(data, spec.subtypeParents as readonly number[]);
   if (data.count === 0) throw new ValidationError('data.count: there are no training images');
-  checkFinite(data.images, spec.imageSize);
+  checkFinite(data.images, shape);
 }
 
 /**

@@ -14,8 +14,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { z } from 'zod';
 import type { ModelSpec } from '@histofed/fl-core';
-import { ValidationError } from '@histofed/fl-core';
+import { BACKBONE_NAMES, ValidationError } from '@histofed/fl-core';
 import { assertBackendReady, currentBackend } from './backend';
+import { composeTileClassifier } from './backbones/tile-classifier';
 import { describeModel } from './models';
 
 export const SAVED_MODEL_FORMAT = 'histofed-model';
@@ -31,13 +32,31 @@ const modelSpecSchema = z.object({
   numClasses: z.number().int().min(2),
   options: z.record(z.string(), z.number()).optional(),
   subtypeParents: z.array(z.number().int().nonnegative()).optional(),
+  /** The backbone whose layers the saved tile classifier contains (its source's hash, cut, scaling). */
+  backbone: z
+    .object({
+      name: z.enum(BACKBONE_NAMES),
+      sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+      cut: z.string().min(1),
+      input: z.enum(['unit', 'signed']),
+      features: z.number().int().positive().optional(),
+      trainFrom: z.string().min(1).optional(),
+    })
+    .optional(),
+  tiles: z.object({ scale: z.number().positive(), views: z.number().int().nonnegative() }).optional(),
 });
 
 const preprocessingSchema = z.object({
   /** Pixel values divided by 255. */
   scale: z.literal('0-1'),
-  /** Scaled so the shorter side fits, then centre-cropped to a square. */
-  resize: z.literal('cover'),
+  /**
+   * 'cover': the image scaled so the shorter side fits, then centre-cropped to a square; 'tiles':
+   * the image scaled by `tiles.scale` and read as the covering grid of square tiles of the input
+   * size (image = mean of its tiles' outputs).
+   */
+  resize: z.enum(['cover', 'tiles']),
+  /** With resize 'tiles': the tile geometry. */
+  tiles: z.object({ size: z.number().int().positive(), scale: z.number().positive(), grid: z.literal('cover') }).optional(),
   /** The stain-normalization target applied before the model, or null for none. */
   stainNormalization: z.record(z.string(), z.unknown()).nullable(),
 });
@@ -77,13 +96,25 @@ export const DEFAULT_PREPROCESSING: SavedModelPreprocessing = {
   stainNormalization: null,
 };
 
+/** The preprocessing a spec implies (tiles or the centre square), with a stain target. */
+export function preprocessingFor(spec: ModelSpec, stainNormalization: Record<string, unknown> | null = null): SavedModelPreprocessing {
+  return spec.tiles
+    ? { scale: '0-1', resize: 'tiles', tiles: { size: spec.imageSize, scale: spec.tiles.scale, grid: 'cover' }, stainNormalization }
+    : { scale: '0-1', resize: 'cover', stainNormalization };
+}
+
 /** What the caller says about a model; the rest of the manifest is derived or defaulted. */
 export interface SavedModelFields {
   readonly classes: readonly string[];
   /** Required for a two-stage spec: one name per subtype. */
   readonly subtypeClasses?: readonly string[];
   readonly spec: ModelSpec;
-  /** Defaults to DEFAULT_PREPROCESSING. */
+  /**
+   * A backbone spec's frozen part (tileFeatureModel, or the extractor of a loaded model): it is
+   * saved in front of the trained model, as one tile classifier. Required when spec.backbone is set.
+   */
+  readonly featureModel?: tfl.LayersModel;
+  /** Defaults to preprocessingFor(spec). */
   readonly preprocessing?: SavedModelPreprocessing;
   readonly provenance: {
     readonly kind: SavedModelProvenance['kind'];
@@ -127,6 +158,10 @@ function outputUnitsOf(model: tfl.LayersModel): number | null {
 function checkConsistency(where: string, model: tfl.LayersModel, m: SavedModelManifest): void {
   if (m.spec.imageSize !== m.inputSize) {
     throw new ValidationError(`${where}: spec.imageSize ${m.spec.imageSize} differs from inputSize ${m.inputSize}`);
+  }
+  const t = m.preprocessing.tiles;
+  if ((m.preprocessing.resize === 'tiles') !== (m.spec.tiles !== undefined) || (m.spec.tiles && (!t || t.size !== m.inputSize || t.scale !== m.spec.tiles.scale))) {
+    throw new ValidationError(`${where}: preprocessing ${JSON.stringify(m.preprocessing.resize)} / tiles ${JSON.stringify(t ?? null)} disagree with the spec's tiles ${JSON.stringify(m.spec.tiles ?? null)}`);
   }
   if (m.spec.numClasses !== m.classes.length) {
     throw new ValidationError(
@@ -180,8 +215,13 @@ async function writeAtomically(file: string, data: string | Uint8Array): Promise
  * Returns the manifest written. Throws a ValidationError when the fields disagree with the model
  * (input size, number of classes).
  */
-export async function saveModel(dir: string, model: tfl.LayersModel, fields: SavedModelFields): Promise<SavedModelManifest> {
+export async function saveModel(dir: string, trained: tfl.LayersModel, fields: SavedModelFields): Promise<SavedModelManifest> {
   assertBackendReady();
+  if (fields.spec.backbone !== undefined && fields.featureModel === undefined) {
+    throw new ValidationError(`saveModel ${dir}: a backbone model needs its feature model (fields.featureModel) to be saved as one tile classifier`);
+  }
+  // The composed model shares every layer with the two parts: it is not disposed here.
+  const model = fields.featureModel ? composeTileClassifier(fields.featureModel, trained) : trained;
   const candidate = {
     format: SAVED_MODEL_FORMAT,
     formatVersion: SAVED_MODEL_FORMAT_VERSION,
@@ -194,7 +234,7 @@ export async function saveModel(dir: string, model: tfl.LayersModel, fields: Sav
       ...(fields.spec.options ? { options: { ...fields.spec.options } } : {}),
       ...(fields.spec.subtypeParents ? { subtypeParents: [...fields.spec.subtypeParents] } : {}),
     },
-    preprocessing: fields.preprocessing ?? DEFAULT_PREPROCESSING,
+    preprocessing: fields.preprocessing ?? preprocessingFor(fields.spec),
     provenance: {
       createdAt: fields.provenance.createdAt ?? new Date().toISOString(),
       kind: fields.provenance.kind,

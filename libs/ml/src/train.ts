@@ -103,11 +103,11 @@ function checkWeights(weights: readonly number[] | undefined, n: number, what: s
  */
 export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, opts: TrainOptions): Promise<TrainResult> {
   assertBackendReady();
-  const { imageSize, numClasses, subtypes } = modelGeometry(model);
+  const { inputShape, numClasses, subtypes } = modelGeometry(model);
   checkTrainOptions(opts, numClasses, subtypes);
-  checkLabeledImages(data, imageSize, numClasses, 'data', subtypes);
+  checkLabeledImages(data, inputShape, numClasses, 'data', subtypes);
   if (data.count === 0) throw new ValidationError('data.count: there are no training images');
-  checkFinite(data.images, imageSize);
+  checkFinite(data.images, inputShape);
   assertModelTrains(model);
 
   const trainable = model.trainableWeights;
@@ -142,7 +142,7 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
         let loss: tf.Scalar;
         try {
           loss = tf.tidy(() => {
-            const x = imageBatch(data.images, imageSize, start, end, order);
+            const x = imageBatch(data.images, inputShape, start, end, order);
             const cost = optimizer.minimize(
               () => {
                 const output = model.apply(x, { training: true }) as tf.Tensor2D;

@@ -56,7 +56,7 @@ class Replica {
   }
 
   private modelFor(spec: ModelSpec): tfl.LayersModel {
-    const key = JSON.stringify([spec.kind, spec.imageSize, spec.numClasses, spec.options ?? {}, spec.subtypeParents ?? []]);
+    const key = JSON.stringify([spec.kind, spec.imageSize, spec.numClasses, spec.options ?? {}, spec.subtypeParents ?? [], spec.backbone ?? null]);
     if (this.model === null || key !== this.specKey) {
       this.model?.dispose();
       this.model = null;
@@ -86,12 +86,12 @@ class Replica {
     const { model, call } = this.active();
     const n = indices.length;
     if (n === 0) return { loss: 0, grads: null };
-    const { imageSize, numClasses } = modelGeometry(model);
+    const { inputShape, numClasses } = modelGeometry(model);
     const size = this.vars.reduce((s, v) => s + v.size, 0);
     const flat = new Float32Array(size);
     let loss = NaN;
     tf.tidy(() => {
-      const x = imageBatch(call.images, imageSize, 0, n, indices);
+      const x = imageBatch(call.images, inputShape, 0, n, indices);
       const { value, grads } = tf.variableGrads(() => {
         const output = model.apply(x, { training: true }) as tf.Tensor2D;
         // The shard's share of the batch mean: the shards' values and gradients sum to the batch's.

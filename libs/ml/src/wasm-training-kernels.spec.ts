@@ -267,6 +267,8 @@ describe('wasm training kernels against the cpu backend', () => {
       'Cast',
       'Mean',
       'Multiply',
+      'DepthwiseConv2dNativeBackpropFilter',
+      'DepthwiseConv2dNativeBackpropInput',
     ]);
   });
 

@@ -4,8 +4,10 @@
  * A training step of the HistoFed CNNs needs, besides forward ops, the gradient kernels
  * `Conv2DBackpropFilter`, `Conv2DBackpropInput`, `MaxPoolGrad`, `AvgPoolGrad` and the batch-norm,
  * relu (`Step`), softmax, reduction and Adam kernels. Of these the wasm backend only lacks
- * `Conv2DBackpropFilter` (its other gaps — `DepthwiseConv2dNativeBackprop*`, `UnsortedSegmentSum`,
- * FFT, complex numbers — are not used by our models; see `WASM_MISSING_TRAINING_KERNELS`). Its
+ * `Conv2DBackpropFilter`; fine-tuning a network with depthwise convolutions (a MobileNetV2) also
+ * needs `DepthwiseConv2dNativeBackpropFilter` and `DepthwiseConv2dNativeBackpropInput`, which it
+ * lacks too. This module adds all three (its other gaps — `UnsortedSegmentSum`, FFT, complex
+ * numbers — are not used by our models; see `WASM_MISSING_TRAINING_KERNELS`). Its
  * `Conv2DBackpropInput` and `MaxPoolGrad` are slow direct loops, and its `Sum`, `Add`, `Identity`,
  * `Cast`, `Mean` and `Multiply` are slow at what a training step asks of them, so these are replaced
  * too (`WASM_TRAINING_KERNELS`), each keeping wasm's own kernel for the cases it does not handle;
@@ -154,12 +156,31 @@
  * gradients ~75 ms each) and ~60 ms of element-wise kernels (relu and its gradient, max pool,
  * same-shape Multiply and Add).
  *
- * Every kernel frees its intermediates (`backend.disposeData`), so nothing leaks. Convolution
- * gradients support NHWC, dilation 1 and float32 only; anything else throws a clear error.
- * `wasm-training-kernels.spec.ts` checks every kernel, on its fast path and on its fallback,
+ * Depthwise convolution gradients (MobileNetV2; wasm-kernels/depthwise-conv2d-backprop.ts): the
+ * cpu backend's semantics (NHWC, filter [fh, fw, c, m], any stride, padding, dimRoundingMode and
+ * channel multiplier; dilations, as there, shape the geometry only). Output rows and columns are
+ * grouped into runs with the same valid filter taps (the interior, a few at each border, per
+ * stride residue for dx), so there are no bounds checks per pixel and no padded copies; each run is
+ * one call of a WebAssembly SIMD kernel assembled in that file (float32, multiplier 1, channels a
+ * multiple of 4: MobileNetV2's layers), channels 4 at a time with the run's taps in f32x4
+ * registers: filter gradient acc[tap] += x * dy (per-image float32 sums added in float64), input
+ * gradient dx = sum of dy * W[tap] stored once (pixel by pixel for the 1-4 taps of a stride-2 dx
+ * pixel, where writing dx in order is what costs). Everything else, and the fallback: the same runs
+ * in JavaScript, channels innermost, float64 sums. Batch 16, 3x3, one thread, ms per call, forward
+ * wasm DepthwiseConv2dNative (XNNPACK) / filter gradient / input gradient (JavaScript fallback),
+ * medians of 31-41 calls in each of six runs, machine shared (load 2.5-3.5 on 2 cores):
+ * [16, 14, 14, 384] stride 1 'same' 1.8-2.1 / 1.3-1.6 / 1.1-1.8 (fallback 27 / 24-30);
+ * [16, 28, 28, 192] stride 2 'valid' 0.8-1.2 / 0.7-1.1 / 0.8-1.3 (fallback 14 / 14-21);
+ * [16, 56, 56, 144] stride 1 'same' 11-13 / 11-12 / 7-9; [16, 112, 112, 96] stride 2 'same' 10-14 /
+ * 9-11 / 7-10 (both gradients about at memory bandwidth, as the forward).
+ *
+ * Every kernel frees its intermediates (`backend.disposeData`), so nothing leaks. The other
+ * convolution gradients support NHWC, dilation 1 and float32 only; anything else throws a clear
+ * error. `wasm-training-kernels.spec.ts` checks every kernel, on its fast path and on its fallback,
  * against the `cpu` backend on a grid of strides, padding modes, odd and even sizes, batch sizes,
  * filter sizes, channel counts and broadcast shapes (and a squeeze-and-excitation block's
- * gradients through tf.grads), and checks that nothing leaks.
+ * gradients through tf.grads), and checks that nothing leaks; `depthwise-conv2d-backprop.spec.ts`
+ * does the same for the depthwise gradients (and trains a depthwise model one step).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, TensorInfo } from '@tensorflow/tfjs-core';
@@ -172,6 +193,10 @@ import {
 } from './wasm-kernels/channel-gate';
 import { conv2DBackpropFilterSimd, conv2DBackpropFilterSparse } from './wasm-kernels/conv2d-backprop-filter';
 import { conv2DBackpropInputSimd } from './wasm-kernels/conv2d-backprop-input';
+import {
+  depthwiseConv2dNativeBackpropFilterWasm,
+  depthwiseConv2dNativeBackpropInputWasm,
+} from './wasm-kernels/depthwise-conv2d-backprop';
 import { maxPoolGradSimd, maxPoolGradSimdApplies } from './wasm-kernels/max-pool-grad';
 import { setSimdKernelsEnabled, simdKernels } from './wasm-kernels/simd-kernels';
 import { type KernelArgs, type WasmBackend, runWasmKernel, withTemps } from './wasm-kernels/wasm-heap';
@@ -179,8 +204,8 @@ import { type KernelArgs, type WasmBackend, runWasmKernel, withTemps } from './w
 /** Kernels the cpu backend has and wasm does not, that some model might need for training. */
 export const WASM_MISSING_TRAINING_KERNELS: readonly string[] = [
   'Conv2DBackpropFilter', // provided by this module
-  'DepthwiseConv2dNativeBackpropFilter', // not provided: no depthwise convolutions in our models
-  'DepthwiseConv2dNativeBackpropInput', // not provided
+  'DepthwiseConv2dNativeBackpropFilter', // provided by this module (a MobileNetV2's depthwise layers)
+  'DepthwiseConv2dNativeBackpropInput', // provided by this module
   'UnsortedSegmentSum', // gradient of gather; not provided (no embeddings in our models)
 ];
 
@@ -195,15 +220,18 @@ export const WASM_TRAINING_KERNELS: readonly string[] = [
   tf.Cast,
   tf.Mean,
   tf.Multiply,
+  tf.DepthwiseConv2dNativeBackpropFilter,
+  tf.DepthwiseConv2dNativeBackpropInput,
 ];
 
 let fastPaths = true;
 
 /**
  * Turns this module's fast paths off — the SIMD kernels and Identity's shared data — so that every
- * kernel takes its fallback (the filter gradient as an XNNPACK convolution, max-pool gradient in
- * JavaScript, wasm's own Sum, Add, Identity, Cast, Mean and Multiply, tfjs-core's Mean gradient), as
- * the wasm backend trained before them; or back on (the default). For tests and benchmarks.
+ * kernel takes its fallback (the filter gradient as an XNNPACK convolution, max-pool gradient and
+ * depthwise convolution gradients in JavaScript, wasm's own Sum, Add, Identity, Cast, Mean and
+ * Multiply, tfjs-core's Mean gradient), as the wasm backend trained before them; or back on (the
+ * default). For tests and benchmarks.
  */
 export function setWasmFastPathsEnabled(enabled: boolean): void {
   fastPaths = enabled;
@@ -677,10 +705,11 @@ function replaceKernel(
 }
 
 /**
- * Registers the training kernels for the 'wasm' backend: adds Conv2DBackpropFilter and replaces
- * Conv2DBackpropInput (keeping wasm's own for paddings larger than the filter on the fallback),
- * MaxPoolGrad, Sum, Add, Identity, Cast, Mean and Multiply (keeping wasm's own for the cases they do not
- * handle). Idempotent. Call it after loading
+ * Registers the training kernels for the 'wasm' backend: adds Conv2DBackpropFilter,
+ * DepthwiseConv2dNativeBackpropFilter and DepthwiseConv2dNativeBackpropInput (each only where wasm
+ * has none) and replaces Conv2DBackpropInput (keeping wasm's own for paddings larger than the
+ * filter on the fallback), MaxPoolGrad, Sum, Add, Identity, Cast, Mean and Multiply (keeping wasm's
+ * own for the cases they do not handle). Idempotent. Call it after loading
  * @tensorflow/tfjs-backend-wasm; selectBackend('wasm') does.
  */
 export function registerWasmTrainingKernels(): void {
@@ -689,6 +718,20 @@ export function registerWasmTrainingKernels(): void {
       kernelName: tf.Conv2DBackpropFilter,
       backendName: 'wasm',
       kernelFunc: mark(conv2DBackpropFilterWasm),
+    });
+  }
+  if (tf.getKernel(tf.DepthwiseConv2dNativeBackpropFilter, 'wasm') === undefined) {
+    tf.registerKernel({
+      kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
+      backendName: 'wasm',
+      kernelFunc: mark(depthwiseConv2dNativeBackpropFilterWasm),
+    });
+  }
+  if (tf.getKernel(tf.DepthwiseConv2dNativeBackpropInput, 'wasm') === undefined) {
+    tf.registerKernel({
+      kernelName: tf.DepthwiseConv2dNativeBackpropInput,
+      backendName: 'wasm',
+      kernelFunc: mark(depthwiseConv2dNativeBackpropInputWasm),
     });
   }
   replaceKernel(tf.MaxPoolGrad, maxPoolGradWasm);

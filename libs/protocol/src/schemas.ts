@@ -30,12 +30,37 @@ export const binarySchema = z.custom<Uint8Array>(
 
 export const metricsSchema = z.record(z.string().max(64), z.number().refine(Number.isFinite, 'must be finite'));
 
+/** A layer name of a tfjs Layers model (backbone cut points). */
+const layerNameSchema = z.string().regex(/^[A-Za-z0-9_.\-/]{1,128}$/, 'must be a layer name (letters, digits, _ . - /)');
+
+/** A pretrained backbone under the heads (fl-core BackboneSpec). */
+export const backboneSpecSchema = z
+  .object({
+    name: z.enum(['mobilenet-v2-imagenet', 'layers-model']),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be a SHA-256 in hex').optional(),
+    cut: layerNameSchema,
+    input: z.enum(['unit', 'signed']),
+    features: z.number().int().min(1).max(65536).optional(),
+    trainFrom: layerNameSchema.optional(),
+  })
+  .strict();
+
+/** Tile geometry (fl-core TileSpec): the image scale before tiling and the training views per image. */
+export const tileSpecSchema = z
+  .object({
+    scale: z.number().min(0.05).max(4),
+    views: z.number().int().min(0).max(256),
+  })
+  .strict();
+
 export const modelSpecSchema = z.object({
   kind: z.string().min(1).max(64),
   imageSize: z.number().int().min(16).max(512),
   numClasses: z.number().int().min(2).max(1000),
   options: z.record(z.string(), z.number()).optional(),
   subtypeParents: z.array(z.number().int().min(0).max(999)).max(1000).readonly().optional(),
+  backbone: backboneSpecSchema.optional(),
+  tiles: tileSpecSchema.optional(),
 });
 
 /** Shape check only; the receiving site validates the target fully (libs/data validateStainTarget). */

@@ -5,3 +5,4 @@ export * from './reinhard';
 export * from './macenko';
 export * from './stain-shift';
 export * from './normalizer';
+export * from './hed-jitter';

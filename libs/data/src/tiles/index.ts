@@ -1,0 +1,5 @@
+export * from './tile-geometry';
+export * from './tile-reader';
+export * from './feature-cache';
+export * from './tile-set';
+export * from './model-inputs';

@@ -1,0 +1,54 @@
+import type { LabeledImages, ModelSpec } from '@histofed/fl-core';
+import { DEFAULT_AUGMENTATION } from '../augmentation';
+import type { BreakHisImage } from '../breakhis-reader';
+import type { ImageCache } from '../image-cache';
+import { loadLabeledImages, type ImagePixelHook } from '../image-loader';
+import type { FeatureCache } from './feature-cache';
+import { loadTileSet, type TileRowExtractor, type TileSetProgress } from './tile-set';
+
+/** HED jitter of augmented training views (Tellez et al.'s "light" setting). */
+export const TILE_VIEW_HED_SIGMA = 0.05;
+/**
+ * Seed of the training views: fixed, so an image's views (and their cached features) are the same
+ * in every round and run; `augment` decides whether they are also flipped, rotated and colour-jittered.
+ */
+export const TILE_VIEW_SEED = 1;
+
+export interface ModelInputOptions {
+  /** Training inputs (grid + the spec's views) rather than evaluation inputs (the grid). */
+  readonly training?: boolean;
+  /** Training views are augmented (flips, quarter turns, zoom, HSV and HED jitter). */
+  readonly augment?: boolean;
+  /** A frozen backbone's tile features (spec.backbone); absent: rows are pixels. */
+  readonly extractor?: TileRowExtractor;
+  readonly featureCache?: FeatureCache;
+  /** Whole-image specs: decoded-image cache. */
+  readonly imageCache?: ImageCache;
+  /** Per-image pixel transform (stain shift, stain normalization); `key` names it in cache keys. */
+  readonly transform?: { readonly key: string; readonly apply: ImagePixelHook };
+  readonly onProgress?: (p: TileSetProgress) => void;
+}
+
+/**
+ * What a model of `spec` reads from `images`: for a tiled spec, the tile rows (features through
+ * `extractor`, or pixels) — the covering grid, plus the spec's random views when training; else the
+ * whole images resized to the input size. One function for sites, the coordinator, the CLIs and
+ * the benchmarks, so every consumer tiles the same way.
+ */
+export function loadModelInputs(images: readonly BreakHisImage[], spec: ModelSpec, o: ModelInputOptions = {}): Promise<LabeledImages> {
+  if (spec.tiles === undefined) {
+    return loadLabeledImages(images, spec.imageSize, { cache: o.imageCache, transform: o.transform?.apply });
+  }
+  const views = o.training ? spec.tiles.views : 0;
+  return loadTileSet(images, {
+    geometry: { size: spec.imageSize, scale: spec.tiles.scale },
+    grid: true,
+    ...(views > 0
+      ? { views: { views, seed: TILE_VIEW_SEED, augment: o.augment ? DEFAULT_AUGMENTATION : false, hedSigma: o.augment ? TILE_VIEW_HED_SIGMA : 0 } }
+      : {}),
+    transform: o.transform,
+    extractor: o.extractor,
+    cache: o.featureCache,
+    onProgress: o.onProgress,
+  });
+}

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { HistoFedError } from '@histofed/fl-core';
+import { FeatureCache, defaultImageCacheDir, featureCacheDirFor } from '@histofed/data';
 import { BACKEND_CHOICES, parseBackendChoice, selectBackend } from '@histofed/ml';
 import { checkEvaluateFlags, evaluateSavedModel, formatEvaluateReport } from './evaluate-command';
 import { CoordinatorFlags, loadCoordinatorConfig } from './config/coordinator-config';
@@ -25,6 +26,7 @@ export function buildCli(): Command {
     .option('--seed <n>', 'seed of the simulated partition (default 1)')
     .option('--test-fraction <f>', 'share of cases held out for the central test (default 0.25)')
     .option('--no-resume', 'do not resume runs left running by a previous process')
+    .option('--backbone <dir>', "tfjs Layers model directory for runs with backbone 'layers-model' (env HISTOFED_BACKBONE_DIR)")
     .action(async (opts: CoordinatorFlags) => {
       const config = loadCoordinatorConfig(process.env, opts);
       const running = await startCoordinator(config);
@@ -42,10 +44,15 @@ export function buildCli(): Command {
     .requiredOption('--model <dir>', 'saved model directory (histofed-model.json) or ensemble directory (histofed-ensemble.json)')
     .requiredOption('--data <dir>', 'BreakHis tree to evaluate on')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
+    .option('--cache-dir <dir>', 'cache folder: tile features of backbone models go to DIR/features (env HISTOFED_CACHE_DIR, default ~/.cache/histofed)')
     .option('--json', 'print the report as one JSON object')
-    .action(async (opts: { model: string; data: string; backend?: string; json?: boolean }) => {
+    .action(async (opts: { model: string; data: string; backend?: string; cacheDir?: string; json?: boolean }) => {
       await selectBackend(parseBackendChoice(opts.backend ?? process.env['HISTOFED_BACKEND'] ?? 'auto'));
-      const report = await evaluateSavedModel(checkEvaluateFlags(opts).model, opts.data);
+      const featureCache = new FeatureCache({ dir: featureCacheDirFor(opts.cacheDir ?? defaultImageCacheDir(process.env)) });
+      const report = await evaluateSavedModel(checkEvaluateFlags(opts).model, opts.data, {
+        featureCache,
+        onProgress: (line) => process.stderr.write(line + '\n'),
+      });
       process.stdout.write((opts.json ? JSON.stringify(report) : formatEvaluateReport(report)) + '\n');
     });
   return program;

@@ -6,14 +6,18 @@
  */
 import { resolve } from 'node:path';
 import { ValidationError } from '@histofed/fl-core';
-import { assertHasImages, createStainNormalizer, loadLabeledImages, readBreakHisTree, type StainTarget } from '@histofed/data';
+import { FeatureCache, assertHasImages, createStainNormalizer, loadModelInputs, readBreakHisTree, type BreakHisImage, type StainTarget } from '@histofed/data';
+import type { LabeledImages } from '@histofed/fl-core';
 import {
+  dataRowShape,
   ensembleProbabilities,
   isEnsembleDir,
   loadEnsemble,
   loadModel,
   outputMetrics,
+  perImage,
   predictProbabilitiesAsync,
+  splitTileClassifier,
   type LoadedModel,
   type SavedModelManifest,
   type StagedReport,
@@ -31,19 +35,63 @@ export interface EvaluateReport extends StagedReport {
   readonly problems: number;
 }
 
-export async function evaluateSavedModel(modelDir: string, dataDir: string): Promise<EvaluateReport> {
+/**
+ * One member's per-image outputs on `images`, read as its manifest says (whole images, or the
+ * covering grid of tiles; a backbone model's frozen part computes tile features, cached in
+ * `featureCache` and shared by members with the same backbone). Inputs are kept in `inputs` per key.
+ */
+async function memberOutputs(
+  m: LoadedModel,
+  images: readonly BreakHisImage[],
+  inputs: Map<string, Promise<LabeledImages>>,
+  featureCache: FeatureCache | undefined,
+  onProgress?: (line: string) => void,
+): Promise<{ data: LabeledImages; probabilities: Float32Array }> {
+  const { spec, preprocessing } = m.manifest;
+  const stain = preprocessing.stainNormalization;
+  const normalize = stain ? createStainNormalizer(stain as unknown as StainTarget) : undefined;
+  const split = spec.backbone ? splitTileClassifier(m.model, spec) : undefined;
+  try {
+    const key = JSON.stringify([spec.imageSize, spec.tiles ?? null, split?.extractor.id ?? null, stain]);
+    let data = inputs.get(key);
+    if (!data) {
+      data = loadModelInputs(images, spec, {
+        extractor: split?.extractor,
+        featureCache,
+        transform: normalize ? { key: JSON.stringify(stain), apply: (rgb) => normalize(rgb) } : undefined,
+        onProgress: onProgress ? (p) => p.images % 50 === 0 && onProgress(`tiles: ${p.images}/${p.total} images, ${p.rows} tiles (${p.cached} cached)`) : undefined,
+      });
+      inputs.set(key, data);
+    }
+    const rows = await data;
+    const model = split?.trainable ?? m.model;
+    const out = await predictProbabilitiesAsync(model, rows.images, rows.count, dataRowShape(rows));
+    return { data: rows, probabilities: perImage(rows, out, spec).probabilities };
+  } finally {
+    split?.trainable.dispose();
+  }
+}
+
+export async function evaluateSavedModel(
+  modelDir: string,
+  dataDir: string,
+  options: { readonly featureCache?: FeatureCache; readonly onProgress?: (line: string) => void } = {},
+): Promise<EvaluateReport> {
   const ensemble = isEnsembleDir(modelDir);
   const loaded: (LoadedModel & { name?: string })[] = ensemble ? (await loadEnsemble(modelDir)).members : [await loadModel(modelDir)];
   try {
     const manifest: SavedModelManifest = loaded[0].manifest;
     const dataset = assertHasImages(await readBreakHisTree(dataDir));
-    const stain = manifest.preprocessing.stainNormalization;
-    const normalize = stain ? createStainNormalizer(stain as unknown as StainTarget) : undefined;
-    const data = await loadLabeledImages(dataset.images, manifest.inputSize, normalize ? { transform: (rgb) => normalize(rgb) } : {});
+    const inputs = new Map<string, Promise<LabeledImages>>();
     const outputs: Float32Array[] = [];
-    for (const m of loaded) outputs.push(await predictProbabilitiesAsync(m.model, data.images, data.count, data.imageSize));
+    let data: LabeledImages | undefined;
+    for (const m of loaded) {
+      const r = await memberOutputs(m, dataset.images, inputs, options.featureCache ?? new FeatureCache(), options.onProgress);
+      data ??= r.data;
+      outputs.push(r.probabilities);
+    }
     const probabilities = outputs.length === 1 ? outputs[0] : ensembleProbabilities(outputs);
-    const { report } = outputMetrics(data, probabilities, manifest.spec);
+    const { report } = outputMetrics(data as LabeledImages, probabilities, manifest.spec);
     return {
       model: resolve(modelDir),
       kind: ensemble ? 'ensemble' : 'model',

@@ -46,9 +46,23 @@ export async function runLocalTraining(
   pool?: TrainingPool,
 ): Promise<LocalResult> {
   const cfg = task.config;
-  const decoded = await data.train(cfg.model.imageSize, cfg.stainNormalization);
-  const train = cfg.augment ? augmentTrainingSet(decoded, cfg.seed) : decoded;
-  const validation = await data.validation(cfg.model.imageSize, cfg.stainNormalization);
+  let lastProgress = 0;
+  const request = {
+    spec: cfg.model,
+    stain: cfg.stainNormalization,
+    augment: cfg.augment,
+    onProgress: (p: { split: string; images: number; total: number; rows: number; cached: number }) => {
+      const now = Date.now();
+      if (p.images === p.total || now - lastProgress > 5000) {
+        lastProgress = now;
+        logger.event('info', 'tile features', { round: cfg.round, ...p });
+      }
+    },
+  };
+  const decoded = await data.train(request);
+  // Whole images get a new augmentation every round; tiles have augmented views (their features are computed once).
+  const train = cfg.augment && cfg.model.tiles === undefined ? augmentTrainingSet(decoded, cfg.seed) : decoded;
+  const validation = await data.validation(request);
   const model = buildModel(cfg.model, cfg.seed);
   try {
     setWeights(model, global);

@@ -93,6 +93,8 @@ export class SiteClient {
       problems: data.split.problems,
     });
     const pool = await startTrainingPool(config, logger);
+    // Tile features of a frozen backbone are extracted on the pool's workers too.
+    data.pool = pool;
     return new SiteClient(config, data, keys, logger, new Outbox(config.stateDir, config.auditPlaintext), pool);
   }
 

@@ -29,6 +29,8 @@ export interface SiteConfig {
   readonly cacheDir: string | null;
   /** Training threads: 'auto' = one per core on wasm/cpu (which compute on one thread each), else 1. */
   readonly trainWorkers: number | 'auto';
+  /** A tfjs Layers model directory for runs whose backbone is 'layers-model' (the built-in MobileNetV2 needs none). */
+  readonly backboneDir?: string;
 }
 
 export interface SiteFlags {
@@ -48,6 +50,7 @@ export interface SiteFlags {
   cache?: boolean;
   cacheDir?: string;
   trainWorkers?: string;
+  backbone?: string;
 }
 
 const fail = (msg: string): never => {
@@ -123,5 +126,6 @@ export function loadSiteConfig(env: NodeJS.ProcessEnv, flags: SiteFlags): SiteCo
     auditPlaintext: flags.auditPlaintext ?? env.HISTOFED_AUDIT_PLAINTEXT === 'true',
     cacheDir: flags.cache === false ? null : resolve(flags.cacheDir ?? defaultImageCacheDir(env)),
     trainWorkers: parseWorkers(flags.trainWorkers ?? env.HISTOFED_TRAIN_WORKERS ?? 'auto'),
+    ...((flags.backbone ?? env.HISTOFED_BACKBONE_DIR) ? { backboneDir: resolve((flags.backbone ?? env.HISTOFED_BACKBONE_DIR) as string) } : {}),
   };
 }

@@ -1,6 +1,8 @@
 import { join, resolve } from 'node:path';
 import { DEFAULT_MACENKO_TARGET } from '@histofed/data';
 import { SiteData } from './site-data';
+
+const cnn = (imageSize: number) => ({ spec: { kind: 'small-cnn', imageSize, numClasses: 2 } });
 import { loadSiteConfig } from './site-config';
 
 const SAMPLE = resolve(__dirname, '../../../../shared/data/breakhis-sample');
@@ -20,7 +22,7 @@ describe('site data on the real BreakHis sample', () => {
       expect(p.split.validation.length).toBeGreaterThan(0);
       expect(p.split.problems).toBe(0);
     }
-    const images = await parts[0].validation(24);
+    const images = await parts[0].validation(cnn(24));
     expect(images.count).toBe(parts[0].split.validation.length);
     expect(images.images.length).toBe(images.count * 24 * 24 * 3);
   });
@@ -31,8 +33,8 @@ describe('site data on the real BreakHis sample', () => {
     const plain = await SiteData.open(cfg());
     const shifted = await SiteData.open(cfg('stain'));
     expect(shifted.split.validation.map((i) => i.path)).toEqual(plain.split.validation.map((i) => i.path));
-    const a = await plain.validation(16);
-    const b = await shifted.validation(16);
+    const a = await plain.validation(cnn(16));
+    const b = await shifted.validation(cnn(16));
     let diff = 0;
     for (let i = 0; i < a.images.length; i++) diff += Math.abs(a.images[i] - b.images[i]);
     expect(diff / a.images.length).toBeGreaterThan(0.005);
@@ -42,14 +44,14 @@ describe('site data on the real BreakHis sample', () => {
   it('applies the run\'s stain normalization after the site\'s stain shift, and validates the target', async () => {
     const config = loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: SAMPLE, simulate: '2/2', partition: 'stain', cache: false });
     const site = await SiteData.open(config);
-    const raw = await site.validation(16);
-    const normalized = await site.validation(16, { ...DEFAULT_MACENKO_TARGET });
+    const raw = await site.validation(cnn(16));
+    const normalized = await site.validation({ ...cnn(16), stain: { ...DEFAULT_MACENKO_TARGET } });
     expect(normalized.count).toBe(raw.count);
     let diff = 0;
     for (let i = 0; i < raw.images.length; i++) diff += Math.abs(raw.images[i] - normalized.images[i]);
     expect(diff / raw.images.length).toBeGreaterThan(0.005);
     expect(normalized.images.every((v) => v >= 0 && v <= 1)).toBe(true);
-    await expect(site.train(16, { method: 'macenko', stainMatrix: 'oops' })).rejects.toThrow(/round config stainNormalization/);
+    await expect(site.train({ ...cnn(16), stain: { method: 'macenko', stainMatrix: 'oops' } })).rejects.toThrow(/round config stainNormalization/);
   });
 
   it('stops with a message naming a folder that does not exist', async () => {

@@ -1,15 +1,19 @@
-import { LabeledImages, StainNormalizationTarget } from '@histofed/fl-core';
-import { shareImages } from '@histofed/ml';
+import { LabeledImages, ModelSpec, StainNormalizationTarget } from '@histofed/fl-core';
+import { TrainingPool, shareImages, tileFeatureExtractor } from '@histofed/ml';
 import {
   BreakHisImage,
+  FeatureCache,
   ImageCache,
   ImagePixelHook,
   StainTarget,
+  TileRowExtractor,
+  TileSetProgress,
   assertHasImages,
   createStainNormalizer,
   createStainShifter,
+  featureCacheDirFor,
   validateStainTarget,
-  loadLabeledImages,
+  loadModelInputs,
   partitionSites,
   patientWiseSplit,
   readBreakHisTree,
@@ -22,9 +26,21 @@ export interface SiteSplit {
   readonly problems: number;
 }
 
+/** What a model of a run reads from the site's images: the spec, the run's stain target, augmentation. */
+export interface InputRequest {
+  readonly spec: ModelSpec;
+  readonly stain?: StainNormalizationTarget | null;
+  /** Tiled specs: the training views are augmented (whole-image specs augment per round, see augmentTrainingSet). */
+  readonly augment?: boolean;
+  /** Progress of a long tile-feature extraction. */
+  readonly onProgress?: (p: TileSetProgress & { readonly split: 'train' | 'validation' }) => void;
+}
+
 /**
  * The site's own images: its folder (or its simulated partition of a shared tree), split by
- * patient into local train and validation sets. Decoded tensors are cached per input size.
+ * patient into local train and validation sets. What the model reads (whole images, tiles or a
+ * frozen backbone's tile features, libs/data loadModelInputs) is kept in memory per spec; tile
+ * features are also cached on disk (`<cache dir>/features`).
  */
 export class SiteData {
   private readonly decoded = new Map<string, Promise<LabeledImages>>();
@@ -32,15 +48,23 @@ export class SiteData {
   private constructor(
     readonly split: SiteSplit,
     private readonly cache: ImageCache | undefined,
+    private readonly featureCache: FeatureCache | undefined,
     private readonly transform: ImagePixelHook | undefined,
+    /** Names the simulated stain shift in cache keys. */
+    private readonly transformKey: string,
     /** What the simulation made of this site (partition kind, stain shift), for logs. */
     readonly simulation: Record<string, unknown> | null,
+    private readonly backboneDir: string | undefined,
   ) {}
+
+  /** The worker pool that extracts tile features (else this thread does). */
+  pool: TrainingPool | undefined;
 
   static async open(config: SiteConfig): Promise<SiteData> {
     const dataset = assertHasImages(await readBreakHisTree(config.dataDir));
     let images = dataset.images;
     let transform: ImagePixelHook | undefined;
+    let transformKey = 'none';
     let simulation: Record<string, unknown> | null = null;
     if (config.simulate) {
       const sim = config.simulate;
@@ -56,6 +80,7 @@ export class SiteData {
       if (shift) {
         const shifter = createStainShifter(shift);
         transform = (rgb) => shifter(rgb);
+        transformKey = JSON.stringify({ stainShift: shift });
       }
       simulation = { partition: sim.partition, site: partition.summary.sites[sim.index] };
     }
@@ -64,15 +89,20 @@ export class SiteData {
       seed: (config.simulate?.seed ?? 1) + 17,
     });
     const cache = config.cacheDir ? new ImageCache({ dir: config.cacheDir }) : undefined;
-    return new SiteData({ train, validation: test, problems: dataset.problems.length }, cache, transform, simulation);
+    const features = config.cacheDir ? new FeatureCache({ dir: featureCacheDirFor(config.cacheDir) }) : undefined;
+    return new SiteData({ train, validation: test, problems: dataset.problems.length }, cache, features, transform, transformKey, simulation, config.backboneDir);
   }
 
   /**
-   * Decoded images of one split at one size. The simulated stain shift (the "scanner" of this
-   * hospital) comes first, then the run's stain normalization, as a real site would see it.
+   * What a model of `r.spec` reads from one split. The simulated stain shift (the "scanner" of this
+   * hospital) comes first, then the run's stain normalization, as a real site would see it. A
+   * backbone spec is checked against this site's copy of the backbone (a different one refuses).
    */
-  private load(which: 'train' | 'validation', imageSize: number, stain: StainNormalizationTarget | null): Promise<LabeledImages> {
-    const key = `${which}/${imageSize}/${JSON.stringify(stain)}`;
+  private load(which: 'train' | 'validation', r: InputRequest): Promise<LabeledImages> {
+    const { spec } = r;
+    const stain = r.stain ?? null;
+    const augment = which === 'train' && spec.tiles !== undefined && r.augment === true;
+    const key = JSON.stringify([which, spec.imageSize, spec.tiles ?? null, spec.backbone ?? null, stain, augment]);
     let p = this.decoded.get(key);
     if (!p) {
       p = (async () => {
@@ -83,8 +113,18 @@ export class SiteData {
           const shift = this.transform;
           transform = (rgb, image, size) => normalize((shift?.(rgb, image, size) as Float32Array | undefined) ?? rgb);
         }
-        // Shared memory: the training worker pool reads the images without a copy per round.
-        return shareImages(await loadLabeledImages(this.split[which], imageSize, { cache: this.cache, transform }));
+        const extractor = spec.backbone && spec.tiles ? await this.extractor(spec) : undefined;
+        const data = await loadModelInputs(this.split[which], spec, {
+          training: which === 'train',
+          augment,
+          extractor,
+          featureCache: this.featureCache,
+          imageCache: this.cache,
+          transform: transform ? { key: JSON.stringify([this.transformKey, stain]), apply: transform } : undefined,
+          onProgress: r.onProgress ? (p) => r.onProgress?.({ ...p, split: which }) : undefined,
+        });
+        // Shared memory: the training worker pool reads the rows without a copy per round.
+        return shareImages(data);
       })();
       this.decoded.set(key, p);
       p.catch(() => this.decoded.delete(key));
@@ -92,11 +132,17 @@ export class SiteData {
     return p;
   }
 
-  train(imageSize: number, stain: StainNormalizationTarget | null = null): Promise<LabeledImages> {
-    return this.load('train', imageSize, stain);
+  private async extractor(spec: ModelSpec): Promise<TileRowExtractor> {
+    const backbone = spec.backbone as NonNullable<ModelSpec['backbone']>;
+    if (this.pool) return this.pool.featureExtractor(backbone, spec.imageSize, this.backboneDir);
+    return tileFeatureExtractor(backbone, spec.imageSize, { dir: this.backboneDir });
   }
 
-  validation(imageSize: number, stain: StainNormalizationTarget | null = null): Promise<LabeledImages> {
-    return this.load('validation', imageSize, stain);
+  train(r: InputRequest): Promise<LabeledImages> {
+    return this.load('train', r);
+  }
+
+  validation(r: InputRequest): Promise<LabeledImages> {
+    return this.load('validation', r);
   }
 }

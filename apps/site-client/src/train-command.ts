@@ -4,12 +4,35 @@
  * with early stopping on a patient-wise validation split, and saves it as a HistoFed model
  * directory (`histofed-coordinator evaluate` reads it).
  */
-import { BREAKHIS_SUBTYPE_CODES, BREAKHIS_SUBTYPE_PARENTS, STAGE1_CLASSES, ValidationError, type ModelSpec } from '@histofed/fl-core';
-import { ImageCache, assertHasImages, loadLabeledImages, patientWiseSplit, readBreakHisTree } from '@histofed/data';
 import {
+  BREAKHIS_SUBTYPE_CODES,
+  BREAKHIS_SUBTYPE_PARENTS,
+  DEFAULT_BACKBONE,
+  DEFAULT_RUN_MODEL,
+  STAGE1_CLASSES,
+  ValidationError,
+  type LabeledImages,
+  type ModelSpec,
+} from '@histofed/fl-core';
+import {
+  DEFAULT_MACENKO_TARGET,
+  FeatureCache,
+  ImageCache,
+  assertHasImages,
+  createStainNormalizer,
+  defaultImageCacheDir,
+  featureCacheDirFor,
+  loadModelInputs,
+  patientWiseSplit,
+  readBreakHisTree,
+  type TileRowExtractor,
+} from '@histofed/data';
+import {
+  LAYERS_MODEL_BACKBONE,
   MODEL_KINDS,
   balancedClassWeights,
   buildModel,
+  completeModelSpec,
   buildTransferModel,
   createTrainingPool,
   currentBackend,
@@ -19,8 +42,10 @@ import {
   loadLayersModelDir,
   saveModel,
   setTrainableBaseLayers,
+  preprocessingFor,
   setWeights,
   shareImages,
+  tileFeatureExtractor,
   type FitEpoch,
   type FitResult,
   type TrainingPool,
@@ -31,8 +56,15 @@ export interface TrainFlags {
   data: string;
   out: string;
   epochs: string;
-  imageSize: string;
+  imageSize?: string;
   model: string;
+  /** Backbone models: a tfjs Layers model directory instead of the built-in ImageNet MobileNetV2. */
+  backbone?: string;
+  cut?: string;
+  tileScale?: string;
+  views?: string;
+  stainNormalization?: string;
+  minEpochs?: string;
   singleStage?: boolean;
   initFrom?: string;
   freezeEpochs: string;
@@ -76,7 +108,9 @@ export interface TrainSummary {
 export async function trainCommand(f: TrainFlags, progress: (line: string, e?: FitEpoch) => void): Promise<TrainSummary> {
   const started = Date.now();
   const maxEpochs = num('--epochs', f.epochs, (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
-  const imageSize = num('--image-size', f.imageSize, (n) => Number.isInteger(n) && n >= 16 && n <= 512, 'an integer in [16, 512]');
+  const isBackbone = f.model === 'backbone-head';
+  const imageSize = num('--image-size', f.imageSize ?? (isBackbone ? '224' : '64'), (n) => Number.isInteger(n) && n >= 16 && n <= 512, 'an integer in [16, 512]');
+  const minEpochs = num('--min-epochs', f.minEpochs ?? '1', (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
   const validationFraction = num('--validation-fraction', f.validationFraction, (n) => n > 0 && n < 1, 'a number in (0, 1)');
   const patience = num('--patience', f.patience, (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
   const batchSize = num('--batch-size', f.batchSize, (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
@@ -86,29 +120,106 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
   const unfreezeLayers = f.unfreezeLayers === 'all' ? Infinity : num('--unfreeze-layers', f.unfreezeLayers, (n) => Number.isInteger(n) && n >= 0, "an integer >= 0 or 'all'");
   if (!(MODEL_KINDS as readonly string[]).includes(f.model)) throw new ValidationError(`--model: expected one of ${MODEL_KINDS.join(', ')}, got "${f.model}"`);
   if (!['local', 'centralized'].includes(f.provenance)) throw new ValidationError(`--provenance: expected local or centralized, got "${f.provenance}"`);
-  const spec: ModelSpec = {
-    kind: f.model,
-    imageSize,
-    numClasses: 2,
-    ...(f.singleStage ? {} : { subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
-  };
+  if (!isBackbone && (f.backbone || f.cut || f.tileScale || f.views)) {
+    throw new ValidationError('--backbone, --cut, --tile-scale and --views apply to --model backbone-head');
+  }
+  if (f.initFrom && isBackbone) throw new ValidationError('--init-from applies to the compact CNNs (--model se-cnn, attention-cnn, small-cnn)');
+  const stainName = f.stainNormalization ?? 'none';
+  if (stainName !== 'none' && stainName !== 'macenko') throw new ValidationError(`--stain-normalization: expected none or macenko, got "${stainName}"`);
+  const stain = stainName === 'macenko' ? { ...DEFAULT_MACENKO_TARGET } : null;
+  const defaultTiles = DEFAULT_RUN_MODEL.tiles as NonNullable<ModelSpec['tiles']>;
+  const spec: ModelSpec = await completeModelSpec(
+    {
+      kind: f.model,
+      imageSize,
+      numClasses: 2,
+      ...(f.singleStage ? {} : { subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
+      ...(isBackbone
+        ? {
+            backbone: { ...DEFAULT_BACKBONE, ...(f.backbone ? { name: LAYERS_MODEL_BACKBONE } : {}), ...(f.cut ? { cut: f.cut } : {}) },
+            tiles: {
+              scale: num('--tile-scale', f.tileScale ?? String(defaultTiles.scale), (n) => n >= 0.05 && n <= 4, 'a number in [0.05, 4]'),
+              views: num('--views', f.views ?? String(defaultTiles.views), (n) => Number.isInteger(n) && n >= 0 && n <= 256, 'an integer in [0, 256]'),
+            },
+            options: { ...DEFAULT_RUN_MODEL.options },
+          }
+        : {}),
+    },
+    { dir: f.backbone },
+  );
 
   const dataset = assertHasImages(await readBreakHisTree(f.data));
   const split = patientWiseSplit(dataset.images, { testFraction: validationFraction, seed });
   if (split.test.length === 0) throw new ValidationError(`--data ${f.data}: too few patients for a validation split`);
-  const cache = f.cache ? new ImageCache({ dir: f.cacheDir ?? `${process.env['HOME'] ?? '.'}/.cache/histofed` }) : undefined;
-  const train = shareImages(await loadLabeledImages(split.train, imageSize, { cache }));
-  const validation = await loadLabeledImages(split.test, imageSize, { cache });
+  const cacheDir = f.cacheDir ?? defaultImageCacheDir(process.env);
+  const cache = f.cache ? new ImageCache({ dir: cacheDir }) : undefined;
+  const featureCache = f.cache ? new FeatureCache({ dir: featureCacheDirFor(cacheDir) }) : undefined;
+  const workers = f.trainWorkers === 'auto' ? undefined : num('--train-workers', f.trainWorkers, (n) => Number.isInteger(n) && n >= 1, "'auto' or an integer >= 1");
+  let pool: TrainingPool | undefined;
   const patients = (xs: readonly { patientId: string }[]) => new Set(xs.map((i) => i.patientId)).size;
-  progress(
-    `training ${spec.kind}${spec.subtypeParents ? ' two-stage' : ''} at ${imageSize}px on ${train.count} images of ${patients(split.train)} patients; ` +
-      `validation ${validation.count} images of ${patients(split.test)} patients (patient-wise)`,
-  );
+  try {
+    pool = workers === 1 || f.initFrom ? undefined : await createTrainingPool({ workers });
+    let extractor: TileRowExtractor | undefined;
+    if (spec.backbone) {
+      extractor = pool ? await pool.featureExtractor(spec.backbone, imageSize, f.backbone) : await tileFeatureExtractor(spec.backbone, imageSize, { dir: f.backbone });
+      progress(
+        `backbone ${spec.backbone.name} (SHA-256 ${spec.backbone.sha256?.slice(0, 16)}…) cut at ${spec.backbone.cut}: ${spec.backbone.features} features per ${imageSize} px tile ` +
+          `at scale ${spec.tiles?.scale}, ${spec.tiles?.views} training views per image${f.augment ? ' (augmented)' : ''}`,
+      );
+    }
+    const normalize = stain ? createStainNormalizer(stain) : undefined;
+    const inputs = (images: typeof split.train, training: boolean) =>
+      loadModelInputs(images, spec, {
+        training,
+        augment: f.augment === true,
+        extractor,
+        featureCache,
+        imageCache: cache,
+        transform: normalize ? { key: JSON.stringify(stain), apply: (rgb) => normalize(rgb) } : undefined,
+        onProgress: (p) => {
+          if (p.images % 25 === 0 || p.images === p.total) progress(`${training ? 'training' : 'validation'} tiles: ${p.images}/${p.total} images, ${p.rows} tiles (${p.cached} from the cache)`);
+        },
+      });
+    const train = shareImages(await inputs(split.train, true));
+    const validation = await inputs(split.test, false);
+    progress(
+      `training ${spec.kind}${spec.subtypeParents ? ' two-stage' : ''} at ${imageSize}px on ${split.train.length} images of ${patients(split.train)} patients` +
+        `${train.imageOf ? ` (${train.count} tiles)` : ''}; validation ${split.test.length} images of ${patients(split.test)} patients (patient-wise)`,
+    );
+    return await trainAndSave(f, spec, { train, validation, split, pool: spec.backbone ? undefined : pool, extractor, stain, seed, maxEpochs, minEpochs, patience, batchSize, learningRate, freezeEpochs, unfreezeLayers, started, progress });
+  } finally {
+    await pool?.close();
+  }
+}
+
+interface TrainContext {
+  readonly train: LabeledImages;
+  readonly validation: LabeledImages;
+  readonly split: { readonly train: readonly { patientId: string }[]; readonly test: readonly { patientId: string }[] };
+  readonly pool: TrainingPool | undefined;
+  readonly extractor: TileRowExtractor | undefined;
+  readonly stain: Record<string, unknown> | null;
+  readonly seed: number;
+  readonly maxEpochs: number;
+  readonly minEpochs: number;
+  readonly patience: number;
+  readonly batchSize: number;
+  readonly learningRate: number;
+  readonly freezeEpochs: number;
+  readonly unfreezeLayers: number;
+  readonly started: number;
+  readonly progress: (line: string, e?: FitEpoch) => void;
+}
+
+async function trainAndSave(f: TrainFlags, spec: ModelSpec, c: TrainContext): Promise<TrainSummary> {
+  const { train, validation, split, seed, maxEpochs, minEpochs, patience, batchSize, learningRate, freezeEpochs, unfreezeLayers, progress } = c;
+  const patients = (xs: readonly { patientId: string }[]) => new Set(xs.map((i) => i.patientId)).size;
   const weights = {
     classWeights: balancedClassWeights(train.labels, 2),
     ...(spec.subtypeParents && train.subtypes ? { subtypeWeights: balancedClassWeights(train.subtypes, spec.subtypeParents.length) } : {}),
   };
-  const trainingSet = f.augment ? (chunk: number) => augmentTrainingSet(train, seed * 7919 + chunk) : train;
+  // Whole images get a new augmentation every epoch; tiles carry augmented views (features computed once).
+  const trainingSet = f.augment && spec.tiles === undefined ? (chunk: number) => augmentTrainingSet(train, seed * 7919 + chunk) : train;
   const onEpoch = (e: FitEpoch) =>
     progress(
       `epoch ${e.epoch}/${e.maxEpochs} train loss ${e.trainLoss.toFixed(4)}` +
@@ -118,7 +229,7 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
         (e.best ? ' (best so far)' : ''),
       e,
     );
-  const common = { batchSize, learningRate, proximalMu: 0, seed, patience, validation, onEpoch, ...weights };
+  const common = { batchSize, learningRate, proximalMu: 0, seed, patience, minEpochs, validation, onEpoch, ...weights };
 
   let result: FitResult;
   let model;
@@ -136,22 +247,19 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
     progress(`fine-tuning with ${open.length} base layers unfrozen at learning rate ${learningRate / 10}`);
     result = await fit({ model, spec }, trainingSet, { ...common, learningRate: learningRate / 10, maxEpochs });
   } else {
-    const workers = f.trainWorkers === 'auto' ? undefined : num('--train-workers', f.trainWorkers, (n) => Number.isInteger(n) && n >= 1, "'auto' or an integer >= 1");
     model = buildModel(spec, seed);
-    let pool: TrainingPool | undefined;
-    try {
-      pool = workers === 1 ? undefined : await createTrainingPool({ workers });
-      result = await fit({ spec, initial: getWeights(model) }, trainingSet, { ...common, maxEpochs, pool });
-    } finally {
-      await pool?.close();
-    }
+    result = await fit({ spec, initial: getWeights(model) }, trainingSet, { ...common, maxEpochs, pool: c.pool });
   }
   try {
     setWeights(model, result.weights);
+    // A backbone model is saved as one tile classifier (the frozen backbone part, then the heads).
+    const featureModel = spec.backbone ? (await tileFeatureExtractor(spec.backbone, spec.imageSize, { dir: f.backbone })).model : undefined;
     await saveModel(f.out, model, {
       classes: [...STAGE1_CLASSES],
       ...(spec.subtypeParents ? { subtypeClasses: [...BREAKHIS_SUBTYPE_CODES] } : {}),
       spec,
+      ...(featureModel ? { featureModel } : {}),
+      preprocessing: preprocessingFor(spec, c.stain),
       provenance: { kind: f.provenance as 'local' | 'centralized', ...(initFrom ? { initFrom } : {}) },
     });
     const d = describeModel(model);
@@ -161,7 +269,7 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
       backend: currentBackend()?.name ?? null,
       parameters: d.parameters,
       multiplyAdds: d.multiplyAdds,
-      images: { train: train.count, validation: validation.count },
+      images: { train: split.train.length, validation: split.test.length },
       patients: { train: patients(split.train), validation: patients(split.test) },
       epochsRun: result.epochsRun,
       bestEpoch: result.bestEpoch,
@@ -169,7 +277,7 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
       validation: result.validation ?? null,
       history: result.history,
       initFrom,
-      wallSeconds: (Date.now() - started) / 1000,
+      wallSeconds: (Date.now() - c.started) / 1000,
     };
   } finally {
     model.dispose();

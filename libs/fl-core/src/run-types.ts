@@ -106,8 +106,29 @@ export const BREAKHIS_SUBTYPE_CODES = ['A', 'F', 'PT', 'TA', 'DC', 'LC', 'MC', '
 /** Stage-1 class (index in STAGE1_CLASSES) of each subtype in BREAKHIS_SUBTYPE_CODES. */
 export const BREAKHIS_SUBTYPE_PARENTS: readonly number[] = Object.freeze([0, 0, 0, 0, 1, 1, 1, 1]);
 
-/** The default model of a run: the two-stage SE-CNN (stage 1 benign/malignant, stage 2 the BreakHis subtype). */
+/**
+ * The default backbone: ImageNet MobileNetV2 (from nsfwjs@4.4.0), features of block 10 (the last
+ * block whose weights are ImageNet's), pixels scaled to [-1, 1] as Keras trained it.
+ */
+export const DEFAULT_BACKBONE: BackboneSpec = Object.freeze({ name: 'mobilenet-v2-imagenet', cut: 'block_10_depthwise_relu', input: 'signed' });
+
+/**
+ * The default model of a run: two-stage heads (stage 1 benign/malignant, stage 2 the BreakHis
+ * subtype) on the frozen ImageNet backbone's features of 224 px tiles at native resolution (image =
+ * mean of its grid tiles; 8 random training views per image besides the grid).
+ */
 export const DEFAULT_RUN_MODEL: ModelSpec = Object.freeze({
+  kind: 'backbone-head',
+  imageSize: 224,
+  numClasses: 2,
+  subtypeParents: BREAKHIS_SUBTYPE_PARENTS,
+  backbone: DEFAULT_BACKBONE,
+  tiles: Object.freeze({ scale: 1, views: 8 }),
+  options: Object.freeze({ denseUnits: 0, dropout: 0.25 }),
+});
+
+/** The compact two-stage SE-CNN on whole images at 64 px: small, fast runs (and the synthetic demo). */
+export const COMPACT_RUN_MODEL: ModelSpec = Object.freeze({
   kind: 'se-cnn',
   imageSize: 64,
   numClasses: 2,

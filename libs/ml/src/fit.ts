@@ -39,6 +39,17 @@ export interface FitOptions extends Omit<TrainOptions, 'epochs' | 'onProgress' |
   readonly epochsPerCheck?: number;
   /** Validations without improvement before stopping (default 3). */
   readonly patience?: number;
+  /**
+   * Epochs trained before early stopping may act and before weights may be kept as the best (default
+   * 1): with a handful of validation patients the first epochs' values are noise, and the weights
+   * of an undertrained first epoch must not win by chance.
+   */
+  readonly minEpochs?: number;
+  /**
+   * Exponential smoothing of the monitored validation value, in [0, 1): the value compared is
+   * s = smoothing * s_prev + (1 - smoothing) * value (default 0: the raw value).
+   */
+  readonly smoothing?: number;
   /** What 'best' means on the validation set (default 'loss': lowest stage-1 cross-entropy). */
   readonly monitor?: FitMonitor;
   readonly validation?: LabeledImages;
@@ -68,7 +79,7 @@ function better(monitor: FitMonitor, a: number, b: number): boolean {
   return monitor === 'loss' ? a < b - 1e-9 : a > b + 1e-9;
 }
 
-function checkFitOptions(o: FitOptions): { perCheck: number; patience: number; monitor: FitMonitor } {
+function checkFitOptions(o: FitOptions): { perCheck: number; patience: number; monitor: FitMonitor; minEpochs: number; smoothing: number } {
   if (!Number.isInteger(o.maxEpochs) || o.maxEpochs < 1) throw new ValidationError(`maxEpochs: must be an integer >= 1, got ${o.maxEpochs}`);
   const perCheck = o.epochsPerCheck ?? 1;
   if (!Number.isInteger(perCheck) || perCheck < 1) throw new ValidationError(`epochsPerCheck: must be an integer >= 1, got ${perCheck}`);
@@ -79,7 +90,11 @@ function checkFitOptions(o: FitOptions): { perCheck: number; patience: number; m
     throw new ValidationError(`monitor: must be loss, balancedAccuracy or patientAccuracy, got ${String(monitor)}`);
   }
   if (o.validation !== undefined && o.validation.count === 0) throw new ValidationError('validation: the validation set has no images');
-  return { perCheck, patience, monitor };
+  const minEpochs = o.minEpochs ?? 1;
+  if (!Number.isInteger(minEpochs) || minEpochs < 1) throw new ValidationError(`minEpochs: must be an integer >= 1, got ${minEpochs}`);
+  const smoothing = o.smoothing ?? 0;
+  if (!(smoothing >= 0 && smoothing < 1)) throw new ValidationError(`smoothing: must be in [0, 1), got ${smoothing}`);
+  return { perCheck, patience, monitor, minEpochs: Math.min(minEpochs, o.maxEpochs), smoothing };
 }
 
 /**
@@ -90,7 +105,7 @@ export type FitTrainingSet = LabeledImages | ((chunk: number) => LabeledImages);
 
 /** Trains with early stopping (see the module comment). */
 export async function fit(target: FitTarget, trainingSet: FitTrainingSet, o: FitOptions): Promise<FitResult> {
-  const { perCheck, patience, monitor } = checkFitOptions(o);
+  const { perCheck, patience, monitor, minEpochs, smoothing } = checkFitOptions(o);
   if ('model' in target && o.pool !== undefined) {
     throw new ValidationError('pool: a model built outside buildModel trains in this thread; omit the pool');
   }
@@ -113,6 +128,7 @@ export async function fit(target: FitTarget, trainingSet: FitTrainingSet, o: Fit
     let sinceBest = 0;
     let epoch = 0;
     let chunk = 0;
+    let smoothed: number | null = null;
     while (epoch < o.maxEpochs) {
       const epochs = Math.min(perCheck, o.maxEpochs - epoch);
       const seed = mixSeed(o.seed, ++chunk);
@@ -130,9 +146,11 @@ export async function fit(target: FitTarget, trainingSet: FitTrainingSet, o: Fit
       let isBest = true;
       if (o.validation !== undefined) {
         validation = (await evaluateModelAsync(model, o.validation, { subtypeParents: target.spec.subtypeParents })).metrics;
-        const value = validation[monitor];
-        if (value === undefined) throw new HistoFedError('FIT_MONITOR', `monitor: the validation metrics have no "${monitor}" (patients unknown?)`);
-        isBest = best === null || better(monitor, value, best.value);
+        const raw = validation[monitor];
+        if (raw === undefined) throw new HistoFedError('FIT_MONITOR', `monitor: the validation metrics have no "${monitor}" (patients unknown?)`);
+        smoothed = smoothed === null ? raw : smoothing * smoothed + (1 - smoothing) * raw;
+        const value = smoothed;
+        isBest = epoch >= minEpochs && (best === null || better(monitor, value, best.value));
         if (isBest) best = { weights: getWeights(model), epoch, value, metrics: validation };
       } else {
         best = { weights: getWeights(model), epoch, value: trainLoss };
@@ -141,7 +159,7 @@ export async function fit(target: FitTarget, trainingSet: FitTrainingSet, o: Fit
       const e: FitEpoch = { epoch, maxEpochs: o.maxEpochs, trainLoss, validation, best: isBest };
       history.push(e);
       o.onEpoch?.(e);
-      if (sinceBest >= patience) break;
+      if (epoch >= minEpochs && sinceBest >= patience) break;
     }
     const kept = best as NonNullable<typeof best>;
     if ('model' in target) setWeights(model, kept.weights);

@@ -18,3 +18,5 @@ export * from './fit';
 export * from './saved-ensemble';
 export * from './transfer';
 export * from './backbones';
+export * from './model-spec';
+export { averageRowsPerImage, dataRowShape, imageLevel, modelGeometry, rowShapeOf, type RowShape } from './batches';

@@ -24,7 +24,7 @@ import { extname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { TransferListItem } from 'node:worker_threads';
 import type { MemoryInfo } from '@tensorflow/tfjs-core';
-import type { LabeledImages, ModelSpec, NamedTensor, WeightSet } from '@histofed/fl-core';
+import type { BackboneSpec, LabeledImages, ModelSpec, NamedTensor, WeightSet } from '@histofed/fl-core';
 import { HistoFedError, ValidationError, isTwoStage } from '@histofed/fl-core';
 import type { BackendChoice, SelectedBackend } from './backend';
 import { currentBackend, parseBackendChoice } from './backend';
@@ -349,6 +349,40 @@ export class TrainingPool {
       await Promise.allSettled(workers.map((w) => w.request({ type: 'end' }, 'ok')));
       for (const w of workers) w.hold(-1);
     }
+  }
+
+  /**
+   * A frozen backbone's tile-feature extractor that runs on the pool's workers (libs/data
+   * TileRowExtractor): each extract call goes to the least busy worker, so loading tile sets with a
+   * concurrency of the pool size keeps every core busy. Workers load the backbone once.
+   */
+  async featureExtractor(
+    backbone: BackboneSpec,
+    size: number,
+    dir?: string,
+  ): Promise<{ id: string; rowShape: readonly number[]; extract(tiles: Float32Array, count: number, size: number): Promise<Float32Array> }> {
+    if (this.closed) throw new HistoFedError('POOL_CLOSED', 'the training pool is closed');
+    await this.start();
+    const info = await this.workers[0].request({ type: 'featureInfo', backbone, size, dir }, 'featureInfo');
+    const busy = new Array<number>(this.workers.length).fill(0);
+    return {
+      id: info.extractorId,
+      rowShape: info.rowShape,
+      extract: async (tiles, count, tileSize) => {
+        if (tileSize !== size) throw new ValidationError(`feature extractor: built for ${size} px tiles, got ${tileSize} px`);
+        await this.start();
+        const i = busy.indexOf(Math.min(...busy));
+        busy[i]++;
+        try {
+          // A copy goes to the worker (transferred), so the caller's array stays usable.
+          const copy = tiles.slice();
+          const r = await this.workers[i].request({ type: 'features', backbone, size, dir, tiles: copy, count }, 'features', [copy.buffer as ArrayBuffer]);
+          return r.rows;
+        } finally {
+          busy[i]--;
+        }
+      },
+    };
   }
 
   /** tf.memory() of every worker (for leak checks). */

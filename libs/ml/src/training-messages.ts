@@ -6,7 +6,7 @@
  * either the result or `{ type: 'error' }`. A worker handles its messages one after the other.
  */
 import type { MemoryInfo } from '@tensorflow/tfjs-core';
-import type { ModelSpec, NamedTensor, WeightSet } from '@histofed/fl-core';
+import type { BackboneSpec, ModelSpec, NamedTensor, WeightSet } from '@histofed/fl-core';
 import type { BackendChoice, SelectedBackend } from './backend';
 
 /** `workerData` of a training worker. */
@@ -50,6 +50,18 @@ export type ToWorker =
   | { readonly type: 'setStats'; readonly id: number; readonly stats: Float32Array }
   | { readonly type: 'weights'; readonly id: number }
   | { readonly type: 'memory'; readonly id: number }
+  /** Loads (once) the frozen part of a backbone for tiles of `size` px; answers its id and row shape. */
+  | { readonly type: 'featureInfo'; readonly id: number; readonly backbone: BackboneSpec; readonly size: number; readonly dir?: string }
+  /** Feature rows of `count` tiles (transferred). */
+  | {
+      readonly type: 'features';
+      readonly id: number;
+      readonly backbone: BackboneSpec;
+      readonly size: number;
+      readonly dir?: string;
+      readonly tiles: Float32Array;
+      readonly count: number;
+    }
   /** Ends the call: disposes the optimizer and the global-weight tensors, drops the images. */
   | { readonly type: 'end'; readonly id: number };
 
@@ -69,4 +81,6 @@ export type FromWorker =
   | { readonly type: 'grad'; readonly id: number; readonly loss: number; readonly grads: Float32Array | null }
   | { readonly type: 'epochEnd'; readonly id: number; readonly stats: Float32Array | null; readonly nonFinite: string | null }
   | { readonly type: 'weights'; readonly id: number; readonly weights: NamedTensor[] }
-  | { readonly type: 'memory'; readonly id: number; readonly memory: MemoryInfo };
+  | { readonly type: 'memory'; readonly id: number; readonly memory: MemoryInfo }
+  | { readonly type: 'featureInfo'; readonly id: number; readonly extractorId: string; readonly rowShape: readonly number[] }
+  | { readonly type: 'features'; readonly id: number; readonly rows: Float32Array };

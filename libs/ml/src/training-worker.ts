@@ -16,6 +16,7 @@ import { selectBackend } from './backend';
 import { imageBatch, modelGeometry } from './batches';
 import { assertModelTrains } from './kernel-check';
 import { outputLoss, type TrainingTargets } from './losses';
+import { tileFeatureExtractor } from './backbones/backbone';
 import { buildModel } from './models';
 import type { FromWorker, ToWorker, TrainingWorkerData } from './training-messages';
 import { getWeights, setWeights, trainableGlobalTensors, weightName } from './weights-bridge';
@@ -187,8 +188,18 @@ function errorReply(e: unknown, id?: number): FromWorker {
   return { type: 'error', id, code, name: err.name, message: err.message, stack: err.stack };
 }
 
-function handle(replica: Replica, m: ToWorker): { reply: FromWorker; transfer?: TransferListItem[] } {
+type Handled = { reply: FromWorker; transfer?: TransferListItem[] };
+
+function handle(replica: Replica, m: ToWorker): Handled | Promise<Handled> {
   switch (m.type) {
+    case 'featureInfo':
+      return tileFeatureExtractor(m.backbone, m.size, { dir: m.dir }).then((e) => ({
+        reply: { type: 'featureInfo', id: m.id, extractorId: e.id, rowShape: [...e.rowShape] },
+      }));
+    case 'features':
+      return tileFeatureExtractor(m.backbone, m.size, { dir: m.dir })
+        .then((e) => e.extract(m.tiles, m.count, m.size))
+        .then((rows) => ({ reply: { type: 'features', id: m.id, rows }, transfer: [rows.buffer as ArrayBuffer] }));
     case 'begin':
       replica.begin(m);
       return { reply: { type: 'ok', id: m.id } };
@@ -228,8 +239,12 @@ async function run(port: MessagePort, data: TrainingWorkerData): Promise<void> {
   const replica = new Replica();
   port.on('message', (m: ToWorker) => {
     try {
-      const { reply, transfer } = handle(replica, m);
-      post(reply, transfer);
+      const handled = handle(replica, m);
+      if (handled instanceof Promise) {
+        handled.then(({ reply, transfer }) => post(reply, transfer)).catch((e) => post(errorReply(e, m.id)));
+      } else {
+        post(handled.reply, handled.transfer);
+      }
     } catch (e) {
       post(errorReply(e, m.id));
     }

@@ -1,4 +1,5 @@
 import {
+  BadRequestException,
   Body,
   ConflictException,
   Controller,
@@ -13,7 +14,9 @@ import {
   UseGuards,
 } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiOperation, ApiTags } from '@nestjs/swagger';
-import { currentBackend } from '@histofed/ml';
+import { HistoFedError } from '@histofed/fl-core';
+import { completeModelSpec, currentBackend } from '@histofed/ml';
+import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { z } from 'zod';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
@@ -31,13 +34,23 @@ export class RunsController {
   constructor(
     @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
     private readonly orchestrator: RunOrchestrator,
+    @Inject(COORDINATOR_CONFIG) private readonly config: CoordinatorConfig,
   ) {}
 
   @Post()
   @ApiOperation({ summary: 'Create a run (model, rounds, strategy, participation, deadlines)' })
   @ApiBody({ schema: z.toJSONSchema(runConfigInputSchema, { io: 'input', unrepresentable: 'any' }) as object })
   async create(@Body(new ZodBodyPipe(runConfigInputSchema, 'run config')) config: RunConfig): Promise<RunRecord> {
-    return this.store.createRun(config);
+    // The model is checked now (not when the run starts), and a backbone is pinned by its content
+    // hash, so that every site can check it holds the same one.
+    let model;
+    try {
+      model = await completeModelSpec(config.model, { dir: this.config.backboneDir });
+    } catch (e) {
+      if (e instanceof HistoFedError) throw new BadRequestException(`run config: model: ${e.message}`);
+      throw e;
+    }
+    return this.store.createRun({ ...config, model });
   }
 
   @Get()

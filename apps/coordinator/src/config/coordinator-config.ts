@@ -27,6 +27,8 @@ export interface CoordinatorConfig {
   readonly testData?: TestDataConfig;
   /** Resume runs left 'running' by a previous process. */
   readonly resumeRuns: boolean;
+  /** A tfjs Layers model directory for runs whose backbone is 'layers-model' (the built-in MobileNetV2 needs none). */
+  readonly backboneDir?: string;
 }
 
 const envSchema = z.object({
@@ -42,6 +44,7 @@ const envSchema = z.object({
   HISTOFED_MAX_MODEL_BYTES: z.coerce.number().int().positive().default(DEFAULT_MAX_MODEL_BYTES),
   HISTOFED_BACKEND: z.string().default('auto'),
   HISTOFED_TEST_DATA: z.string().optional(),
+  HISTOFED_BACKBONE_DIR: z.string().min(1).optional(),
 });
 
 export interface CoordinatorFlags {
@@ -57,6 +60,7 @@ export interface CoordinatorFlags {
   seed?: string | number;
   testFraction?: string | number;
   resume?: boolean;
+  backbone?: string;
 }
 
 /** Parses environment and flags; throws a ValidationError naming the variable or flag. */
@@ -73,6 +77,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, flags: Coordinator
         HISTOFED_MAX_MODEL_BYTES: env.HISTOFED_MAX_MODEL_BYTES,
         HISTOFED_BACKEND: flags.backend ?? env.HISTOFED_BACKEND,
         HISTOFED_TEST_DATA: flags.testData ?? env.HISTOFED_TEST_DATA,
+        HISTOFED_BACKBONE_DIR: flags.backbone ?? env.HISTOFED_BACKBONE_DIR,
       }).filter(([, v]) => v !== undefined),
     ),
   );
@@ -85,6 +90,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, flags: Coordinator
       HISTOFED_ADMIN_TOKEN: '--admin-token / HISTOFED_ADMIN_TOKEN',
       HISTOFED_BACKEND: '--backend / HISTOFED_BACKEND',
       HISTOFED_TEST_DATA: '--test-data / HISTOFED_TEST_DATA',
+      HISTOFED_BACKBONE_DIR: '--backbone / HISTOFED_BACKBONE_DIR',
     };
     const detail = parsed.error.issues
       .map((i) => `${names[String(i.path[0])] ?? String(i.path[0])}: ${i.message}`)
@@ -114,6 +120,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, flags: Coordinator
     maxModelBytes: e.HISTOFED_MAX_MODEL_BYTES,
     backend: e.HISTOFED_BACKEND,
     resumeRuns: flags.resume ?? true,
+    ...(e.HISTOFED_BACKBONE_DIR ? { backboneDir: resolve(e.HISTOFED_BACKBONE_DIR) } : {}),
     testData: e.HISTOFED_TEST_DATA
       ? {
           dir: resolve(e.HISTOFED_TEST_DATA),

@@ -1,7 +1,16 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { join } from 'node:path';
 import { LabeledImages, Metrics, ModelSpec, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
-import { StainTarget, assertHasImages, createStainNormalizer, loadLabeledImages, readBreakHisTree, simulateFederation } from '@histofed/data';
-import { buildModel, ensembleProbabilities, evaluateModelAsync, outputMetrics, setWeights } from '@histofed/ml';
+import {
+  FeatureCache,
+  StainTarget,
+  assertHasImages,
+  createStainNormalizer,
+  loadModelInputs,
+  readBreakHisTree,
+  simulateFederation,
+} from '@histofed/data';
+import { buildModel, ensembleProbabilities, evaluateModelAsync, outputMetrics, setWeights, tileFeatureExtractor } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 
@@ -12,7 +21,9 @@ export interface EnsembleEvaluation {
 
 /**
  * Evaluates models on the coordinator's central test split (patient-wise; the cases held out from
- * every site). The test images are decoded once per input size and kept in memory.
+ * every site). What the models read (whole images, or a frozen backbone's tile features of the
+ * covering grid, cached on disk under `<data dir>/cache/features`) is computed once per spec and
+ * kept in memory.
  */
 @Injectable()
 export class CentralEvaluator {
@@ -27,19 +38,26 @@ export class CentralEvaluator {
 
   private readonly testSets = new Map<string, Promise<LabeledImages>>();
 
-  /** The test images at this size, stain-normalized to the run's target (cached per size and target). */
-  private testSet(imageSize: number, stain: StainNormalizationTarget | null): Promise<LabeledImages> {
-    const key = `${imageSize}/${JSON.stringify(stain)}`;
+  private featureCacheInstance: FeatureCache | undefined;
+
+  private get featureCache(): FeatureCache {
+    this.featureCacheInstance ??= new FeatureCache({ dir: join(this.config.dataDir, 'cache', 'features') });
+    return this.featureCacheInstance;
+  }
+
+  /** What a model of `spec` reads from the test images, stain-normalized to the run's target (kept per spec and target). */
+  private testSet(spec: ModelSpec, stain: StainNormalizationTarget | null): Promise<LabeledImages> {
+    const key = JSON.stringify([spec.imageSize, spec.tiles ?? null, spec.backbone ?? null, stain]);
     let set = this.testSets.get(key);
     if (!set) {
-      set = this.loadTestSet(imageSize, stain);
+      set = this.loadTestSet(spec, stain);
       this.testSets.set(key, set);
       set.catch(() => this.testSets.delete(key));
     }
     return set;
   }
 
-  private async loadTestSet(imageSize: number, stain: StainNormalizationTarget | null): Promise<LabeledImages> {
+  private async loadTestSet(spec: ModelSpec, stain: StainNormalizationTarget | null): Promise<LabeledImages> {
     const td = this.config.testData!;
     const dataset = assertHasImages(await readBreakHisTree(td.dir));
     const images = td.simulate ? simulateFederation(dataset.images, td.simulate).test : dataset.images;
@@ -47,16 +65,32 @@ export class CentralEvaluator {
       dir: td.dir,
       images: images.length,
       patients: new Set(images.map((i) => i.patientId)).size,
-      imageSize,
+      imageSize: spec.imageSize,
+      tiles: spec.tiles ?? null,
+      backbone: spec.backbone ? `${spec.backbone.name} ${spec.backbone.cut}` : null,
       stainNormalization: stain?.method ?? null,
     });
     const normalize = stain ? createStainNormalizer(stain as unknown as StainTarget) : undefined;
-    return loadLabeledImages(images, imageSize, normalize ? { transform: (rgb) => normalize(rgb) } : {});
+    const extractor = spec.backbone && spec.tiles ? await tileFeatureExtractor(spec.backbone, spec.imageSize, { dir: this.config.backboneDir }) : undefined;
+    const started = Date.now();
+    let last = 0;
+    const data = await loadModelInputs(images, spec, {
+      extractor,
+      featureCache: this.featureCache,
+      transform: normalize ? { key: JSON.stringify(stain), apply: (rgb) => normalize(rgb) } : undefined,
+      onProgress: (p) => {
+        if (p.images === p.total || Date.now() - last > 5000) {
+          last = Date.now();
+          this.logger.event('info', 'evaluation', 'central test tiles', { ...p, seconds: (Date.now() - started) / 1000 });
+        }
+      },
+    });
+    return data;
   }
 
   async evaluate(spec: ModelSpec, weights: WeightSet, stain: StainNormalizationTarget | null = null): Promise<Metrics | null> {
     if (!this.enabled) return null;
-    const data = await this.testSet(spec.imageSize, stain);
+    const data = await this.testSet(spec, stain);
     return (await this.withModel(spec, weights, (model) => evaluateModelAsync(model, data, { subtypeParents: spec.subtypeParents }))).metrics;
   }
 
@@ -67,7 +101,7 @@ export class CentralEvaluator {
     stain: StainNormalizationTarget | null = null,
   ): Promise<EnsembleEvaluation | null> {
     if (!this.enabled || members.length === 0) return null;
-    const data = await this.testSet(spec.imageSize, stain);
+    const data = await this.testSet(spec, stain);
     const probabilities: Float32Array[] = [];
     const perMember: Record<string, Metrics> = {};
     for (const m of members) {

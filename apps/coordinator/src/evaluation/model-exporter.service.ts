@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { join } from 'node:path';
 import { BREAKHIS_SUBTYPE_CODES, ModelSpec, STAGE1_CLASSES, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
-import { buildModel, saveEnsembleManifest, saveModel, setWeights } from '@histofed/ml';
+import { buildModel, preprocessingFor, saveEnsembleManifest, saveModel, setWeights, tileFeatureExtractor } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 
 export interface ExportedMember {
@@ -37,6 +37,8 @@ export class ModelExporter {
     const subtypeClasses =
       subtypes === 0 ? undefined : subtypes === BREAKHIS_SUBTYPE_CODES.length ? [...BREAKHIS_SUBTYPE_CODES] : Array.from({ length: subtypes }, (_, j) => `subtype-${j}`);
     const classes = spec.numClasses === STAGE1_CLASSES.length ? [...STAGE1_CLASSES] : Array.from({ length: spec.numClasses }, (_, c) => `class-${c}`);
+    // A backbone model is saved as one tile classifier: the frozen backbone part, then the trained heads.
+    const featureModel = spec.backbone ? (await tileFeatureExtractor(spec.backbone, spec.imageSize, { dir: this.config.backboneDir })).model : undefined;
     for (const m of members) {
       const model = buildModel(spec, 1);
       try {
@@ -45,7 +47,8 @@ export class ModelExporter {
           classes,
           ...(subtypeClasses ? { subtypeClasses } : {}),
           spec,
-          preprocessing: { scale: '0-1', resize: 'cover', stainNormalization: stain as Record<string, unknown> | null },
+          ...(featureModel ? { featureModel } : {}),
+          preprocessing: preprocessingFor(spec, stain as Record<string, unknown> | null),
           provenance: m.id === 'global'
             ? { kind: 'global', runId, round, sites: [...contributors] }
             : { kind: 'site', runId, round, sites: [m.id] },

@@ -31,9 +31,17 @@ export interface FeatureCacheStats {
   bytesWritten: number;
 }
 
-/** Where feature caches live when no folder is given: beside the image cache (`<cache root>/features`). */
+/**
+ * The feature cache that goes with an image cache folder: its `features/` subfolder (image
+ * entries live in versioned subfolders of their own), so `--cache-dir DIR` moves both.
+ */
+export function featureCacheDirFor(imageCacheDir: string): string {
+  return path.join(imageCacheDir, 'features');
+}
+
+/** Where feature caches live when no folder is given: `<default image cache>/features`. */
 export function defaultFeatureCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return path.join(path.dirname(defaultImageCacheDir(env)), 'features');
+  return featureCacheDirFor(defaultImageCacheDir(env));
 }
 
 /** The SHA-256 (hex) of the canonical JSON of `parts` (object keys sorted). */

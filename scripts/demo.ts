@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { BREAKHIS_SUBTYPE_PARENTS, HistoFedError, Metrics } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, HistoFedError, Metrics } from '@histofed/fl-core';
 import { assertHasImages, generateSyntheticBreakHis, readBreakHisTree } from '@histofed/data';
 import { startFederation } from './lib/federation-harness';
 import { LogLine } from './lib/processes';
@@ -17,8 +17,8 @@ interface DemoOptions {
   rounds: string;
   data?: string;
   reportJson?: string;
-  imageSize: string;
-  epochs: string;
+  imageSize?: string;
+  epochs?: string;
   seed: string;
   backend?: string;
   partition: string;
@@ -51,12 +51,30 @@ interface MetricsResponse {
 const fmt = (m: Metrics | null | undefined, key = 'accuracy') => (m && key in m ? m[key].toFixed(3) : '  -  ');
 const say = (text: string) => process.stdout.write(text + '\n');
 
+/** When each round started (coordinator log time), for the round durations the demo prints. */
+const roundStarted = new Map<number, number>();
+const roundSeconds = new Map<number, number>();
+let updateBytes: number | null = null;
+
 function progressLine(source: string, l: LogLine): string | null {
   switch (l.msg) {
+    case 'initial global model':
+      updateBytes = Number(l.parameters) * 4;
+      return `[coordinator] initial global model: ${Number(l.parameters).toLocaleString('en')} parameters federate (${(updateBytes / 1024).toFixed(1)} KiB of float32 per update)`;
     case 'round started':
+      roundStarted.set(Number(l.round), Date.parse(String(l.time)));
       return `[coordinator] round ${l.round}/${l.rounds} started with ${(l.participants as string[]).join(', ')}`;
-    case 'round completed':
-      return `[coordinator] round ${l.round}/${l.rounds} aggregated from ${(l.contributors as string[]).length} sites; central accuracy ${fmt(l.centralMetrics as Metrics)}`;
+    case 'round completed': {
+      const began = roundStarted.get(Number(l.round));
+      const seconds = began === undefined ? null : (Date.parse(String(l.time)) - began) / 1000;
+      if (seconds !== null) roundSeconds.set(Number(l.round), seconds);
+      return (
+        `[coordinator] round ${l.round}/${l.rounds} aggregated from ${(l.contributors as string[]).length} sites` +
+        `${seconds === null ? '' : ` in ${seconds.toFixed(1)} s`}; central balanced accuracy ${fmt(l.centralMetrics as Metrics, 'balancedAccuracy')}`
+      );
+    }
+    case 'tile features':
+      return l.images === l.total ? `[${source}] ${l.split} tile features ready: ${l.rows} tiles of ${l.total} images (${l.cached} images from the cache)` : null;
     case 'contribution rejected':
       return `[coordinator] rejected an update from ${l.siteId}: ${l.reason}`;
     case 'secure aggregation completed':
@@ -75,9 +93,13 @@ function progressLine(source: string, l: LogLine): string | null {
 async function demo(opts: DemoOptions): Promise<void> {
   const sites = Number(opts.sites);
   const rounds = Number(opts.rounds);
-  const imageSize = Number(opts.imageSize);
+  const backbone = opts.model === 'backbone-head';
+  // Backbone models read tiles: 224 px at native resolution on real BreakHis images; the synthetic
+  // images are a fifth of BreakHis's size, so their tiles are 96 px.
+  const imageSize = Number(opts.imageSize ?? (backbone ? (opts.data ? 224 : 96) : 32));
+  const epochs = Number(opts.epochs ?? (backbone ? 5 : 6));
   const seed = Number(opts.seed);
-  for (const [name, v, min] of [['--sites', sites, 1], ['--rounds', rounds, 1], ['--image-size', imageSize, 16], ['--epochs', Number(opts.epochs), 1]] as const) {
+  for (const [name, v, min] of [['--sites', sites, 1], ['--rounds', rounds, 1], ['--image-size', imageSize, 16], ['--epochs', epochs, 1]] as const) {
     if (!Number.isInteger(v) || v < min) throw new HistoFedError('USAGE', `${name} must be an integer >= ${min}, got "${v}"`);
   }
   if (opts.secureAggregation && sites < 3) throw new HistoFedError('USAGE', `--secure-aggregation needs --sites >= 3, got ${sites}`);
@@ -120,15 +142,17 @@ async function demo(opts: DemoOptions): Promise<void> {
       minSites: sites,
       maxSites: sites,
       model: {
+        ...(backbone ? DEFAULT_RUN_MODEL : {}),
         kind: opts.model,
         imageSize,
         numClasses: 2,
         ...(opts.singleStage ? {} : { subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
       },
       classWeighting: 'balanced',
-      localEpochs: Number(opts.epochs),
-      batchSize: 8,
-      learningRate: 0.002,
+      localEpochs: epochs,
+      // Heads on tile features see ~20 rows per image: larger batches.
+      batchSize: backbone ? 32 : 8,
+      learningRate: backbone ? 0.001 : 0.002,
       proximalMu: 0.01,
       // Secure aggregation keeps every per-site model from the coordinator: no personalized
       // models, no per-site ensemble then (the run config refuses the combination).
@@ -142,7 +166,8 @@ async function demo(opts: DemoOptions): Promise<void> {
     });
     await fed.admin.request('POST', `/api/runs/${run.id}/start`);
     say(
-      `run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${opts.model}${opts.singleStage ? '' : ' two-stage'} at ${imageSize}x${imageSize} px, backend ${backend}${opts.secureAggregation ? ', secure aggregation' : ''}`,
+      `run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${opts.model}${opts.singleStage ? '' : ' two-stage'} ` +
+        `${backbone ? `on ImageNet MobileNetV2 features of ${imageSize} px tiles (frozen backbone)` : `at ${imageSize}x${imageSize} px`}, backend ${backend}${opts.secureAggregation ? ', secure aggregation' : ''}`,
     );
     const result = await fed.admin.poll(
       async () => {
@@ -158,15 +183,17 @@ async function demo(opts: DemoOptions): Promise<void> {
     say('\n== HistoFed demo report ==');
     say(`sites: ${fed.siteIds.join(', ')}   backends: coordinator ${backend}, ${Object.entries(result.backends.sites).map(([s, b]) => `${s} ${b}`).join(', ')}`);
     say('stage 1 = benign vs malignant, stage 2 = subtype (cascade); patient = patient-level recognition rate');
-    say('round  central acc  balanced acc  patient acc  AUC    stage-2 acc  stage-2 F1  sites val acc  participants');
+    say('round  balanced acc  central acc  patient acc  AUC    stage-2 acc  stage-2 F1  sites val acc  seconds  participants');
     for (const r of result.rounds) {
+      const secs = roundSeconds.get(r.round);
       say(
-        `${String(r.round).padStart(5)}  ${fmt(r.global).padStart(11)}  ${fmt(r.global, 'balancedAccuracy').padStart(12)}  ${fmt(r.global, 'patientAccuracy').padStart(11)}  ${fmt(r.global, 'auc')}  ${fmt(r.global, 'stage2Accuracy').padStart(11)}  ${fmt(r.global, 'stage2MacroF1').padStart(10)}  ${fmt(r.sitesValidation, 'valAccuracy').padStart(13)}  ${r.participants.join(',')}`,
+        `${String(r.round).padStart(5)}  ${fmt(r.global, 'balancedAccuracy').padStart(12)}  ${fmt(r.global).padStart(11)}  ${fmt(r.global, 'patientAccuracy').padStart(11)}  ${fmt(r.global, 'auc')}  ${fmt(r.global, 'stage2Accuracy').padStart(11)}  ${fmt(r.global, 'stage2MacroF1').padStart(10)}  ${fmt(r.sitesValidation, 'valAccuracy').padStart(13)}  ${(secs === undefined ? '-' : secs.toFixed(1)).padStart(7)}  ${r.participants.join(',')}`,
       );
     }
+    if (updateBytes !== null) say(`each site's update: ${(updateBytes / 1024).toFixed(1)} KiB of weights per round (sealed, plus a small header)`);
     const f = result.final!;
     const line = (m: Metrics | null | undefined) =>
-      `accuracy ${fmt(m)}  balanced ${fmt(m, 'balancedAccuracy')}  patient ${fmt(m, 'patientAccuracy')}  diagnosis ${fmt(m, 'patientDiagnosisAccuracy')}  AUC ${fmt(m, 'auc')}  stage-2 acc ${fmt(m, 'stage2Accuracy')}  F1 ${fmt(m, 'stage2MacroF1')}`;
+      `balanced ${fmt(m, 'balancedAccuracy')}  accuracy ${fmt(m)}  patient ${fmt(m, 'patientAccuracy')}  diagnosis ${fmt(m, 'patientDiagnosisAccuracy')}  AUC ${fmt(m, 'auc')}  stage-2 acc ${fmt(m, 'stage2Accuracy')}  F1 ${fmt(m, 'stage2MacroF1')}`;
     say('\nfinal (central test split, patient-wise held out):');
     say(`  global model     ${line(f.global)}`);
     for (const [site, m] of Object.entries(f.perSite)) say(`  ${site.padEnd(16)} ${line(m)}  (personalized)`);
@@ -179,8 +206,10 @@ async function demo(opts: DemoOptions): Promise<void> {
         data: opts.data ? resolve(opts.data) : 'synthetic',
         partition: opts.partition,
         sites: fed.siteIds,
+        model: { kind: opts.model, imageSize, parameters: updateBytes === null ? null : updateBytes / 4 },
         rounds: result.rounds.map((r) => ({
           round: r.round,
+          seconds: roundSeconds.get(r.round) ?? null,
           participants: r.participants,
           global: r.global,
           sitesValidation: r.sitesValidation,
@@ -205,8 +234,8 @@ const program = new Command('npm run demo --')
   .option('--rounds <n>', 'federated rounds', '3')
   .option('--data <dir>', 'a real BreakHis tree instead of synthetic data')
   .option('--report-json <file>', 'write the report as JSON')
-  .option('--image-size <px>', 'model input size', '32')
-  .option('--epochs <n>', 'local epochs per round', '6')
+  .option('--image-size <px>', 'model input size: tile size of backbone models (224 on real images, 96 on the synthetic ones), whole-image size of the CNNs (32)')
+  .option('--epochs <n>', 'local epochs per round (backbone 5, CNNs 6)')
   .option('--seed <n>', 'seed of data generation, partition and training', '1')
   .option('--backend <name>', 'TensorFlow.js backend for all processes (auto|wasm|cpu|tensorflow|tensorflow-gpu)')
   .option('--partition <kind>', 'how the hospitals differ: iid, label-skew, magnification, stain', 'iid')
@@ -214,7 +243,11 @@ const program = new Command('npm run demo --')
   .option('--stain-normalization <method>', 'none or macenko (applied by every site and the central evaluation)', 'none')
   .option('--augment', 'sites augment their training images (flips, rotations, zoom, colour jitter)')
   .option('--keep', 'keep the work directory (logs, databases, site outboxes)')
-  .option('--model <kind>', 'architecture: se-cnn (squeeze-and-excitation), attention-cnn (SE + spatial attention) or small-cnn', 'se-cnn')
+  .option(
+    '--model <kind>',
+    'backbone-head (heads on frozen ImageNet MobileNetV2 features of native-resolution tiles), or a compact CNN on whole images: se-cnn (squeeze-and-excitation), attention-cnn (SE + spatial attention), small-cnn',
+    'backbone-head',
+  )
   .option('--single-stage', 'benign vs malignant only (no subtype head, no stage-2 metrics)')
   .option('--secure-aggregation', 'SecAgg+: the coordinator only sees the sum of the updates (needs >= 3 sites; no per-site ensemble)')
   .action(async (opts: DemoOptions) => demo(opts));

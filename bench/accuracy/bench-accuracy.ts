@@ -42,7 +42,7 @@ import {
 } from '@histofed/data';
 import {
   MOBILENET_V2_IMAGENET,
-  buildModel,
+  buildModelAsync,
   createTrainingPool,
   getWeights,
   mixSeed,
@@ -254,7 +254,7 @@ async function main(o: Options): Promise<void> {
   );
 
   const pool = await createTrainingPool({ workers, backend: parseBackendChoice(o.backend) });
-  const evalModel = buildModel(recipe.spec, 1);
+  const evalModel = await buildModelAsync(recipe.spec, 1);
   const outcomes: FoldOutcome[] = [];
   try {
     for (const foldSeedBase of seeds) {
@@ -269,7 +269,7 @@ async function main(o: Options): Promise<void> {
           validation: slice(decoded, siteImages.flatMap((s) => s.validation)),
         };
         const test = slice(decoded, f.test);
-        const init = buildModel(recipe.spec, foldSeed);
+        const init = await buildModelAsync(recipe.spec, foldSeed);
         const initial = getWeights(init);
         init.dispose();
         const testPatients = new Set(f.test.map((i) => i.patientId)).size;

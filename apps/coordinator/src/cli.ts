@@ -45,13 +45,15 @@ export function buildCli(): Command {
     .requiredOption('--data <dir>', 'BreakHis tree to evaluate on')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
     .option('--cache-dir <dir>', 'cache folder: tile features of backbone models go to DIR/features (env HISTOFED_CACHE_DIR, default ~/.cache/histofed)')
+    .option('--backbone <dir>', "a fine-tuned model on a 'layers-model' backbone: the backbone's directory (env HISTOFED_BACKBONE_DIR)")
     .option('--json', 'print the report as one JSON object')
-    .action(async (opts: { model: string; data: string; backend?: string; cacheDir?: string; json?: boolean }) => {
+    .action(async (opts: { model: string; data: string; backend?: string; cacheDir?: string; backbone?: string; json?: boolean }) => {
       await selectBackend(parseBackendChoice(opts.backend ?? process.env['HISTOFED_BACKEND'] ?? 'auto'));
       const featureCache = new FeatureCache({ dir: featureCacheDirFor(opts.cacheDir ?? defaultImageCacheDir(process.env)) });
       const report = await evaluateSavedModel(checkEvaluateFlags(opts).model, opts.data, {
         featureCache,
         onProgress: (line) => process.stderr.write(line + '\n'),
+        backboneDir: opts.backbone ?? process.env['HISTOFED_BACKBONE_DIR'],
       });
       process.stdout.write((opts.json ? JSON.stringify(report) : formatEvaluateReport(report)) + '\n');
     });

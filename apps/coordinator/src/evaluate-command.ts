@@ -46,11 +46,12 @@ async function memberOutputs(
   inputs: Map<string, Promise<LabeledImages>>,
   featureCache: FeatureCache | undefined,
   onProgress?: (line: string) => void,
+  backboneDir?: string,
 ): Promise<{ data: LabeledImages; probabilities: Float32Array }> {
   const { spec, preprocessing } = m.manifest;
   const stain = preprocessing.stainNormalization;
   const normalize = stain ? createStainNormalizer(stain as unknown as StainTarget) : undefined;
-  const split = spec.backbone ? splitTileClassifier(m.model, spec) : undefined;
+  const split = spec.backbone ? await splitTileClassifier(m.model, spec, { dir: backboneDir }) : undefined;
   try {
     const key = JSON.stringify([spec.imageSize, spec.tiles ?? null, split?.extractor.id ?? null, stain]);
     let data = inputs.get(key);
@@ -75,7 +76,7 @@ async function memberOutputs(
 export async function evaluateSavedModel(
   modelDir: string,
   dataDir: string,
-  options: { readonly featureCache?: FeatureCache; readonly onProgress?: (line: string) => void } = {},
+  options: { readonly featureCache?: FeatureCache; readonly onProgress?: (line: string) => void; readonly backboneDir?: string } = {},
 ): Promise<EvaluateReport> {
   const ensemble = isEnsembleDir(modelDir);
   const loaded: (LoadedModel & { name?: string })[] = ensemble ? (await loadEnsemble(modelDir)).members : [await loadModel(modelDir)];
@@ -86,7 +87,7 @@ export async function evaluateSavedModel(
     const outputs: Float32Array[] = [];
     let data: LabeledImages | undefined;
     for (const m of loaded) {
-      const r = await memberOutputs(m, dataset.images, inputs, options.featureCache ?? new FeatureCache(), options.onProgress);
+      const r = await memberOutputs(m, dataset.images, inputs, options.featureCache ?? new FeatureCache(), options.onProgress, options.backboneDir);
       data ??= r.data;
       outputs.push(r.probabilities);
     }

@@ -91,6 +91,7 @@ export function buildCli(): Command {
     )
     .option('--backbone <dir>', 'backbone-head: a tfjs Layers model directory instead of the built-in ImageNet MobileNetV2')
     .option('--cut <layer>', 'backbone-head: the feature layer (default block_10_depthwise_relu)')
+    .option('--train-from <layer>', 'backbone-head: fine-tune the backbone from this layer to the cut (e.g. block_9_expand); default: frozen backbone')
     .option('--tile-scale <x>', 'backbone-head: image scale before tiling, 1 = native resolution (default 1)')
     .option('--views <n>', 'backbone-head: random training crops per image besides the grid (default 8)')
     .addOption(new Option('--stain-normalization <m>', 'stain normalization of every image (saved with the model)').choices(['none', 'macenko']).default('none'))

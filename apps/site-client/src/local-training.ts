@@ -4,7 +4,7 @@ import {
   TrainResult,
   TrainingPool,
   balancedClassWeights,
-  buildModel,
+  buildModelAsync,
   evaluateModelAsync,
   getWeights,
   setWeights,
@@ -63,7 +63,7 @@ export async function runLocalTraining(
   // Whole images get a new augmentation every round; tiles have augmented views (their features are computed once).
   const train = cfg.augment && cfg.model.tiles === undefined ? augmentTrainingSet(decoded, cfg.seed) : decoded;
   const validation = await data.validation(request);
-  const model = buildModel(cfg.model, cfg.seed);
+  const model = await buildModelAsync(cfg.model, cfg.seed, { dir: data.backboneDir });
   try {
     setWeights(model, global);
     logger.event('info', 'training started', {

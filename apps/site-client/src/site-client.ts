@@ -291,7 +291,7 @@ async function startTrainingPool(config: SiteConfig, logger: SiteLogger): Promis
     logger.event('info', 'training on the main thread', { backend, workers: 1 });
     return undefined;
   }
-  const pool = await createTrainingPool({ workers, backend: backend as 'wasm' | 'cpu' | 'tensorflow' | 'tensorflow-gpu' });
+  const pool = await createTrainingPool({ workers, backend: backend as 'wasm' | 'cpu' | 'tensorflow' | 'tensorflow-gpu', backboneDir: config.backboneDir });
   logger.event('info', 'training worker pool started', { backend: pool.backend?.name, workers });
   return pool;
 }

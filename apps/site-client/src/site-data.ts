@@ -54,7 +54,8 @@ export class SiteData {
     private readonly transformKey: string,
     /** What the simulation made of this site (partition kind, stain shift), for logs. */
     readonly simulation: Record<string, unknown> | null,
-    private readonly backboneDir: string | undefined,
+    /** A 'layers-model' backbone's directory (--backbone). */
+    readonly backboneDir: string | undefined,
   ) {}
 
   /** The worker pool that extracts tile features (else this thread does). */

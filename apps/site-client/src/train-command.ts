@@ -31,8 +31,9 @@ import {
   LAYERS_MODEL_BACKBONE,
   MODEL_KINDS,
   balancedClassWeights,
-  buildModel,
+  buildModelAsync,
   completeModelSpec,
+  isFrozenBackbone,
   buildTransferModel,
   createTrainingPool,
   currentBackend,
@@ -61,6 +62,7 @@ export interface TrainFlags {
   /** Backbone models: a tfjs Layers model directory instead of the built-in ImageNet MobileNetV2. */
   backbone?: string;
   cut?: string;
+  trainFrom?: string;
   tileScale?: string;
   views?: string;
   stainNormalization?: string;
@@ -120,8 +122,8 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
   const unfreezeLayers = f.unfreezeLayers === 'all' ? Infinity : num('--unfreeze-layers', f.unfreezeLayers, (n) => Number.isInteger(n) && n >= 0, "an integer >= 0 or 'all'");
   if (!(MODEL_KINDS as readonly string[]).includes(f.model)) throw new ValidationError(`--model: expected one of ${MODEL_KINDS.join(', ')}, got "${f.model}"`);
   if (!['local', 'centralized'].includes(f.provenance)) throw new ValidationError(`--provenance: expected local or centralized, got "${f.provenance}"`);
-  if (!isBackbone && (f.backbone || f.cut || f.tileScale || f.views)) {
-    throw new ValidationError('--backbone, --cut, --tile-scale and --views apply to --model backbone-head');
+  if (!isBackbone && (f.backbone || f.cut || f.trainFrom || f.tileScale || f.views)) {
+    throw new ValidationError('--backbone, --cut, --train-from, --tile-scale and --views apply to --model backbone-head');
   }
   if (f.initFrom && isBackbone) throw new ValidationError('--init-from applies to the compact CNNs (--model se-cnn, attention-cnn, small-cnn)');
   const stainName = f.stainNormalization ?? 'none';
@@ -136,7 +138,12 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
       ...(f.singleStage ? {} : { subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
       ...(isBackbone
         ? {
-            backbone: { ...DEFAULT_BACKBONE, ...(f.backbone ? { name: LAYERS_MODEL_BACKBONE } : {}), ...(f.cut ? { cut: f.cut } : {}) },
+            backbone: {
+              ...DEFAULT_BACKBONE,
+              ...(f.backbone ? { name: LAYERS_MODEL_BACKBONE } : {}),
+              ...(f.cut ? { cut: f.cut } : {}),
+              ...(f.trainFrom ? { trainFrom: f.trainFrom } : {}),
+            },
             tiles: {
               scale: num('--tile-scale', f.tileScale ?? String(defaultTiles.scale), (n) => n >= 0.05 && n <= 4, 'a number in [0.05, 4]'),
               views: num('--views', f.views ?? String(defaultTiles.views), (n) => Number.isInteger(n) && n >= 0 && n <= 256, 'an integer in [0, 256]'),
@@ -158,7 +165,7 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
   let pool: TrainingPool | undefined;
   const patients = (xs: readonly { patientId: string }[]) => new Set(xs.map((i) => i.patientId)).size;
   try {
-    pool = workers === 1 || f.initFrom ? undefined : await createTrainingPool({ workers });
+    pool = workers === 1 || f.initFrom ? undefined : await createTrainingPool({ workers, backboneDir: f.backbone });
     let extractor: TileRowExtractor | undefined;
     if (spec.backbone) {
       extractor = pool ? await pool.featureExtractor(spec.backbone, imageSize, f.backbone) : await tileFeatureExtractor(spec.backbone, imageSize, { dir: f.backbone });
@@ -186,7 +193,8 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
       `training ${spec.kind}${spec.subtypeParents ? ' two-stage' : ''} at ${imageSize}px on ${split.train.length} images of ${patients(split.train)} patients` +
         `${train.imageOf ? ` (${train.count} tiles)` : ''}; validation ${split.test.length} images of ${patients(split.test)} patients (patient-wise)`,
     );
-    return await trainAndSave(f, spec, { train, validation, split, pool: spec.backbone ? undefined : pool, extractor, stain, seed, maxEpochs, minEpochs, patience, batchSize, learningRate, freezeEpochs, unfreezeLayers, started, progress });
+    // Heads on frozen features train in this thread (a few thousand parameters); images and fine-tuned blocks on the pool.
+    return await trainAndSave(f, spec, { train, validation, split, pool: isFrozenBackbone(spec) ? undefined : pool, extractor, stain, seed, maxEpochs, minEpochs, patience, batchSize, learningRate, freezeEpochs, unfreezeLayers, started, progress });
   } finally {
     await pool?.close();
   }
@@ -247,7 +255,7 @@ async function trainAndSave(f: TrainFlags, spec: ModelSpec, c: TrainContext): Pr
     progress(`fine-tuning with ${open.length} base layers unfrozen at learning rate ${learningRate / 10}`);
     result = await fit({ model, spec }, trainingSet, { ...common, learningRate: learningRate / 10, maxEpochs });
   } else {
-    model = buildModel(spec, seed);
+    model = await buildModelAsync(spec, seed, { dir: f.backbone });
     result = await fit({ spec, initial: getWeights(model) }, trainingSet, { ...common, maxEpochs, pool: c.pool });
   }
   try {

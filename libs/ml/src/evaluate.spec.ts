@@ -103,3 +103,44 @@ describe('evaluateModel on a two-stage model', () => {
     single.dispose();
   });
 });
+
+describe('evaluation of tiles', () => {
+  const head: ModelSpec = {
+    kind: 'backbone-head',
+    imageSize: 32,
+    numClasses: 2,
+    backbone: { name: 'mobilenet-v2-imagenet', cut: 'x', input: 'signed', features: 4 },
+    tiles: { scale: 1, views: 0 },
+  };
+
+  it('averages the tile rows of each image, then reports per image and per patient', () => {
+    const m = buildModel(head, 1);
+    // 3 images of 2, 3 and 1 tiles (rows of 4 features), rows of one image not contiguous.
+    const imageOf = Int32Array.from([0, 1, 0, 1, 2, 1]);
+    const rows = Float32Array.from({ length: 6 * 4 }, (_, i) => Math.sin(i) + 1);
+    const data = {
+      images: rows,
+      count: 6,
+      imageSize: 32,
+      sampleShape: [4],
+      imageOf,
+      labels: Int32Array.from(imageOf, (i) => [0, 1, 1][i]),
+      groups: Array.from(imageOf, (i) => ['p1', 'p2', 'p2'][i]),
+    };
+    const perRow = predictProbabilities(m, rows, 6, [4]);
+    const e = evaluateModel(m, data);
+    expect(e.probabilities).toHaveLength(3 * 2);
+    const members: [number, number[]][] = [[0, [0, 2]], [1, [1, 3, 5]], [2, [4]]];
+    for (const [image, rowsOf] of members) {
+      for (let k = 0; k < 2; k++) {
+        const mean = rowsOf.reduce((s, r) => s + perRow[r * 2 + k], 0) / rowsOf.length;
+        expect(e.probabilities[image * 2 + k]).toBeCloseTo(mean, 6);
+      }
+    }
+    expect(e.report.images).toBe(3);
+    expect(e.report.patients).toBe(2);
+    expect(() => evaluateModel(m, { ...data, imageOf: Int32Array.from([0, 1, 0, 1, 3, 1]) })).toThrow(/image 2 has no row/);
+    expect(() => predictProbabilities(m, rows, 6, [5])).toThrow(/rows of 4/);
+    m.dispose();
+  });
+});

@@ -62,6 +62,18 @@ describe('fit', () => {
     expect(r.validation).toHaveProperty('stage2Accuracy');
   }, 120_000);
 
+  it('neither stops nor keeps weights before minEpochs, and compares smoothed values', async () => {
+    const train = brightDarkImages(32, 16, 3);
+    // As above, the best raw validation value is an early epoch's: with minEpochs that epoch cannot win.
+    const flipped: LabeledImages = { ...brightDarkImages(16, 16, 4), labels: Int32Array.from(brightDarkImages(16, 16, 4).labels, (l) => 1 - l) };
+    const r = await fit({ spec, initial: initial(spec) }, train, { ...base, maxEpochs: 12, patience: 2, minEpochs: 5, smoothing: 0.5, validation: flipped });
+    expect(r.bestEpoch).toBeGreaterThanOrEqual(5);
+    expect(r.epochsRun).toBeGreaterThanOrEqual(5 + 2);
+    expect(r.history.slice(0, 4).every((e) => !e.best)).toBe(true);
+    await expect(fit({ spec, initial: initial(spec) }, train, { ...base, maxEpochs: 2, minEpochs: 0 })).rejects.toThrow('minEpochs');
+    await expect(fit({ spec, initial: initial(spec) }, train, { ...base, maxEpochs: 2, smoothing: 1 })).rejects.toThrow('smoothing');
+  }, 120_000);
+
   it('rejects bad options naming them', async () => {
     const train = brightDarkImages(8, 16, 3);
     await expect(fit({ spec, initial: initial(spec) }, train, { ...base, maxEpochs: 0 })).rejects.toThrow(ValidationError);

@@ -12,7 +12,8 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import type { LabeledImages, Metrics, ModelSpec, NamedTensor, WeightSet } from '@histofed/fl-core';
 import { HistoFedError, ValidationError } from '@histofed/fl-core';
 import { evaluateModelAsync } from './evaluate';
-import { buildModel } from './models';
+import { buildModelAsync } from './model-spec';
+import type { BackboneLocation } from './backbones/backbone';
 import type { TrainingPool } from './parallel-training';
 import { mixSeed } from './random';
 import { trainLocal } from './train';
@@ -58,6 +59,8 @@ export interface FitOptions extends Omit<TrainOptions, 'epochs' | 'onProgress' |
   /** FedProx anchor (with proximalMu > 0). */
   readonly globalWeights?: WeightSet;
   readonly onEpoch?: (e: FitEpoch) => void;
+  /** Where a 'layers-model' backbone lives (fine-tuning specs). */
+  readonly backbone?: BackboneLocation;
   readonly onBatch?: TrainOptions['onProgress'];
 }
 
@@ -109,7 +112,7 @@ export async function fit(target: FitTarget, trainingSet: FitTrainingSet, o: Fit
   if ('model' in target && o.pool !== undefined) {
     throw new ValidationError('pool: a model built outside buildModel trains in this thread; omit the pool');
   }
-  const model = 'model' in target ? target.model : buildModel(target.spec, 1);
+  const model = 'model' in target ? target.model : await buildModelAsync(target.spec, 1, o.backbone ?? {});
   const owned = !('model' in target);
   try {
     if ('initial' in target) setWeights(model, target.initial);

@@ -56,7 +56,7 @@ export const MODEL_OPTIONS: Readonly<Record<ModelKind, readonly string[]>> = {
 /** Tile views per image at most (random training crops whose features a site computes once). */
 export const MAX_TILE_VIEWS = 256;
 
-interface ModelOptions {
+export interface ModelOptions {
   width: number;
   blocks: number;
   denseUnits: number;
@@ -103,6 +103,11 @@ function modelOptions(kind: ModelKind, options: Readonly<Record<string, number>>
     seRatio: integerIn('seRatio', o['seRatio'] ?? 8, 1, 64),
     attentionKernel,
   };
+}
+
+/** The options of a spec with their defaults (what attachHeads reads: denseUnits, dropout). */
+export function modelOptionsOf(spec: ModelSpec): ModelOptions {
+  return modelOptions(checkKind(spec), spec.options);
 }
 
 function checkKind(spec: ModelSpec): ModelKind {

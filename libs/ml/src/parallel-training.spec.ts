@@ -3,6 +3,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { LabeledImages, ModelSpec, WeightSet } from '@histofed/fl-core';
 import { ValidationError, l2Distance } from '@histofed/fl-core';
 import { selectBackend } from './backend';
+import { DEFAULT_BACKBONE } from '@histofed/fl-core';
+import { resolveBackbone, tileFeatureExtractor } from './backbones/backbone';
 import { buildModel } from './models';
 import { TrainingPool, createTrainingPool, shareImages, trainLocalParallel } from './parallel-training';
 import { brightDarkImages } from './testing/synthetic';
@@ -250,4 +252,28 @@ describe('training pool lifecycle', () => {
     await pool.train(spec, initial, data, { ...base, epochs: 1 });
     expect(tf.memory().numTensors).toBe(before);
   });
+
+  it('extracts a frozen backbone\u2019s tile features on its workers, equal to this thread\u2019s, and trains heads on them', async () => {
+    const backbone = (await resolveBackbone(DEFAULT_BACKBONE, {}, 48)).spec;
+    const local = await tileFeatureExtractor(backbone, 48);
+    const remote = await pool.featureExtractor(backbone, 48);
+    expect(remote.id).toBe(local.id);
+    expect(remote.rowShape).toEqual([384]);
+    const tiles = Float32Array.from({ length: 5 * 48 * 48 * 3 }, (_, i) => (Math.cos(i * 0.07) + 1) / 2);
+    const [a, b] = await Promise.all([remote.extract(tiles, 5, 48), remote.extract(tiles.slice(0, 2 * 48 * 48 * 3), 2, 48)]);
+    const expected = await local.extract(tiles, 5, 48);
+    a.forEach((v, i) => expect(v).toBeCloseTo(expected[i], 4));
+    b.forEach((v, i) => expect(v).toBeCloseTo(expected[i], 4));
+    expect(tiles[0]).toBe((Math.cos(0) + 1) / 2); // the caller's tiles are not transferred away
+    // Heads on those features train on the pool like any model, and match the main thread.
+    const headSpec: ModelSpec = { kind: 'backbone-head', imageSize: 48, numClasses: 2, backbone, tiles: { scale: 1, views: 0 }, options: { dropout: 0 } };
+    const rows: LabeledImages = shareImages({ images: a, count: 5, imageSize: 48, sampleShape: [384], labels: Int32Array.from([0, 1, 0, 1, 1]) });
+    const m = buildModel(headSpec, 2);
+    const start = getWeights(m);
+    const opts = { ...base, batchSize: 5 };
+    const parallel = await pool.train(headSpec, start, rows, opts);
+    await trainLocal(m, rows, opts);
+    expect(maxAbsDiff(parallel.weights, getWeights(m))).toBeLessThan(1e-5);
+    m.dispose();
+  }, 60_000);
 });

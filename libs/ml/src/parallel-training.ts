@@ -28,7 +28,7 @@ import type { BackboneSpec, LabeledImages, ModelSpec, NamedTensor, WeightSet } f
 import { HistoFedError, ValidationError, isTwoStage } from '@histofed/fl-core';
 import type { BackendChoice, SelectedBackend } from './backend';
 import { currentBackend, parseBackendChoice } from './backend';
-import { checkFinite, checkLabeledImages, checkSubtypeParents } from './batches';
+import { checkFinite, checkLabeledImages, checkSubtypeParents, dataRowShape } from './batches';
 import { featureInputShape, validateModelSpec } from './models';
 import { mixSeed, shuffledIndices } from './random';
 import { checkTrainOptions } from './train';
@@ -40,6 +40,8 @@ export interface TrainingPoolOptions {
   readonly workers?: number;
   /** Backend of the workers (default: the main thread's current backend, else 'auto'). */
   readonly backend?: BackendChoice;
+  /** A 'layers-model' backbone's directory, for fine-tuning specs (the built-in MobileNetV2 needs none). */
+  readonly backboneDir?: string;
 }
 
 export interface ParallelTrainResult extends TrainResult {
@@ -213,7 +215,8 @@ function checkTrainCall(spec: ModelSpec, data: LabeledImages, opts: TrainOptions
   validateModelSpec(spec);
   const subtypes = spec.subtypeParents?.length ?? 0;
   checkTrainOptions(opts, spec.numClasses, subtypes);
-  const shape = featureInputShape(spec) ?? spec.imageSize;
+  // A fine-tuning spec's rows are the backbone's feature maps, whose shape the workers' models check.
+  const shape = spec.backbone?.trainFrom !== undefined ? dataRowShape(data) : (featureInputShape(spec) ?? spec.imageSize);
   checkLabeledImages(data, shape, spec.numClasses, 'data', subtypes);
   if (subtypes > 0) checkSubtypeParents(data, spec.subtypeParents as readonly number[]);
   if (data.count === 0) throw new ValidationError('data.count: there are no training images');
@@ -234,6 +237,7 @@ export class TrainingPool {
   constructor(
     readonly size: number,
     readonly backendChoice: BackendChoice,
+    readonly backboneDir?: string,
   ) {}
 
   /** The backend the workers run on (after start). */
@@ -290,6 +294,7 @@ export class TrainingPool {
           globalWeights: opts.proximalMu > 0 ? opts.globalWeights : undefined,
           classWeights: opts.classWeights,
           subtypeWeights: opts.subtypeWeights,
+          backboneDir: this.backboneDir,
         },
         'ok',
       );
@@ -420,7 +425,7 @@ function checkPoolOptions(o: TrainingPoolOptions): { workers: number; backend: B
 /** Starts a training pool; resolves when every worker has loaded its backend (rejects naming the worker otherwise). */
 export async function createTrainingPool(options: TrainingPoolOptions = {}): Promise<TrainingPool> {
   const { workers, backend } = checkPoolOptions(options);
-  const pool = new TrainingPool(workers, backend);
+  const pool = new TrainingPool(workers, backend, options.backboneDir);
   try {
     await pool.start();
   } catch (e) {

@@ -39,6 +39,8 @@ export type ToWorker =
       readonly globalWeights?: WeightSet;
       readonly classWeights?: readonly number[];
       readonly subtypeWeights?: readonly number[];
+      /** Where a 'layers-model' backbone lives (fine-tuning specs build their top blocks from it). */
+      readonly backboneDir?: string;
     }
   /** Gradients of this shard's cross-entropy, scaled by shard size / batch size. */
   | { readonly type: 'grad'; readonly id: number; readonly indices: Int32Array; readonly batchSize: number }

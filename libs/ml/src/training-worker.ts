@@ -17,7 +17,7 @@ import { imageBatch, modelGeometry } from './batches';
 import { assertModelTrains } from './kernel-check';
 import { outputLoss, type TrainingTargets } from './losses';
 import { tileFeatureExtractor } from './backbones/backbone';
-import { buildModel } from './models';
+import { buildModelAsync } from './model-spec';
 import type { FromWorker, ToWorker, TrainingWorkerData } from './training-messages';
 import { getWeights, setWeights, trainableGlobalTensors, weightName } from './weights-bridge';
 
@@ -38,9 +38,9 @@ class Replica {
   private stats: tfl.LayerVariable[] = [];
   private call: Call | null = null;
 
-  begin(m: Extract<ToWorker, { type: 'begin' }>): void {
+  async begin(m: Extract<ToWorker, { type: 'begin' }>): Promise<void> {
     this.end();
-    const model = this.modelFor(m.spec);
+    const model = await this.modelFor(m.spec, m.backboneDir);
     setWeights(model, m.initial);
     let globals: tf.Tensor[] = [];
     const mu = m.proximalMu > 0 && m.globalWeights !== undefined ? m.proximalMu : 0;
@@ -56,12 +56,12 @@ class Replica {
     };
   }
 
-  private modelFor(spec: ModelSpec): tfl.LayersModel {
+  private async modelFor(spec: ModelSpec, backboneDir: string | undefined): Promise<tfl.LayersModel> {
     const key = JSON.stringify([spec.kind, spec.imageSize, spec.numClasses, spec.options ?? {}, spec.subtypeParents ?? [], spec.backbone ?? null]);
     if (this.model === null || key !== this.specKey) {
       this.model?.dispose();
       this.model = null;
-      const model = buildModel(spec, 1);
+      const model = await buildModelAsync(spec, 1, { dir: backboneDir });
       try {
         // Once per replica (the backend does not change in a worker), not once per call as trainLocal.
         assertModelTrains(model);
@@ -201,8 +201,7 @@ function handle(replica: Replica, m: ToWorker): Handled | Promise<Handled> {
         .then((e) => e.extract(m.tiles, m.count, m.size))
         .then((rows) => ({ reply: { type: 'features', id: m.id, rows }, transfer: [rows.buffer as ArrayBuffer] }));
     case 'begin':
-      replica.begin(m);
-      return { reply: { type: 'ok', id: m.id } };
+      return replica.begin(m).then(() => ({ reply: { type: 'ok', id: m.id } }));
     case 'grad': {
       const { loss, grads } = replica.grad(m.indices, m.batchSize);
       return { reply: { type: 'grad', id: m.id, loss, grads }, transfer: grads ? [grads.buffer as ArrayBuffer] : [] };

@@ -10,7 +10,7 @@ import {
   readBreakHisTree,
   simulateFederation,
 } from '@histofed/data';
-import { buildModel, ensembleProbabilities, evaluateModelAsync, outputMetrics, setWeights, tileFeatureExtractor } from '@histofed/ml';
+import { buildModelAsync, ensembleProbabilities, evaluateModelAsync, outputMetrics, setWeights, tileFeatureExtractor } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 
@@ -114,8 +114,8 @@ export class CentralEvaluator {
   }
 
   /** Evaluation yields between batches, so sockets stay responsive while the coordinator evaluates. */
-  private async withModel<T>(spec: ModelSpec, weights: WeightSet, use: (model: ReturnType<typeof buildModel>) => Promise<T>): Promise<T> {
-    const model = buildModel(spec);
+  private async withModel<T>(spec: ModelSpec, weights: WeightSet, use: (model: Awaited<ReturnType<typeof buildModelAsync>>) => Promise<T>): Promise<T> {
+    const model = await buildModelAsync(spec, 1, { dir: this.config.backboneDir });
     try {
       setWeights(model, weights);
       return await use(model);

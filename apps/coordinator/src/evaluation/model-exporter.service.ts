@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { join } from 'node:path';
 import { BREAKHIS_SUBTYPE_CODES, ModelSpec, STAGE1_CLASSES, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
-import { buildModel, preprocessingFor, saveEnsembleManifest, saveModel, setWeights, tileFeatureExtractor } from '@histofed/ml';
+import { buildModelAsync, preprocessingFor, saveEnsembleManifest, saveModel, setWeights, tileFeatureExtractor } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 
 export interface ExportedMember {
@@ -40,7 +40,7 @@ export class ModelExporter {
     // A backbone model is saved as one tile classifier: the frozen backbone part, then the trained heads.
     const featureModel = spec.backbone ? (await tileFeatureExtractor(spec.backbone, spec.imageSize, { dir: this.config.backboneDir })).model : undefined;
     for (const m of members) {
-      const model = buildModel(spec, 1);
+      const model = await buildModelAsync(spec, 1, { dir: this.config.backboneDir });
       try {
         setWeights(model, m.weights);
         await saveModel(join(dir, m.id), model, {

@@ -2,7 +2,7 @@ import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } fro
 import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, parameterCount } from '@histofed/fl-core';
 import { SiteResult, Strategy, StrategyState, createStrategy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
-import { buildModel, getWeights } from '@histofed/ml';
+import { buildModelAsync, getWeights } from '@histofed/ml';
 import { SecAggTask, TrainTask } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { ModelExporter } from '../evaluation/model-exporter.service';
@@ -127,7 +127,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       if (!stored) throw new RunFailure(`run ${run.id}: global model ${run.currentModelHash} is missing from the store`);
       return { weights: decodeWeights(stored.bytes, `model ${stored.hash}`), hash: stored.hash };
     }
-    const model = buildModel(run.config.model, run.config.seed);
+    const model = await buildModelAsync(run.config.model, run.config.seed, { dir: this.config.backboneDir });
     const weights = getWeights(model);
     model.dispose();
     const hash = await this.store.putModel(encodeWeights(weights), parameterCount(weights));

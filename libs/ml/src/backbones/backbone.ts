@@ -36,11 +36,52 @@ export interface BackboneLocation {
   readonly dir?: string;
 }
 
-function withInputSize(json: tf.io.ModelJSON, size: number): tf.io.ModelJSON {
-  const copy = JSON.parse(JSON.stringify(json)) as tf.io.ModelJSON;
-  const topology = copy.modelTopology as { model_config?: { class_name?: string; config?: { layers?: { class_name: string; config: Record<string, unknown> }[] } } };
-  const layers = topology.model_config?.config?.layers;
+interface TopologyLayer {
+  class_name: string;
+  name?: string;
+  config: Record<string, unknown>;
+}
+
+type ModelConfig = { class_name?: string; config: Record<string, unknown> & { layers?: TopologyLayer[] } };
+
+/** The model config of a model.json: Keras/converter files wrap it in `model_config`, tfjs's own saves do not. */
+function modelConfigOf(json: tf.io.ModelJSON): ModelConfig {
+  const topology = json.modelTopology as { model_config?: ModelConfig } & Partial<ModelConfig>;
+  const config = topology?.model_config ?? (topology?.config !== undefined ? (topology as ModelConfig) : undefined);
+  if (config === undefined) throw new ValidationError('backbone: model.json has no model configuration');
+  return config;
+}
+
+function topologyLayers(json: tf.io.ModelJSON): TopologyLayer[] {
+  const layers = modelConfigOf(json).config.layers;
   if (!Array.isArray(layers) || layers.length === 0) throw new ValidationError('backbone: model.json has no layers');
+  return layers;
+}
+
+const layerNameOf = (l: TopologyLayer): string => (l.name ?? (l.config['name'] as string | undefined) ?? '') as string;
+
+/** Names of the backbone's layers, in the order its model.json lists them (topological for Keras models). */
+export function backboneLayerNames(source: BackboneSource): string[] {
+  return topologyLayers(source.json).map(layerNameOf);
+}
+
+/**
+ * The model JSON with a size x size x 3 input and, for a functional model, only the layers up to
+ * `until` (the cut), which becomes its output: the layers after the cut are never built (a
+ * backbone's own classifier may not even accept another input size).
+ */
+function withInputSize(json: tf.io.ModelJSON, size: number, until: string): tf.io.ModelJSON {
+  const copy = JSON.parse(JSON.stringify(json)) as tf.io.ModelJSON;
+  const layers = topologyLayers(copy);
+  const config = modelConfigOf(copy);
+  const end = layers.findIndex((l) => layerNameOf(l) === until);
+  if (end < 0) throw new ValidationError(`backbone: no layer "${until}"`);
+  if (config.class_name === 'Model' || config.class_name === 'Functional') {
+    config.config['layers'] = layers.slice(0, end + 1);
+    config.config['output_layers'] = [[until, 0, 0]];
+  } else {
+    config.config['layers'] = layers.slice(0, end + 1);
+  }
   const inputs = layers.filter((l) => l.class_name === 'InputLayer');
   const targets = inputs.length > 0 ? inputs : [layers[0]];
   for (const l of targets) {
@@ -55,14 +96,17 @@ function withInputSize(json: tf.io.ModelJSON, size: number): tf.io.ModelJSON {
 
 const loaded = new Map<string, Promise<tfl.LayersModel>>();
 
-/** The source's model with a size x size x 3 input (kept for the process; do not dispose it). */
-export function backboneModel(source: BackboneSource, size: number): Promise<tfl.LayersModel> {
+/**
+ * The source's layers up to `until` with a size x size x 3 input (kept for the process; do not
+ * dispose it).
+ */
+export function backboneModel(source: BackboneSource, size: number, until: string): Promise<tfl.LayersModel> {
   assertBackendReady();
-  const key = `${source.sha256}/${size}/${tf.getBackend()}`;
+  const key = `${source.sha256}/${size}/${until}/${tf.getBackend()}`;
   let p = loaded.get(key);
   if (!p) {
     p = (async () => {
-      const json = withInputSize(source.json, size);
+      const json = withInputSize(source.json, size, until);
       const artifacts = await tf.io.getModelArtifactsForJSON(json, async () => [source.weightSpecs, source.weightData]);
       try {
         return await tfl.loadLayersModel({ load: async () => artifacts }, { strict: false });
@@ -108,7 +152,8 @@ export async function resolveBackbone(spec: BackboneSpec, where: BackboneLocatio
       `backbone ${spec.name}: this site's copy (${source.origin}) has SHA-256 ${source.sha256.slice(0, 16)}…, the run's is ${spec.sha256.slice(0, 16)}…; install the same backbone files`,
     );
   }
-  const model = await backboneModel(source, tileSize);
+  if (!backboneLayerNames(source).includes(spec.cut)) throw new ValidationError(`model.backbone.cut: backbone ${spec.name} has no layer "${spec.cut}"`);
+  const model = await backboneModel(source, tileSize, spec.cut);
   const names = model.layers.map((l) => l.name);
   const cutIndex = names.indexOf(spec.cut);
   if (cutIndex < 0) throw new ValidationError(`model.backbone.cut: backbone ${spec.name} has no layer "${spec.cut}"`);
@@ -202,7 +247,7 @@ export function featureExtractorOf(model: tfl.LayersModel, spec: BackboneSpec): 
     id,
     rowShape: featureRowShape(model),
     model,
-    extract: (tiles, count, tileSize) => {
+    extract: async (tiles, count, tileSize) => {
       if (tileSize !== size) throw new ValidationError(`feature extractor: built for ${size} px tiles, got ${tileSize} px`);
       return extractTileRows(model, tiles, count, size);
     },
@@ -218,7 +263,7 @@ export function tileFeatureExtractor(spec: BackboneSpec, size: number, where: Ba
   if (!p) {
     p = (async () => {
       const { source } = await resolveBackbone(spec, where, size);
-      return featureExtractorOf(tileFeatureModel(await backboneModel(source, size), spec), spec);
+      return featureExtractorOf(tileFeatureModel(await backboneModel(source, size, spec.cut), spec), spec);
     })();
     extractors.set(key, p);
     p.catch(() => extractors.delete(key));

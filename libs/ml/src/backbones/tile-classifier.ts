@@ -7,9 +7,9 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelSpec } from '@histofed/fl-core';
 import { ValidationError } from '@histofed/fl-core';
-import { buildModel } from '../models';
+import { buildModelAsync } from '../model-spec';
 import { getWeights, setWeights } from '../weights-bridge';
-import { FEATURE_POOL_LAYER, featureExtractorOf, type TileFeatureExtractor } from './backbone';
+import { FEATURE_POOL_LAYER, featureExtractorOf, type BackboneLocation, type TileFeatureExtractor } from './backbone';
 import { inputLayerName, layerInputName, rewire } from './rewire';
 
 /** The tile classifier: `featureModel`'s output fed to `trainable` (both keep their layers and weights). */
@@ -38,11 +38,14 @@ export interface SplitTileClassifier {
   readonly trainable: tfl.LayersModel;
 }
 
-/** Splits a loaded tile classifier of `spec` (a backbone spec) into its feature part and its trained part. */
-export function splitTileClassifier(model: tfl.LayersModel, spec: ModelSpec): SplitTileClassifier {
+/**
+ * Splits a loaded tile classifier of `spec` (a backbone spec) into its feature part and its trained
+ * part (a fine-tuning spec's trained part is rebuilt from the local backbone, checked by its hash).
+ */
+export async function splitTileClassifier(model: tfl.LayersModel, spec: ModelSpec, where: BackboneLocation = {}): Promise<SplitTileClassifier> {
   const boundary = featureBoundary(model, spec);
   const featureModel = tfl.model({ name: 'tile_features', inputs: model.inputs, outputs: model.getLayer(boundary).output as tfl.SymbolicTensor });
-  const trainable = buildModel(spec, 1);
+  const trainable = await buildModelAsync(spec, 1, where);
   try {
     const have = new Map(getWeights(model).map((w) => [w.name, w]));
     const mine = getWeights(trainable).map((w) => {

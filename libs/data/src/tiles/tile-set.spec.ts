@@ -1,0 +1,121 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { readBreakHisTree, type BreakHisImage } from '../breakhis-reader';
+import { hashSeed, mulberry32 } from '../prng';
+import { generateSyntheticBreakHis } from '../synthetic-breakhis';
+import { REAL_SAMPLE_ROOT } from '../test-paths';
+import { FeatureCache } from './feature-cache';
+import { loadModelInputs } from './model-inputs';
+import { gridOrigins, randomOrigin } from './tile-geometry';
+import { cropTile, decodeScaledImage, gridTiles, viewTiles } from './tile-reader';
+import { loadTileSet, type TileRowExtractor } from './tile-set';
+
+/** A stand-in for a backbone: each tile's mean colour (3 values), counting its calls. */
+function meanColour(): TileRowExtractor & { calls: number } {
+  const e = {
+    id: 'mean-colour-v1',
+    rowShape: [3],
+    calls: 0,
+    async extract(tiles: Float32Array, count: number, size: number) {
+      e.calls++;
+      const out = new Float32Array(count * 3);
+      const per = size * size * 3;
+      for (let t = 0; t < count; t++) {
+        for (let k = 0; k < per; k++) out[t * 3 + (k % 3)] += tiles[t * per + k] / (size * size);
+      }
+      return out;
+    },
+  };
+  return e;
+}
+
+describe('tiles of BreakHis images', () => {
+  let tmp: string;
+  let images: BreakHisImage[];
+  let real: BreakHisImage[];
+  beforeAll(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'histofed-tiles-'));
+    await generateSyntheticBreakHis(path.join(tmp, 'data'), { patientsPerSubtype: 1, imagesPerPatient: 2, seed: 4 });
+    images = (await readBreakHisTree(path.join(tmp, 'data'))).images;
+    real = (await readBreakHisTree(REAL_SAMPLE_ROOT)).images;
+  });
+  afterAll(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('decodes a real BreakHis image at native resolution or scaled, and its grid tiles are its pixels', async () => {
+    const img = await decodeScaledImage(real[0].path, { size: 224, scale: 1 });
+    expect([img.width, img.height]).toEqual([700, 460]);
+    expect(img.pixels.every((v) => v >= 0 && v <= 1)).toBe(true);
+    const half = await decodeScaledImage(real[0].path, { size: 224, scale: 0.5 });
+    expect([half.width, half.height]).toEqual([350, 230]);
+    const { tiles, count } = gridTiles(img, 224);
+    expect(count).toBe(12);
+    const origins = gridOrigins(700, 460, 224);
+    const o = origins[5];
+    const per = 224 * 224 * 3;
+    // Tile 5, row 10, column 20 is pixel (o.x + 20, o.y + 10) of the image.
+    for (let c = 0; c < 3; c++) {
+      expect(tiles[5 * per + (10 * 224 + 20) * 3 + c]).toBe(img.pixels[((o.y + 10) * 700 + o.x + 20) * 3 + c]);
+    }
+    await expect(decodeScaledImage(path.join(tmp, 'missing.png'), { size: 224, scale: 1 })).rejects.toThrow(/missing.png/);
+  });
+
+  it('draws the same views of the same image every time, plain crops without augmentation', async () => {
+    const img = await decodeScaledImage(real[1].path, { size: 64, scale: 0.25 });
+    const options = { views: 5, seed: 3, augment: false as const, hedSigma: 0 };
+    const a = viewTiles(img, 64, 'image-key', options);
+    expect(viewTiles(img, 64, 'image-key', options).tiles).toEqual(a.tiles);
+    expect(viewTiles(img, 64, 'other-key', options).tiles).not.toEqual(a.tiles);
+    // View 2 is the crop at the position its own generator draws first.
+    const rand = mulberry32(hashSeed(3, 'tile-view', 'image-key', 2));
+    const at = randomOrigin(img.width, img.height, 64, rand);
+    const expected = new Float32Array(64 * 64 * 3);
+    cropTile(img, at, 64, expected);
+    expect(a.tiles.subarray(2 * expected.length, 3 * expected.length)).toEqual(expected);
+    const augmented = viewTiles(img, 64, 'image-key', { ...options, augment: {}, hedSigma: 0.05 });
+    expect(augmented.tiles).not.toEqual(a.tiles);
+    expect(augmented.tiles.every((v) => v >= 0 && v <= 1)).toBe(true);
+  });
+
+  it('builds rows per tile with their image, label and patient, and serves them from the cache the second time', async () => {
+    const cache = new FeatureCache({ dir: path.join(tmp, 'cache') });
+    const extractor = meanColour();
+    const options = { geometry: { size: 32, scale: 1 }, extractor, cache, views: { views: 3, seed: 1, augment: false as const, hedSigma: 0 } };
+    const set = await loadTileSet(images, options);
+    const perImage = gridOrigins(140, 92, 32).length + 3;
+    expect(set.count).toBe(images.length * perImage);
+    expect(set.sampleShape).toEqual([3]);
+    expect(set.images.length).toBe(set.count * 3);
+    expect(set.imageSize).toBe(32);
+    for (let r = 0; r < set.count; r++) {
+      const image = images[(set.imageOf as Int32Array)[r]];
+      expect(set.labels[r]).toBe(image.labelIndex);
+      expect(set.groups?.[r]).toBe(image.patientId);
+      expect(set.magnifications?.[r]).toBe(image.magnification);
+    }
+    expect(extractor.calls).toBe(images.length);
+    const again = await loadTileSet(images, options);
+    expect(extractor.calls).toBe(images.length);
+    expect(again.images).toEqual(set.images);
+    expect(cache.stats().hits).toBe(images.length);
+    // Another transform (e.g. a stain normalization) is another entry.
+    await loadTileSet(images, { ...options, transform: { key: 'invert', apply: (rgb: Float32Array) => rgb.map((v) => 1 - v) } });
+    expect(extractor.calls).toBe(2 * images.length);
+  });
+
+  it('gives pixel rows without an extractor, and the model inputs a spec asks for', async () => {
+    const pixels = await loadTileSet(images.slice(0, 2), { geometry: { size: 32, scale: 1 } });
+    expect(pixels.sampleShape).toBeUndefined();
+    expect(pixels.images.length).toBe(pixels.count * 32 * 32 * 3);
+    const spec = { kind: 'backbone-head', imageSize: 32, numClasses: 2, tiles: { scale: 1, views: 4 } };
+    const extractor = meanColour();
+    const evaluation = await loadModelInputs(images.slice(0, 2), spec, { extractor });
+    const training = await loadModelInputs(images.slice(0, 2), spec, { extractor, training: true });
+    expect(training.count - evaluation.count).toBe(2 * 4);
+    const whole = await loadModelInputs(images.slice(0, 2), { kind: 'se-cnn', imageSize: 24, numClasses: 2 });
+    expect(whole.count).toBe(2);
+    expect(whole.imageOf).toBeUndefined();
+  });
+});

@@ -1,0 +1,63 @@
+/**
+ * `FrozenBatchNorm`: batch normalisation that always normalises with its stored moving statistics
+ * (inference mode), also while training; its scale (gamma) and offset (beta) train. Fine-tuning
+ * the top blocks of a pretrained backbone on a few hundred tiles must not re-estimate ImageNet's
+ * statistics from small, site-specific batches (Keras does the same for a BatchNormalization layer
+ * set to trainable = false). Registered with tfjs's serialization; saved tile classifiers replace it
+ * by a standard BatchNormalization layer with the same weights (tile-classifier.ts), which is what
+ * one does at inference anyway.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+
+export interface FrozenBatchNormArgs {
+  name?: string;
+  epsilon?: number;
+  trainable?: boolean;
+}
+
+export class FrozenBatchNorm extends tfl.layers.Layer {
+  static readonly className = 'HistoFedFrozenBatchNorm';
+  readonly epsilon: number;
+  private gamma!: tfl.LayerVariable;
+  private beta!: tfl.LayerVariable;
+  private movingMean!: tfl.LayerVariable;
+  private movingVariance!: tfl.LayerVariable;
+
+  constructor(args: FrozenBatchNormArgs = {}) {
+    super(args);
+    this.epsilon = args.epsilon ?? 1e-3;
+    this.supportsMasking = true;
+  }
+
+  override build(inputShape: tfl.Shape | tfl.Shape[]): void {
+    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tfl.Shape;
+    const channels = s[s.length - 1] as number;
+    this.gamma = this.addWeight('gamma', [channels], 'float32', tfl.initializers.ones(), undefined, true);
+    this.beta = this.addWeight('beta', [channels], 'float32', tfl.initializers.zeros(), undefined, true);
+    this.movingMean = this.addWeight('moving_mean', [channels], 'float32', tfl.initializers.zeros(), undefined, false);
+    this.movingVariance = this.addWeight('moving_variance', [channels], 'float32', tfl.initializers.ones(), undefined, false);
+    this.built = true;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.tidy(() => {
+      const x = Array.isArray(inputs) ? inputs[0] : inputs;
+      return tf.batchNorm(x, this.movingMean.read(), this.movingVariance.read(), this.beta.read(), this.gamma.read(), this.epsilon);
+    });
+  }
+
+  override computeOutputShape(inputShape: tfl.Shape | tfl.Shape[]): tfl.Shape | tfl.Shape[] {
+    return inputShape;
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), epsilon: this.epsilon };
+  }
+
+  override getClassName(): string {
+    return FrozenBatchNorm.className;
+  }
+}
+
+tf.serialization.registerClass(FrozenBatchNorm);

@@ -52,14 +52,16 @@ import {
   tileFeatureExtractor,
   type FitMonitor,
 } from '@histofed/ml';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { reporter } from '../lib/bench-output';
+import { federatedOverSockets } from './socket-federation';
 import { rowsByImage, slice, type DecodedSet } from './data-slices';
 import { centralized, federated, localOnly, type FoldContext, type Recipe, type RegimeResult, type SiteData } from './regimes';
 import { meanStd, pct, type MeanStd } from './stats';
 
 const ROOT = path.resolve(__dirname, '../..');
 const DEFAULT_SAMPLE = path.resolve(ROOT, '../shared/data/breakhis-sample');
-const REGIMES = ['centralized', 'federated', 'localOnly'] as const;
+const REGIMES = ['centralized', 'federated', 'federatedSockets', 'localOnly'] as const;
 type Regime = (typeof REGIMES)[number];
 
 interface Options {
@@ -188,7 +190,6 @@ async function main(o: Options): Promise<void> {
   let recipe = recipeOf(o);
   const k = int('folds', o.folds, 2);
   const seeds = (o.seeds ?? o.seed).split(',').map((x) => int('seeds', x.trim(), 0));
-  const seed = seeds[0];
   const nSites = int('sites', o.sites, 1);
   const valFraction = num('val-fraction', o.valFraction, 0.05, 0.5);
   const workers = int('workers', o.workers, 1);
@@ -253,6 +254,8 @@ async function main(o: Options): Promise<void> {
       `local epochs (patience ${recipe.roundPatience}, mu ${recipe.proximalMu}), augmentation copies ${recipe.augmentCopies}`,
   );
 
+  const socketWork = mkdtempSync(path.join(os.tmpdir(), 'histofed-bench-sockets-'));
+  const socketCache = o.cacheDir ?? defaultImageCacheDir();
   const pool = await createTrainingPool({ workers, backend: parseBackendChoice(o.backend) });
   const evalModel = await buildModelAsync(recipe.spec, 1);
   const outcomes: FoldOutcome[] = [];
@@ -284,7 +287,24 @@ async function main(o: Options): Promise<void> {
         for (const regime of regimes) {
           const t = Date.now();
           log(`  ${tag} ${regime}`);
-          const r = regime === 'centralized' ? await centralized(ctx) : regime === 'federated' ? await federated(ctx) : (await localOnly(ctx)).mean;
+          const r =
+            regime === 'centralized'
+              ? await centralized(ctx)
+              : regime === 'federated'
+                ? await federated(ctx)
+                : regime === 'federatedSockets'
+                  ? await federatedOverSockets({
+                      fold: f.fold,
+                      seed: foldSeedBase,
+                      recipe,
+                      siteImages: siteImages.map((x) => [...x.train, ...x.validation]),
+                      test: f.test,
+                      workDir: socketWork,
+                      cacheDir: socketCache,
+                      backend: backend.name,
+                      log,
+                    })
+                  : (await localOnly(ctx)).mean;
           outcome.results[regime] = r;
           outcome.seconds[regime] = (Date.now() - t) / 1000;
           log(
@@ -299,6 +319,7 @@ async function main(o: Options): Promise<void> {
   } finally {
     evalModel.dispose();
     await pool.close();
+    rmSync(socketWork, { recursive: true, force: true });
   }
 
   const summary: Record<string, Record<string, unknown>> = {};
@@ -313,7 +334,11 @@ async function main(o: Options): Promise<void> {
     summary[regime] = {
       ...Object.fromEntries(METRICS.map((key) => [key, strip(m[key])])),
       validation: { monitor: recipe.monitor, ...strip(m['validation']) },
-      perFoldPatientAccuracy: rs.map((r) => Number(r.test.patientAccuracy.toFixed(4))),
+      perFold: outcomes.map((x) => {
+        const r = x.results[regime] as RegimeResult;
+        const r4 = (v: number | null) => (v === null || Number.isNaN(v) ? null : Number(v.toFixed(4)));
+        return { seed: x.seed, fold: x.fold + 1, balancedAccuracy: r4(r.test.balancedAccuracy), auc: r4(r.test.auc), patientAccuracy: r4(r.test.patientAccuracy) };
+      }),
       wallSeconds: Number(outcomes.reduce((s, x) => s + (x.seconds[regime] ?? 0), 0).toFixed(1)),
     };
   }
@@ -328,7 +353,7 @@ async function main(o: Options): Promise<void> {
     patients,
     folds: k,
     foldsRun: outcomes.length,
-    seed,
+    seeds,
     imageSize: size,
     sites: nSites,
     recipe: {
@@ -352,20 +377,22 @@ async function main(o: Options): Promise<void> {
     cpus: os.cpus().length,
     regimes: summary,
     federatedMinusCentralized: diff('federated', 'centralized'),
+    federatedSocketsMinusCentralized: diff('federatedSockets', 'centralized'),
     federatedMinusLocalOnly: diff('federated', 'localOnly'),
     wallSeconds: Number(wallSeconds.toFixed(1)),
   };
 
-  say(`\nBreakHis ${out.dataset}: ${out.images} images, ${patients} patients; ${outcomes.length} of ${k} patient-wise folds, seed ${seed}, ${size} px`);
-  say('Federated = in-process simulation of the federation math (3 sites, FedProx + FedAvg); the socket federation is tested elsewhere.');
-  say('Test metrics, mean ± sample std over folds (%):');
-  say(`${'regime'.padEnd(12)} ${'patient acc'.padStart(13)} ${'pat. diagn.'.padStart(13)} ${'balanced'.padStart(13)} ${'AUC'.padStart(13)} ${'st2 macroF1'.padStart(13)} ${'wall s'.padStart(7)}`);
+  say(`\nBreakHis ${out.dataset}: ${out.images} images, ${patients} patients; ${outcomes.length} patient-wise folds (${k}-fold x seeds ${seeds.join(', ')}), ${recipe.spec.kind} ${size} px`);
+  say(`Federated = in-process simulation of the federation math (${nSites} sites, FedProx + FedAvg); federatedSockets = a real coordinator and ${nSites} site processes per fold.`);
+  say('Test metrics (stage 1 unless named), mean ± sample std over folds (%):');
+  say(`${'regime'.padEnd(16)} ${'balanced'.padStart(13)} ${'AUC'.padStart(13)} ${'patient acc'.padStart(13)} ${'pat. diagn.'.padStart(13)} ${'st2 macroF1'.padStart(13)} ${'wall s'.padStart(7)}`);
   for (const regime of regimes) {
     const m = means[regime] as Record<string, MeanStd>;
-    say(`${regime.padEnd(12)} ${METRICS.map((key) => pct(m[key]).padStart(13)).join(' ')} ${String(summary[regime].wallSeconds).padStart(7)}`);
+    say(`${regime.padEnd(16)} ${METRICS.map((key) => pct(m[key]).padStart(13)).join(' ')} ${String(summary[regime].wallSeconds).padStart(7)}`);
   }
-  if (out.federatedMinusCentralized) say(`federated - centralized patient acc: ${(100 * out.federatedMinusCentralized.patientAccuracy).toFixed(1)} points`);
-  if (out.federatedMinusLocalOnly) say(`federated - local-only patient acc: ${(100 * out.federatedMinusLocalOnly.patientAccuracy).toFixed(1)} points`);
+  if (out.federatedMinusCentralized) say(`federated - centralized balanced accuracy: ${(100 * out.federatedMinusCentralized.balancedAccuracy).toFixed(1)} points`);
+  if (out.federatedSocketsMinusCentralized) say(`federated (sockets) - centralized balanced accuracy: ${(100 * out.federatedSocketsMinusCentralized.balancedAccuracy).toFixed(1)} points`);
+  if (out.federatedMinusLocalOnly) say(`federated - local-only balanced accuracy: ${(100 * out.federatedMinusLocalOnly.balancedAccuracy).toFixed(1)} points`);
   say(`wall time ${wallSeconds.toFixed(0)} s (${os.cpus().length} cores${os.loadavg()[0] > os.cpus().length ? ', shared with other load: timings inflated' : ''})`);
   result(out);
 }
@@ -405,7 +432,7 @@ new Command('npm run bench:accuracy --')
   .option('--val-fraction <x>', "share of each site's patients held out for validation", '0.2')
   .option('--workers <n>', 'training worker threads', '2')
   .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
-  .option('--regimes <list>', 'regimes to run', REGIMES.join(','))
+  .option('--regimes <list>', `regimes to run, of ${REGIMES.join(', ')} (federatedSockets: real coordinator and site processes per fold)`, 'centralized,federated,localOnly')
   .option('--cache-dir <dir>', 'decoded-image cache (default ~/.cache/histofed/images)')
   .option('--no-cache', 'decode without the on-disk cache')
   .option('--json', 'print one JSON line on stdout')

@@ -23,6 +23,7 @@ import {
 import type { TrainingPool } from '@histofed/ml';
 import { median, reporter, round } from '../lib/bench-output';
 import { randomImages } from '../lib/random-images';
+import { backboneBench } from './bench-backbone';
 import { PyTorchPeer, ensureTorch } from './pytorch-peer';
 
 interface Options {
@@ -67,6 +68,10 @@ async function main(o: Options): Promise<void> {
   const workers = Number(o.workers);
   if (!Number.isInteger(workers) || workers < 1) throw new Error(`--workers: expected an integer >= 1, got ${o.workers}`);
   const { say, result } = reporter(Boolean(o.json));
+  if (o.model === 'backbone') {
+    result(await backboneBench({ size, batch, steps, repeats, workers, backend: o.backend, say }));
+    return;
+  }
   ensureTorch(say);
 
   // In a shared buffer once, as a site would for all its rounds (the pool then never copies them).
@@ -153,7 +158,7 @@ new Command('npm run bench:train --')
   .option('--cpu-steps <n>', 'steps on the tfjs cpu backend (0 = skip)', '1')
   .option('--backend <name>', 'HistoFed backend', 'auto')
   .option('--workers <n>', 'HistoFed training threads: 1 = trainLocal on the main thread, N > 1 = a pool of N workers (default: one per core, as the site client)', String(availableParallelism()))
-  .option('--model <kind>', 'architecture: se-cnn (the default model) or small-cnn (no SE gates)', 'se-cnn')
+  .option('--model <kind>', 'se-cnn or small-cnn (the compact CNNs, trained whole), or backbone (MobileNetV2 tile features forward, and a fine-tuning step of blocks 9-10; use --image-size 224)', 'se-cnn')
   .option('--json', 'print one JSON line on stdout')
   .action((o: Options) => main(o))
   .parseAsync(process.argv)

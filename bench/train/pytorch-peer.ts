@@ -5,14 +5,15 @@ import { join } from 'node:path';
 export const PYTHON = '/usr/bin/python3';
 
 /** Installs Debian's python3-torch when it is missing (needs root, as on CI and dev machines). */
-export function ensureTorch(say: (s: string) => void): void {
-  const probe = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
+export function ensureTorch(say: (s: string) => void, withVision = false): void {
+  const probe = spawnSync(PYTHON, ['-c', withVision ? 'import torch, torchvision' : 'import torch'], { encoding: 'utf8' });
   if (probe.status === 0) return;
+  const packages = withVision ? ['python3-torch', 'python3-torchvision'] : ['python3-torch'];
   if (process.getuid?.() !== 0) {
-    throw new Error(`PyTorch is missing for ${PYTHON}: run  apt-get install -y python3-torch  (as root), then again`);
+    throw new Error(`PyTorch is missing for ${PYTHON}: run  apt-get install -y ${packages.join(' ')}  (as root), then again`);
   }
-  say('PyTorch is missing: installing Debian\'s python3-torch (once) ...');
-  for (const args of [['update', '-qq'], ['install', '-y', '-qq', 'python3-torch']]) {
+  say(`PyTorch is missing: installing Debian's ${packages.join(' ')} (once) ...`);
+  for (const args of [['update', '-qq'], ['install', '-y', '-qq', ...packages]]) {
     const r = spawnSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
     if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (exit ${r.status})`);
   }
@@ -31,8 +32,11 @@ export class PyTorchPeer {
   private readonly lines: AsyncIterableIterator<string>;
   info: { torch: string; threads: number; parameters: number } | undefined;
 
-  constructor(config: { kind: string; imageSize: number; batch: number; learningRate: number; threads?: number; channelsLast?: boolean }) {
-    this.child = spawn(PYTHON, [join(__dirname, 'small_cnn_torch.py'), JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  constructor(
+    config: { kind: string; imageSize: number; batch: number; learningRate: number; threads?: number; channelsLast?: boolean; mode?: string },
+    script = 'small_cnn_torch.py',
+  ) {
+    this.child = spawn(PYTHON, [join(__dirname, script), JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.lines = createInterface({ input: this.child.stdout! })[Symbol.asyncIterator]();
   }
 

@@ -7,6 +7,14 @@ import { COORDINATOR_BIN, ManagedProcess, SITE_BIN, freePort, startProcess } fro
 export interface FederationOptions {
   /** BreakHis tree shared by the simulated sites (each takes its partition; test cases held out). */
   readonly dataDir: string;
+  /**
+   * Each site's own BreakHis tree instead of a partition of dataDir (then the coordinator evaluates
+   * on `testDataDir`, or dataDir, whole).
+   */
+  readonly siteDataDirs?: readonly string[];
+  readonly testDataDir?: string;
+  /** Image and tile-feature cache shared by the sites (default: a fresh one in workDir). */
+  readonly cacheDir?: string;
   readonly workDir: string;
   readonly sites: number;
   readonly seed?: number;
@@ -49,6 +57,7 @@ export interface Federation {
  */
 export async function startFederation(o: FederationOptions): Promise<Federation> {
   const seed = o.seed ?? 1;
+  if (o.siteDataDirs && o.siteDataDirs.length !== o.sites) throw new Error(`siteDataDirs: ${o.siteDataDirs.length} folders for ${o.sites} sites`);
   const testFraction = o.testFraction ?? 0.25;
   const timeoutMs = o.timeoutMs ?? 120_000;
   const port = await freePort();
@@ -66,8 +75,8 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
       '--data-dir', join(o.workDir, 'coordinator'),
       '--admin-token', token,
       ...(o.approval === 'admin' ? [] : ['--auto-approve']),
-      '--test-data', o.dataDir,
-      ...(o.sites > 0 ? ['--simulate-sites', String(o.sites)] : []),
+      '--test-data', o.testDataDir ?? o.dataDir,
+      ...(o.sites > 0 && !o.siteDataDirs ? ['--simulate-sites', String(o.sites)] : []),
       '--seed', String(seed),
       '--test-fraction', String(testFraction),
       ...common,
@@ -94,12 +103,11 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
         'run',
         '--coordinator', url,
         '--site-id', siteId,
-        '--data', o.dataDir,
-        '--simulate', `${i + 1}/${o.sites}`,
-        '--seed', String(seed),
-        '--test-fraction', String(testFraction),
+        ...(o.siteDataDirs
+          ? ['--data', o.siteDataDirs[i]]
+          : ['--data', o.dataDir, '--simulate', `${i + 1}/${o.sites}`, '--seed', String(seed), '--test-fraction', String(testFraction)]),
         '--state-dir', join(o.workDir, siteId),
-        '--cache-dir', join(o.workDir, 'image-cache'),
+        '--cache-dir', o.cacheDir ?? join(o.workDir, 'image-cache'),
         ...(o.partition ? ['--partition', o.partition] : []),
         ...(o.alpha !== undefined ? ['--alpha', String(o.alpha)] : []),
         ...common,

@@ -70,7 +70,8 @@ export async function runLocalTraining(
       runId: cfg.runId,
       round: cfg.round,
       kind: task.kind,
-      samples: train.count,
+      samples: imageCount(train),
+      rows: train.count,
       epochs: cfg.localEpochs,
       parameters: parameterCount(global),
       workers: pool?.size ?? 1,
@@ -109,8 +110,14 @@ export async function runLocalTraining(
       trainSeconds: (Date.now() - started) / 1000,
     };
     logger.event('info', 'training finished', { round: cfg.round, kind: task.kind, metrics });
-    return { weights: getWeights(model), numSamples: train.count, metrics };
+    // FedAvg weighs an update by the site's training images (not by its tile rows).
+    return { weights: getWeights(model), numSamples: imageCount(train), metrics };
   } finally {
     model.dispose();
   }
+}
+
+/** Images of a training set: distinct images of tile rows, else one row per image. */
+function imageCount(data: LabeledImages): number {
+  return data.imageOf ? new Set(data.imageOf).size : data.count;
 }

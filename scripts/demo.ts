@@ -162,7 +162,8 @@ async function demo(opts: DemoOptions): Promise<void> {
       waitForSitesSeconds: 120,
       seed,
       stainNormalization: opts.stainNormalization,
-      augment: Boolean(opts.augment),
+      // Tiles' training views are augmented by default (their features are computed once).
+      augment: opts.augment ?? backbone,
     });
     await fed.admin.request('POST', `/api/runs/${run.id}/start`);
     say(
@@ -241,7 +242,8 @@ const program = new Command('npm run demo --')
   .option('--partition <kind>', 'how the hospitals differ: iid, label-skew, magnification, stain', 'iid')
   .option('--alpha <a>', 'Dirichlet concentration for --partition label-skew (smaller = more skewed)')
   .option('--stain-normalization <method>', 'none or macenko (applied by every site and the central evaluation)', 'none')
-  .option('--augment', 'sites augment their training images (flips, rotations, zoom, colour jitter)')
+  .option('--augment', 'sites augment their training data: tiles\' training views (the default for backbone-head), or whole images every round')
+  .option('--no-augment', 'no augmentation (the default for the compact CNNs)')
   .option('--keep', 'keep the work directory (logs, databases, site outboxes)')
   .option(
     '--model <kind>',

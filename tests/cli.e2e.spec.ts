@@ -1,6 +1,6 @@
 /** The command-line surface, run as a newcomer would: real processes, exit codes, messages. */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COORDINATOR_BIN, REPO_ROOT, SITE_BIN } from '@histofed/harness';
@@ -31,12 +31,12 @@ describe('command-line programs', () => {
     expect(Object.keys(report.byMagnification).sort()).toEqual(['100X', '200X', '400X', '40X']);
   });
 
-  it('histofed-site train then histofed-coordinator evaluate: a two-stage model on the real sample, reported per patient', () => {
+  it('histofed-site train then histofed-coordinator evaluate: a two-stage compact CNN on the real sample, reported per patient', () => {
     const sample = join(REPO_ROOT, '..', 'shared', 'data', 'breakhis-sample');
     const out = join(mkdtempSync(join(tmpdir(), 'hf-train-')), 'model');
     const t = spawnSync(
       process.execPath,
-      [SITE_BIN, 'train', '--data', sample, '--out', out, '--epochs', '2', '--image-size', '32', '--train-workers', '1', '--no-cache', '--json'],
+      [SITE_BIN, 'train', '--data', sample, '--out', out, '--model', 'se-cnn', '--epochs', '2', '--image-size', '32', '--min-epochs', '1', '--train-workers', '1', '--no-cache', '--json'],
       { cwd: REPO_ROOT, encoding: 'utf8', timeout: 300_000, env: { ...process.env, DATABASE_URL: '' } },
     );
     expect(t.status).toBe(0);
@@ -82,6 +82,48 @@ describe('command-line programs', () => {
     expect(data.status).toBe(1);
     expect(data.stderr).toContain(missing);
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('histofed-site train with the default model family: heads on the ImageNet backbone\'s tile features, saved as one tile classifier that evaluate splits', () => {
+    const sample = join(REPO_ROOT, '..', 'shared', 'data', 'breakhis-sample');
+    const work = mkdtempSync(join(tmpdir(), 'hf-train-backbone-'));
+    const out = join(work, 'model');
+    // Small tiles of quarter-size images keep the test short: 4 tiles of 96 px per image, 1 training view.
+    const args = ['--image-size', '96', '--tile-scale', '0.25', '--views', '1', '--cache-dir', join(work, 'cache')];
+    const t = spawnSync(process.execPath, [SITE_BIN, 'train', '--data', sample, '--out', out, ...args, '--epochs', '4', '--min-epochs', '3', '--json'], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      timeout: 300_000,
+    });
+    expect(t.stderr).not.toMatch(/histofed-site:/);
+    expect(t.status).toBe(0);
+    const summary = JSON.parse(t.stdout);
+    expect(summary.spec).toEqual(
+      expect.objectContaining({
+        kind: 'backbone-head',
+        imageSize: 96,
+        tiles: { scale: 0.25, views: 1 },
+        backbone: expect.objectContaining({ name: 'mobilenet-v2-imagenet', cut: 'block_10_depthwise_relu', features: 384, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) }),
+      }),
+    );
+    // Early stopping may not act before --min-epochs.
+    expect(summary.epochsRun).toBeGreaterThanOrEqual(3);
+    expect(summary.bestEpoch).toBeGreaterThanOrEqual(3);
+    expect(summary.images.train + summary.images.validation).toBe(213);
+    expect(t.stderr).toMatch(/backbone mobilenet-v2-imagenet .* 384 features per 96 px tile/);
+    expect(t.stderr).toContain(`training tiles: ${summary.images.train}/${summary.images.train} images, ${summary.images.train * 5} tiles`);
+
+    const manifest = JSON.parse(readFileSync(join(out, 'histofed-model.json'), 'utf8'));
+    expect(manifest.preprocessing).toEqual(expect.objectContaining({ resize: 'tiles', tiles: { size: 96, scale: 0.25, grid: 'cover' } }));
+    expect(manifest.spec.backbone.sha256).toBe(summary.spec.backbone.sha256);
+    const e = run([COORDINATOR_BIN, 'evaluate', '--model', out, '--data', sample, '--cache-dir', join(work, 'cache'), '--json']);
+    expect(e.status).toBe(0);
+    const r = JSON.parse(e.stdout);
+    expect(r).toEqual(expect.objectContaining({ images: 213, patients: 37, kind: 'model', inputSize: 96 }));
+    expect(r.stage2.confusion.flat().reduce((a: number, b: number) => a + b, 0)).toBe(213);
+    // evaluate found the grid tiles' features that train computed for its validation images in the cache.
+    expect(e.stderr).toContain(`tiles: 213/213 images, 852 tiles (${summary.images.validation} cached)`);
+    rmSync(work, { recursive: true, force: true });
   });
 
   it('the demo stops with a message naming a --data folder that does not exist', () => {

@@ -38,6 +38,13 @@ describe('a federated round on the real BreakHis sample', () => {
       personalizeEpochs: 1,
       seed: 5,
     });
+    // A backbone that is not the coordinator's copy, or a cut it does not have, is refused when the run is created.
+    await expect(
+      fed.admin.request('POST', '/api/runs', { model: { ...DEFAULT_RUN_MODEL, backbone: { ...DEFAULT_RUN_MODEL.backbone, sha256: '0'.repeat(64) } } }),
+    ).rejects.toThrow(/400.*SHA-256/);
+    await expect(fed.admin.request('POST', '/api/runs', { model: { ...DEFAULT_RUN_MODEL, backbone: { ...DEFAULT_RUN_MODEL.backbone, cut: 'block_99' } } })).rejects.toThrow(
+      /400.*model.backbone.cut/,
+    );
     // The run pins the backbone: its content hash and feature width, which every site checks.
     expect(config.model.backbone).toEqual(expect.objectContaining({ name: 'mobilenet-v2-imagenet', features: 384, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) }));
     await fed.admin.request('POST', `/api/runs/${id}/start`);

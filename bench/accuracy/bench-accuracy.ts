@@ -84,10 +84,11 @@ interface Options {
   denseUnits: string;
   dropout: string;
   batchNorm: string;
-  batch: string;
+  batch?: string;
   lr: string;
-  epochs: string;
-  patience: string;
+  epochs?: string;
+  patience?: string;
+  minEpochs?: string;
   monitor: string;
   rounds: string;
   localEpochs: string;
@@ -149,10 +150,12 @@ function recipeOf(o: Options): Recipe {
         };
   return {
     spec,
-    batchSize: int('batch', o.batch, 1),
+    // Heads on tile features (~20 rows per image) take larger batches and more epochs than the CNNs.
+    batchSize: int('batch', o.batch ?? (o.model === 'backbone' ? '32' : '16'), 1),
     learningRate: num('lr', o.lr, 1e-6, 1),
-    maxEpochs: int('epochs', o.epochs, 1),
-    patience: int('patience', o.patience, 1),
+    maxEpochs: int('epochs', o.epochs ?? (o.model === 'backbone' ? '30' : '12'), 1),
+    patience: int('patience', o.patience ?? (o.model === 'backbone' ? '8' : '4'), 1),
+    minEpochs: int('min-epochs', o.minEpochs ?? (o.model === 'backbone' ? '10' : '1'), 1),
     monitor,
     rounds: int('rounds', o.rounds, 1),
     localEpochs: int('local-epochs', o.localEpochs, 1),
@@ -418,10 +421,11 @@ new Command('npm run bench:accuracy --')
   .option('--dense-units <n>', 'hidden dense units', '64')
   .option('--dropout <p>', 'dropout before the heads', '0.25')
   .option('--batch-norm <0|1>', 'batch normalisation after each convolution', '0')
-  .option('--batch <n>', 'batch size', '16')
+  .option('--batch <n>', 'batch size (backbone 32, se-cnn 16)')
   .option('--lr <x>', 'Adam learning rate', '0.001')
-  .option('--epochs <n>', 'centralized / local-only: maximum epochs', '12')
-  .option('--patience <n>', 'centralized / local-only: epochs without improvement before stopping', '4')
+  .option('--epochs <n>', 'centralized / local-only: maximum epochs (backbone 30, se-cnn 12)')
+  .option('--patience <n>', 'centralized / local-only: epochs without improvement before stopping (backbone 8, se-cnn 4)')
+  .option('--min-epochs <n>', 'centralized / local-only: epochs before stopping or keeping weights (backbone 10, se-cnn 1)')
   .option('--monitor <m>', 'model selection on the validation patients: loss, balancedAccuracy or patientAccuracy', 'loss')
   .option('--rounds <n>', 'federated: maximum rounds', '20')
   .option('--local-epochs <n>', 'federated: local epochs per round', '1')

@@ -22,7 +22,12 @@ import {
   balancedClassWeights,
   evaluateModel,
   evaluateModelAsync,
+  buildModel,
   fit,
+  getWeights,
+  isFrozenBackbone,
+  trainLocal,
+  type TrainOptions,
   mixSeed,
   setWeights,
   type FitMonitor,
@@ -37,6 +42,8 @@ export interface Recipe {
   /** Early-stopped regimes: epoch budget, patience (in checks) and what 'best' means. */
   readonly maxEpochs: number;
   readonly patience: number;
+  /** Epochs before early stopping may stop or keep weights (fit's minEpochs). */
+  readonly minEpochs: number;
   readonly monitor: FitMonitor;
   /** Federated: rounds, local epochs per round, patience in rounds, FedProx mu. */
   readonly rounds: number;
@@ -119,9 +126,11 @@ async function earlyStopped(ctx: FoldContext, data: SiteData, seed: number, tag:
   const r = await fit({ spec: recipe.spec, initial: ctx.initial }, train, {
     maxEpochs: recipe.maxEpochs,
     patience: recipe.patience,
+    minEpochs: recipe.minEpochs,
     monitor: recipe.monitor,
     validation: data.validation,
-    pool: ctx.pool,
+    // Heads on frozen features are tiny: they train in this thread (the pool's messages would cost more).
+    pool: isFrozenBackbone(recipe.spec) ? undefined : ctx.pool,
     batchSize: recipe.batchSize,
     learningRate: recipe.learningRate,
     proximalMu: 0,
@@ -174,6 +183,19 @@ export async function localOnly(ctx: FoldContext): Promise<{ mean: RegimeResult;
   };
 }
 
+/** One site's local training from `initial`: heads on frozen features in this thread, anything else on the pool. */
+async function trainFrom(ctx: FoldContext, initial: WeightSet, data: LabeledImages, opts: TrainOptions): Promise<{ weights: NamedTensor[]; loss: number }> {
+  if (!isFrozenBackbone(ctx.recipe.spec)) return ctx.pool.train(ctx.recipe.spec, initial, data, opts);
+  const model = buildModel(ctx.recipe.spec, 1);
+  try {
+    setWeights(model, initial);
+    const r = await trainLocal(model, data, opts);
+    return { weights: getWeights(model), loss: r.loss };
+  } finally {
+    model.dispose();
+  }
+}
+
 const better = (monitor: FitMonitor, a: number, b: number) => (monitor === 'loss' ? a < b - 1e-9 : a > b + 1e-9);
 
 export async function federated(ctx: FoldContext): Promise<RegimeResult> {
@@ -192,7 +214,7 @@ export async function federated(ctx: FoldContext): Promise<RegimeResult> {
     const counts: number[] = [];
     const losses: string[] = [];
     for (let s = 0; s < sites.length; s++) {
-      const r = await ctx.pool.train(recipe.spec, global, sites[s].train, {
+      const r = await trainFrom(ctx, global, sites[s].train, {
         epochs: recipe.localEpochs,
         batchSize: recipe.batchSize,
         learningRate: recipe.learningRate,

@@ -60,7 +60,9 @@ async function memberOutputs(
         extractor: split?.extractor,
         featureCache,
         transform: normalize ? { key: JSON.stringify(stain), apply: (rgb) => normalize(rgb) } : undefined,
-        onProgress: onProgress ? (p) => p.images % 50 === 0 && onProgress(`tiles: ${p.images}/${p.total} images, ${p.rows} tiles (${p.cached} cached)`) : undefined,
+        onProgress: onProgress
+          ? (p) => (p.images % 50 === 0 || p.images === p.total) && onProgress(`tiles: ${p.images}/${p.total} images, ${p.rows} tiles (${p.cached} cached)`)
+          : undefined,
       });
       inputs.set(key, data);
     }

@@ -126,6 +126,8 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
     throw new ValidationError('--backbone, --cut, --train-from, --tile-scale and --views apply to --model backbone-head');
   }
   if (f.initFrom && isBackbone) throw new ValidationError('--init-from applies to the compact CNNs (--model se-cnn, attention-cnn, small-cnn)');
+  // Augmented views cost nothing per epoch (their features are computed once): on by default for backbone models.
+  const augment = f.augment ?? isBackbone;
   const stainName = f.stainNormalization ?? 'none';
   if (stainName !== 'none' && stainName !== 'macenko') throw new ValidationError(`--stain-normalization: expected none or macenko, got "${stainName}"`);
   const stain = stainName === 'macenko' ? { ...DEFAULT_MACENKO_TARGET } : null;
@@ -170,15 +172,18 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
     if (spec.backbone) {
       extractor = pool ? await pool.featureExtractor(spec.backbone, imageSize, f.backbone) : await tileFeatureExtractor(spec.backbone, imageSize, { dir: f.backbone });
       progress(
-        `backbone ${spec.backbone.name} (SHA-256 ${spec.backbone.sha256?.slice(0, 16)}…) cut at ${spec.backbone.cut}: ${spec.backbone.features} features per ${imageSize} px tile ` +
-          `at scale ${spec.tiles?.scale}, ${spec.tiles?.views} training views per image${f.augment ? ' (augmented)' : ''}`,
+        `backbone ${spec.backbone.name} (SHA-256 ${spec.backbone.sha256?.slice(0, 16)}…) cut at ${spec.backbone.cut}: ` +
+          (spec.backbone.trainFrom
+            ? `fine-tuning from ${spec.backbone.trainFrom} on the cached ${extractor.rowShape.join('x')} feature map of each ${imageSize} px tile `
+            : `${spec.backbone.features} features per ${imageSize} px tile `) +
+          `at scale ${spec.tiles?.scale}, ${spec.tiles?.views} training views per image${augment ? ' (augmented)' : ''}`,
       );
     }
     const normalize = stain ? createStainNormalizer(stain) : undefined;
     const inputs = (images: typeof split.train, training: boolean) =>
       loadModelInputs(images, spec, {
         training,
-        augment: f.augment === true,
+        augment,
         extractor,
         featureCache,
         imageCache: cache,

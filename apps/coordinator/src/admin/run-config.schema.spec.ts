@@ -8,9 +8,25 @@ describe('run config (POST /api/runs body)', () => {
     expect(c).toEqual(
       expect.objectContaining({ strategy: 'fedavg', rounds: 3, minSites: 1, personalizeEpochs: 1, stainNormalization: null }),
     );
-    // The default task is the two-stage BreakHis classifier on the SE-CNN.
-    expect(c.model).toEqual({ kind: 'se-cnn', imageSize: 64, numClasses: 2, subtypeParents: [0, 0, 0, 0, 1, 1, 1, 1] });
+    // The default task is the two-stage BreakHis classifier: heads on the frozen ImageNet
+    // MobileNetV2's features of native-resolution 224 px tiles, with augmented training views.
+    expect(c.model).toEqual({
+      kind: 'backbone-head',
+      imageSize: 224,
+      numClasses: 2,
+      subtypeParents: [0, 0, 0, 0, 1, 1, 1, 1],
+      backbone: { name: 'mobilenet-v2-imagenet', cut: 'block_10_depthwise_relu', input: 'signed' },
+      tiles: { scale: 1, views: 8 },
+      options: { denseUnits: 0, dropout: 0.25 },
+    });
     expect(c.classWeighting).toBe('balanced');
+    expect(c.augment).toBe(true);
+    // Whole-image models are not augmented unless asked; a backbone spec is checked for shape here.
+    expect(runConfigInputSchema.parse({ model: { kind: 'se-cnn', imageSize: 64, numClasses: 2 } }).augment).toBe(false);
+    expect(runConfigInputSchema.parse({ augment: false }).augment).toBe(false);
+    const bad = runConfigInputSchema.safeParse({ model: { kind: 'backbone-head', imageSize: 224, numClasses: 2, backbone: { name: 'resnet', cut: 'x', input: 'signed' } } });
+    expect(bad.success).toBe(false);
+    expect(describeZodError(bad.error!)).toMatch(/model.backbone.name/);
   });
 
   it('takes stain normalization as none, macenko (reference vectors) or a fitted target', () => {

@@ -73,7 +73,8 @@ export const runConfigInputSchema = z
     personalizeLearningRate: z.number().positive().max(10).optional(),
     seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
     stainNormalization: stainNormalizationInputSchema,
-    augment: z.boolean().default(false),
+    /** Sites augment their training data; default: on for tiled models (their views), off for whole images. */
+    augment: z.boolean().optional(),
     classWeighting: z.enum(['none', 'balanced']).default('balanced'),
     /** null (default): sites send their models sealed to the coordinator, which may keep per-site models. */
     secureAggregation: secureAggregationSchema.nullable().default(null),
@@ -104,6 +105,7 @@ export const runConfigInputSchema = z
     } catch (e) {
       ctx.addIssue({ code: 'custom', message: (e as Error).message, path: ['strategyOptions'] });
     }
-  });
+  })
+  .transform((c) => ({ ...c, augment: c.augment ?? c.model.tiles !== undefined }));
 
 export type RunConfigInput = z.input<typeof runConfigInputSchema>;

@@ -44,7 +44,7 @@ export interface RunConfig {
   readonly seed: number;
   /** Stain normalization applied by every site and by the central evaluation (null = none). */
   readonly stainNormalization?: StainNormalizationTarget | null;
-  /** Sites augment their training images (a new seeded draw every round). */
+  /** Sites augment their training data: tiled models' training views, or whole images (a new seeded draw every round). */
   readonly augment?: boolean;
   /** Class-imbalance handling on the sites (absent in runs stored before it existed: 'none'). */
   readonly classWeighting?: ClassWeighting;

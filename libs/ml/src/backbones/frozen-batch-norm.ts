@@ -40,10 +40,18 @@ export class FrozenBatchNorm extends tfl.layers.Layer {
     this.built = true;
   }
 
+  /**
+   * x * scale + shift with per-channel scale = gamma / sqrt(variance + epsilon) and shift = beta -
+   * mean * scale: the same values as tf.batchNorm, but a gradient of two broadcast products and
+   * sums (tf.batchNorm's gradient tiles its parameters to the input's shape: ~75 % of a
+   * fine-tuning step on wasm).
+   */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     return tf.tidy(() => {
       const x = Array.isArray(inputs) ? inputs[0] : inputs;
-      return tf.batchNorm(x, this.movingMean.read(), this.movingVariance.read(), this.beta.read(), this.gamma.read(), this.epsilon);
+      const scale = tf.mul(this.gamma.read(), tf.rsqrt(tf.add(this.movingVariance.read(), this.epsilon)));
+      const shift = tf.sub(this.beta.read(), tf.mul(this.movingMean.read(), scale));
+      return tf.add(tf.mul(x, scale), shift);
     });
   }
 

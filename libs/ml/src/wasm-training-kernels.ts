@@ -11,8 +11,9 @@
  * `Conv2DBackpropInput` and `MaxPoolGrad` are slow direct loops, and its `Sum`, `Add`, `Identity`,
  * `Cast`, `Mean` and `Multiply` are slow at what a training step asks of them, so these are replaced
  * too (`WASM_TRAINING_KERNELS`), each keeping wasm's own kernel for the cases it does not handle;
- * and on wasm the Mean gradient takes its ones from the Fill kernel (see the squeeze-and-excitation
- * section below).
+ * on wasm the Mean gradient takes its ones from the Fill kernel (see the squeeze-and-excitation
+ * section below), and the ClipByValue gradient (Keras' ReLU6) is one kernel of HistoFed's own,
+ * `HistoFedClipByValueGrad`, instead of five (see the ClipByValue section below).
  *
  * Two kinds of implementation. Convolutions on wasm's own XNNPACK `Conv2D`, called on TensorInfos.
  * And HistoFed's WebAssembly SIMD kernels (wasm-kernels/simd-kernels.ts): a small module assembled
@@ -174,13 +175,33 @@
  * [16, 56, 56, 144] stride 1 'same' 11-13 / 11-12 / 7-9; [16, 112, 112, 96] stride 2 'same' 10-14 /
  * 9-11 / 7-10 (both gradients about at memory bandwidth, as the forward).
  *
+ * ClipByValue gradient (MobileNetV2's ReLU6: tfjs-layers' ReLU layer with maxValue 6 is relu, then
+ * clipByValue(0, 6); wasm-kernels/clip-gradient.ts). tfjs-core's gradient is
+ * where(logicalAnd(greaterEqual(x, min), lessEqual(x, max)), dy, zerosLike(dy)): GreaterEqual,
+ * LessEqual, LogicalAnd and Select, each ~10 ms on wasm for a [32, 14, 14, 384] activation (bool
+ * tensors), 33-41 ms per call together, and ~40 % of a fine-tuning step from block_9_expand at
+ * batch 32 (GreaterEqual 37 ms, LessEqual 39, LogicalAnd 38, Select 25 of a 269 ms step). The
+ * gradient is now registered for every backend, taking on wasm (float32, fast paths on) one kernel,
+ * `HistoFedClipByValueGrad`: dy where min <= x <= max (bounds as float32, as tfjs-core compares
+ * them), else +0, in one pass of f32x4 compare-and-mask (the JavaScript loop over the heap where
+ * WebAssembly SIMD is missing); the same values bit for bit, at the bounds, for NaN x (0) and for
+ * non-finite dy. Other backends, other operands and the fallbacks call tfjs-core's gradient. At
+ * [32, 14, 14, 384]: 33-41 -> 0.6-1.2 ms per call (JavaScript loop 5.7 ms); the clip gradients of a
+ * step 139 -> 3.4 ms; step (.scratch/prof.ts, MobileNetV2 at 224 px from block_9_expand, batch 32,
+ * medians of 5 steps, the two gradients alternating in one process, 4 rounds, load 5-6 on 2 cores)
+ * 250-267 -> 131-144 ms. tfjs-core's Relu6 gradient (LessEqual, Step, Multiply, Cast) has the same
+ * problem but nothing reaches it: tfjs-layers never calls tf.relu6 (its 'relu6' activation is
+ * minimum(6, relu(x)), fused kernels take only relu, linear and elu) and neither do our models.
+ *
  * Every kernel frees its intermediates (`backend.disposeData`), so nothing leaks. The other
  * convolution gradients support NHWC, dilation 1 and float32 only; anything else throws a clear
  * error. `wasm-training-kernels.spec.ts` checks every kernel, on its fast path and on its fallback,
  * against the `cpu` backend on a grid of strides, padding modes, odd and even sizes, batch sizes,
  * filter sizes, channel counts and broadcast shapes (and a squeeze-and-excitation block's
  * gradients through tf.grads), and checks that nothing leaks; `depthwise-conv2d-backprop.spec.ts`
- * does the same for the depthwise gradients (and trains a depthwise model one step).
+ * does the same for the depthwise gradients (and trains a depthwise model one step), and
+ * `clip-gradient.spec.ts` for the ClipByValue gradient (exactly equal values, also through a
+ * tfjs-layers ReLU(maxValue 6) model and a second-order gradient).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, TensorInfo } from '@tensorflow/tfjs-core';
@@ -191,6 +212,12 @@ import {
   isMiddleAxesReduction,
   middleAxesReduceSimd,
 } from './wasm-kernels/channel-gate';
+import {
+  CLIP_BY_VALUE_GRAD,
+  type ClipByValueGradAttrs,
+  clipByValueGradApplies,
+  clipByValueGradWasm,
+} from './wasm-kernels/clip-gradient';
 import { conv2DBackpropFilterSimd, conv2DBackpropFilterSparse } from './wasm-kernels/conv2d-backprop-filter';
 import { conv2DBackpropInputSimd } from './wasm-kernels/conv2d-backprop-input';
 import {
@@ -222,6 +249,7 @@ export const WASM_TRAINING_KERNELS: readonly string[] = [
   tf.Multiply,
   tf.DepthwiseConv2dNativeBackpropFilter,
   tf.DepthwiseConv2dNativeBackpropInput,
+  CLIP_BY_VALUE_GRAD, // HistoFed's own kernel (no tfjs op): the gradient of ClipByValue in one pass
 ];
 
 let fastPaths = true;
@@ -230,8 +258,8 @@ let fastPaths = true;
  * Turns this module's fast paths off — the SIMD kernels and Identity's shared data — so that every
  * kernel takes its fallback (the filter gradient as an XNNPACK convolution, max-pool gradient and
  * depthwise convolution gradients in JavaScript, wasm's own Sum, Add, Identity, Cast, Mean and
- * Multiply, tfjs-core's Mean gradient), as the wasm backend trained before them; or back on (the
- * default). For tests and benchmarks.
+ * Multiply, tfjs-core's Mean and ClipByValue gradients), as the wasm backend trained before them;
+ * or back on (the default). For tests and benchmarks.
  */
 export function setWasmFastPathsEnabled(enabled: boolean): void {
   fastPaths = enabled;
@@ -673,6 +701,71 @@ function meanGradient(original: tf.GradConfig): tf.GradConfig {
   return { kernelName: tf.Mean, inputsToSave: ['x'], gradFunc };
 }
 
+/** Whether the gradient of ClipByValue on x and dy takes HistoFed's CLIP_BY_VALUE_GRAD kernel. */
+function clipGradientFast(x: tf.Tensor, dy: tf.Tensor): boolean {
+  return (
+    fastPaths &&
+    tf.getBackend() === 'wasm' &&
+    x.size > 0 &&
+    clipByValueGradApplies(x, dy) &&
+    tf.getKernel(CLIP_BY_VALUE_GRAD, 'wasm') !== undefined
+  );
+}
+
+/**
+ * dy where min <= x <= max (min and max as float32), else 0: tfjs-core's ClipByValue gradient,
+ * where(logicalAnd(greaterEqual(x, min), lessEqual(x, max)), dy, zerosLike(dy)) — five kernels,
+ * each slow on wasm for its bool tensors (with tfjs-layers' ReLU(maxValue 6), Keras' ReLU6, 40 %
+ * of a MobileNetV2 fine-tuning step) — as one CLIP_BY_VALUE_GRAD kernel on wasm (same values:
+ * wasm-kernels/clip-gradient.ts), as that composition elsewhere and on the fallbacks.
+ */
+function clipGradientOf(x: tf.Tensor, dy: tf.Tensor, attrs: ClipByValueGradAttrs): tf.Tensor {
+  const { clipValueMin, clipValueMax } = attrs;
+  if (clipGradientFast(x, dy)) {
+    return tf.engine().runKernel(CLIP_BY_VALUE_GRAD, { x, dy }, { clipValueMin, clipValueMax }) as tf.Tensor;
+  }
+  return tf.where(
+    tf.logicalAnd(tf.greaterEqual(x, clipValueMin), tf.lessEqual(x, clipValueMax)),
+    dy,
+    tf.zerosLike(dy),
+  );
+}
+
+/**
+ * The gradient of ClipByValue, registered for every backend but taking the CLIP_BY_VALUE_GRAD
+ * kernel on wasm only (float32 x and dy, fast paths on); other backends, other operands and the
+ * fallbacks call tfjs-core's gradient (`original`) unchanged.
+ */
+function clipByValueGradient(original: tf.GradConfig): tf.GradConfig {
+  type Gradients = Record<string, () => tf.Tensor>;
+  const gradFunc = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap): Gradients => {
+    const [x] = saved;
+    if (Array.isArray(dy) || !clipGradientFast(x, dy)) return original.gradFunc(dy, saved, attrs);
+    return { x: () => clipGradientOf(x, dy, attrs as unknown as ClipByValueGradAttrs) };
+  };
+  Object.defineProperty(gradFunc, OURS, { value: true });
+  return { kernelName: tf.ClipByValue, inputsToSave: ['x'], gradFunc };
+}
+
+/**
+ * The gradient of CLIP_BY_VALUE_GRAD itself (second-order gradients through a clip): linear in dy,
+ * so the same masking of its gradient; zero with respect to x (where the clip's bounds cut is
+ * piecewise constant in x). tfjs-core's composition has the same dy part; for x it fails (no
+ * gradient for LogicalAnd), this gives the zeros that its GreaterEqual and Select gradients give.
+ */
+const clipByValueGradGradient: tf.GradConfig = {
+  kernelName: CLIP_BY_VALUE_GRAD,
+  inputsToSave: ['x'],
+  gradFunc: (ddx: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+    const [x] = saved;
+    const g = Array.isArray(ddx) ? ddx[0] : ddx;
+    return {
+      x: () => tf.zerosLike(x),
+      dy: () => clipGradientOf(x, g, attrs as unknown as ClipByValueGradAttrs),
+    };
+  },
+};
+
 function isOurs(config: tf.KernelConfig | undefined): boolean {
   return config !== undefined && (config.kernelFunc as unknown as Record<symbol, unknown>)[OURS] === true;
 }
@@ -709,8 +802,10 @@ function replaceKernel(
  * DepthwiseConv2dNativeBackpropFilter and DepthwiseConv2dNativeBackpropInput (each only where wasm
  * has none) and replaces Conv2DBackpropInput (keeping wasm's own for paddings larger than the
  * filter on the fallback), MaxPoolGrad, Sum, Add, Identity, Cast, Mean and Multiply (keeping wasm's
- * own for the cases they do not handle). Idempotent. Call it after loading
- * @tensorflow/tfjs-backend-wasm; selectBackend('wasm') does.
+ * own for the cases they do not handle); adds HistoFed's HistoFedClipByValueGrad kernel and
+ * registers the Mean and ClipByValue gradients that use Fill and that kernel on wasm (and
+ * tfjs-core's gradients elsewhere). Idempotent. Call it after loading @tensorflow/tfjs-backend-wasm
+ * and tfjs-layers (whose build registers tfjs-core's gradients); selectBackend('wasm') does.
  */
 export function registerWasmTrainingKernels(): void {
   if (tf.getKernel(tf.Conv2DBackpropFilter, 'wasm') === undefined) {
@@ -734,6 +829,9 @@ export function registerWasmTrainingKernels(): void {
       kernelFunc: mark(depthwiseConv2dNativeBackpropInputWasm),
     });
   }
+  if (tf.getKernel(CLIP_BY_VALUE_GRAD, 'wasm') === undefined) {
+    tf.registerKernel({ kernelName: CLIP_BY_VALUE_GRAD, backendName: 'wasm', kernelFunc: mark(clipByValueGradWasm) });
+  }
   replaceKernel(tf.MaxPoolGrad, maxPoolGradWasm);
   const input = replaceKernel(tf.Conv2DBackpropInput, conv2DBackpropInputWasm);
   if (input.done) originalBackpropInput = input.replaced;
@@ -753,4 +851,9 @@ export function registerWasmTrainingKernels(): void {
   if (grad !== undefined && (grad.gradFunc as unknown as Record<symbol, unknown>)[OURS] !== true) {
     tf.registerGradient(meanGradient(grad));
   }
+  const clipGrad = tf.getGradient(tf.ClipByValue);
+  if (clipGrad !== undefined && (clipGrad.gradFunc as unknown as Record<symbol, unknown>)[OURS] !== true) {
+    tf.registerGradient(clipByValueGradient(clipGrad));
+  }
+  if (tf.getGradient(CLIP_BY_VALUE_GRAD) === undefined) tf.registerGradient(clipByValueGradGradient);
 }

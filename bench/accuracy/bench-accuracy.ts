@@ -90,9 +90,10 @@ interface Options {
   patience?: string;
   minEpochs?: string;
   monitor: string;
-  rounds: string;
-  localEpochs: string;
+  rounds?: string;
+  localEpochs?: string;
   roundPatience: string;
+  minRounds?: string;
   mu: string;
   augmentCopies: string;
   sites: string;
@@ -157,8 +158,9 @@ function recipeOf(o: Options): Recipe {
     patience: int('patience', o.patience ?? (o.model === 'backbone' ? '8' : '4'), 1),
     minEpochs: int('min-epochs', o.minEpochs ?? (o.model === 'backbone' ? '10' : '1'), 1),
     monitor,
-    rounds: int('rounds', o.rounds, 1),
-    localEpochs: int('local-epochs', o.localEpochs, 1),
+    rounds: int('rounds', o.rounds ?? (o.model === 'backbone' ? '30' : '20'), 1),
+    localEpochs: int('local-epochs', o.localEpochs ?? (o.model === 'backbone' ? '2' : '1'), 1),
+    minRounds: int('min-rounds', o.minRounds ?? (o.model === 'backbone' ? '10' : '1'), 1),
     roundPatience: int('round-patience', o.roundPatience, 1),
     proximalMu: num('mu', o.mu, 0),
     // Tiles bring their own training views (augmented crops); copies are for whole images.
@@ -369,6 +371,8 @@ async function main(o: Options): Promise<void> {
       rounds: recipe.rounds,
       localEpochs: recipe.localEpochs,
       roundPatience: recipe.roundPatience,
+      minRounds: recipe.minRounds,
+      minEpochs: recipe.minEpochs,
       proximalMu: recipe.proximalMu,
       augmentCopies: recipe.augmentCopies,
       classWeights: 'balanced (both heads)',
@@ -427,8 +431,9 @@ new Command('npm run bench:accuracy --')
   .option('--patience <n>', 'centralized / local-only: epochs without improvement before stopping (backbone 8, se-cnn 4)')
   .option('--min-epochs <n>', 'centralized / local-only: epochs before stopping or keeping weights (backbone 10, se-cnn 1)')
   .option('--monitor <m>', 'model selection on the validation patients: loss, balancedAccuracy or patientAccuracy', 'loss')
-  .option('--rounds <n>', 'federated: maximum rounds', '20')
-  .option('--local-epochs <n>', 'federated: local epochs per round', '1')
+  .option('--rounds <n>', 'federated: maximum rounds (backbone 30, se-cnn 20; the socket regime runs them all)')
+  .option('--local-epochs <n>', 'federated: local epochs per round (backbone 2, se-cnn 1)')
+  .option('--min-rounds <n>', 'federated: rounds before stopping or keeping a round (backbone 10, se-cnn 1)')
   .option('--round-patience <n>', 'federated: rounds without improvement before stopping', '8')
   .option('--mu <x>', 'federated: FedProx proximal coefficient', '0.01')
   .option('--augment-copies <n>', 'versions of each training image (original + n-1 seeded augmentations); 1 = none', '3')

@@ -49,6 +49,8 @@ export interface Recipe {
   readonly rounds: number;
   readonly localEpochs: number;
   readonly roundPatience: number;
+  /** Rounds before the federated regime may stop or keep a round's model (as minEpochs). */
+  readonly minRounds: number;
   readonly proximalMu: number;
   /** Versions of each training image (1 = no augmentation), see augmentedCopies. */
   readonly augmentCopies: number;
@@ -232,14 +234,14 @@ export async function federated(ctx: FoldContext): Promise<RegimeResult> {
     setWeights(ctx.evalModel, global);
     const val = (await evaluateModelAsync(ctx.evalModel, ctx.pooled.validation, { subtypeParents: recipe.spec.subtypeParents })).metrics;
     const value = val[recipe.monitor];
-    const isBest = best === null || better(recipe.monitor, value, best.value);
+    const isBest = round >= recipe.minRounds && (best === null || better(recipe.monitor, value, best.value));
     if (isBest) best = { weights: global, round, value };
     since = isBest ? 0 : since + 1;
     ctx.log(
       `    federated round ${round}/${recipe.rounds}: site losses ${losses.join(' ')}, val loss ${fmt(val['loss'])}, ` +
         `val patient acc ${fmt(val['patientAccuracy'])}${isBest ? ' *' : ''}`,
     );
-    if (since >= recipe.roundPatience) break;
+    if (round >= recipe.minRounds && since >= recipe.roundPatience) break;
   }
   const kept = best as NonNullable<typeof best>;
   return {

@@ -81,7 +81,8 @@ export async function backboneBench(o: BackboneBenchOptions): Promise<Record<str
       await Promise.all(Array.from({ length: steps }, (_, i) => extractor.extract(tiles.subarray(i * per, (i + 1) * per), batch, size)));
       return (steps * batch) / (Number(process.hrtime.bigint() - started) / 1e9);
     };
-    await extractor.extract(tiles.subarray(0, per), batch, size);
+    // Warm every worker (the first call on each loads the backbone and compiles kernels).
+    await Promise.all(Array.from({ length: o.workers }, () => extractor.extract(tiles.subarray(0, per), batch, size)));
     const fwdPeer = new PyTorchPeer({ kind: 'mobilenet-v2', imageSize: size, batch, learningRate: 1e-3, mode: 'forward' }, 'mobilenet_torch.py');
     await fwdPeer.ready();
     await fwdPeer.run(1);

@@ -73,8 +73,8 @@ export interface TrainFlags {
   unfreezeLayers: string;
   validationFraction: string;
   patience: string;
-  batchSize: string;
-  learningRate: string;
+  batchSize?: string;
+  learningRate?: string;
   seed: string;
   augment?: boolean;
   trainWorkers: string;
@@ -115,8 +115,9 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
   const minEpochs = num('--min-epochs', f.minEpochs ?? '1', (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
   const validationFraction = num('--validation-fraction', f.validationFraction, (n) => n > 0 && n < 1, 'a number in (0, 1)');
   const patience = num('--patience', f.patience, (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
-  const batchSize = num('--batch-size', f.batchSize, (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
-  const learningRate = num('--learning-rate', f.learningRate, (n) => n > 0 && n <= 1, 'a number in (0, 1]');
+  // Heads on tile features see ~20 rows per image: larger batches, a smaller step.
+  const batchSize = num('--batch-size', f.batchSize ?? (f.model === 'backbone-head' ? '32' : '16'), (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
+  const learningRate = num('--learning-rate', f.learningRate ?? (f.model === 'backbone-head' ? '0.001' : '0.002'), (n) => n > 0 && n <= 1, 'a number in (0, 1]');
   const seed = num('--seed', f.seed, Number.isInteger, 'an integer');
   const freezeEpochs = num('--freeze-epochs', f.freezeEpochs, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
   const unfreezeLayers = f.unfreezeLayers === 'all' ? Infinity : num('--unfreeze-layers', f.unfreezeLayers, (n) => Number.isInteger(n) && n >= 0, "an integer >= 0 or 'all'");

@@ -8,54 +8,25 @@
  * pooling, flattening or dense layer. Its layers keep their names, so the weight names of a
  * transfer model are stable across processes (all sites start from the same files).
  */
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelSpec } from '@histofed/fl-core';
 import { ValidationError } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
+import { layersModelDirSource } from './backbones/backbone-source';
 import { attachHeads, validateHeads } from './models';
 import { MODEL_JSON_FILE } from './saved-model';
 
 /** Loads a tfjs Layers model directory (model.json and the weight files its manifest lists). */
 export async function loadLayersModelDir(dir: string): Promise<tfl.LayersModel> {
   assertBackendReady();
-  const file = path.join(dir, MODEL_JSON_FILE);
-  if (!existsSync(file)) throw new ValidationError(`--init-from ${dir}: ${MODEL_JSON_FILE} is missing (expected a tfjs Layers model directory)`);
-  let json: tf.io.ModelJSON;
+  const source = await layersModelDirSource(dir, '--init-from');
   try {
-    json = JSON.parse(await readFile(file, 'utf8')) as tf.io.ModelJSON;
-  } catch (e) {
-    throw new ValidationError(`${file}: not valid JSON (${e instanceof Error ? e.message : String(e)})`);
-  }
-  if (json.modelTopology === undefined || json.format === 'graph-model') {
-    throw new ValidationError(`${file}: not a tfjs Layers model (a graph model cannot be fine-tuned)`);
-  }
-  const groups = json.weightsManifest ?? [];
-  const specs = groups.flatMap((g) => g.weights);
-  const buffers: Uint8Array[] = [];
-  for (const g of groups) {
-    for (const p of g.paths) {
-      const f = path.resolve(dir, p);
-      if (!f.startsWith(path.resolve(dir) + path.sep)) throw new ValidationError(`${file}: weight path ${p} leaves the model directory`);
-      if (!existsSync(f)) throw new ValidationError(`${file}: weight file ${p} is missing`);
-      buffers.push(new Uint8Array(await readFile(f)));
-    }
-  }
-  const total = buffers.reduce((n, b) => n + b.length, 0);
-  const joined = new Uint8Array(total);
-  let offset = 0;
-  for (const b of buffers) {
-    joined.set(b, offset);
-    offset += b.length;
-  }
-  try {
-    const artifacts = await tf.io.getModelArtifactsForJSON(json, async () => [specs, joined.buffer]);
+    const artifacts = await tf.io.getModelArtifactsForJSON(source.json, async () => [source.weightSpecs, source.weightData]);
     return await tfl.loadLayersModel({ load: async () => artifacts });
   } catch (e) {
-    throw new ValidationError(`${file}: tfjs cannot load the model: ${e instanceof Error ? e.message : String(e)}`);
+    throw new ValidationError(`${path.join(dir, MODEL_JSON_FILE)}: tfjs cannot load the model: ${e instanceof Error ? e.message : String(e)}`);
   }
 }
 

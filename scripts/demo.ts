@@ -29,6 +29,7 @@ interface DemoOptions {
   model: string;
   singleStage?: boolean;
   secureAggregation?: boolean;
+  trainFrom?: string;
 }
 
 interface RoundEntry {
@@ -103,6 +104,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     if (!Number.isInteger(v) || v < min) throw new HistoFedError('USAGE', `${name} must be an integer >= ${min}, got "${v}"`);
   }
   if (opts.secureAggregation && sites < 3) throw new HistoFedError('USAGE', `--secure-aggregation needs --sites >= 3, got ${sites}`);
+  if (opts.trainFrom && !backbone) throw new HistoFedError('USAGE', '--train-from applies to --model backbone-head');
   const workDir = mkdtempSync(join(tmpdir(), 'histofed-demo-'));
   let dataDir: string;
   if (opts.data) {
@@ -143,6 +145,7 @@ async function demo(opts: DemoOptions): Promise<void> {
       maxSites: sites,
       model: {
         ...(backbone ? DEFAULT_RUN_MODEL : {}),
+        ...(backbone && opts.trainFrom ? { backbone: { ...DEFAULT_RUN_MODEL.backbone, trainFrom: opts.trainFrom } } : {}),
         kind: opts.model,
         imageSize,
         numClasses: 2,
@@ -168,7 +171,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     await fed.admin.request('POST', `/api/runs/${run.id}/start`);
     say(
       `run ${run.id} started: ${rounds} rounds, ${sites} sites (${opts.partition} partition), ${opts.model}${opts.singleStage ? '' : ' two-stage'} ` +
-        `${backbone ? `on ImageNet MobileNetV2 features of ${imageSize} px tiles (frozen backbone)` : `at ${imageSize}x${imageSize} px`}, backend ${backend}${opts.secureAggregation ? ', secure aggregation' : ''}`,
+        `${backbone ? `on ImageNet MobileNetV2 features of ${imageSize} px tiles (${opts.trainFrom ? `fine-tuned from ${opts.trainFrom}` : 'frozen backbone'})` : `at ${imageSize}x${imageSize} px`}, backend ${backend}${opts.secureAggregation ? ', secure aggregation' : ''}`,
     );
     const result = await fed.admin.poll(
       async () => {
@@ -250,6 +253,7 @@ const program = new Command('npm run demo --')
     'backbone-head (heads on frozen ImageNet MobileNetV2 features of native-resolution tiles), or a compact CNN on whole images: se-cnn (squeeze-and-excitation), attention-cnn (SE + spatial attention), small-cnn',
     'backbone-head',
   )
+  .option('--train-from <layer>', 'backbone-head: fine-tune the backbone from this layer (e.g. block_9_expand) instead of freezing it')
   .option('--single-stage', 'benign vs malignant only (no subtype head, no stage-2 metrics)')
   .option('--secure-aggregation', 'SecAgg+: the coordinator only sees the sum of the updates (needs >= 3 sites; no per-site ensemble)')
   .action(async (opts: DemoOptions) => demo(opts));

@@ -106,9 +106,12 @@ describe('command-line programs', () => {
         backbone: expect.objectContaining({ name: 'mobilenet-v2-imagenet', cut: 'block_10_depthwise_relu', features: 384, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) }),
       }),
     );
-    // Early stopping may not act before --min-epochs.
+    // Early stopping may not act before --min-epochs; the saved model is then trained again, as many
+    // epochs as the validation patients chose, on every patient.
     expect(summary.epochsRun).toBeGreaterThanOrEqual(3);
     expect(summary.bestEpoch).toBeGreaterThanOrEqual(3);
+    expect(summary.refitEpochs).toBe(summary.bestEpoch);
+    expect(t.stderr).toMatch(new RegExp(`refit: ${summary.bestEpoch} epochs \\(the best on validation\\) on all 37 patients`));
     expect(summary.images.train + summary.images.validation).toBe(213);
     expect(t.stderr).toMatch(/backbone mobilenet-v2-imagenet .* 384 features per 96 px tile/);
     expect(t.stderr).toContain(`training tiles: ${summary.images.train}/${summary.images.train} images, ${summary.images.train * 5} tiles`);

@@ -94,6 +94,7 @@ interface Options {
   localEpochs?: string;
   roundPatience: string;
   minRounds?: string;
+  refit: boolean;
   mu: string;
   augmentCopies: string;
   sites: string;
@@ -161,6 +162,7 @@ function recipeOf(o: Options): Recipe {
     rounds: int('rounds', o.rounds ?? (o.model === 'backbone' ? '30' : '20'), 1),
     localEpochs: int('local-epochs', o.localEpochs ?? (o.model === 'backbone' ? '2' : '1'), 1),
     minRounds: int('min-rounds', o.minRounds ?? (o.model === 'backbone' ? '10' : '1'), 1),
+    refit: o.refit,
     roundPatience: int('round-patience', o.roundPatience, 1),
     proximalMu: num('mu', o.mu, 0),
     // Tiles bring their own training views (augmented crops); copies are for whole images.
@@ -271,10 +273,15 @@ async function main(o: Options): Promise<void> {
         if (only !== null && !only.has(f.fold)) continue;
         const foldSeed = mixSeed(foldSeedBase, 1000 + f.fold);
         const siteImages = foldSites(f.train, nSites, valFraction, foldSeed);
-        const sites: SiteData[] = siteImages.map((s) => ({ train: slice(decoded, s.train, true), validation: slice(decoded, s.validation) }));
+        const sites: SiteData[] = siteImages.map((s) => ({
+          train: slice(decoded, s.train, true),
+          validation: slice(decoded, s.validation),
+          validationTrain: slice(decoded, s.validation, true),
+        }));
         const pooled: SiteData = {
           train: slice(decoded, siteImages.flatMap((s) => s.train), true),
           validation: slice(decoded, siteImages.flatMap((s) => s.validation)),
+          validationTrain: slice(decoded, siteImages.flatMap((s) => s.validation), true),
         };
         const test = slice(decoded, f.test);
         const init = await buildModelAsync(recipe.spec, foldSeed);
@@ -375,10 +382,11 @@ async function main(o: Options): Promise<void> {
       minEpochs: recipe.minEpochs,
       proximalMu: recipe.proximalMu,
       augmentCopies: recipe.augmentCopies,
+      refit: recipe.refit,
       classWeights: 'balanced (both heads)',
       valFraction,
     },
-    federation: 'in-process simulation of the federation math (FedProx local training + sample-weighted FedAvg); the socket federation is tested elsewhere',
+    federation: 'federated: in-process simulation of the federation math (FedProx local training + sample-weighted FedAvg); federatedSockets: a real coordinator and site processes per fold',
     backend: backend.name,
     workers,
     cpus: os.cpus().length,
@@ -433,6 +441,7 @@ new Command('npm run bench:accuracy --')
   .option('--monitor <m>', 'model selection on the validation patients: loss, balancedAccuracy or patientAccuracy', 'loss')
   .option('--rounds <n>', 'federated: maximum rounds (backbone 30, se-cnn 20; the socket regime runs them all)')
   .option('--local-epochs <n>', 'federated: local epochs per round (backbone 2, se-cnn 1)')
+  .option('--no-refit', 'centralized / local-only: test the best validation epoch\'s model instead of retraining that many epochs on training + validation patients (what histofed-site train saves)')
   .option('--min-rounds <n>', 'federated: rounds before stopping or keeping a round (backbone 10, se-cnn 1)')
   .option('--round-patience <n>', 'federated: rounds without improvement before stopping', '8')
   .option('--mu <x>', 'federated: FedProx proximal coefficient', '0.01')

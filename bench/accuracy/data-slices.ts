@@ -70,20 +70,28 @@ export function slice(set: DecodedSet, images: readonly BreakHisImage[], withVie
   });
   const base = takeRows(set.data, rows, tiled ? imageOf : undefined);
   if (extra.length === 0 || !set.views) return base;
-  const views = takeRows(set.views.data, extra, extraOf);
-  const images2 = new Float32Array(base.images.length + views.images.length);
-  images2.set(base.images);
-  images2.set(views.images, base.images.length);
-  const cat = <T>(a: readonly T[] | undefined, b: readonly T[] | undefined) => (a && b ? [...a, ...b] : undefined);
+  return concatRows(base, takeRows(set.views.data, extra, extraOf), false);
+}
+
+/**
+ * The rows of `a` then `b`. With `separateImages` (default), b's images are other images than a's
+ * (their imageOf indices are shifted after a's); without, b's rows belong to a's images.
+ */
+export function concatRows(a: LabeledImages, b: LabeledImages, separateImages = true): LabeledImages {
+  const images = new Float32Array(a.images.length + b.images.length);
+  images.set(a.images);
+  images.set(b.images, a.images.length);
+  const cat = <T>(x: readonly T[] | undefined, y: readonly T[] | undefined) => (x && y ? [...x, ...y] : undefined);
+  const shift = separateImages && a.imageOf ? Math.max(-1, ...a.imageOf) + 1 : 0;
   return {
-    ...base,
-    images: images2,
-    count: base.count + views.count,
-    labels: Int32Array.from([...base.labels, ...views.labels]),
-    subtypes: base.subtypes && views.subtypes ? Int32Array.from([...base.subtypes, ...views.subtypes]) : undefined,
-    groups: cat(base.groups, views.groups),
-    magnifications: cat(base.magnifications, views.magnifications),
-    imageOf: Int32Array.from([...imageOf, ...extraOf]),
+    ...a,
+    images,
+    count: a.count + b.count,
+    labels: Int32Array.from([...a.labels, ...b.labels]),
+    subtypes: a.subtypes && b.subtypes ? Int32Array.from([...a.subtypes, ...b.subtypes]) : undefined,
+    groups: cat(a.groups, b.groups),
+    magnifications: cat(a.magnifications, b.magnifications),
+    ...(a.imageOf && b.imageOf ? { imageOf: Int32Array.from([...a.imageOf, ...Array.from(b.imageOf, (i) => i + shift)]) } : {}),
   };
 }
 

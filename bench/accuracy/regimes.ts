@@ -33,7 +33,7 @@ import {
   type FitMonitor,
   type TrainingPool,
 } from '@histofed/ml';
-import { augmentedCopies } from './data-slices';
+import { augmentedCopies, concatRows } from './data-slices';
 
 export interface Recipe {
   readonly spec: ModelSpec;
@@ -52,6 +52,11 @@ export interface Recipe {
   /** Rounds before the federated regime may stop or keep a round's model (as minEpochs). */
   readonly minRounds: number;
   readonly proximalMu: number;
+  /**
+   * After early stopping, train again from the same start on the training and validation patients
+   * for the selected number of epochs (what `histofed-site train` saves), and test that.
+   */
+  readonly refit: boolean;
   /** Versions of each training image (1 = no augmentation), see augmentedCopies. */
   readonly augmentCopies: number;
   readonly augment: AugmentOptions;
@@ -79,6 +84,8 @@ export interface RegimeResult {
 export interface SiteData {
   readonly train: LabeledImages;
   readonly validation: LabeledImages;
+  /** The validation patients as training data (tiles: with their views), for the refit. */
+  readonly validationTrain: LabeledImages;
 }
 
 export interface FoldContext {
@@ -144,8 +151,22 @@ async function earlyStopped(ctx: FoldContext, data: SiteData, seed: number, tag:
           `val patient acc ${fmt(e.validation?.['patientAccuracy'])}${e.best ? ' *' : ''}`,
       ),
   });
+  let weights = r.weights;
+  if (recipe.refit) {
+    const all = concatRows(data.train, data.validationTrain);
+    const refit = await fit({ spec: recipe.spec, initial: ctx.initial }, augmentedCopies(all, recipe.augmentCopies, seed, recipe.augment), {
+      maxEpochs: r.bestEpoch,
+      pool: isFrozenBackbone(recipe.spec) ? undefined : ctx.pool,
+      batchSize: recipe.batchSize,
+      learningRate: recipe.learningRate,
+      proximalMu: 0,
+      seed,
+      ...trainingWeights(all, recipe.spec),
+    });
+    weights = refit.weights;
+  }
   return {
-    test: testMetrics(ctx.evalModel, r.weights, ctx.test, recipe.spec),
+    test: testMetrics(ctx.evalModel, weights, ctx.test, recipe.spec),
     validation: r.validation?.[recipe.monitor] ?? NaN,
     trained: r.epochsRun,
     kept: r.bestEpoch,

@@ -100,6 +100,7 @@ export function buildCli(): Command {
     .option('--freeze-epochs <n>', 'with --init-from: epochs training only the new heads', '5')
     .option('--unfreeze-layers <n>', "with --init-from: base layers (with weights) to fine-tune afterwards, or 'all'", 'all')
     .option('--validation-fraction <f>', 'share of patients held out (patient-wise) for early stopping', '0.2')
+    .option('--no-refit', 'save the model of the best validation epoch instead of training again, that many epochs, on every patient')
     .option('--patience <n>', 'epochs without a better validation loss before stopping (after --min-epochs)', '6')
     .option('--batch-size <n>', 'mini-batch size (backbone-head 32, CNNs 16)')
     .option('--learning-rate <lr>', 'Adam learning rate (backbone-head 0.001, CNNs 0.002)')
@@ -119,7 +120,8 @@ export function buildCli(): Command {
       process.stdout.write(
         (opts.json
           ? JSON.stringify(summary)
-          : `saved ${summary.out}: best epoch ${summary.bestEpoch} of ${summary.epochsRun}${summary.stoppedEarly ? ' (stopped early)' : ''}, ` +
+          : `saved ${summary.out}: best epoch ${summary.bestEpoch} of ${summary.epochsRun}${summary.stoppedEarly ? ' (stopped early)' : ''}` +
+            `${summary.refitEpochs !== null ? `, then ${summary.refitEpochs} epochs on every patient` : ''}, ` +
             `validation accuracy ${summary.validation?.['accuracy']?.toFixed(3) ?? '-'}, patient accuracy ${summary.validation?.['patientAccuracy']?.toFixed(3) ?? '-'}, ` +
             `${summary.parameters} parameters, ${(summary.multiplyAdds / 1e6).toFixed(1)} M multiply-adds per image, ${summary.wallSeconds.toFixed(0)} s`) + '\n',
       );

@@ -67,6 +67,8 @@ export interface TrainFlags {
   views?: string;
   stainNormalization?: string;
   minEpochs?: string;
+  /** After choosing the epoch count on the validation patients, train again on every patient (default true). */
+  refit?: boolean;
   singleStage?: boolean;
   initFrom?: string;
   freezeEpochs: string;
@@ -101,8 +103,11 @@ export interface TrainSummary {
   readonly epochsRun: number;
   readonly bestEpoch: number;
   readonly stoppedEarly: boolean;
+  /** Validation metrics of the selected epoch (before the refit, which has no held-out patients). */
   readonly validation: Record<string, number> | null;
   readonly history: readonly FitEpoch[];
+  /** Epochs of the final training on every patient (null without --refit or with --init-from). */
+  readonly refitEpochs: number | null;
   readonly initFrom: string | null;
   readonly wallSeconds: number;
 }
@@ -195,12 +200,31 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
       });
     const train = shareImages(await inputs(split.train, true));
     const validation = await inputs(split.test, false);
+    const everyone = async () => shareImages(await inputs([...split.train, ...split.test], true));
     progress(
       `training ${spec.kind}${spec.subtypeParents ? ' two-stage' : ''} at ${imageSize}px on ${split.train.length} images of ${patients(split.train)} patients` +
         `${train.imageOf ? ` (${train.count} tiles)` : ''}; validation ${split.test.length} images of ${patients(split.test)} patients (patient-wise)`,
     );
     // Heads on frozen features train in this thread (a few thousand parameters); images and fine-tuned blocks on the pool.
-    return await trainAndSave(f, spec, { train, validation, split, pool: isFrozenBackbone(spec) ? undefined : pool, extractor, stain, seed, maxEpochs, minEpochs, patience, batchSize, learningRate, freezeEpochs, unfreezeLayers, started, progress });
+    return await trainAndSave(f, spec, {
+      train,
+      validation,
+      everyone,
+      split,
+      pool: isFrozenBackbone(spec) ? undefined : pool,
+      extractor,
+      stain,
+      seed,
+      maxEpochs,
+      minEpochs,
+      patience,
+      batchSize,
+      learningRate,
+      freezeEpochs,
+      unfreezeLayers,
+      started,
+      progress,
+    });
   } finally {
     await pool?.close();
   }
@@ -209,6 +233,8 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
 interface TrainContext {
   readonly train: LabeledImages;
   readonly validation: LabeledImages;
+  /** Training inputs of every patient (training and validation), for the refit. */
+  readonly everyone: () => Promise<LabeledImages>;
   readonly split: { readonly train: readonly { patientId: string }[]; readonly test: readonly { patientId: string }[] };
   readonly pool: TrainingPool | undefined;
   readonly extractor: TileRowExtractor | undefined;
@@ -246,6 +272,7 @@ async function trainAndSave(f: TrainFlags, spec: ModelSpec, c: TrainContext): Pr
   const common = { batchSize, learningRate, proximalMu: 0, seed, patience, minEpochs, validation, onEpoch, ...weights };
 
   let result: FitResult;
+  let refitEpochs: number | null = null;
   let model;
   let initFrom: string | null = null;
   if (f.initFrom) {
@@ -262,7 +289,30 @@ async function trainAndSave(f: TrainFlags, spec: ModelSpec, c: TrainContext): Pr
     result = await fit({ model, spec }, trainingSet, { ...common, learningRate: learningRate / 10, maxEpochs });
   } else {
     model = await buildModelAsync(spec, seed, { dir: f.backbone });
-    result = await fit({ spec, initial: getWeights(model) }, trainingSet, { ...common, maxEpochs, pool: c.pool });
+    const initial = getWeights(model);
+    result = await fit({ spec, initial }, trainingSet, { ...common, maxEpochs, pool: c.pool });
+    if (f.refit !== false) {
+      // The validation patients chose how long to train; the saved model learns from every patient.
+      const all = await c.everyone();
+      progress(`refit: ${result.bestEpoch} epochs (the best on validation) on all ${patients([...split.train, ...split.test])} patients (${all.count} rows)`);
+      const allWeights = {
+        classWeights: balancedClassWeights(all.labels, 2),
+        ...(spec.subtypeParents && all.subtypes ? { subtypeWeights: balancedClassWeights(all.subtypes, spec.subtypeParents.length) } : {}),
+      };
+      const allSet = f.augment && spec.tiles === undefined ? (chunk: number) => augmentTrainingSet(all, seed * 7919 + chunk) : all;
+      const refit = await fit({ spec, initial }, allSet, {
+        batchSize,
+        learningRate,
+        proximalMu: 0,
+        seed,
+        maxEpochs: result.bestEpoch,
+        pool: c.pool,
+        ...allWeights,
+        onEpoch: (e) => progress(`refit epoch ${e.epoch}/${e.maxEpochs} train loss ${e.trainLoss.toFixed(4)}`, e),
+      });
+      refitEpochs = refit.epochsRun;
+      result = { ...result, weights: refit.weights };
+    }
   }
   try {
     setWeights(model, result.weights);
@@ -290,6 +340,7 @@ async function trainAndSave(f: TrainFlags, spec: ModelSpec, c: TrainContext): Pr
       stoppedEarly: result.stoppedEarly,
       validation: result.validation ?? null,
       history: result.history,
+      refitEpochs,
       initFrom,
       wallSeconds: (Date.now() - c.started) / 1000,
     };

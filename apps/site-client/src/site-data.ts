@@ -26,6 +26,9 @@ export interface SiteSplit {
   readonly problems: number;
 }
 
+/** Input sets (a split of one spec, stain and augmentation) kept in memory. */
+const MAX_KEPT_INPUTS = 4;
+
 /** What a model of a run reads from the site's images: the spec, the run's stain target, augmentation. */
 export interface InputRequest {
   readonly spec: ModelSpec;
@@ -129,6 +132,8 @@ export class SiteData {
       })();
       this.decoded.set(key, p);
       p.catch(() => this.decoded.delete(key));
+      // Keep the inputs of the current and the previous spec only (a site serves run after run).
+      while (this.decoded.size > MAX_KEPT_INPUTS) this.decoded.delete(this.decoded.keys().next().value as string);
     }
     return p;
   }

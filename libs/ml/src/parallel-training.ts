@@ -15,9 +15,14 @@
  *
  * The images are shared with the workers once per `train` call through a SharedArrayBuffer
  * (without a copy when they already live in one, see `shareImages`); gradients travel as
- * transferred Float32Arrays. The main thread only sums gradients, so its event loop stays free
- * (socket.io heartbeats). Worker threads are unref'd while the pool is idle, so an idle pool never
- * keeps the process alive; `close()` terminates them.
+ * transferred Float32Arrays. The next batch's gradient requests follow each update without waiting
+ * for its acknowledgement (a worker handles its messages in order, so it computes them on the
+ * updated weights): one round trip and one barrier per step instead of two, which counts on a
+ * shared machine, where each hop waits for threads to be scheduled (MobileNetV2 fine-tuning step,
+ * batch 32, 2 workers, load 7-8 on 2 cores, the two protocols alternating in one process: 123.8 ->
+ * 114.4 and 130.5 -> 124.2 ms per step, medians of 8). The main thread only sums gradients, so its
+ * event loop stays free (socket.io heartbeats). Worker threads are unref'd while the pool is idle,
+ * so an idle pool never keeps the process alive; `close()` terminates them.
  */
 import { availableParallelism } from 'node:os';
 import { extname, join } from 'node:path';
@@ -303,18 +308,26 @@ export class TrainingPool {
       let lastEpochLoss = NaN;
       for (let epoch = 1; epoch <= opts.epochs; epoch++) {
         const order = shuffledIndices(data.count, mixSeed(opts.seed, epoch));
-        let epochSum = 0;
-        for (let b = 0; b < batches; b++) {
-          if (opts.signal?.aborted) throw new HistoFedError('ABORTED', `training aborted in epoch ${epoch}, batch ${b + 1}`);
+        // The gradient requests of batch b, one shard per worker.
+        const gradients = (b: number) => {
           const start = b * opts.batchSize;
           const n = Math.min(data.count, start + opts.batchSize) - start;
-          const replies = await Promise.all(
+          const replies = Promise.all(
             workers.map((w, i) => {
               const from = start + Math.floor((i * n) / W);
               const to = start + Math.floor(((i + 1) * n) / W);
               return w.request({ type: 'grad', indices: order.slice(from, to), batchSize: n }, 'grad');
             }),
           );
+          replies.catch(() => undefined); // awaited below; a failure must not go unhandled meanwhile
+          return replies;
+        };
+        let epochSum = 0;
+        let next: ReturnType<typeof gradients> | null = null;
+        for (let b = 0; b < batches; b++) {
+          if (opts.signal?.aborted) throw new HistoFedError('ABORTED', `training aborted in epoch ${epoch}, batch ${b + 1}`);
+          const replies = await (next ?? gradients(b));
+          next = null;
           let sum: Float32Array | null = null;
           let loss = 0;
           for (const r of replies) {
@@ -329,7 +342,12 @@ export class TrainingPool {
               `training diverged: the loss is ${loss} in epoch ${epoch}, batch ${b + 1}; lower the learning rate`,
             );
           }
-          await all({ type: 'apply', grads: sum as Float32Array }, 'ok');
+          // A worker handles its messages in order, so the next batch's gradient requests go right
+          // behind the update (one round trip per step instead of two); they are computed on the
+          // updated weights, as before. An abort is checked before they are sent.
+          const applied = all({ type: 'apply', grads: sum as Float32Array }, 'ok');
+          if (b + 1 < batches && opts.signal?.aborted !== true) next = gradients(b + 1);
+          await applied;
           epochSum += loss;
           opts.onProgress?.({ epoch, epochs: opts.epochs, batch: b + 1, batches, loss });
         }

@@ -270,6 +270,11 @@ describe('wasm training kernels against the cpu backend', () => {
       'DepthwiseConv2dNativeBackpropFilter',
       'DepthwiseConv2dNativeBackpropInput',
       'HistoFedClipByValueGrad',
+      'FusedConv2D',
+      'DepthwiseConv2dNative',
+      'HistoFedScaleShift',
+      'HistoFedScaleShiftGrad',
+      'HistoFedReluGrad',
     ]);
   });
 

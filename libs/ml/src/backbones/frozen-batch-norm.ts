@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import { channelScaleShift } from '../wasm-training-kernels';
 
 export interface FrozenBatchNormArgs {
   name?: string;
@@ -44,14 +45,15 @@ export class FrozenBatchNorm extends tfl.layers.Layer {
    * x * scale + shift with per-channel scale = gamma / sqrt(variance + epsilon) and shift = beta -
    * mean * scale: the same values as tf.batchNorm, but a gradient of two broadcast products and
    * sums (tf.batchNorm's gradient tiles its parameters to the input's shape: ~75 % of a
-   * fine-tuning step on wasm).
+   * fine-tuning step on wasm). `channelScaleShift` is add(mul(x, scale), shift), on wasm one kernel
+   * forward and one backward (the same values; wasm-kernels/scale-shift.ts).
    */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     return tf.tidy(() => {
       const x = Array.isArray(inputs) ? inputs[0] : inputs;
       const scale = tf.mul(this.gamma.read(), tf.rsqrt(tf.add(this.movingVariance.read(), this.epsilon)));
       const shift = tf.sub(this.beta.read(), tf.mul(this.movingMean.read(), scale));
-      return tf.add(tf.mul(x, scale), shift);
+      return channelScaleShift(x, scale, shift);
     });
   }
 

@@ -205,8 +205,9 @@ function tilesOf(fh: number, nv: number): Tile[] {
 
 /**
  * The filter gradient from dy's nonzeros, or null when dy is too dense (measured on the first
- * image), x has non-finite values (0 * Infinity is NaN, which skipping zeros would lose) or a
- * size is 0: the caller then takes the dense kernel.
+ * image: denser than setConv2DBackpropFilterMaxDensity's limit if set, else than `defaultLimit`
+ * if given, else than breakEvenDensity's estimate), x has non-finite values (0 * Infinity is NaN,
+ * which skipping zeros would lose) or a size is 0: the caller then takes a dense kernel.
  */
 export function conv2DBackpropFilterSparse(
   backend: WasmBackend,
@@ -214,6 +215,7 @@ export function conv2DBackpropFilterSparse(
   x: TensorInfo,
   dy: TensorInfo,
   info: tf.backend_util.Conv2DInfo,
+  defaultLimit?: number,
 ): TensorInfo | null {
   const [batch, inH, inW, c] = x.shape;
   const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
@@ -228,7 +230,7 @@ export function conv2DBackpropFilterSparse(
   const capBytes = 8 * pixels + 64; // one channel's list area (+ a cache line: no set aliasing)
   const accFloats = o * fh * nv * 4; // dWT [o, fh, 4 nv]
   const tiles = tilesOf(fh, nv);
-  const limit = maxDensity ?? breakEvenDensity(fh, fw, c, nv, tiles.length);
+  const limit = maxDensity ?? defaultLimit ?? breakEvenDensity(fh, fw, c, nv, tiles.length);
   if (limit <= 0) return null;
 
   const out = backend.makeOutput([fh, fw, c, o], 'float32');

@@ -37,13 +37,14 @@ import { type WasmBackend, floatOffset, heapF32 } from './wasm-heap';
  * 0.6 now and then.
  */
 const DEFAULT_MAX_DENSITY = 0.75;
-let maxDensity = DEFAULT_MAX_DENSITY;
+/** Set for tests and benchmarks; undefined: the caller's default (DEFAULT_MAX_DENSITY unless given). */
+let maxDensity: number | undefined;
 
 /**
  * Sets the largest fraction of nonzero dy values for which the nonzero-gather kernel is used
- * (Infinity: always, for tests; 0: never); no argument restores the default.
+ * (Infinity: always, for tests; 0: never); no argument restores the defaults.
  */
-export function setConv2DBackpropInputMaxDensity(density: number = DEFAULT_MAX_DENSITY): void {
+export function setConv2DBackpropInputMaxDensity(density?: number): void {
   maxDensity = density;
 }
 
@@ -112,19 +113,24 @@ function channelBlocks(c: number): { start: number; vecs: number; tail: number }
   return blocks;
 }
 
-/** dx, or null when dy is too dense (or the filter not finite) for this kernel to pay. */
+/**
+ * dx, or null when dy is too dense (or the filter not finite) for this kernel to pay: denser than
+ * `defaultLimit` on the first image, unless setConv2DBackpropInputMaxDensity set a limit.
+ */
 export function conv2DBackpropInputSimd(
   backend: WasmBackend,
   k: SimdKernels,
   dy: TensorInfo,
   filter: TensorInfo,
   info: tf.backend_util.Conv2DInfo,
+  defaultLimit = DEFAULT_MAX_DENSITY,
 ): TensorInfo | null {
   const { batchSize: batch, inHeight: inH, inWidth: inW, inChannels: c, outChannels: o } = info;
   const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
   const { outHeight: oh, outWidth: ow } = info;
   const { top, left } = info.padInfo;
-  if (maxDensity <= 0) return null;
+  const limit = maxDensity ?? defaultLimit;
+  if (limit <= 0) return null;
   const cp = 4 * Math.ceil(c / 4);
   const pixels = oh * ow;
 
@@ -184,7 +190,7 @@ export function conv2DBackpropInputSimd(
       compress(dyB + 4 * b * pixels * o, entriesB, startsB, oh, ow, o, cp4, (sw - 1) * o * cp4);
       if (b === 0) {
         const nonzeros = (heapI32[startsB / 4 + pixels] - entriesB) / 8;
-        if (nonzeros > maxDensity * pixels * o) return null;
+        if (nonzeros > limit * pixels * o) return null;
       }
       for (let y = 0; y < inH; y++) {
         const row = rows[y];

@@ -7,6 +7,7 @@ import {
   WASM_MISSING_TRAINING_KERNELS,
   WASM_TRAINING_KERNELS,
   registerWasmTrainingKernels,
+  setWasmDepthwiseForwardEnabled,
   setWasmFastPathsEnabled,
 } from '../wasm-training-kernels';
 import {
@@ -435,5 +436,112 @@ describe('depthwise convolution gradients on wasm against the cpu backend', () =
         });
       }),
     ).toThrow(/only float32 \(and int32\) tensors are supported, got bool/);
+  });
+});
+
+/**
+ * The forward depthwise convolution (DepthwiseConv2dNative) on wasm: 'fast' (stride 1 with centred
+ * padding on the input-gradient kernels, the rest on XNNPACK), 'xnnpack' (that kernel off) and
+ * 'fallback' (every fast path off).
+ */
+const FORWARD_MODES = ['fast', 'xnnpack', 'fallback'] as const;
+type ForwardMode = (typeof FORWARD_MODES)[number];
+
+function forward(backend: string, c: Case, mode: ForwardMode, specialFilter = false): { shape: number[]; y: Float32Array } {
+  return on(backend, mode === 'fallback' ? 'fallback' : 'fast', () => {
+    setWasmDepthwiseForwardEnabled(mode !== 'xnnpack');
+    try {
+      return tf.tidy(() => {
+        const xShape: [number, number, number, number] = [c.batch, c.h, c.w, c.c];
+        const filterShape: [number, number, number, number] = [c.f, c.f, c.c, c.mult];
+        const xv = values(tf.util.sizeFromShape(xShape), 7 + c.h + 3 * c.w);
+        const fv = values(tf.util.sizeFromShape(filterShape), 11 + c.f);
+        if (c.nonFinite && xv.length > 0) {
+          xv[xv.length - 1] = Number.POSITIVE_INFINITY;
+          xv[0] = Number.NaN;
+          xv[Math.floor(xv.length / 2)] = Number.NEGATIVE_INFINITY;
+        }
+        if (specialFilter) fv[fv.length - 1] = Number.POSITIVE_INFINITY;
+        const y = tf.depthwiseConv2d(
+          tf.tensor4d(xv, xShape),
+          tf.tensor4d(fv, filterShape),
+          c.stride,
+          c.pad as 'same',
+          'NHWC',
+          (c.dilation ?? 1) as number,
+          c.dimRoundingMode,
+        );
+        return { shape: y.shape, y: y.dataSync() as Float32Array };
+      });
+    } finally {
+      setWasmDepthwiseForwardEnabled(true);
+    }
+  });
+}
+
+describe('the forward depthwise convolution on wasm against the cpu backend', () => {
+  beforeAll(async () => {
+    await selectBackend('cpu');
+    await selectBackend('wasm');
+  });
+
+  // the gradients' grid and extra cases (float32; tfjs-core refuses dilations with strides > 1; the
+  // dimRoundingMode cases are strided, so wasm's own kernel computes them, and it disagrees with the
+  // cpu backend there at the last row: not HistoFed's to test),
+  // plus non-finite values in stride-1 'same' layers and MobileNetV2's stride-1 layers in small
+  const cases = [...grid, ...extra].filter(
+    (c) => !c.int32 && c.dimRoundingMode === undefined && !((c.dilation ?? 1) > 1 && (c.stride[0] > 1 || c.stride[1] > 1)),
+  );
+  cases.push({ batch: 2, h: 7, w: 6, c: 12, mult: 1, f: 3, stride: [1, 1], pad: 'same', nonFinite: true });
+  cases.push({ batch: 1, h: 5, w: 9, c: 4, mult: 1, f: 5, stride: [1, 1], pad: 'same', nonFinite: true });
+  cases.push({ batch: 3, h: 14, w: 14, c: 96, mult: 1, f: 3, stride: [1, 1], pad: 'same' });
+  cases.push({ batch: 1, h: 30, w: 31, c: 32, mult: 1, f: 3, stride: [1, 1], pad: 1 });
+  cases.push({ batch: 2, h: 8, w: 8, c: 8, mult: 1, f: 3, stride: [1, 1], pad: [[0, 0], [1, 1], [1, 1], [0, 0]] });
+
+  it('is registered for wasm', () => {
+    expect(WASM_TRAINING_KERNELS).toContain(tf.DepthwiseConv2dNative);
+    const k = tf.getKernel(tf.DepthwiseConv2dNative, 'wasm');
+    expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
+  });
+
+  it(`matches the cpu backend on ${cases.length} cases (strides, paddings, sizes, filters, NaN and infinities)`, () => {
+    let centred = 0;
+    for (const c of cases) {
+      const cpu = forward('cpu', c, 'fast');
+      if (c.stride[0] === 1 && c.stride[1] === 1 && c.mult === 1 && c.c % 4 === 0 && c.f % 2 === 1 && (c.pad === 'same' || c.pad === 1)) {
+        centred++;
+      }
+      for (const mode of FORWARD_MODES) {
+        const wasm = forward('wasm', c, mode);
+        const what = `${mode} ${JSON.stringify(c)}`;
+        expect(`${what} ${wasm.shape}`).toBe(`${what} ${cpu.shape}`);
+        expectClose(wasm.y, cpu.y, `forward ${what}`);
+      }
+    }
+    expect(centred).toBeGreaterThan(10); // cases the new kernel takes
+  });
+
+  it('skips the taps outside the image, as the cpu backend (an infinite filter value: no NaN from the padding)', () => {
+    const c: Case = { batch: 2, h: 6, w: 7, c: 8, mult: 1, f: 3, stride: [1, 1], pad: 'same' };
+    const cpu = forward('cpu', c, 'fast', true);
+    expect(cpu.y.some((v) => !Number.isFinite(v))).toBe(true);
+    expectClose(forward('wasm', c, 'fast', true).y, cpu.y, 'forward with an infinite filter value');
+  });
+
+  it('frees every intermediate (no tensor, data buffer or wasm memory growth)', () => {
+    const all = () => {
+      for (const mode of FORWARD_MODES) for (const c of cases.filter((_c, i) => i % 4 === 0)) forward('wasm', c, mode);
+    };
+    const heap = () => (tf.findBackend('wasm') as unknown as WasmBackend).wasm.HEAPU8.length;
+    all();
+    void tf.setBackend('wasm');
+    const before = { ...tf.memory(), heap: heap() };
+    for (let i = 0; i < 3; i++) all();
+    void tf.setBackend('wasm');
+    const after = { ...tf.memory(), heap: heap() };
+    expect(after.numTensors).toBe(before.numTensors);
+    expect(after.numDataBuffers).toBe(before.numDataBuffers);
+    expect(after.numBytes).toBe(before.numBytes);
+    expect(after.heap).toBe(before.heap);
   });
 });

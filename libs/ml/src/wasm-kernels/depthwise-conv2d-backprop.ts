@@ -565,6 +565,68 @@ export function depthwiseConv2dNativeBackpropInputWasm(args: KernelArgs): Tensor
   return out;
 }
 
+/**
+ * The forward depthwise convolution (DepthwiseConv2dNative) on the input-gradient kernels, or null
+ * where they do not apply: with stride 1 and the padding centred (top = bottom = (fh - 1) / 2,
+ * left = right = (fw - 1) / 2: 'same' with an odd filter), the correlation of x with W is the input
+ * gradient of the same convolution for dy = x and the filter rotated by 180 degrees,
+ *
+ *   y[i, j] = sum over (kh, kw) of x[i - top + kh, j - left + kw] * W[kh, kw]
+ *           = sum over (th, tw) of x[i + top - th, j + left - tw] * W[fh - 1 - th, fw - 1 - tw],
+ *
+ * which dwi_T_A computes ~40 % faster than XNNPACK's DepthwiseConv2dNative (measured, one thread,
+ * medians of 13: [32, 14, 14, 384] 4.2 -> 2.6 ms, [8, 28, 28, 192] 1.65 -> 0.97, [8, 56, 56, 144]
+ * 4.9 -> 3.2), taps outside the image skipped as the cpu backend does (XNNPACK multiplies its zero
+ * padding: NaN at the borders for infinite x). Also float32, dilation 1, multiplier 1, channels a
+ * multiple of 4, and the SIMD kernels available.
+ */
+export function depthwiseConv2dForwardSimd(
+  backend: WasmBackend,
+  x: TensorInfo,
+  filter: TensorInfo,
+  attrs: tf.DepthwiseConv2dNativeAttrs,
+): TensorInfo | null {
+  if (x.shape.length !== 4 || filter.shape.length !== 4 || (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC')) {
+    return null;
+  }
+  const dilations = attrs.dilations ?? [1, 1];
+  if (!(typeof dilations === 'number' ? dilations === 1 : dilations.every((d) => d === 1))) return null;
+  if (filter.shape[2] !== x.shape[3] || filter.shape[3] !== 1) return null;
+  const info = depthwiseInfo(x.shape, filter.shape, { ...attrs, dilations } as unknown as tf.DepthwiseConv2dNativeBackpropInputAttrs);
+  const { filterHeight: fh, filterWidth: fw } = info;
+  const { top, bottom, left, right } = info.padInfo;
+  const centred =
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    fh % 2 === 1 &&
+    fw % 2 === 1 &&
+    top === (fh - 1) / 2 &&
+    bottom === top &&
+    left === (fw - 1) / 2 &&
+    right === left &&
+    info.outHeight === info.inHeight &&
+    info.outWidth === info.inWidth;
+  if (!centred || !simdApplies(info, [x, filter]) || tf.util.sizeFromShape(x.shape) === 0) return null;
+  const k = depthwiseKernels(backend);
+  if (k === null) return null;
+  const c = info.inChannels;
+  const out = backend.makeOutput([...info.outShape], 'float32');
+  const rotated = backend.makeOutput([fh, fw, c, 1], 'float32');
+  try {
+    const heap = heapF32(backend); // after the allocations
+    const w = floatOffset(backend, filter);
+    const r = floatOffset(backend, rotated);
+    for (let t = 0; t < fh * fw; t++) heap.copyWithin(r + t * c, w + (fh * fw - 1 - t) * c, w + (fh * fw - t) * c);
+    inputGradSimd(backend, k, x, rotated, out, info);
+    return out;
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  } finally {
+    backend.disposeData(rotated.dataId);
+  }
+}
+
 function inputGradSimd(
   backend: WasmBackend,
   k: DepthwiseKernels,

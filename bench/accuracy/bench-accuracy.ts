@@ -72,6 +72,7 @@ interface Options {
   seeds?: string;
   model: string;
   cut: string;
+  trainFrom?: string;
   input: string;
   scale: string;
   views: string;
@@ -133,7 +134,7 @@ function recipeOf(o: Options): Recipe {
           imageSize: int('image-size', o.imageSize ?? '224', 16),
           numClasses: 2,
           subtypeParents: BREAKHIS_SUBTYPE_PARENTS,
-          backbone: { name: MOBILENET_V2_IMAGENET, cut: o.cut, input: o.input },
+          backbone: { name: MOBILENET_V2_IMAGENET, cut: o.cut, input: o.input, ...(o.trainFrom ? { trainFrom: o.trainFrom } : {}) },
           tiles: { scale: num('scale', o.scale, 0.05, 4), views: int('views', o.views, 0) },
           options: { denseUnits: int('dense-units', o.denseUnits, 0), dropout: num('dropout', o.dropout, 0, 0.95) },
         }
@@ -245,7 +246,7 @@ async function main(o: Options): Promise<void> {
       ...(views ? { views: { data: views, rowsOf: rowsByImage(views, dataset.images) } } : {}),
     };
     log(
-      `tile features (${resolved.spec.cut}, ${resolved.spec.features} per tile, backbone ${resolved.spec.sha256.slice(0, 12)}): ${grid.count} grid + ${views?.count ?? 0} view tiles of ${size} px ` +
+      `tile features (${resolved.spec.cut}, ${extractor.rowShape.join('x')} per tile${resolved.spec.trainFrom ? `, fine-tuning from ${resolved.spec.trainFrom}` : ''}, backbone ${resolved.spec.sha256.slice(0, 12)}): ${grid.count} grid + ${views?.count ?? 0} view tiles of ${size} px ` +
         `at scale ${geometry.scale}, stain ${o.stain}, in ${((Date.now() - t0) / 1000).toFixed(1)} s; cache ${JSON.stringify(cache?.stats() ?? null)}`,
     );
   } else {
@@ -421,6 +422,7 @@ new Command('npm run bench:accuracy --')
   .option('--seeds <list>', 'repeat the k folds with each of these seeds (e.g. 1,2,3); overrides --seed')
   .option('--model <m>', 'backbone (ImageNet MobileNetV2 tile features + heads) or se-cnn (the compact CNN on whole images)', 'backbone')
   .option('--cut <layer>', 'backbone: feature layer', 'block_10_depthwise_relu')
+  .option('--train-from <layer>', 'backbone: fine-tune from this layer (e.g. block_9_expand) on the cached feature maps; default frozen')
   .option('--input <s>', 'backbone: pixel scaling signed ([-1, 1]) or unit ([0, 1])', 'signed')
   .option('--scale <x>', 'backbone: image scale before tiling (1 = native)', '1')
   .option('--views <n>', 'backbone: random training crops per image', '8')

@@ -112,7 +112,8 @@ export async function backboneBench(o: BackboneBenchOptions): Promise<Record<str
       await p.train(fineTune, initial, data, opts);
       return rows / (Number(process.hrtime.bigint() - started) / 1e9);
     };
-    await p.train(fineTune, initial, { ...data, count: batch, images: data.images.subarray(0, batch * shape.reduce((a, b) => a * b, 1)), labels: data.labels.subarray(0, batch), subtypes: data.subtypes?.subarray(0, batch) }, opts);
+    // Warm-up: one unmeasured pass (the pool's first steps compile kernels and grow the heap).
+    await step();
     const ftPeer = new PyTorchPeer({ kind: 'mobilenet-v2', imageSize: size, batch, learningRate: 1e-3, mode: 'finetune' }, 'mobilenet_torch.py');
     await ftPeer.ready();
     await ftPeer.run(1);

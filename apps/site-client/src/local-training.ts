@@ -5,6 +5,7 @@ import {
   TrainingPool,
   balancedClassWeights,
   buildModelAsync,
+  isFrozenBackbone,
   evaluateModelAsync,
   getWeights,
   setWeights,
@@ -74,7 +75,7 @@ export async function runLocalTraining(
       rows: train.count,
       epochs: cfg.localEpochs,
       parameters: parameterCount(global),
-      workers: pool?.size ?? 1,
+      workers: pool && !isFrozenBackbone(cfg.model) ? pool.size : 1,
     });
     const started = Date.now();
     let lastLogged = 0;
@@ -95,7 +96,9 @@ export async function runLocalTraining(
       },
     };
     let fit: TrainResult;
-    if (pool) {
+    // Heads on a frozen backbone's features are a few thousand parameters: this thread trains them
+    // faster than the pool's per-step messages would.
+    if (pool && !isFrozenBackbone(cfg.model)) {
       const r = await pool.train(cfg.model, global, train, options);
       setWeights(model, r.weights);
       fit = r;

@@ -1,29 +1,18 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import { selectBackend } from './backend';
+import { WASM_TRAINING_KERNELS, conv2DBackpropFilterWasm, conv2DBackpropInputWasm } from './wasm-training-kernels';
 import {
-  WASM_TRAINING_KERNELS,
-  conv2DBackpropFilterWasm,
-  conv2DBackpropInputWasm,
-  setConv2DBackpropFilterMaxDensity,
-  setConv2DBackpropInputMaxDensity,
-  setWasmFastPathsEnabled,
-} from './wasm-training-kernels';
+  type Gradients,
+  expectAsOnCpu,
+  expectNoGrowth,
+  isHistoFed,
+  loadCpuAndWasm,
+  maxRelativeError,
+  runGradientKernels,
+  testModes,
+  values,
+  wasmBackend,
+} from './wasm-kernels/kernel-test-helpers';
 import { simdKernels } from './wasm-kernels/simd-kernels';
-import type { WasmBackend } from './wasm-kernels/wasm-heap';
-
-/** Deterministic pseudo-random values in [-1, 1). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 4294967296) * 2 - 1;
-  }
-  return out;
-}
 
 /**
  * The wasm kernels run two ways: on their fast paths (HistoFed's SIMD kernels, shared Identity: the
@@ -37,27 +26,13 @@ const MODES = ['fast', 'fallback'] as const;
  * dy is (by default dense dy goes to XNNPACK and the dense SIMD filter kernel); and 'dense': the
  * fast paths with those kernels off, however sparse dy is.
  */
-const CONV_MODES = ['fast', 'forced', 'dense', 'fallback'] as const;
+const { modes: CONV_MODES, on } = testModes({
+  fast: {},
+  forced: { maxDensity: Infinity },
+  dense: { maxDensity: 0 },
+  fallback: { fastPaths: false },
+});
 type Mode = (typeof CONV_MODES)[number];
-
-/** Runs `f` on `backend` (both backends are initialised already, so setBackend is synchronous). */
-function on<T>(backend: string, mode: Mode, f: () => T): T {
-  const prev = tf.getBackend();
-  void tf.setBackend(backend);
-  setWasmFastPathsEnabled(mode !== 'fallback');
-  if (mode === 'forced' || mode === 'dense') {
-    setConv2DBackpropInputMaxDensity(mode === 'forced' ? Infinity : 0);
-    setConv2DBackpropFilterMaxDensity(mode === 'forced' ? Infinity : 0);
-  }
-  try {
-    return f();
-  } finally {
-    setWasmFastPathsEnabled(true);
-    setConv2DBackpropInputMaxDensity();
-    setConv2DBackpropFilterMaxDensity();
-    void tf.setBackend(prev);
-  }
-}
 
 type Pad = 'same' | 'valid' | [[0, 0], [number, number], [number, number], [0, 0]];
 
@@ -76,13 +51,6 @@ interface Case {
    * that, and infinite and NaN values of x.
    */
   sparse?: boolean | 'inf' | 'xinf';
-}
-
-interface Gradients {
-  filterShape: number[];
-  filter: Float32Array;
-  inputShape: number[];
-  input: Float32Array;
 }
 
 /** Conv2DBackpropFilter and Conv2DBackpropInput of one case, run as kernels on `backend`. */
@@ -105,33 +73,10 @@ function gradients(backend: string, c: Case, mode: Mode = 'fast'): Gradients {
         for (let i = 0; i < dyv.length; i++) if (keep[i] < 0.5) dyv[i] = 0;
       }
       const dy = tf.tensor4d(dyv, probe.shape as [number, number, number, number]);
-      const common = { strides: [c.stride, c.stride], pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: undefined };
-      const df = tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy }, {
-        ...common,
-        filterShape: filter.shape,
-      } as unknown as tf.NamedAttrMap) as tf.Tensor;
-      const dx = tf.engine().runKernel(tf.Conv2DBackpropInput, { dy, filter }, {
-        ...common,
-        inputShape: x.shape,
-      } as unknown as tf.NamedAttrMap) as tf.Tensor;
-      return {
-        filterShape: df.shape,
-        filter: df.dataSync() as Float32Array,
-        inputShape: dx.shape,
-        input: dx.dataSync() as Float32Array,
-      };
+      const attrs = { strides: [c.stride, c.stride], pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: undefined };
+      return runGradientKernels([tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput], x, dy, filter, attrs);
     }),
   );
-}
-
-function maxRelativeError(a: Float32Array, b: Float32Array): number {
-  let maxAbs = 0;
-  let maxDiff = 0;
-  for (let i = 0; i < a.length; i++) {
-    maxAbs = Math.max(maxAbs, Math.abs(a[i]), Math.abs(b[i]));
-    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
-  }
-  return maxAbs === 0 ? maxDiff : maxDiff / maxAbs;
 }
 
 /** Same values, NaN where the other has NaN (max-pool routing is exact). */
@@ -214,13 +159,10 @@ cases.push({ batch: 1, h: 7, w: 8, inC: 3, outC: 5, f: 3, stride: 2, pad: 'valid
 cases.push({ batch: 2, h: 6, w: 6, inC: 4, outC: 4, f: 3, stride: 1, pad: 'same', sparse: 'inf' });
 
 describe('wasm training kernels against the cpu backend', () => {
-  beforeAll(async () => {
-    await selectBackend('cpu');
-    await selectBackend('wasm');
-  });
+  beforeAll(loadCpuAndWasm);
 
   it('have the SIMD kernels available on this engine (else only the fallbacks would be tested)', () => {
-    expect(simdKernels(tf.findBackend('wasm') as unknown as WasmBackend)).not.toBeNull();
+    expect(simdKernels(wasmBackend())).not.toBeNull();
   });
 
   it.each(cases.map((c) => [JSON.stringify(c), c] as const))(
@@ -253,10 +195,7 @@ describe('wasm training kernels against the cpu backend', () => {
   );
 
   it('are the registered wasm kernels', () => {
-    for (const name of WASM_TRAINING_KERNELS) {
-      const k = tf.getKernel(name, 'wasm');
-      expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
-    }
+    for (const name of WASM_TRAINING_KERNELS) expect(isHistoFed(tf.getKernel(name, 'wasm')?.kernelFunc)).toBe(true);
     expect(WASM_TRAINING_KERNELS).toEqual([
       'Conv2DBackpropFilter',
       'Conv2DBackpropInput',
@@ -553,11 +492,7 @@ describe('wasm training kernels against the cpu backend', () => {
   }
 
   it('gives the same gradients as cpu through tf.grads (the path training uses)', () => {
-    const cpu = networkGradients('cpu', 'fast');
-    for (const mode of MODES) {
-      const wasm = networkGradients('wasm', mode);
-      cpu.forEach((expected, i) => expect(maxRelativeError(expected, wasm[i])).toBeLessThan(1e-4));
-    }
+    expectAsOnCpu(MODES, networkGradients);
   });
 
   /**
@@ -591,11 +526,7 @@ describe('wasm training kernels against the cpu backend', () => {
     [3, 16],
     [2, 6], // channels not a multiple of 4: wasm's own Mean, Sum and Multiply
   ])('gives the same squeeze-and-excitation gradients as cpu (batch %i, %i channels)', (batch, c) => {
-    const cpu = seGradients('cpu', 'fast', batch, c);
-    for (const mode of MODES) {
-      const wasm = seGradients('wasm', mode, batch, c);
-      cpu.forEach((expected, i) => expect(maxRelativeError(expected, wasm[i])).toBeLessThan(1e-4));
-    }
+    expectAsOnCpu(MODES, (backend, mode) => seGradients(backend, mode, batch, c));
   });
 
   it('frees every intermediate (no tensor, data buffer or wasm memory growth)', () => {
@@ -627,17 +558,7 @@ describe('wasm training kernels against the cpu backend', () => {
         );
       }
     };
-    const heap = () => (tf.findBackend('wasm') as unknown as WasmBackend).wasm.HEAPU8.length;
-    all();
-    void tf.setBackend('wasm');
-    const before = { ...tf.memory(), heap: heap() };
-    for (let i = 0; i < 5; i++) all();
-    void tf.setBackend('wasm');
-    const after = { ...tf.memory(), heap: heap() };
-    expect(after.numTensors).toBe(before.numTensors);
-    expect(after.numDataBuffers).toBe(before.numDataBuffers);
-    expect(after.numBytes).toBe(before.numBytes);
-    expect(after.heap).toBe(before.heap);
+    expectNoGrowth(all, 5);
   });
 
   it('rejects NCHW and dilations other than 1 with a clear message', () => {

@@ -1,39 +1,19 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { selectBackend } from '../backend';
-import { WASM_TRAINING_KERNELS, setWasmFastPathsEnabled } from '../wasm-training-kernels';
 import { CLIP_BY_VALUE_GRAD, clipGradKernelOn } from './clip-gradient';
-import type { WasmBackend } from './wasm-heap';
-
-/** Deterministic pseudo-random values in [lo, hi). */
-function values(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = lo + ((s >>> 0) / 4294967296) * (hi - lo);
-  }
-  return out;
-}
-
-function maxRelativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let maxAbs = 0;
-  let maxDiff = 0;
-  for (let i = 0; i < a.length; i++) {
-    maxAbs = Math.max(maxAbs, Math.abs(a[i]), Math.abs(b[i]));
-    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
-  }
-  return maxAbs === 0 ? maxDiff : maxDiff / maxAbs;
-}
-
-/** The values as comparable items: NaN as 'NaN', -0 as '-0' (toEqual then checks exact equality). */
-function exact(a: ArrayLike<number>): (number | string)[] {
-  return Array.from(a, (v) => (Number.isNaN(v) ? 'NaN' : Object.is(v, -0) ? '-0' : v));
-}
+import {
+  exact,
+  expectAsOnCpu,
+  expectNoGrowth,
+  expectWasmKernel,
+  isHistoFed,
+  loadCpuAndWasm,
+  lossAndGradients,
+  setSeededWeights,
+  testModes,
+  values,
+  wasmBackend,
+} from './kernel-test-helpers';
 
 /** The float32 neighbours of the float32 v: the next value down and the next up. */
 function neighbours(v: number): [number, number] {
@@ -45,21 +25,8 @@ function neighbours(v: number): [number, number] {
 }
 
 /** 'fast': the CLIP_BY_VALUE_GRAD kernel (SIMD); 'fallback': tfjs-core's composition (fast paths off). */
-const MODES = ['fast', 'fallback'] as const;
+const { modes: MODES, on } = testModes({ fast: {}, fallback: { fastPaths: false } });
 type Mode = (typeof MODES)[number];
-
-/** Runs `f` on `backend` (both backends are initialised already, so setBackend is synchronous). */
-function on<T>(backend: string, mode: Mode, f: () => T): T {
-  const prev = tf.getBackend();
-  void tf.setBackend(backend);
-  setWasmFastPathsEnabled(mode === 'fast');
-  try {
-    return f();
-  } finally {
-    setWasmFastPathsEnabled(true);
-    void tf.setBackend(prev);
-  }
-}
 
 interface Case {
   shape: number[];
@@ -153,19 +120,8 @@ function modelGradients(backend: string, mode: Mode): Float32Array[] {
   return on(backend, mode, () => {
     const model = blockModel();
     try {
-      const weights = tf.tidy(() => model.getWeights().map((w, i) => tf.tensor(values(w.size, 31 + i, -1.5, 1.5), w.shape)));
-      model.setWeights(weights);
-      tf.dispose(weights);
-      return tf.tidy(() => {
-        const x = tf.tensor4d(values(3 * 6 * 5 * 3, 5, -3, 3), [3, 6, 5, 3]);
-        const vars = model.trainableWeights.map((v) => v.read() as tf.Variable);
-        const { value, grads } = tf.variableGrads(
-          () => tf.sum(tf.square(model.apply(x, { training: true }) as tf.Tensor)),
-          vars,
-        );
-        value.dispose();
-        return vars.map((v) => grads[v.name].dataSync() as Float32Array);
-      });
+      setSeededWeights(model, 31, -1.5, 1.5);
+      return lossAndGradients(model, () => tf.tensor4d(values(3 * 6 * 5 * 3, 5, -3, 3), [3, 6, 5, 3]), true).slice(1);
     } finally {
       model.dispose();
     }
@@ -189,20 +145,13 @@ function secondOrder(backend: string, mode: Mode): Float32Array {
 }
 
 describe('ClipByValue gradient on wasm (HistoFedClipByValueGrad)', () => {
-  beforeAll(async () => {
-    await selectBackend('cpu');
-    await selectBackend('wasm');
-  });
+  beforeAll(loadCpuAndWasm);
 
   it('is registered for wasm only, with the SIMD kernel available on this engine', () => {
-    expect(WASM_TRAINING_KERNELS).toContain(CLIP_BY_VALUE_GRAD);
-    const k = tf.getKernel(CLIP_BY_VALUE_GRAD, 'wasm');
-    expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
-    expect(tf.getKernel(CLIP_BY_VALUE_GRAD, 'cpu')).toBeUndefined();
-    const grad = tf.getGradient(tf.ClipByValue);
-    expect((grad?.gradFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
+    expectWasmKernel(CLIP_BY_VALUE_GRAD, true);
+    expect(isHistoFed(tf.getGradient(tf.ClipByValue)?.gradFunc)).toBe(true);
     expect(tf.getGradient(CLIP_BY_VALUE_GRAD)).toBeDefined();
-    expect(clipGradKernelOn(tf.findBackend('wasm') as unknown as WasmBackend)).not.toBeNull();
+    expect(clipGradKernelOn(wasmBackend())).not.toBeNull();
   });
 
   it.each(cases.map((c) => [`[${c.shape}], min ${c.min}, max ${c.max}`, c] as const))(
@@ -231,18 +180,12 @@ describe('ClipByValue gradient on wasm (HistoFedClipByValueGrad)', () => {
     const x = tf.tensor(values(2 * 7 * 7 * 8, 3, -2, 8), [2, 7, 7, 8]);
     const dy = tf.tensor(values(2 * 7 * 7 * 8, 5), [2, 7, 7, 8]);
     const kernels = async (mode: Mode) => {
-      const prev = tf.getBackend();
-      void tf.setBackend('wasm');
-      setWasmFastPathsEnabled(mode === 'fast');
-      try {
-        const p = await tf.profile(() => {
+      const p = await tf.profile(() =>
+        on('wasm', mode, () => {
           tf.tidy(() => tf.grad((t: tf.Tensor) => tf.clipByValue(t, 0, 6))(x, dy).dataSync());
-        });
-        return p.kernels.map((k) => k.name);
-      } finally {
-        setWasmFastPathsEnabled(true);
-        void tf.setBackend(prev);
-      }
+        }),
+      );
+      return p.kernels.map((k) => k.name);
     };
     const fast = await kernels('fast');
     expect(fast).toContain(CLIP_BY_VALUE_GRAD);
@@ -255,12 +198,7 @@ describe('ClipByValue gradient on wasm (HistoFedClipByValueGrad)', () => {
   });
 
   it('gives a tfjs-layers model with ReLU(maxValue 6) the same gradients as cpu', () => {
-    const cpu = modelGradients('cpu', 'fast');
-    for (const mode of MODES) {
-      const wasm = modelGradients('wasm', mode);
-      expect(wasm.length).toBe(cpu.length);
-      cpu.forEach((expected, i) => expect(maxRelativeError(expected, wasm[i])).toBeLessThan(1e-4));
-    }
+    expectAsOnCpu(MODES, modelGradients);
   });
 
   it('gives second-order gradients through the clip as cpu', () => {
@@ -300,16 +238,6 @@ describe('ClipByValue gradient on wasm (HistoFedClipByValueGrad)', () => {
         secondOrder('wasm', mode);
       }
     };
-    const heap = () => (tf.findBackend('wasm') as unknown as WasmBackend).wasm.HEAPU8.length;
-    all();
-    void tf.setBackend('wasm');
-    const before = { ...tf.memory(), heap: heap() };
-    for (let i = 0; i < 5; i++) all();
-    void tf.setBackend('wasm');
-    const after = { ...tf.memory(), heap: heap() };
-    expect(after.numTensors).toBe(before.numTensors);
-    expect(after.numDataBuffers).toBe(before.numDataBuffers);
-    expect(after.numBytes).toBe(before.numBytes);
-    expect(after.heap).toBe(before.heap);
+    expectNoGrowth(all, 5);
   });
 });

@@ -22,12 +22,12 @@
  * dtypes and mismatched shapes are refused (the gradient function sends those to tfjs-core's
  * gradient, see wasm-training-kernels.ts).
  */
-import * as tf from '@tensorflow/tfjs-core';
 import type { TensorInfo } from '@tensorflow/tfjs-core';
+import { elementwiseGradApplies, elementwiseGradWasm } from './elementwise-grad';
 import * as A from './wasm-asm';
-import { simdKernels } from './simd-kernels';
+import { simdModule } from './simd-kernels';
 import type { KernelArgs, WasmBackend } from './wasm-heap';
-import { floatOffset, heapF32 } from './wasm-heap';
+import type { WasmFn } from './wasm-module';
 
 /** The kernel's name (registered for 'wasm' only, by registerWasmTrainingKernels). */
 export const CLIP_BY_VALUE_GRAD = 'HistoFedClipByValueGrad';
@@ -94,95 +94,37 @@ function whileBelow(o: A.Local, bytes: A.Local, body: A.Code[]): A.Code {
   return A.block(A.loop(A.brIf(1, A.geU(get(o), get(bytes))), ...body, A.inc(o, i32(16)), A.br(0)));
 }
 
-type WasmFn = (...args: number[]) => void;
-
-const wasmApi = A.webAssembly;
-let compiled: object | null | undefined;
-const instances = new WeakMap<object, WasmFn | null>();
-
-function compile(): object | null {
-  if (compiled !== undefined) return compiled;
-  try {
-    const bytes = A.assembleModule([clipGradKernel()]);
-    compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-  } catch {
-    compiled = null;
-  }
-  return compiled;
-}
-
 /**
  * `clip_grad` on `backend`'s memory, or null where HistoFed's SIMD kernels are unavailable or
  * turned off (simd-kernels.ts decides, so setWasmFastPathsEnabled applies here too).
  */
-export function clipGradKernelOn(backend: WasmBackend): WasmFn | null {
-  if (wasmApi === undefined || simdKernels(backend) === null) return null;
-  const memory = (backend.wasm as { asm?: { memory?: unknown } }).asm?.memory;
-  if (!(memory instanceof wasmApi.Memory)) return null;
-  const cached = instances.get(memory);
-  if (cached !== undefined) return cached;
-  const mod = compile();
-  if (mod === null) return null;
-  let fn: WasmFn | null = null;
-  try {
-    const exported = new wasmApi.Instance(mod, { env: { memory } }).exports.clip_grad;
-    if (typeof exported === 'function') fn = exported as WasmFn;
-  } catch {
-    fn = null;
-  }
-  instances.set(memory, fn);
-  return fn;
-}
+export const clipGradKernelOn: (backend: WasmBackend) => WasmFn | null = simdModule({
+  name: 'HistoFed clip_grad kernel',
+  functions: () => [clipGradKernel()],
+  bind: (fn) => fn('clip_grad'),
+});
 
 /** Whether CLIP_BY_VALUE_GRAD handles these operands: float32 x and dy of the same shape. */
-export function clipByValueGradApplies(x: { dtype: string; shape: readonly number[] }, dy: typeof x): boolean {
-  return (
-    x.dtype === 'float32' &&
-    dy.dtype === 'float32' &&
-    x.shape.length === dy.shape.length &&
-    x.shape.every((d, i) => d === dy.shape[i])
-  );
-}
+export const clipByValueGradApplies = elementwiseGradApplies;
 
 /**
  * The CLIP_BY_VALUE_GRAD kernel for the wasm backend: dy where clipValueMin <= x <= clipValueMax
  * (bounds as float32), else 0. float32 x and dy of the same shape only.
  */
 export function clipByValueGradWasm(args: KernelArgs): TensorInfo {
-  const backend = args.backend as WasmBackend;
-  const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
   const { clipValueMin, clipValueMax } = (args.attrs ?? {}) as unknown as ClipByValueGradAttrs;
-  if (!clipByValueGradApplies(x, dy)) {
-    throw new Error(
-      `${CLIP_BY_VALUE_GRAD} (wasm, HistoFed): expected float32 x and dy of the same shape, got ` +
-        `${x.dtype} [${x.shape}] and ${dy.dtype} [${dy.shape}]`,
-    );
-  }
   const lo = Math.fround(clipValueMin);
   const hi = Math.fround(clipValueMax);
-  const n = tf.util.sizeFromShape(x.shape);
-  const out = backend.makeOutput([...x.shape], 'float32');
-  if (n === 0) return out;
-  const xi = floatOffset(backend, x);
-  const dyi = floatOffset(backend, dy);
-  const oi = floatOffset(backend, out);
-  const simd = clipGradKernelOn(backend);
-  let done = 0;
-  if (simd !== null) {
-    done = n - (n % 4);
-    if (done > 0) simd(4 * xi, 4 * dyi, 4 * oi, 4 * done, lo, hi);
-  }
-  // Views taken after the allocation above (an allocation may grow and detach the heap). dy's bits
-  // masked as in clip_grad, without branches (a branch per element, mispredicted on real data,
-  // made this loop 3x slower: 17 vs 5.7 ms at [32, 14, 14, 384]).
-  const heap = heapF32(backend);
-  const bits = new Int32Array(heap.buffer);
-  const xs = heap.subarray(xi, xi + n);
-  const g = bits.subarray(dyi, dyi + n);
-  const dx = bits.subarray(oi, oi + n);
-  for (let i = done; i < n; i++) {
-    const v = xs[i];
-    dx[i] = g[i] & -(+(v >= lo) & +(v <= hi));
-  }
-  return out;
+  return elementwiseGradWasm(args, CLIP_BY_VALUE_GRAD, clipGradKernelOn, 4, [lo, hi], (heap, xi, dyi, oi, done, n) => {
+    // dy's bits masked as in clip_grad, without branches (a branch per element, mispredicted on
+    // real data, made this loop 3x slower: 17 vs 5.7 ms at [32, 14, 14, 384]).
+    const bits = new Int32Array(heap.buffer);
+    const xs = heap.subarray(xi, xi + n);
+    const g = bits.subarray(dyi, dyi + n);
+    const dx = bits.subarray(oi, oi + n);
+    for (let i = done; i < n; i++) {
+      const v = xs[i];
+      dx[i] = g[i] & -(+(v >= lo) & +(v <= hi));
+    }
+  });
 }

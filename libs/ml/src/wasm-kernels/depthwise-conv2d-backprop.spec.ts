@@ -1,62 +1,28 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { selectBackend } from '../backend';
 import { assertModelTrains } from '../kernel-check';
-import {
-  WASM_MISSING_TRAINING_KERNELS,
-  WASM_TRAINING_KERNELS,
-  registerWasmTrainingKernels,
-  setWasmDepthwiseForwardEnabled,
-  setWasmFastPathsEnabled,
-} from '../wasm-training-kernels';
+import { WASM_MISSING_TRAINING_KERNELS, registerWasmTrainingKernels, setWasmFastPathsEnabled } from '../wasm-training-kernels';
 import {
   depthwiseConv2dNativeBackpropFilterWasm,
   depthwiseConv2dNativeBackpropInputWasm,
   depthwiseKernels,
 } from './depthwise-conv2d-backprop';
-import type { WasmBackend } from './wasm-heap';
-
-/** Deterministic pseudo-random values in [-1, 1). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 4294967296) * 2 - 1;
-  }
-  return out;
-}
-
-function maxRelativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let maxAbs = 0;
-  let maxDiff = 0;
-  for (let i = 0; i < a.length; i++) {
-    maxAbs = Math.max(maxAbs, Math.abs(a[i]), Math.abs(b[i]));
-    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
-  }
-  return maxAbs === 0 ? maxDiff : maxDiff / maxAbs;
-}
+import {
+  type Gradients,
+  expectClose,
+  expectNoGrowth,
+  expectWasmKernel,
+  loadCpuAndWasm,
+  runGradientKernels,
+  setSeededWeights,
+  testModes,
+  values,
+  wasmBackend,
+} from './kernel-test-helpers';
 
 /** 'fast': the SIMD kernels where they apply; 'fallback': the JavaScript loops (SIMD turned off). */
-const MODES = ['fast', 'fallback'] as const;
+const { modes: MODES, on } = testModes({ fast: {}, fallback: { fastPaths: false } });
 type Mode = (typeof MODES)[number];
-
-/** Runs `f` on `backend` (both backends are initialised already, so setBackend is synchronous). */
-function on<T>(backend: string, mode: Mode, f: () => T): T {
-  const prev = tf.getBackend();
-  void tf.setBackend(backend);
-  setWasmFastPathsEnabled(mode === 'fast');
-  try {
-    return f();
-  } finally {
-    setWasmFastPathsEnabled(true);
-    void tf.setBackend(prev);
-  }
-}
 
 type Pad = 'same' | 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
 
@@ -78,15 +44,8 @@ interface Case {
   int32?: boolean;
 }
 
-interface Result {
-  filterShape: number[];
-  filter: Float32Array;
-  inputShape: number[];
-  input: Float32Array;
-}
-
 /** Both kernels of one case, run through the engine on `backend`. */
-function run(backend: string, c: Case, mode: Mode = 'fast'): Result {
+function run(backend: string, c: Case, mode: Mode = 'fast'): Gradients {
   return on(backend, mode, () =>
     tf.tidy(() => {
       const xShape: [number, number, number, number] = [c.batch, c.h, c.w, c.c];
@@ -112,34 +71,10 @@ function run(backend: string, c: Case, mode: Mode = 'fast'): Result {
       const x = tf.tensor4d(ints(xv), xShape, dtype);
       const dy = tf.tensor4d(dyv, info.outShape);
       const filter = tf.tensor4d(ints(values(tf.util.sizeFromShape(filterShape), 11 + c.f)), filterShape, dtype);
-      const common = { strides: c.stride, pad: c.pad, dilations, dimRoundingMode: c.dimRoundingMode };
-      const df = tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropFilter, { x, dy }, {
-        ...common,
-        filterShape,
-      } as unknown as tf.NamedAttrMap) as tf.Tensor;
-      const dx = tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropInput, { dy, filter }, {
-        ...common,
-        inputShape: xShape,
-      } as unknown as tf.NamedAttrMap) as tf.Tensor;
-      return {
-        filterShape: df.shape,
-        filter: df.dataSync() as Float32Array,
-        inputShape: dx.shape,
-        input: dx.dataSync() as Float32Array,
-      };
+      const attrs = { strides: c.stride, pad: c.pad, dilations, dimRoundingMode: c.dimRoundingMode };
+      return runGradientKernels([tf.DepthwiseConv2dNativeBackpropFilter, tf.DepthwiseConv2dNativeBackpropInput], x, dy, filter, attrs);
     }),
   );
-}
-
-/** Same values within `tolerance` (relative to the largest), NaN and infinities in the same places. */
-function expectClose(actual: Float32Array, expected: Float32Array, what: string, tolerance = 1e-4): void {
-  expect(actual.length).toBe(expected.length);
-  const kind = (v: number) => (Number.isNaN(v) ? 'nan' : Number.isFinite(v) ? 'finite' : v > 0 ? '+inf' : '-inf');
-  const kinds = (a: Float32Array) => Array.from(a, kind).join(',');
-  expect(`${what}: ${kinds(actual)}`).toBe(`${what}: ${kinds(expected)}`);
-  const finite = (a: Float32Array) => a.map((v) => (Number.isFinite(v) ? v : 0));
-  const err = maxRelativeError(finite(expected), finite(actual));
-  if (!(err < tolerance)) throw new Error(`${what}: relative error ${err}`);
 }
 
 const PADS: Pad[] = [
@@ -239,13 +174,10 @@ const extra: Case[] = [
 ];
 
 describe('depthwise convolution gradients on wasm against the cpu backend', () => {
-  beforeAll(async () => {
-    await selectBackend('cpu');
-    await selectBackend('wasm');
-  });
+  beforeAll(loadCpuAndWasm);
 
   it('have the SIMD kernels available on this engine (else only the fallbacks would be tested)', () => {
-    expect(depthwiseKernels(tf.findBackend('wasm') as unknown as WasmBackend)).not.toBeNull();
+    expect(depthwiseKernels(wasmBackend())).not.toBeNull();
   });
 
   it(`match the cpu backend on a grid of ${grid.length} cases (strides, paddings, sizes, filters, ...)`, () => {
@@ -319,9 +251,7 @@ describe('depthwise convolution gradients on wasm against the cpu backend', () =
           tfl.layers.dense({ units: 2, activation: 'softmax', name: 'out' }),
         ],
       });
-      const initial = model.getWeights().map((w, i) => tf.tensor(values(w.size, 100 + i), w.shape));
-      model.setWeights(initial);
-      tf.dispose(initial);
+      setSeededWeights(model, 100);
       model.compile({ optimizer: tf.train.sgd(0.1), loss: 'categoricalCrossentropy' });
       const xs = tf.tensor4d(values(4 * 12 * 12 * 3, 5), [4, 12, 12, 3]);
       const ys = tf.oneHot(tf.tensor1d([0, 1, 1, 0], 'int32'), 2);
@@ -364,13 +294,8 @@ describe('depthwise convolution gradients on wasm against the cpu backend', () =
 
   it('are registered for wasm by registerWasmTrainingKernels, idempotently', () => {
     const names = [tf.DepthwiseConv2dNativeBackpropFilter, tf.DepthwiseConv2dNativeBackpropInput];
-    const ours = (name: string) =>
-      (tf.getKernel(name, 'wasm')?.kernelFunc as unknown as Record<symbol, unknown>)[
-        Symbol.for('histofed.wasmTrainingKernel')
-      ] === true;
     for (const name of names) {
-      expect(ours(name)).toBe(true);
-      expect(WASM_TRAINING_KERNELS).toContain(name);
+      expectWasmKernel(name);
       expect(WASM_MISSING_TRAINING_KERNELS).toContain(name);
     }
     const before = names.map((name) => tf.getKernel(name, 'wasm'));
@@ -385,24 +310,13 @@ describe('depthwise convolution gradients on wasm against the cpu backend', () =
       { batch: 2, h: 14, w: 14, c: 16, mult: 1, f: 5, stride: [1, 1], pad: 'same' },
       { batch: 2, h: 7, w: 6, c: 3, mult: 2, f: 3, stride: [1, 1], pad: 'valid' },
     ];
-    const all = () => {
+    expectNoGrowth(() => {
       for (const mode of MODES) {
         for (const c of cases) run('wasm', c, mode);
         networkGradients('wasm', mode, 1);
         networkGradients('wasm', mode, 2);
       }
-    };
-    const heap = () => (tf.findBackend('wasm') as unknown as WasmBackend).wasm.HEAPU8.length;
-    all();
-    void tf.setBackend('wasm');
-    const before = { ...tf.memory(), heap: heap() };
-    for (let i = 0; i < 5; i++) all();
-    void tf.setBackend('wasm');
-    const after = { ...tf.memory(), heap: heap() };
-    expect(after.numTensors).toBe(before.numTensors);
-    expect(after.numDataBuffers).toBe(before.numDataBuffers);
-    expect(after.numBytes).toBe(before.numBytes);
-    expect(after.heap).toBe(before.heap);
+    }, 5);
   });
 
   it('reject mismatched shapes and unsupported dtypes with a clear message', () => {
@@ -444,46 +358,42 @@ describe('depthwise convolution gradients on wasm against the cpu backend', () =
  * padding on the input-gradient kernels, the rest on XNNPACK), 'xnnpack' (that kernel off) and
  * 'fallback' (every fast path off).
  */
-const FORWARD_MODES = ['fast', 'xnnpack', 'fallback'] as const;
+const { modes: FORWARD_MODES, on: onForward } = testModes({
+  fast: {},
+  xnnpack: { depthwiseForward: false },
+  fallback: { fastPaths: false },
+});
 type ForwardMode = (typeof FORWARD_MODES)[number];
 
 function forward(backend: string, c: Case, mode: ForwardMode, specialFilter = false): { shape: number[]; y: Float32Array } {
-  return on(backend, mode === 'fallback' ? 'fallback' : 'fast', () => {
-    setWasmDepthwiseForwardEnabled(mode !== 'xnnpack');
-    try {
-      return tf.tidy(() => {
-        const xShape: [number, number, number, number] = [c.batch, c.h, c.w, c.c];
-        const filterShape: [number, number, number, number] = [c.f, c.f, c.c, c.mult];
-        const xv = values(tf.util.sizeFromShape(xShape), 7 + c.h + 3 * c.w);
-        const fv = values(tf.util.sizeFromShape(filterShape), 11 + c.f);
-        if (c.nonFinite && xv.length > 0) {
-          xv[xv.length - 1] = Number.POSITIVE_INFINITY;
-          xv[0] = Number.NaN;
-          xv[Math.floor(xv.length / 2)] = Number.NEGATIVE_INFINITY;
-        }
-        if (specialFilter) fv[fv.length - 1] = Number.POSITIVE_INFINITY;
-        const y = tf.depthwiseConv2d(
-          tf.tensor4d(xv, xShape),
-          tf.tensor4d(fv, filterShape),
-          c.stride,
-          c.pad as 'same',
-          'NHWC',
-          (c.dilation ?? 1) as number,
-          c.dimRoundingMode,
-        );
-        return { shape: y.shape, y: y.dataSync() as Float32Array };
-      });
-    } finally {
-      setWasmDepthwiseForwardEnabled(true);
-    }
-  });
+  return onForward(backend, mode, () =>
+    tf.tidy(() => {
+      const xShape: [number, number, number, number] = [c.batch, c.h, c.w, c.c];
+      const filterShape: [number, number, number, number] = [c.f, c.f, c.c, c.mult];
+      const xv = values(tf.util.sizeFromShape(xShape), 7 + c.h + 3 * c.w);
+      const fv = values(tf.util.sizeFromShape(filterShape), 11 + c.f);
+      if (c.nonFinite && xv.length > 0) {
+        xv[xv.length - 1] = Number.POSITIVE_INFINITY;
+        xv[0] = Number.NaN;
+        xv[Math.floor(xv.length / 2)] = Number.NEGATIVE_INFINITY;
+      }
+      if (specialFilter) fv[fv.length - 1] = Number.POSITIVE_INFINITY;
+      const y = tf.depthwiseConv2d(
+        tf.tensor4d(xv, xShape),
+        tf.tensor4d(fv, filterShape),
+        c.stride,
+        c.pad as 'same',
+        'NHWC',
+        (c.dilation ?? 1) as number,
+        c.dimRoundingMode,
+      );
+      return { shape: y.shape, y: y.dataSync() as Float32Array };
+    }),
+  );
 }
 
 describe('the forward depthwise convolution on wasm against the cpu backend', () => {
-  beforeAll(async () => {
-    await selectBackend('cpu');
-    await selectBackend('wasm');
-  });
+  beforeAll(loadCpuAndWasm);
 
   // the gradients' grid and extra cases (float32; tfjs-core refuses dilations with strides > 1; the
   // dimRoundingMode cases are strided, so wasm's own kernel computes them, and it disagrees with the
@@ -499,9 +409,7 @@ describe('the forward depthwise convolution on wasm against the cpu backend', ()
   cases.push({ batch: 2, h: 8, w: 8, c: 8, mult: 1, f: 3, stride: [1, 1], pad: [[0, 0], [1, 1], [1, 1], [0, 0]] });
 
   it('is registered for wasm', () => {
-    expect(WASM_TRAINING_KERNELS).toContain(tf.DepthwiseConv2dNative);
-    const k = tf.getKernel(tf.DepthwiseConv2dNative, 'wasm');
-    expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
+    expectWasmKernel(tf.DepthwiseConv2dNative);
   });
 
   it(`matches the cpu backend on ${cases.length} cases (strides, paddings, sizes, filters, NaN and infinities)`, () => {
@@ -529,19 +437,8 @@ describe('the forward depthwise convolution on wasm against the cpu backend', ()
   });
 
   it('frees every intermediate (no tensor, data buffer or wasm memory growth)', () => {
-    const all = () => {
+    expectNoGrowth(() => {
       for (const mode of FORWARD_MODES) for (const c of cases.filter((_c, i) => i % 4 === 0)) forward('wasm', c, mode);
-    };
-    const heap = () => (tf.findBackend('wasm') as unknown as WasmBackend).wasm.HEAPU8.length;
-    all();
-    void tf.setBackend('wasm');
-    const before = { ...tf.memory(), heap: heap() };
-    for (let i = 0; i < 3; i++) all();
-    void tf.setBackend('wasm');
-    const after = { ...tf.memory(), heap: heap() };
-    expect(after.numTensors).toBe(before.numTensors);
-    expect(after.numDataBuffers).toBe(before.numDataBuffers);
-    expect(after.numBytes).toBe(before.numBytes);
-    expect(after.heap).toBe(before.heap);
+    }, 3);
   });
 });

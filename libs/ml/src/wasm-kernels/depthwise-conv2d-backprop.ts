@@ -46,9 +46,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import * as A from './wasm-asm';
-import { simdKernels } from './simd-kernels';
+import { simdModule } from './simd-kernels';
 import type { KernelArgs, WasmBackend } from './wasm-heap';
 import { floatOffset, heapF32 } from './wasm-heap';
+import type { WasmFn } from './wasm-module';
 
 type Shape4 = [number, number, number, number];
 
@@ -134,10 +135,12 @@ function sameList(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
+type DepthwiseGradientAttrs = tf.DepthwiseConv2dNativeBackpropFilterAttrs | tf.DepthwiseConv2dNativeBackpropInputAttrs;
+
 function depthwiseInfo(
   xShape: readonly number[],
   filterShape: readonly number[],
-  attrs: tf.DepthwiseConv2dNativeBackpropFilterAttrs | tf.DepthwiseConv2dNativeBackpropInputAttrs,
+  attrs: DepthwiseGradientAttrs,
 ): tf.backend_util.Conv2DInfo {
   const { strides, pad, dimRoundingMode } = attrs;
   const dilations = attrs.dilations ?? [1, 1];
@@ -194,29 +197,14 @@ const { get, set, i32, f32, add, ne, loop, brIf, forLoop, inc, v128Load, v128Sto
 const { f32x4Add, f32x4Mul, f32x4Splat } = A;
 
 /**
- * dwf_T(dy, n, rows, c4, xStep, dyStep, xRow, dyRow, x_0 .. x_{T-1}, dw_0 .. dw_{T-1})
- *
- * For each of c4 groups of 4 channels (byte offset g = 16 group): acc[t] = sum over rows r < rows,
- * pixels p < n of x_t[r xRow + p xStep + g] * dy[r dyRow + p dyStep + g] (f32x4), then
- * dw_t[g] += acc[t]. Addresses in bytes; n, rows and c4 at least 1.
+ * The pixel sweep of both kernels, from their parameters 1 to 7 (n, rows, c4, then the byte steps
+ * of a pixel and of a row on either side): `sweep(...perPixel)` runs, for rows r < rows, the two
+ * offsets (ox, oy) from (rx, ry) over n pixels, `perPixel` at each, then moves (rx, ry) a row on.
  */
-function filterKernel(taps: number): A.FunctionDef {
-  const f = new A.FunctionBuilder(`dwf_${taps}`, new Array<A.ValType>(8 + 2 * taps).fill('i32'));
-  const [dy, n, rows, c4, xStep, dyStep, xRow, dyRow] = f.params;
-  const x = f.params.slice(8, 8 + taps);
-  const dw = f.params.slice(8 + taps);
-  const acc = x.map(() => f.local('v128'));
-  const d = f.local('v128');
-  const [g, gEnd, rx, ry, ox, oy, r, p] = new Array(8).fill(0).map(() => f.local('i32'));
-  const perPixel: A.Code[] = [set(d, v128Load(add(get(dy), get(oy))))];
-  for (let t = 0; t < taps; t++) {
-    perPixel.push(set(acc[t], f32x4Add(get(acc[t]), f32x4Mul(v128Load(add(get(x[t]), get(ox))), get(d)))));
-  }
-  perPixel.push(inc(ox, get(xStep)), inc(oy, get(dyStep)), set(p, add(get(p), i32(-1))));
-  const perGroup: A.Code[] = [
-    ...acc.map((a) => set(a, f32x4Splat(f32(0)))),
-    set(rx, get(g)),
-    set(ry, get(g)),
+function pixelSweep(f: A.FunctionBuilder) {
+  const [, n, rows, , oxStep, oyStep, rxStep, ryStep] = f.params;
+  const [rx, ry, ox, oy, r, p] = new Array(6).fill(0).map(() => f.local('i32'));
+  const sweep = (...perPixel: A.Code[]): A.Code =>
     forLoop(
       r,
       i32(0),
@@ -225,11 +213,41 @@ function filterKernel(taps: number): A.FunctionDef {
       set(ox, get(rx)),
       set(oy, get(ry)),
       set(p, get(n)),
-      loop(...perPixel, brIf(0, ne(get(p), i32(0)))),
-      inc(rx, get(xRow)),
-      inc(ry, get(dyRow)),
-    ),
-  ];
+      loop(
+        ...perPixel,
+        inc(ox, get(oxStep)),
+        inc(oy, get(oyStep)),
+        set(p, add(get(p), i32(-1))),
+        brIf(0, ne(get(p), i32(0))),
+      ),
+      inc(rx, get(rxStep)),
+      inc(ry, get(ryStep)),
+    );
+  return { rx, ry, ox, oy, sweep };
+}
+
+/**
+ * dwf_T(dy, n, rows, c4, xStep, dyStep, xRow, dyRow, x_0 .. x_{T-1}, dw_0 .. dw_{T-1})
+ *
+ * For each of c4 groups of 4 channels (byte offset g = 16 group): acc[t] = sum over rows r < rows,
+ * pixels p < n of x_t[r xRow + p xStep + g] * dy[r dyRow + p dyStep + g] (f32x4), then
+ * dw_t[g] += acc[t]. Addresses in bytes; n, rows and c4 at least 1.
+ */
+function filterKernel(taps: number): A.FunctionDef {
+  const f = new A.FunctionBuilder(`dwf_${taps}`, new Array<A.ValType>(8 + 2 * taps).fill('i32'));
+  const [dy, , , c4] = f.params;
+  const x = f.params.slice(8, 8 + taps);
+  const dw = f.params.slice(8 + taps);
+  const acc = x.map(() => f.local('v128'));
+  const d = f.local('v128');
+  const [g, gEnd] = [f.local('i32'), f.local('i32')];
+  // x at ox, dy at oy
+  const { rx, ry, ox, oy, sweep } = pixelSweep(f);
+  const perPixel: A.Code[] = [set(d, v128Load(add(get(dy), get(oy))))];
+  for (let t = 0; t < taps; t++) {
+    perPixel.push(set(acc[t], f32x4Add(get(acc[t]), f32x4Mul(v128Load(add(get(x[t]), get(ox))), get(d)))));
+  }
+  const perGroup: A.Code[] = [...acc.map((a) => set(a, f32x4Splat(f32(0)))), set(rx, get(g)), set(ry, get(g)), sweep(...perPixel)];
   for (let t = 0; t < taps; t++) {
     perGroup.push(v128Store(add(get(dw[t]), get(g)), f32x4Add(v128Load(add(get(dw[t]), get(g))), get(acc[t]))));
   }
@@ -253,13 +271,15 @@ function filterKernel(taps: number): A.FunctionDef {
 function inputKernel(taps: number, accumulate: boolean, pixelMajor: boolean): A.FunctionDef {
   const kernelName = `${pixelMajor ? 'dwip' : 'dwi'}_${taps}_${accumulate ? 1 : 0}`;
   const f = new A.FunctionBuilder(kernelName, new Array<A.ValType>(8 + 2 * taps).fill('i32'));
-  const [dx, n, rows, c4, dxStep, dyStep, dxRow, dyRow] = f.params;
+  const [dx, , , c4] = f.params;
   const dyT = f.params.slice(8, 8 + taps);
   const wT = f.params.slice(8 + taps);
   const w = wT.map(() => f.local('v128'));
   const s0 = f.local('v128');
   const s1 = f.local('v128');
-  const [g, gEnd, rx, ry, ox, oy, r, p, q] = new Array(9).fill(0).map(() => f.local('i32'));
+  const [g, gEnd, q] = [f.local('i32'), f.local('i32'), f.local('i32')];
+  // rows x pixels, `perPixel` at (ox, oy) (dx's, dy's offsets); rows start at (rx, ry)
+  const { rx, ry, ox, oy, sweep } = pixelSweep(f);
   // the products and their sum, at dy offset `at` (and filter offset g when pixel-major)
   const sum = (at: A.Local): A.Code[] => {
     if (taps === 0) return [set(s0, f32x4Splat(f32(0)))];
@@ -276,26 +296,6 @@ function inputKernel(taps: number, accumulate: boolean, pixelMajor: boolean): A.
   };
   const store = (at: A.Code): A.Code =>
     v128Store(add(get(dx), at), accumulate ? f32x4Add(v128Load(add(get(dx), at)), get(s0)) : get(s0));
-  // rows x pixels, `perPixel` at (ox, oy); rows start at (rx, ry)
-  const sweep = (...perPixel: A.Code[]): A.Code =>
-    forLoop(
-      r,
-      i32(0),
-      get(rows),
-      i32(1),
-      set(ox, get(rx)),
-      set(oy, get(ry)),
-      set(p, get(n)),
-      loop(
-        ...perPixel,
-        inc(ox, get(dxStep)),
-        inc(oy, get(dyStep)),
-        set(p, add(get(p), i32(-1))),
-        brIf(0, ne(get(p), i32(0))),
-      ),
-      inc(rx, get(dxRow)),
-      inc(ry, get(dyRow)),
-    );
   const body: A.Code[] = [set(gEnd, A.shl(get(c4), i32(4)))];
   if (pixelMajor) {
     body.push(
@@ -322,8 +322,6 @@ function inputKernel(taps: number, accumulate: boolean, pixelMajor: boolean): A.
   return { builder: f, body };
 }
 
-type WasmFn = (...args: number[]) => void;
-
 interface DepthwiseKernels {
   /** filter[T - 1]: dwf_T */
   readonly filter: readonly WasmFn[];
@@ -331,13 +329,13 @@ interface DepthwiseKernels {
   readonly input: readonly (readonly WasmFn[])[];
 }
 
-const wasmApi = A.webAssembly;
-let compiled: object | null | undefined;
-const instances = new WeakMap<object, DepthwiseKernels | null>();
-
-function compile(): object | null {
-  if (compiled !== undefined) return compiled;
-  try {
+/**
+ * The depthwise kernels on `backend`'s memory, or null where HistoFed's SIMD kernels are
+ * unavailable or turned off (simd-kernels.ts decides, so setWasmFastPathsEnabled applies here too).
+ */
+export const depthwiseKernels: (backend: WasmBackend) => DepthwiseKernels | null = simdModule<DepthwiseKernels>({
+  name: 'HistoFed depthwise kernels',
+  functions: () => {
     const defs: A.FunctionDef[] = [];
     for (let t = 1; t <= MAX_TAPS; t++) defs.push(filterKernel(t));
     for (let t = 0; t <= MAX_TAPS; t++) {
@@ -345,58 +343,101 @@ function compile(): object | null {
       defs.push(inputKernel(t, false, pixelMajor));
       if (t > 0) defs.push(inputKernel(t, true, pixelMajor));
     }
-    const bytes = A.assembleModule(defs);
-    compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-  } catch {
-    compiled = null;
-  }
-  return compiled;
-}
-
-/**
- * The depthwise kernels on `backend`'s memory, or null where HistoFed's SIMD kernels are
- * unavailable or turned off (simd-kernels.ts decides, so setWasmFastPathsEnabled applies here too).
- */
-export function depthwiseKernels(backend: WasmBackend): DepthwiseKernels | null {
-  if (wasmApi === undefined || simdKernels(backend) === null) return null;
-  const memory = (backend.wasm as { asm?: { memory?: unknown } }).asm?.memory;
-  if (!(memory instanceof wasmApi.Memory)) return null;
-  const cached = instances.get(memory);
-  if (cached !== undefined) return cached;
-  const mod = compile();
-  if (mod === null) return null;
-  let functions: Record<string, unknown>;
-  try {
-    functions = new wasmApi.Instance(mod, { env: { memory } }).exports;
-  } catch {
-    instances.set(memory, null);
-    return null;
-  }
-  const fn = (name: string) => {
-    const fun = functions[name];
-    if (typeof fun !== 'function') throw new Error(`HistoFed depthwise kernels: ${name} is missing`);
-    return fun as WasmFn;
-  };
-  const kernels: DepthwiseKernels = {
+    return defs;
+  },
+  bind: (fn) => ({
     filter: Array.from({ length: MAX_TAPS }, (_x, t) => fn(`dwf_${t + 1}`)),
     input: Array.from({ length: MAX_TAPS + 1 }, (_x, t) => {
       const prefix = t <= PIXEL_MAJOR_TAPS ? 'dwip' : 'dwi';
       return t === 0 ? [fn(`${prefix}_0_0`)] : [fn(`${prefix}_${t}_0`), fn(`${prefix}_${t}_1`)];
     }),
-  };
-  instances.set(memory, kernels);
-  return kernels;
+  }),
+});
+
+/**
+ * The SIMD calls over an image, the same for both gradients: each pair of a row run and a column
+ * run, its rows split into calls of at most PIXELS_PER_CALL pixels (at least one row):
+ * `call(rr, cr, r0, nRows)` for the rows r0 .. r0 + nRows - 1 of rr.
+ */
+function forEachCall<R extends { count: number }>(
+  rowRuns: readonly R[],
+  colRuns: readonly R[],
+  call: (rr: R, cr: R, r0: number, nRows: number) => void,
+): void {
+  for (const rr of rowRuns) {
+    for (const cr of colRuns) {
+      const rowsMax = Math.max(1, Math.floor(PIXELS_PER_CALL / cr.count));
+      for (let r0 = 0; r0 < rr.count; r0 += rowsMax) call(rr, cr, r0, Math.min(rowsMax, rr.count - r0));
+    }
+  }
 }
 
-/** Splits `count` rows of `cols` pixels into calls of at most PIXELS_PER_CALL pixels (at least one row). */
-function rowsPerCall(cols: number): number {
-  return Math.max(1, Math.floor(PIXELS_PER_CALL / cols));
+/**
+ * One call of dwf_T or dwi_T_A / dwip_T_A over rows x cols pixels from the address `at` (dy's,
+ * dx's), with the tap lists a and b (x and dW, dy and W): their arguments c4 and the strides (a
+ * pixel, a row) of both sides, from the geometry.
+ */
+function callKernel(
+  fn: WasmFn,
+  info: tf.backend_util.Conv2DInfo,
+  at: number,
+  cols: number,
+  rows: number,
+  a: readonly number[],
+  b: readonly number[],
+): void {
+  const px = 4 * info.inChannels; // bytes per pixel
+  fn(at, cols, rows, info.inChannels / 4, info.strideWidth * px, px, info.strideHeight * info.inWidth * px, info.outWidth * px, ...a, ...b);
 }
 
 /** Whether the SIMD kernels handle these tensors. */
 function simdApplies(info: tf.backend_util.Conv2DInfo, tensors: TensorInfo[]): boolean {
   const multiplierOne = info.outChannels === info.inChannels;
   return multiplierOne && info.inChannels % 4 === 0 && tensors.every((t) => t.dtype === 'float32');
+}
+
+/**
+ * A gradient's computation, on the SIMD kernels or in JavaScript, from its operands a and b:
+ * [x, dy] for the filter gradient, [dy, filter] for the input gradient.
+ */
+type GradientSimd = (
+  backend: WasmBackend,
+  k: DepthwiseKernels,
+  a: TensorInfo,
+  b: TensorInfo,
+  out: TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+) => void;
+type GradientLoop = (backend: WasmBackend, a: TensorInfo, b: TensorInfo, out: TensorInfo, info: tf.backend_util.Conv2DInfo) => void;
+
+/**
+ * What both gradient kernels do around their computation: the ranks checked (the operands', then
+ * the output's shape, an attribute), the geometry from x's and the filter's shapes, the operands
+ * and dy checked, the output allocated, then `simd` where the SIMD kernels apply, else `loop`.
+ */
+function depthwiseGradient(
+  args: KernelArgs,
+  name: string,
+  operands: [TensorInfo, TensorInfo],
+  outShape: readonly number[],
+  [xShape, filterShape]: [readonly number[], readonly number[]],
+  simd: GradientSimd,
+  loop: GradientLoop,
+): TensorInfo {
+  const backend = args.backend as WasmBackend;
+  const { dy } = args.inputs as { dy: TensorInfo };
+  const attrs = (args.attrs ?? {}) as unknown as DepthwiseGradientAttrs;
+  const [a, b] = operands;
+  checkRanks(name, [a.shape, b.shape, outShape]);
+  const info = depthwiseInfo(xShape, filterShape, attrs);
+  checkOperands(name, info, operands);
+  checkDy(name, dy, info);
+
+  const out = backend.makeOutput([...outShape], 'float32');
+  const k = simdApplies(info, operands) ? depthwiseKernels(backend) : null;
+  if (k !== null) simd(backend, k, a, b, out, info);
+  else loop(backend, a, b, out, info);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,20 +448,10 @@ function simdApplies(info: tf.backend_util.Conv2DInfo, tensors: TensorInfo[]): b
  * and dy [b, oh, ow, c * m], as the cpu backend computes it.
  */
 export function depthwiseConv2dNativeBackpropFilterWasm(args: KernelArgs): TensorInfo {
-  const backend = args.backend as WasmBackend;
   const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
-  const attrs = (args.attrs ?? {}) as unknown as tf.DepthwiseConv2dNativeBackpropFilterAttrs;
+  const { filterShape } = (args.attrs ?? {}) as unknown as tf.DepthwiseConv2dNativeBackpropFilterAttrs;
   const name = tf.DepthwiseConv2dNativeBackpropFilter;
-  checkRanks(name, [x.shape, dy.shape, attrs.filterShape]);
-  const info = depthwiseInfo(x.shape, attrs.filterShape, attrs);
-  checkOperands(name, info, [x, dy]);
-  checkDy(name, dy, info);
-
-  const out = backend.makeOutput([...info.filterShape], 'float32');
-  const simd = simdApplies(info, [x, dy]) ? depthwiseKernels(backend) : null;
-  if (simd !== null) filterGradSimd(backend, simd, x, dy, out, info);
-  else filterGradLoop(backend, x, dy, out, info);
-  return out;
+  return depthwiseGradient(args, name, [x, dy], filterShape, [x.shape, filterShape], filterGradSimd, filterGradLoop);
 }
 
 function filterGradSimd(
@@ -442,7 +473,6 @@ function filterGradSimd(
   const xB = 4 * floatOffset(backend, x);
   const dyB = 4 * floatOffset(backend, dy);
   const px = 4 * c; // bytes per pixel
-  const c4 = c / 4;
   const total = batchSize !== 1 ? new Float64Array(size) : null; // (batch 0: zeros)
   const xTaps: number[] = [];
   const dwTaps: number[] = [];
@@ -450,41 +480,24 @@ function filterGradSimd(
     heap.fill(0, dwF, dwF + size);
     const xImg = xB + b * h * w * px;
     const dyImg = dyB + b * oh * ow * px;
-    for (const rr of rowRuns) {
-      for (const cr of colRuns) {
-        const rowsMax = rowsPerCall(cr.count);
-        for (let r0 = 0; r0 < rr.count; r0 += rowsMax) {
-          const nRows = Math.min(rowsMax, rr.count - r0);
-          const oy = rr.start + r0;
-          xTaps.length = 0;
-          dwTaps.length = 0;
-          for (const kh of rr.taps) {
-            const iy = oy * sh + kh - info.padInfo.top;
-            for (const kw of cr.taps) {
-              const ix = cr.start * sw + kw - info.padInfo.left;
-              xTaps.push(xImg + (iy * w + ix) * px);
-              dwTaps.push(dwB + (kh * fw + kw) * px);
-            }
-          }
-          const dyAt = dyImg + (oy * ow + cr.start) * px;
-          for (let t0 = 0; t0 < xTaps.length; t0 += MAX_TAPS) {
-            const t1 = Math.min(xTaps.length, t0 + MAX_TAPS);
-            k.filter[t1 - t0 - 1](
-              dyAt,
-              cr.count,
-              nRows,
-              c4,
-              sw * px,
-              px,
-              sh * w * px,
-              ow * px,
-              ...xTaps.slice(t0, t1),
-              ...dwTaps.slice(t0, t1),
-            );
-          }
+    forEachCall(rowRuns, colRuns, (rr, cr, r0, nRows) => {
+      const oy = rr.start + r0;
+      xTaps.length = 0;
+      dwTaps.length = 0;
+      for (const kh of rr.taps) {
+        const iy = oy * sh + kh - info.padInfo.top;
+        for (const kw of cr.taps) {
+          const ix = cr.start * sw + kw - info.padInfo.left;
+          xTaps.push(xImg + (iy * w + ix) * px);
+          dwTaps.push(dwB + (kh * fw + kw) * px);
         }
       }
-    }
+      const dyAt = dyImg + (oy * ow + cr.start) * px;
+      for (let t0 = 0; t0 < xTaps.length; t0 += MAX_TAPS) {
+        const t1 = Math.min(xTaps.length, t0 + MAX_TAPS);
+        callKernel(k.filter[t1 - t0 - 1], info, dyAt, cr.count, nRows, xTaps.slice(t0, t1), dwTaps.slice(t0, t1));
+      }
+    });
     if (total !== null) {
       const f = heapF32(backend);
       for (let i = 0; i < size; i++) total[i] += f[dwF + i];
@@ -549,20 +562,10 @@ function filterGradLoop(
  * dy [b, oh, ow, c * m] and the filter [fh, fw, c, m], as the cpu backend computes it.
  */
 export function depthwiseConv2dNativeBackpropInputWasm(args: KernelArgs): TensorInfo {
-  const backend = args.backend as WasmBackend;
   const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
-  const attrs = (args.attrs ?? {}) as unknown as tf.DepthwiseConv2dNativeBackpropInputAttrs;
+  const { inputShape } = (args.attrs ?? {}) as unknown as tf.DepthwiseConv2dNativeBackpropInputAttrs;
   const name = tf.DepthwiseConv2dNativeBackpropInput;
-  checkRanks(name, [dy.shape, filter.shape, attrs.inputShape]);
-  const info = depthwiseInfo(attrs.inputShape, filter.shape, attrs);
-  checkOperands(name, info, [dy, filter]);
-  checkDy(name, dy, info);
-
-  const out = backend.makeOutput([...info.inShape], 'float32');
-  const simd = simdApplies(info, [dy, filter]) ? depthwiseKernels(backend) : null;
-  if (simd !== null) inputGradSimd(backend, simd, dy, filter, out, info);
-  else inputGradLoop(backend, dy, filter, out, info);
-  return out;
+  return depthwiseGradient(args, name, [dy, filter], inputShape, [inputShape, filter.shape], inputGradSimd, inputGradLoop);
 }
 
 /**
@@ -643,47 +646,29 @@ function inputGradSimd(
   const dyB = 4 * floatOffset(backend, dy);
   const wB = 4 * floatOffset(backend, filter);
   const px = 4 * c;
-  const c4 = c / 4;
   const dyTaps: number[] = [];
   const wTaps: number[] = [];
   for (let b = 0; b < batchSize; b++) {
     const dxImg = dxB + b * h * w * px;
     const dyImg = dyB + b * oh * ow * px;
-    for (const rr of rowRuns) {
-      for (const cr of colRuns) {
-        const rowsMax = rowsPerCall(cr.count);
-        for (let r0 = 0; r0 < rr.count; r0 += rowsMax) {
-          const nRows = Math.min(rowsMax, rr.count - r0);
-          const iy = rr.start + r0 * sh;
-          const dxAt = dxImg + (iy * w + cr.start) * px;
-          dyTaps.length = 0;
-          wTaps.length = 0;
-          rr.taps.forEach((kh, a) => {
-            const oy = rr.first[a] + r0;
-            cr.taps.forEach((kw, e) => {
-              dyTaps.push(dyImg + (oy * ow + cr.first[e]) * px);
-              wTaps.push(wB + (kh * fw + kw) * px);
-            });
-          });
-          // (no taps: one call of dwip_0_0, zeros)
-          for (let t0 = 0; t0 === 0 || t0 < dyTaps.length; t0 += MAX_TAPS) {
-            const t1 = Math.min(dyTaps.length, t0 + MAX_TAPS);
-            k.input[t1 - t0][t0 === 0 ? 0 : 1](
-              dxAt,
-              cr.count,
-              nRows,
-              c4,
-              sw * px,
-              px,
-              sh * w * px,
-              ow * px,
-              ...dyTaps.slice(t0, t1),
-              ...wTaps.slice(t0, t1),
-            );
-          }
-        }
+    forEachCall(rowRuns, colRuns, (rr, cr, r0, nRows) => {
+      const iy = rr.start + r0 * sh;
+      const dxAt = dxImg + (iy * w + cr.start) * px;
+      dyTaps.length = 0;
+      wTaps.length = 0;
+      rr.taps.forEach((kh, a) => {
+        const oy = rr.first[a] + r0;
+        cr.taps.forEach((kw, e) => {
+          dyTaps.push(dyImg + (oy * ow + cr.first[e]) * px);
+          wTaps.push(wB + (kh * fw + kw) * px);
+        });
+      });
+      // (no taps: one call of dwip_0_0, zeros)
+      for (let t0 = 0; t0 === 0 || t0 < dyTaps.length; t0 += MAX_TAPS) {
+        const t1 = Math.min(dyTaps.length, t0 + MAX_TAPS);
+        callKernel(k.input[t1 - t0][t0 === 0 ? 0 : 1], info, dxAt, cr.count, nRows, dyTaps.slice(t0, t1), wTaps.slice(t0, t1));
       }
-    }
+    });
   }
 }
 

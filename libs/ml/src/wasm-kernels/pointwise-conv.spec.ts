@@ -1,49 +1,18 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { selectBackend } from '../backend';
 import {
-  WASM_TRAINING_KERNELS,
-  setConv2DBackpropFilterMaxDensity,
-  setConv2DBackpropInputMaxDensity,
-  setWasmFastPathsEnabled,
-  setWasmPointwiseKernelsEnabled,
-} from '../wasm-training-kernels';
+  expectAsOnCpu,
+  expectClose,
+  expectNoGrowth,
+  expectWasmKernel,
+  loadCpuAndWasm,
+  lossAndGradients,
+  runGradientKernels,
+  setSeededWeights,
+  testModes,
+  values,
+} from './kernel-test-helpers';
 import { POINTWISE_SPARSE_DENSITY } from './pointwise-conv';
-import type { WasmBackend } from './wasm-heap';
-
-/** Deterministic pseudo-random values in [-1, 1). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 4294967296) * 2 - 1;
-  }
-  return out;
-}
-
-/** Largest difference over the largest magnitude, over the finite values of both. */
-function maxRelativeError(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let maxAbs = 0;
-  let maxDiff = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i]) || !Number.isFinite(b[i])) continue;
-    maxAbs = Math.max(maxAbs, Math.abs(a[i]), Math.abs(b[i]));
-    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
-  }
-  return maxAbs === 0 ? maxDiff : maxDiff / maxAbs;
-}
-
-/** NaN where the other has NaN, the same infinities, finite values within 1e-4 relative. */
-function expectClose(actual: Float32Array, expected: Float32Array): void {
-  const kind = (v: number) => (Number.isNaN(v) ? 'NaN' : Number.isFinite(v) ? 'finite' : v > 0 ? 'Inf' : '-Inf');
-  expect(Array.from(actual, kind)).toEqual(Array.from(expected, kind));
-  expect(maxRelativeError(actual, expected)).toBeLessThan(1e-4);
-}
 
 /**
  * 'fast': the defaults (1x1 gradients on the dense SIMD products, or on the kernels of dy's
@@ -51,28 +20,14 @@ function expectClose(actual: Float32Array, expected: Float32Array): void {
  * however sparse dy is; 'off': the 1x1 kernels off (XNNPACK forward, the former gradient paths);
  * 'fallback': every fast path off.
  */
-const MODES = ['fast', 'sparse', 'dense', 'off', 'fallback'] as const;
+const { modes: MODES, on } = testModes({
+  fast: {},
+  sparse: { maxDensity: Infinity },
+  dense: { maxDensity: 0 },
+  off: { pointwise: false },
+  fallback: { fastPaths: false },
+});
 type Mode = (typeof MODES)[number];
-
-function on<T>(backend: string, mode: Mode, f: () => T): T {
-  const prev = tf.getBackend();
-  void tf.setBackend(backend);
-  setWasmFastPathsEnabled(mode !== 'fallback');
-  setWasmPointwiseKernelsEnabled(mode !== 'off');
-  if (mode === 'sparse' || mode === 'dense') {
-    setConv2DBackpropInputMaxDensity(mode === 'sparse' ? Infinity : 0);
-    setConv2DBackpropFilterMaxDensity(mode === 'sparse' ? Infinity : 0);
-  }
-  try {
-    return f();
-  } finally {
-    setWasmFastPathsEnabled(true);
-    setWasmPointwiseKernelsEnabled(true);
-    setConv2DBackpropInputMaxDensity();
-    setConv2DBackpropFilterMaxDensity();
-    void tf.setBackend(prev);
-  }
-}
 
 type Pad = 'same' | 'valid' | [[0, 0], [number, number], [number, number], [0, 0]];
 
@@ -126,21 +81,9 @@ function run(backend: string, c: Case, mode: Mode): Results {
         dyv[dyv.length - 2] = Number.NaN;
       }
       const dy = tf.tensor4d(dyv, y.shape as [number, number, number, number]);
-      const common = { strides: [stride, stride], pad, dataFormat: 'NHWC', dimRoundingMode: undefined };
-      const dw = tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy }, {
-        ...common,
-        filterShape: filter.shape,
-      } as unknown as tf.NamedAttrMap) as tf.Tensor;
-      const dx = tf.engine().runKernel(tf.Conv2DBackpropInput, { dy, filter }, {
-        ...common,
-        inputShape: x.shape,
-      } as unknown as tf.NamedAttrMap) as tf.Tensor;
-      return {
-        y: y.dataSync() as Float32Array,
-        dx: dx.dataSync() as Float32Array,
-        dw: dw.dataSync() as Float32Array,
-        shapes: [y.shape, dx.shape, dw.shape],
-      };
+      const attrs = { strides: [stride, stride], pad, dataFormat: 'NHWC', dimRoundingMode: undefined };
+      const g = runGradientKernels([tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput], x, dy, filter, attrs);
+      return { y: y.dataSync() as Float32Array, dx: g.input, dw: g.filter, shapes: [y.shape, g.inputShape, g.filterShape] };
     }),
   );
 }
@@ -185,15 +128,10 @@ cases.push({ batch: 2, h: 7, w: 6, inC: 4, outC: 8, stride: 2 });
 cases.push({ batch: 2, h: 5, w: 5, inC: 4, outC: 8, pad: [[0, 0], [1, 0], [0, 2], [0, 0]] });
 
 describe('1x1 convolutions on wasm (pointwise-conv.ts) against the cpu backend', () => {
-  beforeAll(async () => {
-    await selectBackend('cpu');
-    await selectBackend('wasm');
-  });
+  beforeAll(loadCpuAndWasm);
 
   it('replace FusedConv2D on wasm, keeping the sparse gradients for sparse dy', () => {
-    expect(WASM_TRAINING_KERNELS).toContain(tf.FusedConv2D);
-    const k = tf.getKernel(tf.FusedConv2D, 'wasm');
-    expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
+    expectWasmKernel(tf.FusedConv2D);
     expect(POINTWISE_SPARSE_DENSITY).toBeGreaterThan(0);
     expect(POINTWISE_SPARSE_DENSITY).toBeLessThan(1);
   });
@@ -203,9 +141,9 @@ describe('1x1 convolutions on wasm (pointwise-conv.ts) against the cpu backend',
     for (const mode of MODES) {
       const wasm = run('wasm', c, mode);
       expect(wasm.shapes).toEqual(cpu.shapes);
-      expectClose(wasm.y, cpu.y);
-      expectClose(wasm.dw, cpu.dw);
-      expectClose(wasm.dx, cpu.dx);
+      expectClose(wasm.y, cpu.y, `y ${mode}`);
+      expectClose(wasm.dw, cpu.dw, `dw ${mode}`);
+      expectClose(wasm.dx, cpu.dx, `dx ${mode}`);
     }
   });
 
@@ -219,40 +157,18 @@ describe('1x1 convolutions on wasm (pointwise-conv.ts) against the cpu backend',
         model.add(tfl.layers.conv2d({ filters: 4, kernelSize: 1, useBias: false }));
         model.add(tfl.layers.globalAveragePooling2d({}));
         try {
-          const w = tf.tidy(() => model.getWeights().map((t, i) => tf.tensor(values(t.size, 13 + i), t.shape)));
-          model.setWeights(w);
-          tf.dispose(w);
-          return tf.tidy(() => {
-            const x = tf.tensor4d(values(3 * 5 * 6 * 8, 17), [3, 5, 6, 8]);
-            const vars = model.trainableWeights.map((v) => v.read() as tf.Variable);
-            const { value, grads: g } = tf.variableGrads(() => tf.sum(tf.square(model.apply(x) as tf.Tensor)), vars);
-            return [value.dataSync() as Float32Array, ...vars.map((v) => g[v.name].dataSync() as Float32Array)];
-          });
+          setSeededWeights(model, 13);
+          return lossAndGradients(model, () => tf.tensor4d(values(3 * 5 * 6 * 8, 17), [3, 5, 6, 8]));
         } finally {
           model.dispose();
         }
       });
-    const cpu = grads('cpu', 'fast');
-    for (const mode of MODES) {
-      const wasm = grads('wasm', mode);
-      cpu.forEach((expected, i) => expect(maxRelativeError(expected, wasm[i])).toBeLessThan(1e-4));
-    }
+    expectAsOnCpu(MODES, grads);
   });
 
   it('frees every intermediate (no tensor, data buffer or wasm memory growth)', () => {
-    const all = () => {
+    expectNoGrowth(() => {
       for (const mode of MODES) for (const c of cases.filter((_c, i) => i % 3 === 0)) run('wasm', c, mode);
-    };
-    const heap = () => (tf.findBackend('wasm') as unknown as WasmBackend).wasm.HEAPU8.length;
-    all();
-    void tf.setBackend('wasm');
-    const before = { ...tf.memory(), heap: heap() };
-    for (let i = 0; i < 3; i++) all();
-    void tf.setBackend('wasm');
-    const after = { ...tf.memory(), heap: heap() };
-    expect(after.numTensors).toBe(before.numTensors);
-    expect(after.numDataBuffers).toBe(before.numDataBuffers);
-    expect(after.numBytes).toBe(before.numBytes);
-    expect(after.heap).toBe(before.heap);
+    }, 3);
   });
 });

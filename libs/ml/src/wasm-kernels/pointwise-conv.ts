@@ -34,9 +34,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import * as A from './wasm-asm';
-import { simdKernels } from './simd-kernels';
+import { simdModule } from './simd-kernels';
 import type { WasmBackend } from './wasm-heap';
 import { floatOffset, heapF32 } from './wasm-heap';
+import type { WasmFn } from './wasm-module';
 
 const { get, set, i32, f32, add, mul, inc, forLoop, v128Load, v128Store, load32Splat } = A;
 const { f32x4Add, f32x4Mul, f32x4Splat, f32x4ExtractLane, f32Store } = A;
@@ -118,8 +119,6 @@ function gemmKernel(rows: number, vecs: number, tail: number, accumulate: boolea
   return { builder: f, body };
 }
 
-type WasmFn = (...args: number[]) => void;
-
 interface PointwiseKernels {
   /** pw[R - 1][V - 1][T]: store, T lanes of the last vector (0: all). */
   readonly pw: readonly (readonly (readonly WasmFn[])[])[];
@@ -127,13 +126,13 @@ interface PointwiseKernels {
   readonly pwa: readonly (readonly WasmFn[])[];
 }
 
-const wasmApi = A.webAssembly;
-let compiled: object | null | undefined;
-const instances = new WeakMap<object, PointwiseKernels | null>();
-
-function compile(): object | null {
-  if (compiled !== undefined) return compiled;
-  try {
+/**
+ * The kernels on `backend`'s memory, or null where HistoFed's SIMD kernels are unavailable or
+ * turned off (simd-kernels.ts decides, so setWasmFastPathsEnabled applies here too).
+ */
+const pointwiseKernelsOn = simdModule<PointwiseKernels>({
+  name: 'HistoFed pointwise kernels',
+  functions: () => {
     const defs: A.FunctionDef[] = [];
     for (let r = 1; r <= ROWS; r++) {
       for (let v = 1; v <= VECS; v++) {
@@ -141,34 +140,9 @@ function compile(): object | null {
         defs.push(gemmKernel(r, v, 0, true));
       }
     }
-    const bytes = A.assembleModule(defs);
-    compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-  } catch {
-    compiled = null;
-  }
-  return compiled;
-}
-
-/**
- * The kernels on `backend`'s memory, or null where HistoFed's SIMD kernels are unavailable or
- * turned off (simd-kernels.ts decides, so setWasmFastPathsEnabled applies here too).
- */
-function pointwiseKernelsOn(backend: WasmBackend): PointwiseKernels | null {
-  if (wasmApi === undefined || simdKernels(backend) === null) return null;
-  const memory = (backend.wasm as { asm?: { memory?: unknown } }).asm?.memory;
-  if (!(memory instanceof wasmApi.Memory)) return null;
-  const cached = instances.get(memory);
-  if (cached !== undefined) return cached;
-  const mod = compile();
-  if (mod === null) return null;
-  let kernels: PointwiseKernels | null = null;
-  try {
-    const functions = new wasmApi.Instance(mod, { env: { memory } }).exports;
-    const fn = (n: string) => {
-      const f = functions[n];
-      if (typeof f !== 'function') throw new Error(`HistoFed pointwise kernels: ${n} is missing`);
-      return f as WasmFn;
-    };
+    return defs;
+  },
+  bind: (fn) => {
     const pw: WasmFn[][][] = [];
     const pwa: WasmFn[][] = [];
     for (let r = 1; r <= ROWS; r++) {
@@ -179,13 +153,9 @@ function pointwiseKernelsOn(backend: WasmBackend): PointwiseKernels | null {
         pwa[r - 1].push(fn(`pwa_${r}_${v}`));
       }
     }
-    kernels = { pw, pwa };
-  } catch {
-    kernels = null;
-  }
-  instances.set(memory, kernels);
-  return kernels;
-}
+    return { pw, pwa };
+  },
+});
 
 /** Geometry of a product C [m, n] = A [m, k] B [k, n] (byte addresses and strides). */
 interface Product {
@@ -267,39 +237,15 @@ export function pointwiseConv2D(
   info: tf.backend_util.Conv2DInfo,
 ): TensorInfo | null {
   if (!isPointwise(info) || !float32(x, filter)) return null;
-  const kernels = pointwiseKernelsOn(backend);
-  if (kernels === null) return null;
   const { inChannels: c, outChannels: o } = info;
-  const n = info.batchSize * info.inHeight * info.inWidth;
-  const out = backend.makeOutput([...info.outShape], 'float32');
-  if (n === 0 || o === 0) return out;
-  if (c === 0) {
-    heapF32(backend).fill(0, floatOffset(backend, out), floatOffset(backend, out) + n * o);
-    return out;
-  }
   // B = W [c, o]; its rows are read up to o rounded up to 4: in place when o is a multiple of 4,
   // else from a padded copy.
-  const o4 = Math.ceil(o / 4) * 4;
-  const padded = o4 === o ? null : backend.makeOutput([c * o4], 'float32');
-  try {
-    const heap = heapF32(backend); // after the allocations
-    let b = 4 * floatOffset(backend, filter);
-    if (padded !== null) {
-      const w = floatOffset(backend, filter);
-      const pw = floatOffset(backend, padded);
-      heap.fill(0, pw, pw + c * o4);
-      for (let ci = 0; ci < c; ci++) heap.copyWithin(pw + ci * o4, w + ci * o, w + (ci + 1) * o);
-      b = 4 * pw;
-    }
-    product(
-      kernels,
-      { a: 4 * floatOffset(backend, x), aRow: 4 * c, aK: 4, b, bK: 4 * o4, c: 4 * floatOffset(backend, out), cRow: 4 * o, m: n, n: o, k: c },
-      false,
-    );
-    return out;
-  } finally {
-    if (padded !== null) backend.disposeData(padded.dataId);
-  }
+  const pad = (heap: Float32Array, pw: number, o4: number) => {
+    const w = floatOffset(backend, filter);
+    heap.fill(0, pw, pw + c * o4);
+    for (let ci = 0; ci < c; ci++) heap.copyWithin(pw + ci * o4, w + ci * o, w + (ci + 1) * o);
+  };
+  return pixelProduct(backend, info, x, [...info.outShape], c, o, o % 4 === 0 ? filter : pad);
 }
 
 /**
@@ -313,36 +259,68 @@ export function pointwiseBackpropInput(
   info: tf.backend_util.Conv2DInfo,
 ): TensorInfo | null {
   if (!isPointwise(info) || !float32(dy, filter)) return null;
-  const kernels = pointwiseKernelsOn(backend);
-  if (kernels === null) return null;
   const { inChannels: c, outChannels: o } = info;
-  const n = info.batchSize * info.inHeight * info.inWidth;
-  const out = backend.makeOutput([info.batchSize, info.inHeight, info.inWidth, c], 'float32');
-  if (n === 0 || c === 0) return out;
-  if (o === 0) {
-    heapF32(backend).fill(0, floatOffset(backend, out), floatOffset(backend, out) + n * c);
-    return out;
-  }
   // B = W^T [o, c], packed with rows of c rounded up to 4 (zeros after c).
-  const c4 = Math.ceil(c / 4) * 4;
-  const packed = backend.makeOutput([o * c4], 'float32');
-  try {
-    const heap = heapF32(backend); // after the allocations
+  const pack = (heap: Float32Array, p: number, c4: number) => {
     const w = floatOffset(backend, filter);
-    const p = floatOffset(backend, packed);
     for (let oo = 0; oo < o; oo++) {
       const row = p + oo * c4;
       for (let ci = 0; ci < c; ci++) heap[row + ci] = heap[w + ci * o + oo];
       for (let ci = c; ci < c4; ci++) heap[row + ci] = 0;
     }
+  };
+  return pixelProduct(backend, info, dy, [info.batchSize, info.inHeight, info.inWidth, c], o, c, pack);
+}
+
+/**
+ * The forward and the input gradient of a 1x1 convolution, both a product over the pixels:
+ * out [n, width] (shape outShape) = A [n, depth] B [depth, width], with A = x, B = W [c, o] (the
+ * forward) or A = dy, B = W^T [o, c] (the input gradient); null when the kernels are unavailable.
+ * An empty product leaves out as allocated, depth 0 fills it with zeros. B's rows are read up to
+ * width rounded up to 4 floats: `b` is B itself (read in place), or a function that writes B, rows
+ * of width4 floats with zeros after width, into a temporary at the given float index of the heap.
+ */
+function pixelProduct(
+  backend: WasmBackend,
+  info: tf.backend_util.Conv2DInfo,
+  a: TensorInfo,
+  outShape: number[],
+  depth: number,
+  width: number,
+  b: TensorInfo | ((heap: Float32Array, at: number, width4: number) => void),
+): TensorInfo | null {
+  const kernels = pointwiseKernelsOn(backend);
+  if (kernels === null) return null;
+  const n = info.batchSize * info.inHeight * info.inWidth;
+  const out = backend.makeOutput(outShape, 'float32');
+  if (n === 0 || width === 0) return out;
+  if (depth === 0) {
+    heapF32(backend).fill(0, floatOffset(backend, out), floatOffset(backend, out) + n * width);
+    return out;
+  }
+  const width4 = Math.ceil(width / 4) * 4;
+  const packed = typeof b === 'function' ? backend.makeOutput([depth * width4], 'float32') : null;
+  try {
+    if (typeof b === 'function' && packed !== null) b(heapF32(backend), floatOffset(backend, packed), width4); // after the allocations
     product(
       kernels,
-      { a: 4 * floatOffset(backend, dy), aRow: 4 * o, aK: 4, b: 4 * p, bK: 4 * c4, c: 4 * floatOffset(backend, out), cRow: 4 * c, m: n, n: c, k: o },
+      {
+        a: 4 * floatOffset(backend, a),
+        aRow: 4 * depth,
+        aK: 4,
+        b: 4 * floatOffset(backend, packed ?? (b as TensorInfo)),
+        bK: 4 * width4,
+        c: 4 * floatOffset(backend, out),
+        cRow: 4 * width,
+        m: n,
+        n: width,
+        k: depth,
+      },
       false,
     );
     return out;
   } finally {
-    backend.disposeData(packed.dataId);
+    if (packed !== null) backend.disposeData(packed.dataId);
   }
 }
 

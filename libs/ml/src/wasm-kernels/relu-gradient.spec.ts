@@ -1,57 +1,23 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { selectBackend } from '../backend';
-import { WASM_TRAINING_KERNELS, setWasmFastPathsEnabled, setWasmReluGradKernelEnabled } from '../wasm-training-kernels';
+import {
+  exact,
+  expectAsOnCpu,
+  expectNoGrowth,
+  expectWasmKernel,
+  isHistoFed,
+  loadCpuAndWasm,
+  lossAndGradients,
+  setSeededWeights,
+  testModes,
+  values,
+  wasmBackend,
+} from './kernel-test-helpers';
 import { RELU_GRAD, reluGradKernelOn } from './relu-gradient';
-import type { WasmBackend } from './wasm-heap';
-
-/** Deterministic pseudo-random values in [lo, hi). */
-function values(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = lo + ((s >>> 0) / 4294967296) * (hi - lo);
-  }
-  return out;
-}
-
-/** The values as comparable items: NaN as 'NaN', -0 as '-0' (toEqual then checks exact equality). */
-function exact(a: ArrayLike<number>): (number | string)[] {
-  return Array.from(a, (v) => (Number.isNaN(v) ? 'NaN' : Object.is(v, -0) ? '-0' : v));
-}
-
-function maxRelativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let maxAbs = 0;
-  let maxDiff = 0;
-  for (let i = 0; i < a.length; i++) {
-    maxAbs = Math.max(maxAbs, Math.abs(a[i]), Math.abs(b[i]));
-    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
-  }
-  return maxAbs === 0 ? maxDiff : maxDiff / maxAbs;
-}
 
 /** 'fast': the RELU_GRAD kernel; 'off': tfjs-core's gradient with the other fast paths on; 'fallback': all off. */
-const MODES = ['fast', 'off', 'fallback'] as const;
+const { modes: MODES, on } = testModes({ fast: {}, off: { reluGrad: false }, fallback: { fastPaths: false } });
 type Mode = (typeof MODES)[number];
-
-function on<T>(backend: string, mode: Mode, f: () => T): T {
-  const prev = tf.getBackend();
-  void tf.setBackend(backend);
-  setWasmFastPathsEnabled(mode !== 'fallback');
-  setWasmReluGradKernelEnabled(mode !== 'off');
-  try {
-    return f();
-  } finally {
-    setWasmFastPathsEnabled(true);
-    setWasmReluGradKernelEnabled(true);
-    void tf.setBackend(prev);
-  }
-}
 
 /** x with NaN, +-Infinity, +-0 and the smallest subnormals in every SIMD lane and the JS tail; dy with NaN, +-Infinity, -0. */
 function inputs(shape: number[]): { x: Float32Array; dy: Float32Array } {
@@ -74,19 +40,12 @@ function reluGradient(backend: string, mode: Mode, shape: number[]): Float32Arra
 const SHAPES = [[1], [3], [16], [17], [63], [64], [65], [3, 5, 7], [2, 9, 9, 4], [2, 14, 14, 24], [1, 13, 11, 3]];
 
 describe('Relu gradient on wasm (HistoFedReluGrad)', () => {
-  beforeAll(async () => {
-    await selectBackend('cpu');
-    await selectBackend('wasm');
-  });
+  beforeAll(loadCpuAndWasm);
 
   it('is registered for wasm only, with the SIMD kernel available on this engine', () => {
-    expect(WASM_TRAINING_KERNELS).toContain(RELU_GRAD);
-    const k = tf.getKernel(RELU_GRAD, 'wasm');
-    expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
-    expect(tf.getKernel(RELU_GRAD, 'cpu')).toBeUndefined();
-    const grad = tf.getGradient(tf.Relu);
-    expect((grad?.gradFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
-    expect(reluGradKernelOn(tf.findBackend('wasm') as unknown as WasmBackend)).not.toBeNull();
+    expectWasmKernel(RELU_GRAD, true);
+    expect(isHistoFed(tf.getGradient(tf.Relu)?.gradFunc)).toBe(true);
+    expect(reluGradKernelOn(wasmBackend())).not.toBeNull();
   });
 
   it.each(SHAPES.map((s) => [`[${s}]`, s] as const))('tf.grad(relu) equals the cpu backend exactly for %s', (_n, shape) => {
@@ -126,28 +85,21 @@ describe('Relu gradient on wasm (HistoFedReluGrad)', () => {
         m.add(tfl.layers.activation({ activation: 'relu' }));
         m.add(tfl.layers.dense({ units: 1 }));
         try {
-          const w = tf.tidy(() => m.getWeights().map((t, i) => tf.tensor(values(t.size, 13 + i), t.shape)));
-          m.setWeights(w);
-          tf.dispose(w);
-          return tf.tidy(() => {
-            const x = tf.tensor2d(values(4 * 6, 17, -2, 2), [4, 6]);
-            const vars = m.trainableWeights.map((v) => v.read() as tf.Variable);
-            const { grads } = tf.variableGrads(() => tf.sum(tf.square(m.apply(x) as tf.Tensor)), vars);
+          setSeededWeights(m, 13);
+          const grads = lossAndGradients(m, () => tf.tensor2d(values(4 * 6, 17, -2, 2), [4, 6])).slice(1);
+          const second = tf.tidy(() => {
             // d/dw of sum(c * d/dx sum(w * relu(x))) = c * step(x)
             const xs = tf.tensor2d(values(5 * 7, 41, -2, 2), [5, 7]);
             const c = tf.tensor2d(values(5 * 7, 43), [5, 7]);
-            const second = tf.grad((w: tf.Tensor) => tf.sum(tf.mul(tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.relu(t), w)))(xs), c)));
-            return [...vars.map((v) => grads[v.name].dataSync() as Float32Array), second(tf.onesLike(xs)).dataSync() as Float32Array];
+            const g = tf.grad((w: tf.Tensor) => tf.sum(tf.mul(tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.relu(t), w)))(xs), c)));
+            return g(tf.onesLike(xs)).dataSync() as Float32Array;
           });
+          return [...grads, second];
         } finally {
           m.dispose();
         }
       });
-    const cpu = model('cpu', 'fast');
-    for (const mode of MODES) {
-      const wasm = model('wasm', mode);
-      cpu.forEach((expected, i) => expect(maxRelativeError(expected, wasm[i])).toBeLessThan(1e-4));
-    }
+    expectAsOnCpu(MODES, model);
   });
 
   it('handles empty tensors and refuses other operands with a clear message', () => {
@@ -165,19 +117,8 @@ describe('Relu gradient on wasm (HistoFedReluGrad)', () => {
   });
 
   it('frees every intermediate (no tensor, data buffer or wasm memory growth)', () => {
-    const all = () => {
+    expectNoGrowth(() => {
       for (const mode of MODES) for (const s of SHAPES) reluGradient('wasm', mode, s);
-    };
-    const heap = () => (tf.findBackend('wasm') as unknown as WasmBackend).wasm.HEAPU8.length;
-    all();
-    void tf.setBackend('wasm');
-    const before = { ...tf.memory(), heap: heap() };
-    for (let i = 0; i < 3; i++) all();
-    void tf.setBackend('wasm');
-    const after = { ...tf.memory(), heap: heap() };
-    expect(after.numTensors).toBe(before.numTensors);
-    expect(after.numDataBuffers).toBe(before.numDataBuffers);
-    expect(after.numBytes).toBe(before.numBytes);
-    expect(after.heap).toBe(before.heap);
+    }, 3);
   });
 });

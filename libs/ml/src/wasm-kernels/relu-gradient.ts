@@ -18,12 +18,12 @@
  * SIMD is missing). Other dtypes and mismatched shapes are refused (the gradient function in
  * wasm-training-kernels.ts sends those to tfjs-core's gradient).
  */
-import * as tf from '@tensorflow/tfjs-core';
 import type { TensorInfo } from '@tensorflow/tfjs-core';
+import { elementwiseGradApplies, elementwiseGradWasm } from './elementwise-grad';
 import * as A from './wasm-asm';
-import { simdKernels } from './simd-kernels';
+import { simdModule } from './simd-kernels';
 import type { KernelArgs, WasmBackend } from './wasm-heap';
-import { floatOffset, heapF32 } from './wasm-heap';
+import type { WasmFn } from './wasm-module';
 
 /** The kernel's name (registered for 'wasm' only, by registerWasmTrainingKernels). */
 export const RELU_GRAD = 'HistoFedReluGrad';
@@ -64,83 +64,25 @@ function reluGradKernel(): A.FunctionDef {
   };
 }
 
-type WasmFn = (...args: number[]) => void;
-
-const wasmApi = A.webAssembly;
-let compiled: object | null | undefined;
-const instances = new WeakMap<object, WasmFn | null>();
-
-function compile(): object | null {
-  if (compiled !== undefined) return compiled;
-  try {
-    const bytes = A.assembleModule([reluGradKernel()]);
-    compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-  } catch {
-    compiled = null;
-  }
-  return compiled;
-}
-
 /**
  * `relu_grad` on `backend`'s memory, or null where HistoFed's SIMD kernels are unavailable or
  * turned off (simd-kernels.ts decides, so setWasmFastPathsEnabled applies here too).
  */
-export function reluGradKernelOn(backend: WasmBackend): WasmFn | null {
-  if (wasmApi === undefined || simdKernels(backend) === null) return null;
-  const memory = (backend.wasm as { asm?: { memory?: unknown } }).asm?.memory;
-  if (!(memory instanceof wasmApi.Memory)) return null;
-  const cached = instances.get(memory);
-  if (cached !== undefined) return cached;
-  const mod = compile();
-  if (mod === null) return null;
-  let fn: WasmFn | null = null;
-  try {
-    const exported = new wasmApi.Instance(mod, { env: { memory } }).exports.relu_grad;
-    if (typeof exported === 'function') fn = exported as WasmFn;
-  } catch {
-    fn = null;
-  }
-  instances.set(memory, fn);
-  return fn;
-}
+export const reluGradKernelOn: (backend: WasmBackend) => WasmFn | null = simdModule({
+  name: 'HistoFed relu_grad kernel',
+  functions: () => [reluGradKernel()],
+  bind: (fn) => fn('relu_grad'),
+});
 
 /** Whether RELU_GRAD handles these operands: float32 x and dy of the same shape. */
-export function reluGradApplies(x: { dtype: string; shape: readonly number[] }, dy: typeof x): boolean {
-  return (
-    x.dtype === 'float32' &&
-    dy.dtype === 'float32' &&
-    x.shape.length === dy.shape.length &&
-    x.shape.every((d, i) => d === dy.shape[i])
-  );
-}
+export const reluGradApplies = elementwiseGradApplies;
 
 /** The RELU_GRAD kernel for the wasm backend: dy * step(x). float32 x and dy of the same shape only. */
 export function reluGradWasm(args: KernelArgs): TensorInfo {
-  const backend = args.backend as WasmBackend;
-  const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
-  if (!reluGradApplies(x, dy)) {
-    throw new Error(
-      `${RELU_GRAD} (wasm, HistoFed): expected float32 x and dy of the same shape, got ` +
-        `${x.dtype} [${x.shape}] and ${dy.dtype} [${dy.shape}]`,
-    );
-  }
-  const n = tf.util.sizeFromShape(x.shape);
-  const out = backend.makeOutput([...x.shape], 'float32');
-  if (n === 0) return out;
-  const xi = floatOffset(backend, x);
-  const dyi = floatOffset(backend, dy);
-  const oi = floatOffset(backend, out);
-  const simd = reluGradKernelOn(backend);
-  let done = 0;
-  if (simd !== null) {
-    done = n - (n % (UNROLL_BYTES / 4));
-    if (done > 0) simd(4 * xi, 4 * dyi, 4 * oi, 4 * done);
-  }
-  // Views taken after the allocation above (an allocation may grow and detach the heap).
-  const heap = heapF32(backend);
-  for (let i = done; i < n; i++) {
-    const v = heap[xi + i];
-    heap[oi + i] = heap[dyi + i] * (v > 0 ? 1 : Number.isNaN(v) ? Number.NaN : 0);
-  }
-  return out;
+  return elementwiseGradWasm(args, RELU_GRAD, reluGradKernelOn, UNROLL_BYTES / 4, [], (heap, xi, dyi, oi, done, n) => {
+    for (let i = done; i < n; i++) {
+      const v = heap[xi + i];
+      heap[oi + i] = heap[dyi + i] * (v > 0 ? 1 : Number.isNaN(v) ? Number.NaN : 0);
+    }
+  });
 }

@@ -1,68 +1,15 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import { selectBackend } from '../backend';
-import {
-  WASM_TRAINING_KERNELS,
-  channelScaleShift,
-  setWasmFastPathsEnabled,
-  setWasmScaleShiftKernelsEnabled,
-} from '../wasm-training-kernels';
+import { channelScaleShift } from '../wasm-training-kernels';
+import { exact, expectClose, expectNoGrowth, expectWasmKernel, loadCpuAndWasm, testModes, values, wasmBackend } from './kernel-test-helpers';
 import { SCALE_SHIFT, SCALE_SHIFT_GRAD, scaleShiftKernelsOn } from './scale-shift';
-import type { WasmBackend } from './wasm-heap';
-
-/** Deterministic pseudo-random values in [lo, hi). */
-function values(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = lo + ((s >>> 0) / 4294967296) * (hi - lo);
-  }
-  return out;
-}
-
-/** The values as comparable items: NaN as 'NaN', -0 as '-0' (toEqual then checks exact equality). */
-function exact(a: ArrayLike<number>): (number | string)[] {
-  return Array.from(a, (v) => (Number.isNaN(v) ? 'NaN' : Object.is(v, -0) ? '-0' : v));
-}
-
-/** NaN and infinities where the other has them, finite values within `tolerance` relative. */
-function expectClose(actual: Float32Array, expected: Float32Array, tolerance = 1e-4): void {
-  const kind = (v: number) => (Number.isFinite(v) ? 'finite' : Number.isNaN(v) ? 'NaN' : v > 0 ? 'Inf' : '-Inf');
-  expect(Array.from(actual, kind)).toEqual(Array.from(expected, kind));
-  let maxAbs = 0;
-  let maxDiff = 0;
-  for (let i = 0; i < actual.length; i++) {
-    if (!Number.isFinite(actual[i]) || !Number.isFinite(expected[i])) continue;
-    maxAbs = Math.max(maxAbs, Math.abs(actual[i]), Math.abs(expected[i]));
-    maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]));
-  }
-  expect(maxAbs === 0 ? maxDiff : maxDiff / maxAbs).toBeLessThan(tolerance);
-}
 
 /**
  * 'fast': the SCALE_SHIFT kernels; 'composed': the fast paths on but these kernels off (the tf
  * composition add(mul(x, scale), shift) on HistoFed's SIMD Sum: what ran before them); 'fallback':
  * every fast path off.
  */
-const MODES = ['fast', 'composed', 'fallback'] as const;
+const { modes: MODES, on } = testModes({ fast: {}, composed: { scaleShift: false }, fallback: { fastPaths: false } });
 type Mode = (typeof MODES)[number];
-
-function on<T>(backend: string, mode: Mode, f: () => T): T {
-  const prev = tf.getBackend();
-  void tf.setBackend(backend);
-  setWasmFastPathsEnabled(mode !== 'fallback');
-  setWasmScaleShiftKernelsEnabled(mode !== 'composed');
-  try {
-    return f();
-  } finally {
-    setWasmFastPathsEnabled(true);
-    setWasmScaleShiftKernelsEnabled(true);
-    void tf.setBackend(prev);
-  }
-}
 
 interface Case {
   shape: number[];
@@ -108,19 +55,11 @@ cases.push({ shape: [2, 3, 3, 3] });
 cases.push({ shape: [2, 4, 4, 6], special: true });
 
 describe('FrozenBatchNorm scale and shift on wasm (HistoFedScaleShift, HistoFedScaleShiftGrad)', () => {
-  beforeAll(async () => {
-    await selectBackend('cpu');
-    await selectBackend('wasm');
-  });
+  beforeAll(loadCpuAndWasm);
 
   it('are registered for wasm only, with the SIMD kernels available on this engine', () => {
-    for (const name of [SCALE_SHIFT, SCALE_SHIFT_GRAD]) {
-      expect(WASM_TRAINING_KERNELS).toContain(name);
-      const k = tf.getKernel(name, 'wasm');
-      expect((k?.kernelFunc as unknown as Record<symbol, unknown>)[Symbol.for('histofed.wasmTrainingKernel')]).toBe(true);
-      expect(tf.getKernel(name, 'cpu')).toBeUndefined();
-    }
-    expect(scaleShiftKernelsOn(tf.findBackend('wasm') as unknown as WasmBackend)).not.toBeNull();
+    for (const name of [SCALE_SHIFT, SCALE_SHIFT_GRAD]) expectWasmKernel(name, true);
+    expect(scaleShiftKernelsOn(wasmBackend())).not.toBeNull();
   });
 
   it.each(cases.map((c) => [JSON.stringify(c), c] as const))('match the cpu backend for %s', (_n, c) => {
@@ -187,19 +126,8 @@ describe('FrozenBatchNorm scale and shift on wasm (HistoFedScaleShift, HistoFedS
   });
 
   it('frees every intermediate (no tensor, data buffer or wasm memory growth)', () => {
-    const all = () => {
+    expectNoGrowth(() => {
       for (const mode of MODES) for (const c of cases) run('wasm', mode, c);
-    };
-    const heap = () => (tf.findBackend('wasm') as unknown as WasmBackend).wasm.HEAPU8.length;
-    all();
-    void tf.setBackend('wasm');
-    const before = { ...tf.memory(), heap: heap() };
-    for (let i = 0; i < 3; i++) all();
-    void tf.setBackend('wasm');
-    const after = { ...tf.memory(), heap: heap() };
-    expect(after.numTensors).toBe(before.numTensors);
-    expect(after.numDataBuffers).toBe(before.numDataBuffers);
-    expect(after.numBytes).toBe(before.numBytes);
-    expect(after.heap).toBe(before.heap);
+    }, 3);
   });
 });

@@ -21,9 +21,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import * as A from './wasm-asm';
-import { simdKernels } from './simd-kernels';
+import { overRows, simdModule } from './simd-kernels';
 import type { KernelArgs, WasmBackend } from './wasm-heap';
 import { floatOffset, heapF32 } from './wasm-heap';
+import type { WasmFn } from './wasm-module';
 
 /** The kernels' names (no tfjs op: called through tf.engine().runKernel). */
 export const SCALE_SHIFT = 'HistoFedScaleShift';
@@ -32,32 +33,24 @@ export const SCALE_SHIFT_GRAD = 'HistoFedScaleShiftGrad';
 /** Rows summed in float32 before the float64 sum (as bias.ts). */
 const BLOCK_ROWS = 512;
 
-const { get, set, i32, inc, forLoop, v128Load, v128Store, f32x4Add, f32x4Mul } = A;
+const { get, set, v128Load, v128Store, f32x4Add, f32x4Mul } = A;
 
 /** scale_shift(x, scale, shift, out, rows, groups): out row = x row * scale + shift (4 groups floats per row). */
 function scaleShiftKernel(): A.FunctionDef {
   const f = new A.FunctionBuilder('scale_shift', new Array<A.ValType>(6).fill('i32'));
   const [x, scale, shift, out, rows, groups] = f.params;
-  const [r, g, s, b] = [f.local('i32'), f.local('i32'), f.local('i32'), f.local('i32')];
+  const [s, b] = [f.local('i32'), f.local('i32')];
   const body = [
-    forLoop(
-      r,
-      i32(0),
-      get(rows),
-      i32(1),
-      set(s, get(scale)),
-      set(b, get(shift)),
-      forLoop(
-        g,
-        i32(0),
-        get(groups),
-        i32(1),
-        v128Store(get(out), f32x4Add(f32x4Mul(v128Load(get(x)), v128Load(get(s))), v128Load(get(b)))),
-        inc(x, i32(16)),
-        inc(out, i32(16)),
-        inc(s, i32(16)),
-        inc(b, i32(16)),
-      ),
+    overRows(
+      f,
+      rows,
+      groups,
+      [
+        [s, scale],
+        [b, shift],
+      ],
+      [v128Store(get(out), f32x4Add(f32x4Mul(v128Load(get(x)), v128Load(get(s))), v128Load(get(b))))],
+      [x, out, s, b],
     ),
   ];
   return { builder: f, body };
@@ -70,84 +63,44 @@ function scaleShiftKernel(): A.FunctionDef {
 function scaleShiftGradKernel(): A.FunctionDef {
   const f = new A.FunctionBuilder('scale_shift_grad', new Array<A.ValType>(8).fill('i32'));
   const [dy, x, scale, dx, sumS, sumB, rows, groups] = f.params;
-  const [r, g, s, ps, pb] = new Array(5).fill(0).map(() => f.local('i32'));
+  const [s, ps, pb] = [f.local('i32'), f.local('i32'), f.local('i32')];
   const d = f.local('v128');
   const body = [
-    forLoop(
-      r,
-      i32(0),
-      get(rows),
-      i32(1),
-      set(s, get(scale)),
-      set(ps, get(sumS)),
-      set(pb, get(sumB)),
-      forLoop(
-        g,
-        i32(0),
-        get(groups),
-        i32(1),
+    overRows(
+      f,
+      rows,
+      groups,
+      [
+        [s, scale],
+        [ps, sumS],
+        [pb, sumB],
+      ],
+      [
         set(d, v128Load(get(dy))),
         v128Store(get(dx), f32x4Mul(get(d), v128Load(get(s)))),
         v128Store(get(ps), f32x4Add(v128Load(get(ps)), f32x4Mul(get(d), v128Load(get(x))))),
         v128Store(get(pb), f32x4Add(v128Load(get(pb)), get(d))),
-        inc(dy, i32(16)),
-        inc(x, i32(16)),
-        inc(dx, i32(16)),
-        inc(s, i32(16)),
-        inc(ps, i32(16)),
-        inc(pb, i32(16)),
-      ),
+      ],
+      [dy, x, dx, s, ps, pb],
     ),
   ];
   return { builder: f, body };
 }
-
-type WasmFn = (...args: number[]) => void;
 
 interface ScaleShiftKernels {
   readonly scaleShift: WasmFn;
   readonly scaleShiftGrad: WasmFn;
 }
 
-const wasmApi = A.webAssembly;
-let compiled: object | null | undefined;
-const instances = new WeakMap<object, ScaleShiftKernels | null>();
-
-function compile(): object | null {
-  if (compiled !== undefined) return compiled;
-  try {
-    const bytes = A.assembleModule([scaleShiftKernel(), scaleShiftGradKernel()]);
-    compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-  } catch {
-    compiled = null;
-  }
-  return compiled;
-}
-
 /**
  * The kernels on `backend`'s memory, or null where HistoFed's SIMD kernels are unavailable or
  * turned off (simd-kernels.ts decides, so setWasmFastPathsEnabled applies here too).
  */
-export function scaleShiftKernelsOn(backend: WasmBackend): ScaleShiftKernels | null {
-  if (wasmApi === undefined || simdKernels(backend) === null) return null;
-  const memory = (backend.wasm as { asm?: { memory?: unknown } }).asm?.memory;
-  if (!(memory instanceof wasmApi.Memory)) return null;
-  const cached = instances.get(memory);
-  if (cached !== undefined) return cached;
-  const mod = compile();
-  if (mod === null) return null;
-  let kernels: ScaleShiftKernels | null = null;
-  try {
-    const e = new wasmApi.Instance(mod, { env: { memory } }).exports;
-    if (typeof e.scale_shift === 'function' && typeof e.scale_shift_grad === 'function') {
-      kernels = { scaleShift: e.scale_shift as WasmFn, scaleShiftGrad: e.scale_shift_grad as WasmFn };
-    }
-  } catch {
-    kernels = null;
-  }
-  instances.set(memory, kernels);
-  return kernels;
-}
+export const scaleShiftKernelsOn: (backend: WasmBackend) => ScaleShiftKernels | null = simdModule<ScaleShiftKernels>({
+  name: 'HistoFed scale-shift kernels',
+  functions: () => [scaleShiftKernel(), scaleShiftGradKernel()],
+  bind: (fn) => ({ scaleShift: fn('scale_shift'), scaleShiftGrad: fn('scale_shift_grad') }),
+});
 
 type Shaped = { readonly dtype: string; readonly shape: readonly number[] };
 

@@ -25,11 +25,13 @@
  *   row by it (an image of a [b, h, w, c] tensor by its [c] channel gate).
  *
  * Not every tfjs-backend-wasm build exposes its memory, and not every engine has WebAssembly
- * SIMD: when the module cannot be built or instantiated, `simdKernels` returns null and callers
- * use their fallbacks.
+ * SIMD: when the module cannot be built or instantiated (wasm-module.ts), `simdKernels` returns
+ * null and callers use their fallbacks. `simdModule` gives HistoFed's other SIMD modules the same
+ * terms.
  */
 import * as A from './wasm-asm';
 import type { WasmBackend } from './wasm-heap';
+import { type WasmFn, type WasmModuleSpec, wasmModule } from './wasm-module';
 
 const { get, set, i32, f32, add, sub, mul, shl, and, or, eq, inc, ne, geU, ltU, minS, maxS, block, loop, brIf, forLoop } = A;
 const { f32Load, f32Store, f32Add, f32Mul, f32Ne, i32Load, i32Store, v128Load, v128Store, load32Splat, bitselect } = A;
@@ -251,29 +253,38 @@ function poolGradKernel(): A.FunctionDef {
   return { builder: f, body };
 }
 
+/**
+ * The loop of the row kernels (col_sum, bias_add and row_mul here, scale_shift and
+ * scale_shift_grad in scale-shift.ts) over a [rows, 4 groups] float matrix: for each row, the
+ * pointers into the one-row vectors set back to their starts (`vectors`: [pointer, start] pairs),
+ * then for each of the row's `groups` f32x4 `body`, after which every pointer in `advance` moves
+ * 16 bytes on (the matrices' pointers walk on across rows).
+ */
+export function overRows(
+  f: A.FunctionBuilder,
+  rows: A.Local,
+  groups: A.Local,
+  vectors: readonly (readonly [A.Local, A.Local])[],
+  body: readonly A.Code[],
+  advance: readonly A.Local[],
+): A.Code {
+  const [r, k] = [f.local('i32'), f.local('i32')];
+  return forLoop(
+    r,
+    i32(0),
+    get(rows),
+    i32(1),
+    ...vectors.map(([p, start]) => set(p, get(start))),
+    forLoop(k, i32(0), get(groups), i32(1), ...body, ...advance.map((p) => inc(p, i32(16)))),
+  );
+}
+
 /** col_sum(src, dst, rows, groups): dst[0 .. 4 groups) += the sum of src's rows, f32x4 at a time. */
 function colSumKernel(): A.FunctionDef {
   const f = new A.FunctionBuilder('col_sum', ['i32', 'i32', 'i32', 'i32']);
   const [src, dst, rows, groups] = f.params;
-  const [r, k, p] = [f.local('i32'), f.local('i32'), f.local('i32')];
-  const body = [
-    forLoop(
-      r,
-      i32(0),
-      get(rows),
-      i32(1),
-      set(p, get(dst)),
-      forLoop(
-        k,
-        i32(0),
-        get(groups),
-        i32(1),
-        v128Store(get(p), f32x4Add(v128Load(get(p)), v128Load(get(src)))),
-        inc(p, i32(16)),
-        inc(src, i32(16)),
-      ),
-    ),
-  ];
+  const p = f.local('i32');
+  const body = [overRows(f, rows, groups, [[p, dst]], [v128Store(get(p), f32x4Add(v128Load(get(p)), v128Load(get(src))))], [p, src])];
   return { builder: f, body };
 }
 
@@ -285,26 +296,8 @@ function rowOpKernel(name: 'bias_add' | 'row_mul'): A.FunctionDef {
   const f = new A.FunctionBuilder(name, ['i32', 'i32', 'i32', 'i32', 'i32']);
   const op = name === 'bias_add' ? f32x4Add : f32x4Mul;
   const [src, bias, dst, rows, groups] = f.params;
-  const [r, k, p] = [f.local('i32'), f.local('i32'), f.local('i32')];
-  const body = [
-    forLoop(
-      r,
-      i32(0),
-      get(rows),
-      i32(1),
-      set(p, get(bias)),
-      forLoop(
-        k,
-        i32(0),
-        get(groups),
-        i32(1),
-        v128Store(get(dst), op(v128Load(get(src)), v128Load(get(p)))),
-        inc(p, i32(16)),
-        inc(src, i32(16)),
-        inc(dst, i32(16)),
-      ),
-    ),
-  ];
+  const p = f.local('i32');
+  const body = [overRows(f, rows, groups, [[p, bias]], [v128Store(get(dst), op(v128Load(get(src)), v128Load(get(p))))], [p, src, dst])];
   return { builder: f, body };
 }
 
@@ -626,8 +619,6 @@ function sparseFilterGradKernel(rows: number, vecs: number): A.FunctionDef {
   return { builder: f, body };
 }
 
-type WasmFn = (...args: number[]) => void;
-
 export interface SimdKernels {
   /** Filter-gradient micro-kernels: fg[R - 1][i] for R rows and FG_COLS[i] columns. */
   readonly fg: readonly (readonly WasmFn[])[];
@@ -650,11 +641,6 @@ export interface SimdKernels {
   readonly rowMul: WasmFn;
 }
 
-const wasmApi = A.webAssembly;
-
-let compiled: object | null | undefined;
-/** The kernels per wasm memory (null: instantiation failed there). */
-const instances = new WeakMap<object, SimdKernels | null>();
 let enabled = true;
 
 /** Turns the SIMD kernels off (callers then take their fallbacks) or back on; for tests and benchmarks. */
@@ -662,74 +648,60 @@ export function setSimdKernelsEnabled(on: boolean): void {
   enabled = on;
 }
 
-function compile(): object | null {
-  if (compiled !== undefined) return compiled;
-  try {
-    const defs: A.FunctionDef[] = [];
-    for (let r = 1; r <= FG_ROWS; r++) for (const k of FG_COLS) defs.push(filterGradKernel(r, k));
-    defs.push(nzCompressKernel(1), nzCompressKernel(4));
-    for (let v = 1; v <= IG_VECS; v++) for (let t = 0; t < 4; t++) defs.push(inputGradKernel(v, t));
-    for (let r = 1; r <= FGS_ACCS; r++) {
-      for (let v = 1; r * v <= FGS_ACCS; v++) defs.push(sparseFilterGradKernel(r, v));
-    }
-    defs.push(nzChannelsKernel(), copyCheckKernel());
-    for (let g = 1; g <= NZ_GROUPS; g++) defs.push(nzChannels4Kernel(g));
-    defs.push(padTransposeKernel(), poolGrad2x2Kernel(), poolGradKernel(), colSumKernel());
-    defs.push(rowOpKernel('bias_add'), rowOpKernel('row_mul'));
-    const bytes = A.assembleModule(defs);
-    compiled = wasmApi !== undefined && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-  } catch {
-    compiled = null;
-  }
-  return compiled;
-}
-
 /** The kernels on `backend`'s heap, or null when they are unavailable (or turned off). */
-export function simdKernels(backend: WasmBackend): SimdKernels | null {
-  if (!enabled || wasmApi === undefined) return null;
-  const memory = (backend.wasm as { asm?: { memory?: unknown } }).asm?.memory;
-  if (!(memory instanceof wasmApi.Memory)) return null;
-  const cached = instances.get(memory);
-  if (cached !== undefined) return cached;
-  const mod = compile();
-  if (mod === null) return null;
-  // (not named `exports`: the CommonJS output refers to this module's exports by that name)
-  let functions: Record<string, unknown>;
-  try {
-    functions = new wasmApi.Instance(mod, { env: { memory } }).exports;
-  } catch {
-    instances.set(memory, null);
-    return null;
-  }
-  const fn = (n: string) => {
-    const f = functions[n];
-    if (typeof f !== 'function') throw new Error(`HistoFed SIMD kernels: ${n} is missing`);
-    return f as WasmFn;
-  };
-  const fg: WasmFn[][] = [];
-  for (let r = 1; r <= FG_ROWS; r++) fg.push(FG_COLS.map((k) => fn(`fg_${r}_${k}`)));
-  const ig: WasmFn[][] = [];
-  for (let v = 1; v <= IG_VECS; v++) ig.push([0, 1, 2, 3].map((t) => fn(`ig_${v}_${t}`)));
-  const fgs: (WasmFn | undefined)[][] = [];
-  for (let r = 1; r <= FGS_ACCS; r++) {
-    fgs.push(Array.from({ length: FGS_ACCS }, (_x, i) => (r * (i + 1) <= FGS_ACCS ? fn(`fgs_${r}_${i + 1}`) : undefined)));
-  }
-  const kernels: SimdKernels = {
-    fg,
-    fgs,
-    nzChannels: fn('nz_channels'),
-    nzChannels4: Array.from({ length: NZ_GROUPS }, (_x, g) => fn(`nz_channels_4_${g + 1}`)),
-    copyCheck: fn('copy_check'),
-    padTranspose: fn('pad_transpose'),
-    nzCompress: fn('nz_compress_1'),
-    nzCompress4: fn('nz_compress_4'),
-    ig,
-    poolGrad2x2: fn('pool_grad_2x2'),
-    poolGrad: fn('pool_grad'),
-    colSum: fn('col_sum'),
-    biasAdd: fn('bias_add'),
-    rowMul: fn('row_mul'),
-  };
-  instances.set(memory, kernels);
-  return kernels;
+export const simdKernels: (backend: WasmBackend) => SimdKernels | null = wasmModule<SimdKernels>(
+  {
+    name: 'HistoFed SIMD kernels',
+    functions: () => {
+      const defs: A.FunctionDef[] = [];
+      for (let r = 1; r <= FG_ROWS; r++) for (const k of FG_COLS) defs.push(filterGradKernel(r, k));
+      defs.push(nzCompressKernel(1), nzCompressKernel(4));
+      for (let v = 1; v <= IG_VECS; v++) for (let t = 0; t < 4; t++) defs.push(inputGradKernel(v, t));
+      for (let r = 1; r <= FGS_ACCS; r++) {
+        for (let v = 1; r * v <= FGS_ACCS; v++) defs.push(sparseFilterGradKernel(r, v));
+      }
+      defs.push(nzChannelsKernel(), copyCheckKernel());
+      for (let g = 1; g <= NZ_GROUPS; g++) defs.push(nzChannels4Kernel(g));
+      defs.push(padTransposeKernel(), poolGrad2x2Kernel(), poolGradKernel(), colSumKernel());
+      defs.push(rowOpKernel('bias_add'), rowOpKernel('row_mul'));
+      return defs;
+    },
+    bind: (fn) => {
+      const fg: WasmFn[][] = [];
+      for (let r = 1; r <= FG_ROWS; r++) fg.push(FG_COLS.map((k) => fn(`fg_${r}_${k}`)));
+      const ig: WasmFn[][] = [];
+      for (let v = 1; v <= IG_VECS; v++) ig.push([0, 1, 2, 3].map((t) => fn(`ig_${v}_${t}`)));
+      const fgs: (WasmFn | undefined)[][] = [];
+      for (let r = 1; r <= FGS_ACCS; r++) {
+        fgs.push(Array.from({ length: FGS_ACCS }, (_x, i) => (r * (i + 1) <= FGS_ACCS ? fn(`fgs_${r}_${i + 1}`) : undefined)));
+      }
+      return {
+        fg,
+        fgs,
+        nzChannels: fn('nz_channels'),
+        nzChannels4: Array.from({ length: NZ_GROUPS }, (_x, g) => fn(`nz_channels_4_${g + 1}`)),
+        copyCheck: fn('copy_check'),
+        padTranspose: fn('pad_transpose'),
+        nzCompress: fn('nz_compress_1'),
+        nzCompress4: fn('nz_compress_4'),
+        ig,
+        poolGrad2x2: fn('pool_grad_2x2'),
+        poolGrad: fn('pool_grad'),
+        colSum: fn('col_sum'),
+        biasAdd: fn('bias_add'),
+        rowMul: fn('row_mul'),
+      };
+    },
+  },
+  () => enabled,
+);
+
+/**
+ * The accessor of another module of HistoFed's SIMD kernels (those of clip-gradient.ts,
+ * relu-gradient.ts, scale-shift.ts, pointwise-conv.ts, depthwise-conv2d-backprop.ts), instantiated
+ * on the wasm backend's memory as these are (wasm-module.ts) and null wherever these are:
+ * simdKernels decides, so that setWasmFastPathsEnabled(false) turns them off too.
+ */
+export function simdModule<K>(spec: WasmModuleSpec<K>): (backend: WasmBackend) => K | null {
+  return wasmModule(spec, (backend) => simdKernels(backend) !== null);
 }

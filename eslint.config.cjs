@@ -1,7 +1,8 @@
 // ESLint flat config: typescript-eslint recommended rules plus Nx module boundaries.
 // Project tags (project.json) encode DESIGN.md's dependency directions:
 //   apps -> libs; ml, data, aggregation, protocol, crypto -> fl-core; secagg -> fl-core, protocol
-//   (its site adapter answers the protocol's secure-aggregation messages); fl-core -> nothing.
+//   (its site adapter answers the protocol's secure-aggregation messages), crypto (the project's one
+//   crypto module: keys, boxes, signatures, X25519); fl-core -> nothing.
 // Libraries may not import NestJS, TypeORM or socket.io.
 const nx = require('@nx/eslint-plugin');
 const tseslint = require('typescript-eslint');
@@ -31,7 +32,7 @@ module.exports = [
             onlyCore('protocol'),
             onlyCore('crypto'),
             onlyCore('aggregation'),
-            { ...onlyCore('secagg'), onlyDependOnLibsWithTags: ['scope:fl-core', 'scope:protocol'] },
+            { ...onlyCore('secagg'), onlyDependOnLibsWithTags: ['scope:fl-core', 'scope:protocol', 'scope:crypto'] },
             { ...onlyCore('ml'), bannedExternalImports: [...serverOnly, 'sharp'] },
             onlyCore('data'),
             { sourceTag: 'type:app', onlyDependOnLibsWithTags: ['type:lib'] },

@@ -1,3 +1,4 @@
+import nacl from 'tweetnacl';
 import { mkdtempSync, statSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,6 +82,9 @@ describe('signatures', () => {
     expect(fingerprint(keys.publicKey)).toMatch(/^([0-9a-f]{4}:){4}[0-9a-f]{4}$/);
     expect(fingerprint(keys.publicKey)).toBe(fingerprint(Uint8Array.from(keys.publicKey)));
     expect(fingerprint(generateSigningKeyPair().publicKey)).not.toBe(fingerprint(keys.publicKey));
+    // The first 10 bytes of SHA-512, as they were computed with nacl.hash: fingerprints already shown stay the same.
+    const naclHex = Buffer.from(nacl.hash(new Uint8Array(keys.publicKey)).subarray(0, 10)).toString('hex');
+    expect(fingerprint(keys.publicKey)).toBe(naclHex.match(/.{4}/g)!.join(':'));
   });
 });
 
@@ -94,6 +98,21 @@ describe('identity key file', () => {
     expect(again.created).toBe(false);
     expect(toBase64(again.keys.sign.publicKey)).toBe(toBase64(first.keys.sign.publicKey));
     expect(toBase64(again.keys.box.publicKey)).toBe(toBase64(first.keys.box.publicKey));
+  });
+
+  it('loads a key file of tweetnacl keys (as sites in the field have) with the same keys', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'hf-keys-')), 'site-keys.json');
+    const box = nacl.box.keyPair();
+    const signKeys = nacl.sign.keyPair();
+    const body = { boxPublicKey: toBase64(box.publicKey), boxSecretKey: toBase64(box.secretKey), signPublicKey: toBase64(signKeys.publicKey), signSecretKey: toBase64(signKeys.secretKey) };
+    writeFileSync(file, JSON.stringify(body), { mode: 0o600 });
+    const { keys, created } = await loadOrCreateIdentityKeys(file);
+    expect(created).toBe(false);
+    expect(toBase64(keys.box.publicKey)).toBe(body.boxPublicKey);
+    expect(toBase64(keys.sign.publicKey)).toBe(body.signPublicKey);
+    expect(toBase64(keys.sign.secretKey)).toBe(body.signSecretKey);
+    const message = new TextEncoder().encode('hello');
+    expect(toBase64(sign(message, keys.sign.secretKey))).toBe(toBase64(nacl.sign.detached(message, signKeys.secretKey)));
   });
 
   it('adds a signing key to a file written before signing keys existed, keeping its box key', async () => {

@@ -1,5 +1,4 @@
-import nacl from 'tweetnacl';
-import { ed25519Verify } from './curve25519';
+import { BOX_PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, SIGN_PUBLIC_KEY_LENGTH, verify } from '@histofed/crypto';
 import { SecAggError } from './errors';
 import { advertiseSignedBytes } from './messages';
 
@@ -16,17 +15,17 @@ export interface AdvertisedKeys {
 /** Throws a SecAggError naming `siteId` unless `advertised` carries its valid signature for this run and round. */
 export function verifyAdvertised(siteId: string, advertised: AdvertisedKeys, signPublicKey: Uint8Array, runId: string, round: number): void {
   const { cPublicKey, sPublicKey, signature } = advertised;
-  if (cPublicKey?.length !== nacl.box.publicKeyLength || sPublicKey?.length !== nacl.box.publicKeyLength) {
-    throw new SecAggError(`site ${siteId}: advertised keys must be two ${nacl.box.publicKeyLength}-byte X25519 public keys`);
+  if (cPublicKey?.length !== BOX_PUBLIC_KEY_LENGTH || sPublicKey?.length !== BOX_PUBLIC_KEY_LENGTH) {
+    throw new SecAggError(`site ${siteId}: advertised keys must be two ${BOX_PUBLIC_KEY_LENGTH}-byte X25519 public keys`);
   }
-  if (signature?.length !== nacl.sign.signatureLength) {
-    throw new SecAggError(`site ${siteId}: advertised signature must be ${nacl.sign.signatureLength} bytes, got ${signature?.length}`);
+  if (signature?.length !== SIGNATURE_LENGTH) {
+    throw new SecAggError(`site ${siteId}: advertised signature must be ${SIGNATURE_LENGTH} bytes, got ${signature?.length}`);
   }
-  if (signPublicKey?.length !== nacl.sign.publicKeyLength) {
-    throw new SecAggError(`site ${siteId}: Ed25519 public key must be ${nacl.sign.publicKeyLength} bytes, got ${signPublicKey?.length}`);
+  if (signPublicKey?.length !== SIGN_PUBLIC_KEY_LENGTH) {
+    throw new SecAggError(`site ${siteId}: Ed25519 public key must be ${SIGN_PUBLIC_KEY_LENGTH} bytes, got ${signPublicKey?.length}`);
   }
   const message = advertiseSignedBytes(runId, round, siteId, cPublicKey, sPublicKey);
-  if (!ed25519Verify(message, signature, signPublicKey)) {
+  if (!verify(message, signature, signPublicKey)) {
     throw new SecAggError(`site ${siteId}: advertised keys have a bad signature (not signed by its registered key for run ${runId} round ${round})`);
   }
 }

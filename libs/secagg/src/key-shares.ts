@@ -1,21 +1,21 @@
-import nacl from 'tweetnacl';
+import { BOX_NONCE_LENGTH, BOX_OVERHEAD_LENGTH, randomBytes, secretboxOpen, secretboxSeal } from '@histofed/crypto';
 import { SecAggError } from './errors';
 import { SharePayload, decodeSharePayload, encodeSharePayload } from './messages';
 import { SEED_LENGTH } from './prg';
 
 /**
- * Stage-2 share transport: nacl.box from the sender's c key to the recipient's c key, nonce
- * prepended. The coordinator routes these without being able to read them. Both directions of a
- * pair use the same precomputed key, nacl.box.before(c_pk_peer, c_sk_self), so each site does one
- * key agreement per neighbour instead of two.
+ * Stage-2 share transport: a tweetnacl-format box (libs/crypto) from the sender's c key to the
+ * recipient's c key, nonce prepended. The coordinator routes these without being able to read
+ * them. Both directions of a pair use the same precomputed key, boxSharedKey(c_pk_peer, c_sk_self)
+ * (nacl.box.before), so each site does one key agreement per neighbour instead of two.
  */
 
 /** A Shamir share of a 32-byte secret: x, then one byte per secret byte. */
 export const SHARE_LENGTH = SEED_LENGTH + 1;
 
 export function sealShare(payload: SharePayload, pairKey: Uint8Array): Uint8Array {
-  const nonce = nacl.randomBytes(nacl.box.nonceLength);
-  const box = nacl.box.after(encodeSharePayload(payload), nonce, pairKey);
+  const nonce = randomBytes(BOX_NONCE_LENGTH);
+  const box = secretboxSeal(encodeSharePayload(payload), nonce, pairKey);
   const out = new Uint8Array(nonce.length + box.length);
   out.set(nonce);
   out.set(box, nonce.length);
@@ -25,13 +25,8 @@ export function sealShare(payload: SharePayload, pairKey: Uint8Array): Uint8Arra
 /** Opens a share and checks it was made by `from` for `to` in this run and round. */
 export function openShare(sealed: Uint8Array, expected: Omit<SharePayload, 'bShare' | 'sShare'>, pairKey: Uint8Array): SharePayload {
   const from = `share from site ${expected.from}`;
-  if (sealed.length < nacl.box.nonceLength + nacl.box.overheadLength) throw new SecAggError(`${from}: only ${sealed.length} bytes`);
-  // tweetnacl needs plain Uint8Arrays (Buffers from another realm fail its type check).
-  const plain = nacl.box.open.after(
-    new Uint8Array(sealed.subarray(nacl.box.nonceLength)),
-    new Uint8Array(sealed.subarray(0, nacl.box.nonceLength)),
-    pairKey,
-  );
+  if (sealed.length < BOX_NONCE_LENGTH + BOX_OVERHEAD_LENGTH) throw new SecAggError(`${from}: only ${sealed.length} bytes`);
+  const plain = secretboxOpen(sealed.subarray(BOX_NONCE_LENGTH), sealed.subarray(0, BOX_NONCE_LENGTH), pairKey);
   if (!plain) throw new SecAggError(`${from}: cannot be opened (tampered, or not encrypted by that site for this site)`);
   const payload = decodeSharePayload(plain);
   if (!payload) throw new SecAggError(`${from}: malformed share payload`);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { x25519 } from './curve25519';
+import { x25519 } from '@histofed/crypto';
 import { SecAggError } from './errors';
 import { encodeFields } from './messages';
 

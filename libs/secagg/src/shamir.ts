@@ -1,4 +1,4 @@
-import nacl from 'tweetnacl';
+import { randomBytes } from '@histofed/crypto';
 import { SecAggError } from './errors';
 
 /**
@@ -28,7 +28,7 @@ export function split(secret: Uint8Array, t: number, n: number): Uint8Array[] {
   if (secret.length === 0) throw new SecAggError('shamir: the secret is empty');
   if (!Number.isInteger(n) || n < 1 || n > 255) throw new SecAggError(`shamir: share count must be an integer in [1, 255], got ${n}`);
   if (!Number.isInteger(t) || t < 1 || t > n) throw new SecAggError(`shamir: threshold must be an integer in [1, ${n}], got ${t}`);
-  const coefficients = nacl.randomBytes(secret.length * (t - 1));
+  const coefficients = randomBytes(secret.length * (t - 1));
   const shares: Uint8Array[] = [];
   for (let x = 1; x <= n; x++) {
     const share = new Uint8Array(secret.length + 1);

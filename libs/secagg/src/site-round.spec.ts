@@ -1,6 +1,7 @@
 import nacl from 'tweetnacl';
 import { AdvertisedKeys } from './advertise';
 import { SecAggError } from './errors';
+import { advertiseSignedBytes } from './messages';
 import { SecAggParams } from './params';
 import { SecAggSiteRound } from './site-round';
 
@@ -60,5 +61,21 @@ describe('SecAggSiteRound', () => {
     const revealed = a.revealShares({ survivors: ['b', 'c'], dropped: [] });
     expect(Object.keys(revealed.b).sort()).toEqual(['a', 'b', 'c']);
     expect(revealed.s).toEqual({});
+  });
+
+  it('refuses a neighbour whose signed c or s key has low order (the box key or pair mask would be public)', () => {
+    const { sites, keysFor } = trio();
+    const kA = keysFor('a');
+    const liar = nacl.sign.keyPair();
+    const lowOrder = new Uint8Array(32);
+    const signed = (cPublicKey: Uint8Array, sPublicKey: Uint8Array) => ({
+      advertised: { cPublicKey, sPublicKey, signature: nacl.sign.detached(advertiseSignedBytes(params.runId, params.round, 'b', cPublicKey, sPublicKey), liar.secretKey) },
+      signPublicKey: liar.publicKey,
+    });
+    const fine = nacl.box.keyPair().publicKey;
+    expect(() => sites.get('a')!.shareKeys({ ...kA, b: signed(lowOrder, fine) })).toThrow(/sites a and b: the c public key of b is degenerate/);
+    expect(() => sites.get('a')!.shareKeys({ ...kA, b: signed(fine, lowOrder) })).toThrow(/sites a and b: an s public key is degenerate/);
+    // Nothing was kept: the honest keys still work.
+    expect(Object.keys(sites.get('a')!.shareKeys(kA)).sort()).toEqual(['b', 'c']);
   });
 });

@@ -1,6 +1,5 @@
-import nacl from 'tweetnacl';
+import { BoxKeyPair, CryptoError, SIGN_SECRET_KEY_LENGTH, boxSharedKey, generateBoxKeyPair, randomBytes, sign } from '@histofed/crypto';
 import { AdvertisedKeys, verifyAdvertised } from './advertise';
-import { ed25519Sign } from './curve25519';
 import { SecAggError } from './errors';
 import { openShare, sealShare } from './key-shares';
 import { pairwiseSeed, pairwiseSign } from './masks';
@@ -63,10 +62,10 @@ export class SecAggSiteRound {
   readonly params: SecAggParams;
   private readonly signingSecretKey: Uint8Array;
   private stage: Stage = 'new';
-  private cKeys?: nacl.BoxKeyPair;
-  private sKeys?: nacl.BoxKeyPair;
+  private cKeys?: BoxKeyPair;
+  private sKeys?: BoxKeyPair;
   private neighbours = new Set<string>();
-  /** nacl.box.before with each neighbour's c key: seals this site's shares and opens theirs. */
+  /** boxSharedKey (nacl.box.before) with each neighbour's c key: seals this site's shares and opens theirs. */
   private boxKeys = new Map<string, Uint8Array>();
   private selfSeed?: Uint8Array;
   /** This site's own share of its self-mask seed: it is a holder too, so fewer neighbours need survive. */
@@ -81,8 +80,8 @@ export class SecAggSiteRound {
     checkSiteId(opts.siteId);
     this.siteId = opts.siteId;
     this.params = validateParams(opts.params);
-    if (opts.signingSecretKey?.length !== nacl.sign.secretKeyLength) {
-      throw new SecAggError(`site ${opts.siteId}: signing secret key must be ${nacl.sign.secretKeyLength} bytes (Ed25519)`);
+    if (opts.signingSecretKey?.length !== SIGN_SECRET_KEY_LENGTH) {
+      throw new SecAggError(`site ${opts.siteId}: signing secret key must be ${SIGN_SECRET_KEY_LENGTH} bytes (Ed25519)`);
     }
     this.signingSecretKey = new Uint8Array(opts.signingSecretKey);
   }
@@ -90,11 +89,11 @@ export class SecAggSiteRound {
   /** Stage 1: fresh c and s key pairs for this round, signed. */
   advertise(): AdvertisedKeys {
     this.enter('new', 'advertise');
-    this.cKeys = nacl.box.keyPair();
-    this.sKeys = nacl.box.keyPair();
+    this.cKeys = generateBoxKeyPair();
+    this.sKeys = generateBoxKeyPair();
     const { runId, round } = this.params;
     const message = advertiseSignedBytes(runId, round, this.siteId, this.cKeys.publicKey, this.sKeys.publicKey);
-    const signature = ed25519Sign(message, this.signingSecretKey);
+    const signature = sign(message, this.signingSecretKey);
     this.signingSecretKey.fill(0);
     this.stage = 'advertised';
     return { cPublicKey: this.cKeys.publicKey.slice(), sPublicKey: this.sKeys.publicKey.slice(), signature };
@@ -123,10 +122,16 @@ export class SecAggSiteRound {
       const { advertised, signPublicKey } = neighbours[id];
       verifyAdvertised(id, advertised, signPublicKey, runId, round);
       pairSeeds.set(id, pairwiseSeed(this.sKeys!.secretKey, advertised.sPublicKey, this.siteId, id, runId, round));
-      boxKeys.set(id, nacl.box.before(new Uint8Array(advertised.cPublicKey), this.cKeys!.secretKey));
+      try {
+        boxKeys.set(id, boxSharedKey(advertised.cPublicKey, this.cKeys!.secretKey));
+      } catch (e) {
+        // A low-order c key would make the box key public: the shares sent to it readable by anyone.
+        if (e instanceof CryptoError) throw new SecAggError(`sites ${this.siteId} and ${id}: the c public key of ${id} is degenerate`);
+        throw e;
+      }
     }
 
-    this.selfSeed = nacl.randomBytes(SEED_LENGTH);
+    this.selfSeed = randomBytes(SEED_LENGTH);
     const holders = [...ids, this.siteId].sort();
     // split hands out x = 1..n in order, so holder m gets x = m + 1.
     const bShares = split(this.selfSeed, threshold, holders.length);

@@ -1,5 +1,5 @@
+import { x25519PublicKey } from '@histofed/crypto';
 import { AdvertisedKeys } from './advertise';
-import { x25519PublicKey } from './curve25519';
 import { SecAggError } from './errors';
 import { SHARE_LENGTH } from './key-shares';
 import { MaskedSum } from './masked-sum';

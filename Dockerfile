@@ -1,15 +1,22 @@
 # One image for the coordinator and the site clients (they differ by command).
+#
+# `npm ci` runs on the package.json files alone, so that a source change does not reinstall the
+# dependencies. Rather than a hand-kept list of workspaces (which once missed libs/secagg), the
+# `manifests` stage copies apps/ and libs/ whole and keeps each workspace's package.json only: a new
+# workspace under apps/ or libs/ is picked up by itself. `npm test` checks this file against the
+# root package.json's "workspaces" (scripts/check-dockerfile.ts).
+FROM node:20-bookworm-slim AS manifests
+WORKDIR /app
+COPY apps apps
+COPY libs libs
+RUN find apps libs -mindepth 2 -maxdepth 2 ! -name package.json -exec rm -rf {} + \
+ && find apps libs -mindepth 1 -maxdepth 1 -type d -empty -delete
+
 FROM node:20-bookworm-slim
 WORKDIR /app
 COPY package.json package-lock.json ./
-COPY apps/coordinator/package.json apps/coordinator/package.json
-COPY apps/site-client/package.json apps/site-client/package.json
-COPY libs/fl-core/package.json libs/fl-core/package.json
-COPY libs/protocol/package.json libs/protocol/package.json
-COPY libs/crypto/package.json libs/crypto/package.json
-COPY libs/aggregation/package.json libs/aggregation/package.json
-COPY libs/ml/package.json libs/ml/package.json
-COPY libs/data/package.json libs/data/package.json
+COPY --from=manifests /app/apps apps
+COPY --from=manifests /app/libs libs
 RUN npm ci --no-audit --no-fund
 COPY . .
 ENTRYPOINT ["npx"]

@@ -7,7 +7,7 @@
  * (--cpu-prof is not allowed in NODE_OPTIONS). The profile is written when the coordinator exits.
  */
 import { ChildProcess, spawn } from 'node:child_process';
-import { AdminClient, COORDINATOR_BIN, ManagedProcess, REPO_ROOT, freePort, startProcess } from '@histofed/harness';
+import { AdminClient, COORDINATOR_BIN, ManagedProcess, REPO_ROOT, SAME_HOST_FEDERATION_ENV, freePort, startProcess } from '@histofed/harness';
 
 export interface CoordinatorProcess {
   readonly url: string;
@@ -27,7 +27,7 @@ export async function startCoordinator(o: {
 }): Promise<CoordinatorProcess> {
   const port = await freePort();
   const args = ['serve', '--host', '127.0.0.1', '--port', String(port), '--data-dir', o.dataDir, '--admin-token', o.token, '--auto-approve'];
-  const env = { HISTOFED_MAX_MODEL_BYTES: String(o.maxModelBytes), DATABASE_URL: undefined, HISTOFED_TEST_DATA: undefined };
+  const env = { ...SAME_HOST_FEDERATION_ENV, HISTOFED_MAX_MODEL_BYTES: String(o.maxModelBytes), DATABASE_URL: undefined, HISTOFED_TEST_DATA: undefined };
   const nodeFlags = o.nodeFlags ?? (process.env.BENCH_COORDINATOR_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
   let coordinator: ManagedProcess;
   if (nodeFlags.length === 0) {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AdminClient } from './admin-client';
-import { COORDINATOR_BIN, ManagedProcess, SITE_BIN, freePort, startProcess } from './processes';
+import { COORDINATOR_BIN, ManagedProcess, SAME_HOST_FEDERATION_ENV, SITE_BIN, freePort, startProcess } from './processes';
 
 export interface FederationOptions {
   /** BreakHis tree shared by the simulated sites (each takes its partition; test cases held out). */
@@ -82,7 +82,7 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
       ...common,
     ],
     join(o.workDir, 'logs', n === 0 ? 'coordinator.log' : `coordinator.${n}.log`),
-    { DATABASE_URL: undefined, ...o.coordinatorEnv },
+    { DATABASE_URL: undefined, ...SAME_HOST_FEDERATION_ENV, ...o.coordinatorEnv },
   );
   let coordinator = startCoordinator(0);
   let restarts = 0;

@@ -8,6 +8,17 @@ export const REPO_ROOT = resolve(__dirname, '..', '..');
 export const COORDINATOR_BIN = join(REPO_ROOT, 'apps', 'coordinator', 'bin', 'histofed-coordinator.js');
 export const SITE_BIN = join(REPO_ROOT, 'apps', 'site-client', 'bin', 'histofed-site.js');
 
+/**
+ * Coordinator settings for a federation whose sites all run on this machine: every site, the
+ * admin client and the test connect from 127.0.0.1, which the per-address limits (issue 13) would
+ * otherwise treat as one client. Tests of the limits themselves override these.
+ */
+export const SAME_HOST_FEDERATION_ENV: NodeJS.ProcessEnv = {
+  HISTOFED_ENROLL_PER_MINUTE: '100000',
+  HISTOFED_REQUESTS_PER_MINUTE: '1000000',
+  HISTOFED_MAX_CONNECTIONS_PER_ADDRESS: '4096',
+};
+
 /** A free TCP port on localhost. */
 export function freePort(): Promise<number> {
   return new Promise((ok, fail) => {

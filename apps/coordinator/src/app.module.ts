@@ -1,4 +1,6 @@
 import { DynamicModule, Module } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
+import { ThrottlerModule } from '@nestjs/throttler';
 import { BoxKeyPair } from '@histofed/crypto';
 import { HealthController } from './admin/health.controller';
 import { DashboardController } from './dashboard/dashboard.controller';
@@ -16,6 +18,7 @@ import { CoordinatorKeys } from './federation/coordinator-keys';
 import { SiteSessionsService } from './federation/site-sessions.service';
 import { ModelDistribution } from './federation/model-distribution';
 import { SitesGateway } from './federation/sites.gateway';
+import { RateLimitGuard, rateLimitOptions } from './http/rate-limits';
 import { JsonLogger, LOGGER } from './logging/json-logger';
 import type { CoordinatorStore } from './persistence/coordinator-store';
 import { COORDINATOR_STORE } from './persistence/persistence.module';
@@ -35,12 +38,14 @@ export class CoordinatorModule {
   static forRoot(deps: CoordinatorDependencies): DynamicModule {
     return {
       module: CoordinatorModule,
+      imports: [ThrottlerModule.forRoot(rateLimitOptions(deps.config.enrollment))],
       controllers: [DashboardController, HealthController, EnrollmentController, RunsController, SitesController, ModelsController],
       providers: [
         { provide: COORDINATOR_CONFIG, useValue: deps.config },
         { provide: COORDINATOR_STORE, useValue: deps.store },
         { provide: LOGGER, useValue: deps.logger },
         { provide: CoordinatorKeys, useValue: new CoordinatorKeys(deps.keys) },
+        { provide: APP_GUARD, useClass: RateLimitGuard },
         AdminTokenGuard,
         EnrollmentService,
         ModelDistribution,

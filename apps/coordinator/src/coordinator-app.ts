@@ -7,10 +7,13 @@ import { loadOrCreateBoxKeyPair } from '@histofed/crypto';
 import { RECOMMENDED_MAX_MESSAGE_BYTES } from '@histofed/protocol';
 import { selectBackend, parseBackendChoice } from '@histofed/ml';
 import { CoordinatorModule } from './app.module';
-import { CoordinatorConfig } from './config/coordinator-config';
+import { CoordinatorConfig, configWarnings } from './config/coordinator-config';
 import { SizedIoAdapter } from './federation/sized-io.adapter';
+import { SampledLog } from './logging/sampled-log';
+import { ClientErrorFilter, securityHeaders } from './http/http-hardening';
 import { JsonLogger } from './logging/json-logger';
 import { describeDatabase, openDatabase } from './persistence/data-source';
+import { ensurePrivateDir, makePrivate, usePrivateUmask } from './persistence/private-files';
 import { TypeOrmCoordinatorStore } from './persistence/typeorm-coordinator-store';
 
 export interface RunningCoordinator {
@@ -23,11 +26,33 @@ export interface RunningCoordinator {
 /**
  * Starts a coordinator: ML backend, database (migrations applied), key pair, HTTP + socket.io.
  * The OpenAPI document is served at /api/docs (UI) and /api/docs-json.
+ *
+ * Everything it writes is private to its user: the process's umask becomes 077, the data directory
+ * is 0700, and files of an existing data directory that others could read are fixed (and logged).
  */
 export async function startCoordinator(config: CoordinatorConfig, logger = new JsonLogger()): Promise<RunningCoordinator> {
+  usePrivateUmask();
+  const dirModeFixed = ensurePrivateDir(config.dataDir);
+  const fixes = makePrivate(config.dataDir);
+  if (dirModeFixed || fixes.files + fixes.directories > 0) {
+    logger.event('warn', 'startup', 'data directory was open to other users: made it private', {
+      dataDir: config.dataDir,
+      files: fixes.files,
+      directories: fixes.directories,
+      examples: fixes.examples,
+    });
+  }
   const backend = await selectBackend(parseBackendChoice(config.backend));
   logger.event('info', 'startup', 'ml backend selected', { backend: backend.name, package: backend.package });
-  const ds = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const ds = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    onPermissionsFixed: (f) =>
+      logger.event('info', 'startup', 'embedded database files made private (PGlite writes them world-readable)', {
+        files: f.files,
+        directories: f.directories,
+      }),
+  });
   logger.event('info', 'startup', 'database ready', { database: describeDatabase(config) });
   const store = new TypeOrmCoordinatorStore(ds);
   const { keys, created } = await loadOrCreateBoxKeyPair(join(config.dataDir, 'coordinator-keys.json'));
@@ -39,7 +64,18 @@ export async function startCoordinator(config: CoordinatorConfig, logger = new J
     logger,
     bodyParser: true,
   });
-  app.useWebSocketAdapter(new SizedIoAdapter(app, RECOMMENDED_MAX_MESSAGE_BYTES));
+  const refusals = new SampledLog(logger, 'gateway');
+  app.useWebSocketAdapter(
+    new SizedIoAdapter(app, RECOMMENDED_MAX_MESSAGE_BYTES, config.socketLimits, (reason, address) =>
+      refusals.warn(reason.startsWith('origin') ? 'origin' : 'connection cap', 'connection refused', { address, reason }),
+    ),
+  );
+  // HTTP hardening (socket.io answers its own requests): no X-Powered-By, security headers and a
+  // CSP on every response (registered before the routes and the Swagger UI), and client errors of
+  // the body parser (413, malformed JSON) logged at warn, not error.
+  (app.getHttpAdapter().getInstance() as { disable(setting: string): void }).disable('x-powered-by');
+  app.use(securityHeaders);
+  app.useGlobalFilters(new ClientErrorFilter(app.getHttpAdapter(), logger));
   app.enableShutdownHooks();
   const doc = SwaggerModule.createDocument(
     app,
@@ -55,6 +91,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger = new J
   const address = app.getHttpServer().address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `http://${config.host}:${port}`;
+  for (const w of configWarnings({ ...config, port })) logger.event('warn', 'startup', w.msg, w.fields);
   logger.event('info', 'startup', 'coordinator listening', {
     url,
     openapi: `${url}/api/docs`,

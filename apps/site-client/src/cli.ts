@@ -31,6 +31,7 @@ export function buildCli(): Command {
     .option('--backbone <dir>', "a tfjs Layers model directory for runs with backbone 'layers-model' (env HISTOFED_BACKBONE_DIR)")
     .option('--train-workers <n>', 'training threads: auto (one per core on wasm/cpu) or a number (env HISTOFED_TRAIN_WORKERS)')
     .option('--state-dir <dir>', 'keys and outbox log (env HISTOFED_STATE_DIR, default .histofed/site-<id>)')
+    .option('--enrollment-token <token>', 'the token the administrator issued for this site id (env HISTOFED_ENROLLMENT_TOKEN)')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
     .option('--audit-plaintext', 'also keep the exact plaintext of every update in the outbox')
     .action(async (opts: SiteFlags) => {
@@ -55,11 +56,12 @@ export function buildCli(): Command {
     .option('--coordinator <url>', 'coordinator URL (env HISTOFED_COORDINATOR_URL)')
     .option('--site-id <id>', "this site's id (env HISTOFED_SITE_ID)")
     .option('--state-dir <dir>', 'where the key file lives (env HISTOFED_STATE_DIR, default .histofed/site-<id>)')
+    .option('--enrollment-token <token>', 'the token the administrator issued for this site id (env HISTOFED_ENROLLMENT_TOKEN): enrolls it approved')
     .option('--json', 'print the result as JSON')
-    .action(async (opts: Pick<SiteFlags, 'coordinator' | 'siteId' | 'stateDir'> & { json?: boolean }) => {
+    .action(async (opts: Pick<SiteFlags, 'coordinator' | 'siteId' | 'stateDir' | 'enrollmentToken'> & { json?: boolean }) => {
       const config = loadSiteIdentityConfig(process.env, opts);
       const { keys, created } = await loadSiteKeys(config.stateDir);
-      const response = await requestEnrollment(config.coordinatorUrl, enrollmentRequest(identitySigner(config.siteId, keys)));
+      const response = await requestEnrollment(config.coordinatorUrl, enrollmentRequest(identitySigner(config.siteId, keys), config.enrollmentToken));
       const out = {
         ...response,
         keyFile: `${config.stateDir}/site-keys.json`,

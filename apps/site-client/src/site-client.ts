@@ -57,6 +57,8 @@ export class SiteClient {
   private chunkBytes = chunkBytesForLimit(1_000_000);
   private busy = false;
   private helloRetry: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private readonly signer: SiteSigner;
   private readonly secure: SiteSecureAggregation;
   /** Updates that could not be delivered yet (connection lost while training); resent on reconnect. */
@@ -104,7 +106,7 @@ export class SiteClient {
    */
   async enroll(): Promise<void> {
     try {
-      const r = await requestEnrollment(this.config.coordinatorUrl, enrollmentRequest(this.signer));
+      const r = await requestEnrollment(this.config.coordinatorUrl, enrollmentRequest(this.signer, this.config.enrollmentToken));
       this.logger.event('info', 'enrolled with coordinator', { status: r.status, signKeyFingerprint: r.signKeyFingerprint });
     } catch (e) {
       this.logger.event('warn', 'enrollment failed', { error: (e as Error).message });
@@ -125,6 +127,14 @@ export class SiteClient {
     socket.on('disconnect', (reason) => {
       clearTimeout(this.helloRetry);
       this.logger.event('warn', 'disconnected from coordinator', { reason });
+      // socket.io does not reconnect by itself after the server closed the connection — which the
+      // coordinator does to a connection that has not authenticated in time (e.g. while this site
+      // awaits approval) or to a revoked site: ask again later.
+      if (reason === 'io server disconnect' && !this.stopped) {
+        this.reconnectTimer = setTimeout(() => {
+          if (!this.stopped) socket.connect();
+        }, REFUSED_RETRY_MS);
+      }
     });
     socket.on('connect_error', (e) => this.logger.event('warn', 'cannot reach coordinator, retrying', { error: e.message }));
     socket.on(CoordinatorEvents.train, (task: unknown, ack: (a: Ack) => void) => {
@@ -143,6 +153,8 @@ export class SiteClient {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.reconnectTimer);
     clearTimeout(this.helloRetry);
     this.socket?.disconnect();
     await this.pool?.close();

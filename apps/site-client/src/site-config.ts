@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { ValidationError } from '@histofed/fl-core';
 import { PARTITION_KINDS, PartitionKind, defaultImageCacheDir } from '@histofed/data';
-import { siteIdSchema } from '@histofed/protocol';
+import { enrollmentTokenSchema, siteIdSchema } from '@histofed/protocol';
 
 /** Simulated hospital: partition `index` (0-based) of `of` from one BreakHis tree. */
 export interface SimulatedPartition {
@@ -31,6 +31,8 @@ export interface SiteConfig {
   readonly trainWorkers: number | 'auto';
   /** A tfjs Layers model directory for runs whose backbone is 'layers-model' (the built-in MobileNetV2 needs none). */
   readonly backboneDir?: string;
+  /** The enrollment token an administrator issued for this site id (then the site is approved when it enrolls). */
+  readonly enrollmentToken?: string;
 }
 
 export interface SiteFlags {
@@ -51,6 +53,7 @@ export interface SiteFlags {
   cacheDir?: string;
   trainWorkers?: string;
   backbone?: string;
+  enrollmentToken?: string;
 }
 
 const fail = (msg: string): never => {
@@ -72,9 +75,12 @@ function parseWorkers(v: string): number | 'auto' {
 }
 
 /** Who this site is and where it talks to: all that `enroll` needs (a subset of SiteConfig). */
-export type SiteIdentityConfig = Pick<SiteConfig, 'coordinatorUrl' | 'siteId' | 'stateDir'>;
+export type SiteIdentityConfig = Pick<SiteConfig, 'coordinatorUrl' | 'siteId' | 'stateDir' | 'enrollmentToken'>;
 
-export function loadSiteIdentityConfig(env: NodeJS.ProcessEnv, flags: Pick<SiteFlags, 'coordinator' | 'siteId' | 'stateDir'>): SiteIdentityConfig {
+export function loadSiteIdentityConfig(
+  env: NodeJS.ProcessEnv,
+  flags: Pick<SiteFlags, 'coordinator' | 'siteId' | 'stateDir' | 'enrollmentToken'>,
+): SiteIdentityConfig {
   const coordinatorUrl = flags.coordinator ?? env.HISTOFED_COORDINATOR_URL ?? fail('--coordinator URL (or HISTOFED_COORDINATOR_URL) is required');
   if (!/^https?:\/\//.test(coordinatorUrl)) fail(`--coordinator must be an http(s) URL, got "${coordinatorUrl}"`);
   const siteId = flags.siteId ?? env.HISTOFED_SITE_ID ?? fail('--site-id (or HISTOFED_SITE_ID) is required');
@@ -84,7 +90,15 @@ export function loadSiteIdentityConfig(env: NodeJS.ProcessEnv, flags: Pick<SiteF
     coordinatorUrl: coordinatorUrl.replace(/\/+$/, ''),
     siteId,
     stateDir: resolve(flags.stateDir ?? env.HISTOFED_STATE_DIR ?? `.histofed/site-${siteId}`),
+    ...enrollmentTokenOf(flags.enrollmentToken ?? env.HISTOFED_ENROLLMENT_TOKEN),
   };
+}
+
+function enrollmentTokenOf(token: string | undefined): { enrollmentToken?: string } {
+  if (token === undefined || token === '') return {};
+  const check = enrollmentTokenSchema.safeParse(token);
+  if (!check.success) fail(`--enrollment-token: ${check.error.issues[0].message}`);
+  return { enrollmentToken: token };
 }
 
 /** Parses flags (which override HISTOFED_* environment variables) once, at start-up. */

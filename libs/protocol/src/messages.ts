@@ -18,12 +18,21 @@ import {
  * A site asks to join: its public keys, and `proof`, its Ed25519 signature of the request
  * (enrollmentSignedBytes), so nobody can enroll keys they do not hold. An administrator approves.
  */
+/** An enrollment token: 32 random bytes, base64url (43 characters); checked by hash, never stored. */
+export const enrollmentTokenSchema = z.string().regex(/^[A-Za-z0-9_-]{32,128}$/, 'must be the enrollment token the administrator issued (base64url)');
+
 export const enrollmentRequestSchema = z.object({
   protocolVersion: z.number().int(),
   siteId: siteIdSchema,
   boxPublicKey: boxPublicKeySchema,
   signPublicKey: signPublicKeySchema,
   proof: signatureSchema,
+  /**
+   * The single-use token an administrator issued for this site id (POST /api/sites/:id/enrollment-token),
+   * handed to the hospital out of band: a site id with a token enrolls only with it (and is then
+   * approved). Not part of the signed bytes: it is a bearer secret, like the admin token.
+   */
+  enrollmentToken: enrollmentTokenSchema.optional(),
 });
 export type EnrollmentRequest = z.infer<typeof enrollmentRequestSchema>;
 

@@ -29,14 +29,14 @@ export interface SiteSigner {
 
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64');
 
-export function enrollmentRequest(signer: SiteSigner): EnrollmentRequest {
+export function enrollmentRequest(signer: SiteSigner, enrollmentToken?: string): EnrollmentRequest {
   const fields = {
     protocolVersion: PROTOCOL_VERSION,
     siteId: signer.siteId,
     boxPublicKey: signer.boxPublicKey,
     signPublicKey: signer.signPublicKey,
   };
-  return { ...fields, proof: b64(signer.sign(enrollmentSignedBytes(fields))) };
+  return { ...fields, proof: b64(signer.sign(enrollmentSignedBytes(fields))), ...(enrollmentToken ? { enrollmentToken } : {}) };
 }
 
 /** POST /api/enroll; resolves with the validated response, or throws naming the status and the coordinator's reason. */

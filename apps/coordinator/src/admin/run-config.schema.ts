@@ -3,6 +3,7 @@ import { STRATEGY_NAMES, createStrategy } from '@histofed/aggregation';
 import { DEFAULT_MACENKO_TARGET, validateStainTarget } from '@histofed/data';
 import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, StainNormalizationTarget } from '@histofed/fl-core';
 import { modelSpecSchema } from '@histofed/protocol';
+import { UNSTORABLE_TEXT_MESSAGE, isStorableText } from './storable-text';
 
 /**
  * 'none', 'macenko' (Macenko's reference stain vectors) or a fitted target object
@@ -54,7 +55,7 @@ const secureAggregationSchema = z
 /** Body of POST /api/runs: every field has a default, unknown fields are refused. */
 export const runConfigInputSchema = z
   .object({
-    name: z.string().min(1).max(200).default('run'),
+    name: z.string().min(1).max(200).refine(isStorableText, UNSTORABLE_TEXT_MESSAGE).default('run'),
     model: modelSpecSchema.default({ ...DEFAULT_RUN_MODEL, subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
     strategy: z.enum(STRATEGY_NAMES).default('fedavg'),
     /** Numeric options of the strategy (e.g. {eta: 0.01} for fedadam, {trim: 0.2} for trimmed-mean); checked when the run starts. */
@@ -68,6 +69,8 @@ export const runConfigInputSchema = z
     maxSites: z.number().int().min(1).default(100),
     roundTimeoutSeconds: z.number().positive().max(7 * 24 * 3600).default(900),
     waitForSitesSeconds: z.number().positive().max(7 * 24 * 3600).default(900),
+    /** Once minSites are connected, seconds to wait for the other approved sites before the round starts without them. */
+    gatherSeconds: z.number().min(0).max(3600).default(10),
     maxUpdateNorm: z.number().min(0).default(0),
     personalizeEpochs: z.number().int().min(0).max(1000).default(1),
     personalizeLearningRate: z.number().positive().max(10).optional(),

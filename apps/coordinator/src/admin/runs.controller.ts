@@ -8,7 +8,6 @@ import {
   Inject,
   NotFoundException,
   Param,
-  ParseIntPipe,
   ParseUUIDPipe,
   Post,
   UseGuards,
@@ -23,6 +22,7 @@ import { COORDINATOR_STORE } from '../persistence/persistence.module';
 import { RunConfig, RunRecord } from '../persistence/records';
 import { RunFailure, RunOrchestrator } from '../runs/run-orchestrator.service';
 import { AdminTokenGuard } from './admin-token.guard';
+import { RoundParamPipe } from './param.pipes';
 import { runConfigInputSchema } from './run-config.schema';
 import { ZodBodyPipe } from './zod-body.pipe';
 
@@ -87,7 +87,7 @@ export class RunsController {
 
   @Get(':id/rounds/:round/contributions')
   @ApiOperation({ summary: 'Contributions of a round, accepted and rejected (with reasons)' })
-  async contributions(@Param('id', ParseUUIDPipe) id: string, @Param('round', ParseIntPipe) round: number) {
+  async contributions(@Param('id', ParseUUIDPipe) id: string, @Param('round', RoundParamPipe) round: number) {
     await this.mustGet(id);
     return this.store.listContributions(id, round);
   }

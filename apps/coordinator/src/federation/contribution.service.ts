@@ -158,23 +158,34 @@ export class ContributionService {
       } catch (e) {
         return rejectParticipant((e as Error).message);
       }
-      // Synchronously after the last check: the sum and the list of contributors stay in step.
-      const late = collection.refusal(siteId);
+      // Hold the site's place in the round while the record is written (the round cannot close in
+      // between); then the input joins the sum together with the site joining the outcome.
+      const late = collection.reserve(siteId);
       if (late) return reject(late);
-      collection.acceptMasked(siteId, h.numSamples, masked, h.metrics);
-      // Masked: nothing of it is stored, only that it arrived.
-      await recordAccepted(null);
+      try {
+        // Masked: nothing of it is stored, only that it arrived.
+        await recordAccepted(null);
+      } catch (e) {
+        collection.release(siteId, `update could not be recorded: ${(e as Error).message}`);
+        throw e;
+      }
+      collection.commitMasked(siteId, h.numSamples, masked, h.metrics);
       this.logger.event('info', 'contributions', 'masked contribution added to the secure sum', { siteId, runId: h.runId, round: h.round });
       return { ok: true };
     }
     const problem = checkContributionWeights(collection.layout, collection.baseWeights, envelope.weights, collection.maxUpdateNorm);
     if (problem) return rejectParticipant(problem);
-    // Recheck: the collection may have closed while we were decrypting.
-    const late = collection.refusal(siteId);
+    // Recheck and hold the site's place: the collection may have closed while we were decrypting,
+    // and must not close while the record is written (accepted in the database = in the aggregate).
+    const late = collection.reserve(siteId);
     if (late) return reject(late);
-
-    await recordAccepted(await this.store.putModel(encodeWeights(envelope.weights), parameterCount(envelope.weights)));
-    collection.accept(siteId, h.numSamples, envelope.weights, h.metrics);
+    try {
+      await recordAccepted(await this.store.putModel(encodeWeights(envelope.weights), parameterCount(envelope.weights)));
+    } catch (e) {
+      collection.release(siteId, `update could not be recorded: ${(e as Error).message}`);
+      throw e;
+    }
+    collection.commit(siteId, h.numSamples, envelope.weights, h.metrics);
     this.logger.event('info', 'contributions', 'contribution accepted', {
       siteId,
       runId: h.runId,

@@ -40,6 +40,42 @@ describe('round collection', () => {
   });
 });
 
+describe('round collection: acceptance is atomic with respect to closing', () => {
+  afterEach(() => jest.useRealTimers());
+
+  it('a contribution being recorded when the deadline passes is in the outcome, and no new one is admitted', async () => {
+    jest.useFakeTimers();
+    const c = open(['a', 'b', 'c'], 1000);
+    expect(c.reserve('a')).toBeNull();
+    // The deadline passes while 'a' is written to the database.
+    jest.advanceTimersByTime(1000);
+    expect(c.reserve('b')).toBe('round 1 of run run is closed');
+    c.markMissing('c', 'site disconnected');
+    let settled = false;
+    void c.outcome.then(() => (settled = true));
+    await Promise.resolve();
+    expect(settled).toBe(false);
+    c.commit('a', 4, base, {});
+    const outcome = await c.outcome;
+    expect(outcome.results.map((r) => r.siteId)).toEqual(['a']);
+    expect(outcome.missing).toEqual({ b: 'deadline passed before the site answered', c: 'deadline passed before the site answered' });
+  });
+
+  it('a contribution that could not be recorded is released: missing with the reason, or free to try again', async () => {
+    const c = open(['a', 'b']);
+    expect(c.reserve('a')).toBeNull();
+    expect(c.reserve('a')).toBe('site a already contributed to round 1');
+    c.release('a');
+    expect(c.refusal('a')).toBeNull();
+    expect(c.reserve('b')).toBeNull();
+    c.release('b', 'update could not be recorded: disk full');
+    expect(c.refusal('b')).toBe('site b left round 1: update could not be recorded: disk full');
+    c.accept('a', 1, base, {});
+    expect((await c.outcome).missing).toEqual({ b: 'update could not be recorded: disk full' });
+    expect(() => c.commit('b', 1, base, {})).toThrow(/no reserved contribution/);
+  });
+});
+
 describe('contribution checks', () => {
   it('accepts a well-formed update and names what is wrong otherwise', () => {
     const ok = [namedTensor('w', [2], [1, 1]), namedTensor('b', [1], [1])];

@@ -141,6 +141,14 @@ export class SiteSessionsService {
     return [...this.bySite.keys()].sort();
   }
 
+  /** Every site an administrator approved, connected or not. */
+  async approvedSiteIds(): Promise<string[]> {
+    return (await this.store.listSites())
+      .filter((s) => s.status === 'approved')
+      .map((s) => s.siteId)
+      .sort();
+  }
+
   /** Connected sites that an administrator approved. */
   async available(): Promise<AvailableSite[]> {
     const approved = new Set((await this.store.listSites()).filter((s) => s.status === 'approved').map((s) => s.siteId));

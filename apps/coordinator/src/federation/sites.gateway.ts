@@ -27,6 +27,7 @@ import {
 } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
+import { SampledLog } from '../logging/sampled-log';
 import { ModelDistribution } from './model-distribution';
 import { ContributionService } from './contribution.service';
 import { SiteSessionsService } from './site-sessions.service';
@@ -49,13 +50,34 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
     @Inject(LOGGER) private readonly logger: JsonLogger,
   ) {
     sessions.onDisconnect((siteId) => contributions.siteLeft(siteId));
+    this.refusals = new SampledLog(logger, 'gateway');
   }
+
+  /** Connections that have not authenticated yet, with their deadline. */
+  private readonly helloDeadlines = new Map<string, NodeJS.Timeout>();
+  private readonly refusals: SampledLog;
 
   handleConnection(socket: Socket): void {
     this.logger.event('debug', 'gateway', 'socket connected', { socketId: socket.id });
+    // A connection must authenticate (signed hello) within the deadline, or it is closed: an
+    // unauthenticated peer cannot keep connections (and what they buffer) open.
+    const timer = setTimeout(() => {
+      this.helloDeadlines.delete(socket.id);
+      if (this.sessions.siteOf(socket.id)) return;
+      this.refusals.warn('hello deadline', 'connection closed: no signed hello in time', {
+        socketId: socket.id,
+        address: socket.handshake.address,
+        seconds: this.config.socketLimits.helloTimeoutSeconds,
+      });
+      socket.disconnect(true);
+    }, this.config.socketLimits.helloTimeoutSeconds * 1000);
+    timer.unref();
+    this.helloDeadlines.set(socket.id, timer);
   }
 
   handleDisconnect(socket: Socket): void {
+    clearTimeout(this.helloDeadlines.get(socket.id));
+    this.helloDeadlines.delete(socket.id);
     this.uploads.get(socket.id)?.clear();
     this.uploads.delete(socket.id);
     this.sessions.disconnected(socket.id);
@@ -76,7 +98,11 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
       const v = validateMessage(siteHelloSchema, body, SiteEvents.hello);
       if (!v.ok) return this.refuse(socket, v.reason);
       const ack = await this.sessions.hello(socket, v.value);
-      if (!ack.ok) this.logger.event('warn', 'gateway', 'hello refused', { socketId: socket.id, reason: ack.error });
+      if (!ack.ok) this.refusals.warn('hello', 'hello refused', { socketId: socket.id, reason: ack.error });
+      else {
+        clearTimeout(this.helloDeadlines.get(socket.id));
+        this.helloDeadlines.delete(socket.id);
+      }
       return ack;
     });
   }

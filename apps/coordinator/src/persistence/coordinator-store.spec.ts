@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdtempSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource } from 'typeorm';
@@ -172,9 +172,76 @@ describe.each(backends)('coordinator store on %s', (_name, open) => {
     expect((await store.listRunsWithStatus('running')).map((r) => r.id)).toContain(run.id);
   });
 
+  it('counts and expires pending sites, keeps approved ones, and stores single-use enrollment tokens', async () => {
+    const key = (siteId: string) => ({ siteId, boxPublicKey: 'box', signPublicKey: 'sign' });
+    await store.enrollSite(key('pending-old'), 'pending');
+    await store.enrollSite(key('approved-old'), 'approved');
+    await new Promise((r) => setTimeout(r, 20));
+    const cut = new Date();
+    await new Promise((r) => setTimeout(r, 20));
+    await store.enrollSite(key('pending-new'), 'pending');
+    expect(await store.countSites('pending')).toBe(2);
+    expect(await store.deletePendingSitesEnrolledBefore(cut)).toEqual(['pending-old']);
+    expect(await store.getSite('pending-old')).toBeNull();
+    expect((await store.getSite('approved-old'))!.status).toBe('approved');
+    expect(await store.countSites('pending')).toBe(1);
+
+    const token = { siteId: 'hospital-t', tokenSha256: 'a'.repeat(64), createdAt: new Date(), expiresAt: new Date(Date.now() + 3600_000) };
+    await store.putEnrollmentToken(token);
+    expect(await store.getEnrollmentToken('hospital-t')).toEqual(token);
+    await store.putEnrollmentToken({ ...token, tokenSha256: 'b'.repeat(64) }); // reissued: replaces
+    expect((await store.getEnrollmentToken('hospital-t'))!.tokenSha256).toBe('b'.repeat(64));
+    expect(await store.deleteEnrollmentToken('hospital-t')).toBe(true);
+    expect(await store.deleteEnrollmentToken('hospital-t')).toBe(false);
+    expect(await store.getEnrollmentToken('hospital-t')).toBeNull();
+    for (const id of ['approved-old', 'pending-new']) await store.deleteSite(id);
+  });
+
   it('refuses a run pointing at a model that does not exist (foreign key)', async () => {
     const run = await store.createRun(config);
     await expect(store.updateRun(run.id, { currentModelHash: 'e'.repeat(64) })).rejects.toThrow();
     expect((await store.getRun(run.id))!.currentModelHash).toBeNull();
+  });
+});
+
+/** Every file and directory under `root` whose mode lets the group or others in, with its mode. */
+function openToOthers(root: string): string[] {
+  const found: string[] = [];
+  const visit = (path: string) => {
+    const st = lstatSync(path);
+    if (st.isSymbolicLink()) return;
+    if (st.mode & 0o077) found.push(`${(st.mode & 0o777).toString(8)} ${path}`);
+    if (st.isDirectory()) for (const name of readdirSync(path)) visit(join(path, name));
+  };
+  visit(root);
+  return found;
+}
+
+describe('embedded database files', () => {
+  it('are private to the user: the data directory and pgdata are 0700 and no file is group/world readable (PGlite writes 0666)', async () => {
+    const previous = process.umask(0o022);
+    const dataDir = join(mkdtempSync(join(tmpdir(), 'hf-modes-')), 'coordinator');
+    try {
+      let reported = 0;
+      const ds = await openDatabase({ dataDir, onPermissionsFixed: (f) => (reported = f.files) });
+      const store = new TypeOrmCoordinatorStore(ds);
+      await store.createRun(config); // writes after the start-up fix stay private too
+      await store.close();
+      expect(statSync(dataDir).mode & 0o777).toBe(0o700);
+      expect(statSync(join(dataDir, 'pgdata')).mode & 0o777).toBe(0o700);
+      expect(readdirSync(join(dataDir, 'pgdata')).length).toBeGreaterThan(5);
+      expect(openToOthers(dataDir)).toEqual([]);
+      expect(reported).toBeGreaterThan(100); // PGlite's initdb files, fixed and reported
+
+      // An existing data directory left open to others (e.g. by an older version) is fixed on open.
+      chmodSync(dataDir, 0o755);
+      chmodSync(join(dataDir, 'pgdata'), 0o755);
+      chmodSync(join(dataDir, 'pgdata', 'PG_VERSION'), 0o666);
+      const again = await openDatabase({ dataDir });
+      await again.destroy();
+      expect(openToOthers(dataDir)).toEqual([]);
+    } finally {
+      process.umask(previous);
+    }
   });
 });

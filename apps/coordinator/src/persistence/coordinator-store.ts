@@ -8,6 +8,7 @@ import {
   SiteRecord,
   SiteStatus,
   StoredModel,
+  EnrollmentToken,
 } from './records';
 
 /** Everything the coordinator persists. Services depend on this interface, not on TypeORM. */
@@ -19,6 +20,15 @@ export interface CoordinatorStore {
   /** Forgets a site (an administrator resets its identity); its contributions stay. */
   deleteSite(siteId: string): Promise<boolean>;
   getSite(siteId: string): Promise<SiteRecord | null>;
+  /** How many sites have this status (the pending-enrollment ceiling). */
+  countSites(status: SiteStatus): Promise<number>;
+  /** Deletes the sites still pending that enrolled before `before` (expired enrollments); returns their ids. */
+  deletePendingSitesEnrolledBefore(before: Date): Promise<string[]>;
+  /** Stores (or replaces) the SHA-256 of the enrollment token issued for a site id. */
+  putEnrollmentToken(token: EnrollmentToken): Promise<void>;
+  getEnrollmentToken(siteId: string): Promise<EnrollmentToken | null>;
+  /** Consumes a token (single use); true if there was one. */
+  deleteEnrollmentToken(siteId: string): Promise<boolean>;
   listSites(): Promise<SiteRecord[]>;
   setSiteStatus(siteId: string, status: SiteStatus): Promise<SiteRecord | null>;
 

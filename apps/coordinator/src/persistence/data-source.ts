@@ -1,4 +1,3 @@
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DataSource } from 'typeorm';
 import { PGliteDriver } from 'typeorm-pglite';
@@ -6,19 +5,24 @@ import { ContributionEntity } from './entities/contribution.entity';
 import { ModelEntity } from './entities/model.entity';
 import { RoundEntity } from './entities/round.entity';
 import { RunEntity } from './entities/run.entity';
+import { EnrollmentTokenEntity } from './entities/enrollment-token.entity';
 import { SiteEntity } from './entities/site.entity';
 import { InitialSchema1764200000000 } from './migrations/1764200000000-initial-schema';
 import { StrategyState1764300000000 } from './migrations/1764300000000-strategy-state';
 import { SiteIdentity1764400000000 } from './migrations/1764400000000-site-identity';
 import { ModelBlobStorage1764500000000 } from './migrations/1764500000000-model-blob-storage';
+import { EnrollmentTokens1765000000000 } from './migrations/1765000000000-enrollment-tokens';
+import { PermissionFixes, ensurePrivateDir, makePrivate } from './private-files';
 
-export const ENTITIES = [SiteEntity, RunEntity, RoundEntity, ContributionEntity, ModelEntity];
-export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000, SiteIdentity1764400000000, ModelBlobStorage1764500000000];
+export const ENTITIES = [SiteEntity, RunEntity, RoundEntity, ContributionEntity, ModelEntity, EnrollmentTokenEntity];
+export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000, SiteIdentity1764400000000, ModelBlobStorage1764500000000, EnrollmentTokens1765000000000];
 
 export interface DatabaseOptions {
   /** postgres://... for a PostgreSQL server; otherwise embedded PGlite under dataDir/pgdata. */
   readonly databaseUrl?: string;
   readonly dataDir: string;
+  /** Embedded database: called with what was made private after it opened (PGlite writes files as 0666). */
+  readonly onPermissionsFixed?: (fixes: PermissionFixes) => void;
 }
 
 /** Describes where the data lives, for start-up logs (password removed). */
@@ -34,11 +38,17 @@ export async function openDatabase(options: DatabaseOptions): Promise<DataSource
   if (options.databaseUrl) {
     ds = new DataSource({ type: 'postgres', url: options.databaseUrl, ...common });
   } else {
-    const dir = join(options.dataDir, 'pgdata');
-    mkdirSync(dir, { recursive: true });
-    ds = new DataSource({ type: 'postgres', driver: new PGliteDriver({ dataDir: dir }).driver, ...common });
+    // The data directory and pgdata are 0700, and every file in them private to this user: PGlite
+    // chmods the files of a new database to 0666 whatever the umask, so they are fixed once open.
+    ensurePrivateDir(options.dataDir);
+    ensurePrivateDir(join(options.dataDir, 'pgdata'));
+    ds = new DataSource({ type: 'postgres', driver: new PGliteDriver({ dataDir: join(options.dataDir, 'pgdata') }).driver, ...common });
   }
   await ds.initialize();
   await ds.runMigrations({ transaction: 'each' });
+  if (!options.databaseUrl) {
+    const fixes = makePrivate(join(options.dataDir, 'pgdata'));
+    if (fixes.files + fixes.directories > 0) options.onPermissionsFixed?.(fixes);
+  }
   return ds;
 }

@@ -17,6 +17,14 @@ export interface SiteRecord {
   readonly lastSeenAt: Date;
 }
 
+/** An enrollment token issued by an administrator for a site id (only its hash is stored). */
+export interface EnrollmentToken {
+  readonly siteId: string;
+  readonly tokenSha256: string;
+  readonly createdAt: Date;
+  readonly expiresAt: Date;
+}
+
 /** What an administrator chooses when creating a run. */
 export interface RunConfig {
   readonly name: string;
@@ -35,6 +43,12 @@ export interface RunConfig {
   readonly roundTimeoutSeconds: number;
   /** Seconds to wait for minSites approved sites to be connected before a round starts. */
   readonly waitForSitesSeconds: number;
+  /**
+   * Once minSites are connected, seconds a round still waits for the other approved sites (a site
+   * reconnecting after a restart, of itself or of the coordinator) before it starts without them;
+   * 0 starts at once. Absent in runs stored before it existed: 0.
+   */
+  readonly gatherSeconds?: number;
   /** Reject updates whose L2 distance to the global model exceeds this (0 = no bound). */
   readonly maxUpdateNorm: number;
   /** Local fine-tuning epochs at the end of the run (0 = no personalization, no per-site ensemble). */

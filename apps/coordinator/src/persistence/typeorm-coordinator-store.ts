@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { types as pgliteTypes } from '@electric-sql/pglite';
-import { DataSource } from 'typeorm';
+import { DataSource, LessThan } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { getPGliteInstance } from 'typeorm-pglite';
 import { PGlitePool } from 'typeorm-pglite/dist/pglite-pool';
 import { Metrics, sha256Hex } from '@histofed/fl-core';
 import { CoordinatorStore } from './coordinator-store';
 import { ContributionEntity } from './entities/contribution.entity';
+import { EnrollmentTokenEntity } from './entities/enrollment-token.entity';
 import { ModelEntity } from './entities/model.entity';
 import { RoundEntity } from './entities/round.entity';
 import { RunEntity } from './entities/run.entity';
@@ -14,6 +15,7 @@ import { SiteEntity } from './entities/site.entity';
 import {
   ContributionKind,
   ContributionRecord,
+  EnrollmentToken,
   FinalReport,
   RoundRecord,
   RoundStatus,
@@ -138,6 +140,34 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
   async getSite(siteId: string): Promise<SiteRecord | null> {
     const e = await this.ds.getRepository(SiteEntity).findOneBy({ siteId });
     return e ? toSite(e) : null;
+  }
+
+  countSites(status: SiteStatus): Promise<number> {
+    return this.ds.getRepository(SiteEntity).countBy({ status });
+  }
+
+  deletePendingSitesEnrolledBefore(before: Date): Promise<string[]> {
+    return this.writes.run(async () => {
+      const repo = this.ds.getRepository(SiteEntity);
+      const expired = await repo.find({ where: { status: 'pending', firstSeenAt: LessThan(before) }, select: { siteId: true } });
+      if (expired.length > 0) await repo.delete(expired.map((e) => e.siteId));
+      return expired.map((e) => e.siteId);
+    });
+  }
+
+  putEnrollmentToken(token: EnrollmentToken): Promise<void> {
+    return this.writes.run(async () => {
+      await this.ds.getRepository(EnrollmentTokenEntity).save({ ...token });
+    });
+  }
+
+  async getEnrollmentToken(siteId: string): Promise<EnrollmentToken | null> {
+    const e = await this.ds.getRepository(EnrollmentTokenEntity).findOneBy({ siteId });
+    return e ? { siteId: e.siteId, tokenSha256: e.tokenSha256, createdAt: e.createdAt, expiresAt: e.expiresAt } : null;
+  }
+
+  deleteEnrollmentToken(siteId: string): Promise<boolean> {
+    return this.writes.run(async () => ((await this.ds.getRepository(EnrollmentTokenEntity).delete({ siteId })).affected ?? 0) > 0);
   }
 
   async listSites(): Promise<SiteRecord[]> {

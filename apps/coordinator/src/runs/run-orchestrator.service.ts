@@ -136,18 +136,43 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     return { weights, hash };
   }
 
+  /**
+   * The round's participants, as the strategy picks them from the connected approved sites: as soon
+   * as every approved site is connected (or maxSites are), else — once minSites are — after the run's
+   * gather window, so that a site reconnecting (after its own restart or the coordinator's) is not
+   * left out of every round by a few seconds; fails after waitForSitesSeconds without minSites.
+   */
   private async waitForParticipants(cfg: RunConfig, runId: string, round: number, strategy: Strategy): Promise<string[]> {
-    const deadline = Date.now() + cfg.waitForSitesSeconds * 1000;
+    const started = Date.now();
+    const deadline = started + cfg.waitForSitesSeconds * 1000;
+    const gatherMs = (cfg.gatherSeconds ?? 0) * 1000;
     let lastReason = '';
     for (;;) {
+      const available = await this.sessions.available();
       const plan = strategy.configureRound({
         round,
-        available: await this.sessions.available(),
+        available,
         minSites: cfg.minSites,
         maxSites: cfg.maxSites,
         seed: cfg.seed,
       });
-      if (plan.kind === 'train') return [...plan.participants];
+      if (plan.kind === 'train') {
+        const approved = await this.sessions.approvedSiteIds();
+        const everyone = available.length >= Math.min(cfg.maxSites, approved.length);
+        if (everyone || Date.now() - started >= gatherMs) {
+          if (!everyone) {
+            const absent = approved.filter((id) => !available.some((a) => a.siteId === id));
+            this.logger.event('info', 'runs', 'round starts without absent sites', { runId, round, absent, gatherSeconds: cfg.gatherSeconds ?? 0 });
+          }
+          return [...plan.participants];
+        }
+        if (lastReason !== 'gathering') {
+          this.logger.event('info', 'runs', 'waiting for the other approved sites', { runId, round, connected: available.length, approved: approved.length });
+          lastReason = 'gathering';
+        }
+        await sleep(500);
+        continue;
+      }
       if (plan.reason !== lastReason) {
         this.logger.event('info', 'runs', 'waiting for sites', { runId, round, reason: plan.reason });
         lastReason = plan.reason;

@@ -10,11 +10,19 @@ import { TensorSpec, WeightSet, namedTensor, shapeSize } from './weights';
  */
 const MAGIC = 'HFW1';
 
+const specHeader = (weights: WeightSet): Buffer => Buffer.from(JSON.stringify(weights.map((t) => ({ name: t.name, shape: t.shape }))), 'utf8');
+const dataOffset = (headerLength: number): number => Math.ceil((8 + headerLength) / 4) * 4;
+const valueCount = (weights: WeightSet): number => weights.reduce((n, t) => n + t.values.length, 0);
+
+/** The length of `encodeWeights(weights)`, without encoding them. */
+export function encodedWeightsLength(weights: WeightSet): number {
+  return dataOffset(specHeader(weights).length) + valueCount(weights) * 4;
+}
+
 export function encodeWeights(weights: WeightSet): Uint8Array {
-  const header = Buffer.from(JSON.stringify(weights.map((t) => ({ name: t.name, shape: t.shape }))), 'utf8');
-  const headerEnd = 8 + header.length;
-  const dataStart = Math.ceil(headerEnd / 4) * 4;
-  const total = weights.reduce((n, t) => n + t.values.length, 0);
+  const header = specHeader(weights);
+  const dataStart = dataOffset(header.length);
+  const total = valueCount(weights);
   const out = new Uint8Array(dataStart + total * 4);
   out.set(Buffer.from(MAGIC, 'ascii'), 0);
   new DataView(out.buffer).setUint32(4, header.length, true);

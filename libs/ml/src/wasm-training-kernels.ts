@@ -1,264 +1,63 @@
 /**
  * Training kernels for `@tensorflow/tfjs-backend-wasm` 4.22.
  *
- * A training step of the HistoFed CNNs needs, besides forward ops, the gradient kernels
- * `Conv2DBackpropFilter`, `Conv2DBackpropInput`, `MaxPoolGrad`, `AvgPoolGrad` and the batch-norm,
- * relu (`Step`), softmax, reduction and Adam kernels. Of these the wasm backend only lacks
- * `Conv2DBackpropFilter`; fine-tuning a network with depthwise convolutions (a MobileNetV2) also
- * needs `DepthwiseConv2dNativeBackpropFilter` and `DepthwiseConv2dNativeBackpropInput`, which it
- * lacks too. This module adds all three (its other gaps — `UnsortedSegmentSum`, FFT, complex
- * numbers — are not used by our models; see `WASM_MISSING_TRAINING_KERNELS`). Its
- * `Conv2DBackpropInput` and `MaxPoolGrad` are slow direct loops, and its `Sum`, `Add`, `Identity`,
- * `Cast`, `Mean` and `Multiply` are slow at what a training step asks of them, so these are replaced
- * too (`WASM_TRAINING_KERNELS`), each keeping wasm's own kernel for the cases it does not handle;
- * on wasm the Mean gradient takes its ones from the Fill kernel (see the squeeze-and-excitation
- * section below), and the ClipByValue gradient (Keras' ReLU6) is one kernel of HistoFed's own,
- * `HistoFedClipByValueGrad`, instead of five (see the ClipByValue section below). For MobileNetV2
- * fine-tuning, `FusedConv2D` (1x1 convolutions) and `DepthwiseConv2dNative` (stride 1) are replaced
- * where HistoFed's kernels are faster than XNNPACK, and FrozenBatchNorm's scale-and-shift, its
- * gradient and the Relu gradient are one kernel each (`HistoFedScaleShift`, `HistoFedScaleShiftGrad`,
- * `HistoFedReluGrad`; see the last section below).
+ * A training step of the HistoFed CNNs needs, besides forward ops, gradient kernels that the wasm
+ * backend lacks or runs slowly. This module registers for 'wasm' (`WASM_TRAINING_KERNELS`), each
+ * replaced kernel keeping wasm's own for the cases it does not handle:
+ * - Conv2DBackpropFilter — added (wasm has none): from dy's nonzeros (after relu and max pool most
+ *   of dy is zero), else a dense SIMD product (wasm-kernels/conv2d-backprop-filter.ts).
+ * - Conv2DBackpropInput — replaced (a slow direct loop): gathered from dy's nonzeros
+ *   (wasm-kernels/conv2d-backprop-input.ts).
+ * - DepthwiseConv2dNativeBackpropFilter / …Input — added (wasm has neither; a MobileNetV2 cannot be
+ *   fine-tuned without them; wasm-kernels/depthwise-conv2d-backprop.ts).
+ * - MaxPoolGrad — replaced (a slow direct loop): SIMD compare-and-select
+ *   (wasm-kernels/max-pool-grad.ts).
+ * - Sum and Add — replaced for bias gradients and bias additions (wasm's Sum transposes first;
+ *   wasm-kernels/bias.ts) and, with Mean and Multiply, for a squeeze-and-excitation gate's spatial
+ *   mean/sum and channel-broadcast product (wasm-kernels/channel-gate.ts).
+ * - Identity and Cast to the tensor's own dtype — replaced: they share the data instead of copying.
+ * - FusedConv2D — replaced for 1x1 convolutions without bias or activation (MobileNetV2's expand
+ *   and project layers), which with both their gradients are SIMD matrix products
+ *   (wasm-kernels/pointwise-conv.ts).
+ * - DepthwiseConv2dNative — replaced at stride 1 with centred padding: on the depthwise
+ *   input-gradient kernels with the filter rotated (faster than XNNPACK there).
+ * - HistoFed's own kernels, one pass each instead of a composition: `HistoFedClipByValueGrad`
+ *   (ClipByValue's gradient, Keras' ReLU6; wasm-kernels/clip-gradient.ts), `HistoFedScaleShift` and
+ *   `HistoFedScaleShiftGrad` (FrozenBatchNorm's x * scale + shift and its gradient;
+ *   wasm-kernels/scale-shift.ts), `HistoFedReluGrad` (wasm-kernels/relu-gradient.ts). The ClipByValue,
+ *   Relu and Mean gradients are registered for every backend and take these kernels (Mean: ones from
+ *   the Fill kernel) on wasm only.
+ * wasm's other gaps — `UnsortedSegmentSum`, FFT, complex numbers — are not used by our models (see
+ * `WASM_MISSING_TRAINING_KERNELS`).
  *
  * Two kinds of implementation. Convolutions on wasm's own XNNPACK `Conv2D`, called on TensorInfos.
  * And HistoFed's WebAssembly SIMD kernels (wasm-kernels/simd-kernels.ts): a small module assembled
  * at first use from TypeScript (wasm-kernels/wasm-asm.ts, no binary blob) and instantiated on the
  * wasm backend's WebAssembly.Memory, so its loops read and write tensors in place; JavaScript
- * drives the outer loops. Where that module cannot be built (an engine without WebAssembly SIMD, a
- * tfjs-backend-wasm build that does not expose its memory) every kernel takes its fallback, which
- * is also what `setWasmFastPathsEnabled(false)` selects for tests and benchmarks.
+ * drives the outer loops.
  *
- * Times per call below: small-cnn, 128 px, batch 32, one step, on 2 cores of an AMD EPYC, Node 20
- * (bench/train/profile-step.ts; before -> after, for the layers 3 -> 16, 16 -> 32, 32 -> 64
- * channels). The machine was shared while measuring: ranges are over runs.
+ * Fallbacks. dy denser than a kernel's threshold (checked on the first image) or non-finite values
+ * where zeros are skipped (0 * Infinity is NaN) send the sparse filter gradient to the dense SIMD
+ * kernel and the input gradient to XNNPACK. Where the SIMD module cannot be built (an engine without
+ * WebAssembly SIMD, a tfjs-backend-wasm build that does not expose its memory) every kernel takes its
+ * fallback: the filter gradient as an XNNPACK correlation of x with dy (batch and channels swapped:
+ * x -> [c, H, W, b], dy -> [oh, ow, b, o] as the filter, conv2d(stride 1, dilation = stride) ->
+ * slice -> [fh, fw, c, o]); the input gradient as an XNNPACK convolution of dy dilated by the stride
+ * and padded by (f - 1 - pad) with the filter rotated 180 degrees, [fh, fw, o, c] (explicit paddings
+ * larger than the filter: wasm's own kernel); max-pool and depthwise gradients in JavaScript over
+ * the heap; wasm's own FusedConv2D, DepthwiseConv2dNative, Sum, Add, Identity, Cast, Mean and
+ * Multiply; tfjs-core's Mean, ClipByValue and Relu gradients; add(mul(x, scale), shift) for
+ * FrozenBatchNorm. `setWasmFastPathsEnabled(false)` selects all these fallbacks, for tests and
+ * benchmarks; `setWasmGateKernelsEnabled` and the other switches below turn single groups off.
  *
- * Filter gradient, sparse (SIMD, from dy's nonzeros; dense SIMD kernel -> this, profile-step.ts
- * --ab-filter-grad, paths alternating in one process, medians of 8 rounds in each of two runs,
- * machine busy with other training (load 6-8 on 2 cores): 128 px 31-39 / 79-84 / 52-81 ->
- * 17-23 / 15-17 / 10-13 ms; the kernel alone on pool-like dy of 17.5 % nonzeros, medians of 7-9
- * calls, two runs: 30-42 / 55-74 / 64-79 -> 17-24 / 15-24 / 15-22 ms, on dense dy 52 / 89 / 104 ->
- * 72 / 78 / 94 ms; 64 px 8.9 / 17.8 / 20.1 -> 7.5 / 5.7 / 3.7 ms): as for the input
- * gradient, at most a quarter of dy is nonzero. Image by image, dy's nonzeros are listed per output
- * channel (value and the offset of the pixel's window), x's image is copied into a zero-padded NHWC
- * grid where each filter row of a window is a contiguous run of fw * c floats, and each channel's
- * list is walked once per tile of up to 12 f32x4 of its filter gradient, held in registers
- * (wasm-kernels/conv2d-backprop-filter.ts; any stride and padding, any channel counts). Its time is
- * ~2 cycles per dy value for the listing plus the nonzeros' multiply-adds, so the break-even density
- * depends on the layer (measured ~0.45 at 3 -> 16 channels, where the listing is half the time, ~1 at
- * 16 -> 32 and 32 -> 64); dy denser than 0.8 times an estimate of it (checked on the first image:
- * e.g. with batch norm) and x with non-finite values (0 * Infinity is NaN, which skipping zeros would
- * lose) take the dense kernel.
+ * Every kernel frees its intermediates (`backend.disposeData`). The other convolution gradients
+ * support NHWC, dilation 1 and float32 only; anything else throws a clear error.
+ * `wasm-training-kernels.spec.ts` and the spec files in wasm-kernels/ check every kernel, on its
+ * fast path and on its fallback, against the `cpu` backend (strides, paddings, odd and even sizes,
+ * batch, filter and channel counts, broadcast shapes, non-finite values, second-order gradients)
+ * and check that nothing leaks.
  *
- * Filter gradient, dense (SIMD; 125-145 / 124-152 / 126-133 -> 23-26 / 54-61 / 48-65 ms, about the
- * forward convolution's time for the same multiply-adds): with x zero-padded to the grid the
- * convolution reads,
- *
- *   dW[kh, kw, ci, o] = sum over (b, y, x) of xPad[b, y * sh + kh, x * sw + kw, ci] * dy[b, y, x, o]
- *
- * is the product [fh * fw * c, N] x [N, o] of the im2col matrix with dy (N = b * oh * ow), already
- * in the filter layout. The im2col matrix is never built: x is copied once into channel-major rows
- * of the padded grid, where each im2col row of an output row is a strided run; micro-kernels take 4
- * such rows x 8 output channels (two f32x4) per pixel, over chunks of ~2048 output pixels whose
- * data stays in the L2 cache (wasm-kernels/conv2d-backprop-filter.ts; any stride and padding, any
- * channel counts). Measured and dropped: the same product on XNNPACK (the wasm BatchMatMul, which
- * uses XNNPACK only for unbatched, untransposed operands) — XNNPACK packs its "weights" operand for
- * every new tensor at 10-13 ns per float and one operand is always as large as x or dy, so 60-80 ms
- * per layer. Fallback: the former formulation, a correlation of x with dy as an XNNPACK convolution
- * once batch and channels swap roles: x -> [c, H, W, b], dy -> [oh, ow, b, o] (an oh x ow filter,
- * b -> o channels), conv2d(stride 1, dilation = stride, padding = padding) -> slice ->
- * [fh, fw, c, o]. Its cost is packing dy as the filter (~70 ms at layer 1) and, at layers 2 and 3,
- * XNNPACK's slow path for an oh x ow kernel (~90 ms with the packing cached).
- *
- * Input gradient (SIMD, from dy's nonzeros; layers 2 and 3 — the first layer's is never needed —
- * 57-62 / 60-64 -> 16-19 / 9-11 ms, runs 48-87 / 48-71 -> 10-21 / 7-13 ms; at 64 px 14 / 14 ->
- * 3.9 / 2.9 ms): every convolution of the models is followed by relu and a 2x2 max pool, so at most
- * a quarter of its dy is nonzero (13-17 % in training), and a dense convolution multiplies mostly
- * zeros. Image by image, dy's nonzeros are listed per pixel (value and an offset into the filter,
- * packed rotated as [th, tw, o, c]), then each dx pixel is gathered over its valid filter taps, one
- * walk over the lists of the dy pixels of each tap row, up to 32 channels in f32x4 registers, stored
- * once (wasm-kernels/conv2d-backprop-input.ts; any stride and padding, any channel counts). Its time
- * follows the nonzeros: on dense dy it is 10-20 % slower than XNNPACK (81 vs 73 ms), at half density
- * 1.5-1.8x faster, so dy denser than 60 % (checked on the first image: e.g. with batch norm) and
- * filters with non-finite values (0 * Infinity is NaN, which skipping zeros would lose) take the
- * fallback. On dense dy both run at ~1.1-1.3 cycles per f32x4 multiply-add (2.45 GHz), so a dense
- * SIMD kernel was not written: it could at best match XNNPACK. Fallback (XNNPACK, the former
- * path): dy dilated by the stride (zeros between rows and columns, via reshape to
- * [b, oh, 1, ow, 1, o] + pad + reshape), padded by (f - 1 - pad), convolved with the filter
- * rotated 180 degrees and its in/out channels swapped ([fh, fw, o, c]); explicit paddings larger
- * than the filter go on to wasm's own kernel (8-15x slower).
- *
- * Max-pool gradient (SIMD; 62-88 / 40 / 15-18 -> 5 / 2.5 / 1.2 ms): each output gradient goes to the
- * first maximum of its window in row-major order, the cpu backend's rule (it matters for ties such
- * as relu zeros; NaN and -Infinity windows send nothing), for 4 channels at a time with f32x4
- * compare-and-select; 2x2 windows at stride 2 store each dx value once, other windows accumulate.
- * Channel counts that are not multiples of 4: a JavaScript loop over the heap (also the fallback).
- *
- * Bias gradient, Sum over all axes but the last (SIMD; 39-45 / 21 / 11-14 -> 3.4 / 1.6 / 0.7 ms): wasm's
- * Sum transposes dy to [c, b * h * w] before reducing innermost axes; here rows are added f32x4 at
- * a time in float32 blocks of 512 rows, the blocks' sums in float64 (as accurate as the cpu
- * backend's float64 sum). Other reductions: wasm's own Sum.
- *
- * Bias addition, Add of a [c] bias to a [..., c] activation (SIMD; 15 / 6 / 2.4 -> 4.4 / 2.0 /
- * 1.0 ms): the same float32 additions as wasm's broadcasting Add, so the results are identical.
- * Other additions: wasm's own Add.
- *
- * Identity (24 ms per step -> 0): tfjs-core's engine clones, with Identity, every tensor a gradient
- * will need; wasm's Identity copies the data, the cpu and webgl backends share it. It is shared
- * here too (tensor data is never written after creation; wasm's Reshape shares it already). Cast
- * to the tensor's own dtype likewise (6.7 ms per step -> 0: the relu gradient casts step(x),
- * already float32, to float32, and wasm's Cast always copies).
- *
- * Per step (median of 7 steps; four runs each, before and after interleaved): 128 px ~1000 ->
- * ~520 ms, ~31 -> ~61 images/s (runs: 940-1130 -> 480-550 ms); 64 px ~250 -> ~150 ms, ~128 ->
- * ~215 images/s (runs: 242-321 -> 139-168 ms). What remains is mostly convolution: at 128 px the
- * forward 150-170 ms, input gradient 120-130 ms, filter gradient 130-150 ms, each at 11-13 GMAC/s
- * (wasm SIMD has no fused multiply-add), and tfjs-backend-wasm runs on one thread under Node (it
- * disables its threaded build there), so the second core idles; then ~45 ms of wasm's element-wise
- * kernels (max-pool, relu and its gradient, casts).
- *
- * With the input gradient on dy's nonzeros and Cast shared (profile-step.ts --ab-input-grad, paths
- * alternating in one process, 8 rounds; machine busy with other training, so absolute times are
- * high): step 128 px 468-505 -> 408-422 ms (medians of two runs), 64 px 128 -> 110 ms. The
- * convolutions left: forward ~140 ms and filter gradient ~135 ms at 128 px (unloaded).
- *
- * With the filter gradient on dy's nonzeros too (--ab-filter-grad, 8 rounds, load 6-8): step 128 px
- * 475-638 -> 374-467 ms (medians of two runs; 100-170 ms less), 64 px 148 -> 120 ms. Per step at
- * 128 px the filter gradient is now ~40-50 ms under that load, the forward convolution the largest
- * cost left.
- *
- * Squeeze-and-excitation gate (se-cnn, the default model, and attention-cnn: per block conv -> relu
- * -> GAP -> dense -> dense sigmoid -> reshape [b, 1, 1, c] -> multiply -> max pool). Profile of a
- * se-cnn step before this (128 px, batch 32, load 1.5-4 on 2 cores): kernels 688 ms, step 839 ms;
- * besides the convolutions, Multiply 122 ms (the Mean gradient's dy [b, 1, 1, c] * ones(x.shape)
- * alone 55 ms at layer 1; x * gate and dy * gate 13 ms each), Sum 47 ms (the gate's gradient
- * sum(dy * x, [1, 2]): wasm transposes first), Mean 44 ms (also a transpose), and ~110 ms outside
- * the kernels in tf.ones, which tfjs-core's Mean gradient builds as a JavaScript array copied into
- * the heap (~60 ms at [32, 128, 128, 16]). Now (wasm-kernels/channel-gate.ts):
- * - Mean and Sum over the middle axes of a float32 [b, ..., c] tensor (c a multiple of 4; [1, 2] of
- *   NHWC) per image with `col_sum`, rows in float32 blocks of 512, blocks in float64 (as bias.ts);
- * - Multiply of a float32 [b, ..., c] tensor (c a multiple of 4) by a [b, 1, ..., 1, c] or
- *   [1, ..., 1, c] gate, either order, per image with `row_mul` (the same float32 products: exact);
- * - the Mean gradient registered for every backend but taking the fast route on wasm only: the same
- *   div(mul(reshaped dy, ones), size) as tfjs-core's, with ones from wasm's Fill kernel (1-3 ms).
- *   Other backends, and the fallbacks, call tfjs-core's gradient.
- * Per step, summed over the three blocks (profile-step.ts --ab-gate, the two paths alternating in
- * one process, medians of 6 rounds, load ~4): Multiply [32,1,1,16] x [32,128,128,16] 57 -> 4.8 ms,
- * [32,128,128,16] x [32,1,1,16] (2 calls) 26 -> 9.1, Sum [32,128,128,16] (2 calls, one the bias
- * gradient) 25 -> 6.8, Mean 22 / 12 / 6.5 -> 3.5 / 1.7 / 0.8, Sum [32,64,64,32] 15 -> 3.2; all
- * Mean, Sum, Multiply, RealDiv and Fill calls 218 -> 72 ms; step 721 -> 472 ms (medians of 12).
- * Other Multiply calls (same shapes: the relu gradient, dy * x; scalars) and channel counts that
- * are not multiples of 4: wasm's own kernels.
- * The gate also makes the convolutions' dy denser: relu only, the gradient through the average pool
- * being dense, so 0.50 at layer 1 and 0.45-0.58 at layers 2 and 3 instead of 13-17 %. The sparse
- * gradient kernels still win there (--ab-input-grad / --ab-filter-grad --max-density Infinity:
- * input gradient 72-76 -> 31-47 ms per call, filter gradient 64-66 -> 26-29 ms at layers 2-3), but
- * their thresholds (0.6 for the input gradient, 0.8 x the estimated break-even = 0.60 for the
- * filter gradient at layers 2-3) sent some calls to the dense paths; now 0.75 and the estimate
- * itself (0.75; 0.41 at layer 1, where the dense filter kernel is faster at 0.5). Measured with the
- * defaults, dense path -> default: input gradient 73 / 65 -> 59 / 26 ms, filter gradient
- * 63 / 72 -> 24 / 20 ms (layers 2 / 3). A se-cnn step (profile-step.ts --model se-cnn, separate
- * runs, load 1.5-4): kernels 688 -> 406 ms, step 839 -> 478 ms (38 -> 67 images/s on one thread);
- * small-cnn unchanged (~310 ms). What remains: the convolutions (forward ~140 ms, input and filter
- * gradients ~75 ms each) and ~60 ms of element-wise kernels (relu and its gradient, max pool,
- * same-shape Multiply and Add).
- *
- * Depthwise convolution gradients (MobileNetV2; wasm-kernels/depthwise-conv2d-backprop.ts): the
- * cpu backend's semantics (NHWC, filter [fh, fw, c, m], any stride, padding, dimRoundingMode and
- * channel multiplier; dilations, as there, shape the geometry only). Output rows and columns are
- * grouped into runs with the same valid filter taps (the interior, a few at each border, per
- * stride residue for dx), so there are no bounds checks per pixel and no padded copies; each run is
- * one call of a WebAssembly SIMD kernel assembled in that file (float32, multiplier 1, channels a
- * multiple of 4: MobileNetV2's layers), channels 4 at a time with the run's taps in f32x4
- * registers: filter gradient acc[tap] += x * dy (per-image float32 sums added in float64), input
- * gradient dx = sum of dy * W[tap] stored once (pixel by pixel for the 1-4 taps of a stride-2 dx
- * pixel, where writing dx in order is what costs). Everything else, and the fallback: the same runs
- * in JavaScript, channels innermost, float64 sums. Batch 16, 3x3, one thread, ms per call, forward
- * wasm DepthwiseConv2dNative (XNNPACK) / filter gradient / input gradient (JavaScript fallback),
- * medians of 31-41 calls in each of six runs, machine shared (load 2.5-3.5 on 2 cores):
- * [16, 14, 14, 384] stride 1 'same' 1.8-2.1 / 1.3-1.6 / 1.1-1.8 (fallback 27 / 24-30);
- * [16, 28, 28, 192] stride 2 'valid' 0.8-1.2 / 0.7-1.1 / 0.8-1.3 (fallback 14 / 14-21);
- * [16, 56, 56, 144] stride 1 'same' 11-13 / 11-12 / 7-9; [16, 112, 112, 96] stride 2 'same' 10-14 /
- * 9-11 / 7-10 (both gradients about at memory bandwidth, as the forward).
- *
- * ClipByValue gradient (MobileNetV2's ReLU6: tfjs-layers' ReLU layer with maxValue 6 is relu, then
- * clipByValue(0, 6); wasm-kernels/clip-gradient.ts). tfjs-core's gradient is
- * where(logicalAnd(greaterEqual(x, min), lessEqual(x, max)), dy, zerosLike(dy)): GreaterEqual,
- * LessEqual, LogicalAnd and Select, each ~10 ms on wasm for a [32, 14, 14, 384] activation (bool
- * tensors), 33-41 ms per call together, and ~40 % of a fine-tuning step from block_9_expand at
- * batch 32 (GreaterEqual 37 ms, LessEqual 39, LogicalAnd 38, Select 25 of a 269 ms step). The
- * gradient is now registered for every backend, taking on wasm (float32, fast paths on) one kernel,
- * `HistoFedClipByValueGrad`: dy where min <= x <= max (bounds as float32, as tfjs-core compares
- * them), else +0, in one pass of f32x4 compare-and-mask (the JavaScript loop over the heap where
- * WebAssembly SIMD is missing); the same values bit for bit, at the bounds, for NaN x (0) and for
- * non-finite dy. Other backends, other operands and the fallbacks call tfjs-core's gradient. At
- * [32, 14, 14, 384]: 33-41 -> 0.6-1.2 ms per call (JavaScript loop 5.7 ms); the clip gradients of a
- * step 139 -> 3.4 ms; step (.scratch/prof.ts, MobileNetV2 at 224 px from block_9_expand, batch 32,
- * medians of 5 steps, the two gradients alternating in one process, 4 rounds, load 5-6 on 2 cores)
- * 250-267 -> 131-144 ms. tfjs-core's Relu6 gradient (LessEqual, Step, Multiply, Cast) has the same
- * problem but nothing reaches it: tfjs-layers never calls tf.relu6 (its 'relu6' activation is
- * minimum(6, relu(x)), fused kernels take only relu, linear and elu) and neither do our models.
- *
- * MobileNetV2 fine-tuning, continued. After the ClipByValue gradient a step (blocks 9-10 from
- * block_9_expand, [32, 14, 14, 64] -> 384 channels, batch 32, one thread) took ~135 ms, ~115 ms of
- * it in kernels: the 1x1 expand/project convolutions (forward ~30 ms on XNNPACK, filter gradient
- * ~31, input gradient ~24; their dy is dense after the linear bottleneck, 23-42 % nonzero behind
- * ReLU6), FrozenBatchNorm's x * scale + shift and its gradient (Multiply ~16 ms, Add and Sum ~7:
- * six batch norms, each a broadcast product and sum forward and two products and two sums
- * backward), the depthwise convolution (forward ~7 ms on XNNPACK, gradients ~11), the Relu
- * gradient (Step and a Multiply, ~4 ms), ClipByValue and its gradient (~5 ms). Now:
- * - 1x1 convolutions (stride 1, no padding; wasm-kernels/pointwise-conv.ts): the forward
- *   (FusedConv2D without bias or activation; with them, and other filters, wasm's own) and both
- *   gradients as SIMD matrix products on one register-tiled micro-kernel (4 rows x 8 columns),
- *   reading x, dy and W in place through strides (no transposed copies: the dense filter-gradient
- *   kernel's pad_transpose of a 384-channel x alone took ~5 ms). dy sparser than
- *   POINTWISE_SPARSE_DENSITY (1/3) still takes the kernels on its nonzeros (measured break-even
- *   ~0.35 for 384 dy channels and 64 x channels). Per call at [32, 14, 14, 64] <-> [32, 14, 14, 384]
- *   (one thread, medians of 11-13, machine shared): forward 64 -> 384 7.3 -> 5.6 ms and
- *   384 -> 64 7.9 -> 6.3 ms against XNNPACK with a new filter each call (as in training: Adam
- *   writes new weights every step), also ~25 % faster on the frozen backbone's shapes (batch 8-32,
- *   112 px x 32 -> 16 channels to 7 px x 960 -> 320); filter gradient with dense dy 13.4 -> 6.7 ms
- *   (x 384 channels) and 7.4 -> 7.4 (x 64), at 42 % density 8.2 -> 7.3 (x 64); input gradient with
- *   dense dy 8.3 -> 5.7 (dx 384 channels) and 9.1 -> 6.3 ms (dx 64; XNNPACK with the rotated filter
- *   -> the product).
- * - FrozenBatchNorm (backbones/frozen-batch-norm.ts calls `channelScaleShift`): forward one pass
- *   (HistoFedScaleShift, the same float32 product and sum as Multiply then Add), backward one pass
- *   (HistoFedScaleShiftGrad: dx = dy * scale and the two per-channel sums, blocked as the SIMD Sum:
- *   bit for bit the values of the former composition; wasm-kernels/scale-shift.ts). ~0.5 + ~0.9 ms
- *   per 384-channel batch norm instead of ~4.4.
- * - The Relu gradient (every backend's gradient registered, the kernel on wasm only): dy * step(x)
- *   in one pass (HistoFedReluGrad; wasm-kernels/relu-gradient.ts), ~0.8 ms per call instead of
- *   Step + Multiply ~1.5-2.5.
- * - DepthwiseConv2dNative at stride 1 with centred padding: the input-gradient SIMD kernels with the
- *   filter rotated 180 degrees (the same correlation), ~40 % faster than XNNPACK ([32, 14, 14, 384]
- *   3x3: 4.2 -> 2.6 ms); strided layers stay on XNNPACK.
- * - The Mean gradient divides dy before broadcasting it (the same values; one [32, 14, 14, 384]
- *   RealDiv less, ~0.7 ms).
- * Step (.scratch/prof.ts's model and batch, the new paths and their predecessors alternating in one
- * process, medians of 24-30 steps, machine shared: load 6-12 on 2 cores): the 1x1 kernels
- * 130-164 -> 108-132 ms (two runs), then FrozenBatchNorm's and the Relu gradient's 112.5 -> 104.8,
- * all together 135.2 -> 108.1 ms (kernels 137.7 -> ~101.6 ms: FusedConv2D 30.0 -> 19.9,
- * Conv2DBackpropFilter 31.2 -> 18.5, Conv2DBackpropInput 23.6 -> 16.6, Multiply 16.0 -> 1.4, Add
- * and Sum 6.7 -> 0.7, Step 2.0 -> 0, against HistoFedScaleShift 2.0, HistoFedScaleShiftGrad 3.8,
- * HistoFedReluGrad 3.0), then the depthwise forward 106 -> 100 ms (DepthwiseConv2dNative 7.1 ->
- * 5.2). What remains at batch 32, ~92 ms of kernels: the 1x1 products ~53 ms (~27 GMAC/s, what
- * f32x4 multiply plus add allow: WebAssembly SIMD in Node 20 has no fused multiply-add; one of
- * them, block_9_expand's input gradient, ~4 ms, is computed by tfjs-core's fused-convolution
- * gradient and thrown away: the model's input needs none), the depthwise convolution and its
- * gradients ~16 ms, element-wise passes over [32, 14, 14, 384] ~17 ms (ReLU6 is tfjs-layers' relu,
- * then clipByValue: two passes each way).
- *
- * Every kernel frees its intermediates (`backend.disposeData`), so nothing leaks. The other
- * convolution gradients support NHWC, dilation 1 and float32 only; anything else throws a clear
- * error. `wasm-training-kernels.spec.ts` checks every kernel, on its fast path and on its fallback,
- * against the `cpu` backend on a grid of strides, padding modes, odd and even sizes, batch sizes,
- * filter sizes, channel counts and broadcast shapes (and a squeeze-and-excitation block's
- * gradients through tf.grads), and checks that nothing leaks; `depthwise-conv2d-backprop.spec.ts`
- * does the same for the depthwise gradients (and trains a depthwise model one step) and the
- * forward, `clip-gradient.spec.ts` for the ClipByValue gradient (exactly equal values, also through a
- * tfjs-layers ReLU(maxValue 6) model and a second-order gradient), `pointwise-conv.spec.ts` for the
- * 1x1 convolutions (forward and both gradients on every path: channel counts 1-384, odd pixel
- * counts, batch 1 and 3, sparse and dense dy, NaN and infinities in x, the filter and dy),
- * `scale-shift.spec.ts` and `relu-gradient.spec.ts` for FrozenBatchNorm's kernels and the Relu
- * gradient (the same values as the compositions they replace, second-order gradients).
+ * Measurements and the history behind the thresholds: bench/train/KERNELS.md.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, TensorInfo } from '@tensorflow/tfjs-core';
@@ -869,11 +668,11 @@ const OURS = Symbol.for('histofed.wasmTrainingKernel');
 /**
  * The gradient of Mean on the wasm backend: tfjs-core's own formula, div(mul(dy reshaped to the
  * kept dims, ones(x.shape)), reduceSize), with the ones tensor from the Fill kernel instead of
- * tf.ones, which builds it as a JavaScript array and copies it into the wasm heap: ~60 ms for a
- * [32, 128, 128, 16] activation, once per squeeze-and-excitation gate per step, against ~4 ms for
- * wasm's Fill; and the division before the broadcast (on the reshaped dy, not on x's shape: 0.7 ms
- * less at [32, 14, 14, 384]). The same values: the same result. Other backends (and the
- * fallbacks) use tfjs-core's gradient unchanged.
+ * tf.ones, which builds it as a JavaScript array and copies it into the wasm heap (once per
+ * squeeze-and-excitation gate per step, an activation's size); and the division before the
+ * broadcast (on the reshaped dy, not on x's shape: one full-size RealDiv less). The same values:
+ * the same result. Other backends (and the fallbacks) use tfjs-core's gradient unchanged. Times:
+ * bench/train/KERNELS.md.
  */
 function meanGradient(original: tf.GradConfig): tf.GradConfig {
   type Gradients = Record<string, () => tf.Tensor>;
@@ -913,9 +712,10 @@ function clipGradientFast(x: tf.Tensor, dy: tf.Tensor): boolean {
 /**
  * dy where min <= x <= max (min and max as float32), else 0: tfjs-core's ClipByValue gradient,
  * where(logicalAnd(greaterEqual(x, min), lessEqual(x, max)), dy, zerosLike(dy)) — five kernels,
- * each slow on wasm for its bool tensors (with tfjs-layers' ReLU(maxValue 6), Keras' ReLU6, 40 %
- * of a MobileNetV2 fine-tuning step) — as one CLIP_BY_VALUE_GRAD kernel on wasm (same values:
- * wasm-kernels/clip-gradient.ts), as that composition elsewhere and on the fallbacks.
+ * each slow on wasm for its bool tensors (with tfjs-layers' ReLU(maxValue 6), Keras' ReLU6, a large
+ * part of a MobileNetV2 fine-tuning step: bench/train/KERNELS.md) — as one CLIP_BY_VALUE_GRAD
+ * kernel on wasm (same values: wasm-kernels/clip-gradient.ts), as that composition elsewhere and on
+ * the fallbacks.
  */
 function clipGradientOf(x: tf.Tensor, dy: tf.Tensor, attrs: ClipByValueGradAttrs): tf.Tensor {
   const { clipValueMin, clipValueMax } = attrs;

@@ -143,6 +143,21 @@ describe('UploadReassembler', () => {
     expect(r.openUploads).toBe(0);
   });
 
+  it('asks a limit function at every new upload: 0 refuses any, an upload already started keeps going', () => {
+    let limit = 0;
+    const r = new UploadReassembler({ ...limits, maxTotalBytes: () => limit });
+    const chunks = chunksOf(bytesOf(300), 100);
+    expectRefused(r.accept(chunks[0]), /no upload is expected on this connection now/);
+    expect(r.bufferedBytes).toBe(0);
+    limit = 299;
+    expectRefused(r.accept(chunks[0]), /totalBytes 300 exceeds the limit of 299 bytes/);
+    limit = 300;
+    expect(r.accept(chunks[0])).toEqual({ ok: true });
+    limit = 0; // the round closed: the upload in progress finishes (its update is then refused or accepted on its own)
+    expect(r.accept(chunks[1])).toEqual({ ok: true });
+    expect(r.accept(chunks[2])).toEqual({ ok: true });
+  });
+
   it('refuses an upload beyond maxOpenUploads, and counts completed uploads until taken', () => {
     const r = new UploadReassembler(limits);
     const a = chunksOf(bytesOf(150, 1), 100);

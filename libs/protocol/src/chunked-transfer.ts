@@ -116,8 +116,11 @@ export async function uploadInChunks(
 // ---- upload: receiver (coordinator) -------------------------------------------------------------
 
 export interface UploadLimits {
-  /** Largest upload accepted; refused at chunk 0, before anything is allocated. */
-  readonly maxTotalBytes: number;
+  /**
+   * Largest upload accepted; refused at chunk 0, before anything is allocated. A function is asked
+   * at every new upload (e.g. the size the open round expects from this site; 0 = none expected).
+   */
+  readonly maxTotalBytes: number | (() => number);
   /** Largest chunk payload accepted (default 4 MiB, DEFAULT_CHUNK_BYTES). */
   readonly maxChunkBytes?: number;
   /** Uploads held at once, in progress or complete but not yet taken (default 2). */
@@ -150,20 +153,21 @@ interface OpenUpload {
  */
 export class UploadReassembler {
   private readonly uploads = new Map<string, OpenUpload>();
-  private readonly maxTotalBytes: number;
+  private readonly maxTotalBytes: () => number;
   private readonly maxChunkBytes: number;
   private readonly maxOpenUploads: number;
   private readonly idleTimeoutMs: number;
   private readonly now: () => number;
 
   constructor(limits: UploadLimits) {
-    this.maxTotalBytes = limits.maxTotalBytes;
+    const maxTotal = limits.maxTotalBytes;
+    this.maxTotalBytes = typeof maxTotal === 'function' ? maxTotal : () => maxTotal;
     this.maxChunkBytes = limits.maxChunkBytes ?? DEFAULT_CHUNK_BYTES;
     this.maxOpenUploads = limits.maxOpenUploads ?? 2;
     this.idleTimeoutMs = limits.idleTimeoutMs ?? 120_000;
     this.now = limits.now ?? Date.now;
     for (const [name, value] of Object.entries({
-      maxTotalBytes: this.maxTotalBytes,
+      ...(typeof maxTotal === 'number' ? { maxTotalBytes: maxTotal } : {}),
       maxChunkBytes: this.maxChunkBytes,
       maxOpenUploads: this.maxOpenUploads,
       idleTimeoutMs: this.idleTimeoutMs,
@@ -244,7 +248,9 @@ export class UploadReassembler {
     const size = c.data.length;
     if (!u) {
       if (c.index !== 0) return `unknown upload (never started, refused, expired or already taken): expected index 0 to start it`;
-      if (c.totalBytes > this.maxTotalBytes) return `totalBytes ${c.totalBytes} exceeds the limit of ${this.maxTotalBytes} bytes`;
+      const limit = this.maxTotalBytes();
+      if (limit <= 0) return `no upload is expected on this connection now (no open round awaits one from it)`;
+      if (c.totalBytes > limit) return `totalBytes ${c.totalBytes} exceeds the limit of ${limit} bytes`;
     }
     if (size > this.maxChunkBytes) return `chunk of ${size} bytes exceeds the limit of ${this.maxChunkBytes} bytes`;
     if (!u) {

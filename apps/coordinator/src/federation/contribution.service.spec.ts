@@ -1,10 +1,10 @@
-import { namedTensor } from '@histofed/fl-core';
-import { generateBoxKeyPair, generateSigningKeyPair, identitySigner, seal, toBase64 } from '@histofed/crypto';
+import { encodedWeightsLength, namedTensor } from '@histofed/fl-core';
+import { BOX_OVERHEAD_LENGTH, generateBoxKeyPair, generateSigningKeyPair, identitySigner, seal, toBase64 } from '@histofed/crypto';
 import { encodeUpdateEnvelope, prepareUpdate } from '@histofed/protocol';
 import { JsonLogger } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import type { ContributionRecord, SiteRecord } from '../persistence/records';
-import { ContributionService } from './contribution.service';
+import { ContributionService, UPDATE_HEADER_ALLOWANCE_BYTES } from './contribution.service';
 import { CoordinatorKeys } from './coordinator-keys';
 import { RoundCollection } from './round-collection';
 
@@ -106,5 +106,24 @@ describe('contribution service', () => {
     const late = update();
     expect((await service.receive('site-1', late.message, late.sealed)).ok).toBe(false);
     expect(mem.contributions.map((x) => x.status)).toEqual(['accepted', 'rejected', 'rejected']);
+  });
+
+  it("lets a site upload only as much as an open round it takes part in expects: the model's size, not the global cap", async () => {
+    const { service } = setUp();
+    expect(service.uploadLimitFor('site-1')).toBe(0); // no round open
+    const big = [namedTensor('w', [1000], new Float32Array(1000))];
+    const c = new RoundCollection(RUN, 1, 'round', new Set(['site-1']), BASE, big, 0, 60_000);
+    service.openCollection(c);
+    const limit = service.uploadLimitFor('site-1');
+    expect(limit).toBe(encodedWeightsLength(big) + UPDATE_HEADER_ALLOWANCE_BYTES + BOX_OVERHEAD_LENGTH);
+    expect(limit).toBeLessThan(4000 + 300 * 1024);
+    expect(service.uploadLimitFor('site-2')).toBe(0); // not a participant
+    // A real sealed update of this model fits.
+    const sealedLength = seal(encodeUpdateEnvelope({ header: { runId: RUN, round: 1, kind: 'round', siteId: 'site-1', baseModelHash: BASE, numSamples: 7, metrics: { loss: 0.5 } }, weights: big }), generateBoxKeyPair().publicKey, generateBoxKeyPair().secretKey).ciphertext.length;
+    expect(sealedLength).toBeLessThanOrEqual(limit);
+    c.close('test over');
+    await c.outcome;
+    await new Promise((r) => setImmediate(r));
+    expect(service.uploadLimitFor('site-1')).toBe(0);
   });
 });

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { encodeWeights, parameterCount } from '@histofed/fl-core';
-import { fromBase64, open, verify } from '@histofed/crypto';
+import { encodeWeights, encodedWeightsLength, parameterCount } from '@histofed/fl-core';
+import { BOX_OVERHEAD_LENGTH, fromBase64, open, verify } from '@histofed/crypto';
 import { Ack, SealedUpdate, TaskFailed, decodeAnyUpdateEnvelope, updateSignedBytes } from '@histofed/protocol';
 import { decodeMaskedInput } from '@histofed/secagg';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
@@ -18,6 +18,14 @@ const key = (runId: string, round: number, kind: ContributionKind) => `${runId}/
  * or rejected with its reason) and hands accepted ones to the open round. Rejected updates never
  * reach an aggregate.
  */
+/** Room for an update's header (ids, counts, metrics) in front of its weights. */
+export const UPDATE_HEADER_ALLOWANCE_BYTES = 256 * 1024;
+
+/** A sealed update for `c`: its weights as encoded (a masked input is 4 bytes per value, no more), a header, the box tag. */
+function expectedSealedUpdateBytes(c: RoundCollection): number {
+  return encodedWeightsLength(c.baseWeights) + UPDATE_HEADER_ALLOWANCE_BYTES + BOX_OVERHEAD_LENGTH;
+}
+
 @Injectable()
 export class ContributionService {
   private readonly open = new Map<string, RoundCollection>();
@@ -32,8 +40,26 @@ export class ContributionService {
 
   openCollection(c: RoundCollection): void {
     this.open.set(key(c.runId, c.round, c.kind), c);
-    void c.outcome.then(() => this.open.delete(key(c.runId, c.round, c.kind)));
+    this.expectedUploadBytes.set(c, expectedSealedUpdateBytes(c));
+    void c.outcome.then(() => {
+      this.open.delete(key(c.runId, c.round, c.kind));
+      this.expectedUploadBytes.delete(c);
+    });
   }
+
+  /**
+   * The largest sealed update `siteId` may upload now: what the open rounds it takes part in expect
+   * (their model's encoded size, a header allowance and the box tag), 0 when none awaits it. An
+   * authenticated site can thus make the coordinator reserve the run's model size per open upload,
+   * not HISTOFED_MAX_MODEL_BYTES.
+   */
+  uploadLimitFor(siteId: string): number {
+    let limit = 0;
+    for (const [c, bytes] of this.expectedUploadBytes) if (c.participants.has(siteId)) limit = Math.max(limit, bytes);
+    return limit;
+  }
+
+  private readonly expectedUploadBytes = new Map<RoundCollection, number>();
 
   siteLeft(siteId: string): void {
     for (const c of this.open.values()) c.markMissing(siteId, 'site disconnected');

@@ -4,6 +4,7 @@ import type { HttpServer } from '@nestjs/common';
 import type { NextFunction, Request, Response } from 'express';
 import { STATUS_CODES } from 'node:http';
 import type { JsonLogger } from '../logging/json-logger';
+import { SampledLog } from '../logging/sampled-log';
 
 /** The admin API answers JSON only: nothing may load, run or frame it. */
 export const API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
@@ -51,16 +52,17 @@ export function clientErrorStatus(exception: unknown): number | undefined {
 /**
  * A client's mistake is not the server's error: a body over the limit (413), malformed JSON or an
  * unsupported encoding reach Nest as errors from the body parser, which Nest's default filter
- * answers correctly but logs at level error. This filter answers them the same way and logs one
- * warn line (status, method, path, reason); everything else goes to Nest's default handling.
+ * answers correctly but logs at level error. This filter answers them the same way and logs a
+ * warn line (status, method, path, reason), sampled; everything else goes to Nest's default handling.
  */
 @Catch()
 export class ClientErrorFilter extends BaseExceptionFilter {
-  constructor(
-    applicationRef: HttpServer,
-    private readonly logger: JsonLogger,
-  ) {
+  private readonly refusals: SampledLog;
+
+  constructor(applicationRef: HttpServer, logger: JsonLogger) {
     super(applicationRef);
+    // Anyone can send malformed bodies: at most 10 lines per status and minute, then a count.
+    this.refusals = new SampledLog(logger, 'http');
   }
 
   override catch(exception: unknown, host: ArgumentsHost): void {
@@ -69,7 +71,7 @@ export class ClientErrorFilter extends BaseExceptionFilter {
     const error = exception as { message?: unknown; expose?: unknown; type?: unknown };
     const message = error.expose === false || typeof error.message !== 'string' ? (STATUS_CODES[status] ?? 'Bad request') : error.message;
     const req = host.switchToHttp().getRequest<Request>();
-    this.logger.event('warn', 'http', 'request refused', {
+    this.refusals.warn(`http ${status}`, 'request refused', {
       status,
       method: req?.method,
       path: typeof req?.path === 'string' ? req.path.slice(0, 200) : undefined,

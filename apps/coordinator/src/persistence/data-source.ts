@@ -12,6 +12,7 @@ import { StrategyState1764300000000 } from './migrations/1764300000000-strategy-
 import { SiteIdentity1764400000000 } from './migrations/1764400000000-site-identity';
 import { ModelBlobStorage1764500000000 } from './migrations/1764500000000-model-blob-storage';
 import { EnrollmentTokens1765000000000 } from './migrations/1765000000000-enrollment-tokens';
+import { embeddedPostgresOptions, initializeEmbeddedPostgres } from './embedded-postgres';
 import { PermissionFixes, ensurePrivateDir, makePrivate } from './private-files';
 
 export const ENTITIES = [SiteEntity, RunEntity, RoundEntity, ContributionEntity, ModelEntity, EnrollmentTokenEntity];
@@ -41,8 +42,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<DataSource
     // The data directory and pgdata are 0700, and every file in them private to this user: PGlite
     // chmods the files of a new database to 0666 whatever the umask, so they are fixed once open.
     ensurePrivateDir(options.dataDir);
-    ensurePrivateDir(join(options.dataDir, 'pgdata'));
-    ds = new DataSource({ type: 'postgres', driver: new PGliteDriver({ dataDir: join(options.dataDir, 'pgdata') }).driver, ...common });
+    const pgdata = join(options.dataDir, 'pgdata');
+    ensurePrivateDir(pgdata);
+    await initializeEmbeddedPostgres(pgdata);
+    ds = new DataSource({ type: 'postgres', driver: new PGliteDriver(embeddedPostgresOptions(pgdata)).driver, ...common });
   }
   await ds.initialize();
   await ds.runMigrations({ transaction: 'each' });

@@ -17,8 +17,7 @@
  * the wasm backend's memory like simd-kernels.ts and off whenever those are
  * (setWasmFastPathsEnabled(false)); 4 floats per f32x4 compare-and-mask, four f32x4 per loop
  * iteration, the last 0-3 floats in JavaScript. Otherwise a JavaScript loop over the heap, dy's
- * bits and'ed with the comparisons' mask as there. At [32, 14, 14, 384] (one thread, medians of 21
- * calls): tfjs-core's composition on wasm 33-41 ms, the JavaScript loop 5.7 ms, SIMD 0.6-1.2 ms. Other
+ * bits and'ed with the comparisons' mask as there (times of all three: bench/train/KERNELS.md). Other
  * dtypes and mismatched shapes are refused (the gradient function sends those to tfjs-core's
  * gradient, see wasm-training-kernels.ts).
  */
@@ -117,7 +116,7 @@ export function clipByValueGradWasm(args: KernelArgs): TensorInfo {
   const hi = Math.fround(clipValueMax);
   return elementwiseGradWasm(args, CLIP_BY_VALUE_GRAD, clipGradKernelOn, 4, [lo, hi], (heap, xi, dyi, oi, done, n) => {
     // dy's bits masked as in clip_grad, without branches (a branch per element, mispredicted on
-    // real data, made this loop 3x slower: 17 vs 5.7 ms at [32, 14, 14, 384]).
+    // real data, made this loop 3x slower: bench/train/KERNELS.md).
     const bits = new Int32Array(heap.buffer);
     const xs = heap.subarray(xi, xi + n);
     const g = bits.subarray(dyi, dyi + n);

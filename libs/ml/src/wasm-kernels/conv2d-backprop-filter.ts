@@ -29,15 +29,11 @@
  *   floats of the grid and are dropped) and transposed into dW at the end.
  *
  * Its time is ~2 cycles per dy value (the listing) plus the multiply-adds of the nonzeros, so it
- * pays below a density that depends on the layer (`breakEvenDensity`): measured ~0.45 at
- * 3 -> 16 channels, ~1 at 16 -> 32 and 32 -> 64. When the first image's dy is denser than that
- * estimate (itself below the measured break-even at every layer measured: 0.41 and 0.75), or x has
- * a non-finite value (0 * Infinity is NaN, which skipping zeros would lose), it returns null and the
- * caller takes the dense kernel. (The limit was 0.8 times the estimate, 0.60 at 16 -> 32 and
- * 32 -> 64; se-cnn's dy there is 0.45-0.58 dense — relu only, the SE gate's gradient through the
- * average pool is dense — and the sparse kernel at that density took 26-29 ms per call against the
- * dense kernel's 64-66 (profile-step.ts --ab-filter-grad --max-density Infinity), while the first
- * image's density crossed 0.60 now and then and sent the call to the dense kernel.)
+ * pays below a density that depends on the layer, estimated by `breakEvenDensity`. When the first
+ * image's dy is denser than that estimate, or x has a non-finite value (0 * Infinity is NaN, which
+ * skipping zeros would lose), it returns null and the caller takes the dense kernel. Measured
+ * break-even ~0.45 at 3 -> 16 channels, ~1 at 16 -> 32 and 32 -> 64 (the estimate is below it);
+ * figures and the threshold's history: bench/train/KERNELS.md.
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type * as tf from '@tensorflow/tfjs-core';
@@ -168,7 +164,7 @@ export function setConv2DBackpropFilterMaxDensity(density?: number): void {
  * cycles per dy value: the dense kernel's fh fw c multiply-adds (~0.3 cycles each, f32x4 at a time)
  * against listing the value (~2 cycles) and, for nonzeros, the multiply-adds of its tiles (fh 4 nv
  * lanes, ~0.3 each) and ~4 per tile walked. Measured break-even (128 px layers): ~0.45 at
- * 3 -> 16 channels (estimate 0.41), ~1 at 16 -> 32 and 32 -> 64 (0.75).
+ * 3 -> 16 channels (estimate 0.41), ~1 at 16 -> 32 and 32 -> 64 (0.75); bench/train/KERNELS.md.
  */
 function breakEvenDensity(fh: number, fw: number, c: number, nv: number, tiles: number): number {
   return (0.3 * fh * fw * c - 2) / (0.3 * fh * 4 * nv + 4 * tiles);

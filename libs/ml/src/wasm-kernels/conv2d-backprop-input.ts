@@ -19,8 +19,8 @@
  *
  * The products are summed in XNNPACK's order (taps, then output channels), and adding a zero
  * product leaves a float sum unchanged, so the results equal the fallback's (measured: identical).
- * Work is proportional to the nonzeros: on dense dy this is 10-20 % slower than XNNPACK, at half
- * density 1.5-1.8x faster (128 px layers). When the first image's dy is denser than
+ * Work is proportional to the nonzeros: slower than XNNPACK on dense dy, faster on sparse dy
+ * (figures: bench/train/KERNELS.md). When the first image's dy is denser than
  * DEFAULT_MAX_DENSITY, or the filter has non-finite values (0 * Infinity is NaN, which skipping
  * zeros would not produce), this returns null and the caller takes the fallback.
  */
@@ -30,11 +30,8 @@ import { IG_VECS, type SimdKernels } from './simd-kernels';
 import { type WasmBackend, floatOffset, heapF32 } from './wasm-heap';
 
 /**
- * Largest fraction of nonzeros in dy for which this kernel is used (break-even ~0.85, measured).
- * Was 0.6: se-cnn's dy is 0.45-0.58 dense (relu only: the SE gate's gradient through the average
- * pool is dense), where this kernel took 31-47 ms per call against XNNPACK's 72-76 (128 px,
- * profile-step.ts --ab-input-grad --max-density Infinity), and the first image's density crossed
- * 0.6 now and then.
+ * Largest fraction of nonzeros in dy for which this kernel is used, below the measured break-even
+ * against XNNPACK (~0.85); the measurements and the threshold's history: bench/train/KERNELS.md.
  */
 const DEFAULT_MAX_DENSITY = 0.75;
 /** Set for tests and benchmarks; undefined: the caller's default (DEFAULT_MAX_DENSITY unless given). */

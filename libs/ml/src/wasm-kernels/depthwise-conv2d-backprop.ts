@@ -36,9 +36,8 @@
  *   1, 2 or 4) goes pixel by pixel with the channel groups innermost, writing dx in address order;
  *   `dwip_0_0` stores the zeros of dx pixels that no tap reaches.
  * Runs longer than PIXELS_PER_CALL pixels are split by rows, so that the rows a call reads stay in
- * the L1 cache while its channel groups sweep them. Measured (batch 16, 3x3): both gradients take
- * about the time of wasm's forward DepthwiseConv2dNative (XNNPACK) of the same layer; see
- * wasm-training-kernels.ts.
+ * the L1 cache while its channel groups sweep them. Both gradients take about the time of wasm's
+ * forward DepthwiseConv2dNative (XNNPACK) of the same layer (bench/train/KERNELS.md).
  *
  * Everything else (channel multipliers > 1, channel counts not multiples of 4, int32 inputs, no
  * SIMD): the same runs in JavaScript over the heap, channels innermost, sums in float64.
@@ -56,9 +55,9 @@ type Shape4 = [number, number, number, number];
 /** Largest tap count of one SIMD call (9: a 3x3 filter's interior in one pass). */
 const MAX_TAPS = 9;
 /**
- * Input-gradient calls with at most this many taps go pixel by pixel (dwip_T_A): measured, a
- * stride-2 28x28x192 layer 1.2 -> 0.6 ms, 112x112x96 10 -> 6.7 ms; with 9 taps in registers
- * channel group by channel group is faster (1.0 vs 1.5 ms at 14x14x384, stride 1).
+ * Input-gradient calls with at most this many taps go pixel by pixel (dwip_T_A): measured faster
+ * for the 1-4 taps of stride-2 dx pixels, slower than channel group by channel group with 9 taps
+ * (bench/train/KERNELS.md).
  */
 const PIXEL_MAJOR_TAPS = 4;
 /** Pixels per SIMD call (rows x cols, at least one row): its x/dy rows stay in L1 across channel groups. */
@@ -577,9 +576,8 @@ export function depthwiseConv2dNativeBackpropInputWasm(args: KernelArgs): Tensor
  *   y[i, j] = sum over (kh, kw) of x[i - top + kh, j - left + kw] * W[kh, kw]
  *           = sum over (th, tw) of x[i + top - th, j + left - tw] * W[fh - 1 - th, fw - 1 - tw],
  *
- * which dwi_T_A computes ~40 % faster than XNNPACK's DepthwiseConv2dNative (measured, one thread,
- * medians of 13: [32, 14, 14, 384] 4.2 -> 2.6 ms, [8, 28, 28, 192] 1.65 -> 0.97, [8, 56, 56, 144]
- * 4.9 -> 3.2), taps outside the image skipped as the cpu backend does (XNNPACK multiplies its zero
+ * which dwi_T_A computes faster than XNNPACK's DepthwiseConv2dNative (bench/train/KERNELS.md),
+ * taps outside the image skipped as the cpu backend does (XNNPACK multiplies its zero
  * padding: NaN at the borders for infinite x). Also float32, dilation 1, multiplier 1, channels a
  * multiple of 4, and the SIMD kernels available.
  */

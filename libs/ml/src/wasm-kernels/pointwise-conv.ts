@@ -13,11 +13,10 @@
  * B's row k and R load-splats of A's column k, R V multiply-adds. `pwa_R_V` adds the tile to C
  * instead of storing it. A is x (rows of c floats), dy (rows of o floats) or x^T (the filter
  * gradient: A's rows are x's channels, 4 bytes apart, its k stride a pixel of x); B is W, a packed
- * W^T (o rows of c rounded up to 4 floats, zeros after c) or dy. Measured at [32, 14, 14, 64] <->
- * [32, 14, 14, 384] (one thread, medians of 13): forward 64 -> 384 5.6 ms and 384 -> 64 6.3 ms
- * against XNNPACK's 7.3 and 7.9 (~27 GMAC/s: two f32x4 multiplies and two adds per cycle; tiles of
- * 6 x 8, 8 x 8, 4 x 12, 3 x 12 and k unrolled by 2 or 4 measured slower: V8 spills, or the loop body
- * grows); see wasm-training-kernels.ts for the gradients.
+ * W^T (o rows of c rounded up to 4 floats, zeros after c) or dy. The 4 x 8 tile measured fastest
+ * (larger tiles and k unrolled were slower: V8 spills, or the loop body grows); it runs at what two
+ * f32x4 multiplies and two adds per cycle allow, faster than XNNPACK on MobileNetV2's 1x1 layers
+ * (figures: bench/train/KERNELS.md).
  *
  * Sums: over k in order, in float32 (the cpu backend rounds once per term, its float32 products
  * being exact in float64: results agree to ~1e-7 relative). The filter gradient sums N products:
@@ -49,8 +48,7 @@ const VECS = 2;
  * Largest fraction of nonzeros in dy for which the gradients of a 1x1 convolution take the kernels
  * on dy's nonzeros (conv2d-backprop-input.ts, conv2d-backprop-filter.ts) rather than these dense
  * products (measured break-even ~0.35 with 384 dy channels and 64 x channels, MobileNetV2's
- * expand layers after ReLU6; ~0.45-0.6 with 64 dy channels, whose dy — the project layers', after
- * the linear bottleneck — is dense anyway).
+ * expand layers after ReLU6; the project layers' dy is dense anyway; bench/train/KERNELS.md).
  */
 export const POINTWISE_SPARSE_DENSITY = 1 / 3;
 /** Pixels per filter-gradient call (their x and dy rows stay in L1 while every tile walks them). */

@@ -126,6 +126,10 @@ describe('coordinator HTTP hardening', () => {
       expect([method, path, r.status]).toEqual([method, path, 400]);
       expect(r.message).toMatch(message);
     }
+    // An unknown model kind is refused when the run is created, not when it starts.
+    const unknownKind = await call('POST', '/api/runs', '{"model": {"kind": "resnet-9000", "imageSize": 32, "numClasses": 2}}');
+    expect(unknownKind.status).toBe(400);
+    expect(unknownKind.message).toMatch(/kind.*resnet-9000|resnet-9000.*kind/);
     // A name with a real (paired) emoji is fine; round 0 of an existing run is an empty list.
     expect((await call('POST', '/api/runs', nameWith('\\ud83d\\ude00'))).status).toBe(201);
     expect(await admin.request('GET', `/api/runs/${run.id}/rounds/0/contributions`)).toEqual([]);

@@ -44,7 +44,7 @@ describe('site identity', () => {
   it('a real site enrolls, waits while pending, and connects once an administrator approves it', async () => {
     const site = fed.sites[0];
     expect(site.lines.some((l) => l.msg === 'enrolled with coordinator' && l.status === 'pending')).toBe(true);
-    expect(site.lines.some((l) => l.msg === 'coordinator refused this site; asking again' && /awaiting approval/.test(String(l.error)))).toBe(true);
+    expect(site.lines.some((l) => l.msg === 'coordinator refused this site; asking again' && l.code === 'pending-approval' && /awaiting approval/.test(String(l.error)))).toBe(true);
     expect(site.lines.some((l) => l.msg === 'connected to coordinator')).toBe(true);
     const keyFile = join(fed.siteStateDir('site-1'), 'site-keys.json');
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
@@ -55,24 +55,24 @@ describe('site identity', () => {
 
   it('refuses unknown, pending, impostor and unchallenged connections; revocation and deletion take effect', async () => {
     const stranger = rogue('stranger');
-    expect(await stranger.hello(5)).toEqual({ ok: false, error: expect.stringMatching(/not enrolled/) });
+    expect(await stranger.hello(5)).toEqual({ ok: false, code: 'not-enrolled', error: expect.stringMatching(/not enrolled/) });
 
     const newcomer = rogue('newcomer');
     expect((await newcomer.enroll()).status).toBe('pending');
-    expect(await newcomer.hello(5)).toEqual({ ok: false, error: expect.stringMatching(/awaiting approval/) });
+    expect(await newcomer.hello(5)).toEqual({ ok: false, code: 'pending-approval', error: expect.stringMatching(/awaiting approval/) });
     await fed.admin.request('POST', '/api/sites/newcomer/approve');
     expect((await newcomer.hello(5)).ok).toBe(true);
 
     // Someone who knows site-1's id but not its keys.
     const impostor = rogue('site-1');
     await expect(impostor.enroll()).rejects.toThrow(/HTTP 409.*enrolled with other keys/);
-    expect(await impostor.hello(5)).toEqual({ ok: false, error: expect.stringMatching(/enrolled with other keys/) });
+    expect(await impostor.hello(5)).toEqual({ ok: false, code: 'key-mismatch', error: expect.stringMatching(/enrolled with other keys/) });
     const enrolled = (await fed.admin.request<{ siteId: string; boxPublicKey: string; signPublicKey: string }[]>('GET', '/api/sites')).find(
       (s) => s.siteId === 'site-1',
     )!;
     // The right public keys, but a signature made with another key.
     const forger = { ...RogueSite.impostor('site-1'), boxPublicKey: enrolled.boxPublicKey, signPublicKey: enrolled.signPublicKey };
-    expect(await impostor.hello(5, forger)).toEqual({ ok: false, error: expect.stringMatching(/signature does not verify/) });
+    expect(await impostor.hello(5, forger)).toEqual({ ok: false, code: 'bad-signature', error: expect.stringMatching(/signature does not verify/) });
     expect(fed.sites[0].lines.some((l) => l.msg === 'disconnected from coordinator')).toBe(false);
 
     // A hello without a challenge on this connection (e.g. replayed from another connection).
@@ -89,17 +89,17 @@ describe('site identity', () => {
       validationSamples: 0,
     });
     socket.disconnect();
-    expect(replayed).toEqual({ ok: false, error: expect.stringMatching(/no valid challenge/) });
+    expect(replayed).toEqual({ ok: false, code: 'no-challenge', error: expect.stringMatching(/no valid challenge/) });
 
     await fed.admin.request('POST', '/api/sites/newcomer/revoke');
     await fed.admin.poll(async () => (newcomer.socket.connected ? undefined : true), 10_000, 'the revoked site to be disconnected');
-    expect(await rogue('newcomer', undefined, newcomer.keys).hello(5)).toEqual({ ok: false, error: expect.stringMatching(/revoked/) });
+    expect(await rogue('newcomer', undefined, newcomer.keys).hello(5)).toEqual({ ok: false, code: 'revoked', error: expect.stringMatching(/revoked/) });
     // Deleting a site lets it enroll again with new keys (e.g. its key file was lost).
     const reborn = rogue('newcomer');
     await expect(reborn.enroll()).rejects.toThrow(/HTTP 409/);
     await fed.admin.request('DELETE', '/api/sites/newcomer');
     expect((await reborn.enroll()).status).toBe('pending');
-    expect(await reborn.hello(5)).toEqual({ ok: false, error: expect.stringMatching(/awaiting approval/) });
+    expect(await reborn.hello(5)).toEqual({ ok: false, code: 'pending-approval', error: expect.stringMatching(/awaiting approval/) });
   });
 
   it('accepts only signed, fresh contributions: forged, replayed and cross-round updates are rejected, also after a crash', async () => {
@@ -150,13 +150,28 @@ describe('site identity', () => {
     expect((await stored(1)).map((c) => c.status)).toEqual(['rejected', 'accepted', 'rejected', 'rejected', 'rejected']);
     expect((await stored(2)).map((c) => c.status)).toEqual(['rejected', 'accepted']);
 
-    // Nonces live in the database: after a crash the old update is still recognised as a replay.
+    // Nonces live in the database: after a crash the old update is still recognised as a replay,
+    // also while a round of a new run awaits an update from the site.
     await fed.restartCoordinator('SIGKILL');
-    const after = rogue('courier', undefined, courier.keys);
+    const after = rogue('courier', async (r, task) => {
+      await r.deliver('replayed after restart', round1!);
+      await r.deliver('genuine after restart', r.update(task));
+    }, courier.keys);
     expect((await after.hello(5)).ok).toBe(true);
-    expect(await after.deliver('replayed after restart', round1!)).toEqual({
-      ok: false,
-      error: expect.stringMatching(/nonce already used/),
+    // No round awaits an update from it now: the upload itself is refused, before anything is held.
+    await expect(after.deliver('upload outside a round', round1!)).rejects.toThrow(/refused by the receiver: .*no upload is expected on this connection now/);
+    const next = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
+      rounds: 1,
+      minSites: 1,
+      maxSites: 2,
+      localEpochs: 1,
+      personalizeEpochs: 0,
+      model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 },
     });
+    await fed.admin.request('POST', `/api/runs/${next.id}/start`);
+    expect((await fed.admin.waitForRun<{ status: string }>(next.id, 180_000)).status).toBe('completed');
+    const replyOf = (what: string) => after.replies.find((r) => r.what === what)?.ack;
+    expect(replyOf('replayed after restart')).toEqual({ ok: false, error: expect.stringMatching(/nonce already used/) });
+    expect(replyOf('genuine after restart')).toEqual({ ok: true });
   });
 });

@@ -1,4 +1,5 @@
-import type { LabeledImages, RoundConfig } from '@histofed/fl-core';
+import type { LabeledImages } from '@histofed/fl-core';
+import type { RoundConfig } from '@histofed/protocol';
 import { classWeightsFor } from './local-training';
 
 const data = (labels: number[], subtypes: number[]): LabeledImages => ({

@@ -1,4 +1,4 @@
-import { LabeledImages, Metrics, RoundConfig, WeightSet, isTwoStage, parameterCount } from '@histofed/fl-core';
+import { LabeledImages, Metrics, WeightSet, isTwoStage, parameterCount } from '@histofed/fl-core';
 import {
   TrainOptions,
   TrainResult,
@@ -11,7 +11,7 @@ import {
   setWeights,
   trainLocal,
 } from '@histofed/ml';
-import { TrainTask } from '@histofed/protocol';
+import { RoundConfig, TrainTask } from '@histofed/protocol';
 import { augmentTrainingSet } from './augment-training-set';
 import { SiteData } from './site-data';
 import { SiteLogger } from './site-logger';

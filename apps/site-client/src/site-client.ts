@@ -1,21 +1,20 @@
 import { join } from 'node:path';
-import { io, Socket } from 'socket.io-client';
+import { io } from 'socket.io-client';
 import { IdentityKeys, fingerprint, fromBase64, identitySigner, loadOrCreateIdentityKeys, seal, toBase64 } from '@histofed/crypto';
 import { decodeWeights } from '@histofed/fl-core';
 import { availableParallelism } from 'node:os';
 import { TrainingPool, createTrainingPool, currentBackend } from '@histofed/ml';
 import {
   Ack,
-  CoordinatorEvents,
-  CoordinatorToSiteEvents,
   ChunkEvents,
+  CoordinatorEvents,
+  EmitWithAck,
   PreparedUpdate,
   SITE_NAMESPACE,
+  SecAggEvents,
   SiteEvents,
   SiteSigner,
-  SiteToCoordinatorEvents,
   TrainTask,
-  ackSchema,
   authenticate,
   chunkBytesForLimit,
   deliverUpdate,
@@ -24,26 +23,26 @@ import {
   encodeUpdateEnvelope,
   enrollmentRequest,
   prepareUpdate,
+  refusal,
   requestEnrollment,
   trainTaskSchema,
   validateMessage,
+  validateSiteToCoordinatorAck,
 } from '@histofed/protocol';
 import { runLocalTraining } from './local-training';
 import { SiteSecureAggregation } from '@histofed/secagg';
+import { SiteSocket, coordinatorRequests } from './coordinator-channel';
 import { Outbox } from './outbox';
+import { REFUSED_RETRY_MS, helloRefusalPlan } from './refusal-plan';
 import { SiteConfig } from './site-config';
 import { SiteData } from './site-data';
 import { SiteLogger } from './site-logger';
 
 const HELLO_TIMEOUT_MS = 30_000;
-/** While the coordinator refuses this site (not yet approved, ...), it asks again this often. */
-const REFUSED_RETRY_MS = 5_000;
 const SEND_TIMEOUT_MS = 120_000;
 /** Per chunk of a model download or update upload. */
 const CHUNK_TIMEOUT_MS = 60_000;
 const SOFTWARE = 'histofed-site 0.1.0';
-
-type SiteSocket = Socket<CoordinatorToSiteEvents, SiteToCoordinatorEvents>;
 
 /**
  * A hospital's participation: keeps a socket.io connection to the coordinator (reconnecting with
@@ -70,7 +69,8 @@ export class SiteClient {
     private readonly keys: IdentityKeys,
     private readonly logger: SiteLogger,
     private readonly outbox: Outbox,
-    private readonly pool: TrainingPool | undefined,
+    /** Starts in the background: the site says hello without waiting for its workers (see create). */
+    private readonly pool: Promise<TrainingPool | undefined>,
   ) {
     this.signer = identitySigner(config.siteId, keys);
     this.secure = new SiteSecureAggregation(config.siteId, keys.sign.secretKey);
@@ -94,9 +94,15 @@ export class SiteClient {
       validationPatients: new Set(data.split.validation.map((i) => i.patientId)).size,
       problems: data.split.problems,
     });
-    const pool = await startTrainingPool(config, logger);
-    // Tile features of a frozen backbone are extracted on the pool's workers too.
-    data.pool = pool;
+    // The workers take seconds to start (longer on a busy machine): the site connects meanwhile, so
+    // that a restarted site is back before the coordinator's next round starts without it. A task
+    // waits for the pool; a pool that cannot start fails the tasks (and is logged once).
+    const pool = startTrainingPool(config, logger).then((p) => {
+      // Tile features of a frozen backbone are extracted on the pool's workers too.
+      data.pool = p;
+      return p;
+    });
+    pool.catch((e: unknown) => logger.event('error', 'training worker pool did not start', { error: (e as Error).message }));
     return new SiteClient(config, data, keys, logger, new Outbox(config.stateDir, config.auditPlaintext), pool);
   }
 
@@ -137,19 +143,24 @@ export class SiteClient {
       }
     });
     socket.on('connect_error', (e) => this.logger.event('warn', 'cannot reach coordinator, retrying', { error: e.message }));
-    socket.on(CoordinatorEvents.train, (task: unknown, ack: (a: Ack) => void) => {
+    socket.on(CoordinatorEvents.train, (task: unknown, ack) => {
       if (typeof ack !== 'function') return;
       ack(this.accept(task));
     });
-    // Secure aggregation stages: answered in the ack, logged with the outcome.
-    for (const [event, answer] of this.secure.handlers()) {
-      this.untyped().on(event, (raw: unknown, ack: (a: unknown) => void) => {
-        if (typeof ack !== 'function') return;
-        const reply = answer(raw);
-        this.logger.event(reply.ok ? 'info' : 'warn', `secure aggregation ${event}`, reply.ok ? {} : { error: reply.error });
-        ack(reply);
-      });
-    }
+    // Secure aggregation stages: answered in the ack (libs/secagg validates each request), logged with the outcome.
+    const secagg = <A extends { ok: true } | { ok: false; error: string }>(event: string, reply: A): A => {
+      this.logger.event(reply.ok ? 'info' : 'warn', `secure aggregation ${event}`, reply.ok ? {} : { error: reply.error });
+      return reply;
+    };
+    socket.on(SecAggEvents.advertise, (raw: unknown, ack) => {
+      if (typeof ack === 'function') ack(secagg(SecAggEvents.advertise, this.secure.advertise(raw)));
+    });
+    socket.on(SecAggEvents.shareKeys, (raw: unknown, ack) => {
+      if (typeof ack === 'function') ack(secagg(SecAggEvents.shareKeys, this.secure.shareKeys(raw)));
+    });
+    socket.on(SecAggEvents.unmask, (raw: unknown, ack) => {
+      if (typeof ack === 'function') ack(secagg(SecAggEvents.unmask, this.secure.unmask(raw)));
+    });
   }
 
   async stop(): Promise<void> {
@@ -157,7 +168,7 @@ export class SiteClient {
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.helloRetry);
     this.socket?.disconnect();
-    await this.pool?.close();
+    await (await this.pool.catch(() => undefined))?.close();
   }
 
   /** Authenticates the connection (signed challenge); while refused (e.g. awaiting approval), retries. */
@@ -172,15 +183,23 @@ export class SiteClient {
     };
     try {
       // Every message of the handshake is recorded in the outbox exactly as sent.
-      const emit = async (event: string, payload: unknown) => {
-        await this.outbox.record(event, payload as Record<string, unknown>);
-        return this.untyped().timeout(HELLO_TIMEOUT_MS).emitWithAck(event, payload);
+      const send = coordinatorRequests(socket, () => HELLO_TIMEOUT_MS);
+      const emit: EmitWithAck = async (event, payload) => {
+        await this.outbox.record(event, payload);
+        return send(event, payload);
       };
       const ack = await authenticate(emit, this.signer, fields);
       if (!ack.ok) {
-        this.logger.event('warn', 'coordinator refused this site; asking again', { error: ack.error, retryInSeconds: REFUSED_RETRY_MS / 1000 });
-        if (/not enrolled|without a signing key/.test(ack.error)) await this.enroll();
-        if (socket.connected) this.helloRetry = setTimeout(() => void this.hello(), REFUSED_RETRY_MS);
+        // The code says what to do; the text is for the log.
+        const plan = helloRefusalPlan(ack);
+        this.logger.event(plan.level, 'coordinator refused this site; asking again', {
+          error: ack.error,
+          code: ack.code ?? null,
+          next: plan.hint,
+          retryInSeconds: plan.retryMs / 1000,
+        });
+        if (plan.enroll) await this.enroll();
+        if (socket.connected) this.helloRetry = setTimeout(() => void this.hello(), plan.retryMs);
         return;
       }
       this.coordinatorKey = fromBase64(ack.coordinatorBoxPublicKey);
@@ -200,9 +219,9 @@ export class SiteClient {
     const v = validateMessage(trainTaskSchema, raw, CoordinatorEvents.train);
     if (!v.ok) {
       this.logger.event('warn', 'task rejected', { reason: v.reason });
-      return { ok: false, error: v.reason };
+      return refusal(v.reason, 'invalid-message');
     }
-    if (this.busy) return { ok: false, error: `site ${this.config.siteId} is busy with another task` };
+    if (this.busy) return refusal(`site ${this.config.siteId} is busy with another task`, 'busy');
     this.busy = true;
     void this.perform(v.value).finally(() => (this.busy = false));
     return { ok: true };
@@ -212,12 +231,12 @@ export class SiteClient {
     const cfg = task.config;
     try {
       const global = decodeWeights(
-        await downloadInChunks((request) => this.untyped().timeout(CHUNK_TIMEOUT_MS).emitWithAck(ChunkEvents.fetchChunk, request), task.model, {
+        await downloadInChunks((request) => this.socket!.timeout(CHUNK_TIMEOUT_MS).emitWithAck(ChunkEvents.fetchChunk, request), task.model, {
           what: `global model ${task.modelHash.slice(0, 12)} (run ${cfg.runId} round ${cfg.round})`,
         }),
         'global model',
       );
-      const result = await runLocalTraining(task, global, this.data, this.logger, this.pool);
+      const result = await runLocalTraining(task, global, this.data, this.logger, await this.pool);
       const header = {
         runId: cfg.runId,
         round: cfg.round,
@@ -259,24 +278,16 @@ export class SiteClient {
       return;
     }
     try {
-      const raw = await deliverUpdate(
-        (event, payload) => this.untyped().timeout(event === SiteEvents.update ? SEND_TIMEOUT_MS : CHUNK_TIMEOUT_MS).emitWithAck(event, payload),
-        update,
-        this.chunkBytes,
-      );
-      const ack = validateMessage(ackSchema, raw, 'update ack');
+      const send = coordinatorRequests(this.socket, (event) => (event === SiteEvents.update ? SEND_TIMEOUT_MS : CHUNK_TIMEOUT_MS));
+      const raw = await deliverUpdate(send, update, this.chunkBytes);
+      const ack = validateSiteToCoordinatorAck(SiteEvents.update, raw, 'update ack');
       if (!ack.ok) throw new Error(ack.reason);
       if (ack.value.ok) this.logger.event('info', 'update accepted', { runId, round, kind, bytes: update.sealed.length });
-      else this.logger.event('warn', 'update rejected by coordinator', { round, error: ack.value.error });
+      else this.logger.event('warn', 'update rejected by coordinator', { round, error: ack.value.error, code: ack.value.code ?? null });
     } catch (e) {
       this.logger.event('warn', 'update not delivered; queued for reconnection', { round, error: (e as Error).message });
       this.pending.push(update);
     }
-  }
-
-  /** The socket without socket.io's compile-time event typing (for the generic protocol helpers). */
-  private untyped(): Socket {
-    return this.socket as Socket;
   }
 
   private async flushPending(): Promise<void> {

@@ -73,29 +73,12 @@ export interface StainNormalizationTarget {
   readonly [field: string]: unknown;
 }
 
-/** What a site needs to train one round, besides the global weights. */
-export interface RoundConfig {
-  readonly runId: string;
-  readonly round: number;
-  readonly model: ModelSpec;
-  readonly localEpochs: number;
-  readonly batchSize: number;
-  readonly learningRate: number;
-  /** FedProx proximal coefficient mu (0 disables the term). */
-  readonly proximalMu: number;
-  readonly seed: number;
-  /** Applied to every image before training and evaluation; null = none. */
-  readonly stainNormalization: StainNormalizationTarget | null;
-  /** Augment the training images (flips, rotations, zoom, colour jitter), a new draw every round. */
-  readonly augment: boolean;
-  /**
-   * 'balanced': each site weights the loss of every class (and subtype) by its inverse frequency in
-   * its own training images (capped), against class imbalance; 'none': plain cross-entropy.
-   */
-  readonly classWeighting: ClassWeighting;
-}
-
-export type ClassWeighting = 'none' | 'balanced';
+/**
+ * Class-imbalance handling on the sites. The round configuration itself (RoundConfig) is derived
+ * from its wire schema in libs/protocol (roundConfigSchema).
+ */
+export const CLASS_WEIGHTINGS = ['none', 'balanced'] as const;
+export type ClassWeighting = (typeof CLASS_WEIGHTINGS)[number];
 
 /** The classes of stage 1 (benign vs malignant), in label order. */
 export const STAGE1_CLASSES = ['benign', 'malignant'] as const;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { Ack } from './messages';
+import type { Ack } from './messages';
+import { refusalSchema } from './refusals';
 import { binarySchema } from './schemas';
 
 /**
@@ -102,14 +103,6 @@ export type FetchChunk = z.infer<typeof fetchChunkSchema>;
 
 export const fetchChunkAckSchema = z.discriminatedUnion('ok', [
   z.object({ ok: z.literal(true), data: binarySchema }),
-  z.object({ ok: z.literal(false), error: z.string() }),
+  refusalSchema,
 ]);
 export type FetchChunkAck = z.infer<typeof fetchChunkAckSchema>;
-
-// ---- event map ------------------------------------------------------------------------------
-
-/** Typed socket.io map for the chunk events; merge into SiteToCoordinatorEvents when wiring. */
-export interface ChunkSiteToCoordinatorEvents {
-  [ChunkEvents.uploadChunk]: (chunk: UploadChunk, ack: (a: UploadChunkAck) => void) => void;
-  [ChunkEvents.fetchChunk]: (request: FetchChunk, ack: (a: FetchChunkAck) => void) => void;
-}

@@ -1,4 +1,6 @@
 export * from './version';
+export * from './type-checks';
+export * from './refusals';
 export * from './schemas';
 export * from './messages';
 export * from './update-envelope';
@@ -7,4 +9,6 @@ export * from './signed-messages';
 export * from './chunk-schemas';
 export * from './chunked-transfer';
 export * from './site-handshake';
+export * from './secagg-limits';
 export * from './secagg-messages';
+export * from './events';

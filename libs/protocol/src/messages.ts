@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { blobRefSchema, sha256HexSchema } from './chunk-schemas';
+import { refusalSchema } from './refusals';
 import { secAggTaskSchema } from './secagg-messages';
 import {
   boxPublicKeySchema,
@@ -118,7 +119,7 @@ export type TrainTask = z.infer<typeof trainTaskSchema>;
 
 export const challengeAckSchema = z.discriminatedUnion('ok', [
   z.object({ ok: z.literal(true), challenge: challengeSchema }),
-  z.object({ ok: z.literal(false), error: z.string() }),
+  refusalSchema,
 ]);
 export type ChallengeAck = z.infer<typeof challengeAckSchema>;
 
@@ -131,17 +132,15 @@ export const helloAckSchema = z.discriminatedUnion('ok', [
     /** The largest update the coordinator accepts (bytes of the sealed ciphertext). */
     maxUpdateBytes: z.number().int().positive(),
   }),
-  z.object({ ok: z.literal(false), error: z.string() }),
+  refusalSchema,
 ]);
 export type HelloAck = z.infer<typeof helloAckSchema>;
 
-export const ackSchema = z.discriminatedUnion('ok', [
-  z.object({ ok: z.literal(true) }),
-  z.object({ ok: z.literal(false), error: z.string() }),
-]);
+/** The plain ack: done, or refused (with a code where the refuser has one). */
+export const ackSchema = z.discriminatedUnion('ok', [z.object({ ok: z.literal(true) }), refusalSchema]);
 export type Ack = z.infer<typeof ackSchema>;
 
-// ---- event map ----------------------------------------------------------------------------
+// ---- event names (the typed maps, with each event's schemas, are in events.ts) ----------------
 
 /** Event names, one place. */
 export const SiteEvents = {
@@ -154,15 +153,3 @@ export const SiteEvents = {
 export const CoordinatorEvents = {
   train: 'coordinator:train',
 } as const;
-
-/** Typed socket.io maps (socket.io's generics): what each side may emit. */
-export interface SiteToCoordinatorEvents {
-  [SiteEvents.challenge]: (request: ChallengeRequest, ack: (a: ChallengeAck) => void) => void;
-  [SiteEvents.hello]: (hello: SiteHello, ack: (a: HelloAck) => void) => void;
-  [SiteEvents.update]: (update: SealedUpdate, ack: (a: Ack) => void) => void;
-  [SiteEvents.taskFailed]: (failure: TaskFailed, ack: (a: Ack) => void) => void;
-}
-
-export interface CoordinatorToSiteEvents {
-  [CoordinatorEvents.train]: (task: TrainTask, ack: (a: Ack) => void) => void;
-}

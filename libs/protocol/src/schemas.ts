@@ -1,4 +1,7 @@
 import { z } from 'zod';
+import { BACKBONE_NAMES, CLASS_WEIGHTINGS } from '@histofed/fl-core';
+import type { BackboneSpec, ModelSpec, StainNormalizationTarget, TileSpec } from '@histofed/fl-core';
+import type { Expect, MutuallyAssignable } from './type-checks';
 
 /** Site ids appear in logs, file names and URLs: keep them to a safe alphabet. */
 export const siteIdSchema = z
@@ -36,7 +39,7 @@ const layerNameSchema = z.string().regex(/^[A-Za-z0-9_.\-/]{1,128}$/, 'must be a
 /** A pretrained backbone under the heads (fl-core BackboneSpec). */
 export const backboneSpecSchema = z
   .object({
-    name: z.enum(['mobilenet-v2-imagenet', 'layers-model']),
+    name: z.enum(BACKBONE_NAMES),
     sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be a SHA-256 in hex').optional(),
     cut: layerNameSchema,
     input: z.enum(['unit', 'signed']),
@@ -69,6 +72,7 @@ export const stainNormalizationSchema = z
   .catchall(z.unknown())
   .nullable();
 
+/** What a site needs to train one round, besides the global weights (the train task's `config`). */
 export const roundConfigSchema = z.object({
   runId: z.string().uuid(),
   round: z.number().int().min(0),
@@ -76,12 +80,31 @@ export const roundConfigSchema = z.object({
   localEpochs: z.number().int().min(1).max(1000),
   batchSize: z.number().int().min(1).max(4096),
   learningRate: z.number().positive().max(10),
+  /** FedProx proximal coefficient mu (0 disables the term). */
   proximalMu: z.number().min(0).max(1000),
   seed: z.number().int(),
+  /** Applied to every image before training and evaluation; null = none. */
   stainNormalization: stainNormalizationSchema.default(null),
+  /** Augment the training images (flips, rotations, zoom, colour jitter), a new draw every round. */
   augment: z.boolean().default(false),
-  classWeighting: z.enum(['none', 'balanced']).default('none'),
+  /**
+   * 'balanced': each site weights the loss of every class (and subtype) by its inverse frequency in
+   * its own training images (capped), against class imbalance; 'none': plain cross-entropy.
+   */
+  classWeighting: z.enum(CLASS_WEIGHTINGS).default('none'),
 });
+/** A validated round configuration (defaults applied): the type is the schema's. */
+export type RoundConfig = z.output<typeof roundConfigSchema>;
 
 /** Why the coordinator asks for training: a federated round, or the final personalization. */
 export const taskKindSchema = z.enum(['round', 'personalize']);
+
+// ---- compile-time links to fl-core's model types (libs/ml and libs/data work with those) --------
+
+/** A validated model spec is a fl-core ModelSpec, and every ModelSpec passes the schema's shape. */
+export type ModelSpecSchemaAgrees = Expect<MutuallyAssignable<z.output<typeof modelSpecSchema>, ModelSpec>>;
+export type BackboneSpecSchemaAgrees = Expect<MutuallyAssignable<z.output<typeof backboneSpecSchema>, BackboneSpec>>;
+export type TileSpecSchemaAgrees = Expect<MutuallyAssignable<z.output<typeof tileSpecSchema>, TileSpec>>;
+export type StainNormalizationSchemaAgrees = Expect<
+  MutuallyAssignable<NonNullable<z.output<typeof stainNormalizationSchema>>, StainNormalizationTarget>
+>;

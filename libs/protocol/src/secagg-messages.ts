@@ -1,5 +1,17 @@
 import { z } from 'zod';
+import { refusalSchema } from './refusals';
 import { boxPublicKeySchema, signPublicKeySchema, signatureSchema, siteIdSchema } from './schemas';
+import {
+  SECAGG_MAX_CLIP_RANGE,
+  SECAGG_MAX_HOLDERS,
+  SECAGG_MAX_NEIGHBOURS,
+  SECAGG_MAX_SHARE_CHARS,
+  SECAGG_MAX_VECTOR_LENGTH,
+  SECAGG_MIN_CLIP_RANGE,
+  SECAGG_MIN_NEIGHBOURS,
+  SECAGG_MIN_THRESHOLD,
+  thresholdFits,
+} from './secagg-limits';
 
 /**
  * Secure aggregation (SecAgg+) rounds add three coordinator -> site requests, answered in their
@@ -12,22 +24,25 @@ export const SecAggEvents = {
   unmask: 'coordinator:secagg-unmask',
 } as const;
 
-const MAX_NEIGHBOURS = 254;
-/** A sealed Shamir share pair is ~150 bytes; generous, but bounded. */
-const shareSchema = z.string().max(2048).regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64');
+const shareSchema = z.string().max(SECAGG_MAX_SHARE_CHARS).regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64');
 const byNeighbour = <T extends z.ZodType>(value: T) =>
-  z.record(siteIdSchema, value).refine((r) => Object.keys(r).length <= MAX_NEIGHBOURS + 1, `at most ${MAX_NEIGHBOURS + 1} entries`);
+  z.record(siteIdSchema, value).refine((r) => Object.keys(r).length <= SECAGG_MAX_HOLDERS, `at most ${SECAGG_MAX_HOLDERS} entries`);
 
 const roundRef = { runId: z.string().uuid(), round: z.number().int().min(0) };
-const failure = z.object({ ok: z.literal(false), error: z.string().max(2000) });
+const failure = refusalSchema.extend({ error: z.string().max(2000) });
 
 /** What every participant must agree on for the round (libs/secagg SecAggParams without ids). */
-export const secAggParamsSchema = z.object({
-  neighbourCount: z.number().int().min(2).max(MAX_NEIGHBOURS),
-  threshold: z.number().int().min(2).max(MAX_NEIGHBOURS),
-  clipRange: z.number().positive().max(2 ** 30),
-  vectorLength: z.number().int().min(1).max(2 ** 30),
-});
+export const secAggParamsSchema = z
+  .object({
+    neighbourCount: z.number().int().min(SECAGG_MIN_NEIGHBOURS).max(SECAGG_MAX_NEIGHBOURS),
+    threshold: z.number().int().min(SECAGG_MIN_THRESHOLD).max(SECAGG_MAX_NEIGHBOURS),
+    clipRange: z.number().min(SECAGG_MIN_CLIP_RANGE).max(SECAGG_MAX_CLIP_RANGE),
+    vectorLength: z.number().int().min(1).max(SECAGG_MAX_VECTOR_LENGTH),
+  })
+  .refine((p) => thresholdFits(p.neighbourCount, p.threshold), {
+    message: 'threshold must be a strict majority of neighbourCount + 1 and at most neighbourCount',
+    path: ['threshold'],
+  });
 export type SecAggParamsMessage = z.infer<typeof secAggParamsSchema>;
 
 /** Stage 1: create this round's key pairs and sign them. */
@@ -75,8 +90,8 @@ export type SecAggTask = z.infer<typeof secAggTaskSchema>;
 /** Stage 4: reveal b shares of the survivors, s shares of the dropped (never both for one site). */
 export const secAggUnmaskRequestSchema = z.object({
   ...roundRef,
-  survivors: z.array(siteIdSchema).max(MAX_NEIGHBOURS + 1),
-  dropped: z.array(siteIdSchema).max(MAX_NEIGHBOURS + 1),
+  survivors: z.array(siteIdSchema).max(SECAGG_MAX_HOLDERS),
+  dropped: z.array(siteIdSchema).max(SECAGG_MAX_HOLDERS),
 });
 export type SecAggUnmaskRequest = z.infer<typeof secAggUnmaskRequestSchema>;
 

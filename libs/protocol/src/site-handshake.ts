@@ -10,6 +10,7 @@ import {
   enrollmentResponseSchema,
   helloAckSchema,
 } from './messages';
+import type { SiteToCoordinatorEvent, SiteToCoordinatorPayload } from './events';
 import { enrollmentSignedBytes, helloSignedBytes, updateSignedBytes } from './signed-messages';
 import { uploadInChunks } from './chunked-transfer';
 import { validateMessage } from './validate';
@@ -61,8 +62,12 @@ export async function requestEnrollment(coordinatorUrl: string, request: Enrollm
 
 export type SiteHelloFields = Omit<SiteHello, 'protocolVersion' | 'siteId' | 'boxPublicKey' | 'signPublicKey' | 'signature'>;
 
-/** Something that sends an event and resolves with the ack (socket.timeout(ms).emitWithAck). */
-export type EmitWithAck = (event: string, payload: unknown) => Promise<unknown>;
+/**
+ * Something that sends a site's request and resolves with the raw ack (socket.timeout(ms).emitWithAck),
+ * which the caller validates. Typed by the protocol's contract (events.ts); an untyped
+ * `(event: string, payload: unknown) => ...` fits too.
+ */
+export type EmitWithAck = <E extends SiteToCoordinatorEvent>(event: E, payload: SiteToCoordinatorPayload<E>) => Promise<unknown>;
 
 /**
  * Authenticates a connection: asks for a fresh challenge, then sends the hello signing it.

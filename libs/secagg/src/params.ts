@@ -1,3 +1,12 @@
+import {
+  SECAGG_MAX_CLIP_RANGE,
+  SECAGG_MAX_NEIGHBOURS,
+  SECAGG_MAX_VECTOR_LENGTH,
+  SECAGG_MIN_CLIP_RANGE,
+  SECAGG_MIN_NEIGHBOURS,
+  defaultThreshold,
+  thresholdFits,
+} from '@histofed/protocol';
 import { SecAggError } from './errors';
 
 /**
@@ -24,18 +33,15 @@ export interface SecAggParams {
 /** Same alphabet as the protocol's site ids; ids are compared with plain string order (`<`). */
 const SITE_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
-/** Shamir x-coordinates are one byte: at most 255 holders, the site itself included. */
-export const MAX_NEIGHBOURS = 254;
-export const MAX_VECTOR_LENGTH = 2 ** 30;
-const MIN_CLIP_RANGE = 2 ** -30;
-const MAX_CLIP_RANGE = 2 ** 30;
+/** The limits live in libs/protocol (secagg-limits.ts), shared with the wire schemas and the run config. */
+export const MAX_NEIGHBOURS = SECAGG_MAX_NEIGHBOURS;
+export const MAX_VECTOR_LENGTH = SECAGG_MAX_VECTOR_LENGTH;
+const MIN_CLIP_RANGE = SECAGG_MIN_CLIP_RANGE;
+const MAX_CLIP_RANGE = SECAGG_MAX_CLIP_RANGE;
 /** Each site's |quantized value| stays <= 2^30, so sums of weights up to ~2 still fit the signed 32-bit ring. */
 const RING_HEADROOM = 2 ** 30;
 
-/** The smallest threshold that is a strict majority of the k+1 holders (k neighbours and the site itself). */
-export function defaultThreshold(k: number): number {
-  return Math.floor((k + 1) / 2) + 1;
-}
+export { defaultThreshold };
 
 /** f, the fixed-point fraction bits: the largest f with clipRange * 2^f <= 2^30. */
 export function fractionBitsFor(clipRange: number): number {
@@ -67,9 +73,9 @@ export function validateParams(params: SecAggParams): SecAggParams {
     throw new SecAggError('params.runId must be a non-empty string');
   }
   checkInteger(params.round, 'round', 0, 0xffffffff);
-  checkInteger(params.neighbourCount, 'neighbourCount', 2, MAX_NEIGHBOURS);
+  checkInteger(params.neighbourCount, 'neighbourCount', SECAGG_MIN_NEIGHBOURS, MAX_NEIGHBOURS);
   const k = params.neighbourCount;
-  if (!Number.isInteger(params.threshold) || params.threshold <= (k + 1) / 2 || params.threshold > k) {
+  if (!thresholdFits(k, params.threshold)) {
     throw new SecAggError(
       `params.threshold must be an integer with (neighbourCount+1)/2 < threshold <= neighbourCount (${defaultThreshold(k)}..${k} for neighbourCount ${k}), got ${params.threshold}`,
     );

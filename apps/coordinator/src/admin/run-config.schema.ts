@@ -2,7 +2,15 @@ import { z } from 'zod';
 import { STRATEGY_NAMES, createStrategy } from '@histofed/aggregation';
 import { DEFAULT_MACENKO_TARGET, validateStainTarget } from '@histofed/data';
 import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, StainNormalizationTarget } from '@histofed/fl-core';
-import { modelSpecSchema } from '@histofed/protocol';
+import {
+  SECAGG_MAX_NEIGHBOURS,
+  SECAGG_MAX_RUN_CLIP_RANGE,
+  SECAGG_MIN_NEIGHBOURS,
+  SECAGG_MIN_SITES,
+  SECAGG_MIN_THRESHOLD,
+  modelSpecSchema,
+  thresholdFits,
+} from '@histofed/protocol';
 import { UNSTORABLE_TEXT_MESSAGE, isStorableText } from './storable-text';
 
 /**
@@ -33,10 +41,12 @@ const NEEDS_SINGLE_UPDATES = ['trimmed-mean', 'median'];
  */
 const secureAggregationSchema = z
   .object({
-    neighbours: z.number().int().min(2).max(254).optional(),
-    threshold: z.number().int().min(2).max(254).optional(),
+    /** k, neighbours per site (default: chosen from the round's size). */
+    neighbours: z.number().int().min(SECAGG_MIN_NEIGHBOURS).max(SECAGG_MAX_NEIGHBOURS).optional(),
+    /** t, shares needed to unmask (default: a strict majority of the k + 1 holders). */
+    threshold: z.number().int().min(SECAGG_MIN_THRESHOLD).max(SECAGG_MAX_NEIGHBOURS).optional(),
     /** Every coordinate of a site's update (local - global) is clipped to [-clipRange, clipRange]. */
-    clipRange: z.number().positive().max(1024).default(1),
+    clipRange: z.number().positive().max(SECAGG_MAX_RUN_CLIP_RANGE).default(1),
     /** Seconds each key-exchange / unmasking stage waits for the sites' answers. */
     stageTimeoutSeconds: z.number().positive().max(3600).default(60),
   })
@@ -47,7 +57,7 @@ const secureAggregationSchema = z
   })
   // A secret has k + 1 holders (the neighbours and the site itself): t must be a strict majority,
   // or two disjoint groups could rebuild both of a site's secrets and read its update.
-  .refine((s) => s.threshold === undefined || s.neighbours === undefined || s.threshold > (s.neighbours + 1) / 2, {
+  .refine((s) => s.threshold === undefined || s.neighbours === undefined || s.threshold > s.neighbours || thresholdFits(s.neighbours, s.threshold), {
     message: 'threshold must be more than half of neighbours + 1',
     path: ['threshold'],
   });
@@ -100,8 +110,12 @@ export const runConfigInputSchema = z
           'secure aggregation keeps per-site models from the coordinator, so there is no personalization or per-site ensemble: set personalizeEpochs to 0',
       });
     }
-    if (c.secureAggregation && c.minSites < 3) {
-      ctx.addIssue({ code: 'custom', path: ['minSites'], message: 'secure aggregation needs minSites >= 3 (a sum of two updates reveals each to the other)' });
+    if (c.secureAggregation && c.minSites < SECAGG_MIN_SITES) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['minSites'],
+        message: `secure aggregation needs minSites >= ${SECAGG_MIN_SITES} (a sum of two updates reveals each to the other)`,
+      });
     }
     try {
       createStrategy(c.strategy, c.strategyOptions);
@@ -111,4 +125,8 @@ export const runConfigInputSchema = z
   })
   .transform((c) => ({ ...c, augment: c.augment ?? c.model.tiles !== undefined }));
 
+/** What an administrator may send (every field optional). */
 export type RunConfigInput = z.input<typeof runConfigInputSchema>;
+/** A validated run configuration, defaults applied: what a new run stores (persistence/records.ts RunConfig). */
+export type RunConfigOutput = z.output<typeof runConfigInputSchema>;
+

@@ -1,21 +1,21 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { Socket } from 'socket.io';
 import { AvailableSite } from '@histofed/aggregation';
 import { randomBytes } from 'node:crypto';
 import { fromBase64, toBase64, verify } from '@histofed/crypto';
 import {
-  Ack,
   ChallengeAck,
   ChallengeRequest,
-  CoordinatorEvents,
+  CoordinatorToSiteAck,
+  CoordinatorToSiteEvent,
+  CoordinatorToSitePayload,
   HelloAck,
   PROTOCOL_VERSION,
   RECOMMENDED_MAX_MESSAGE_BYTES,
+  Refusal,
   SiteHello,
-  TrainTask,
-  ackSchema,
   helloSignedBytes,
-  validateMessage,
+  refusal,
+  validateCoordinatorToSiteAck,
 } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
@@ -23,9 +23,19 @@ import { COORDINATOR_STORE } from '../persistence/persistence.module';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { CoordinatorKeys } from './coordinator-keys';
 
+/**
+ * What a session needs of its connection: socket.io's server Socket, or a fake in unit specs. Only
+ * this service emits on it, through the typed `send`.
+ */
+export interface SessionSocket {
+  readonly id: string;
+  timeout(ms: number): { emitWithAck(event: string, payload: unknown): Promise<unknown> };
+  disconnect(close?: boolean): unknown;
+}
+
 interface Session {
   readonly siteId: string;
-  readonly socket: Socket;
+  readonly socket: SessionSocket;
   readonly trainSamples: number;
 }
 
@@ -53,44 +63,45 @@ export class SiteSessionsService {
   ) {}
 
   /** A fresh random challenge for this connection; the next hello must sign it. */
-  challenge(socket: Socket, request: ChallengeRequest): ChallengeAck {
+  challenge(socket: SessionSocket, request: ChallengeRequest): ChallengeAck {
     const challenge = randomBytes(32).toString('base64');
     this.challenges.set(socket.id, { siteId: request.siteId, challenge, expires: Date.now() + CHALLENGE_TTL_MS });
     return { ok: true, challenge };
   }
 
-  async hello(socket: Socket, hello: SiteHello): Promise<HelloAck> {
+  async hello(socket: SessionSocket, hello: SiteHello): Promise<HelloAck> {
     const issued = this.challenges.get(socket.id);
     this.challenges.delete(socket.id);
+    const id = hello.siteId;
     if (hello.protocolVersion !== PROTOCOL_VERSION) {
-      return { ok: false, error: `protocol version ${hello.protocolVersion} not supported (coordinator speaks ${PROTOCOL_VERSION})` };
+      return refusal(`protocol version ${hello.protocolVersion} not supported (coordinator speaks ${PROTOCOL_VERSION})`, 'protocol-version');
     }
-    if (!issued || issued.siteId !== hello.siteId || issued.expires < Date.now()) {
-      return { ok: false, error: `no valid challenge for ${hello.siteId} on this connection: ask for one (site:challenge) first` };
+    if (!issued || issued.siteId !== id || issued.expires < Date.now()) {
+      return refusal(`no valid challenge for ${id} on this connection: ask for one (site:challenge) first`, 'no-challenge');
     }
-    const known = await this.store.getSite(hello.siteId);
-    if (!known) return { ok: false, error: `site ${hello.siteId} is not enrolled: run histofed-site enroll` };
+    const known = await this.store.getSite(id);
+    if (!known) return refusal(`site ${id} is not enrolled: run histofed-site enroll`, 'not-enrolled');
     if (known.signPublicKey === null) {
-      return { ok: false, error: `site ${hello.siteId} was enrolled without a signing key: run histofed-site enroll again` };
+      return refusal(`site ${id} was enrolled without a signing key: run histofed-site enroll again`, 'enroll-again');
     }
     if (known.boxPublicKey !== hello.boxPublicKey || known.signPublicKey !== hello.signPublicKey) {
-      return { ok: false, error: `site ${hello.siteId} is enrolled with other keys` };
+      return refusal(`site ${id} is enrolled with other keys`, 'key-mismatch');
     }
     const { signature, ...signed } = hello;
     if (!verify(helloSignedBytes(signed, issued.challenge), fromBase64(signature), fromBase64(known.signPublicKey))) {
-      return { ok: false, error: `hello from ${hello.siteId}: signature does not verify with the enrolled key` };
+      return refusal(`hello from ${id}: signature does not verify with the enrolled key`, 'bad-signature');
     }
-    if (known.status === 'revoked') return { ok: false, error: `site ${hello.siteId} is revoked` };
+    if (known.status === 'revoked') return refusal(`site ${id} is revoked`, 'revoked');
     if (known.status === 'pending') {
-      return { ok: false, error: `site ${hello.siteId} is awaiting approval by an administrator (POST /api/sites/${hello.siteId}/approve)` };
+      return refusal(`site ${id} is awaiting approval by an administrator (POST /api/sites/${id}/approve)`, 'pending-approval');
     }
-    const site = await this.store.recordHello(hello.siteId, {
+    const site = await this.store.recordHello(id, {
       backend: hello.backend,
       software: hello.software,
       trainSamples: hello.trainSamples,
       validationSamples: hello.validationSamples,
     });
-    if (!site) return { ok: false, error: `site ${hello.siteId} is not enrolled: run histofed-site enroll` };
+    if (!site) return refusal(`site ${id} is not enrolled: run histofed-site enroll`, 'not-enrolled');
     const previous = this.bySite.get(hello.siteId);
     if (previous && previous.socket.id !== socket.id) {
       this.bySocket.delete(previous.socket.id);
@@ -158,27 +169,28 @@ export class SiteSessionsService {
       .sort((a, b) => a.siteId.localeCompare(b.siteId));
   }
 
-  /** Sends a training task; resolves with the site's acknowledgement or a timeout/disconnect error. */
-  async sendTask(siteId: string, task: TrainTask, timeoutMs: number): Promise<Ack> {
-    const session = this.bySite.get(siteId);
-    if (!session) return { ok: false, error: `site ${siteId} is not connected` };
-    try {
-      const raw = await session.socket.timeout(timeoutMs).emitWithAck(CoordinatorEvents.train, task);
-      const ack = validateMessage(ackSchema, raw, `ack from ${siteId}`);
-      return ack.ok ? ack.value : { ok: false, error: ack.reason };
-    } catch (e) {
-      return { ok: false, error: `site ${siteId} did not acknowledge the task: ${(e as Error).message}` };
-    }
-  }
-
   /**
-   * Sends a request whose answer comes in the ack (secure-aggregation stages); resolves with the
-   * raw ack for the caller to validate, rejects on timeout or when the site is not connected.
+   * Sends `event` to a connected site and resolves with its acknowledgement, validated against the
+   * event's ack schema (libs/protocol events.ts). Never rejects: a site that is not connected, does
+   * not answer within `timeoutMs` (or disconnects first) or answers something malformed yields a
+   * refusal with the matching code ('not-connected', 'no-answer', 'invalid-ack').
    */
-  async request(siteId: string, event: string, payload: unknown, timeoutMs: number): Promise<unknown> {
+  async send<E extends CoordinatorToSiteEvent>(
+    siteId: string,
+    event: E,
+    payload: CoordinatorToSitePayload<E>,
+    timeoutMs: number,
+  ): Promise<CoordinatorToSiteAck<E> | Refusal> {
     const session = this.bySite.get(siteId);
-    if (!session) throw new Error(`site ${siteId} is not connected`);
-    return session.socket.timeout(timeoutMs).emitWithAck(event, payload);
+    if (!session) return refusal(`site ${siteId} is not connected`, 'not-connected');
+    let raw: unknown;
+    try {
+      raw = await session.socket.timeout(timeoutMs).emitWithAck(event, payload);
+    } catch (e) {
+      return refusal(`site ${siteId} did not acknowledge ${event}: ${(e as Error).message}`, 'no-answer');
+    }
+    const ack = validateCoordinatorToSiteAck(event, raw, `${event} ack from ${siteId}`);
+    return ack.ok ? ack.value : refusal(ack.reason, 'invalid-ack');
   }
 
   /** Drops a revoked site at once. */

@@ -17,12 +17,12 @@ import {
   SITE_NAMESPACE,
   SiteEvents,
   UploadReassembler,
-  challengeRequestSchema,
   chunkBytesForLimit,
   RECOMMENDED_MAX_MESSAGE_BYTES,
-  sealedUpdateSchema,
-  siteHelloSchema,
-  taskFailedSchema,
+  Refusal,
+  RefusalCode,
+  refusal,
+  siteToCoordinator,
   validateMessage,
 } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
@@ -33,7 +33,8 @@ import { ContributionService } from './contribution.service';
 import { SiteSessionsService } from './site-sessions.service';
 
 /**
- * Thin socket.io gateway for sites: validates every payload against libs/protocol, replies with
+ * Thin socket.io gateway for sites: validates every payload against its schema in the protocol's
+ * contract table (libs/protocol events.ts siteToCoordinator), replies with
  * an ack (never throws: a handler that throws would leave the site without an answer), and
  * delegates to the services.
  */
@@ -86,8 +87,8 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
   @SubscribeMessage(SiteEvents.challenge)
   async challenge(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<ChallengeAck> {
     return this.guard(socket, SiteEvents.challenge, async () => {
-      const v = validateMessage(challengeRequestSchema, body, SiteEvents.challenge);
-      if (!v.ok) return this.refuse(socket, v.reason);
+      const v = validateMessage(siteToCoordinator[SiteEvents.challenge].request, body, SiteEvents.challenge);
+      if (!v.ok) return this.refuse(socket, v.reason, undefined, 'invalid-message');
       return this.sessions.challenge(socket, v.value);
     });
   }
@@ -95,10 +96,10 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
   @SubscribeMessage(SiteEvents.hello)
   async hello(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<HelloAck> {
     return this.guard(socket, SiteEvents.hello, async () => {
-      const v = validateMessage(siteHelloSchema, body, SiteEvents.hello);
-      if (!v.ok) return this.refuse(socket, v.reason);
+      const v = validateMessage(siteToCoordinator[SiteEvents.hello].request, body, SiteEvents.hello);
+      if (!v.ok) return this.refuse(socket, v.reason, undefined, 'invalid-message');
       const ack = await this.sessions.hello(socket, v.value);
-      if (!ack.ok) this.refusals.warn('hello', 'hello refused', { socketId: socket.id, reason: ack.error });
+      if (!ack.ok) this.refusals.warn('hello', 'hello refused', { socketId: socket.id, code: ack.code, reason: ack.error });
       else {
         clearTimeout(this.helloDeadlines.get(socket.id));
         this.helloDeadlines.delete(socket.id);
@@ -112,11 +113,12 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
   async uploadChunk(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<Ack> {
     return this.guard(socket, ChunkEvents.uploadChunk, async () => {
       const siteId = this.sessions.siteOf(socket.id);
-      if (!siteId) return this.refuse(socket, `${ChunkEvents.uploadChunk} before ${SiteEvents.hello}`);
+      if (!siteId) return this.refuse(socket, `${ChunkEvents.uploadChunk} before ${SiteEvents.hello}`, undefined, 'not-authenticated');
       let uploads = this.uploads.get(socket.id);
       if (!uploads) {
         uploads = new UploadReassembler({
-          maxTotalBytes: this.config.maxModelBytes,
+          // What the open round expects from this site (its model's size), never more than the configured cap.
+          maxTotalBytes: () => Math.min(this.config.maxModelBytes, this.contributions.uploadLimitFor(siteId)),
           maxChunkBytes: chunkBytesForLimit(RECOMMENDED_MAX_MESSAGE_BYTES),
         });
         this.uploads.set(socket.id, uploads);
@@ -131,7 +133,7 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
   async fetchChunk(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<FetchChunkAck> {
     return this.guard(socket, ChunkEvents.fetchChunk, async () => {
       const siteId = this.sessions.siteOf(socket.id);
-      if (!siteId) return this.refuse(socket, `${ChunkEvents.fetchChunk} before ${SiteEvents.hello}`);
+      if (!siteId) return this.refuse(socket, `${ChunkEvents.fetchChunk} before ${SiteEvents.hello}`, undefined, 'not-authenticated');
       const ack = this.models.serve(body);
       return ack.ok ? ack : this.refuse(socket, ack.error, siteId);
     });
@@ -141,8 +143,8 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
   async update(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<Ack> {
     return this.guard(socket, SiteEvents.update, async () => {
       const siteId = this.sessions.siteOf(socket.id);
-      if (!siteId) return this.refuse(socket, `${SiteEvents.update} before ${SiteEvents.hello}`);
-      const v = validateMessage(sealedUpdateSchema, body, SiteEvents.update);
+      if (!siteId) return this.refuse(socket, `${SiteEvents.update} before ${SiteEvents.hello}`, undefined, 'not-authenticated');
+      const v = validateMessage(siteToCoordinator[SiteEvents.update].request, body, SiteEvents.update);
       if (!v.ok) return this.refuse(socket, v.reason, siteId);
       const uploads = this.uploads.get(socket.id);
       if (!uploads) return this.refuse(socket, `${SiteEvents.update}: upload ${v.value.uploadId} is unknown on this connection`, siteId);
@@ -156,24 +158,28 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
   async taskFailed(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<Ack> {
     return this.guard(socket, SiteEvents.taskFailed, async () => {
       const siteId = this.sessions.siteOf(socket.id);
-      if (!siteId) return this.refuse(socket, `${SiteEvents.taskFailed} before ${SiteEvents.hello}`);
-      const v = validateMessage(taskFailedSchema, body, SiteEvents.taskFailed);
+      if (!siteId) return this.refuse(socket, `${SiteEvents.taskFailed} before ${SiteEvents.hello}`, undefined, 'not-authenticated');
+      const v = validateMessage(siteToCoordinator[SiteEvents.taskFailed].request, body, SiteEvents.taskFailed);
       if (!v.ok) return this.refuse(socket, v.reason, siteId);
       return this.contributions.failed(siteId, v.value);
     });
   }
 
-  private refuse(socket: Socket, reason: string, siteId?: string): { ok: false; error: string } {
-    this.logger.event('warn', 'gateway', 'message rejected', { socketId: socket.id, siteId, reason });
-    return { ok: false, error: reason };
+  /**
+   * A refusal for the ack, logged. Contribution refusals (malformed updates, bad signatures, ...)
+   * still travel without a code: the site only logs them (it does not act on them).
+   */
+  private refuse(socket: Socket, reason: string, siteId?: string, code?: RefusalCode): Refusal {
+    this.logger.event('warn', 'gateway', 'message rejected', { socketId: socket.id, siteId, code, reason });
+    return refusal(reason, code);
   }
 
-  private async guard<T>(socket: Socket, event: string, handler: () => Promise<T>): Promise<T | { ok: false; error: string }> {
+  private async guard<T>(socket: Socket, event: string, handler: () => Promise<T>): Promise<T | Refusal> {
     try {
       return await handler();
     } catch (e) {
       this.logger.event('error', 'gateway', 'handler failed', { socketId: socket.id, event, error: (e as Error).message });
-      return { ok: false, error: `internal error handling ${event}` };
+      return refusal(`internal error handling ${event}`, 'internal-error');
     }
   }
 }

@@ -51,10 +51,11 @@ const config: RunConfig = {
 describe.each(backends)('coordinator store on %s', (_name, open) => {
   let ds: DataSource;
   let store: TypeOrmCoordinatorStore;
+  // A new embedded database is created by a child process (initdb): seconds on a busy machine.
   beforeAll(async () => {
     ds = await open();
     store = new TypeOrmCoordinatorStore(ds);
-  });
+  }, 120_000);
   afterAll(async () => store.close());
 
   it('applies the migrations (no synchronize)', async () => {
@@ -243,5 +244,5 @@ describe('embedded database files', () => {
     } finally {
       process.umask(previous);
     }
-  });
+  }, 120_000);
 });

@@ -1,4 +1,6 @@
-import { ClassWeighting, Metrics, ModelSpec, StainNormalizationTarget } from '@histofed/fl-core';
+import type { Metrics } from '@histofed/fl-core';
+import type { Expect, MutuallyAssignable, SameKeys } from '@histofed/protocol';
+import type { RunConfigOutput } from '../admin/run-config.schema';
 
 /** Plain records the services work with. The TypeORM entities stay inside persistence/. */
 
@@ -25,55 +27,32 @@ export interface EnrollmentToken {
   readonly expiresAt: Date;
 }
 
-/** What an administrator chooses when creating a run. */
-export interface RunConfig {
-  readonly name: string;
-  readonly model: ModelSpec;
-  readonly strategy: string;
-  /** Options of the strategy (e.g. FedAdam's eta, trimmed mean's trim), validated at creation. */
-  readonly strategyOptions?: Readonly<Record<string, number>>;
-  readonly rounds: number;
-  readonly localEpochs: number;
-  readonly batchSize: number;
-  readonly learningRate: number;
-  readonly proximalMu: number;
-  readonly minSites: number;
-  readonly maxSites: number;
-  /** Seconds a round waits for contributions after sending the task. */
-  readonly roundTimeoutSeconds: number;
-  /** Seconds to wait for minSites approved sites to be connected before a round starts. */
-  readonly waitForSitesSeconds: number;
-  /**
-   * Once minSites are connected, seconds a round still waits for the other approved sites (a site
-   * reconnecting after a restart, of itself or of the coordinator) before it starts without them;
-   * 0 starts at once. Absent in runs stored before it existed: 0.
-   */
-  readonly gatherSeconds?: number;
-  /** Reject updates whose L2 distance to the global model exceeds this (0 = no bound). */
-  readonly maxUpdateNorm: number;
-  /** Local fine-tuning epochs at the end of the run (0 = no personalization, no per-site ensemble). */
-  readonly personalizeEpochs: number;
-  /** Learning rate of the personalization (fine-tuning) epochs; defaults to learningRate / 10. */
-  readonly personalizeLearningRate?: number;
-  readonly seed: number;
-  /** Stain normalization applied by every site and by the central evaluation (null = none). */
-  readonly stainNormalization?: StainNormalizationTarget | null;
-  /** Sites augment their training data: tiled models' training views, or whole images (a new seeded draw every round). */
-  readonly augment?: boolean;
-  /** Class-imbalance handling on the sites (absent in runs stored before it existed: 'none'). */
-  readonly classWeighting?: ClassWeighting;
-  /** SecAgg+ on (the coordinator sees only sums of updates), or null/absent for sealed per-site updates. */
-  readonly secureAggregation?: SecureAggregationConfig | null;
-}
+/**
+ * The fields added to the run configuration after runs were first stored: rows written before
+ * them lack the field, so the record has them optional (readers apply the old behaviour:
+ * gatherSeconds 0, no stain normalization, no augmentation, classWeighting 'none', no secure
+ * aggregation).
+ */
+type AddedAfterFirstRuns = 'gatherSeconds' | 'stainNormalization' | 'augment' | 'classWeighting' | 'secureAggregation';
 
-export interface SecureAggregationConfig {
-  /** k, neighbours per site (default: chosen from the round's size). */
-  readonly neighbours?: number;
-  /** t, shares needed to unmask (default: a strict majority of the k + 1 holders). */
-  readonly threshold?: number;
-  readonly clipRange: number;
-  readonly stageTimeoutSeconds: number;
-}
+/**
+ * What an administrator chose when creating a run: the validated output of the run-config schema
+ * (admin/run-config.schema.ts, where each field is documented), as stored and read back. Derived,
+ * so a field added to the schema is a field of the record.
+ */
+export type RunConfig = Readonly<Omit<RunConfigOutput, AddedAfterFirstRuns> & Partial<Pick<RunConfigOutput, AddedAfterFirstRuns>>>;
+
+/** SecAgg+ settings of a run (RunConfig.secureAggregation). */
+export type SecureAggregationConfig = Readonly<NonNullable<RunConfigOutput['secureAggregation']>>;
+
+/**
+ * Guards the derivation (should RunConfig ever be written out as an interface again): a run the
+ * schema accepts can be stored, the record's other fields are the schema's, and it names exactly
+ * the schema's fields.
+ */
+export type RunConfigStoresSchemaOutput = Expect<[RunConfigOutput] extends [RunConfig] ? true : false>;
+export type RunConfigAgreesWithSchema = Expect<MutuallyAssignable<Omit<RunConfig, AddedAfterFirstRuns>, Omit<RunConfigOutput, AddedAfterFirstRuns>>>;
+export type RunConfigHasSchemaFields = Expect<SameKeys<RunConfig, RunConfigOutput>>;
 
 export type RunStatus = 'created' | 'running' | 'completed' | 'failed';
 

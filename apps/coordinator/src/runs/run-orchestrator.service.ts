@@ -3,7 +3,7 @@ import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, parame
 import { SiteResult, Strategy, StrategyState, createStrategy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
 import { buildModelAsync, getWeights } from '@histofed/ml';
-import { SecAggTask, TrainTask } from '@histofed/protocol';
+import { CoordinatorEvents, SecAggTask, TrainTask } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { ModelExporter } from '../evaluation/model-exporter.service';
 import { CentralEvaluator } from '../evaluation/central-evaluator.service';
@@ -227,7 +227,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     };
     for (const siteId of participants) {
       const siteTask = secure ? { ...task, secagg: secure.taskFor(siteId) } : task;
-      void this.sessions.sendTask(siteId, siteTask, ACK_TIMEOUT_MS).then((ack) => {
+      void this.sessions.send(siteId, CoordinatorEvents.train, siteTask, ACK_TIMEOUT_MS).then((ack) => {
         if (!ack.ok) collection.markMissing(siteId, ack.error);
       });
     }

@@ -3,13 +3,15 @@ import { SiteResult } from '@histofed/aggregation';
 import { fromBase64, toBase64 } from '@histofed/crypto';
 import { WeightSet, applyFlatDelta, parameterCount } from '@histofed/fl-core';
 import {
+  CoordinatorToSiteAck,
+  CoordinatorToSiteEvent,
+  CoordinatorToSitePayload,
+  SECAGG_MIN_NEIGHBOURS,
   SecAggEvents,
   SecAggParamsMessage,
   SecAggTask,
-  secAggAdvertiseAckSchema,
-  secAggShareKeysAckSchema,
-  secAggUnmaskAckSchema,
-  validateMessage,
+  defaultThreshold,
+  thresholdFits,
 } from '@histofed/protocol';
 import {
   AdvertisedKeys,
@@ -17,7 +19,6 @@ import {
   RevealedShares,
   SecAggParams,
   buildNeighbourhoods,
-  defaultThreshold,
   neighbourDegree,
   unmaskSum,
   verifyAdvertised,
@@ -76,9 +77,9 @@ export class SecureAggregationRound {
     const n = input.participants.length;
     // k neighbours per site (>= 2: run configs with secure aggregation need >= 3 sites), and t, the
     // shares that rebuild a secret, a strict majority of a secret's k + 1 holders (the site keeps one).
-    const k = Math.max(2, Math.min(config.neighbours ?? defaultNeighbours(n), n - 1));
+    const k = Math.max(SECAGG_MIN_NEIGHBOURS, Math.min(config.neighbours ?? defaultNeighbours(n), n - 1));
     const threshold = config.threshold ?? defaultThreshold(k);
-    if (threshold > k || threshold <= (k + 1) / 2) {
+    if (!thresholdFits(k, threshold)) {
       return { ok: false, reason: `secure aggregation: threshold ${threshold} does not fit the ${k} neighbours ${n} sites allow (needs (k+1)/2 < t <= k)` };
     }
     const wire: SecAggParamsMessage = { neighbourCount: k, threshold, clipRange: config.clipRange, vectorLength: parameterCount(input.global) };
@@ -95,8 +96,7 @@ export class SecureAggregationRound {
     await this.stage(input.participants, async (siteId) => {
       const site = await this.store.getSite(siteId);
       if (!site?.signPublicKey) throw new Error(`site ${siteId} has no enrolled signing key`);
-      const raw = await this.sessions.request(siteId, SecAggEvents.advertise, { runId, round, params: wire }, timeoutMs);
-      const ack = ok(validateMessage(secAggAdvertiseAckSchema, raw, `${SecAggEvents.advertise} ack from ${siteId}`));
+      const ack = await this.ask(siteId, SecAggEvents.advertise, { runId, round, params: wire }, timeoutMs);
       const keys = { cPublicKey: fromBase64(ack.keys.cPublicKey), sPublicKey: fromBase64(ack.keys.sPublicKey), signature: fromBase64(ack.keys.signature) };
       verifyAdvertised(siteId, keys, fromBase64(site.signPublicKey), runId, round);
       advertised[siteId] = keys;
@@ -125,8 +125,7 @@ export class SecureAggregationRound {
           },
         ]),
       );
-      const raw = await this.sessions.request(siteId, SecAggEvents.shareKeys, { runId, round, neighbours }, timeoutMs);
-      const ack = ok(validateMessage(secAggShareKeysAckSchema, raw, `${SecAggEvents.shareKeys} ack from ${siteId}`));
+      const ack = await this.ask(siteId, SecAggEvents.shareKeys, { runId, round, neighbours }, timeoutMs);
       const expected = [...graph[siteId]].sort().join(',');
       if (Object.keys(ack.shares).sort().join(',') !== expected) throw new Error(`site ${siteId} sent shares for other sites than its neighbours`);
       sharesFrom[siteId] = ack.shares;
@@ -161,8 +160,7 @@ export class SecureAggregationRound {
         survivors: graph[siteId].filter((j) => u3.includes(j)),
         dropped: graph[siteId].filter((j) => dropped.includes(j)),
       };
-      const raw = await this.sessions.request(siteId, SecAggEvents.unmask, request, timeoutMs);
-      const ack = ok(validateMessage(secAggUnmaskAckSchema, raw, `${SecAggEvents.unmask} ack from ${siteId}`));
+      const ack = await this.ask(siteId, SecAggEvents.unmask, request, timeoutMs);
       const decode = (r: Record<string, string>) => Object.fromEntries(Object.entries(r).map(([id, v]) => [id, fromBase64(v)]));
       revealed[siteId] = { b: decode(ack.b), s: decode(ack.s) };
     }, 'unmask');
@@ -185,6 +183,18 @@ export class SecureAggregationRound {
     };
   }
 
+  /** One stage's request to one site: its validated answer, or an error (refused, no answer, malformed). */
+  private async ask<E extends CoordinatorToSiteEvent>(
+    siteId: string,
+    event: E,
+    payload: CoordinatorToSitePayload<E>,
+    timeoutMs: number,
+  ): Promise<Extract<CoordinatorToSiteAck<E>, { ok: true }>> {
+    const ack = await this.sessions.send(siteId, event, payload, timeoutMs);
+    if (!ack.ok) throw new Error(ack.error);
+    return ack as Extract<CoordinatorToSiteAck<E>, { ok: true }>;
+  }
+
   /** Runs `step` for every site concurrently; a site whose step fails is left out (logged). */
   private async stage(sites: readonly string[], step: (siteId: string) => Promise<void>, name: string): Promise<void> {
     await Promise.all(
@@ -193,10 +203,4 @@ export class SecureAggregationRound {
       ),
     );
   }
-}
-
-function ok<T extends { ok: boolean }>(v: { ok: true; value: T } | { ok: false; reason: string }): Extract<T, { ok: true }> {
-  if (!v.ok) throw new Error(v.reason);
-  if (!v.value.ok) throw new Error((v.value as unknown as { error: string }).error);
-  return v.value as Extract<T, { ok: true }>;
 }

@@ -1,0 +1,87 @@
+import nacl from 'tweetnacl';
+import {
+  ChunkEvents,
+  CoordinatorEvents,
+  SECAGG_MAX_NEIGHBOURS,
+  SecAggEvents,
+  SiteEvents,
+  authenticate,
+  coordinatorToSite,
+  defaultThreshold,
+  secAggParamsSchema,
+  siteToCoordinator,
+  thresholdFits,
+  validateCoordinatorToSiteAck,
+  validateSiteToCoordinatorAck,
+} from './index';
+
+describe('the socket contract', () => {
+  it('lists every event the sides exchange', () => {
+    expect(Object.keys(coordinatorToSite).sort()).toEqual(
+      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask].sort(),
+    );
+    expect(Object.keys(siteToCoordinator).sort()).toEqual(
+      [SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, SiteEvents.taskFailed, ChunkEvents.uploadChunk, ChunkEvents.fetchChunk].sort(),
+    );
+  });
+
+  it('validates an ack against its own event’s schema', () => {
+    expect(validateCoordinatorToSiteAck(CoordinatorEvents.train, { ok: true }, 'train ack')).toEqual({ ok: true, value: { ok: true } });
+    // { ok: true } is a train ack, not a share-keys ack (which carries the shares).
+    const v = validateCoordinatorToSiteAck(SecAggEvents.shareKeys, { ok: true }, 'share-keys ack');
+    expect(v).toEqual({ ok: false, reason: expect.stringMatching(/^share-keys ack: .*shares/) });
+    expect(validateSiteToCoordinatorAck(SiteEvents.challenge, { ok: true, challenge: 'x' }, 'challenge ack').ok).toBe(false);
+  });
+
+  it('carries refusal codes; an unknown code reads as none, a missing one is fine', () => {
+    const ack = (raw: unknown) => validateSiteToCoordinatorAck(SiteEvents.hello, raw, 'hello ack');
+    expect(ack({ ok: false, error: 'x is revoked', code: 'revoked' })).toEqual({ ok: true, value: { ok: false, error: 'x is revoked', code: 'revoked' } });
+    const future = ack({ ok: false, error: 'new reason', code: 'from-the-future' });
+    expect(future.ok && future.value).toEqual({ ok: false, error: 'new reason' });
+    expect(future.ok && !future.value.ok && future.value.code).toBeUndefined();
+    expect(ack({ ok: false, error: 'old coordinator' })).toEqual({ ok: true, value: { ok: false, error: 'old coordinator' } });
+    expect(ack({ ok: false, code: 'revoked' }).ok).toBe(false);
+  });
+
+  it('authenticate hands the site the coordinator’s refusal code', async () => {
+    const keys = nacl.sign.keyPair();
+    const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
+    const signer = {
+      siteId: 'site-a',
+      boxPublicKey: b64(nacl.box.keyPair().publicKey),
+      signPublicKey: b64(keys.publicKey),
+      sign: (m: Uint8Array) => nacl.sign.detached(m, keys.secretKey),
+    };
+    const emit = async (event: string) =>
+      event === SiteEvents.challenge
+        ? { ok: true, challenge: Buffer.alloc(32, 7).toString('base64') }
+        : { ok: false, error: 'site site-a is awaiting approval', code: 'pending-approval' };
+    expect(await authenticate(emit, signer, { backend: 'none', software: 't', trainSamples: 1, validationSamples: 0 })).toEqual({
+      ok: false,
+      error: 'site site-a is awaiting approval',
+      code: 'pending-approval',
+    });
+  });
+});
+
+describe('secure-aggregation limits', () => {
+  it('threshold: a strict majority of the k + 1 holders, at most k', () => {
+    expect([2, 3, 4, 6, 10].map((k) => [k, defaultThreshold(k)])).toEqual([[2, 2], [3, 3], [4, 3], [6, 4], [10, 6]]);
+    for (const k of [2, 3, 4, 6, 10, SECAGG_MAX_NEIGHBOURS]) {
+      expect(thresholdFits(k, defaultThreshold(k))).toBe(true);
+      expect(thresholdFits(k, defaultThreshold(k) - 1)).toBe(false);
+      expect(thresholdFits(k, k)).toBe(true);
+      expect(thresholdFits(k, k + 1)).toBe(false);
+    }
+    expect(thresholdFits(4, 3.5)).toBe(false);
+  });
+
+  it('the wire params refuse what the cryptography would refuse', () => {
+    const params = { neighbourCount: 4, threshold: 3, clipRange: 1, vectorLength: 10 };
+    expect(secAggParamsSchema.safeParse(params).success).toBe(true);
+    expect(secAggParamsSchema.safeParse({ ...params, threshold: 2 }).success).toBe(false);
+    expect(secAggParamsSchema.safeParse({ ...params, threshold: 5 }).success).toBe(false);
+    expect(secAggParamsSchema.safeParse({ ...params, neighbourCount: SECAGG_MAX_NEIGHBOURS + 1, threshold: 200 }).success).toBe(false);
+    expect(secAggParamsSchema.safeParse({ ...params, clipRange: 2 ** -31 }).success).toBe(false);
+  });
+});

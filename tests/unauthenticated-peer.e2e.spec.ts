@@ -79,6 +79,20 @@ describe('an unauthenticated peer', () => {
     await fed.coordinator.waitFor((l) => l.msg === 'connection refused' && String(l.reason).startsWith('too many connections from'), 10_000, 'the refusal log line');
   });
 
+  it('lets at most the cap in from a burst of simultaneous connections', async () => {
+    await new Promise((r) => setTimeout(r, 500)); // the previous test's connections are closed
+    const burst = Array.from({ length: PER_ADDRESS * 3 }, () => client());
+    const outcomes = await Promise.all(
+      burst.map((s) =>
+        new Promise<'in' | 'out'>((resolve) => {
+          s.once('connect', () => resolve('in'));
+          s.once('connect_error', () => resolve('out'));
+        }),
+      ),
+    );
+    expect(outcomes.filter((o) => o === 'in').length).toBe(PER_ADDRESS);
+  });
+
   it('is refused when a browser page of another origin connects', async () => {
     expect(await refused(client({ origin: 'https://evil.example' }))).toBeTruthy();
     await connected(client({ origin: 'https://dashboard.example' }));

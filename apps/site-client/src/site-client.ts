@@ -15,6 +15,7 @@ import {
   SiteEvents,
   SiteSigner,
   TrainTask,
+  TransferError,
   authenticate,
   chunkBytesForLimit,
   deliverUpdate,
@@ -33,6 +34,7 @@ import { runLocalTraining } from './local-training';
 import { SiteSecureAggregation } from '@histofed/secagg';
 import { SiteSocket, coordinatorRequests } from './coordinator-channel';
 import { Outbox } from './outbox';
+import { PendingUpdates, SendOutcome } from './pending-updates';
 import { REFUSED_RETRY_MS, helloRefusalPlan } from './refusal-plan';
 import { SiteConfig } from './site-config';
 import { SiteData } from './site-data';
@@ -61,7 +63,7 @@ export class SiteClient {
   private readonly signer: SiteSigner;
   private readonly secure: SiteSecureAggregation;
   /** Updates that could not be delivered yet (connection lost while training); resent on reconnect. */
-  private readonly pending: PreparedUpdate[] = [];
+  private readonly pending = new PendingUpdates<PreparedUpdate>();
 
   private constructor(
     private readonly config: SiteConfig,
@@ -271,12 +273,18 @@ export class SiteClient {
 
   /** Uploads the ciphertext in chunks, then names it in site:update; queued for reconnection on failure. */
   private async send(update: PreparedUpdate): Promise<void> {
-    const { round, runId, kind } = update.message;
     if (!this.socket?.connected) {
-      this.logger.event('warn', 'not connected; update queued until reconnection', { round });
-      this.pending.push(update);
+      this.logger.event('warn', 'not connected; update queued until reconnection', { round: update.message.round });
+      this.pending.add(update);
       return;
     }
+    if ((await this.deliver(update)) === 'retry') this.pending.add(update);
+  }
+
+  /** One attempt: 'retry' when it got no answer (worth sending after the next reconnection). */
+  private async deliver(update: PreparedUpdate): Promise<SendOutcome> {
+    const { round, runId, kind } = update.message;
+    if (!this.socket?.connected) return 'retry';
     try {
       const send = coordinatorRequests(this.socket, (event) => (event === SiteEvents.update ? SEND_TIMEOUT_MS : CHUNK_TIMEOUT_MS));
       const raw = await deliverUpdate(send, update, this.chunkBytes);
@@ -284,16 +292,20 @@ export class SiteClient {
       if (!ack.ok) throw new Error(ack.reason);
       if (ack.value.ok) this.logger.event('info', 'update accepted', { runId, round, kind, bytes: update.sealed.length });
       else this.logger.event('warn', 'update rejected by coordinator', { round, error: ack.value.error, code: ack.value.code ?? null });
+      return 'done';
     } catch (e) {
+      if (e instanceof TransferError && e.refused) {
+        // The coordinator answered "no" (e.g. no round awaits this upload any more): sending it again would not change that.
+        this.logger.event('warn', 'update refused by coordinator; dropped', { runId, round, kind, error: e.message });
+        return 'done';
+      }
       this.logger.event('warn', 'update not delivered; queued for reconnection', { round, error: (e as Error).message });
-      this.pending.push(update);
+      return 'retry';
     }
   }
 
   private async flushPending(): Promise<void> {
-    while (this.pending.length > 0 && this.socket?.connected) {
-      await this.send(this.pending.shift()!);
-    }
+    await this.pending.flush(() => this.socket?.connected === true, (update) => this.deliver(update));
   }
 }
 

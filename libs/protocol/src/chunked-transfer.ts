@@ -30,7 +30,14 @@ import { Validated, validateMessage } from './validate';
 
 /** The peer refused a transfer step (its reason is in the message), or did not answer at all. */
 export class TransferError extends HistoFedError {
-  constructor(message: string) {
+  /**
+   * @param refused the other side answered and refused (sending the same again is refused again),
+   *   as opposed to a transfer that got no answer (a connection lost or slow: worth retrying).
+   */
+  constructor(
+    message: string,
+    readonly refused = false,
+  ) {
     super('TRANSFER', message);
   }
 }
@@ -107,7 +114,7 @@ export async function uploadInChunks(
     }
     const ack = validateMessage(ackSchema, raw, `${where} ack`);
     if (!ack.ok) throw new ValidationError(ack.reason);
-    if (!ack.value.ok) throw new TransferError(`${where}: refused by the receiver: ${ack.value.error}`);
+    if (!ack.value.ok) throw new TransferError(`${where}: refused by the receiver: ${ack.value.error}`, true);
     opts.onProgress?.(start + data.length, totalBytes);
   }
   return { uploadId, sha256, totalBytes, count };
@@ -447,7 +454,7 @@ export async function downloadInChunks(
     }
     const ack = validateMessage(fetchChunkAckSchema, raw, `${where} ack`);
     if (!ack.ok) throw new ValidationError(ack.reason);
-    if (!ack.value.ok) throw new TransferError(`${where}: refused by the server: ${ack.value.error}`);
+    if (!ack.value.ok) throw new TransferError(`${where}: refused by the server: ${ack.value.error}`, true);
     const data = ack.value.data;
     if (data.length !== expected) throw new ValidationError(`${where}: got ${data.length} bytes, expected ${expected}`);
     out.set(data, offset);

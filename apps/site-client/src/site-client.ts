@@ -33,6 +33,7 @@ import {
 import { runLocalTraining } from './local-training';
 import { SiteSecureAggregation } from '@histofed/secagg';
 import { SiteSocket, coordinatorRequests } from './coordinator-channel';
+import { LocalTensorStore } from './local-tensor-store';
 import { Outbox } from './outbox';
 import { PendingUpdates, SendOutcome } from './pending-updates';
 import { REFUSED_RETRY_MS, helloRefusalPlan } from './refusal-plan';
@@ -64,6 +65,7 @@ export class SiteClient {
   private readonly secure: SiteSecureAggregation;
   /** Updates that could not be delivered yet (connection lost while training); resent on reconnect. */
   private readonly pending = new PendingUpdates<PreparedUpdate>();
+  private readonly localTensors: LocalTensorStore;
 
   private constructor(
     private readonly config: SiteConfig,
@@ -76,6 +78,7 @@ export class SiteClient {
   ) {
     this.signer = identitySigner(config.siteId, keys);
     this.secure = new SiteSecureAggregation(config.siteId, keys.sign.secretKey);
+    this.localTensors = new LocalTensorStore(config.stateDir);
   }
 
   static async create(config: SiteConfig, logger = new SiteLogger(config.siteId)): Promise<SiteClient> {
@@ -238,7 +241,11 @@ export class SiteClient {
         }),
         'global model',
       );
-      const result = await runLocalTraining(task, global, this.data, this.logger, await this.pool);
+      // FedBN: the site's own local tensors (from its previous task in this run) replace the global ones.
+      const start = this.localTensors.startingPoint(cfg.runId, global, cfg.localTensors);
+      if (start.own) this.logger.event('info', 'training from own local tensors', { runId: cfg.runId, round: cfg.round, policy: cfg.localTensors });
+      const result = await runLocalTraining(task, start.weights, this.data, this.logger, await this.pool);
+      if (cfg.localTensors !== 'none') this.localTensors.save(cfg.runId, result.weights, cfg.localTensors);
       const header = {
         runId: cfg.runId,
         round: cfg.round,

@@ -5,3 +5,4 @@ export * from './fedavg';
 export * from './robust';
 export * from './fedopt';
 export * from './create-strategy';
+export * from './local-tensors';

@@ -5,3 +5,4 @@ export * from './run-types';
 export * from './dataset-types';
 export * from './signed-bytes';
 export * from './weight-vectors';
+export * from './local-tensors';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BACKBONE_NAMES, CLASS_WEIGHTINGS } from '@histofed/fl-core';
+import { BACKBONE_NAMES, CLASS_WEIGHTINGS, LOCAL_TENSOR_POLICIES } from '@histofed/fl-core';
 import type { BackboneSpec, ModelSpec, StainNormalizationTarget, TileSpec } from '@histofed/fl-core';
 import type { Expect, MutuallyAssignable } from './type-checks';
 
@@ -92,6 +92,11 @@ export const roundConfigSchema = z.object({
    * its own training images (capped), against class imbalance; 'none': plain cross-entropy.
    */
   classWeighting: z.enum(CLASS_WEIGHTINGS).default('none'),
+  /**
+   * Tensors the site keeps instead of taking the global model's (FedBN): its own from the previous
+   * round of this run, from its state directory; 'none' = take every tensor.
+   */
+  localTensors: z.enum(LOCAL_TENSOR_POLICIES).default('none'),
 });
 /** A validated round configuration (defaults applied): the type is the schema's. */
 export type RoundConfig = z.output<typeof roundConfigSchema>;

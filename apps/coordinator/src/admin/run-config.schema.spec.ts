@@ -87,4 +87,21 @@ describe('run config: secure aggregation', () => {
     expect(reason({ ...secure, secureAggregation: { neighbours: 6, threshold: 3 } })).toMatch(/threshold must be more than half/);
     expect(reason({ ...secure, secureAggregation: { clipRange: -1, extra: 1 } })).toMatch(/clipRange/);
   });
+
+  it('keeps batch-norm tensors local (FedBN) only for a model that trains batch normalization, and not with secure aggregation', () => {
+    const reason = (body: object) => {
+      const r = runConfigInputSchema.safeParse(body);
+      return r.success ? '' : describeZodError(r.error);
+    };
+    expect(runConfigInputSchema.parse({}).localTensors).toBe('none');
+    const bn = { model: { kind: 'se-cnn', imageSize: 64, numClasses: 2, options: { batchNorm: 1 } } };
+    expect(runConfigInputSchema.parse({ ...bn, localTensors: 'batch-norm' }).localTensors).toBe('batch-norm');
+    expect(runConfigInputSchema.parse({ ...bn, localTensors: 'batch-norm-and-heads' }).localTensors).toBe('batch-norm-and-heads');
+    expect(reason({ localTensors: 'batch-norm' })).toMatch(/localTensors: model backbone-head trains no batch normalization/);
+    expect(reason({ model: { kind: 'se-cnn', imageSize: 64, numClasses: 2 }, localTensors: 'batch-norm' })).toMatch(/options\.batchNorm 1/);
+    expect(reason({ ...bn, localTensors: 'batch-norm', secureAggregation: {}, minSites: 3, personalizeEpochs: 0 })).toMatch(
+      /localTensors: local tensors \(FedBN\) cannot be combined with secure aggregation yet/,
+    );
+    expect(reason({ ...bn, localTensors: 'fedbn' })).toMatch(/localTensors/);
+  });
 });

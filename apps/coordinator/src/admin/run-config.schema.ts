@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { STRATEGY_NAMES, createStrategy } from '@histofed/aggregation';
 import { DEFAULT_MACENKO_TARGET, validateStainTarget } from '@histofed/data';
-import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, StainNormalizationTarget } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, LOCAL_TENSOR_POLICIES, StainNormalizationTarget, localTensorPolicyProblem } from '@histofed/fl-core';
 import {
   SECAGG_MAX_NEIGHBOURS,
   SECAGG_MAX_RUN_CLIP_RANGE,
@@ -91,6 +91,11 @@ export const runConfigInputSchema = z
     classWeighting: z.enum(['none', 'balanced']).default('balanced'),
     /** null (default): sites send their models sealed to the coordinator, which may keep per-site models. */
     secureAggregation: secureAggregationSchema.nullable().default(null),
+    /**
+     * Tensors that stay at each site (FedBN): 'none' (default), 'batch-norm' (a model with batch
+     * normalization, e.g. options.batchNorm 1), 'batch-norm-and-heads' (also personalized heads).
+     */
+    localTensors: z.enum(LOCAL_TENSOR_POLICIES).default('none'),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })
@@ -115,6 +120,15 @@ export const runConfigInputSchema = z
         code: 'custom',
         path: ['minSites'],
         message: `secure aggregation needs minSites >= ${SECAGG_MIN_SITES} (a sum of two updates reveals each to the other)`,
+      });
+    }
+    const localProblem = localTensorPolicyProblem(c.model, c.localTensors);
+    if (localProblem) ctx.addIssue({ code: 'custom', path: ['localTensors'], message: localProblem });
+    if (c.secureAggregation && c.localTensors !== 'none') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['localTensors'],
+        message: 'local tensors (FedBN) cannot be combined with secure aggregation yet (the masked vector covers the whole model): set localTensors to none',
       });
     }
     try {

@@ -5,7 +5,7 @@ import { buildModelAsync, preprocessingFor, saveEnsembleManifest, saveModel, set
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 
 export interface ExportedMember {
-  /** 'global' or a site id. */
+  /** 'global', 'global@<site id>' (with the site's local tensors) or a site id (its personalized model). */
   readonly id: string;
   readonly weights: WeightSet;
 }
@@ -49,7 +49,8 @@ export class ModelExporter {
           spec,
           ...(featureModel ? { featureModel } : {}),
           preprocessing: preprocessingFor(spec, stain as Record<string, unknown> | null),
-          provenance: m.id === 'global'
+          // 'global@<site>': the global model with that site's local tensors (FedBN).
+          provenance: m.id === 'global' || m.id.startsWith('global@')
             ? { kind: 'global', runId, round, sites: [...contributors] }
             : { kind: 'site', runId, round, sites: [m.id] },
         });

@@ -101,6 +101,7 @@ const task: TrainTask = {
     stainNormalization: null,
     augment: false,
     classWeighting: 'none',
+    localTensors: 'none',
   },
 };
 

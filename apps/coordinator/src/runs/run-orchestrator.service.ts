@@ -1,6 +1,6 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, parameterCount } from '@histofed/fl-core';
-import { SiteResult, Strategy, StrategyState, createStrategy } from '@histofed/aggregation';
+import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, localTensorsOf, parameterCount, withLocalTensors } from '@histofed/fl-core';
+import { SiteResult, Strategy, StrategyState, createStrategy, withLocalTensorPolicy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
 import { buildModelAsync, getWeights } from '@histofed/ml';
 import { CoordinatorEvents, SecAggTask, TrainTask } from '@histofed/protocol';
@@ -99,17 +99,21 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
   private async execute(runId: string): Promise<void> {
     const run = (await this.store.getRun(runId))!;
     const cfg = run.config;
-    const strategy = createStrategy(cfg.strategy, cfg.strategyOptions);
+    // FedBN: the tensors the run keeps local stay out of aggregation (the sites keep their own).
+    const strategy = withLocalTensorPolicy(createStrategy(cfg.strategy, cfg.strategyOptions), cfg.localTensors ?? 'none');
     // The server optimizer's state (FedAdam/FedYogi moments) after the last completed round, stored
     // with the run's progress, so a restarted coordinator continues with the same state.
     const strategyState: { current?: StrategyState } = { current: await this.strategyStateOf(run) };
     let global = await this.currentGlobal(run);
+    // FedBN: each site's local tensors from its latest accepted update (in memory: after a
+    // coordinator restart they come back with the next round's updates).
+    const latestLocal = new Map<string, WeightSet>();
     for (let round = run.completedRounds + 1; round <= cfg.rounds; round++) {
       if (this.stopping) return;
-      global = await this.runRound(runId, cfg, round, global, strategy, strategyState);
+      global = await this.runRound(runId, cfg, round, global, strategy, strategyState, latestLocal);
     }
     if (this.stopping) return;
-    const final = await this.finish(runId, cfg, global);
+    const final = await this.finish(runId, cfg, global, latestLocal);
     await this.store.updateRun(runId, { status: 'completed', final });
     this.logger.event('info', 'runs', 'run completed', { runId, final });
   }
@@ -223,6 +227,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         stainNormalization: cfg.stainNormalization ?? null,
         augment: (cfg.augment ?? false) && kind === 'round',
         classWeighting: cfg.classWeighting ?? 'none',
+        localTensors: cfg.localTensors ?? 'none',
       },
     };
     for (const siteId of participants) {
@@ -241,6 +246,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     global: GlobalModel,
     strategy: Strategy,
     strategyState: { current?: StrategyState },
+    latestLocal: Map<string, WeightSet>,
   ): Promise<GlobalModel> {
     for (let attempt = 1; attempt <= ROUND_ATTEMPTS; attempt++) {
       const participants = await this.waitForParticipants(cfg, runId, round, strategy);
@@ -272,7 +278,9 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         ? await this.store.putModel(encodeWeights(aggregated.state), parameterCount(aggregated.state))
         : null;
       const siteMetrics = strategy.aggregateMetrics(outcome.results);
-      const centralMetrics = await this.evaluator.evaluate(cfg.model, weights, cfg.stainNormalization ?? null);
+      const policy = cfg.localTensors ?? 'none';
+      if (policy !== 'none') for (const r of outcome.results) latestLocal.set(r.siteId, localTensorsOf(r.weights, policy));
+      const centralMetrics = await this.evaluateGlobal(cfg, weights, latestLocal);
       const missing = Object.keys(outcome.missing).length ? JSON.stringify(outcome.missing) : null;
       await this.store.saveRound({
         ...base,
@@ -340,7 +348,24 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
   }
 
   /** Personalization and ensemble: each site fine-tunes the global model; all are evaluated centrally. */
-  private async finish(runId: string, cfg: RunConfig, global: GlobalModel): Promise<FinalReport> {
+  /**
+   * Central evaluation of a round's global model. With local tensors (FedBN) the global model has
+   * no batch-norm statistics of its own: it is evaluated as the ensemble of the global shared
+   * tensors with each site's latest local tensors (one member per site, probabilities averaged).
+   */
+  private async evaluateGlobal(cfg: RunConfig, weights: WeightSet, latestLocal: ReadonlyMap<string, WeightSet>): Promise<Metrics | null> {
+    const members = this.globalMembers(cfg, weights, latestLocal);
+    if (members.length === 1 && members[0].id === 'global') return this.evaluator.evaluate(cfg.model, weights, cfg.stainNormalization ?? null);
+    return (await this.evaluator.evaluateEnsemble(cfg.model, members, cfg.stainNormalization ?? null))?.ensemble ?? null;
+  }
+
+  /** 'global', or with local tensors one 'global@<site>' member per site whose local tensors are known. */
+  private globalMembers(cfg: RunConfig, weights: WeightSet, latestLocal: ReadonlyMap<string, WeightSet>): { id: string; weights: WeightSet }[] {
+    if ((cfg.localTensors ?? 'none') === 'none' || latestLocal.size === 0) return [{ id: 'global', weights }];
+    return [...latestLocal].sort(([a], [b]) => a.localeCompare(b)).map(([siteId, local]) => ({ id: `global@${siteId}`, weights: withLocalTensors(weights, local) }));
+  }
+
+  private async finish(runId: string, cfg: RunConfig, global: GlobalModel, latestLocal: ReadonlyMap<string, WeightSet>): Promise<FinalReport> {
     const perSiteWeights: { id: string; weights: WeightSet }[] = [];
     if (cfg.personalizeEpochs > 0) {
       const available = (await this.sessions.available()).map((s) => s.siteId);
@@ -356,14 +381,14 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         }
       }
     }
-    const evaluation = await this.evaluator.evaluateEnsemble(
-      cfg.model,
-      [{ id: 'global', weights: global.weights }, ...perSiteWeights],
-      cfg.stainNormalization ?? null,
-    );
+    const globalMembers = this.globalMembers(cfg, global.weights, latestLocal);
+    const members = [...globalMembers, ...perSiteWeights];
+    const evaluation = await this.evaluator.evaluateEnsemble(cfg.model, members, cfg.stainNormalization ?? null);
     const perSite: Record<string, Metrics | null> = {};
     for (const m of perSiteWeights) perSite[m.id] = evaluation?.members[m.id] ?? null;
-    const members = [{ id: 'global', weights: global.weights }, ...perSiteWeights];
+    // With local tensors the global figure is the global@<site> members' ensemble (evaluateGlobal).
+    const globalMetrics =
+      globalMembers.length === 1 ? (evaluation?.members[globalMembers[0].id] ?? null) : await this.evaluateGlobal(cfg, global.weights, latestLocal);
     let modelsDir: string | undefined;
     try {
       const rounds = await this.store.listRounds(runId);
@@ -375,7 +400,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       this.logger.event('error', 'runs', 'saving the models failed', { runId, error: (e as Error).message });
     }
     return {
-      global: evaluation?.members.global ?? null,
+      global: globalMetrics,
       perSite,
       ensemble: evaluation?.ensemble ?? null,
       ensembleMembers: members.map((m) => m.id),

@@ -1,0 +1,93 @@
+/**
+ * FedBN over real processes (issue 14): a run that keeps batch-norm tensors at the sites. The
+ * coordinator's global model keeps its batch-norm tensors exactly as they started while the shared
+ * tensors are aggregated; each site stores its own (state dir), trains later rounds from them, also
+ * after it was restarted, and the central evaluation and the saved ensemble use the global model
+ * with each site's local tensors.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeWeights, isLocalTensor } from '@histofed/fl-core';
+import { generateSyntheticBreakHis } from '@histofed/data';
+import { Federation, startFederation } from '@histofed/harness';
+
+interface Round {
+  round: number;
+  status: string;
+  baseModelHash: string;
+  modelHash: string | null;
+  centralMetrics: Record<string, number> | null;
+}
+
+describe('FedBN: local batch-norm tensors', () => {
+  let work: string;
+  let fed: Federation;
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'hf-fedbn-'));
+    const data = join(work, 'data');
+    await generateSyntheticBreakHis(data, { seed: 6, patientsPerSubtype: 2, imagesPerPatient: 4 });
+    fed = await startFederation({ dataDir: data, workDir: work, sites: 2, seed: 6 });
+  });
+  afterAll(async () => {
+    await fed?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('aggregates only shared tensors, and every site keeps, reloads and is evaluated with its own', async () => {
+    const { id } = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
+      rounds: 3,
+      minSites: 2,
+      localEpochs: 2,
+      personalizeEpochs: 1,
+      localTensors: 'batch-norm',
+      model: { kind: 'small-cnn', imageSize: 24, numClasses: 2, options: { batchNorm: 1 } },
+    });
+    await fed.admin.request('POST', `/api/runs/${id}/start`);
+    // Restart a site between rounds: its local tensors come back from its state directory.
+    await fed.admin.poll(
+      async () => ((await fed.admin.request<{ completedRounds: number }>('GET', `/api/runs/${id}`)).completedRounds >= 1 ? true : undefined),
+      180_000,
+      'round 1',
+    );
+    await fed.restartSite('site-2', 'SIGTERM', 500);
+    const run = await fed.admin.waitForRun<{ status: string; statusReason: string | null; final: { ensembleMembers: string[]; global: Record<string, number> | null } }>(id, 300_000);
+    expect([run.status, run.statusReason]).toEqual(['completed', null]);
+
+    const rounds = await fed.admin.request<Round[]>('GET', `/api/runs/${id}/rounds`);
+    expect(rounds.map((r) => r.status)).toEqual(['completed', 'completed', 'completed']);
+    const model = async (hash: string) => decodeWeights(await fed.admin.bytes(`/api/models/${hash}`));
+    const initial = await model(rounds[0].baseModelHash);
+    const final = await model(rounds[2].modelHash!);
+    let shared = 0;
+    for (const [i, t] of final.entries()) {
+      expect(t.name).toBe(initial[i].name);
+      if (isLocalTensor(t.name, 'batch-norm')) {
+        expect([t.name, Buffer.from(t.values.buffer, t.values.byteOffset, t.values.byteLength).equals(Buffer.from(initial[i].values.buffer, initial[i].values.byteOffset, initial[i].values.byteLength))]).toEqual([t.name, true]);
+      } else if (t.values.some((v, j) => v !== initial[i].values[j])) {
+        shared++;
+      }
+    }
+    expect(shared).toBeGreaterThan(0);
+
+    // Each site's own batch-norm tensors, stored in its state directory, are not the global ones.
+    for (const siteId of ['site-1', 'site-2']) {
+      const file = join(fed.siteStateDir(siteId), 'local-tensors', `${id}.hfw`);
+      expect(existsSync(file)).toBe(true);
+      const own = decodeWeights(new Uint8Array(readFileSync(file)));
+      expect(own.map((t) => t.name).every((n) => isLocalTensor(n, 'batch-norm'))).toBe(true);
+      const gamma = own.find((t) => t.name === 'bn1/gamma')!;
+      const globalGamma = final.find((t) => t.name === 'bn1/gamma')!;
+      expect(Array.from(gamma.values)).not.toEqual(Array.from(globalGamma.values));
+    }
+    const site = (siteId: string, n: number) => fed.sites.find((s) => s.name === siteId)!.lines.filter((l) => l.msg === 'training from own local tensors').length >= n;
+    expect(site('site-1', 2)).toBe(true); // rounds 2 and 3 (and the personalization)
+    expect(site('site-2', 1)).toBe(true); // the restarted process, from its state directory
+
+    // The central evaluation is the ensemble of the global model with each site's local tensors.
+    expect(run.final.ensembleMembers).toEqual(['global@site-1', 'global@site-2', 'site-1', 'site-2']);
+    expect(run.final.global).not.toBeNull();
+    expect(rounds.every((r) => r.centralMetrics !== null)).toBe(true);
+  });
+});

@@ -42,6 +42,7 @@ describe('FedBN: local batch-norm tensors', () => {
       localEpochs: 2,
       personalizeEpochs: 1,
       localTensors: 'batch-norm',
+      federatedStainTarget: 'macenko',
       model: { kind: 'small-cnn', imageSize: 24, numClasses: 2, options: { batchNorm: 1 } },
     });
     await fed.admin.request('POST', `/api/runs/${id}/start`);
@@ -54,6 +55,18 @@ describe('FedBN: local batch-norm tensors', () => {
     await fed.restartSite('site-2', 'SIGTERM', 500);
     const run = await fed.admin.waitForRun<{ status: string; statusReason: string | null; final: { ensembleMembers: string[]; global: Record<string, number> | null } }>(id, 300_000);
     expect([run.status, run.statusReason]).toEqual(['completed', null]);
+
+    // The sites agreed on a stain target before round 1 (numbers only, signed, in their outboxes).
+    const stored = await fed.admin.request<{ config: { stainNormalization: { method: string; stainMatrix: number[][]; maxConcentrations: number[] } | null } }>('GET', `/api/runs/${id}`);
+    expect(stored.config.stainNormalization).toMatchObject({ method: 'macenko', stainMatrix: [expect.any(Array), expect.any(Array)], maxConcentrations: [expect.any(Number), expect.any(Number)] });
+    expect(fed.coordinator.lines.some((l) => l.msg === 'federated stain target agreed' && (l.sites as unknown[]).length === 2)).toBe(true);
+    for (const siteId of ['site-1', 'site-2']) {
+      const outbox = readFileSync(join(fed.siteStateDir(siteId), 'outbox', 'messages.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      const sent = outbox.filter((m) => m.event === 'coordinator:stain-stats');
+      expect(sent).toHaveLength(1);
+      expect(Object.keys(sent[0].payload).sort()).toEqual(['images', 'ok', 'runId', 'signature', 'siteId', 'stats']);
+      expect(JSON.stringify(sent[0].payload.stats)).toMatch(/^\{"method":"macenko","stainMatrix":\[\[[-0-9.e,]+\],\[[-0-9.e,]+\]\],"maxConcentrations":\[[-0-9.e,]+\]\}$/);
+    }
 
     const rounds = await fed.admin.request<Round[]>('GET', `/api/runs/${id}/rounds`);
     expect(rounds.map((r) => r.status)).toEqual(['completed', 'completed', 'completed']);

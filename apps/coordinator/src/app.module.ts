@@ -23,6 +23,7 @@ import { JsonLogger, LOGGER } from './logging/json-logger';
 import type { CoordinatorStore } from './persistence/coordinator-store';
 import { COORDINATOR_STORE } from './persistence/persistence.module';
 import { RunOrchestrator } from './runs/run-orchestrator.service';
+import { FederatedStainTarget } from './runs/federated-stain-target';
 import { SecureAggregationRound } from './runs/secure-aggregation';
 
 export interface CoordinatorDependencies {
@@ -54,6 +55,7 @@ export class CoordinatorModule {
         CentralEvaluator,
         ModelExporter,
         SecureAggregationRound,
+        FederatedStainTarget,
         RunOrchestrator,
         SitesGateway,
       ],

@@ -12,6 +12,8 @@ import {
   PreparedUpdate,
   SITE_NAMESPACE,
   SecAggEvents,
+  StainEvents,
+  StainStatsAck,
   SiteEvents,
   SiteSigner,
   TrainTask,
@@ -26,6 +28,8 @@ import {
   prepareUpdate,
   refusal,
   requestEnrollment,
+  stainStatsRequestSchema,
+  stainStatsSignedBytes,
   trainTaskSchema,
   validateMessage,
   validateSiteToCoordinatorAck,
@@ -166,6 +170,26 @@ export class SiteClient {
     socket.on(SecAggEvents.unmask, (raw: unknown, ack) => {
       if (typeof ack === 'function') ack(secagg(SecAggEvents.unmask, this.secure.unmask(raw)));
     });
+    socket.on(StainEvents.stats, (raw: unknown, ack) => {
+      if (typeof ack === 'function') void this.stainStats(raw).then(ack);
+    });
+  }
+
+  /** A federated stain target: this site's stain statistics (numbers only), signed, recorded in the outbox. */
+  private async stainStats(raw: unknown): Promise<StainStatsAck> {
+    const v = validateMessage(stainStatsRequestSchema, raw, StainEvents.stats);
+    if (!v.ok) return refusal(v.reason, 'invalid-message');
+    try {
+      const { images, stats } = await this.data.stainStatistics(v.value.method);
+      const signature = toBase64(this.signer.sign(stainStatsSignedBytes(v.value.runId, this.config.siteId, images, stats)));
+      const answer = { ok: true as const, siteId: this.config.siteId, images, stats, signature };
+      await this.outbox.record(StainEvents.stats, { runId: v.value.runId, ...answer });
+      this.logger.event('info', 'stain statistics sent', { runId: v.value.runId, method: stats.method, images });
+      return answer;
+    } catch (e) {
+      this.logger.event('warn', 'stain statistics failed', { runId: v.value.runId, error: (e as Error).message });
+      return refusal(`stain statistics of site ${this.config.siteId}: ${(e as Error).message}`, 'internal-error');
+    }
   }
 
   async stop(): Promise<void> {

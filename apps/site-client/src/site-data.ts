@@ -14,7 +14,14 @@ import {
   featureCacheDirFor,
   validateStainTarget,
   loadModelInputs,
+  MacenkoTarget,
+  ReinhardStats,
+  combineMacenkoTargets,
+  combineReinhardStats,
+  fitReinhard,
   partitionSites,
+  readImagePixels,
+  tryFitMacenko,
   patientWiseSplit,
   readBreakHisTree,
 } from '@histofed/data';
@@ -25,6 +32,9 @@ export interface SiteSplit {
   readonly validation: BreakHisImage[];
   readonly problems: number;
 }
+
+/** Images are decoded at this size for their stain statistics (the colour distribution, not the detail, matters). */
+const STAIN_STATISTICS_IMAGE_SIZE = 256;
 
 /** Input sets (a split of one spec, stain and augmentation) kept in memory. */
 const MAX_KEPT_INPUTS = 4;
@@ -142,6 +152,33 @@ export class SiteData {
     const backbone = spec.backbone as NonNullable<ModelSpec['backbone']>;
     if (this.pool) return this.pool.featureExtractor(backbone, spec.imageSize, this.backboneDir);
     return tileFeatureExtractor(backbone, spec.imageSize, { dir: this.backboneDir });
+  }
+
+  /**
+   * Stain statistics of this site's training images (a federated stain target, issue 14): each
+   * image decoded at `imageSize` (after the simulated scanner shift, as the site sees it), fitted
+   * on its own and the fits combined (Macenko: component-wise medians; Reinhard: pixel-weighted
+   * means of the LAB moments). One image in memory at a time. Images with too little tissue for a
+   * Macenko fit are skipped; none left is an error.
+   */
+  async stainStatistics(method: 'macenko' | 'reinhard', imageSize = STAIN_STATISTICS_IMAGE_SIZE): Promise<{ images: number; stats: MacenkoTarget | ReinhardStats }> {
+    const pixels = new Float32Array(imageSize * imageSize * 3);
+    const macenko: MacenkoTarget[] = [];
+    const reinhard: ReinhardStats[] = [];
+    for (const image of this.split.train) {
+      await readImagePixels(image, imageSize, pixels, { cache: this.cache, transform: this.transform });
+      if (method === 'reinhard') reinhard.push(fitReinhard(pixels));
+      else {
+        const fit = tryFitMacenko(pixels);
+        if (fit) macenko.push(fit);
+      }
+    }
+    if (method === 'reinhard') {
+      if (reinhard.length === 0) throw new Error('stain statistics: this site has no training images');
+      return { images: reinhard.length, stats: combineReinhardStats(reinhard) };
+    }
+    if (macenko.length === 0) throw new Error(`stain statistics: none of the ${this.split.train.length} training images has enough tissue for a Macenko fit`);
+    return { images: macenko.length, stats: combineMacenkoTargets(macenko) };
   }
 
   train(r: InputRequest): Promise<LabeledImages> {

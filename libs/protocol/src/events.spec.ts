@@ -4,6 +4,10 @@ import {
   CoordinatorEvents,
   SECAGG_MAX_NEIGHBOURS,
   SecAggEvents,
+  StainEvents,
+  describeZodError,
+  stainStatsAckSchema,
+  stainStatsSignedBytes,
   SiteEvents,
   authenticate,
   coordinatorToSite,
@@ -18,7 +22,7 @@ import {
 describe('the socket contract', () => {
   it('lists every event the sides exchange', () => {
     expect(Object.keys(coordinatorToSite).sort()).toEqual(
-      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask].sort(),
+      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask, StainEvents.stats].sort(),
     );
     expect(Object.keys(siteToCoordinator).sort()).toEqual(
       [SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, SiteEvents.taskFailed, ChunkEvents.uploadChunk, ChunkEvents.fetchChunk].sort(),
@@ -83,5 +87,33 @@ describe('secure-aggregation limits', () => {
     expect(secAggParamsSchema.safeParse({ ...params, threshold: 5 }).success).toBe(false);
     expect(secAggParamsSchema.safeParse({ ...params, neighbourCount: SECAGG_MAX_NEIGHBOURS + 1, threshold: 200 }).success).toBe(false);
     expect(secAggParamsSchema.safeParse({ ...params, clipRange: 2 ** -31 }).success).toBe(false);
+  });
+});
+
+describe('stain statistics message', () => {
+  it('accepts numbers only, in the shape of a fit, and refuses anything else with the field', () => {
+    const ok = {
+      ok: true,
+      siteId: 'site-1',
+      images: 12,
+      stats: { method: 'macenko', stainMatrix: [[0.6, 0.7, 0.4], [0.2, 0.8, 0.5]], maxConcentrations: [1.9, 1.0] },
+      signature: Buffer.alloc(64, 1).toString('base64'),
+    };
+    expect(stainStatsAckSchema.safeParse(ok).success).toBe(true);
+    const reason = (x: unknown) => {
+      const r = stainStatsAckSchema.safeParse(x);
+      return r.success ? '' : describeZodError(r.error);
+    };
+    expect(reason({ ...ok, stats: { ...ok.stats, stainMatrix: [[0.6, 0.7, Number.NaN], [0.2, 0.8, 0.5]] } })).toMatch(/stats/);
+    expect(reason({ ...ok, stats: { ...ok.stats, patientId: 'p1' } })).toMatch(/patientId|unrecognized/i);
+    expect(reason({ ...ok, pixels: [1, 2, 3] })).toMatch(/pixels|unrecognized/i);
+    expect(reason({ ...ok, images: 0 })).toMatch(/images/);
+  });
+
+  it('signs every number: changing one breaks the signature bytes', () => {
+    const stats = { method: 'reinhard', space: 'cie-lab', mean: [70, 10, -10], std: [10, 5, 5], pixels: 100 } as const;
+    const a = stainStatsSignedBytes('6f1c2d8e-0b5a-4c1e-9a59-2f7a3d1b4c5e', 'site-1', 5, { ...stats, mean: [...stats.mean], std: [...stats.std] });
+    const b = stainStatsSignedBytes('6f1c2d8e-0b5a-4c1e-9a59-2f7a3d1b4c5e', 'site-1', 5, { ...stats, mean: [70, 10, -10], std: [10, 5, 5.0001] });
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
   });
 });

@@ -27,6 +27,7 @@ import {
   secAggUnmaskAckSchema,
   secAggUnmaskRequestSchema,
 } from './secagg-messages';
+import { StainEvents, stainStatsAckSchema, stainStatsRequestSchema } from './stain-stats';
 import type { Equal, Expect } from './type-checks';
 import { Validated, validateMessage } from './validate';
 
@@ -47,6 +48,7 @@ export const coordinatorToSite = {
   [SecAggEvents.advertise]: channel(secAggAdvertiseRequestSchema, secAggAdvertiseAckSchema),
   [SecAggEvents.shareKeys]: channel(secAggShareKeysRequestSchema, secAggShareKeysAckSchema),
   [SecAggEvents.unmask]: channel(secAggUnmaskRequestSchema, secAggUnmaskAckSchema),
+  [StainEvents.stats]: channel(stainStatsRequestSchema, stainStatsAckSchema),
 } as const;
 
 /** Requests a site sends the coordinator; the coordinator answers in the ack. */

@@ -12,3 +12,4 @@ export * from './site-handshake';
 export * from './secagg-limits';
 export * from './secagg-messages';
 export * from './events';
+export * from './stain-stats';

@@ -104,4 +104,15 @@ describe('run config: secure aggregation', () => {
     );
     expect(reason({ ...bn, localTensors: 'fedbn' })).toMatch(/localTensors/);
   });
+
+  it('fits a federated stain target only in place of a fixed one', () => {
+    const reason = (body: object) => {
+      const r = runConfigInputSchema.safeParse(body);
+      return r.success ? '' : describeZodError(r.error);
+    };
+    expect(runConfigInputSchema.parse({}).federatedStainTarget).toBeNull();
+    expect(runConfigInputSchema.parse({ federatedStainTarget: 'reinhard' }).federatedStainTarget).toBe('reinhard');
+    expect(reason({ federatedStainTarget: 'macenko', stainNormalization: 'macenko' })).toMatch(/stainNormalization: a federated stain target \(macenko\) is fitted/);
+    expect(reason({ federatedStainTarget: 'vahadane' })).toMatch(/federatedStainTarget/);
+  });
 });

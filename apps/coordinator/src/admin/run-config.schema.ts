@@ -8,6 +8,7 @@ import {
   SECAGG_MIN_NEIGHBOURS,
   SECAGG_MIN_SITES,
   SECAGG_MIN_THRESHOLD,
+  STAIN_STATISTICS_METHODS,
   modelSpecSchema,
   thresholdFits,
 } from '@histofed/protocol';
@@ -96,6 +97,12 @@ export const runConfigInputSchema = z
      * normalization, e.g. options.batchNorm 1), 'batch-norm-and-heads' (also personalized heads).
      */
     localTensors: z.enum(LOCAL_TENSOR_POLICIES).default('none'),
+    /**
+     * A stain target the sites agree on before round 1 without sharing pixels: each sends the
+     * Macenko or Reinhard statistics of its training images, the coordinator combines them into
+     * the run's stainNormalization (which must then be 'none' at creation). null (default): none.
+     */
+    federatedStainTarget: z.enum(STAIN_STATISTICS_METHODS).nullable().default(null),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })
@@ -120,6 +127,13 @@ export const runConfigInputSchema = z
         code: 'custom',
         path: ['minSites'],
         message: `secure aggregation needs minSites >= ${SECAGG_MIN_SITES} (a sum of two updates reveals each to the other)`,
+      });
+    }
+    if (c.federatedStainTarget && c.stainNormalization) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['stainNormalization'],
+        message: `a federated stain target (${c.federatedStainTarget}) is fitted from the sites' statistics: leave stainNormalization 'none'`,
       });
     }
     const localProblem = localTensorPolicyProblem(c.model, c.localTensors);

@@ -1,3 +1,4 @@
+import { StainNormalizationTarget } from '@histofed/fl-core';
 import {
   ContributionRecord,
   FinalReport,
@@ -35,6 +36,11 @@ export interface CoordinatorStore {
   createRun(config: RunConfig): Promise<RunRecord>;
   getRun(id: string): Promise<RunRecord | null>;
   listRuns(): Promise<RunRecord[]>;
+  /**
+   * Records the stain target a run's sites agreed on (a federated stain target): it becomes the
+   * run's `config.stainNormalization`; refused (false) when the run already has one.
+   */
+  setRunStainTarget(id: string, target: StainNormalizationTarget): Promise<boolean>;
   updateRun(
     id: string,
     patch: Partial<Pick<RunRecord, 'status' | 'statusReason' | 'completedRounds' | 'currentModelHash' | 'strategyStateHash' | 'final'>>,

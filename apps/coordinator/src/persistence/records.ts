@@ -31,9 +31,16 @@ export interface EnrollmentToken {
  * The fields added to the run configuration after runs were first stored: rows written before
  * them lack the field, so the record has them optional (readers apply the old behaviour:
  * gatherSeconds 0, no stain normalization, no augmentation, classWeighting 'none', no secure
- * aggregation, localTensors 'none').
+ * aggregation, localTensors 'none', no federated stain target).
  */
-type AddedAfterFirstRuns = 'gatherSeconds' | 'stainNormalization' | 'augment' | 'classWeighting' | 'secureAggregation' | 'localTensors';
+type AddedAfterFirstRuns =
+  | 'gatherSeconds'
+  | 'stainNormalization'
+  | 'augment'
+  | 'classWeighting'
+  | 'secureAggregation'
+  | 'localTensors'
+  | 'federatedStainTarget';
 
 /**
  * What an administrator chose when creating a run: the validated output of the run-config schema

@@ -4,7 +4,7 @@ import { DataSource, LessThan } from 'typeorm';
 import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { getPGliteInstance } from 'typeorm-pglite';
 import { PGlitePool } from 'typeorm-pglite/dist/pglite-pool';
-import { Metrics, sha256Hex } from '@histofed/fl-core';
+import { Metrics, StainNormalizationTarget, sha256Hex } from '@histofed/fl-core';
 import { CoordinatorStore } from './coordinator-store';
 import { ContributionEntity } from './entities/contribution.entity';
 import { EnrollmentTokenEntity } from './entities/enrollment-token.entity';
@@ -215,6 +215,19 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
 
   async listRunsWithStatus(status: RunStatus): Promise<RunRecord[]> {
     return (await this.ds.getRepository(RunEntity).find({ where: { status }, order: { createdAt: 'ASC' } })).map(toRun);
+  }
+
+  setRunStainTarget(id: string, target: StainNormalizationTarget): Promise<boolean> {
+    return this.writes.run(async () => {
+      const repo = this.ds.getRepository(RunEntity);
+      const e = await repo.findOneByOrFail({ id });
+      const config = e.config as { stainNormalization?: unknown };
+      if (config.stainNormalization) return false;
+      e.config = { ...config, stainNormalization: target };
+      e.updatedAt = new Date();
+      await repo.save(e);
+      return true;
+    });
   }
 
   updateRun(

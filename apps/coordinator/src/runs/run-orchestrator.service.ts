@@ -11,6 +11,7 @@ import { ContributionService } from '../federation/contribution.service';
 import { CollectionOutcome, RoundCollection } from '../federation/round-collection';
 import { SiteSessionsService } from '../federation/site-sessions.service';
 import { ModelDistribution } from '../federation/model-distribution';
+import { FederatedStainTarget } from './federated-stain-target';
 import { SecureAggregationRound } from './secure-aggregation';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
@@ -54,6 +55,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     private readonly exporter: ModelExporter,
     private readonly models: ModelDistribution,
     private readonly secure: SecureAggregationRound,
+    private readonly stainTarget: FederatedStainTarget,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -98,12 +100,13 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
 
   private async execute(runId: string): Promise<void> {
     const run = (await this.store.getRun(runId))!;
-    const cfg = run.config;
+    let cfg = run.config;
     // FedBN: the tensors the run keeps local stay out of aggregation (the sites keep their own).
     const strategy = withLocalTensorPolicy(createStrategy(cfg.strategy, cfg.strategyOptions), cfg.localTensors ?? 'none');
     // The server optimizer's state (FedAdam/FedYogi moments) after the last completed round, stored
     // with the run's progress, so a restarted coordinator continues with the same state.
     const strategyState: { current?: StrategyState } = { current: await this.strategyStateOf(run) };
+    if (cfg.federatedStainTarget && !cfg.stainNormalization) cfg = await this.agreeOnStainTarget(runId, cfg, strategy);
     let global = await this.currentGlobal(run);
     // FedBN: each site's local tensors from its latest accepted update (in memory: after a
     // coordinator restart they come back with the next round's updates).
@@ -116,6 +119,27 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     const final = await this.finish(runId, cfg, global, latestLocal);
     await this.store.updateRun(runId, { status: 'completed', final });
     this.logger.event('info', 'runs', 'run completed', { runId, final });
+  }
+
+  /**
+   * Before round 1 of a run with a federated stain target: the participants' statistics combined
+   * into the run's stain normalization, stored with the run (a restarted coordinator finds it and
+   * does not ask again). Fails the run when fewer than minSites sent valid statistics.
+   */
+  private async agreeOnStainTarget(runId: string, cfg: RunConfig, strategy: Strategy): Promise<RunConfig> {
+    const method = cfg.federatedStainTarget!;
+    const participants = await this.waitForParticipants(cfg, runId, 1, strategy);
+    this.logger.event('info', 'runs', 'asking for stain statistics', { runId, method, sites: participants });
+    const outcome = await this.stainTarget.fit(runId, method, participants);
+    if (outcome.used.length < cfg.minSites || !outcome.target) {
+      throw new RunFailure(
+        `federated stain target: ${outcome.used.length} of ${participants.length} sites sent valid ${method} statistics, minSites is ${cfg.minSites}` +
+          (Object.keys(outcome.refused).length ? ` (refused: ${JSON.stringify(outcome.refused)})` : ''),
+      );
+    }
+    await this.store.setRunStainTarget(runId, outcome.target);
+    this.logger.event('info', 'runs', 'federated stain target agreed', { runId, method, sites: outcome.used, refused: outcome.refused, target: outcome.target });
+    return { ...cfg, stainNormalization: outcome.target };
   }
 
   private async strategyStateOf(run: RunRecord): Promise<StrategyState | undefined> {

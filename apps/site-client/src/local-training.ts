@@ -52,6 +52,7 @@ export async function runLocalTraining(
     spec: cfg.model,
     stain: cfg.stainNormalization,
     augment: cfg.augment,
+    stainAugmentation: cfg.stainAugmentation,
     onProgress: (p: { split: string; images: number; total: number; rows: number; cached: number }) => {
       const now = Date.now();
       if (p.images === p.total || now - lastProgress > 5000) {
@@ -62,7 +63,7 @@ export async function runLocalTraining(
   };
   const decoded = await data.train(request);
   // Whole images get a new augmentation every round; tiles have augmented views (their features are computed once).
-  const train = cfg.augment && cfg.model.tiles === undefined ? augmentTrainingSet(decoded, cfg.seed) : decoded;
+  const train = cfg.augment && cfg.model.tiles === undefined ? augmentTrainingSet(decoded, cfg.seed, cfg.stainAugmentation ?? 0) : decoded;
   const validation = await data.validation(request);
   const model = await buildModelAsync(cfg.model, cfg.seed, { dir: data.backboneDir });
   try {

@@ -54,6 +54,25 @@ describe('site data on the real BreakHis sample', () => {
     await expect(site.train({ ...cnn(16), stain: { method: 'macenko', stainMatrix: 'oops' } })).rejects.toThrow(/round config stainNormalization/);
   });
 
+  it("computes its stain statistics on its own training images, as shifted by its scanner: the shift moves them", async () => {
+    const cfg = (partition?: string) =>
+      loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: SAMPLE, simulate: '1/2', cache: false, ...(partition ? { partition } : {}) });
+    const plain = await SiteData.open(cfg());
+    const shifted = await SiteData.open(cfg('stain'));
+    const a = await plain.stainStatistics('macenko', 64);
+    expect(a.images).toBeGreaterThan(0);
+    expect(a.images).toBeLessThanOrEqual(plain.split.train.length);
+    const m = a.stats as { stainMatrix: number[][]; maxConcentrations: number[] };
+    for (const v of m.stainMatrix) expect(Math.hypot(...v)).toBeCloseTo(1, 6);
+    expect(m.maxConcentrations.every((c) => c > 0)).toBe(true);
+    const r = await plain.stainStatistics('reinhard', 64);
+    expect(r.images).toBe(plain.split.train.length);
+    expect(r.stats).toMatchObject({ method: 'reinhard', space: 'cie-lab', pixels: plain.split.train.length * 64 * 64 });
+    const rs = (await shifted.stainStatistics('reinhard', 64)).stats as { mean: number[] };
+    const diff = Math.max(...rs.mean.map((v, i) => Math.abs(v - (r.stats as { mean: number[] }).mean[i])));
+    expect(diff).toBeGreaterThan(0.5); // LAB units
+  });
+
   it('stops with a message naming a folder that does not exist', async () => {
     const missing = join(SAMPLE, 'no-such-folder');
     await expect(SiteData.open(loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: missing }))).rejects.toThrow(missing);

@@ -45,6 +45,8 @@ export interface InputRequest {
   readonly stain?: StainNormalizationTarget | null;
   /** Tiled specs: the training views are augmented (whole-image specs augment per round, see augmentTrainingSet). */
   readonly augment?: boolean;
+  /** HED jitter sigma of augmented views; absent or null: the default. */
+  readonly stainAugmentation?: number | null;
   /** Progress of a long tile-feature extraction. */
   readonly onProgress?: (p: TileSetProgress & { readonly split: 'train' | 'validation' }) => void;
 }
@@ -116,7 +118,8 @@ export class SiteData {
     const { spec } = r;
     const stain = r.stain ?? null;
     const augment = which === 'train' && spec.tiles !== undefined && r.augment === true;
-    const key = JSON.stringify([which, spec.imageSize, spec.tiles ?? null, spec.backbone ?? null, stain, augment]);
+    const hedSigma = augment ? (r.stainAugmentation ?? undefined) : undefined;
+    const key = JSON.stringify([which, spec.imageSize, spec.tiles ?? null, spec.backbone ?? null, stain, augment, hedSigma ?? null]);
     let p = this.decoded.get(key);
     if (!p) {
       p = (async () => {
@@ -131,6 +134,7 @@ export class SiteData {
         const data = await loadModelInputs(this.split[which], spec, {
           training: which === 'train',
           augment,
+          hedSigma,
           extractor,
           featureCache: this.featureCache,
           imageCache: this.cache,

@@ -97,6 +97,12 @@ export const roundConfigSchema = z.object({
    * round of this run, from its state directory; 'none' = take every tensor.
    */
   localTensors: z.enum(LOCAL_TENSOR_POLICIES).default('none'),
+  /**
+   * Stain augmentation: HED jitter (Tellez et al. 2018) of the augmented training images, sigma of
+   * the H, E, D concentration scale and shift; null = the default (0.05 for tiled models' views, none
+   * for whole images); 0 = none. Applies only when `augment` is on.
+   */
+  stainAugmentation: z.number().min(0).max(0.5).nullable().default(null),
 });
 /** A validated round configuration (defaults applied): the type is the schema's. */
 export type RoundConfig = z.output<typeof roundConfigSchema>;

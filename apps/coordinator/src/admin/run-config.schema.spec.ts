@@ -114,5 +114,9 @@ describe('run config: secure aggregation', () => {
     expect(runConfigInputSchema.parse({ federatedStainTarget: 'reinhard' }).federatedStainTarget).toBe('reinhard');
     expect(reason({ federatedStainTarget: 'macenko', stainNormalization: 'macenko' })).toMatch(/stainNormalization: a federated stain target \(macenko\) is fitted/);
     expect(reason({ federatedStainTarget: 'vahadane' })).toMatch(/federatedStainTarget/);
+    // Stain augmentation jitters augmented images, within HED's sensible range.
+    expect(runConfigInputSchema.parse({ stainAugmentation: 0.1 }).stainAugmentation).toBe(0.1);
+    expect(reason({ stainAugmentation: 0.1, augment: false })).toMatch(/stainAugmentation: stain augmentation jitters augmented training images: it needs augment true/);
+    expect(reason({ stainAugmentation: 0.9 })).toMatch(/stainAugmentation/);
   });
 });

@@ -103,6 +103,8 @@ export const runConfigInputSchema = z
      * the run's stainNormalization (which must then be 'none' at creation). null (default): none.
      */
     federatedStainTarget: z.enum(STAIN_STATISTICS_METHODS).nullable().default(null),
+    /** HED jitter sigma of augmented training images (0-0.5); null (default): 0.05 for tiled models, none for whole images. */
+    stainAugmentation: z.number().min(0).max(0.5).nullable().default(null),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })
@@ -135,6 +137,9 @@ export const runConfigInputSchema = z
         path: ['stainNormalization'],
         message: `a federated stain target (${c.federatedStainTarget}) is fitted from the sites' statistics: leave stainNormalization 'none'`,
       });
+    }
+    if (c.stainAugmentation && c.augment === false) {
+      ctx.addIssue({ code: 'custom', path: ['stainAugmentation'], message: 'stain augmentation jitters augmented training images: it needs augment true' });
     }
     const localProblem = localTensorPolicyProblem(c.model, c.localTensors);
     if (localProblem) ctx.addIssue({ code: 'custom', path: ['localTensors'], message: localProblem });

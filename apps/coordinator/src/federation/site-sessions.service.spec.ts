@@ -102,6 +102,7 @@ const task: TrainTask = {
     augment: false,
     classWeighting: 'none',
     localTensors: 'none',
+    stainAugmentation: null,
   },
 };
 

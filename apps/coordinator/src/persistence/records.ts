@@ -40,7 +40,8 @@ type AddedAfterFirstRuns =
   | 'classWeighting'
   | 'secureAggregation'
   | 'localTensors'
-  | 'federatedStainTarget';
+  | 'federatedStainTarget'
+  | 'stainAugmentation';
 
 /**
  * What an administrator chose when creating a run: the validated output of the run-config schema

@@ -252,6 +252,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         augment: (cfg.augment ?? false) && kind === 'round',
         classWeighting: cfg.classWeighting ?? 'none',
         localTensors: cfg.localTensors ?? 'none',
+        stainAugmentation: cfg.stainAugmentation ?? null,
       },
     };
     for (const siteId of participants) {

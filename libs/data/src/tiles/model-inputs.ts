@@ -19,6 +19,8 @@ export interface ModelInputOptions {
   readonly training?: boolean;
   /** Training views are augmented (flips, quarter turns, zoom, HSV and HED jitter). */
   readonly augment?: boolean;
+  /** HED jitter of augmented views (stain augmentation), sigma in [0, 0.5]; default TILE_VIEW_HED_SIGMA. */
+  readonly hedSigma?: number;
   /** A frozen backbone's tile features (spec.backbone); absent: rows are pixels. */
   readonly extractor?: TileRowExtractor;
   readonly featureCache?: FeatureCache;
@@ -44,7 +46,7 @@ export function loadModelInputs(images: readonly BreakHisImage[], spec: ModelSpe
     geometry: { size: spec.imageSize, scale: spec.tiles.scale },
     grid: true,
     ...(views > 0
-      ? { views: { views, seed: TILE_VIEW_SEED, augment: o.augment ? DEFAULT_AUGMENTATION : false, hedSigma: o.augment ? TILE_VIEW_HED_SIGMA : 0 } }
+      ? { views: { views, seed: TILE_VIEW_SEED, augment: o.augment ? DEFAULT_AUGMENTATION : false, hedSigma: o.augment ? (o.hedSigma ?? TILE_VIEW_HED_SIGMA) : 0 } }
       : {}),
     transform: o.transform,
     extractor: o.extractor,

@@ -118,4 +118,15 @@ describe('tiles of BreakHis images', () => {
     expect(whole.count).toBe(2);
     expect(whole.imageOf).toBeUndefined();
   });
+
+  it('jitters the stain of augmented training views by the hedSigma asked for (0: none)', async () => {
+    const spec = { kind: 'backbone-head', imageSize: 32, numClasses: 2, tiles: { scale: 0.25, views: 2 } };
+    const rows = async (hedSigma?: number) =>
+      (await loadModelInputs(images.slice(0, 2), spec, { extractor: meanColour(), training: true, augment: true, ...(hedSigma === undefined ? {} : { hedSigma }) })).images;
+    const none = await rows(0);
+    const strong = await rows(0.3);
+    expect(Array.from(await rows(0.3))).toEqual(Array.from(strong)); // reproducible
+    expect(Array.from(strong)).not.toEqual(Array.from(none));
+    expect(Array.from(await rows())).not.toEqual(Array.from(strong)); // the default is 0.05
+  });
 });

@@ -125,6 +125,7 @@ export async function fit(target: FitTarget, trainingSet: FitTrainingSet, o: Fit
       subtypeWeights: o.subtypeWeights,
       signal: o.signal,
       onProgress: o.onBatch,
+      alignment: o.alignment,
     };
     let best: { weights: NamedTensor[]; epoch: number; value: number; metrics?: Metrics } | null = null;
     const history: FitEpoch[] = [];

@@ -20,3 +20,4 @@ export * from './transfer';
 export * from './backbones';
 export * from './model-spec';
 export { averageRowsPerImage, dataRowShape, imageLevel, modelGeometry, rowShapeOf, type RowShape } from './batches';
+export * from './alignment';

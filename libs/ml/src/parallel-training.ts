@@ -218,6 +218,10 @@ function averageInto(target: Float32Array, all: readonly Float32Array[]): Float3
 /** The checks trainLocal makes before training, on the main thread (the workers check the weights). */
 function checkTrainCall(spec: ModelSpec, data: LabeledImages, opts: TrainOptions): void {
   validateModelSpec(spec);
+  if (opts.alignment !== undefined) {
+    // CORAL and MMD are not sums over rows: sharded gradients would need the whole batch's features.
+    throw new ValidationError('alignment: feature alignment trains in this thread only (trainLocal); the training pool does not support it, train without a pool');
+  }
   const subtypes = spec.subtypeParents?.length ?? 0;
   checkTrainOptions(opts, spec.numClasses, subtypes);
   // A fine-tuning spec's rows are the backbone's feature maps, whose shape the workers' models check.

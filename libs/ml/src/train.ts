@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { LabeledImages, WeightSet } from '@histofed/fl-core';
 import { HistoFedError, ValidationError } from '@histofed/fl-core';
+import { checkAlignmentOptions, prepareTrainingAlignment, type AlignmentOptions, type TrainingAlignment } from './alignment/training';
 import { assertBackendReady } from './backend';
 import { checkFinite, checkLabeledImages, imageBatch, modelGeometry } from './batches';
 import { assertModelTrains } from './kernel-check';
@@ -25,6 +26,8 @@ export interface TrainProgress {
   readonly batches: number;
   /** Cross-entropy of this mini-batch (class-weighted when classWeights are given), before the step. */
   readonly loss: number;
+  /** With `alignment`: the batch's alignment loss (without lambda), before the step (absent for a batch it is undefined for). */
+  readonly alignment?: number;
 }
 
 export interface TrainOptions {
@@ -44,6 +47,11 @@ export interface TrainOptions {
   readonly subtypeWeights?: readonly number[];
   /** Stops training between mini-batches; trainLocal then rejects with code 'ABORTED'. */
   readonly signal?: AbortSignal;
+  /**
+   * Feature alignment (alignment/): adds lambda x the CORAL or MMD loss between each batch's
+   * penultimate features and `reference` to the loss. This thread only: a TrainingPool refuses it.
+   */
+  readonly alignment?: AlignmentOptions;
 }
 
 export interface TrainResult {
@@ -52,6 +60,8 @@ export interface TrainResult {
   /** Number of training images (the sample count FedAvg weighs this update with). */
   readonly samples: number;
   readonly epochs: number;
+  /** With `alignment`: mean alignment loss (without lambda) over the last epoch's mini-batches. */
+  readonly alignment?: number;
 }
 
 function yieldToEventLoop(): Promise<void> {
@@ -87,6 +97,7 @@ export function checkTrainOptions(opts: TrainOptions, numClasses: number, subtyp
     throw new ValidationError('subtypeWeights: the model has no subtype head');
   }
   checkWeights(opts.subtypeWeights, subtypes, 'subtypeWeights');
+  if (opts.alignment !== undefined) checkAlignmentOptions(opts.alignment);
 }
 
 function checkWeights(weights: readonly number[] | undefined, n: number, what: string): void {
@@ -121,17 +132,23 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
   };
 
   let globals: tf.Tensor[] = [];
+  let alignment: TrainingAlignment | null = null;
   const optimizer = tf.train.adam(opts.learningRate);
   try {
+    if (opts.alignment !== undefined) alignment = prepareTrainingAlignment(model, opts.alignment);
+    const align = alignment;
     if (useProx) {
       globals = trainableGlobalTensors(model, opts.globalWeights as WeightSet);
     }
 
     const batches = Math.ceil(data.count / opts.batchSize);
     let lastEpochLoss = NaN;
+    let lastEpochAlignment: number | undefined;
     for (let epoch = 1; epoch <= opts.epochs; epoch++) {
       const order = shuffledIndices(data.count, mixSeed(opts.seed, epoch));
       let sum = 0;
+      let alignSum = 0;
+      let alignBatches = 0;
       for (let b = 0; b < batches; b++) {
         if (opts.signal?.aborted) throw new HistoFedError('ABORTED', `training aborted in epoch ${epoch}, batch ${b + 1}`);
         const start = b * opts.batchSize;
@@ -139,29 +156,52 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
         const indices = order.subarray(start, end);
 
         let kept: tf.Scalar | undefined;
+        let keptAlign: tf.Scalar | undefined;
         let loss: tf.Scalar;
         try {
           loss = tf.tidy(() => {
             const x = imageBatch(data.images, inputShape, start, end, order);
             const cost = optimizer.minimize(
               () => {
-                const output = model.apply(x, { training: true }) as tf.Tensor2D;
-                const ce = outputLoss(output, numClasses, targets, indices);
-                if (!useProx) return ce;
-                kept = tf.keep(ce); // the data loss, reported without the proximal term
-                return tf.add(ce, proximalTerm(vars, globals, opts.proximalMu)) as tf.Scalar;
+                let output: tf.Tensor2D;
+                let total: tf.Scalar;
+                if (align === null) {
+                  output = model.apply(x, { training: true }) as tf.Tensor2D;
+                  total = outputLoss(output, numClasses, targets, indices);
+                } else {
+                  const forward = align.forward(x);
+                  output = forward.output;
+                  total = outputLoss(output, numClasses, targets, indices);
+                  const a = align.loss(forward.features);
+                  if (a !== null) {
+                    keptAlign = tf.keep(a);
+                    kept = tf.keep(total);
+                    total = tf.add(total, tf.mul(a, align.lambda)) as tf.Scalar;
+                  }
+                }
+                if (!useProx) return total;
+                if (kept === undefined) kept = tf.keep(total); // the data loss, reported without the proximal term
+                return tf.add(total, proximalTerm(vars, globals, opts.proximalMu)) as tf.Scalar;
               },
               true,
               vars,
             ) as tf.Scalar;
-            return useProx ? (kept as tf.Scalar) : cost;
+            return kept !== undefined ? kept : cost;
           });
         } catch (e) {
           kept?.dispose();
+          keptAlign?.dispose();
           throw e;
         }
         const value = (await loss.data())[0];
         loss.dispose();
+        let alignValue: number | undefined;
+        if (keptAlign !== undefined) {
+          alignValue = (await keptAlign.data())[0];
+          keptAlign.dispose();
+          alignSum += alignValue;
+          alignBatches++;
+        }
         if (!Number.isFinite(value)) {
           throw new HistoFedError(
             'TRAINING_DIVERGED',
@@ -169,10 +209,11 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
           );
         }
         sum += value;
-        opts.onProgress?.({ epoch, epochs: opts.epochs, batch: b + 1, batches, loss: value });
+        opts.onProgress?.({ epoch, epochs: opts.epochs, batch: b + 1, batches, loss: value, ...(alignValue !== undefined ? { alignment: alignValue } : {}) });
         await yieldToEventLoop();
       }
       lastEpochLoss = sum / batches;
+      lastEpochAlignment = alignBatches > 0 ? alignSum / alignBatches : undefined;
       const bad = firstNonFinite(vars);
       if (bad !== null) {
         throw new HistoFedError(
@@ -181,8 +222,9 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
         );
       }
     }
-    return { loss: lastEpochLoss, samples: data.count, epochs: opts.epochs };
+    return { loss: lastEpochLoss, samples: data.count, epochs: opts.epochs, ...(lastEpochAlignment !== undefined ? { alignment: lastEpochAlignment } : {}) };
   } finally {
+    alignment?.dispose();
     optimizer.dispose();
     for (const g of globals) g.dispose();
   }

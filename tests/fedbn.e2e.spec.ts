@@ -1,11 +1,11 @@
 /**
- * FedBN over real processes (issue 14): a run that keeps batch-norm tensors at the sites. The
+ * FedBN + CORAL + a federated stain target over real processes (issue 14). FedBN: the run keeps batch-norm tensors at the sites. The
  * coordinator's global model keeps its batch-norm tensors exactly as they started while the shared
  * tensors are aggregated; each site stores its own (state dir), trains later rounds from them, also
  * after it was restarted, and the central evaluation and the saved ensemble use the global model
  * with each site's local tensors.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeWeights, isLocalTensor } from '@histofed/fl-core';
@@ -18,6 +18,7 @@ interface Round {
   baseModelHash: string;
   modelHash: string | null;
   centralMetrics: Record<string, number> | null;
+  siteMetrics: Record<string, number> | null;
 }
 
 describe('FedBN: local batch-norm tensors', () => {
@@ -28,7 +29,7 @@ describe('FedBN: local batch-norm tensors', () => {
     work = mkdtempSync(join(tmpdir(), 'hf-fedbn-'));
     const data = join(work, 'data');
     await generateSyntheticBreakHis(data, { seed: 6, patientsPerSubtype: 2, imagesPerPatient: 4 });
-    fed = await startFederation({ dataDir: data, workDir: work, sites: 2, seed: 6 });
+    fed = await startFederation({ dataDir: data, workDir: work, sites: 2, seed: 6, auditPlaintext: true });
   });
   afterAll(async () => {
     await fed?.stop();
@@ -43,6 +44,7 @@ describe('FedBN: local batch-norm tensors', () => {
       personalizeEpochs: 1,
       localTensors: 'batch-norm',
       federatedStainTarget: 'macenko',
+      alignment: { method: 'coral', lambda: 1 },
       model: { kind: 'small-cnn', imageSize: 24, numClasses: 2, options: { batchNorm: 1 } },
     });
     await fed.admin.request('POST', `/api/runs/${id}/start`);
@@ -97,6 +99,27 @@ describe('FedBN: local batch-norm tensors', () => {
     const site = (siteId: string, n: number) => fed.sites.find((s) => s.name === siteId)!.lines.filter((l) => l.msg === 'training from own local tensors').length >= n;
     expect(site('site-1', 2)).toBe(true); // rounds 2 and 3 (and the personalization)
     expect(site('site-2', 1)).toBe(true); // the restarted process, from its state directory
+
+    // CORAL: round 1 reports moments only; later rounds train toward the combined moments.
+    expect(rounds[0].siteMetrics?.['alignmentLoss']).toBeUndefined();
+    expect(rounds[1].siteMetrics?.['alignmentLoss']).toBeGreaterThanOrEqual(0);
+    expect(fed.coordinator.lines.filter((l) => l.msg === 'alignment reference updated').length).toBeGreaterThanOrEqual(3);
+    // What left each site with its updates: weights and, in the header, counts and moments only.
+    for (const siteId of ['site-1', 'site-2']) {
+      const outbox = join(fed.siteStateDir(siteId), 'outbox');
+      const updates = readdirSync(outbox).filter((f) => f.endsWith('site_update.plaintext.bin'));
+      expect(updates.length).toBeGreaterThanOrEqual(3);
+      for (const file of updates) {
+        const bytes = readFileSync(join(outbox, file));
+        const header = JSON.parse(bytes.subarray(4, 4 + bytes.readUInt32LE(0)).toString('utf8'));
+        expect(Object.keys(header).sort()).toEqual(['baseModelHash', 'featureMoments', 'kind', 'metrics', 'numSamples', 'round', 'runId', 'siteId']);
+        expect(Object.keys(header.featureMoments).sort()).toEqual(['count', 'dim', 'mean', 'secondMoment']);
+        expect(header.featureMoments.dim).toBe(64);
+        expect(header.featureMoments.mean).toHaveLength(64);
+        expect(header.featureMoments.secondMoment).toHaveLength(64 * 64);
+        expect(header.featureMoments.count).toBeLessThanOrEqual(header.numSamples);
+      }
+    }
 
     // The central evaluation is the ensemble of the global model with each site's local tensors.
     expect(run.final.ensembleMembers).toEqual(['global@site-1', 'global@site-2', 'site-1', 'site-2']);

@@ -7,6 +7,10 @@ import {
   buildModelAsync,
   isFrozenBackbone,
   evaluateModelAsync,
+  featureMoments,
+  fromPlainMoments,
+  PlainFeatureMoments,
+  toPlainMoments,
   getWeights,
   setWeights,
   trainLocal,
@@ -20,6 +24,8 @@ export interface LocalResult {
   readonly weights: WeightSet;
   readonly numSamples: number;
   readonly metrics: Metrics;
+  /** Feature alignment: the moments of the trained model's penultimate features on the training rows. */
+  readonly featureMoments?: PlainFeatureMoments;
 }
 
 /** The loss weights a round asks for: inverse class (and subtype) frequencies of this site's training images. */
@@ -76,7 +82,7 @@ export async function runLocalTraining(
       rows: train.count,
       epochs: cfg.localEpochs,
       parameters: parameterCount(global),
-      workers: pool && !isFrozenBackbone(cfg.model) ? pool.size : 1,
+      workers: pool && !isFrozenBackbone(cfg.model) && !cfg.alignment ? pool.size : 1,
     });
     const started = Date.now();
     let lastLogged = 0;
@@ -88,6 +94,15 @@ export async function runLocalTraining(
       globalWeights: global,
       seed: cfg.seed,
       ...classWeightsFor(cfg, train),
+      ...(cfg.alignment?.reference
+        ? {
+            alignment: {
+              method: cfg.alignment.method,
+              lambda: cfg.alignment.lambda,
+              reference: fromPlainMoments(cfg.alignment.reference, 'round config alignment.reference'),
+            },
+          }
+        : {}),
       onProgress: (p) => {
         const now = Date.now();
         if (p.batch === p.batches || now - lastLogged > 5000) {
@@ -99,7 +114,8 @@ export async function runLocalTraining(
     let fit: TrainResult;
     // Heads on a frozen backbone's features are a few thousand parameters: this thread trains them
     // faster than the pool's per-step messages would.
-    if (pool && !isFrozenBackbone(cfg.model)) {
+    // The alignment term needs every batch's features in one step: this thread trains then.
+    if (pool && !isFrozenBackbone(cfg.model) && !cfg.alignment) {
       const r = await pool.train(cfg.model, global, train, options);
       setWeights(model, r.weights);
       fit = r;
@@ -113,9 +129,11 @@ export async function runLocalTraining(
       ...Object.fromEntries(Object.entries(evaluation).map(([k, v]) => [`val${k[0].toUpperCase()}${k.slice(1)}`, v])),
       trainSeconds: (Date.now() - started) / 1000,
     };
+    if (fit.alignment !== undefined) metrics['alignmentLoss'] = fit.alignment;
     logger.event('info', 'training finished', { round: cfg.round, kind: task.kind, metrics });
+    const moments = cfg.alignment ? toPlainMoments(await featureMoments(model, train)) : undefined;
     // FedAvg weighs an update by the site's training images (not by its tile rows).
-    return { weights: getWeights(model), numSamples: imageCount(train), metrics };
+    return { weights: getWeights(model), numSamples: imageCount(train), metrics, ...(moments ? { featureMoments: moments } : {}) };
   } finally {
     model.dispose();
   }

@@ -278,6 +278,7 @@ export class SiteClient {
         baseModelHash: task.modelHash,
         numSamples: result.numSamples,
         metrics: result.metrics,
+        ...(result.featureMoments ? { featureMoments: result.featureMoments } : {}),
       };
       const plaintext = task.secagg
         ? encodeMaskedUpdateEnvelope({

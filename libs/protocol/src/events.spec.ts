@@ -6,6 +6,7 @@ import {
   SecAggEvents,
   StainEvents,
   describeZodError,
+  featureMomentsWireSchema,
   stainStatsAckSchema,
   stainStatsSignedBytes,
   SiteEvents,
@@ -115,5 +116,20 @@ describe('stain statistics message', () => {
     const a = stainStatsSignedBytes('6f1c2d8e-0b5a-4c1e-9a59-2f7a3d1b4c5e', 'site-1', 5, { ...stats, mean: [...stats.mean], std: [...stats.std] });
     const b = stainStatsSignedBytes('6f1c2d8e-0b5a-4c1e-9a59-2f7a3d1b4c5e', 'site-1', 5, { ...stats, mean: [70, 10, -10], std: [10, 5, 5.0001] });
     expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
+  });
+});
+
+describe('feature moments on the wire', () => {
+  it('must be dim numbers of mean and dim x dim of second moment, at most 128 wide', () => {
+    const ok = { count: 3, dim: 2, mean: [0.5, 1], secondMoment: [1, 0.2, 0.2, 2] };
+    expect(featureMomentsWireSchema.safeParse(ok).success).toBe(true);
+    const reason = (x: unknown) => {
+      const r = featureMomentsWireSchema.safeParse(x);
+      return r.success ? '' : describeZodError(r.error);
+    };
+    expect(reason({ ...ok, mean: [1] })).toMatch(/mean: must have dim = 2 numbers, got 1/);
+    expect(reason({ ...ok, secondMoment: [1, 2, 3] })).toMatch(/secondMoment: must have dim x dim = 4 numbers, got 3/);
+    expect(reason({ ...ok, dim: 129 })).toMatch(/dim/);
+    expect(reason({ ...ok, perImage: [[1, 2]] })).toMatch(/perImage|unrecognized/i);
   });
 });

@@ -13,3 +13,4 @@ export * from './secagg-limits';
 export * from './secagg-messages';
 export * from './events';
 export * from './stain-stats';
+export * from './feature-alignment';

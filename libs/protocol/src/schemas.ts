@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { alignmentRoundSchema } from './feature-alignment';
 import { BACKBONE_NAMES, CLASS_WEIGHTINGS, LOCAL_TENSOR_POLICIES } from '@histofed/fl-core';
 import type { BackboneSpec, ModelSpec, StainNormalizationTarget, TileSpec } from '@histofed/fl-core';
 import type { Expect, MutuallyAssignable } from './type-checks';
@@ -103,6 +104,11 @@ export const roundConfigSchema = z.object({
    * for whole images); 0 = none. Applies only when `augment` is on.
    */
   stainAugmentation: z.number().min(0).max(0.5).nullable().default(null),
+  /**
+   * Feature alignment (CORAL or MMD toward the federation's feature moments, weight lambda); the
+   * site also reports its own moments with its update. null: none.
+   */
+  alignment: alignmentRoundSchema.nullable().default(null),
 });
 /** A validated round configuration (defaults applied): the type is the schema's. */
 export type RoundConfig = z.output<typeof roundConfigSchema>;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { featureMomentsWireSchema } from './feature-alignment';
 import { ValidationError, WeightSet, decodeWeights, encodeWeights } from '@histofed/fl-core';
 import { metricsSchema, siteIdSchema, taskKindSchema } from './schemas';
 
@@ -18,6 +19,8 @@ export const updateHeaderSchema = z
     metrics: metricsSchema,
     /** Secure aggregation: the body is the masked input (uint32 LE ring elements), not weights. */
     masked: z.literal(true).optional(),
+    /** Feature alignment: the moments of the site's penultimate features on its training rows (counts and moments only). */
+    featureMoments: featureMomentsWireSchema.optional(),
   })
   .strict();
 export type UpdateHeader = z.infer<typeof updateHeaderSchema>;

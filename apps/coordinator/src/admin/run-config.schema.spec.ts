@@ -119,4 +119,21 @@ describe('run config: secure aggregation', () => {
     expect(reason({ stainAugmentation: 0.1, augment: false })).toMatch(/stainAugmentation: stain augmentation jitters augmented training images: it needs augment true/);
     expect(reason({ stainAugmentation: 0.9 })).toMatch(/stainAugmentation/);
   });
+
+  it('aligns features only where a hidden layer computes them, narrow enough to report, and not under secure aggregation', () => {
+    const reason = (body: object) => {
+      const r = runConfigInputSchema.safeParse(body);
+      return r.success ? '' : describeZodError(r.error);
+    };
+    const cnn = { model: { kind: 'se-cnn', imageSize: 64, numClasses: 2 } };
+    expect(runConfigInputSchema.parse({ ...cnn, alignment: { method: 'mmd', lambda: 0.5 } }).alignment).toEqual({ method: 'mmd', lambda: 0.5 });
+    expect(runConfigInputSchema.parse({}).alignment).toBeNull();
+    expect(reason({ alignment: { method: 'coral', lambda: 1 } })).toMatch(/alignment: the model's heads read its inputs directly \(denseUnits 0\)/);
+    expect(reason({ model: { kind: 'se-cnn', imageSize: 64, numClasses: 2, options: { denseUnits: 256 } }, alignment: { method: 'coral', lambda: 1 } })).toMatch(
+      /penultimate layer has 256 units; feature moments travel for at most 128/,
+    );
+    expect(reason({ ...cnn, alignment: { method: 'coral', lambda: 1 }, secureAggregation: {}, minSites: 3, personalizeEpochs: 0 })).toMatch(/alignment: feature alignment reports/);
+    expect(reason({ ...cnn, alignment: { method: 'dann', lambda: 1 } })).toMatch(/alignment\.method/);
+    expect(reason({ ...cnn, alignment: { method: 'coral', lambda: -1 } })).toMatch(/alignment\.lambda/);
+  });
 });

@@ -9,6 +9,9 @@ import {
   SECAGG_MIN_SITES,
   SECAGG_MIN_THRESHOLD,
   STAIN_STATISTICS_METHODS,
+  ALIGNMENT_MAX_FEATURE_DIM,
+  ALIGNMENT_MAX_LAMBDA,
+  ALIGNMENT_METHODS,
   modelSpecSchema,
   thresholdFits,
 } from '@histofed/protocol';
@@ -32,6 +35,18 @@ const stainNormalizationInputSchema = z
     }
     return v as StainNormalizationTarget;
   });
+
+/**
+ * Why feature alignment cannot apply to `model`, or null: it aligns the features the heads read,
+ * which a hidden dense layer computes (denseUnits 1-128; the default recipe's heads read the
+ * frozen backbone's features directly, denseUnits 0, which training cannot move).
+ */
+function alignmentProblem(model: { kind: string; options?: Readonly<Record<string, number>> }): string | null {
+  const units = model.options?.['denseUnits'] ?? (model.kind === 'backbone-head' ? 0 : 64);
+  if (units < 1) return `the model's heads read its inputs directly (denseUnits 0): set model.options.denseUnits (1-${ALIGNMENT_MAX_FEATURE_DIM}) to align a hidden layer's features`;
+  if (units > ALIGNMENT_MAX_FEATURE_DIM) return `the penultimate layer has ${units} units; feature moments travel for at most ${ALIGNMENT_MAX_FEATURE_DIM}`;
+  return null;
+}
 
 /** Strategies that combine per-site models coordinate by coordinate cannot work on a masked sum. */
 const NEEDS_SINGLE_UPDATES = ['trimmed-mean', 'median'];
@@ -105,6 +120,11 @@ export const runConfigInputSchema = z
     federatedStainTarget: z.enum(STAIN_STATISTICS_METHODS).nullable().default(null),
     /** HED jitter sigma of augmented training images (0-0.5); null (default): 0.05 for tiled models, none for whole images. */
     stainAugmentation: z.number().min(0).max(0.5).nullable().default(null),
+    /**
+     * Feature alignment: each site adds lambda x CORAL or MMD between its penultimate features and
+     * the moments the sites reported in the previous round; null (default): none.
+     */
+    alignment: z.object({ method: z.enum(ALIGNMENT_METHODS), lambda: z.number().min(0).max(ALIGNMENT_MAX_LAMBDA) }).strict().nullable().default(null),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })
@@ -140,6 +160,13 @@ export const runConfigInputSchema = z
     }
     if (c.stainAugmentation && c.augment === false) {
       ctx.addIssue({ code: 'custom', path: ['stainAugmentation'], message: 'stain augmentation jitters augmented training images: it needs augment true' });
+    }
+    if (c.alignment) {
+      const problem = alignmentProblem(c.model);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['alignment'], message: problem });
+      if (c.secureAggregation) {
+        ctx.addIssue({ code: 'custom', path: ['alignment'], message: "feature alignment reports each site's feature moments, which secure aggregation would hide: not both" });
+      }
     }
     const localProblem = localTensorPolicyProblem(c.model, c.localTensors);
     if (localProblem) ctx.addIssue({ code: 'custom', path: ['localTensors'], message: localProblem });

@@ -1,4 +1,5 @@
 import { TensorSpec, WeightSet, assertSameLayout, findNonFinite, l2Distance, layoutOf } from '@histofed/fl-core';
+import { PlainFeatureMoments, fromPlainMoments } from '@histofed/ml';
 
 /**
  * Checks a decrypted contribution before it may reach the aggregate. Pure: returns the reason for
@@ -24,4 +25,14 @@ export function checkContributionWeights(
     }
   }
   return null;
+}
+
+/** Why reported feature moments are unusable (asymmetric, negative variance, ...), or null. */
+export function featureMomentsProblem(m: PlainFeatureMoments): string | null {
+  try {
+    fromPlainMoments(m, 'moments');
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
 }

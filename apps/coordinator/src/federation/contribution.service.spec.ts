@@ -4,6 +4,7 @@ import { encodeUpdateEnvelope, prepareUpdate } from '@histofed/protocol';
 import { JsonLogger } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import type { ContributionRecord, SiteRecord } from '../persistence/records';
+import { featureMomentsProblem } from './contribution-checks';
 import { ContributionService, UPDATE_HEADER_ALLOWANCE_BYTES } from './contribution.service';
 import { CoordinatorKeys } from './coordinator-keys';
 import { RoundCollection } from './round-collection';
@@ -116,7 +117,7 @@ describe('contribution service', () => {
     service.openCollection(c);
     const limit = service.uploadLimitFor('site-1');
     expect(limit).toBe(encodedWeightsLength(big) + UPDATE_HEADER_ALLOWANCE_BYTES + BOX_OVERHEAD_LENGTH);
-    expect(limit).toBeLessThan(4000 + 300 * 1024);
+    expect(limit).toBeLessThan(4000 + 1100 * 1024); // far below HISTOFED_MAX_MODEL_BYTES (1 GiB)
     expect(service.uploadLimitFor('site-2')).toBe(0); // not a participant
     // A real sealed update of this model fits.
     const sealedLength = seal(encodeUpdateEnvelope({ header: { runId: RUN, round: 1, kind: 'round', siteId: 'site-1', baseModelHash: BASE, numSamples: 7, metrics: { loss: 0.5 } }, weights: big }), generateBoxKeyPair().publicKey, generateBoxKeyPair().secretKey).ciphertext.length;
@@ -125,5 +126,11 @@ describe('contribution service', () => {
     await c.outcome;
     await new Promise((r) => setImmediate(r));
     expect(service.uploadLimitFor('site-1')).toBe(0);
+  });
+
+  it('refuses an update whose feature moments are impossible (a negative variance), naming why', () => {
+    expect(featureMomentsProblem({ count: 2, dim: 1, mean: [1], secondMoment: [2] })).toBeNull();
+    expect(featureMomentsProblem({ count: 2, dim: 1, mean: [3], secondMoment: [2] })).toMatch(/moments.*variance|negative/i);
+    expect(featureMomentsProblem({ count: 2, dim: 2, mean: [0, 0], secondMoment: [1, 0.5, 0.1, 1] })).toMatch(/symmetric/);
   });
 });

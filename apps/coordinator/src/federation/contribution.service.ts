@@ -7,7 +7,7 @@ import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
 import { ContributionKind, SiteRecord } from '../persistence/records';
-import { checkContributionWeights } from './contribution-checks';
+import { checkContributionWeights, featureMomentsProblem } from './contribution-checks';
 import { CoordinatorKeys } from './coordinator-keys';
 import { RoundCollection } from './round-collection';
 
@@ -18,8 +18,8 @@ const key = (runId: string, round: number, kind: ContributionKind) => `${runId}/
  * or rejected with its reason) and hands accepted ones to the open round. Rejected updates never
  * reach an aggregate.
  */
-/** Room for an update's header (ids, counts, metrics) in front of its weights. */
-export const UPDATE_HEADER_ALLOWANCE_BYTES = 256 * 1024;
+/** Room for an update's header (ids, counts, metrics, feature moments of up to 128 x 128) in front of its weights. */
+export const UPDATE_HEADER_ALLOWANCE_BYTES = 1024 * 1024;
 
 /** A sealed update for `c`: its weights as encoded (a masked input is 4 bytes per value, no more), a header, the box tag. */
 function expectedSealedUpdateBytes(c: RoundCollection): number {
@@ -201,6 +201,8 @@ export class ContributionService {
     }
     const problem = checkContributionWeights(collection.layout, collection.baseWeights, envelope.weights, collection.maxUpdateNorm);
     if (problem) return rejectParticipant(problem);
+    const momentsProblem = h.featureMoments ? featureMomentsProblem(h.featureMoments) : null;
+    if (momentsProblem) return rejectParticipant(`feature moments: ${momentsProblem}`);
     // Recheck and hold the site's place: the collection may have closed while we were decrypting,
     // and must not close while the record is written (accepted in the database = in the aggregate).
     const late = collection.reserve(siteId);
@@ -211,7 +213,7 @@ export class ContributionService {
       collection.release(siteId, `update could not be recorded: ${(e as Error).message}`);
       throw e;
     }
-    collection.commit(siteId, h.numSamples, envelope.weights, h.metrics);
+    collection.commit(siteId, h.numSamples, envelope.weights, h.metrics, h.featureMoments);
     this.logger.event('info', 'contributions', 'contribution accepted', {
       siteId,
       runId: h.runId,

@@ -1,5 +1,6 @@
 import { Metrics, TensorSpec, WeightSet, layoutOf } from '@histofed/fl-core';
 import { SiteResult } from '@histofed/aggregation';
+import type { FeatureMomentsWire } from '@histofed/protocol';
 import type { MaskedSum } from '@histofed/secagg';
 import { ContributionKind } from '../persistence/records';
 
@@ -7,6 +8,8 @@ export interface CollectionOutcome {
   readonly results: SiteResult[];
   /** siteId -> why it did not contribute (failed, dropped, timed out). */
   readonly missing: Record<string, string>;
+  /** Feature alignment: the moments the contributing sites reported. */
+  readonly featureMoments?: ReadonlyMap<string, FeatureMomentsWire>;
 }
 
 /**
@@ -24,6 +27,8 @@ export class RoundCollection {
   readonly layout: readonly TensorSpec[];
   private readonly results = new Map<string, SiteResult>();
   private readonly missing = new Map<string, string>();
+  /** Feature alignment: the moments each contributing site reported with its update. */
+  private readonly moments = new Map<string, FeatureMomentsWire>();
   private settle!: (o: CollectionOutcome) => void;
   readonly outcome: Promise<CollectionOutcome>;
   private timer: NodeJS.Timeout | undefined;
@@ -72,10 +77,11 @@ export class RoundCollection {
   }
 
   /** The reserved contribution is recorded: it is part of the outcome. */
-  commit(siteId: string, numSamples: number, weights: WeightSet, metrics: Metrics): void {
+  commit(siteId: string, numSamples: number, weights: WeightSet, metrics: Metrics, featureMoments?: FeatureMomentsWire): void {
     this.assertReserved(siteId);
     this.pending.delete(siteId);
     this.results.set(siteId, { siteId, numSamples, weights, metrics });
+    if (featureMoments) this.moments.set(siteId, featureMoments);
     this.afterPending();
   }
 
@@ -101,6 +107,11 @@ export class RoundCollection {
     const refusal = this.reserve(siteId);
     if (refusal) throw new Error(refusal);
     this.commit(siteId, numSamples, weights, metrics);
+  }
+
+  /** The feature moments reported by the sites in the outcome (feature alignment), by site. */
+  featureMoments(): ReadonlyMap<string, FeatureMomentsWire> {
+    return new Map([...this.moments].filter(([siteId]) => this.results.has(siteId)));
   }
 
   markMissing(siteId: string, reason: string): void {
@@ -146,6 +157,7 @@ export class RoundCollection {
     this.settle({
       results: [...this.results.values()].sort((a, b) => a.siteId.localeCompare(b.siteId)),
       missing: Object.fromEntries(this.missing),
+      featureMoments: this.featureMoments(),
     });
   }
 }

@@ -103,6 +103,7 @@ const task: TrainTask = {
     classWeighting: 'none',
     localTensors: 'none',
     stainAugmentation: null,
+    alignment: null,
   },
 };
 

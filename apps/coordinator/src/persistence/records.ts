@@ -41,7 +41,8 @@ type AddedAfterFirstRuns =
   | 'secureAggregation'
   | 'localTensors'
   | 'federatedStainTarget'
-  | 'stainAugmentation';
+  | 'stainAugmentation'
+  | 'alignment';
 
 /**
  * What an administrator chose when creating a run: the validated output of the run-config schema

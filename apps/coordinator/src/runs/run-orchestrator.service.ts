@@ -2,8 +2,8 @@ import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } fro
 import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, localTensorsOf, parameterCount, withLocalTensors } from '@histofed/fl-core';
 import { SiteResult, Strategy, StrategyState, createStrategy, withLocalTensorPolicy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
-import { buildModelAsync, getWeights } from '@histofed/ml';
-import { CoordinatorEvents, SecAggTask, TrainTask } from '@histofed/protocol';
+import { buildModelAsync, combineFeatureMoments, fromPlainMoments, getWeights, toPlainMoments } from '@histofed/ml';
+import { CoordinatorEvents, FeatureMomentsWire, SecAggTask, TrainTask } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { ModelExporter } from '../evaluation/model-exporter.service';
 import { CentralEvaluator } from '../evaluation/central-evaluator.service';
@@ -120,6 +120,27 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     await this.store.updateRun(runId, { status: 'completed', final });
     this.logger.event('info', 'runs', 'run completed', { runId, final });
   }
+
+  /**
+   * Feature alignment: the moments the round's contributors reported, combined (count-weighted,
+   * exactly) into the reference the next round's tasks carry. A round without moments keeps the
+   * previous reference. In memory: after a coordinator restart the first round runs without one.
+   */
+  private updateAlignmentReference(runId: string, round: number, outcome: CollectionOutcome): void {
+    const reported = [...(outcome.featureMoments ?? new Map()).entries()];
+    if (reported.length === 0) return;
+    const dims = new Set(reported.map(([, m]) => m.dim));
+    if (dims.size > 1) {
+      this.logger.event('warn', 'runs', 'feature moments of different widths: reference not updated', { runId, round, dims: [...dims] });
+      return;
+    }
+    const combined = combineFeatureMoments(reported.map(([siteId, m]) => fromPlainMoments(m, `feature moments of site ${siteId}`)));
+    this.alignmentReferences.set(runId, toPlainMoments(combined) as FeatureMomentsWire);
+    this.logger.event('info', 'runs', 'alignment reference updated', { runId, round, sites: reported.map(([s]) => s), count: combined.count, dim: combined.dim });
+  }
+
+  /** Per running run, the feature moments the next round aligns to (feature alignment). */
+  private readonly alignmentReferences = new Map<string, FeatureMomentsWire>();
 
   /**
    * Before round 1 of a run with a federated stain target: the participants' statistics combined
@@ -253,6 +274,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         classWeighting: cfg.classWeighting ?? 'none',
         localTensors: cfg.localTensors ?? 'none',
         stainAugmentation: cfg.stainAugmentation ?? null,
+        alignment: cfg.alignment ? { ...cfg.alignment, reference: this.alignmentReferences.get(runId) ?? null } : null,
       },
     };
     for (const siteId of participants) {
@@ -303,6 +325,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         ? await this.store.putModel(encodeWeights(aggregated.state), parameterCount(aggregated.state))
         : null;
       const siteMetrics = strategy.aggregateMetrics(outcome.results);
+      if (cfg.alignment) this.updateAlignmentReference(runId, round, outcome);
       const policy = cfg.localTensors ?? 'none';
       if (policy !== 'none') for (const r of outcome.results) latestLocal.set(r.siteId, localTensorsOf(r.weights, policy));
       const centralMetrics = await this.evaluateGlobal(cfg, weights, latestLocal);

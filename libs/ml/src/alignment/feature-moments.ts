@@ -182,3 +182,22 @@ export function validateFeatureMoments(x: unknown, what = 'featureMoments'): ass
     }
   }
 }
+
+/** Feature moments as JSON carries them (plain arrays; the second moment row-major). */
+export interface PlainFeatureMoments {
+  readonly count: number;
+  readonly dim: number;
+  readonly mean: number[];
+  readonly secondMoment: number[];
+}
+
+export function toPlainMoments(m: FeatureMoments): PlainFeatureMoments {
+  return { count: m.count, dim: m.dim, mean: Array.from(m.mean), secondMoment: Array.from(m.secondMoment) };
+}
+
+/** Plain moments (e.g. received in a message) as FeatureMoments, validated (the error names `what` and the field). */
+export function fromPlainMoments(m: PlainFeatureMoments, what = 'featureMoments'): FeatureMoments {
+  const moments = { count: m.count, dim: m.dim, mean: Float64Array.from(m.mean), secondMoment: Float64Array.from(m.secondMoment) };
+  validateFeatureMoments(moments, what);
+  return moments;
+}

@@ -56,5 +56,7 @@ const BATCH_NORM_KINDS = new Set(['small-cnn', 'se-cnn', 'attention-cnn']);
 export function localTensorPolicyProblem(spec: Pick<ModelSpec, 'kind' | 'options'>, policy: LocalTensorPolicy): string | null {
   if (policy === 'none') return null;
   if (BATCH_NORM_KINDS.has(spec.kind) && spec.options?.['batchNorm'] === 1) return null;
-  return `model ${spec.kind} trains no batch normalization, so '${policy}' would keep only constants local: use small-cnn, se-cnn or attention-cnn with options.batchNorm 1, or localTensors 'none'`;
+  // A backbone's heads normalize their hidden layer with batchNorm 1 (and denseUnits > 0).
+  if (spec.kind === 'backbone-head' && spec.options?.['batchNorm'] === 1 && (spec.options?.['denseUnits'] ?? 0) > 0) return null;
+  return `model ${spec.kind} trains no batch normalization, so '${policy}' would keep only constants local: use small-cnn, se-cnn or attention-cnn with options.batchNorm 1, a backbone-head with options.denseUnits and batchNorm 1, or localTensors 'none'`;
 }

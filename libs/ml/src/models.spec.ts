@@ -11,6 +11,37 @@ beforeAll(async () => {
   await selectBackend('wasm');
 });
 
+describe("a backbone's heads with batch normalization (FedBN)", () => {
+  const head = (options: Record<string, number>): ModelSpec => ({
+    kind: 'backbone-head',
+    imageSize: 32,
+    numClasses: 2,
+    backbone: { name: 'mobilenet-v2-imagenet', cut: 'x', input: 'signed', features: 6 },
+    tiles: { scale: 1, views: 0 },
+    options,
+  });
+
+  it('normalizes the hidden layer with options.batchNorm 1, and refuses it without a hidden layer', () => {
+    const m = buildModel(head({ denseUnits: 4, batchNorm: 1, dropout: 0 }), 1);
+    expect(getWeights(m).map((t) => t.name)).toEqual([
+      'fc1/kernel',
+      'fc1_bn/gamma',
+      'fc1_bn/beta',
+      'head/kernel',
+      'head/bias',
+      'fc1_bn/moving_mean',
+      'fc1_bn/moving_variance',
+    ]);
+    const out = tf.tidy(() => tf.sum(m.predict(tf.randomNormal([5, 6])) as tf.Tensor, 1).arraySync() as number[]);
+    out.forEach((v) => expect(v).toBeCloseTo(1, 5));
+    m.dispose();
+    const plain = buildModel(head({ denseUnits: 4 }), 1);
+    expect(getWeights(plain).map((t) => t.name)).toEqual(['fc1/kernel', 'fc1/bias', 'head/kernel', 'head/bias']);
+    plain.dispose();
+    expect(() => buildModel(head({ batchNorm: 1 }), 1)).toThrow(/model.options.batchNorm: a backbone's heads normalize their hidden layer: set denseUnits too/);
+  });
+});
+
 describe('buildModel', () => {
   it('names every weight explicitly, the same in every instance', () => {
     const a = buildModel(spec, 1);

@@ -50,7 +50,7 @@ export const MODEL_OPTIONS: Readonly<Record<ModelKind, readonly string[]>> = {
   'small-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm'],
   'se-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio'],
   'attention-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', 'attentionKernel'],
-  'backbone-head': ['denseUnits', 'dropout'],
+  'backbone-head': ['denseUnits', 'dropout', 'batchNorm'],
 };
 
 /** Tile views per image at most (random training crops whose features a site computes once). */
@@ -89,6 +89,9 @@ function modelOptions(kind: ModelKind, options: Readonly<Record<string, number>>
     throw new ValidationError(`model.options.dropout: must be in [0, 1), got ${dropout}`);
   }
   const batchNorm = integerIn('batchNorm', o['batchNorm'] ?? 0, 0, 1);
+  if (kind === 'backbone-head' && batchNorm === 1 && (o['denseUnits'] ?? 0) < 1) {
+    throw new ValidationError('model.options.batchNorm: a backbone\'s heads normalize their hidden layer: set denseUnits too');
+  }
   const attentionKernel = integerIn('attentionKernel', o['attentionKernel'] ?? 7, 1, 15);
   if (attentionKernel % 2 === 0) {
     throw new ValidationError(`model.options.attentionKernel: must be odd, got ${attentionKernel}`);
@@ -276,13 +279,18 @@ function backbone(b: Builder, kind: ModelKind, o: ModelOptions, input: SymbolicT
 export function attachHeads(
   features: SymbolicTensor,
   spec: ModelSpec,
-  o: { denseUnits: number; dropout: number },
+  o: { denseUnits: number; dropout: number; headBatchNorm?: boolean },
   seed: number,
 ): SymbolicTensor {
   const b = new Builder(seed);
   // A feature map is mean-pooled first; a feature vector (a frozen backbone's) is read as it is.
   let x = features.shape.length === 4 ? b.apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }), features) : features;
-  if (o.denseUnits > 0) {
+  if (o.denseUnits > 0 && o.headBatchNorm) {
+    // Batch normalization of the hidden layer (a backbone's heads with options.batchNorm 1: FedBN).
+    x = b.apply(tfl.layers.dense({ name: 'fc1', units: o.denseUnits, activation: 'linear', useBias: false, kernelInitializer: b.init() }), x);
+    x = b.apply(tfl.layers.batchNormalization({ name: 'fc1_bn', momentum: 0.9 }), x);
+    x = b.apply(tfl.layers.activation({ name: 'fc1_relu', activation: 'relu' }), x);
+  } else if (o.denseUnits > 0) {
     x = b.apply(
       tfl.layers.dense({ name: 'fc1', units: o.denseUnits, activation: 'relu', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
       x,
@@ -323,7 +331,7 @@ export function buildModel(spec: ModelSpec, seed = 1): tfl.LayersModel {
       throw new ValidationError('model.backbone.trainFrom: a fine-tuned backbone model needs the backbone loaded: use buildModelAsync');
     }
     const features = tfl.input({ name: 'features', shape });
-    return tfl.model({ name: 'backbone_head', inputs: features, outputs: attachHeads(features, spec, o, seed + 1000) });
+    return tfl.model({ name: 'backbone_head', inputs: features, outputs: attachHeads(features, spec, { ...o, headBatchNorm: o.batchNorm }, seed + 1000) });
   }
   const input = tfl.input({ name: 'image', shape: [spec.imageSize, spec.imageSize, 3] });
   const b = new Builder(seed);

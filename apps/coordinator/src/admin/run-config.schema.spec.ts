@@ -98,6 +98,9 @@ describe('run config: secure aggregation', () => {
     expect(runConfigInputSchema.parse({ ...bn, localTensors: 'batch-norm' }).localTensors).toBe('batch-norm');
     expect(runConfigInputSchema.parse({ ...bn, localTensors: 'batch-norm-and-heads' }).localTensors).toBe('batch-norm-and-heads');
     expect(reason({ localTensors: 'batch-norm' })).toMatch(/localTensors: model backbone-head trains no batch normalization/);
+    // The default recipe with a normalized hidden layer in its heads.
+    const heads = runConfigInputSchema.parse({}).model;
+    expect(runConfigInputSchema.parse({ model: { ...heads, options: { denseUnits: 32, batchNorm: 1, dropout: 0.25 } }, localTensors: 'batch-norm' }).localTensors).toBe('batch-norm');
     expect(reason({ model: { kind: 'se-cnn', imageSize: 64, numClasses: 2 }, localTensors: 'batch-norm' })).toMatch(/options\.batchNorm 1/);
     expect(reason({ ...bn, localTensors: 'batch-norm', secureAggregation: {}, minSites: 3, personalizeEpochs: 0 })).toMatch(
       /localTensors: local tensors \(FedBN\) cannot be combined with secure aggregation yet/,

@@ -43,7 +43,7 @@ export function buildFineTuneModel(spec: ModelSpec, backbone: tfl.LayersModel, s
     copies.set(layer.name, { original: layer, copy });
     return copy;
   });
-  const model = tfl.model({ name: 'backbone_finetune', inputs: input, outputs: attachHeads(features, spec, modelOptionsOf(spec), seed + 1000) });
+  const model = tfl.model({ name: 'backbone_finetune', inputs: input, outputs: attachHeads(features, spec, { ...modelOptionsOf(spec), headBatchNorm: modelOptionsOf(spec).batchNorm }, seed + 1000) });
   for (const { original, copy } of copies.values()) {
     const w = original.getWeights();
     if (w.length > 0) copy.setWeights(w);

@@ -12,6 +12,7 @@ import { CollectionOutcome, RoundCollection } from '../federation/round-collecti
 import { SiteSessionsService } from '../federation/site-sessions.service';
 import { ModelDistribution } from '../federation/model-distribution';
 import { FederatedStainTarget } from './federated-stain-target';
+import { gatherDecision } from './gather-decision';
 import { SecureAggregationRound } from './secure-aggregation';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
@@ -207,11 +208,10 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       });
       if (plan.kind === 'train') {
         const approved = await this.sessions.approvedSiteIds();
-        const everyone = available.length >= Math.min(cfg.maxSites, approved.length);
-        if (everyone || Date.now() - started >= gatherMs) {
-          if (!everyone) {
-            const absent = approved.filter((id) => !available.some((a) => a.siteId === id));
-            this.logger.event('info', 'runs', 'round starts without absent sites', { runId, round, absent, gatherSeconds: cfg.gatherSeconds ?? 0 });
+        const decision = gatherDecision(available.map((a) => a.siteId), approved, cfg.maxSites, Date.now() - started, gatherMs);
+        if (decision.start) {
+          if (decision.absent.length > 0) {
+            this.logger.event('info', 'runs', 'round starts without absent sites', { runId, round, absent: decision.absent, gatherSeconds: cfg.gatherSeconds ?? 0 });
           }
           return [...plan.participants];
         }

@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, mkdtempSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource } from 'typeorm';
@@ -6,6 +6,7 @@ import { encodeWeights, namedTensor, sha256Hex } from '@histofed/fl-core';
 import { openDatabase } from './data-source';
 import { RunConfig } from './records';
 import { TypeOrmCoordinatorStore } from './typeorm-coordinator-store';
+import { entriesOpenToOthers as openToOthers } from './private-files';
 
 /**
  * The persistence suite runs on embedded PGlite always, and on a PostgreSQL server too when
@@ -205,18 +206,6 @@ describe.each(backends)('coordinator store on %s', (_name, open) => {
   });
 });
 
-/** Every file and directory under `root` whose mode lets the group or others in, with its mode. */
-function openToOthers(root: string): string[] {
-  const found: string[] = [];
-  const visit = (path: string) => {
-    const st = lstatSync(path);
-    if (st.isSymbolicLink()) return;
-    if (st.mode & 0o077) found.push(`${(st.mode & 0o777).toString(8)} ${path}`);
-    if (st.isDirectory()) for (const name of readdirSync(path)) visit(join(path, name));
-  };
-  visit(root);
-  return found;
-}
 
 describe('embedded database files', () => {
   it('are private to the user: the data directory and pgdata are 0700 and no file is group/world readable (PGlite writes 0666)', async () => {

@@ -66,3 +66,19 @@ export function makePrivate(root: string, maxExamples = 5): PermissionFixes {
   visit(root, true);
   return { files, directories, examples };
 }
+
+/**
+ * Every file and directory under `root` (and root itself) that the group or other users may read,
+ * write or enter, as "<mode> <path>" (symbolic links are not followed): empty when the tree is private.
+ */
+export function entriesOpenToOthers(root: string): string[] {
+  const found: string[] = [];
+  const visit = (path: string) => {
+    const st = lstatSync(path);
+    if (st.isSymbolicLink()) return;
+    if (st.mode & GROUP_AND_OTHER) found.push(`${(st.mode & 0o777).toString(8)} ${path}`);
+    if (st.isDirectory()) for (const name of readdirSync(path)) visit(join(path, name));
+  };
+  visit(root);
+  return found;
+}

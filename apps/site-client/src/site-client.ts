@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { io } from 'socket.io-client';
 import { IdentityKeys, fingerprint, fromBase64, identitySigner, loadOrCreateIdentityKeys, seal, toBase64 } from '@histofed/crypto';
-import { decodeWeights } from '@histofed/fl-core';
+import { LocalTensorPolicy, WeightSet, decodeWeights, isLocalTensor } from '@histofed/fl-core';
 import { availableParallelism } from 'node:os';
 import { TrainingPool, createTrainingPool, currentBackend } from '@histofed/ml';
 import {
@@ -283,7 +283,8 @@ export class SiteClient {
       const plaintext = task.secagg
         ? encodeMaskedUpdateEnvelope({
             header,
-            masked: this.secure.mask(cfg.runId, cfg.round, task.secagg, global, result.weights, result.numSamples),
+            // With local tensors (FedBN) only the shared ones are masked: the site's own never leave it.
+            masked: this.secure.mask(cfg.runId, cfg.round, task.secagg, sharedTensors(global, cfg.localTensors), sharedTensors(result.weights, cfg.localTensors), result.numSamples),
           })
         : encodeUpdateEnvelope({ header, weights: result.weights });
       const sealed = seal(plaintext, this.coordinatorKey!, this.keys.box.secretKey);
@@ -339,6 +340,11 @@ export class SiteClient {
   private async flushPending(): Promise<void> {
     await this.pending.flush(() => this.socket?.connected === true, (update) => this.deliver(update));
   }
+}
+
+/** The tensors of `weights` that are aggregated (all of them unless the run keeps some local). */
+function sharedTensors(weights: WeightSet, policy: LocalTensorPolicy): WeightSet {
+  return policy === 'none' ? weights : weights.filter((t) => !isLocalTensor(t.name, policy));
 }
 
 /** The site's key file: Ed25519 (identity, signatures) and X25519 (sealing updates), mode 0600. */

@@ -102,9 +102,8 @@ describe('run config: secure aggregation', () => {
     const heads = runConfigInputSchema.parse({}).model;
     expect(runConfigInputSchema.parse({ model: { ...heads, options: { denseUnits: 32, batchNorm: 1, dropout: 0.25 } }, localTensors: 'batch-norm' }).localTensors).toBe('batch-norm');
     expect(reason({ model: { kind: 'se-cnn', imageSize: 64, numClasses: 2 }, localTensors: 'batch-norm' })).toMatch(/options\.batchNorm 1/);
-    expect(reason({ ...bn, localTensors: 'batch-norm', secureAggregation: {}, minSites: 3, personalizeEpochs: 0 })).toMatch(
-      /localTensors: local tensors \(FedBN\) cannot be combined with secure aggregation yet/,
-    );
+    // With secure aggregation the sites mask only the shared tensors.
+    expect(reason({ ...bn, localTensors: 'batch-norm', secureAggregation: {}, minSites: 3, personalizeEpochs: 0 })).toBe('');
     expect(reason({ ...bn, localTensors: 'fedbn' })).toMatch(/localTensors/);
   });
 

@@ -170,13 +170,6 @@ export const runConfigInputSchema = z
     }
     const localProblem = localTensorPolicyProblem(c.model, c.localTensors);
     if (localProblem) ctx.addIssue({ code: 'custom', path: ['localTensors'], message: localProblem });
-    if (c.secureAggregation && c.localTensors !== 'none') {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['localTensors'],
-        message: 'local tensors (FedBN) cannot be combined with secure aggregation yet (the masked vector covers the whole model): set localTensors to none',
-      });
-    }
     try {
       createStrategy(c.strategy, c.strategyOptions);
     } catch (e) {

@@ -1,5 +1,5 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, localTensorsOf, parameterCount, withLocalTensors } from '@histofed/fl-core';
+import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, isLocalTensor, localTensorsOf, parameterCount, withLocalTensors } from '@histofed/fl-core';
 import { SiteResult, Strategy, StrategyState, createStrategy, withLocalTensorPolicy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
 import { buildModelAsync, combineFeatureMoments, fromPlainMoments, getWeights, toPlainMoments } from '@histofed/ml';
@@ -377,6 +377,9 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       return { ok: true, outcome, toAggregate: outcome.results };
     }
     const available = new Map((await this.sessions.available()).map((s) => [s.siteId, s.trainSamples]));
+    // FedBN under secure aggregation: the sites mask only the shared tensors (their local ones never leave).
+    const policy = cfg.localTensors ?? 'none';
+    const shared = policy === 'none' ? global.weights : global.weights.filter((t) => !isLocalTensor(t.name, policy));
     const secure = await this.secure.run({
       runId,
       round,
@@ -386,13 +389,15 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       config: cfg.secureAggregation,
       participants,
       trainSamples: Object.fromEntries(participants.map((id) => [id, available.get(id) ?? 0])),
-      global: global.weights,
+      global: shared,
       collect: (sites, taskFor, sum) =>
         this.collect(runId, cfg, round, 'round', sites, global, cfg.localEpochs, cfg.learningRate, { taskFor, sum }),
     });
     if (!secure.ok) return { ok: false, reason: secure.reason };
     this.logger.event('info', 'runs', 'secure aggregation completed', { runId, round, ...secure.summary });
-    return { ok: true, outcome: secure.outcome, toAggregate: [secure.result] };
+    // The mean of the shared tensors, in the model's full layout (local tensors as in the global model: the strategy keeps them).
+    const result = policy === 'none' ? secure.result : { ...secure.result, weights: withLocalTensors(global.weights, secure.result.weights) };
+    return { ok: true, outcome: secure.outcome, toAggregate: [result] };
   }
 
   /** Personalization and ensemble: each site fine-tunes the global model; all are evaluated centrally. */

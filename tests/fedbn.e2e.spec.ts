@@ -5,7 +5,8 @@
  * after it was restarted, and the central evaluation and the saved ensemble use the global model
  * with each site's local tensors.
  */
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeWeights, isLocalTensor } from '@histofed/fl-core';
@@ -106,11 +107,14 @@ describe('FedBN: local batch-norm tensors', () => {
     expect(fed.coordinator.lines.filter((l) => l.msg === 'alignment reference updated').length).toBeGreaterThanOrEqual(3);
     // What left each site with its updates: weights and, in the header, counts and moments only.
     for (const siteId of ['site-1', 'site-2']) {
+      // The files the log lists (a file whose log line is missing was cut short by the SIGTERM: never sent).
       const outbox = join(fed.siteStateDir(siteId), 'outbox');
-      const updates = readdirSync(outbox).filter((f) => f.endsWith('site_update.plaintext.bin'));
+      const logged = readFileSync(join(outbox, 'messages.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      const updates = logged.filter((m) => m.event === 'site:update').map((m) => m.plaintext as { file: string; sha256: string });
       expect(updates.length).toBeGreaterThanOrEqual(3);
-      for (const file of updates) {
+      for (const { file, sha256 } of updates) {
         const bytes = readFileSync(join(outbox, file));
+        expect(createHash('sha256').update(bytes).digest('hex')).toBe(sha256);
         const header = JSON.parse(bytes.subarray(4, 4 + bytes.readUInt32LE(0)).toString('utf8'));
         expect(Object.keys(header).sort()).toEqual(['baseModelHash', 'featureMoments', 'kind', 'metrics', 'numSamples', 'round', 'runId', 'siteId']);
         expect(Object.keys(header.featureMoments).sort()).toEqual(['count', 'dim', 'mean', 'secondMoment']);

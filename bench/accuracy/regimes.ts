@@ -79,6 +79,8 @@ export interface RegimeResult {
   /** Epochs (centralized, local: mean over sites) or rounds (federated) actually run / of the kept weights. */
   readonly trained: number;
   readonly kept: number;
+  /** The tested weights (early-stopped regimes), for benchmarks that evaluate them elsewhere too. */
+  readonly weights?: NamedTensor[];
 }
 
 export interface SiteData {
@@ -170,6 +172,7 @@ async function earlyStopped(ctx: FoldContext, data: SiteData, seed: number, tag:
     validation: r.validation?.[recipe.monitor] ?? NaN,
     trained: r.epochsRun,
     kept: r.bestEpoch,
+    weights,
   };
 }
 

@@ -24,4 +24,16 @@ describe('outbox log', () => {
     await new Outbox(quiet, false).record('site:update', { round: 1 }, new Uint8Array([1]));
     expect(readdirSync(join(quiet, 'outbox'))).toEqual(['messages.jsonl']);
   });
+
+  it('continues its numbering after a restart: no plaintext file of an earlier process is overwritten', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hf-outbox-'));
+    await new Outbox(dir, true).record('site:update', { round: 1 }, new Uint8Array([1]));
+    await new Outbox(dir, true).record('site:update', { round: 2 }, new Uint8Array([2]));
+    const lines = readFileSync(join(dir, 'outbox', 'messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => [l.seq, l.plaintext.file])).toEqual([
+      [1, '000001-site_update.plaintext.bin'],
+      [2, '000002-site_update.plaintext.bin'],
+    ]);
+    expect(readFileSync(join(dir, 'outbox', '000001-site_update.plaintext.bin'))).toEqual(Buffer.from([1]));
+  });
 });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { appendFile, mkdir, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -9,7 +9,8 @@ import { join } from 'node:path';
  * a .bin file next to it, so anyone can check it holds weights, counts and metrics only.
  */
 export class Outbox {
-  private seq = 0;
+  /** The last sequence number used; read from the log on first use, so a restarted site continues it. */
+  private seq: number | undefined;
   private readonly dir: string;
 
   constructor(
@@ -21,6 +22,7 @@ export class Outbox {
 
   async record(event: string, payload: Record<string, unknown>, plaintext?: Uint8Array): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    this.seq ??= await lastSequenceNumber(join(this.dir, 'messages.jsonl'));
     const n = ++this.seq;
     const summary: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(payload)) {
@@ -40,3 +42,20 @@ export class Outbox {
 }
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+/** The highest `seq` in an existing log (0 when there is none): numbers and plaintext file names never repeat across restarts. */
+async function lastSequenceNumber(log: string): Promise<number> {
+  let text: string;
+  try {
+    text = await readFile(log, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw e;
+  }
+  let last = 0;
+  for (const line of text.split('\n')) {
+    const m = /"seq":(\d+)/.exec(line);
+    if (m) last = Math.max(last, Number(m[1]));
+  }
+  return last;
+}

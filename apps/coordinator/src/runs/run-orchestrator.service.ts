@@ -95,7 +95,10 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         this.logger.event('error', 'runs', 'run failed', { runId, reason });
         if (!this.stopping) await this.store.updateRun(runId, { status: 'failed', statusReason: reason });
       })
-      .finally(() => this.active.delete(runId));
+      .finally(() => {
+        this.active.delete(runId);
+        this.alignmentReferences.delete(runId);
+      });
     this.active.set(runId, loop);
   }
 

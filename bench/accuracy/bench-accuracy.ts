@@ -58,6 +58,7 @@ import { federatedOverSockets } from './socket-federation';
 import { rowsByImage, slice, type DecodedSet } from './data-slices';
 import { centralized, federated, localOnly, type FoldContext, type Recipe, type RegimeResult, type SiteData } from './regimes';
 import { meanStd, pct, type MeanStd } from './stats';
+import { int, num } from '../lib/cli-options';
 
 const ROOT = path.resolve(__dirname, '../..');
 const DEFAULT_SAMPLE = path.resolve(ROOT, '../shared/data/breakhis-sample');
@@ -109,18 +110,6 @@ interface Options {
 }
 
 const METRICS = ['balancedAccuracy', 'auc', 'patientAccuracy', 'patientDiagnosisAccuracy', 'stage2MacroF1'] as const;
-
-function int(name: string, s: string, min: number): number {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name}: expected an integer >= ${min}, got ${s}`);
-  return n;
-}
-
-function num(name: string, s: string, min: number, max = Infinity): number {
-  const n = Number(s);
-  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name}: expected a number in [${min}, ${max}], got ${s}`);
-  return n;
-}
 
 function recipeOf(o: Options): Recipe {
   const monitor = o.monitor as FitMonitor;

@@ -71,6 +71,7 @@ import {
   type Combination,
   type Method,
 } from './summary';
+import { int, num } from '../lib/cli-options';
 
 const ROOT = path.resolve(__dirname, '../..');
 const DEFAULT_SAMPLE = path.resolve(ROOT, '../shared/data/breakhis-sample');
@@ -104,18 +105,6 @@ interface Options {
   cache: boolean;
   quick?: boolean;
   json?: boolean;
-}
-
-function int(name: string, s: string, min: number): number {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name}: expected an integer >= ${min}, got ${s}`);
-  return n;
-}
-
-function num(name: string, s: string, min: number, max = Infinity): number {
-  const n = Number(s);
-  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name}: expected a number in [${min}, ${max}], got ${s}`);
-  return n;
 }
 
 function list<T extends string>(name: string, s: string, allowed: readonly T[]): T[] {

@@ -129,6 +129,16 @@ describe.each(backends)('coordinator store on %s', (_name, open) => {
     expect((await store.getRun(run.id))!.currentModelHash).toBe(model);
     await expect(store.updateRun(run.id, { strategyStateHash: 'f'.repeat(64) })).rejects.toThrow();
     expect((await store.getRun(run.id))!.strategyStateHash).toBe(state);
+    // Feature alignment's reference: stored with the run's progress, read on its own, not in RunRecord.
+    expect(await store.getAlignmentReference(run.id)).toBeNull();
+    const reference = { count: 12, dim: 2, mean: [0.25, -1.5], secondMoment: [1, 0.125, 0.125, 3.0000001] };
+    const progressed = await store.updateRun(run.id, { completedRounds: 1, alignmentReference: reference });
+    expect(progressed).not.toHaveProperty('alignmentReference');
+    expect(await store.getAlignmentReference(run.id)).toEqual(reference);
+    await store.updateRun(run.id, { statusReason: null });
+    expect(await store.getAlignmentReference(run.id)).toEqual(reference);
+    expect(await store.getAlignmentReference('00000000-0000-4000-8000-000000000000')).toBeNull();
+    await store.updateRun(run.id, { completedRounds: 0 });
     const started = new Date();
     await store.saveRound({
       runId: run.id,

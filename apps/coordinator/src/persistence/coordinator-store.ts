@@ -4,6 +4,7 @@ import {
   FinalReport,
   RoundRecord,
   RunConfig,
+  RunPatch,
   RunRecord,
   RunStatus,
   SiteRecord,
@@ -41,10 +42,13 @@ export interface CoordinatorStore {
    * run's `config.stainNormalization`; refused (false) when the run already has one.
    */
   setRunStainTarget(id: string, target: StainNormalizationTarget): Promise<boolean>;
-  updateRun(
-    id: string,
-    patch: Partial<Pick<RunRecord, 'status' | 'statusReason' | 'completedRounds' | 'currentModelHash' | 'strategyStateHash' | 'final'>>,
-  ): Promise<RunRecord>;
+  /**
+   * `alignmentReference`: feature alignment's reference for the run's next round, written with the
+   * round's progress (kept out of RunRecord: up to ~330 KB; read with getAlignmentReference).
+   */
+  updateRun(id: string, patch: RunPatch): Promise<RunRecord>;
+  /** The stored feature-alignment reference of a run (not validated here), or null. */
+  getAlignmentReference(id: string): Promise<unknown>;
   listRunsWithStatus(status: RunStatus): Promise<RunRecord[]>;
 
   saveRound(round: RoundRecord): Promise<void>;

@@ -12,11 +12,12 @@ import { StrategyState1764300000000 } from './migrations/1764300000000-strategy-
 import { SiteIdentity1764400000000 } from './migrations/1764400000000-site-identity';
 import { ModelBlobStorage1764500000000 } from './migrations/1764500000000-model-blob-storage';
 import { EnrollmentTokens1765000000000 } from './migrations/1765000000000-enrollment-tokens';
+import { AlignmentReference1765100000000 } from './migrations/1765100000000-alignment-reference';
 import { embeddedPostgresOptions, initializeEmbeddedPostgres } from './embedded-postgres';
 import { PermissionFixes, ensurePrivateDir, makePrivate } from './private-files';
 
 export const ENTITIES = [SiteEntity, RunEntity, RoundEntity, ContributionEntity, ModelEntity, EnrollmentTokenEntity];
-export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000, SiteIdentity1764400000000, ModelBlobStorage1764500000000, EnrollmentTokens1765000000000];
+export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000, SiteIdentity1764400000000, ModelBlobStorage1764500000000, EnrollmentTokens1765000000000, AlignmentReference1765100000000];
 
 export interface DatabaseOptions {
   /** postgres://... for a PostgreSQL server; otherwise embedded PGlite under dataDir/pgdata. */

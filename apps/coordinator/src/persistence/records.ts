@@ -1,5 +1,5 @@
 import type { Metrics } from '@histofed/fl-core';
-import type { Expect, MutuallyAssignable, SameKeys } from '@histofed/protocol';
+import type { Expect, FeatureMomentsWire, MutuallyAssignable, SameKeys } from '@histofed/protocol';
 import type { RunConfigOutput } from '../admin/run-config.schema';
 
 /** Plain records the services work with. The TypeORM entities stay inside persistence/. */
@@ -87,6 +87,11 @@ export interface RunRecord {
   readonly createdAt: Date;
   readonly updatedAt: Date;
 }
+
+/** What updateRun may change; `alignmentReference` is stored with the run but not part of RunRecord. */
+export type RunPatch = Partial<Pick<RunRecord, 'status' | 'statusReason' | 'completedRounds' | 'currentModelHash' | 'strategyStateHash' | 'final'>> & {
+  readonly alignmentReference?: FeatureMomentsWire | null;
+};
 
 export type RoundStatus = 'training' | 'completed' | 'failed';
 export interface RoundRecord {

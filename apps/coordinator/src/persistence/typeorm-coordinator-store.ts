@@ -20,6 +20,7 @@ import {
   RoundRecord,
   RoundStatus,
   RunConfig,
+  RunPatch,
   RunRecord,
   RunStatus,
   SiteRecord,
@@ -230,10 +231,7 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
     });
   }
 
-  updateRun(
-    id: string,
-    patch: Partial<Pick<RunRecord, 'status' | 'statusReason' | 'completedRounds' | 'currentModelHash' | 'strategyStateHash' | 'final'>>,
-  ): Promise<RunRecord> {
+  updateRun(id: string, patch: RunPatch): Promise<RunRecord> {
     return this.writes.run(async () => {
       const repo = this.ds.getRepository(RunEntity);
       const e = await repo.findOneByOrFail({ id });
@@ -243,9 +241,15 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
       if (patch.currentModelHash !== undefined) e.currentModelHash = patch.currentModelHash;
       if (patch.strategyStateHash !== undefined) e.strategyStateHash = patch.strategyStateHash;
       if (patch.final !== undefined) e.finalReport = patch.final;
+      if (patch.alignmentReference !== undefined) e.alignmentReference = patch.alignmentReference;
       e.updatedAt = new Date();
       return toRun(await repo.save(e));
     });
+  }
+
+  async getAlignmentReference(id: string): Promise<unknown> {
+    const e = await this.ds.getRepository(RunEntity).findOne({ where: { id }, select: { id: true, alignmentReference: true } });
+    return e?.alignmentReference ?? null;
   }
 
   saveRound(round: RoundRecord): Promise<void> {

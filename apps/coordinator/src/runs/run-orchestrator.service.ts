@@ -3,7 +3,7 @@ import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, isLoca
 import { SiteResult, Strategy, StrategyState, createStrategy, withLocalTensorPolicy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
 import { buildModelAsync, combineFeatureMoments, fromPlainMoments, getWeights, toPlainMoments } from '@histofed/ml';
-import { CoordinatorEvents, FeatureMomentsWire, SecAggTask, TrainTask } from '@histofed/protocol';
+import { CoordinatorEvents, FeatureMomentsWire, SecAggTask, TrainTask, featureMomentsWireSchema } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { ModelExporter } from '../evaluation/model-exporter.service';
 import { CentralEvaluator } from '../evaluation/central-evaluator.service';
@@ -111,6 +111,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     // with the run's progress, so a restarted coordinator continues with the same state.
     const strategyState: { current?: StrategyState } = { current: await this.strategyStateOf(run) };
     if (cfg.federatedStainTarget && !cfg.stainNormalization) cfg = await this.agreeOnStainTarget(runId, cfg, strategy);
+    if (cfg.alignment) await this.restoreAlignmentReference(runId);
     let global = await this.currentGlobal(run);
     // FedBN: each site's local tensors from its latest accepted update (in memory: after a
     // coordinator restart they come back with the next round's updates).
@@ -128,19 +129,37 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
   /**
    * Feature alignment: the moments the round's contributors reported, combined (count-weighted,
    * exactly) into the reference the next round's tasks carry. A round without moments keeps the
-   * previous reference. In memory: after a coordinator restart the first round runs without one.
+   * previous reference. Returns the new reference (stored with the round's progress), or undefined.
    */
-  private updateAlignmentReference(runId: string, round: number, outcome: CollectionOutcome): void {
+  private updateAlignmentReference(runId: string, round: number, outcome: CollectionOutcome): FeatureMomentsWire | undefined {
     const reported = [...(outcome.featureMoments ?? new Map()).entries()];
-    if (reported.length === 0) return;
+    if (reported.length === 0) return undefined;
     const dims = new Set(reported.map(([, m]) => m.dim));
     if (dims.size > 1) {
       this.logger.event('warn', 'runs', 'feature moments of different widths: reference not updated', { runId, round, dims: [...dims] });
-      return;
+      return undefined;
     }
     const combined = combineFeatureMoments(reported.map(([siteId, m]) => fromPlainMoments(m, `feature moments of site ${siteId}`)));
-    this.alignmentReferences.set(runId, toPlainMoments(combined) as FeatureMomentsWire);
+    const reference = toPlainMoments(combined) as FeatureMomentsWire;
+    this.alignmentReferences.set(runId, reference);
     this.logger.event('info', 'runs', 'alignment reference updated', { runId, round, sites: reported.map(([s]) => s), count: combined.count, dim: combined.dim });
+    return reference;
+  }
+
+  /** A resumed run takes up the stored reference; a stored one that does not validate is dropped (logged). */
+  private async restoreAlignmentReference(runId: string): Promise<void> {
+    const stored = await this.store.getAlignmentReference(runId);
+    if (stored === null) return;
+    const parsed = featureMomentsWireSchema.safeParse(stored);
+    if (!parsed.success) {
+      this.logger.event('warn', 'runs', 'stored alignment reference is invalid: the next round runs without one', {
+        runId,
+        problem: parsed.error.issues[0]?.message,
+      });
+      return;
+    }
+    this.alignmentReferences.set(runId, parsed.data);
+    this.logger.event('info', 'runs', 'alignment reference restored', { runId, count: parsed.data.count, dim: parsed.data.dim });
   }
 
   /** Per running run, the feature moments the next round aligns to (feature alignment). */
@@ -328,7 +347,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         ? await this.store.putModel(encodeWeights(aggregated.state), parameterCount(aggregated.state))
         : null;
       const siteMetrics = strategy.aggregateMetrics(outcome.results);
-      if (cfg.alignment) this.updateAlignmentReference(runId, round, outcome);
+      const reference = cfg.alignment ? this.updateAlignmentReference(runId, round, outcome) : undefined;
       const policy = cfg.localTensors ?? 'none';
       if (policy !== 'none') for (const r of outcome.results) latestLocal.set(r.siteId, localTensorsOf(r.weights, policy));
       const centralMetrics = await this.evaluateGlobal(cfg, weights, latestLocal);
@@ -343,7 +362,13 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         reason: missing,
         completedAt: new Date(),
       });
-      await this.store.updateRun(runId, { completedRounds: round, currentModelHash: hash, strategyStateHash: stateHash });
+      // The next round's alignment reference is stored with the round's progress (a restart resumes with it).
+      await this.store.updateRun(runId, {
+        completedRounds: round,
+        currentModelHash: hash,
+        strategyStateHash: stateHash,
+        ...(reference ? { alignmentReference: reference } : {}),
+      });
       strategyState.current = aggregated.state;
       this.logger.event('info', 'runs', 'round completed', {
         runId,

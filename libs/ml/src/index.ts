@@ -21,3 +21,4 @@ export * from './backbones';
 export * from './model-spec';
 export { averageRowsPerImage, dataRowShape, imageLevel, modelGeometry, rowShapeOf, type RowShape } from './batches';
 export * from './alignment';
+export * from './inference';

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { ValidationError } from '@histofed/fl-core';
 import { loadModel, readModelManifest } from './saved-model';
 import type { LoadedModel, LoadModelExpectations, SavedModelManifest } from './saved-model';
+import { calibrationSchema, reviewRuleSchema } from './inference/model-metadata';
 
 export const ENSEMBLE_FORMAT = 'histofed-ensemble';
 export const ENSEMBLE_FORMAT_VERSION = 1;
@@ -25,6 +26,9 @@ const ensembleSchema = z.object({
   formatVersion: z.literal(ENSEMBLE_FORMAT_VERSION),
   combine: z.literal('mean-probabilities'),
   members: z.array(memberName).min(1),
+  /** How to read the ensemble's (averaged) outputs (issue 15), when fitted. */
+  calibration: calibrationSchema.optional(),
+  review: reviewRuleSchema.optional(),
 });
 
 export type EnsembleManifest = z.infer<typeof ensembleSchema>;

@@ -18,6 +18,7 @@ import { BACKBONE_NAMES, ValidationError } from '@histofed/fl-core';
 import { assertBackendReady, currentBackend } from './backend';
 import { composeTileClassifier } from './backbones/tile-classifier';
 import { describeModel } from './models';
+import { calibrationSchema, reviewRuleSchema, type ModelReading } from './inference/model-metadata';
 
 export const SAVED_MODEL_FORMAT = 'histofed-model';
 export const SAVED_MODEL_FORMAT_VERSION = 1;
@@ -84,6 +85,9 @@ const manifestSchema = z.object({
   preprocessing: preprocessingSchema,
   provenance: provenanceSchema,
   parameters: z.number().int().nonnegative(),
+  /** How to read the outputs (issue 15): temperature scaling and the review rule, when fitted. */
+  calibration: calibrationSchema.optional(),
+  review: reviewRuleSchema.optional(),
 });
 
 export type SavedModelPreprocessing = z.infer<typeof preprocessingSchema>;
@@ -127,6 +131,8 @@ export interface SavedModelFields {
     readonly backend?: string;
     readonly initFrom?: string;
   };
+  readonly calibration?: ModelReading['calibration'];
+  readonly review?: ModelReading['review'];
 }
 
 export interface LoadedModel {
@@ -245,6 +251,8 @@ export async function saveModel(dir: string, trained: tfl.LayersModel, fields: S
       ...(fields.provenance.initFrom !== undefined ? { initFrom: fields.provenance.initFrom } : {}),
     },
     parameters: describeModel(model).parameters,
+    ...(fields.calibration ? { calibration: fields.calibration } : {}),
+    ...(fields.review ? { review: fields.review } : {}),
   };
   const parsed = manifestSchema.safeParse(candidate);
   if (!parsed.success) throw new ValidationError(`saveModel ${dir}: invalid manifest fields: ${issuesText(parsed.error)}`);

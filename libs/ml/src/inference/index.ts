@@ -1,0 +1,3 @@
+export * from './model-metadata';
+export * from './model-reading';
+export * from './temperature';

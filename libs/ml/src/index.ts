@@ -22,3 +22,4 @@ export * from './model-spec';
 export { averageRowsPerImage, dataRowShape, imageLevel, modelGeometry, rowShapeOf, type RowShape } from './batches';
 export * from './alignment';
 export * from './inference';
+export * from './uncertainty';

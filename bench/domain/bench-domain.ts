@@ -163,6 +163,7 @@ interface FoldRecord {
   readonly central: Scores;
   readonly perSite: (Scores | null)[];
   readonly validationLoss: number;
+  readonly validationBalancedAccuracy: number;
   readonly keptRound: number;
   readonly roundsRun: number;
 }
@@ -173,6 +174,7 @@ const recordOf = (key: FoldKey, r: FedResult): FoldRecord => ({
   central: r.central,
   perSite: r.perSite,
   validationLoss: r.validationLoss,
+  validationBalancedAccuracy: r.validationBalancedAccuracy,
   keptRound: r.keptRound,
   roundsRun: r.roundsRun,
 });
@@ -184,6 +186,7 @@ interface MethodSummary {
   readonly balancedAccuracy: MeanStd;
   readonly auc: MeanStd;
   readonly validationLoss: MeanStd;
+  readonly validationBalancedAccuracy: MeanStd;
   readonly keptRound: MeanStd;
   readonly perSite: { balancedAccuracy: MeanStd; auc: MeanStd }[];
 }
@@ -193,6 +196,7 @@ function summarize(records: readonly FoldRecord[], sites: number): MethodSummary
     balancedAccuracy: meanStd(records.map((r) => r.central.balancedAccuracy)),
     auc: meanStd(records.map((r) => r.central.auc)),
     validationLoss: meanStd(records.map((r) => r.validationLoss)),
+    validationBalancedAccuracy: meanStd(records.map((r) => r.validationBalancedAccuracy)),
     keptRound: meanStd(records.map((r) => r.keptRound)),
     perSite: Array.from({ length: sites }, (_, s) => ({
       balancedAccuracy: meanStd(records.map((r) => r.perSite[s]?.balancedAccuracy ?? null)),
@@ -207,6 +211,7 @@ const jsonOf = (m: MethodSummary) => ({
   auc: r4(m.auc.mean),
   aucSd: r4(m.auc.std),
   validationLoss: r4(m.validationLoss.mean),
+  validationBalancedAccuracy: r4(m.validationBalancedAccuracy.mean),
   keptRound: r4(m.keptRound.mean),
   folds: m.balancedAccuracy.n,
   perSite: m.perSite.map((p, s) => ({
@@ -335,7 +340,7 @@ async function main(o: Options): Promise<void> {
     const r = await federate({ recipe, initial: key.initial, evalModel, seed: key.foldSeed, log, tag: `${key.tag} ${name}` }, fold, config);
     log(
       `    ${key.tag} ${name}: balanced ${r.central.balancedAccuracy.toFixed(3)}, AUC ${r.central.auc?.toFixed(3) ?? '-'}, ` +
-        `per site ${r.perSite.map((p) => p?.balancedAccuracy.toFixed(2) ?? '-').join('/')}, validation loss ${r.validationLoss.toFixed(3)} ` +
+        `per site ${r.perSite.map((p) => p?.balancedAccuracy.toFixed(2) ?? '-').join('/')}, validation loss ${r.validationLoss.toFixed(3)}, balanced ${r.validationBalancedAccuracy.toFixed(3)} ` +
         `(round ${r.keptRound} of ${r.roundsRun}; ${((Date.now() - t) / 1000).toFixed(0)} s)`,
     );
     return r;
@@ -427,12 +432,15 @@ async function main(o: Options): Promise<void> {
       }
       const summaries = new Map<Method, MethodSummary>();
       for (const [m, rs] of records) summaries.set(m, summarize(rs, nSites));
-      const validationLoss = (m: Method) => summaries.get(m)?.validationLoss.mean;
+      // Methods are compared by the stage-1 balanced accuracy of their central model on the pooled
+      // validation patients: the loss favours FedBN's ensemble of members (averaged probabilities have
+      // a lower cross-entropy without being more often right).
+      const validationScore = (m: Method) => summaries.get(m)?.validationBalancedAccuracy.mean;
 
-      // The combination, from validation losses only.
+      // The combination, from validation results only.
       let combination: Combination | null = null;
       if (methods.includes(COMBINED)) {
-        combination = chooseCombination(Object.fromEntries(SINGLE_METHODS.map((m) => [m, validationLoss(m)]).filter(([, v]) => v !== undefined)), params);
+        combination = chooseCombination(Object.fromEntries(SINGLE_METHODS.map((m) => [m, validationScore(m)]).filter(([, v]) => v !== undefined)), params);
         log(`  combination (${combination.rule}): ${combination.components.join(' + ') || 'none'} = ${describeConfig(combination.config)}`);
         if (combination.sameAs !== null) {
           log(`  the combination is ${combination.sameAs} itself: not trained again`);
@@ -541,7 +549,7 @@ async function main(o: Options): Promise<void> {
 
       // Figures.
       const fedavg = summaries.get('fedavg') as MethodSummary;
-      const best = bestByValidation(Object.fromEntries([...summaries].map(([m, s]) => [m, s.validationLoss.mean])));
+      const best = bestByValidation(Object.fromEntries([...summaries].map(([m, s]) => [m, s.validationBalancedAccuracy.mean])));
       const bestSummary = summaries.get(best) as MethodSummary;
       const bestOnTest = [...summaries].reduce((a, b) => (b[1].balancedAccuracy.mean > a[1].balancedAccuracy.mean ? b : a));
       const recovered = recoveredGapFraction(bestSummary.balancedAccuracy.mean, fedavg.balancedAccuracy.mean, iidSummary.balancedAccuracy.mean);
@@ -556,11 +564,11 @@ async function main(o: Options): Promise<void> {
       hospitals.describe.forEach((d) => lines.push(`  ${d}`));
       lines.push(`Stage-1 balanced accuracy and AUC (%), mean ± sd over ${keys.length} folds (${k} folds x seeds ${seeds.join(',')}); per site: the site's model on its own test patients`);
       lines.push(
-        `${'method'.padEnd(12)} ${'balanced'.padStart(12)} ${'AUC'.padStart(12)} ${'val loss'.padStart(9)} ${'round'.padStart(6)} ` +
+        `${'method'.padEnd(12)} ${'balanced'.padStart(12)} ${'AUC'.padStart(12)} ${'val loss'.padStart(9)} ${'val bal'.padStart(8)} ${'round'.padStart(6)} ` +
           Array.from({ length: nSites }, (_, s) => `site ${s + 1}`.padStart(12)).join(' '),
       );
       const row = (name: string, m: MethodSummary, sites = true) =>
-        `${name.padEnd(12)} ${pctOf(m.balancedAccuracy).padStart(12)} ${pctOf(m.auc).padStart(12)} ${m.validationLoss.mean.toFixed(3).padStart(9)} ${m.keptRound.mean.toFixed(1).padStart(6)} ` +
+        `${name.padEnd(12)} ${pctOf(m.balancedAccuracy).padStart(12)} ${pctOf(m.auc).padStart(12)} ${m.validationLoss.mean.toFixed(3).padStart(9)} ${(100 * m.validationBalancedAccuracy.mean).toFixed(1).padStart(8)} ${m.keptRound.mean.toFixed(1).padStart(6)} ` +
         (sites ? m.perSite.map((p) => pctOf(p.balancedAccuracy).padStart(12)).join(' ') : '(other hospitals: the IID ones)');
       lines.push(row('fedavg IID', iidSummary, false));
       for (const m of METHODS) {
@@ -571,7 +579,7 @@ async function main(o: Options): Promise<void> {
       const iidOnShiftMean = meanStd(iidOnShift);
       lines.push(`FedAvg IID (ceiling, unshifted IID hospitals, same test patients): ${pctOf(iidSummary.balancedAccuracy)}; the IID model on this shift's test images: ${pctOf(iidOnShiftMean)}`);
       lines.push(
-        `best by validation loss: ${best} ${pctOf(bestSummary.balancedAccuracy)} (best on test, optimistic: ${bestOnTest[0]} ${pctOf(bestOnTest[1].balancedAccuracy)}); ` +
+        `best by validation balanced accuracy: ${best} ${pctOf(bestSummary.balancedAccuracy)} (best on test, optimistic: ${bestOnTest[0]} ${pctOf(bestOnTest[1].balancedAccuracy)}); ` +
           `gap FedAvg IID - FedAvg ${shift}: ${(100 * (iidSummary.balancedAccuracy.mean - fedavg.balancedAccuracy.mean)).toFixed(1)} points; ` +
           `recovered ${recovered === null ? 'undefined (gap <= 1 point)' : `${(100 * recovered).toFixed(0)} %`}; ` +
           `worst site ${worst ? `site ${worst.site + 1}, ${(100 * worst.gap).toFixed(1)} points below central` : '-'}`,
@@ -592,7 +600,7 @@ async function main(o: Options): Promise<void> {
         fedavgShift: r4(fedavg.balancedAccuracy.mean),
         fedavgShiftSd: r4(fedavg.balancedAccuracy.std),
         methods: Object.fromEntries([...METHODS].filter((m) => summaries.has(m)).map((m) => [m, jsonOf(summaries.get(m) as MethodSummary)])),
-        best: { method: best, balancedAccuracy: r4(bestSummary.balancedAccuracy.mean), balancedAccuracySd: r4(bestSummary.balancedAccuracy.std), selectedBy: 'lowest mean validation loss' },
+        best: { method: best, balancedAccuracy: r4(bestSummary.balancedAccuracy.mean), balancedAccuracySd: r4(bestSummary.balancedAccuracy.std), selectedBy: 'highest mean stage-1 balanced accuracy on the pooled validation patients' },
         bestOnTest: { method: bestOnTest[0], balancedAccuracy: r4(bestOnTest[1].balancedAccuracy.mean), note: 'chosen on test results: optimistic, for reference only' },
         ...(combination ? { combination: { components: combination.components, config: describeConfig(combination.config), trained: combination.sameAs === null } } : {}),
         recoveredGapFraction: r4(recovered),

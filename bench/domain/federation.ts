@@ -81,6 +81,8 @@ export interface FedResult {
   /** Each site's model (global, or global@site with FedBN) on the site's own test patients. */
   readonly perSite: (Scores | null)[];
   readonly validationLoss: number;
+  /** Stage-1 balanced accuracy of the kept round's central model on the pooled validation patients (compares methods). */
+  readonly validationBalancedAccuracy: number;
   readonly keptRound: number;
   readonly roundsRun: number;
   /** The kept global model (FedBN: its local tensors are the initial ones). */
@@ -154,7 +156,7 @@ export async function federate(ctx: FederateContext, fold: FoldData, method: Met
   let reference: FeatureMoments | null = null;
   const membersOf = (g: NamedTensor[], own: readonly (NamedTensor[] | null)[]): (NamedTensor[] | null)[] =>
     fold.sites.map((_, i) => (method.fedbn ? (own[i] ? withLocalTensors(g, own[i] as NamedTensor[]) : null) : g));
-  let best: { global: NamedTensor[]; locals: (NamedTensor[] | null)[]; round: number; loss: number } | null = null;
+  let best: { global: NamedTensor[]; locals: (NamedTensor[] | null)[]; round: number; loss: number; balancedAccuracy: number } | null = null;
   let since = 0;
   let round = 0;
   try {
@@ -192,11 +194,12 @@ export async function federate(ctx: FederateContext, fold: FoldData, method: Met
         : weightedAverage(updates, counts);
       reference = method.alignment ? combineFeatureMoments(moments) : null;
       const members = membersOf(global, locals).filter((m): m is NamedTensor[] => m !== null);
-      const loss = ensembleScores(ctx.evalModel, members, fold.validation, layout).loss;
+      const validation = ensembleScores(ctx.evalModel, members, fold.validation, layout);
+      const loss = validation.loss;
       const isBest = round >= recipe.minRounds && (best === null || loss < best.loss - 1e-9);
-      if (isBest) best = { global, locals: [...locals], round, loss };
+      if (isBest) best = { global, locals: [...locals], round, loss, balancedAccuracy: validation.balancedAccuracy };
       since = isBest ? 0 : since + 1;
-      ctx.log(`      ${ctx.tag} round ${round}: site losses ${losses.join(' ')}, validation loss ${loss.toFixed(3)}${isBest ? ' *' : ''}`);
+      ctx.log(`      ${ctx.tag} round ${round}: site losses ${losses.join(' ')}, validation loss ${loss.toFixed(3)} balanced accuracy ${validation.balancedAccuracy.toFixed(3)}${isBest ? ' *' : ''}`);
       if (round >= recipe.minRounds && since >= recipe.roundPatience) break;
     }
   } finally {
@@ -214,7 +217,7 @@ export async function federate(ctx: FederateContext, fold: FoldData, method: Met
     const m = siteModels[i];
     return s.test && m ? ensembleScores(ctx.evalModel, [m], s.test, layout) : null;
   });
-  return { central, perSite, validationLoss: kept.loss, keptRound: kept.round, roundsRun: round, global: kept.global, siteModels };
+  return { central, perSite, validationLoss: kept.loss, validationBalancedAccuracy: kept.balancedAccuracy, keptRound: kept.round, roundsRun: round, global: kept.global, siteModels };
 }
 
 /**

@@ -26,20 +26,20 @@ describe('bench:domain summary arithmetic', () => {
   });
 
   it('combines every change that beat FedAvg on validation, the better of each pair', () => {
-    const c = chooseCombination({ fedavg: 0.6, fedprox: 0.61, fedbn: 0.55, coral: 0.58, mmd: 0.57, stainTarget: 0.5, stainAug: 0.59 }, p);
+    const c = chooseCombination({ fedavg: 0.6, fedprox: 0.59, fedbn: 0.65, coral: 0.62, mmd: 0.63, stainTarget: 0.7, stainAug: 0.61 }, p);
     expect(c.components).toEqual(['fedbn', 'mmd', 'stainTarget']);
     expect(c.config).toEqual({ proximalMu: 0, fedbn: true, alignment: { method: 'mmd', lambda: 1 }, stain: 'target' });
     expect(c.sameAs).toBeNull();
   });
 
   it('is a single method (not trained again) when at most one change helps', () => {
-    expect(chooseCombination({ fedavg: 0.6, fedprox: 0.59, fedbn: 0.7 }, p)).toMatchObject({ components: ['fedprox'], sameAs: 'fedprox' });
-    expect(chooseCombination({ fedavg: 0.6, fedbn: 0.7, stainAug: 0.6 }, p)).toMatchObject({ components: [], sameAs: 'fedavg', config: singleMethodConfig('fedavg', p) });
+    expect(chooseCombination({ fedavg: 0.6, fedprox: 0.61, fedbn: 0.5 }, p)).toMatchObject({ components: ['fedprox'], sameAs: 'fedprox' });
+    expect(chooseCombination({ fedavg: 0.6, fedbn: 0.5, stainAug: 0.6 }, p)).toMatchObject({ components: [], sameAs: 'fedavg', config: singleMethodConfig('fedavg', p) });
     expect(() => chooseCombination({ fedbn: 0.5 }, p)).toThrow(/FedAvg/);
   });
 
-  it('picks the best method by validation loss only', () => {
-    expect(bestByValidation({ fedavg: 0.6, fedbn: 0.5, combined: 0.5 })).toBe('fedbn');
+  it('picks the best method by validation score only (highest; ties: the earlier method)', () => {
+    expect(bestByValidation({ fedavg: 0.6, fedbn: 0.7, combined: 0.7 })).toBe('fedbn');
     expect(bestByValidation({ fedavg: 0.6, mmd: Number.NaN })).toBe('fedavg');
   });
 

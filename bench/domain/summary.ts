@@ -46,23 +46,23 @@ export interface Combination {
 }
 
 /**
- * The combination, chosen from the single methods' mean validation losses only (lower is better;
- * a method that was not run is absent): each change whose method beat FedAvg's validation loss
- * joins — the proximal term (fedprox), FedBN, the better of CORAL and MMD, and the better of the
+ * The combination, chosen from the single methods' mean validation scores only (stage-1 balanced
+ * accuracy on the pooled validation patients: higher is better; a method that was not run is
+ * absent): each change whose method beat FedAvg's validation score joins — the proximal term (fedprox), FedBN, the better of CORAL and MMD, and the better of the
  * stain target and stain augmentation (alternatives: both at once would need a fourth feature
  * set). With one change or none, the combination is that method (or FedAvg) and is not trained again.
  */
-export function chooseCombination(validationLoss: Partial<Record<SingleMethod, number>>, p: MethodParameters): Combination {
-  const base = validationLoss.fedavg;
-  if (base === undefined || !Number.isFinite(base)) throw new Error('chooseCombination: FedAvg\'s validation loss is needed');
+export function chooseCombination(validationScore: Partial<Record<SingleMethod, number>>, p: MethodParameters): Combination {
+  const base = validationScore.fedavg;
+  if (base === undefined || !Number.isFinite(base)) throw new Error('chooseCombination: FedAvg\'s validation score is needed');
   const beats = (m: SingleMethod) => {
-    const v = validationLoss[m];
-    return v !== undefined && Number.isFinite(v) && v < base;
+    const v = validationScore[m];
+    return v !== undefined && Number.isFinite(v) && v > base;
   };
   const better = (a: SingleMethod, b: SingleMethod): SingleMethod | null => {
     const candidates = [a, b].filter(beats);
     if (candidates.length === 0) return null;
-    return candidates.reduce((x, y) => ((validationLoss[y] as number) < (validationLoss[x] as number) ? y : x));
+    return candidates.reduce((x, y) => ((validationScore[y] as number) > (validationScore[x] as number) ? y : x));
   };
   const components: SingleMethod[] = [];
   if (beats('fedprox')) components.push('fedprox');
@@ -78,19 +78,19 @@ export function chooseCombination(validationLoss: Partial<Record<SingleMethod, n
     stain: (stain === 'stainTarget' ? 'target' : stain === 'stainAug' ? 'aug' : 'none') as StainMethod,
   };
   const sameAs: SingleMethod | null = components.length === 0 ? 'fedavg' : components.length === 1 ? components[0] : null;
-  const rule = 'each change whose single method beat FedAvg\'s mean validation loss (the better of CORAL/MMD and of stain target/augmentation)';
+  const rule = 'each change whose single method beat FedAvg\'s mean validation balanced accuracy (the better of CORAL/MMD and of stain target/augmentation)';
   return { components, config, sameAs, rule };
 }
 
-/** The method with the lowest mean validation loss (ties: the earlier in METHODS order). */
-export function bestByValidation(validationLoss: Partial<Record<Method, number>>): Method {
+/** The method with the highest mean validation score (ties: the earlier in METHODS order). */
+export function bestByValidation(validationScore: Partial<Record<Method, number>>): Method {
   let best: Method | null = null;
   for (const m of METHODS) {
-    const v = validationLoss[m];
+    const v = validationScore[m];
     if (v === undefined || !Number.isFinite(v)) continue;
-    if (best === null || v < (validationLoss[best] as number)) best = m;
+    if (best === null || v > (validationScore[best] as number)) best = m;
   }
-  if (best === null) throw new Error('bestByValidation: no method has a validation loss');
+  if (best === null) throw new Error('bestByValidation: no method has a validation score');
   return best;
 }
 

@@ -19,7 +19,8 @@ export const ENSEMBLE_FILE = 'histofed-ensemble.json';
 
 const memberName = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'a member is a sub-directory name (letters, digits, . _ -)');
+  // '@': a federated run's 'global@<site>' members (FedBN: the global model with that site's local tensors).
+  .regex(/^[A-Za-z0-9][A-Za-z0-9@._-]{0,127}$/, 'a member is a sub-directory name (letters, digits, @ . _ -)');
 
 const ensembleSchema = z.object({
   format: z.literal(ENSEMBLE_FORMAT),

@@ -1,7 +1,9 @@
 import nacl from 'tweetnacl';
 import {
+  CalibrationEvents,
   ChunkEvents,
   CoordinatorEvents,
+  FinalModelEvents,
   SECAGG_MAX_NEIGHBOURS,
   SecAggEvents,
   StainEvents,
@@ -23,7 +25,7 @@ import {
 describe('the socket contract', () => {
   it('lists every event the sides exchange', () => {
     expect(Object.keys(coordinatorToSite).sort()).toEqual(
-      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask, StainEvents.stats].sort(),
+      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask, StainEvents.stats, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review].sort(),
     );
     expect(Object.keys(siteToCoordinator).sort()).toEqual(
       [SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, SiteEvents.taskFailed, ChunkEvents.uploadChunk, ChunkEvents.fetchChunk].sort(),

@@ -28,6 +28,8 @@ import {
   secAggUnmaskRequestSchema,
 } from './secagg-messages';
 import { StainEvents, stainStatsAckSchema, stainStatsRequestSchema } from './stain-stats';
+import { FinalModelEvents, finalModelsAckSchema, finalModelsOfferSchema } from './final-models';
+import { CalibrationEvents, calibrationNllAckSchema, calibrationNllRequestSchema, calibrationReviewAckSchema, calibrationReviewRequestSchema } from './calibration';
 import type { Equal, Expect } from './type-checks';
 import { Validated, validateMessage } from './validate';
 
@@ -49,6 +51,9 @@ export const coordinatorToSite = {
   [SecAggEvents.shareKeys]: channel(secAggShareKeysRequestSchema, secAggShareKeysAckSchema),
   [SecAggEvents.unmask]: channel(secAggUnmaskRequestSchema, secAggUnmaskAckSchema),
   [StainEvents.stats]: channel(stainStatsRequestSchema, stainStatsAckSchema),
+  [FinalModelEvents.offer]: channel(finalModelsOfferSchema, finalModelsAckSchema),
+  [CalibrationEvents.nll]: channel(calibrationNllRequestSchema, calibrationNllAckSchema),
+  [CalibrationEvents.review]: channel(calibrationReviewRequestSchema, calibrationReviewAckSchema),
 } as const;
 
 /** Requests a site sends the coordinator; the coordinator answers in the ack. */

@@ -14,3 +14,5 @@ export * from './secagg-messages';
 export * from './events';
 export * from './stain-stats';
 export * from './feature-alignment';
+export * from './final-models';
+export * from './calibration';

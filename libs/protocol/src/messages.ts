@@ -42,6 +42,11 @@ export const enrollmentResponseSchema = z.object({
   status: z.enum(['pending', 'approved', 'revoked']),
   signKeyFingerprint: z.string(),
   coordinatorBoxPublicKey: boxPublicKeySchema,
+  /**
+   * The coordinator's Ed25519 key (it signs the final models it sends the sites): the site pins it
+   * on first enrollment and refuses another one later. Absent from coordinators before issue 15.
+   */
+  coordinatorSignPublicKey: signPublicKeySchema.optional(),
 });
 export type EnrollmentResponse = z.infer<typeof enrollmentResponseSchema>;
 
@@ -127,6 +132,8 @@ export const helloAckSchema = z.discriminatedUnion('ok', [
   z.object({
     ok: z.literal(true),
     coordinatorBoxPublicKey: boxPublicKeySchema,
+    /** The coordinator's Ed25519 key (as in the enrollment response): a site that has none pinned pins it here. */
+    coordinatorSignPublicKey: signPublicKeySchema.optional(),
     /** The socket message limit: chunks must stay under it (chunkBytesForLimit). */
     maxMessageBytes: z.number().int().positive(),
     /** The largest update the coordinator accepts (bytes of the sealed ciphertext). */

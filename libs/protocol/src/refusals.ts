@@ -17,7 +17,7 @@ export const refusalCodeSchema = z.enum([
   'enroll-again',
   /** The site id is enrolled with other public keys. */
   'key-mismatch',
-  /** The hello's signature does not verify with the enrolled key. */
+  /** The hello's signature does not verify with the enrolled key (or a coordinator's with its pinned key). */
   'bad-signature',
   /** An administrator has not approved the site yet. */
   'pending-approval',
@@ -32,6 +32,11 @@ export const refusalCodeSchema = z.enum([
   'busy',
   /** The receiver failed while handling the message. */
   'internal-error',
+  // ---- final models (coordinator:final-models, refused by the site) ----
+  /** Signed by a key other than the coordinator key the site pinned, or the site has none pinned. */
+  'untrusted-key',
+  /** A file's size or SHA-256 differs from the signed list: nothing was installed. */
+  'integrity',
   // ---- the sender's own channel (never sent by a peer) ----
   /** The site has no session on this coordinator. */
   'not-connected',

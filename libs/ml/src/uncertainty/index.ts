@@ -1,1 +1,3 @@
 export * from './measures';
+export * from './mc-dropout';
+export * from './review';

@@ -1,0 +1,5 @@
+module.exports = {
+  ...require('../../jest.preset.cjs'),
+  displayName: require('./project.json').name,
+  rootDir: __dirname,
+};

@@ -1,0 +1,317 @@
+/**
+ * Predicts new images with a saved model or ensemble (issue 15): reads each image as the model's
+ * manifest says (tiles of the covering grid through the frozen backbone, or the whole image),
+ * averages the tiles' outputs, applies each member's temperature, averages the members, applies the
+ * ensemble's own temperature, and measures uncertainty (entropy, tile disagreement, member
+ * disagreement, optionally MC dropout). One image at a time: a file that cannot be read is a
+ * failure with its reason, never a crash, and memory holds one image's tiles.
+ */
+import { stat } from 'node:fs/promises';
+import * as path from 'node:path';
+import sharp from 'sharp';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import type { LabeledImages } from '@histofed/fl-core';
+import { HistoFedError } from '@histofed/fl-core';
+import { FeatureCache, createStainNormalizer, loadModelInputs, type BreakHisImage, type StainTarget, type TileRowExtractor } from '@histofed/data';
+import {
+  applyTemperature,
+  cascadeSubtypePredictions,
+  dataRowShape,
+  isEnsembleDir,
+  loadEnsemble,
+  loadModel,
+  mcDropoutPasses,
+  hasDropout,
+  mutualInformation,
+  oneMinusConfidence,
+  predictiveEntropy,
+  predictProbabilitiesAsync,
+  probabilityVariance,
+  readEnsembleManifest,
+  splitTileClassifier,
+  tileDisagreement,
+  type LoadedModel,
+  type ModelCalibration,
+  type OutputLayout,
+  type SavedModelManifest,
+} from '@histofed/ml';
+import type { ImagePrediction, PredictionModel, Uncertainty } from './prediction-report';
+
+/** Largest image file read (bytes) and decoded (pixels): bounds what one file can make us allocate. */
+export const DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_MAX_PIXELS = 64 * 1024 * 1024;
+
+export interface PredictorOptions {
+  /** A tfjs Layers model directory for models with backbone 'layers-model'. */
+  readonly backboneDir?: string;
+  /** Tile features are cached here (per image content); absent: computed every time. */
+  readonly featureCache?: FeatureCache;
+  /** MC dropout passes per image (0 = off unless the review rule needs them). */
+  readonly mcDropoutPasses?: number;
+  readonly mcDropoutSeed?: number;
+  readonly maxFileBytes?: number;
+  readonly maxPixels?: number;
+}
+
+/** A file that cannot be predicted, and why (reported, not thrown past predictFile's caller). */
+export class PredictionFailure extends HistoFedError {
+  constructor(message: string) {
+    super('PREDICTION', message);
+  }
+}
+
+/**
+ * A member's own temperature is applied to its outputs before the members are averaged (ensembles
+ * only); the reading's calibration (the single model's, or the ensemble manifest's) after.
+ */
+interface Member {
+  readonly name: string;
+  readonly manifest: SavedModelManifest;
+  /** What runs on the rows: the heads of a backbone model, else the whole model. */
+  readonly model: tfl.LayersModel;
+  readonly owned: tfl.LayersModel[];
+  readonly extractor?: TileRowExtractor;
+  readonly stain: Record<string, unknown> | null;
+  readonly calibration?: ModelCalibration;
+}
+
+/** An image without labels, in the shape the tile reader takes (its label fields are never read for prediction). */
+function unlabeledImage(file: string): BreakHisImage {
+  return {
+    path: file,
+    relativePath: path.basename(file),
+    // Placeholders: model inputs do not depend on labels, and predictions never read these.
+    label: 'benign',
+    labelIndex: 0,
+    subtype: 'A',
+    patientId: 'unknown',
+    caseId: 'unknown',
+    magnification: 40,
+    sequence: 0,
+  };
+}
+
+function argmax(p: ArrayLike<number>, offset: number, k: number): number {
+  let best = 0;
+  for (let c = 1; c < k; c++) if (p[offset + c] > p[offset + best]) best = c;
+  return best;
+}
+
+/** Mean of `rows` (count x width) as one row. */
+function meanRow(rows: Float32Array, width: number): Float32Array {
+  const count = rows.length / width;
+  const out = new Float32Array(width);
+  for (let i = 0; i < count; i++) for (let j = 0; j < width; j++) out[j] += rows[i * width + j];
+  for (let j = 0; j < width; j++) out[j] /= count;
+  return out;
+}
+
+function meanOf(rows: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(rows[0].length);
+  for (const r of rows) for (let j = 0; j < out.length; j++) out[j] += r[j] / rows.length;
+  return out;
+}
+
+export class Predictor {
+  private disposed = false;
+
+  private constructor(
+    readonly description: PredictionModel,
+    private readonly members: Member[],
+    private readonly layout: OutputLayout,
+    private readonly options: PredictorOptions,
+  ) {}
+
+  /** Loads a model directory or an ensemble directory (all members). */
+  static async load(modelDir: string, options: PredictorOptions = {}): Promise<Predictor> {
+    const ensemble = isEnsembleDir(modelDir);
+    const ensembleManifest = ensemble ? await readEnsembleManifest(modelDir) : null;
+    const loaded: (LoadedModel & { name: string })[] = ensemble
+      ? (await loadEnsemble(modelDir)).members
+      : [{ name: path.basename(path.resolve(modelDir)), ...(await loadModel(modelDir)) }];
+    const members: Member[] = [];
+    try {
+      for (const m of loaded) {
+        const { spec, preprocessing } = m.manifest;
+        if (spec.backbone) {
+          const split = await splitTileClassifier(m.model, spec, { dir: options.backboneDir });
+          members.push({
+            name: m.name,
+            manifest: m.manifest,
+            model: split.trainable,
+            owned: [split.trainable, m.model],
+            extractor: split.extractor,
+            stain: preprocessing.stainNormalization,
+            ...(ensemble && m.manifest.calibration ? { calibration: m.manifest.calibration } : {}),
+          });
+        } else {
+          members.push({
+            name: m.name,
+            manifest: m.manifest,
+            model: m.model,
+            owned: [m.model],
+            stain: preprocessing.stainNormalization,
+            ...(ensemble && m.manifest.calibration ? { calibration: m.manifest.calibration } : {}),
+          });
+        }
+      }
+    } catch (e) {
+      for (const m of loaded) m.model.dispose();
+      throw e;
+    }
+    const first = loaded[0].manifest;
+    const reading = ensemble ? ensembleManifest : first;
+    const memberCalibration = Object.fromEntries(
+      ensemble ? members.filter((m) => m.calibration).map((m) => [m.name, m.calibration as ModelCalibration]) : [],
+    );
+    const description: PredictionModel = {
+      path: path.resolve(modelDir),
+      kind: ensemble ? 'ensemble' : 'model',
+      members: members.map((m) => m.name),
+      classes: [...first.classes],
+      subtypeClasses: first.subtypeClasses ? [...first.subtypeClasses] : null,
+      calibration: reading?.calibration ?? null,
+      memberCalibration,
+      reviewRule: reading?.review ?? null,
+    };
+    const layout: OutputLayout = { numClasses: first.spec.numClasses, ...(first.spec.subtypeParents ? { subtypeParents: first.spec.subtypeParents } : {}) };
+    return new Predictor(description, members, layout, options);
+  }
+
+  /** MC dropout passes to run per image: the option, or what the review rule needs. */
+  get mcPasses(): number {
+    const asked = this.options.mcDropoutPasses ?? 0;
+    const rule = this.description.reviewRule;
+    const needed = rule?.measure === 'mcDropoutMutualInformation' ? (rule.mcDropoutPasses ?? 20) : 0;
+    return Math.max(asked, needed);
+  }
+
+  /** Checks size limits before anything is decoded. */
+  private async checkFile(file: string): Promise<void> {
+    const maxBytes = this.options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+    const maxPixels = this.options.maxPixels ?? DEFAULT_MAX_PIXELS;
+    let size: number;
+    try {
+      const st = await stat(file);
+      if (!st.isFile()) throw new Error('not a regular file');
+      size = st.size;
+    } catch (e) {
+      throw new PredictionFailure(`cannot read it: ${(e as Error).message}`);
+    }
+    if (size === 0) throw new PredictionFailure('empty file');
+    if (size > maxBytes) throw new PredictionFailure(`file of ${size} bytes is larger than the limit of ${maxBytes} bytes`);
+    let meta: Awaited<ReturnType<ReturnType<typeof sharp>['metadata']>>;
+    try {
+      meta = await sharp(file, { limitInputPixels: false }).metadata();
+    } catch (e) {
+      throw new PredictionFailure(`not a readable image (PNG, JPEG or TIFF): ${(e as Error).message}`);
+    }
+    if (!meta.width || !meta.height) throw new PredictionFailure('not a readable image: no dimensions');
+    if (meta.width * meta.height > maxPixels) {
+      throw new PredictionFailure(`image of ${meta.width}x${meta.height} pixels is larger than the limit of ${maxPixels} pixels`);
+    }
+  }
+
+  /** One image's prediction (patient filled in by the caller). Throws PredictionFailure with the reason. */
+  async predictFile(file: string): Promise<Omit<ImagePrediction, 'patient' | 'review' | 'reason'> & { readonly measures: Uncertainty }> {
+    if (this.disposed) throw new Error('Predictor: disposed');
+    await this.checkFile(file);
+    const k = this.layout.numClasses;
+    const width = k + (this.layout.subtypeParents?.length ?? 0);
+    const inputs = new Map<string, LabeledImages>();
+    const memberRows: Float32Array[] = [];
+    const memberTiles: Float32Array[] = [];
+    const passes = this.mcPasses;
+    const memberPasses: Float32Array[][] = [];
+    for (const m of this.members) {
+      const rows = await this.inputsFor(m, file, inputs);
+      const out = await predictProbabilitiesAsync(m.model, rows.images, rows.count, dataRowShape(rows));
+      memberTiles.push(out);
+      memberRows.push(this.calibrated(meanRow(out, width), m.calibration));
+      if (passes > 0 && hasDropout(m.model)) {
+        const seed = this.options.mcDropoutSeed ?? 1;
+        const runs = await mcDropoutPasses(m.model, rows.images, rows.count, dataRowShape(rows), { passes, seed });
+        memberPasses.push(runs.map((r: Float32Array) => this.calibrated(meanRow(r, width), m.calibration)));
+      }
+    }
+    let row = memberRows.length === 1 ? memberRows[0] : meanOf(memberRows);
+    if (this.description.calibration) row = this.calibrated(row, this.description.calibration);
+    const cls = argmax(row, 0, k);
+    const tiles = meanOf(memberTiles);
+    const tileCount = tiles.length / width;
+    const uncertainty: Uncertainty = {
+      entropy: predictiveEntropy(row, k),
+      oneMinusConfidence: oneMinusConfidence(row, k),
+      tiles: tileCount,
+      tileDisagreement: tileDisagreement(tiles, width, k, cls),
+      ...(memberRows.length > 1
+        ? { memberMutualInformation: mutualInformation(memberRows, k), memberVariance: probabilityVariance(memberRows, k - 1) }
+        : {}),
+      ...(memberPasses.length > 0 ? this.mcMeasures(memberPasses, k) : {}),
+    };
+    const classes = this.description.classes;
+    let subtype: ImagePrediction['subtype'] = null;
+    const parents = this.layout.subtypeParents;
+    const names = this.description.subtypeClasses;
+    if (parents && names) {
+      const s = cascadeSubtypePredictions(row, k, parents)[0];
+      let within = 0;
+      parents.forEach((p, j) => p === cls && (within += row[k + j]));
+      subtype = { class: names[s], probability: within > 0 ? row[k + s] / within : 0 };
+    }
+    return {
+      file,
+      stage1: {
+        class: classes[cls],
+        probability: row[cls],
+        probabilities: Object.fromEntries(classes.map((c, i) => [c, row[i]])),
+      },
+      subtype,
+      uncertainty,
+      measures: uncertainty,
+    };
+  }
+
+  /** MC dropout: the ensemble of the members' pass k, for each k; then mutual information and variance over the passes. */
+  private mcMeasures(memberPasses: Float32Array[][], k: number): Pick<Uncertainty, 'mcDropoutPasses' | 'mcDropoutMutualInformation' | 'mcDropoutVariance'> {
+    const passes = memberPasses[0].length;
+    const combined = Array.from({ length: passes }, (_, p) => meanOf(memberPasses.map((m) => m[p])));
+    return {
+      mcDropoutPasses: passes,
+      mcDropoutMutualInformation: mutualInformation(combined, k),
+      mcDropoutVariance: probabilityVariance(combined, k - 1),
+    };
+  }
+
+  private calibrated(row: Float32Array, c: ModelCalibration | undefined): Float32Array {
+    if (!c) return row;
+    return applyTemperature(row, this.layout, { stage1: c.stage1, ...(c.subtype !== undefined ? { subtype: c.subtype } : {}) });
+  }
+
+  private async inputsFor(m: Member, file: string, inputs: Map<string, LabeledImages>): Promise<LabeledImages> {
+    const { spec } = m.manifest;
+    const key = JSON.stringify([spec.imageSize, spec.tiles ?? null, m.extractor?.id ?? null, m.stain]);
+    const have = inputs.get(key);
+    if (have) return have;
+    const normalize = m.stain ? createStainNormalizer(m.stain as unknown as StainTarget) : undefined;
+    let rows: LabeledImages;
+    try {
+      rows = await loadModelInputs([unlabeledImage(file)], spec, {
+        extractor: m.extractor,
+        featureCache: this.options.featureCache,
+        transform: normalize ? { key: JSON.stringify(m.stain), apply: (rgb) => normalize(rgb) } : undefined,
+      });
+    } catch (e) {
+      throw new PredictionFailure((e as Error).message.replace(file, path.basename(file)));
+    }
+    if (rows.count === 0) throw new PredictionFailure('the image gave no tile');
+    inputs.set(key, rows);
+    return rows;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const m of this.members) for (const model of m.owned) model.dispose();
+  }
+}

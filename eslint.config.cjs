@@ -1,6 +1,7 @@
 // ESLint flat config: typescript-eslint recommended rules plus Nx module boundaries.
 // Project tags (project.json) encode DESIGN.md's dependency directions:
 //   apps -> libs; ml, data, aggregation, protocol, crypto -> fl-core; secagg -> fl-core, protocol
+//   inference (prediction on new images: tiles from data, models from ml) -> fl-core, ml, data;
 //   (its site adapter answers the protocol's secure-aggregation messages), crypto (the project's one
 //   crypto module: keys, boxes, signatures, X25519); fl-core -> nothing.
 // Libraries may not import NestJS, TypeORM or socket.io.
@@ -35,6 +36,7 @@ module.exports = [
             { ...onlyCore('secagg'), onlyDependOnLibsWithTags: ['scope:fl-core', 'scope:protocol', 'scope:crypto'] },
             { ...onlyCore('ml'), bannedExternalImports: [...serverOnly, 'sharp'] },
             onlyCore('data'),
+            { ...onlyCore('inference'), onlyDependOnLibsWithTags: ['scope:fl-core', 'scope:ml', 'scope:data'] },
             { sourceTag: 'type:app', onlyDependOnLibsWithTags: ['type:lib'] },
             { sourceTag: 'type:test', onlyDependOnLibsWithTags: ['type:lib', 'type:app', 'type:tool'] },
             { sourceTag: 'type:tool', onlyDependOnLibsWithTags: ['type:lib'] },

@@ -3,7 +3,7 @@
 const path = require('node:path');
 
 const root = __dirname;
-const libs = ['fl-core', 'protocol', 'crypto', 'aggregation', 'secagg', 'ml', 'data'];
+const libs = ['fl-core', 'protocol', 'crypto', 'aggregation', 'secagg', 'ml', 'data', 'inference'];
 const apps = ['coordinator', 'site-client'];
 
 const moduleNameMapper = {};

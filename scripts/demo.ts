@@ -46,7 +46,14 @@ interface MetricsResponse {
   statusReason: string | null;
   sites: string[];
   rounds: RoundEntry[];
-  final: { global: Metrics | null; perSite: Record<string, Metrics | null>; ensemble: Metrics | null; ensembleMembers: string[] } | null;
+  final: {
+    global: Metrics | null;
+    perSite: Record<string, Metrics | null>;
+    ensemble: Metrics | null;
+    ensembleMembers: string[];
+    calibration?: { global: { temperature: { stage1: number } | null; eceBefore: number | null; eceAfter: number | null } };
+    review?: { targetReviewRate: number; global: { threshold: number; reviewRate: number; accuracyAll: number; accuracyUnflagged: number | null } | null };
+  } | null;
 }
 
 const fmt = (m: Metrics | null | undefined, key = 'accuracy') => (m && key in m ? m[key].toFixed(3) : '  -  ');
@@ -202,6 +209,13 @@ async function demo(opts: DemoOptions): Promise<void> {
     say(`  global model     ${line(f.global)}`);
     for (const [site, m] of Object.entries(f.perSite)) say(`  ${site.padEnd(16)} ${line(m)}  (personalized)`);
     say(`  ensemble         ${line(f.ensemble)}  (${f.ensembleMembers.join(' + ')})`);
+    const cal = f.calibration?.global;
+    const num = (x: number | null | undefined) => (typeof x === 'number' ? x.toFixed(3) : '-');
+    if (cal?.temperature) say(`  calibration      temperature ${cal.temperature.stage1} fitted with the sites; central ECE ${num(cal.eceBefore)} -> ${num(cal.eceAfter)}`);
+    const rule = f.review?.global;
+    if (rule) {
+      say(`  review rule      entropy >= ${rule.threshold.toFixed(2)} flags ${(100 * rule.reviewRate).toFixed(0)} % of validation images (target ${(100 * f.review!.targetReviewRate).toFixed(0)} %); accuracy ${num(rule.accuracyAll)} all, ${num(rule.accuracyUnflagged)} unflagged`);
+    }
     if (opts.reportJson) {
       const report = {
         runId: run.id,

@@ -20,6 +20,7 @@ COPY libs/crypto/package.json libs/crypto/package.json
 COPY libs/aggregation/package.json libs/aggregation/package.json
 COPY libs/ml/package.json libs/ml/package.json
 COPY libs/data/package.json libs/data/package.json
+COPY libs/inference/package.json libs/inference/package.json
 RUN npm ci --no-audit --no-fund
 COPY . .
 ENTRYPOINT ["npx"]

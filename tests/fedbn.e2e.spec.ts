@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeWeights, isLocalTensor } from '@histofed/fl-core';
 import { generateSyntheticBreakHis } from '@histofed/data';
+import { readModelReading } from '@histofed/ml';
 import { Federation, startFederation } from '@histofed/harness';
 
 interface Round {
@@ -68,7 +69,17 @@ describe('FedBN: local batch-norm tensors', () => {
     await fed.restartCoordinator('SIGKILL');
     const restored = await fed.coordinator.waitFor((l) => l.msg === 'alignment reference restored', 30_000, 'the alignment reference');
     expect(restored).toEqual(expect.objectContaining({ runId: id, count: built?.count, dim: 64 }));
-    const run = await fed.admin.waitForRun<{ status: string; statusReason: string | null; final: { ensembleMembers: string[]; global: Record<string, number> | null } }>(id, 300_000);
+    const run = await fed.admin.waitForRun<{
+      status: string;
+      statusReason: string | null;
+      final: {
+        ensembleMembers: string[];
+        global: Record<string, number> | null;
+        modelsDir: string;
+        calibration: { global: { temperature: { stage1: number }; eceBefore: number; eceAfter: number; reliabilityAfter: { count: number }[]; perSite: Record<string, { eceBefore: number; eceAfter: number }> }; personalized: Record<string, { temperature: { stage1: number } }>; sites: { answered: string[] } };
+        review: { measure: string; targetReviewRate: number; global: { threshold: number; images: number; reviewRate: number; accuracyAll: number; accuracyUnflagged: number | null } };
+      };
+    }>(id, 300_000);
     expect([run.status, run.statusReason]).toEqual(['completed', null]);
 
     // The sites agreed on a stain target before round 1 (numbers only, signed, in their outboxes).
@@ -137,6 +148,45 @@ describe('FedBN: local batch-norm tensors', () => {
         expect(header.featureMoments.mean).toHaveLength(64);
         expect(header.featureMoments.secondMoment).toHaveLength(64 * 64);
         expect(header.featureMoments.count).toBeLessThanOrEqual(header.numSamples);
+      }
+    }
+
+    // Calibration (issue 15), fitted with the sites after the last round (on by default): the
+    // global model's temperature from both sites' NLL sums, measured on the central test set (ECE
+    // before and after), each personalized model's from its own site's; the review threshold on
+    // the pooled validation images. The saved manifests carry both, the ensemble the global rule.
+    const fitted = run.final.calibration;
+    expect(fitted.sites.answered).toEqual(['site-1', 'site-2']);
+    expect(fitted.global.temperature.stage1).toBeGreaterThan(0);
+    expect([typeof fitted.global.eceBefore, typeof fitted.global.eceAfter]).toEqual(['number', 'number']);
+    expect(fitted.global.reliabilityAfter.reduce((n, b) => n + b.count, 0)).toBeGreaterThan(0);
+    expect(Object.keys(fitted.global.perSite).sort()).toEqual(['site-1', 'site-2']);
+    expect(Object.keys(fitted.personalized).sort()).toEqual(['site-1', 'site-2']);
+    expect(run.final.review).toEqual(expect.objectContaining({ measure: 'entropy', targetReviewRate: 0.2, global: expect.objectContaining({ threshold: expect.any(Number) }) }));
+    expect(run.final.review.global.images).toBeGreaterThan(0);
+    for (const member of ['global@site-1', 'global@site-2', 'site-1', 'site-2']) {
+      const reading = await readModelReading(join(run.final.modelsDir, member));
+      expect(reading.calibration).toEqual(expect.objectContaining({ method: 'temperature', stage1: member.startsWith('global') ? fitted.global.temperature.stage1 : fitted.personalized[member].temperature.stage1 }));
+      expect(reading.review).toEqual(expect.objectContaining({ measure: 'entropy', targetReviewRate: 0.2 }));
+    }
+    expect((await readModelReading(join(run.final.modelsDir, 'global@site-1'))).review?.threshold).toBe(run.final.review.global.threshold);
+    const ensembleReading = await readModelReading(run.final.modelsDir);
+    expect(ensembleReading).toEqual({ calibration: expect.objectContaining({ stage1: 1 }), review: expect.objectContaining({ threshold: run.final.review.global.threshold }) });
+    // What left each site for it: two signed answers of numbers (plus ids, model hashes, the signature).
+    for (const siteId of ['site-1', 'site-2']) {
+      const outbox = readFileSync(join(fed.siteStateDir(siteId), 'outbox', 'messages.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      const answers = outbox.filter((m) => m.event === 'coordinator:calibration-nll' || m.event === 'coordinator:calibration-review');
+      expect(answers.map((m) => m.event)).toEqual(['coordinator:calibration-nll', 'coordinator:calibration-review']);
+      for (const { payload } of answers) {
+        expect(Object.keys(payload).sort()).toEqual(['models', 'ok', 'runId', 'signature', 'siteId']);
+        expect(payload.models.map((m: { id: string }) => m.id)).toEqual(['global', 'personalized']);
+        for (const m of payload.models) {
+          const { id, sha256, ...numbers } = m;
+          expect([id, sha256]).toEqual([expect.stringMatching(/^(global|personalized)$/), expect.stringMatching(/^[0-9a-f]{64}$/)]);
+          // Every remaining leaf is a number.
+          expect(JSON.stringify(numbers)).toMatch(/^[{}[\]":,a-zA-Z0-9.e+-]*$/);
+          expect(JSON.stringify(numbers).replace(/"[a-zA-Z0-9]+":/g, '')).toMatch(/^[{}[\],0-9.e+-]*$/);
+        }
       }
     }
 

@@ -7,8 +7,9 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { WeightSet, decodeWeights, maxAbsDifference } from '@histofed/fl-core';
 import { generateSyntheticBreakHis, readBreakHisTree } from '@histofed/data';
-import { SiteEvents, decodeUpdateEnvelope } from '@histofed/protocol';
+import { CalibrationEvents, FinalModelEvents, SiteEvents, decodeUpdateEnvelope } from '@histofed/protocol';
 import { Federation, startFederation } from '@histofed/harness';
+import { predictionReportSchema, type PredictionReport } from '@histofed/inference';
 import { RogueSite } from '@histofed/harness';
 import { hasChromium, launchChromium } from './support/browser';
 
@@ -83,6 +84,8 @@ describe('a federated run across real processes', () => {
     const final = await fed.admin.waitForRun(runId, 8 * 60_000);
     expect(final).toEqual(expect.objectContaining({ status: 'completed', statusReason: null }));
     rounds = await fed.admin.request<Round[]>('GET', `/api/runs/${runId}/rounds`);
+    // The sites then receive their final models (issue 15) and answer; their outboxes are complete after that.
+    await Promise.all(fed.sites.map((s) => s.waitFor((l) => l.msg === 'final models installed' && l.runId === runId, 120_000, 'the final models')));
   });
 
   afterAll(async () => {
@@ -129,7 +132,14 @@ describe('a federated run across real processes', () => {
       const outbox = join(fed.siteStateDir(siteId), 'outbox');
       const log = readFileSync(join(outbox, 'messages.jsonl'), 'utf8');
       const messages = log.trim().split('\n').map((l) => JSON.parse(l));
-      expect(new Set(messages.map((m) => m.event))).toEqual(new Set([SiteEvents.challenge, SiteEvents.hello, SiteEvents.update]));
+      // (The calibration's two answers, numbers only: checked in fedbn.e2e.)
+      expect(new Set(messages.map((m) => m.event))).toEqual(
+        new Set([SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review]),
+      );
+      // The answer to the final models: run, site and the names of the models installed, nothing else.
+      expect(messages.filter((m) => m.event === FinalModelEvents.offer).map((m) => m.payload)).toEqual([
+        { ok: true, runId, siteId, installed: ['global', siteId], alreadyInstalled: false },
+      ]);
       // challenge: the site id; hello: ids, public keys, signature, counts, software — nothing else.
       expect(Object.keys(messages[0].payload)).toEqual(['siteId']);
       expect(Object.keys(messages[1].payload).sort()).toEqual(
@@ -225,6 +235,32 @@ describe('a federated run across real processes', () => {
     } finally {
       await browser.close();
     }
+  });
+
+  it('classifies an uploaded image with the finished run\'s models (POST /api/predict): admin token, size limit, clear refusals', async () => {
+    const image = readFileSync((await readBreakHisTree(data)).images[0].path);
+    const post = (query: string, body: Uint8Array | string, headers: Record<string, string> = {}) =>
+      fetch(`${fed.url}/api/predict?${query}`, { method: 'POST', headers: { authorization: `Bearer ${fed.token}`, 'content-type': 'image/png', ...headers }, body });
+    expect((await fetch(`${fed.url}/api/predict?run=${runId}`, { method: 'POST', body: image })).status).toBe(401);
+    const ensemble = await post(`run=${runId}`, image);
+    expect(ensemble.status).toBe(200);
+    const report = (await ensemble.json()) as PredictionReport;
+    expect(predictionReportSchema.safeParse(report).success).toBe(true);
+    expect(report.model).toEqual(expect.objectContaining({ kind: 'ensemble', members: ['global', 'site-1', 'site-2'], classes: ['benign', 'malignant'] }));
+    expect(report.images).toHaveLength(1);
+    expect(report.images[0]).toEqual(expect.objectContaining({ file: 'upload', stage1: expect.objectContaining({ class: expect.stringMatching(/^(benign|malignant)$/) }) }));
+    expect(report.images[0].uncertainty.memberMutualInformation).toBeGreaterThanOrEqual(0);
+    const single = (await (await post(`run=${runId}&model=site-1`, image)).json()) as PredictionReport;
+    expect(single.model).toEqual(expect.objectContaining({ kind: 'model', members: ['site-1'] }));
+    // Refusals, each naming what is wrong.
+    const refusal = async (res: Response) => [res.status, ((await res.json()) as { message: string }).message];
+    expect(await refusal(await post('run=00000000-0000-4000-8000-000000000000', image))).toEqual([404, expect.stringMatching(/has no saved model "ensemble"/)]);
+    expect(await refusal(await post(`run=${runId}&model=site-9`, image))).toEqual([404, expect.stringMatching(/has no saved model "site-9"/)]);
+    expect(await refusal(await post(`run=${runId}&model=../../etc`, image))).toEqual([400, expect.stringMatching(/^model: /)]);
+    expect(await refusal(await post('run=nope', image))).toEqual([400, 'run: a run id (UUID) is required']);
+    expect(await refusal(await post(`run=${runId}`, 'not an image'))).toEqual([422, expect.stringMatching(/^the image cannot be predicted: not a readable image/)]);
+    expect(await refusal(await post(`run=${runId}`, JSON.stringify({ image: 'x' }), { 'content-type': 'application/json' }))).toEqual([400, expect.stringMatching(/the request body is the image itself/)]);
+    expect(await refusal(await post(`run=${runId}`, new Uint8Array(33 * 1024 * 1024)))).toEqual([413, expect.stringMatching(/takes at most 33554432/)]);
   });
 
   it('ends with global, per-site and ensemble metrics on the central test split', async () => {

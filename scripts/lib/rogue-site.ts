@@ -11,6 +11,7 @@ import {
 import { WeightSet, decodeWeights, namedTensor } from '@histofed/fl-core';
 import {
   Ack,
+  CalibrationEvents,
   ChunkEvents,
   CoordinatorEvents,
   EnrollmentResponse,
@@ -59,6 +60,11 @@ export class RogueSite {
       ack({ ok: true });
       void this.fetchModel(task).then(() => this.behaviour(this, task));
     });
+    // A rogue holds no validation images: it declines the federated calibration's questions at once
+    // (rather than letting the coordinator wait for its timeout).
+    for (const event of [CalibrationEvents.nll, CalibrationEvents.review]) {
+      this.socket.on(event, (_: unknown, ack: (a: Ack) => void) => ack({ ok: false, error: `rogue site ${siteId} has no validation images` }));
+    }
   }
 
   enroll(): Promise<EnrollmentResponse> {

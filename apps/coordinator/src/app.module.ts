@@ -1,7 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { ThrottlerModule } from '@nestjs/throttler';
-import { BoxKeyPair } from '@histofed/crypto';
+import { IdentityKeys } from '@histofed/crypto';
 import { HealthController } from './admin/health.controller';
 import { DashboardController } from './dashboard/dashboard.controller';
 import { ModelsController } from './admin/models.controller';
@@ -24,12 +24,17 @@ import type { CoordinatorStore } from './persistence/coordinator-store';
 import { COORDINATOR_STORE } from './persistence/persistence.module';
 import { RunOrchestrator } from './runs/run-orchestrator.service';
 import { FederatedStainTarget } from './runs/federated-stain-target';
+import { FinalModelDelivery } from './runs/final-model-delivery';
+import { FederatedCalibration } from './runs/federated-calibration';
 import { SecureAggregationRound } from './runs/secure-aggregation';
+import { PredictController } from './prediction/predict.controller';
+import { PredictionService } from './prediction/prediction.service';
 
 export interface CoordinatorDependencies {
   readonly config: CoordinatorConfig;
   readonly store: CoordinatorStore;
-  readonly keys: BoxKeyPair;
+  /** X25519 (sealed updates) and Ed25519 (signed final models), from the data directory's key file. */
+  readonly keys: IdentityKeys;
   readonly logger: JsonLogger;
 }
 
@@ -40,12 +45,12 @@ export class CoordinatorModule {
     return {
       module: CoordinatorModule,
       imports: [ThrottlerModule.forRoot(rateLimitOptions(deps.config.enrollment))],
-      controllers: [DashboardController, HealthController, EnrollmentController, RunsController, SitesController, ModelsController],
+      controllers: [DashboardController, HealthController, EnrollmentController, RunsController, SitesController, ModelsController, PredictController],
       providers: [
         { provide: COORDINATOR_CONFIG, useValue: deps.config },
         { provide: COORDINATOR_STORE, useValue: deps.store },
         { provide: LOGGER, useValue: deps.logger },
-        { provide: CoordinatorKeys, useValue: new CoordinatorKeys(deps.keys) },
+        { provide: CoordinatorKeys, useValue: new CoordinatorKeys(deps.keys.box, deps.keys.sign) },
         { provide: APP_GUARD, useClass: RateLimitGuard },
         AdminTokenGuard,
         EnrollmentService,
@@ -54,8 +59,11 @@ export class CoordinatorModule {
         ContributionService,
         CentralEvaluator,
         ModelExporter,
+        PredictionService,
         SecureAggregationRound,
         FederatedStainTarget,
+        FinalModelDelivery,
+        FederatedCalibration,
         RunOrchestrator,
         SitesGateway,
       ],

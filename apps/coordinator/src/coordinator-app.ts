@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { NestFactory } from '@nestjs/core';
 import { INestApplication } from '@nestjs/common';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
-import { loadOrCreateBoxKeyPair } from '@histofed/crypto';
+import { fingerprint, loadOrCreateIdentityKeys } from '@histofed/crypto';
 import { RECOMMENDED_MAX_MESSAGE_BYTES } from '@histofed/protocol';
 import { selectBackend, parseBackendChoice } from '@histofed/ml';
 import { CoordinatorModule } from './app.module';
@@ -55,9 +55,13 @@ export async function startCoordinator(config: CoordinatorConfig, logger = new J
   });
   logger.event('info', 'startup', 'database ready', { database: describeDatabase(config) });
   const store = new TypeOrmCoordinatorStore(ds);
-  const { keys, created } = await loadOrCreateBoxKeyPair(join(config.dataDir, 'coordinator-keys.json'));
+  // X25519 (sites seal updates to it) and Ed25519 (it signs the final models; sites pin it when
+  // they enroll: an administrator compares this fingerprint with the one a site prints).
+  const { keys, created } = await loadOrCreateIdentityKeys(join(config.dataDir, 'coordinator-keys.json'));
   logger.event('info', 'startup', created ? 'coordinator key pair created' : 'coordinator key pair loaded', {
-    boxPublicKey: Buffer.from(keys.publicKey).toString('base64'),
+    boxPublicKey: Buffer.from(keys.box.publicKey).toString('base64'),
+    signPublicKey: Buffer.from(keys.sign.publicKey).toString('base64'),
+    signKeyFingerprint: fingerprint(keys.sign.publicKey),
   });
 
   const app = await NestFactory.create(CoordinatorModule.forRoot({ config, store, keys, logger }), {
@@ -97,6 +101,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger = new J
     openapi: `${url}/api/docs`,
     adminToken: config.adminTokenGenerated ? config.adminToken : '(from HISTOFED_ADMIN_TOKEN)',
     autoApproveSites: config.autoApproveSites,
+    signKeyFingerprint: fingerprint(keys.sign.publicKey),
     centralTestData: config.testData?.dir ?? null,
   });
   return {

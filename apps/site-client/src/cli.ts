@@ -3,11 +3,17 @@ import { HistoFedError, ValidationError } from '@histofed/fl-core';
 import { PARTITION_KINDS, generateSyntheticBreakHis, partitionSites, readBreakHisTree, type PartitionKind } from '@histofed/data';
 import { BACKEND_CHOICES, MODEL_KINDS, parseBackendChoice, selectBackend } from '@histofed/ml';
 import { TrainFlags, trainCommand } from './train-command';
+import { PredictFlags, predictCommand } from './predict-command';
+import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS } from '@histofed/inference';
 import { SiteFlags, loadSiteConfig, loadSiteIdentityConfig } from './site-config';
 import { SiteClient, loadSiteKeys } from './site-client';
 import { fingerprint, identitySigner, toBase64 } from '@histofed/crypto';
 import { enrollmentRequest, requestEnrollment } from '@histofed/protocol';
 import { SiteLogger } from './site-logger';
+import { pinCoordinatorKey, readPinnedCoordinatorKey, PINNED_KEY_FILE } from './coordinator-key-pin';
+import { formatInstalledModels, listInstalledModels } from './final-models';
+import { resolve } from 'node:path';
+import { siteIdSchema } from '@histofed/protocol';
 
 export function buildCli(): Command {
   const program = new Command('histofed-site')
@@ -62,20 +68,47 @@ export function buildCli(): Command {
       const config = loadSiteIdentityConfig(process.env, opts);
       const { keys, created } = await loadSiteKeys(config.stateDir);
       const response = await requestEnrollment(config.coordinatorUrl, enrollmentRequest(identitySigner(config.siteId, keys), config.enrollmentToken));
+      // Trust on first use: the coordinator's signing key (it signs the final models) is pinned now; another one later is refused.
+      const pin = response.coordinatorSignPublicKey ? await pinCoordinatorKey(config.stateDir, response.coordinatorSignPublicKey, config.coordinatorUrl, 'enroll') : null;
       const out = {
         ...response,
         keyFile: `${config.stateDir}/site-keys.json`,
         keysCreated: created,
         boxPublicKey: toBase64(keys.box.publicKey),
         signPublicKey: toBase64(keys.sign.publicKey),
+        coordinatorSignKeyFingerprint: pin?.pin.fingerprint ?? null,
+        coordinatorKeyPinned: pin?.status ?? null,
+        coordinatorKeyFile: `${config.stateDir}/${PINNED_KEY_FILE}`,
       };
       process.stdout.write(
         (opts.json
           ? JSON.stringify(out)
           : `site ${out.siteId} enrolled at ${config.coordinatorUrl}: status ${out.status}\n` +
             `signing key fingerprint ${fingerprint(keys.sign.publicKey)} (the administrator compares it with GET /api/sites before approving)\n` +
+            (pin
+              ? `coordinator signing key fingerprint ${pin.pin.fingerprint} (${pin.status === 'pinned' ? 'pinned now' : 'as pinned'} in ${out.coordinatorKeyFile}; the coordinator logs it at start-up)\n`
+              : 'the coordinator presents no signing key (older coordinator): final models cannot be received from it\n') +
             (out.status === 'pending' ? `next: an administrator runs POST /api/sites/${out.siteId}/approve` : '')) + '\n',
       );
+    });
+
+  program
+    .command('models')
+    .description("List the final models this site received from finished runs (global, its own personalized model, the ensemble), under <state dir>/models")
+    .option('--state-dir <dir>', 'the site\'s state directory (env HISTOFED_STATE_DIR, default .histofed/site-<id>)')
+    .option('--site-id <id>', "this site's id, for the default state directory (env HISTOFED_SITE_ID)")
+    .option('--verify', 'check each package\'s signature against the pinned coordinator key and hash every file again')
+    .option('--json', 'print JSON: {stateDir, coordinatorKey, runs: [{runId, path, models: [{name, kind, created, classes, calibration, path}], ensemble, ...}]}')
+    .action(async (opts: { stateDir?: string; siteId?: string; verify?: boolean; json?: boolean }) => {
+      const stateDir = stateDirOf(process.env, opts);
+      const pinned = await readPinnedCoordinatorKey(stateDir);
+      const runs = await listInstalledModels(stateDir, { verify: opts.verify ?? false, pinned });
+      process.stdout.write(
+        opts.json
+          ? JSON.stringify({ stateDir, coordinatorKey: pinned ? { fingerprint: pinned.fingerprint, pinnedAt: pinned.pinnedAt, pinnedOn: pinned.pinnedOn } : null, runs }) + '\n'
+          : formatInstalledModels(runs, stateDir),
+      );
+      if (opts.verify && runs.some((r) => r.verified === false)) process.exitCode = 1;
     });
 
   program
@@ -127,6 +160,29 @@ export function buildCli(): Command {
             `validation accuracy ${summary.validation?.['accuracy']?.toFixed(3) ?? '-'}, patient accuracy ${summary.validation?.['patientAccuracy']?.toFixed(3) ?? '-'}, ` +
             `${summary.parameters} parameters, ${(summary.multiplyAdds / 1e6).toFixed(1)} M multiply-adds per image, ${summary.wallSeconds.toFixed(0)} s`) + '\n',
       );
+    });
+
+  program
+    .command('predict')
+    .description('Classify new images with a saved model or ensemble: class, subtype, probabilities, uncertainty and a review flag per image (and per patient with --patients)')
+    .argument('<images...>', 'image files (any name; PNG, JPEG, TIFF), folders (searched recursively) or glob patterns')
+    .requiredOption('--model <dir>', 'a saved model or ensemble directory (e.g. a run\'s final model under the state dir)')
+    .option('--patients <csv>', 'CSV with header file,patient: which patient each image belongs to (file relative to the CSV or a bare file name)')
+    .option('--json', 'print one JSON object {model, images, patients, failures, summary}')
+    .option('--csv', 'print one CSV row per image')
+    .option('--mc-dropout <n>', 'MC dropout passes per image (0 = off; models whose review rule needs them run them anyway)', '0')
+    .option('--seed <n>', 'seed of the MC dropout masks', '1')
+    .option('--backbone <dir>', "a tfjs Layers model directory for models with backbone 'layers-model' (env HISTOFED_BACKBONE_DIR)")
+    .option('--cache-dir <dir>', 'tile features cached in DIR/features (env HISTOFED_CACHE_DIR, default ~/.cache/histofed)')
+    .option('--no-cache', 'compute every tile feature')
+    .option('--max-file-mb <n>', `largest image file read, MiB (default ${DEFAULT_MAX_FILE_BYTES / 1024 / 1024})`)
+    .option('--max-megapixels <n>', `largest image decoded, in 2^20 pixels (default ${DEFAULT_MAX_PIXELS / 1024 / 1024})`)
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
+    .action(async (images: string[], opts: PredictFlags & { backend?: string }) => {
+      const backend = await selectBackend(parseBackendChoice(opts.backend ?? process.env['HISTOFED_BACKEND'] ?? 'auto'));
+      process.stderr.write(`backend ${backend.name}\n`);
+      const out = await predictCommand(images, { ...opts, backbone: opts.backbone ?? process.env['HISTOFED_BACKBONE_DIR'] }, (line) => process.stderr.write(line + '\n'));
+      process.stdout.write(out.text + '\n');
     });
 
   program
@@ -217,6 +273,17 @@ export async function inspectReport(opts: InspectFlags, alphaGiven = false): Pro
     report.partition = { ...p.summary, ...(p.stainShifts ? { stainShifts: p.stainShifts } : {}) };
   }
   return report;
+}
+
+/** The state directory: --state-dir, HISTOFED_STATE_DIR, or the default of --site-id / HISTOFED_SITE_ID. */
+function stateDirOf(env: NodeJS.ProcessEnv, opts: { stateDir?: string; siteId?: string }): string {
+  const dir = opts.stateDir ?? env.HISTOFED_STATE_DIR;
+  if (dir) return resolve(dir);
+  const siteId = opts.siteId ?? env.HISTOFED_SITE_ID;
+  if (!siteId) throw new ValidationError('give --state-dir DIR (or HISTOFED_STATE_DIR), or --site-id for the default .histofed/site-<id>');
+  const check = siteIdSchema.safeParse(siteId);
+  if (!check.success) throw new ValidationError(`--site-id "${siteId}": ${check.error.issues[0].message}`);
+  return resolve(`.histofed/site-${siteId}`);
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -6,7 +6,9 @@ import { availableParallelism } from 'node:os';
 import { TrainingPool, createTrainingPool, currentBackend } from '@histofed/ml';
 import {
   Ack,
+  CalibrationEvents,
   ChunkEvents,
+  FinalModelEvents,
   CoordinatorEvents,
   EmitWithAck,
   PreparedUpdate,
@@ -36,6 +38,8 @@ import {
 } from '@histofed/protocol';
 import { runLocalTraining } from './local-training';
 import { SiteSecureAggregation } from '@histofed/secagg';
+import { SiteCalibration } from './site-calibration';
+import { SiteFinalModels } from './site-final-models';
 import { SiteSocket, coordinatorRequests } from './coordinator-channel';
 import { LocalTensorStore } from './local-tensor-store';
 import { Outbox } from './outbox';
@@ -70,6 +74,10 @@ export class SiteClient {
   /** Updates that could not be delivered yet (connection lost while training); resent on reconnect. */
   private readonly pending = new PendingUpdates<PreparedUpdate>();
   private readonly localTensors: LocalTensorStore;
+  /** Answers the federated calibration's questions after a run's last round (numbers only). */
+  private readonly calibration: SiteCalibration;
+  /** Pins the coordinator's signing key; receives the final models of finished runs (issue 15). */
+  private readonly finalModels: SiteFinalModels;
 
   private constructor(
     private readonly config: SiteConfig,
@@ -83,6 +91,12 @@ export class SiteClient {
     this.signer = identitySigner(config.siteId, keys);
     this.secure = new SiteSecureAggregation(config.siteId, keys.sign.secretKey);
     this.localTensors = new LocalTensorStore(config.stateDir);
+    this.calibration = new SiteCalibration(config.siteId, data, this.signer, outbox, logger, (ref, what) =>
+      downloadInChunks((request) => this.socket!.timeout(CHUNK_TIMEOUT_MS).emitWithAck(ChunkEvents.fetchChunk, request), ref, { what }),
+    );
+    this.finalModels = new SiteFinalModels(config.stateDir, config.siteId, config.coordinatorUrl, outbox, logger, (ref, what, maxTotalBytes) =>
+      downloadInChunks((request) => this.socket!.timeout(CHUNK_TIMEOUT_MS).emitWithAck(ChunkEvents.fetchChunk, request), ref, { what, maxTotalBytes }),
+    );
   }
 
   static async create(config: SiteConfig, logger = new SiteLogger(config.siteId)): Promise<SiteClient> {
@@ -123,6 +137,7 @@ export class SiteClient {
     try {
       const r = await requestEnrollment(this.config.coordinatorUrl, enrollmentRequest(this.signer, this.config.enrollmentToken));
       this.logger.event('info', 'enrolled with coordinator', { status: r.status, signKeyFingerprint: r.signKeyFingerprint });
+      if (!(await this.finalModels.checkCoordinatorKey(r.coordinatorSignPublicKey, 'enroll'))) this.distrustCoordinator();
     } catch (e) {
       this.logger.event('warn', 'enrollment failed', { error: (e as Error).message });
     }
@@ -130,6 +145,7 @@ export class SiteClient {
 
   /** Connects and keeps participating until stop(). */
   connect(): void {
+    if (this.stopped) return;
     const socket: SiteSocket = io(`${this.config.coordinatorUrl}${SITE_NAMESPACE}`, {
       transports: ['websocket'],
       reconnection: true,
@@ -173,6 +189,21 @@ export class SiteClient {
     socket.on(StainEvents.stats, (raw: unknown, ack) => {
       if (typeof ack === 'function') void this.stainStats(raw).then(ack);
     });
+    socket.on(CalibrationEvents.nll, (raw: unknown, ack) => {
+      if (typeof ack === 'function') void this.calibration.answerNll(raw).then(ack);
+    });
+    socket.on(CalibrationEvents.review, (raw: unknown, ack) => {
+      if (typeof ack === 'function') void this.calibration.answerReview(raw).then(ack);
+    });
+    socket.on(FinalModelEvents.offer, (raw: unknown, ack) => {
+      if (typeof ack === 'function') void this.finalModels.receive(raw).then(ack);
+    });
+  }
+
+  /** The coordinator presented another signing key than the pinned one (logged): stop taking part. */
+  private distrustCoordinator(): void {
+    process.exitCode = 1;
+    void this.stop();
   }
 
   /** A federated stain target: this site's stain statistics (numbers only), signed, recorded in the outbox. */
@@ -231,6 +262,8 @@ export class SiteClient {
         if (socket.connected) this.helloRetry = setTimeout(() => void this.hello(), plan.retryMs);
         return;
       }
+      // A site enrolled before coordinator keys were pinned pins it here; another key than the pinned one ends participation.
+      if (!(await this.finalModels.checkCoordinatorKey(ack.coordinatorSignPublicKey, 'hello'))) return this.distrustCoordinator();
       this.coordinatorKey = fromBase64(ack.coordinatorBoxPublicKey);
       this.chunkBytes = chunkBytesForLimit(ack.maxMessageBytes);
       this.logger.event('info', 'connected to coordinator', {

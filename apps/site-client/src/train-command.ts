@@ -86,7 +86,7 @@ export interface TrainFlags {
   json?: boolean;
 }
 
-function num(flag: string, text: string, check: (n: number) => boolean, expected: string): number {
+export function num(flag: string, text: string, check: (n: number) => boolean, expected: string): number {
   const n = Number(text);
   if (text.trim() === '' || !Number.isFinite(n) || !check(n)) throw new ValidationError(`${flag}: expected ${expected}, got "${text}"`);
   return n;

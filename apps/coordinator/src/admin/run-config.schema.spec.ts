@@ -139,3 +139,30 @@ describe('run config: secure aggregation', () => {
     expect(reason({ ...cnn, alignment: { method: 'coral', lambda: -1 } })).toMatch(/alignment\.lambda/);
   });
 });
+
+describe('run config: calibration', () => {
+  const reason = (body: object) => {
+    const r = runConfigInputSchema.safeParse(body);
+    return r.success ? null : describeZodError(r.error);
+  };
+
+  it('is on by default (temperature scaling, review rate 0.2, the default grid), null turns it off', () => {
+    expect(runConfigInputSchema.parse({}).calibration).toEqual({ temperature: true, reviewRate: 0.2, timeoutSeconds: 120 });
+    expect(runConfigInputSchema.parse({ calibration: null }).calibration).toBeNull();
+    expect(runConfigInputSchema.parse({ calibration: { reviewRate: 0.1, grid: [0.5, 1, 2] } }).calibration).toEqual({ temperature: true, reviewRate: 0.1, grid: [0.5, 1, 2], timeoutSeconds: 120 });
+    expect(runConfigInputSchema.parse({ calibration: { temperature: false } }).calibration).toEqual({ temperature: false, reviewRate: 0.2, timeoutSeconds: 120 });
+    expect(runConfigInputSchema.parse({ calibration: { reviewRate: null } }).calibration).toEqual(expect.objectContaining({ temperature: true, reviewRate: null }));
+  });
+
+  it('names what is wrong', () => {
+    expect(reason({ calibration: { reviewRate: 1.5 } })).toMatch(/^calibration.reviewRate: /);
+    expect(reason({ calibration: { grid: [2, 1] } })).toMatch(/^calibration.grid: temperatures must be increasing/);
+    expect(reason({ calibration: { grid: [0, 1] } })).toMatch(/^calibration.grid.0: /);
+    expect(reason({ calibration: { grid: [1, 1000] } })).toMatch(/^calibration.grid.1: /);
+    expect(reason({ calibration: { grid: Array.from({ length: 65 }, (_, i) => i + 1) } })).toMatch(/^calibration.grid: /);
+    expect(reason({ calibration: { temperature: false, reviewRate: null } })).toMatch(/calibration.reviewRate: no temperature and no review rate leaves nothing to fit: set calibration to null/);
+    expect(reason({ calibration: { temperature: false, grid: [1, 2] } })).toMatch(/calibration.grid: a grid needs temperature true/);
+    expect(reason({ calibration: { temperature: 'yes' } })).toMatch(/^calibration.temperature: /);
+    expect(reason({ calibration: { bins: 20 } })).toMatch(/calibration.*bins/);
+  });
+});

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { STRATEGY_NAMES, createStrategy } from '@histofed/aggregation';
 import { DEFAULT_MACENKO_TARGET, validateStainTarget } from '@histofed/data';
+import { MAX_TEMPERATURE } from '@histofed/ml';
 import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, LOCAL_TENSOR_POLICIES, StainNormalizationTarget, localTensorPolicyProblem } from '@histofed/fl-core';
 import {
   SECAGG_MAX_NEIGHBOURS,
@@ -78,6 +79,38 @@ const secureAggregationSchema = z
     path: ['threshold'],
   });
 
+/** Most temperatures a calibration grid may have (the sites report one NLL sum per temperature). */
+const CALIBRATION_MAX_GRID_SIZE = 64;
+
+/**
+ * Calibration and the review rule, fitted with the sites after the last round (issue 15): each
+ * participating site reports numbers about its validation images for the models it holds; the
+ * coordinator picks each model's temperature (temperature scaling) and the entropy threshold that
+ * flags ~reviewRate of the validation images, and stores both in the saved models' manifests.
+ */
+const calibrationConfigSchema = z
+  .object({
+    /** Fit a temperature per head (default true); false: the review rule reads uncalibrated outputs. */
+    temperature: z.boolean().default(true),
+    /** Share of validation images the review threshold flags (default 0.2); null: no review rule. */
+    reviewRate: z.number().min(0).max(1).nullable().default(0.2),
+    /** Candidate temperatures, increasing (default: 31 values from 0.25 to 8, libs/ml DEFAULT_TEMPERATURE_GRID). */
+    grid: z
+      .array(z.number().positive().max(MAX_TEMPERATURE))
+      .min(2)
+      .max(CALIBRATION_MAX_GRID_SIZE)
+      .refine((g) => g.every((t, i) => i === 0 || t > g[i - 1]), 'temperatures must be increasing')
+      .optional(),
+    /** Seconds each site has to answer each of the two questions; a site that does not is left out (default 120). */
+    timeoutSeconds: z.number().positive().max(3600).default(120),
+  })
+  .strict()
+  .refine((c) => c.temperature || c.reviewRate !== null, {
+    message: 'no temperature and no review rate leaves nothing to fit: set calibration to null instead',
+    path: ['reviewRate'],
+  })
+  .refine((c) => c.temperature || c.grid === undefined, { message: 'a grid needs temperature true', path: ['grid'] });
+
 /** Body of POST /api/runs: every field has a default, unknown fields are refused. */
 export const runConfigInputSchema = z
   .object({
@@ -125,6 +158,12 @@ export const runConfigInputSchema = z
      * the moments the sites reported in the previous round; null (default): none.
      */
     alignment: z.object({ method: z.enum(ALIGNMENT_METHODS), lambda: z.number().min(0).max(ALIGNMENT_MAX_LAMBDA) }).strict().nullable().default(null),
+    /**
+     * Calibration (temperature scaling) and the review rule, fitted with the sites after the last
+     * round: {temperature, reviewRate, grid, timeoutSeconds}, all optional (default: on, review
+     * rate 0.2); null: neither (the saved models read uncalibrated and flag nothing).
+     */
+    calibration: calibrationConfigSchema.nullable().prefault({}),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })

@@ -10,13 +10,17 @@ import {
   readBreakHisTree,
   simulateFederation,
 } from '@histofed/data';
-import { buildModelAsync, ensembleProbabilities, evaluateModelAsync, outputMetrics, setWeights, tileFeatureExtractor } from '@histofed/ml';
+import { buildModelAsync, ensembleProbabilities, evaluateModelAsync, imageLevel, outputMetrics, setWeights, tileFeatureExtractor } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 
 export interface EnsembleEvaluation {
   readonly members: Record<string, Metrics>;
   readonly ensemble: Metrics;
+  /** Each member's image-level output rows on the test set (images x output width), for calibration measures. */
+  readonly probabilities: Record<string, Float32Array>;
+  /** The test images' stage-1 labels, in the rows' order. */
+  readonly labels: Int32Array;
 }
 
 /**
@@ -104,13 +108,15 @@ export class CentralEvaluator {
     const data = await this.testSet(spec, stain);
     const probabilities: Float32Array[] = [];
     const perMember: Record<string, Metrics> = {};
+    const rows: Record<string, Float32Array> = {};
     for (const m of members) {
       const r = await this.withModel(spec, m.weights, (model) => evaluateModelAsync(model, data, { subtypeParents: spec.subtypeParents }));
       perMember[m.id] = r.metrics;
       probabilities.push(r.probabilities);
+      rows[m.id] = r.probabilities;
     }
     const ensemble = outputMetrics(data, ensembleProbabilities(probabilities), spec).metrics;
-    return { members: perMember, ensemble };
+    return { members: perMember, ensemble, probabilities: rows, labels: imageLevel(data).labels };
   }
 
   /** Evaluation yields between batches, so sockets stay responsive while the coordinator evaluates. */

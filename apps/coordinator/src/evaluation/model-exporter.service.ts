@@ -1,13 +1,19 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { join } from 'node:path';
 import { BREAKHIS_SUBTYPE_CODES, ModelSpec, STAGE1_CLASSES, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
-import { buildModelAsync, preprocessingFor, saveEnsembleManifest, saveModel, setWeights, tileFeatureExtractor } from '@histofed/ml';
+import { ModelReading, buildModelAsync, preprocessingFor, saveEnsembleManifest, saveModel, setWeights, tileFeatureExtractor, writeModelReading } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 
 export interface ExportedMember {
   /** 'global', 'global@<site id>' (with the site's local tensors) or a site id (its personalized model). */
   readonly id: string;
   readonly weights: WeightSet;
+}
+
+/** How to read the exported models (issue 15): each member's calibration and review rule, and the ensemble's. */
+export interface ExportReadings {
+  readonly members: ReadonlyMap<string, ModelReading>;
+  readonly ensemble?: ModelReading;
 }
 
 /**
@@ -31,6 +37,7 @@ export class ModelExporter {
     stain: StainNormalizationTarget | null,
     members: readonly ExportedMember[],
     contributors: readonly string[],
+    readings?: ExportReadings,
   ): Promise<string> {
     const dir = this.runDir(runId);
     const subtypes = spec.subtypeParents?.length ?? 0;
@@ -53,12 +60,15 @@ export class ModelExporter {
           provenance: m.id === 'global' || m.id.startsWith('global@')
             ? { kind: 'global', runId, round, sites: [...contributors] }
             : { kind: 'site', runId, round, sites: [m.id] },
+          // Temperature scaling and the review rule fitted with the sites (runs/federated-calibration.ts).
+          ...readings?.members.get(m.id),
         });
       } finally {
         model.dispose();
       }
     }
     await saveEnsembleManifest(dir, members.map((m) => m.id));
+    if (readings?.ensemble) await writeModelReading(dir, readings.ensemble);
     return dir;
   }
 }

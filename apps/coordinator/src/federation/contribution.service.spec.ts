@@ -53,7 +53,7 @@ function setUp() {
   } as SiteRecord;
   const mem = memoryStore(site);
   const logger = new JsonLogger('test', 'error');
-  const service = new ContributionService(mem.store, logger, new CoordinatorKeys(coordinator));
+  const service = new ContributionService(mem.store, logger, new CoordinatorKeys(coordinator, generateSigningKeyPair()));
   const update = () => {
     const plaintext = encodeUpdateEnvelope({
       header: { runId: RUN, round: 1, kind: 'round', siteId: 'site-1', baseModelHash: BASE, numSamples: 7, metrics: {} },

@@ -37,7 +37,7 @@ function memoryStore() {
 function setUp(env: NodeJS.ProcessEnv = {}) {
   const mem = memoryStore();
   const config = loadCoordinatorConfig({ HISTOFED_MAX_PENDING_SITES: '2', HISTOFED_PENDING_EXPIRY_HOURS: '24', ...env });
-  const service = new EnrollmentService(mem.store, config, new JsonLogger('test', 'error'), new CoordinatorKeys(generateBoxKeyPair()));
+  const service = new EnrollmentService(mem.store, config, new JsonLogger('test', 'error'), new CoordinatorKeys(generateBoxKeyPair(), generateSigningKeyPair()));
   const request = (siteId: string, token?: string): EnrollmentRequest =>
     enrollmentRequest(identitySigner(siteId, { box: generateBoxKeyPair(), sign: generateSigningKeyPair() }), token);
   const refusal = (p: Promise<unknown>) =>

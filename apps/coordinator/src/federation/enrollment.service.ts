@@ -142,6 +142,7 @@ export class EnrollmentService {
       status: site.status,
       signKeyFingerprint,
       coordinatorBoxPublicKey: toBase64(this.keys.box.publicKey),
+      coordinatorSignPublicKey: toBase64(this.keys.sign.publicKey),
     };
   }
 }

@@ -61,7 +61,7 @@ function memoryStore() {
 
 function setUp() {
   const mem = memoryStore();
-  const sessions = new SiteSessionsService(mem.store, loadCoordinatorConfig({}), new JsonLogger('test', 'error'), new CoordinatorKeys(generateBoxKeyPair()));
+  const sessions = new SiteSessionsService(mem.store, loadCoordinatorConfig({}), new JsonLogger('test', 'error'), new CoordinatorKeys(generateBoxKeyPair(), generateSigningKeyPair()));
   const keys = (): IdentityKeys => ({ box: generateBoxKeyPair(), sign: generateSigningKeyPair() });
   /** The site's side of the handshake (libs/protocol authenticate), straight into the service. */
   const hello = (socket: FakeSocket, siteId: string, k: IdentityKeys, tamper: (h: SiteHello) => SiteHello = (h) => h) =>

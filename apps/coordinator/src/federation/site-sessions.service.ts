@@ -52,6 +52,7 @@ export class SiteSessionsService {
   private readonly bySocket = new Map<string, Session>();
   private readonly bySite = new Map<string, Session>();
   private readonly disconnectListeners: ((siteId: string) => void)[] = [];
+  private readonly connectListeners: ((siteId: string) => void)[] = [];
   /** socket id -> the challenge it was given (single use). */
   private readonly challenges = new Map<string, { siteId: string; challenge: string; expires: number }>();
 
@@ -116,9 +117,12 @@ export class SiteSessionsService {
       backend: hello.backend,
       trainSamples: hello.trainSamples,
     });
+    // Called before the hello's ack goes out: a listener that sends the site something defers it.
+    for (const l of this.connectListeners) l(hello.siteId);
     return {
       ok: true,
       coordinatorBoxPublicKey: toBase64(this.keys.box.publicKey),
+      coordinatorSignPublicKey: toBase64(this.keys.sign.publicKey),
       maxMessageBytes: RECOMMENDED_MAX_MESSAGE_BYTES,
       maxUpdateBytes: this.config.maxModelBytes,
     };
@@ -142,6 +146,11 @@ export class SiteSessionsService {
 
   onDisconnect(listener: (siteId: string) => void): void {
     this.disconnectListeners.push(listener);
+  }
+
+  /** Called with the site id whenever a site authenticates (before its hello is acknowledged). */
+  onConnect(listener: (siteId: string) => void): void {
+    this.connectListeners.push(listener);
   }
 
   isConnected(siteId: string): boolean {

@@ -128,13 +128,13 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
     });
   }
 
-  /** A chunk of a global model the site was asked to train from. */
+  /** A chunk of a global model the site was asked to train from, or of a final model offered to it. */
   @SubscribeMessage(ChunkEvents.fetchChunk)
   async fetchChunk(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<FetchChunkAck> {
     return this.guard(socket, ChunkEvents.fetchChunk, async () => {
       const siteId = this.sessions.siteOf(socket.id);
       if (!siteId) return this.refuse(socket, `${ChunkEvents.fetchChunk} before ${SiteEvents.hello}`, undefined, 'not-authenticated');
-      const ack = this.models.serve(body);
+      const ack = await this.models.serveTo(siteId, body);
       return ack.ok ? ack : this.refuse(socket, ack.error, siteId);
     });
   }

@@ -31,7 +31,7 @@ export interface EnrollmentToken {
  * The fields added to the run configuration after runs were first stored: rows written before
  * them lack the field, so the record has them optional (readers apply the old behaviour:
  * gatherSeconds 0, no stain normalization, no augmentation, classWeighting 'none', no secure
- * aggregation, localTensors 'none', no federated stain target).
+ * aggregation, localTensors 'none', no federated stain target, no calibration).
  */
 type AddedAfterFirstRuns =
   | 'gatherSeconds'
@@ -42,7 +42,8 @@ type AddedAfterFirstRuns =
   | 'localTensors'
   | 'federatedStainTarget'
   | 'stainAugmentation'
-  | 'alignment';
+  | 'alignment'
+  | 'calibration';
 
 /**
  * What an administrator chose when creating a run: the validated output of the run-config schema
@@ -72,6 +73,58 @@ export interface FinalReport {
   readonly ensembleMembers: string[];
   /** Where the run's saved models (global, per site, ensemble manifest) were written. */
   readonly modelsDir?: string;
+  /** Temperature scaling fitted with the sites, and ECE before/after (runs with calibration; runs/federated-calibration.ts). */
+  readonly calibration?: CalibrationSummary;
+  /** The review rule chosen on the sites' validation images (runs with a review rate). */
+  readonly review?: ReviewSummary;
+}
+
+/** Stage-1 reliability table bin (libs/ml ReliabilityBin). */
+export interface ReliabilityBinSummary {
+  readonly lower: number;
+  readonly upper: number;
+  readonly count: number;
+  readonly confidence: number | null;
+  readonly accuracy: number | null;
+}
+
+/** FinalReport.calibration: stage-1 ECE (10 bins) before and after temperature scaling. */
+export interface CalibrationSummary {
+  readonly global: {
+    /** The temperatures every global member carries (null: no site answered). */
+    readonly temperature: { readonly stage1: number; readonly subtype?: number } | null;
+    /** On the central test set (never used for fitting); null without a central test set. */
+    readonly eceBefore: number | null;
+    readonly eceAfter: number | null;
+    readonly reliabilityBefore?: ReliabilityBinSummary[];
+    readonly reliabilityAfter?: ReliabilityBinSummary[];
+    /** On the sites' pooled validation images (what the temperature was fitted on). */
+    readonly validation: { readonly images: number; readonly eceBefore: number | null; readonly eceAfter: number | null };
+    /** Per site, on its own validation images (from its reports). */
+    readonly perSite: Record<string, { readonly eceBefore: number | null; readonly eceAfter: number | null }>;
+  };
+  /** Each personalized model, fitted and measured on its own site's validation images. */
+  readonly personalized: Record<string, { readonly temperature: { readonly stage1: number; readonly subtype?: number }; readonly eceBefore: number | null; readonly eceAfter: number | null }>;
+  /** Sites whose answers were used, and why others were left out. */
+  readonly sites: { readonly answered: string[]; readonly refused: Record<string, string> };
+}
+
+/** What a review threshold does on the validation images it was chosen on. */
+export interface ReviewChoiceSummary {
+  readonly threshold: number;
+  readonly images: number;
+  /** The share of those images it flags (the target, as close as the histogram's 0.01 bins allow). */
+  readonly reviewRate: number;
+  readonly accuracyAll: number;
+  readonly accuracyUnflagged: number | null;
+}
+
+/** FinalReport.review: the rule stored in the saved models (entropy of the calibrated stage-1 output >= threshold). */
+export interface ReviewSummary {
+  readonly measure: 'entropy';
+  readonly targetReviewRate: number;
+  readonly global: ReviewChoiceSummary | null;
+  readonly personalized: Record<string, ReviewChoiceSummary>;
 }
 
 export interface RunRecord {

@@ -12,6 +12,8 @@ import { CollectionOutcome, RoundCollection } from '../federation/round-collecti
 import { SiteSessionsService } from '../federation/site-sessions.service';
 import { ModelDistribution } from '../federation/model-distribution';
 import { FederatedStainTarget } from './federated-stain-target';
+import { FinalModelDelivery } from './final-model-delivery';
+import { FederatedCalibration } from './federated-calibration';
 import { gatherDecision } from './gather-decision';
 import { SecureAggregationRound } from './secure-aggregation';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
@@ -57,6 +59,8 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     private readonly models: ModelDistribution,
     private readonly secure: SecureAggregationRound,
     private readonly stainTarget: FederatedStainTarget,
+    private readonly finalModels: FinalModelDelivery,
+    private readonly calibration: FederatedCalibration,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -470,12 +474,27 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     // With local tensors the global figure is the global@<site> members' ensemble (evaluateGlobal).
     const globalMetrics =
       globalMembers.length === 1 ? (evaluation?.members[globalMembers[0].id] ?? null) : await this.evaluateGlobal(cfg, global.weights, latestLocal);
+    // Issue 15: temperature scaling and the review rule, fitted with the sites BEFORE the export, so
+    // the saved manifests (and the final models sent to the sites) carry them. Never fails the run.
+    const fitted = cfg.calibration
+      ? await this.calibration.fit({
+          runId,
+          spec: cfg.model,
+          stain: cfg.stainNormalization ?? null,
+          settings: cfg.calibration,
+          globalMembers,
+          personalized: perSiteWeights,
+          central: evaluation ? { labels: evaluation.labels, probabilities: evaluation.probabilities } : null,
+        })
+      : undefined;
     let modelsDir: string | undefined;
     try {
       const rounds = await this.store.listRounds(runId);
       const contributors = [...new Set(rounds.filter((r) => r.status === 'completed').flatMap((r) => r.participants))].sort();
-      modelsDir = await this.exporter.exportRun(runId, cfg.model, cfg.rounds, cfg.stainNormalization ?? null, members, contributors);
+      modelsDir = await this.exporter.exportRun(runId, cfg.model, cfg.rounds, cfg.stainNormalization ?? null, members, contributors, fitted?.readings);
       this.logger.event('info', 'runs', 'models saved', { runId, modelsDir, members: members.map((m) => m.id) });
+      // Issue 15: each participant that is connected receives its signed final models (in the background).
+      this.finalModels.deliverRun(runId, [...contributors, ...perSiteWeights.map((m) => m.id)], Boolean(cfg.secureAggregation));
     } catch (e) {
       // The run's result is in the database either way; a full disk must not fail a finished run.
       this.logger.event('error', 'runs', 'saving the models failed', { runId, error: (e as Error).message });
@@ -486,6 +505,8 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       ensemble: evaluation?.ensemble ?? null,
       ensembleMembers: members.map((m) => m.id),
       ...(modelsDir ? { modelsDir } : {}),
+      ...(fitted?.calibration ? { calibration: fitted.calibration } : {}),
+      ...(fitted?.review ? { review: fitted.review } : {}),
     };
   }
 }

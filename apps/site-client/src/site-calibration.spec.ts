@@ -1,0 +1,110 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fromBase64, generateBoxKeyPair, generateSigningKeyPair, identitySigner, verify } from '@histofed/crypto';
+import { ModelSpec, encodeWeights, sha256Hex } from '@histofed/fl-core';
+import { buildModelAsync, evaluateModelAsync, getWeights, selectBackend, temperatureNll, twoStageImages } from '@histofed/ml';
+import { CalibrationEvents, DEFAULT_CHUNK_BYTES, calibrationNllSignedBytes, calibrationReviewSignedBytes, chunkCount } from '@histofed/protocol';
+import { Outbox } from './outbox';
+import { SiteCalibration, nllReport, reviewReport, validationOutputs } from './site-calibration';
+import type { SiteData } from './site-data';
+import { SiteLogger } from './site-logger';
+
+const RUN = '6f1c2d8e-0b5a-4c1e-9a59-2f7a3d1b4c5e';
+const spec: ModelSpec = { kind: 'small-cnn', imageSize: 16, numClasses: 2, subtypeParents: [0, 0, 1, 1] };
+const validation = twoStageImages(12, 16, 4);
+const GRID = [0.5, 1, 2, 4];
+
+beforeAll(async () => {
+  await selectBackend('wasm');
+});
+
+async function tinyModel(seed: number) {
+  const model = await buildModelAsync(spec, seed);
+  const weights = getWeights(model);
+  const { probabilities } = await evaluateModelAsync(model, validation, { subtypeParents: spec.subtypeParents });
+  model.dispose();
+  return { weights, probabilities };
+}
+
+describe('the site side of the federated calibration', () => {
+  it("computes the numbers from a model's validation outputs: NLL sums over the grid, reliability and entropy counts", async () => {
+    const { weights, probabilities } = await tinyModel(3);
+    const o = await validationOutputs(spec, weights, validation);
+    expect(Array.from(o.rows)).toEqual(Array.from(probabilities));
+    expect(Array.from(o.subtypes!)).toEqual(Array.from(validation.subtypes!));
+    const r = nllReport('global', 'a'.repeat(64), o, GRID);
+    expect(r.images).toBe(12);
+    expect(r.stage1).toEqual({ nll: temperatureNll(probabilities, validation.labels, spec, 'stage1', GRID).nll, count: 12 });
+    expect(r.subtype).toEqual({ nll: temperatureNll(probabilities, validation.subtypes!, spec, 'subtype', GRID).nll, count: 12 });
+    expect(r.reliability.counts.reduce((a, b) => a + b, 0)).toBe(12);
+    const review = reviewReport('global', 'a'.repeat(64), o, { stage1: 2, subtype: 0.5 });
+    expect(review.entropy.counts.reduce((a, b) => a + b, 0)).toBe(12);
+    expect(review.entropy.errors.every((e, b) => e <= review.entropy.counts[b])).toBe(true);
+    // Softer at T = 2: the stage-1 confidences move toward 1/2, so the summed confidence drops.
+    const sum = (x: number[]) => x.reduce((a, b) => a + b, 0);
+    expect(sum(review.reliability.confidenceSums)).toBeLessThan(sum(r.reliability.confidenceSums));
+    expect(sum(review.reliability.correct)).toBe(sum(r.reliability.correct)); // the classes do not change
+  });
+
+  it('answers both questions signed, fetching each model once, and records in its outbox exactly the numbers it sent', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'hf-site-calibration-'));
+    try {
+      const keys = { box: generateBoxKeyPair(), sign: generateSigningKeyPair() };
+      const signer = identitySigner('site-a', keys);
+      const global = await tinyModel(3);
+      const own = await tinyModel(4);
+      const blobs = new Map([global.weights, own.weights].map((w) => {
+        const bytes = encodeWeights(w);
+        return [sha256Hex(bytes), bytes];
+      }));
+      const refOf = (w: typeof global.weights) => {
+        const bytes = encodeWeights(w);
+        return { sha256: sha256Hex(bytes), totalBytes: bytes.length, chunkBytes: DEFAULT_CHUNK_BYTES, count: chunkCount(bytes.length, DEFAULT_CHUNK_BYTES) };
+      };
+      const fetched: string[] = [];
+      const data = { validation: async () => validation, backboneDir: undefined } as unknown as SiteData;
+      const site = new SiteCalibration('site-a', data, signer, new Outbox(state, false), new SiteLogger('site-a'), async (ref) => {
+        fetched.push(ref.sha256);
+        return blobs.get(ref.sha256)!;
+      });
+      const models = [{ id: 'global' as const, model: refOf(global.weights) }, { id: 'personalized' as const, model: refOf(own.weights) }];
+      const nll = await site.answerNll({ runId: RUN, model: spec, stainNormalization: null, grid: GRID, models });
+      if (!nll.ok) throw new Error(nll.error);
+      expect(nll.models.map((m) => [m.id, m.sha256])).toEqual(models.map((m) => [m.id, m.model.sha256]));
+      expect(verify(calibrationNllSignedBytes(RUN, 'site-a', nll.models), fromBase64(nll.signature), keys.sign.publicKey)).toBe(true);
+      const review = await site.answerReview({ runId: RUN, model: spec, stainNormalization: null, models: models.map((m) => ({ ...m, temperature: { stage1: 1.5, subtype: 1 } })) });
+      if (!review.ok) throw new Error(review.error);
+      expect(verify(calibrationReviewSignedBytes(RUN, 'site-a', review.models), fromBase64(review.signature), keys.sign.publicKey)).toBe(true);
+      expect(fetched).toEqual(models.map((m) => m.model.sha256)); // kept between the questions
+
+      const outbox = readFileSync(join(state, 'outbox', 'messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      expect(outbox.map((m) => m.event)).toEqual([CalibrationEvents.nll, CalibrationEvents.review]);
+      expect(outbox[0].payload).toEqual(JSON.parse(JSON.stringify({ runId: RUN, ...nll })));
+      // Numbers only, besides the ids, the models' hashes and the signature.
+      const strings: string[] = [];
+      const walk = (v: unknown): void => {
+        if (typeof v === 'string') strings.push(v);
+        else if (Array.isArray(v)) v.forEach(walk);
+        else if (v && typeof v === 'object') Object.values(v).forEach(walk);
+        else expect(['number', 'boolean']).toContain(typeof v);
+      };
+      outbox.forEach((m) => walk(m.payload));
+      expect(new Set(strings)).toEqual(new Set([RUN, 'site-a', 'global', 'personalized', ...models.map((m) => m.model.sha256), nll.signature, review.signature]));
+
+      // A request that fails validation, or a model that cannot be fetched, is refused with the reason.
+      expect(await site.answerNll({ runId: RUN, model: spec, grid: [], models })).toEqual({ ok: false, code: 'invalid-message', error: expect.stringMatching(/^coordinator:calibration-nll: grid/) });
+      const missing = { id: 'global' as const, model: { ...refOf(global.weights), sha256: 'f'.repeat(64) } };
+      const failing = new SiteCalibration('site-a', data, signer, new Outbox(state, false), new SiteLogger('site-a'), async () => {
+        throw new Error('blob ffff is not offered');
+      });
+      expect(await failing.answerNll({ runId: RUN, model: spec, grid: GRID, models: [missing] })).toEqual({
+        ok: false,
+        code: 'internal-error',
+        error: 'coordinator:calibration-nll at site site-a: blob ffff is not offered',
+      });
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+  });
+});

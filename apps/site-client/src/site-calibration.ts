@@ -1,0 +1,185 @@
+import { LabeledImages, ModelSpec, StainNormalizationTarget, WeightSet, decodeWeights } from '@histofed/fl-core';
+import {
+  OutputLayout,
+  applyTemperature,
+  buildModelAsync,
+  entropyHistogram,
+  evaluateModelAsync,
+  perImage,
+  reliabilityCounts,
+  setWeights,
+  temperatureNll,
+} from '@histofed/ml';
+import {
+  BlobRef,
+  CalibrationEvents,
+  CalibrationModelId,
+  CalibrationNllAck,
+  CalibrationNllReport,
+  CalibrationReviewAck,
+  CalibrationReviewReport,
+  CalibrationTemperatures,
+  SiteSigner,
+  calibrationNllRequestSchema,
+  calibrationNllSignedBytes,
+  calibrationReviewRequestSchema,
+  calibrationReviewSignedBytes,
+  refusal,
+  validateMessage,
+} from '@histofed/protocol';
+import { toBase64 } from '@histofed/crypto';
+import type { Outbox } from './outbox';
+import type { SiteData } from './site-data';
+import type { SiteLogger } from './site-logger';
+
+/** A model's image-level outputs on the site's validation images (they never leave the site). */
+export interface ValidationOutputs {
+  /** images x (stage-1 classes + subtypes), the mean of each image's tile rows. */
+  readonly rows: Float32Array;
+  readonly labels: Int32Array;
+  /** Subtype indices (-1 unknown) of a two-stage model's images, when the data has them. */
+  readonly subtypes?: Int32Array;
+  readonly layout: OutputLayout;
+}
+
+/** Runs `weights` (a model of `spec`) over already loaded validation inputs. */
+export async function validationOutputs(spec: ModelSpec, weights: WeightSet, validation: LabeledImages, backboneDir?: string): Promise<ValidationOutputs> {
+  if (validation.count === 0) throw new Error('the site has no validation images');
+  const layout: OutputLayout = { numClasses: spec.numClasses, ...(spec.subtypeParents?.length ? { subtypeParents: spec.subtypeParents } : {}) };
+  const model = await buildModelAsync(spec, 1, { dir: backboneDir });
+  try {
+    setWeights(model, weights);
+    const { probabilities } = await evaluateModelAsync(model, validation, { subtypeParents: layout.subtypeParents });
+    const { data } = perImage(validation, probabilities, layout);
+    return { rows: probabilities, labels: data.labels, ...(layout.subtypeParents && data.subtypes ? { subtypes: data.subtypes } : {}), layout };
+  } finally {
+    model.dispose();
+  }
+}
+
+/** The stage-1 block of output rows. */
+function stage1Of(o: ValidationOutputs, rows: Float32Array = o.rows): Float32Array {
+  const k = o.layout.numClasses;
+  const width = k + (o.layout.subtypeParents?.length ?? 0);
+  if (width === k) return rows;
+  const n = rows.length / width;
+  const out = new Float32Array(n * k);
+  for (let i = 0; i < n; i++) out.set(rows.subarray(i * width, i * width + k), i * k);
+  return out;
+}
+
+/**
+ * The numbers of the first question (coordinator:calibration-nll) for one model: the summed stage-1
+ * (and subtype) NLL over the temperature grid, the counts, and the stage-1 reliability counts.
+ */
+export function nllReport(id: CalibrationModelId, sha256: string, o: ValidationOutputs, grid: readonly number[]): CalibrationNllReport {
+  const stage1 = temperatureNll(o.rows, o.labels, o.layout, 'stage1', grid);
+  const subtype = o.subtypes && o.subtypes.some((s) => s >= 0) ? temperatureNll(o.rows, o.subtypes, o.layout, 'subtype', grid) : undefined;
+  return {
+    id,
+    sha256,
+    images: o.labels.length,
+    stage1: { nll: [...stage1.nll], count: stage1.count },
+    ...(subtype ? { subtype: { nll: [...subtype.nll], count: subtype.count } } : {}),
+    reliability: reliabilityCounts(stage1Of(o), o.labels, o.layout.numClasses),
+  };
+}
+
+/**
+ * The numbers of the second question (coordinator:calibration-review) for one model, calibrated with
+ * `t`: the stage-1 reliability counts and the predictive-entropy histogram with the wrong predictions.
+ */
+export function reviewReport(id: CalibrationModelId, sha256: string, o: ValidationOutputs, t: CalibrationTemperatures): CalibrationReviewReport {
+  const calibrated = stage1Of(o, applyTemperature(o.rows, o.layout, t));
+  const k = o.layout.numClasses;
+  return {
+    id,
+    sha256,
+    images: o.labels.length,
+    reliability: reliabilityCounts(calibrated, o.labels, k),
+    entropy: entropyHistogram(calibrated, o.labels, k),
+  };
+}
+
+/** Fetches an offered model's bytes (site:fetch-chunk), SHA-256 checked. */
+export type ModelFetcher = (ref: BlobRef, what: string) => Promise<Uint8Array>;
+
+/** Outputs kept between the two questions (a run's models at most; the oldest go first). */
+const MAX_KEPT_OUTPUTS = 4;
+
+/**
+ * The site's side of the federated calibration (issue 15): answers the coordinator's two questions
+ * about the run's models it holds, from its validation images. The models come from the
+ * coordinator (the very weights the run exports); their outputs stay in memory between the two
+ * questions. Every answer is signed and recorded in the outbox as sent; a request that fails
+ * validation, or a model the site cannot run, is refused with the reason.
+ */
+export class SiteCalibration {
+  private readonly outputs = new Map<string, Promise<ValidationOutputs>>();
+
+  constructor(
+    private readonly siteId: string,
+    private readonly data: SiteData,
+    private readonly signer: SiteSigner,
+    private readonly outbox: Outbox,
+    private readonly logger: SiteLogger,
+    private readonly fetchModel: ModelFetcher,
+  ) {}
+
+  async answerNll(raw: unknown): Promise<CalibrationNllAck> {
+    const v = validateMessage(calibrationNllRequestSchema, raw, CalibrationEvents.nll);
+    if (!v.ok) return refusal(v.reason, 'invalid-message');
+    const r = v.value;
+    try {
+      const models: CalibrationNllReport[] = [];
+      for (const m of r.models) models.push(nllReport(m.id, m.model.sha256, await this.outputsOf(r.runId, r.model, r.stainNormalization, m.id, m.model), r.grid));
+      const answer = { ok: true as const, siteId: this.siteId, models, signature: toBase64(this.signer.sign(calibrationNllSignedBytes(r.runId, this.siteId, models))) };
+      await this.outbox.record(CalibrationEvents.nll, { runId: r.runId, ...answer });
+      this.logger.event('info', 'calibration likelihoods sent', { runId: r.runId, models: models.map((m) => ({ id: m.id, images: m.images })), temperatures: r.grid.length });
+      return answer;
+    } catch (e) {
+      return this.failed(r.runId, CalibrationEvents.nll, e);
+    }
+  }
+
+  async answerReview(raw: unknown): Promise<CalibrationReviewAck> {
+    const v = validateMessage(calibrationReviewRequestSchema, raw, CalibrationEvents.review);
+    if (!v.ok) return refusal(v.reason, 'invalid-message');
+    const r = v.value;
+    try {
+      const models: CalibrationReviewReport[] = [];
+      for (const m of r.models) {
+        models.push(reviewReport(m.id, m.model.sha256, await this.outputsOf(r.runId, r.model, r.stainNormalization, m.id, m.model), m.temperature));
+      }
+      const answer = { ok: true as const, siteId: this.siteId, models, signature: toBase64(this.signer.sign(calibrationReviewSignedBytes(r.runId, this.siteId, models))) };
+      await this.outbox.record(CalibrationEvents.review, { runId: r.runId, ...answer });
+      this.logger.event('info', 'calibration review statistics sent', { runId: r.runId, models: r.models.map((m) => ({ id: m.id, temperature: m.temperature })) });
+      return answer;
+    } catch (e) {
+      return this.failed(r.runId, CalibrationEvents.review, e);
+    }
+  }
+
+  private failed(runId: string, event: string, e: unknown): { ok: false; error: string; code: 'internal-error' } {
+    const error = (e as Error).message;
+    this.logger.event('warn', 'calibration question not answered', { runId, event, error });
+    return { ok: false, error: `${event} at site ${this.siteId}: ${error}`.slice(0, 2000), code: 'internal-error' };
+  }
+
+  /** The model's validation outputs: computed once per run and model (fetched from the coordinator). */
+  private outputsOf(runId: string, spec: ModelSpec, stain: unknown, id: CalibrationModelId, ref: BlobRef): Promise<ValidationOutputs> {
+    const key = JSON.stringify([runId, ref.sha256, spec, stain]);
+    let p = this.outputs.get(key);
+    if (!p) {
+      p = (async () => {
+        const weights = decodeWeights(await this.fetchModel(ref, `${id} model ${ref.sha256.slice(0, 12)} (run ${runId}, calibration)`), `${id} model`);
+        const validation = await this.data.validation({ spec, stain: stain as StainNormalizationTarget | null });
+        return validationOutputs(spec, weights, validation, this.data.backboneDir);
+      })();
+      this.outputs.set(key, p);
+      p.catch(() => this.outputs.delete(key));
+      while (this.outputs.size > MAX_KEPT_OUTPUTS) this.outputs.delete(this.outputs.keys().next().value as string);
+    }
+    return p;
+  }
+}

@@ -164,6 +164,8 @@ async function measure(o: Options, size: SmallCnnSize, secure: boolean, say: (s:
       minSites: sites,
       maxSites: sites,
       personalizeEpochs: 0,
+      // Simulated sites hold no validation images: no end-of-run calibration (it would wait for their answers).
+      calibration: null,
       localEpochs: 1,
       roundTimeoutSeconds: 3600,
       waitForSitesSeconds: 120,

@@ -53,7 +53,7 @@ import {
   type FitMonitor,
 } from '@histofed/ml';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { reporter } from '../lib/bench-output';
+import { reporter, runBench } from '../lib/bench-output';
 import { federatedOverSockets } from './socket-federation';
 import { rowsByImage, slice, type DecodedSet } from './data-slices';
 import { centralized, federated, localOnly, type FoldContext, type Recipe, type RegimeResult, type SiteData } from './regimes';
@@ -402,57 +402,49 @@ async function main(o: Options): Promise<void> {
   result(out);
 }
 
-new Command('npm run bench:accuracy --')
-  .description('Patient-wise k-fold accuracy of centralized, federated (in-process simulation) and local-only training on real BreakHis images')
-  .option('--data <dir>', 'BreakHis tree', DEFAULT_SAMPLE)
-  .option('--folds <k>', 'patient-wise folds', '5')
-  .option('--only-folds <list>', 'run only these 1-based folds, e.g. 1,2 (for quick experiments)')
-  .option('--seed <n>', 'folds, sites, initial weights and shuffles (one split)', '1')
-  .option('--seeds <list>', 'repeat the k folds with each of these seeds (e.g. 1,2,3); overrides --seed')
-  .option('--model <m>', 'backbone (ImageNet MobileNetV2 tile features + heads) or se-cnn (the compact CNN on whole images)', 'backbone')
-  .option('--cut <layer>', 'backbone: feature layer', 'block_10_depthwise_relu')
-  .option('--train-from <layer>', 'backbone: fine-tune from this layer (e.g. block_9_expand) on the cached feature maps; default frozen')
-  .option('--input <s>', 'backbone: pixel scaling signed ([-1, 1]) or unit ([0, 1])', 'signed')
-  .option('--scale <x>', 'backbone: image scale before tiling (1 = native)', '1')
-  .option('--views <n>', 'backbone: random training crops per image', '8')
-  .option('--no-augment-views', 'backbone: training crops without flips/rotations/colour jitter')
-  .option('--hed <sigma>', 'backbone: HED jitter of the training crops', '0.05')
-  .option('--stain <m>', 'stain normalization before tiling: none or macenko', 'none')
-  .option('--image-size <px>', 'model input size (backbone: tile size; default 224, se-cnn 64)')
-  .option('--width <x>', 'se-cnn filter multiplier', '1')
-  .option('--blocks <n>', 'se-cnn conv blocks (3 or 4)', '3')
-  .option('--dense-units <n>', 'hidden dense units', '64')
-  .option('--dropout <p>', 'dropout before the heads', '0.25')
-  .option('--batch-norm <0|1>', 'batch normalisation after each convolution', '0')
-  .option('--batch <n>', 'batch size (backbone 32, se-cnn 16)')
-  .option('--lr <x>', 'Adam learning rate', '0.001')
-  .option('--epochs <n>', 'centralized / local-only: maximum epochs (backbone 30, se-cnn 12)')
-  .option('--patience <n>', 'centralized / local-only: epochs without improvement before stopping (backbone 8, se-cnn 4)')
-  .option('--min-epochs <n>', 'centralized / local-only: epochs before stopping or keeping weights (backbone 10, se-cnn 1)')
-  .option('--monitor <m>', 'model selection on the validation patients: loss, balancedAccuracy or patientAccuracy', 'loss')
-  .option('--rounds <n>', 'federated: maximum rounds (backbone 30, se-cnn 20; the socket regime runs them all)')
-  .option('--local-epochs <n>', 'federated: local epochs per round (backbone 2, se-cnn 1)')
-  .option('--no-refit', 'centralized / local-only: test the best validation epoch\'s model instead of retraining that many epochs on training + validation patients (what histofed-site train saves)')
-  .option('--min-rounds <n>', 'federated: rounds before stopping or keeping a round (backbone 10, se-cnn 1)')
-  .option('--round-patience <n>', 'federated: rounds without improvement before stopping', '8')
-  .option('--mu <x>', 'federated: FedProx proximal coefficient', '0.01')
-  .option('--augment-copies <n>', 'versions of each training image (original + n-1 seeded augmentations); 1 = none', '3')
-  .option('--sites <n>', 'simulated sites', '3')
-  .option('--val-fraction <x>', "share of each site's patients held out for validation", '0.2')
-  .option('--workers <n>', 'training worker threads', '2')
-  .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
-  .option('--regimes <list>', `regimes to run, of ${REGIMES.join(', ')} (federatedSockets: real coordinator and site processes per fold)`, 'centralized,federated,localOnly')
-  .option('--cache-dir <dir>', 'decoded-image cache (default ~/.cache/histofed/images)')
-  .option('--no-cache', 'decode without the on-disk cache')
-  .option('--json', 'print one JSON line on stdout')
-  .action((o: Options) =>
-    main(o).catch((e) => {
-      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exitCode = 1;
-    }),
-  )
-  .parseAsync()
-  .catch((e) => {
-    process.stderr.write(`${String(e)}\n`);
-    process.exitCode = 1;
-  });
+runBench<Options>(
+  new Command('npm run bench:accuracy --')
+    .description('Patient-wise k-fold accuracy of centralized, federated (in-process simulation) and local-only training on real BreakHis images')
+    .option('--data <dir>', 'BreakHis tree', DEFAULT_SAMPLE)
+    .option('--folds <k>', 'patient-wise folds', '5')
+    .option('--only-folds <list>', 'run only these 1-based folds, e.g. 1,2 (for quick experiments)')
+    .option('--seed <n>', 'folds, sites, initial weights and shuffles (one split)', '1')
+    .option('--seeds <list>', 'repeat the k folds with each of these seeds (e.g. 1,2,3); overrides --seed')
+    .option('--model <m>', 'backbone (ImageNet MobileNetV2 tile features + heads) or se-cnn (the compact CNN on whole images)', 'backbone')
+    .option('--cut <layer>', 'backbone: feature layer', 'block_10_depthwise_relu')
+    .option('--train-from <layer>', 'backbone: fine-tune from this layer (e.g. block_9_expand) on the cached feature maps; default frozen')
+    .option('--input <s>', 'backbone: pixel scaling signed ([-1, 1]) or unit ([0, 1])', 'signed')
+    .option('--scale <x>', 'backbone: image scale before tiling (1 = native)', '1')
+    .option('--views <n>', 'backbone: random training crops per image', '8')
+    .option('--no-augment-views', 'backbone: training crops without flips/rotations/colour jitter')
+    .option('--hed <sigma>', 'backbone: HED jitter of the training crops', '0.05')
+    .option('--stain <m>', 'stain normalization before tiling: none or macenko', 'none')
+    .option('--image-size <px>', 'model input size (backbone: tile size; default 224, se-cnn 64)')
+    .option('--width <x>', 'se-cnn filter multiplier', '1')
+    .option('--blocks <n>', 'se-cnn conv blocks (3 or 4)', '3')
+    .option('--dense-units <n>', 'hidden dense units', '64')
+    .option('--dropout <p>', 'dropout before the heads', '0.25')
+    .option('--batch-norm <0|1>', 'batch normalisation after each convolution', '0')
+    .option('--batch <n>', 'batch size (backbone 32, se-cnn 16)')
+    .option('--lr <x>', 'Adam learning rate', '0.001')
+    .option('--epochs <n>', 'centralized / local-only: maximum epochs (backbone 30, se-cnn 12)')
+    .option('--patience <n>', 'centralized / local-only: epochs without improvement before stopping (backbone 8, se-cnn 4)')
+    .option('--min-epochs <n>', 'centralized / local-only: epochs before stopping or keeping weights (backbone 10, se-cnn 1)')
+    .option('--monitor <m>', 'model selection on the validation patients: loss, balancedAccuracy or patientAccuracy', 'loss')
+    .option('--rounds <n>', 'federated: maximum rounds (backbone 30, se-cnn 20; the socket regime runs them all)')
+    .option('--local-epochs <n>', 'federated: local epochs per round (backbone 2, se-cnn 1)')
+    .option('--no-refit', 'centralized / local-only: test the best validation epoch\'s model instead of retraining that many epochs on training + validation patients (what histofed-site train saves)')
+    .option('--min-rounds <n>', 'federated: rounds before stopping or keeping a round (backbone 10, se-cnn 1)')
+    .option('--round-patience <n>', 'federated: rounds without improvement before stopping', '8')
+    .option('--mu <x>', 'federated: FedProx proximal coefficient', '0.01')
+    .option('--augment-copies <n>', 'versions of each training image (original + n-1 seeded augmentations); 1 = none', '3')
+    .option('--sites <n>', 'simulated sites', '3')
+    .option('--val-fraction <x>', "share of each site's patients held out for validation", '0.2')
+    .option('--workers <n>', 'training worker threads', '2')
+    .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
+    .option('--regimes <list>', `regimes to run, of ${REGIMES.join(', ')} (federatedSockets: real coordinator and site processes per fold)`, 'centralized,federated,localOnly')
+    .option('--cache-dir <dir>', 'decoded-image cache (default ~/.cache/histofed/images)')
+    .option('--no-cache', 'decode without the on-disk cache')
+    .option('--json', 'print one JSON line on stdout'),
+  main,
+);

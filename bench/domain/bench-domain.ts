@@ -38,7 +38,7 @@ import {
   tileFeatureExtractor,
   type TrainingPool,
 } from '@histofed/ml';
-import { reporter } from '../lib/bench-output';
+import { reporter, runBench } from '../lib/bench-output';
 import { slice, type DecodedSet } from '../accuracy/data-slices';
 import { localOnly, type Recipe, type SiteData } from '../accuracy/regimes';
 import { meanStd, type MeanStd } from '../accuracy/stats';
@@ -646,44 +646,36 @@ async function main(o: Options): Promise<void> {
   result(out);
 }
 
-new Command('npm run bench:domain --')
-  .description('Domain adaptation under simulated hospital shifts (stain, label skew, magnification) on real BreakHis images')
-  .option('--data <dir>', 'BreakHis tree', DEFAULT_SAMPLE)
-  .option('--folds <k>', 'patient-wise folds (default 3)')
-  .option('--seeds <list>', 'fold seeds (default 1,2,3,4,5; --quick 1)')
-  .option('--rounds <n>', 'federated rounds at most (default 15; --quick 2)')
-  .option('--min-rounds <n>', 'rounds before a round may be kept or training stop (default 5)')
-  .option('--round-patience <n>', 'rounds without a better validation loss before stopping (default 4)')
-  .option('--local-epochs <n>', 'local epochs per round (default 2)')
-  .option('--shifts <list>', `shifts, of ${SHIFTS.join(', ')}`, SHIFTS.join(','))
-  .option('--methods <list>', `methods, of ${METHODS.join(', ')} (fedavg always runs)`, METHODS.join(','))
-  .option('--sites <n>', 'simulated hospitals', '3')
-  .option('--alpha <a>', 'label-skew Dirichlet alpha', '0.3')
-  .option('--stain-strength <x>', "factor on the partitioner's stain-shift ranges (1 = partitionSites' shifts; 2 = H/E turned 4-16 degrees, concentrations x(1 +/- 0.2-0.4))", '2')
-  .option('--partition-seed <n>', 'first partition seed tried (the first whose hospitals all hold --min-patients patients is used)', '1')
-  .option('--min-patients <n>', 'patients every hospital must hold', '5')
-  .option('--mu <x>', 'FedProx coefficient of the fedprox method', '0.01')
-  .option('--lambda <x>', 'CORAL / MMD weight', '1')
-  .option('--hed <sigma>', 'HED jitter sigma of stain augmentation (training views)', '0.1')
-  .option('--personalize-epochs <n>', 'label skew: local epochs of personalization (default 5)')
-  .option('--personalize-lr <x>', "label skew: personalization learning rate (the coordinator's default: lr / 10)", '0.0001')
-  .option('--local-max-epochs <n>', 'label skew: local-only training epochs at most (default 30)')
-  .option('--val-fraction <x>', "share of each hospital's training patients held out for validation", '0.2')
-  .option('--batch <n>', 'batch size', '32')
-  .option('--lr <x>', 'Adam learning rate', '0.001')
-  .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
-  .option('--cache-dir <dir>', 'cache directory (tile features in DIR/features; default ~/.cache/histofed)')
-  .option('--no-cache', 'compute tile features without the on-disk cache')
-  .option('--quick', 'smoke setting: 1 seed, 2 rounds of 1 local epoch, 1 personalization epoch, 2 local-only epochs')
-  .option('--json', 'print one JSON line on stdout (tables go to stderr)')
-  .action((o: Options) =>
-    main(o).catch((e) => {
-      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exitCode = 1;
-    }),
-  )
-  .parseAsync()
-  .catch((e) => {
-    process.stderr.write(`${String(e)}\n`);
-    process.exitCode = 1;
-  });
+runBench<Options>(
+  new Command('npm run bench:domain --')
+    .description('Domain adaptation under simulated hospital shifts (stain, label skew, magnification) on real BreakHis images')
+    .option('--data <dir>', 'BreakHis tree', DEFAULT_SAMPLE)
+    .option('--folds <k>', 'patient-wise folds (default 3)')
+    .option('--seeds <list>', 'fold seeds (default 1,2,3,4,5; --quick 1)')
+    .option('--rounds <n>', 'federated rounds at most (default 15; --quick 2)')
+    .option('--min-rounds <n>', 'rounds before a round may be kept or training stop (default 5)')
+    .option('--round-patience <n>', 'rounds without a better validation loss before stopping (default 4)')
+    .option('--local-epochs <n>', 'local epochs per round (default 2)')
+    .option('--shifts <list>', `shifts, of ${SHIFTS.join(', ')}`, SHIFTS.join(','))
+    .option('--methods <list>', `methods, of ${METHODS.join(', ')} (fedavg always runs)`, METHODS.join(','))
+    .option('--sites <n>', 'simulated hospitals', '3')
+    .option('--alpha <a>', 'label-skew Dirichlet alpha', '0.3')
+    .option('--stain-strength <x>', "factor on the partitioner's stain-shift ranges (1 = partitionSites' shifts; 2 = H/E turned 4-16 degrees, concentrations x(1 +/- 0.2-0.4))", '2')
+    .option('--partition-seed <n>', 'first partition seed tried (the first whose hospitals all hold --min-patients patients is used)', '1')
+    .option('--min-patients <n>', 'patients every hospital must hold', '5')
+    .option('--mu <x>', 'FedProx coefficient of the fedprox method', '0.01')
+    .option('--lambda <x>', 'CORAL / MMD weight', '1')
+    .option('--hed <sigma>', 'HED jitter sigma of stain augmentation (training views)', '0.1')
+    .option('--personalize-epochs <n>', 'label skew: local epochs of personalization (default 5)')
+    .option('--personalize-lr <x>', "label skew: personalization learning rate (the coordinator's default: lr / 10)", '0.0001')
+    .option('--local-max-epochs <n>', 'label skew: local-only training epochs at most (default 30)')
+    .option('--val-fraction <x>', "share of each hospital's training patients held out for validation", '0.2')
+    .option('--batch <n>', 'batch size', '32')
+    .option('--lr <x>', 'Adam learning rate', '0.001')
+    .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
+    .option('--cache-dir <dir>', 'cache directory (tile features in DIR/features; default ~/.cache/histofed)')
+    .option('--no-cache', 'compute tile features without the on-disk cache')
+    .option('--quick', 'smoke setting: 1 seed, 2 rounds of 1 local epoch, 1 personalization epoch, 2 local-only epochs')
+    .option('--json', 'print one JSON line on stdout (tables go to stderr)'),
+  main,
+);

@@ -16,3 +16,18 @@ export function reporter(json: boolean) {
     },
   };
 }
+
+/**
+ * Runs a benchmark's command line: `main` with the parsed options; an error (in parsing or in the
+ * benchmark) is printed with its stack and sets a failing exit code.
+ */
+export function runBench<O>(command: { action(fn: (o: O) => unknown): { parseAsync(): Promise<unknown> } }, main: (o: O) => Promise<void>): void {
+  const fail = (e: unknown) => {
+    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exitCode = 1;
+  };
+  command
+    .action((o: O) => main(o).catch(fail))
+    .parseAsync()
+    .catch(fail);
+}

@@ -41,7 +41,7 @@ import {
   type RiskCoveragePoint,
   type UncertaintyMeasure,
 } from '@histofed/ml';
-import { reporter } from '../lib/bench-output';
+import { reporter, runBench } from '../lib/bench-output';
 import { int, num } from '../lib/cli-options';
 import { rowsByImage, slice, type DecodedSet } from '../accuracy/data-slices';
 import type { Recipe } from '../accuracy/regimes';
@@ -287,31 +287,23 @@ async function main(o: Options): Promise<void> {
   result(out);
 }
 
-new Command('npm run bench:uncertainty --')
-  .description('Calibration (temperature scaling) and uncertainty-based review of the default model on patient-wise folds of real BreakHis images')
-  .option('--data <dir>', 'BreakHis tree', DEFAULT_SAMPLE)
-  .option('--folds <k>', 'patient-wise folds', '3')
-  .option('--seeds <list>', 'repeat the folds with each seed (default 1,2,3; --quick 1)')
-  .option('--members <n>', 'models per fold from other initial weights, for memberMutualInformation (1 = off; default 4, --quick 2)')
-  .option('--passes <n>', 'MC dropout passes (default 20, --quick 5)')
-  .option('--dropout <p>', "the heads' dropout rate (the default model's)", String(DEFAULT_RUN_MODEL.options?.['dropout'] ?? 0.25))
-  .option('--val-fraction <x>', 'share of the training patients held out for early stopping, temperature and thresholds', '0.25')
-  .option('--epochs <n>', 'maximum epochs (default 30, --quick 4)')
-  .option('--min-epochs <n>', 'epochs before early stopping may stop or keep weights (default 10, --quick 2)')
-  .option('--patience <n>', 'epochs without a lower validation loss before stopping (default 8, --quick 2)')
-  .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
-  .option('--cache-dir <dir>', 'cache root (features under <dir>/features; default ~/.cache/histofed)')
-  .option('--no-cache', 'compute the tile features without the on-disk cache')
-  .option('--quick', 'one seed, 2 members, 5 passes, a few epochs: a smoke run')
-  .option('--json', 'print one JSON line on stdout')
-  .action((o: Options) =>
-    main(o).catch((e) => {
-      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exitCode = 1;
-    }),
-  )
-  .parseAsync()
-  .catch((e) => {
-    process.stderr.write(`${String(e)}\n`);
-    process.exitCode = 1;
-  });
+runBench<Options>(
+  new Command('npm run bench:uncertainty --')
+    .description('Calibration (temperature scaling) and uncertainty-based review of the default model on patient-wise folds of real BreakHis images')
+    .option('--data <dir>', 'BreakHis tree', DEFAULT_SAMPLE)
+    .option('--folds <k>', 'patient-wise folds', '3')
+    .option('--seeds <list>', 'repeat the folds with each seed (default 1,2,3; --quick 1)')
+    .option('--members <n>', 'models per fold from other initial weights, for memberMutualInformation (1 = off; default 4, --quick 2)')
+    .option('--passes <n>', 'MC dropout passes (default 20, --quick 5)')
+    .option('--dropout <p>', "the heads' dropout rate (the default model's)", String(DEFAULT_RUN_MODEL.options?.['dropout'] ?? 0.25))
+    .option('--val-fraction <x>', 'share of the training patients held out for early stopping, temperature and thresholds', '0.25')
+    .option('--epochs <n>', 'maximum epochs (default 30, --quick 4)')
+    .option('--min-epochs <n>', 'epochs before early stopping may stop or keep weights (default 10, --quick 2)')
+    .option('--patience <n>', 'epochs without a lower validation loss before stopping (default 8, --quick 2)')
+    .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
+    .option('--cache-dir <dir>', 'cache root (features under <dir>/features; default ~/.cache/histofed)')
+    .option('--no-cache', 'compute the tile features without the on-disk cache')
+    .option('--quick', 'one seed, 2 members, 5 passes, a few epochs: a smoke run')
+    .option('--json', 'print one JSON line on stdout'),
+  main,
+);

@@ -7,7 +7,7 @@
  * and after a round that failed cleanly because too few sites revealed their shares. The
  * coordinator must never store a single site's update.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IdentityKeys, generateBoxKeyPair, generateSigningKeyPair } from '@histofed/crypto';
@@ -16,6 +16,8 @@ import { generateSyntheticBreakHis } from '@histofed/data';
 import { SecAggEvents, TrainTask } from '@histofed/protocol';
 import { SiteSecureAggregation, quantizationErrorBound } from '@histofed/secagg';
 import { Federation, startFederation } from '@histofed/harness';
+import { Predictor } from '@histofed/inference';
+import { getWeights, loadModel, readEnsembleManifest, selectBackend } from '@histofed/ml';
 import { RogueSite } from '@histofed/harness';
 
 interface Round {
@@ -117,6 +119,8 @@ describe('secure aggregation across a real coordinator', () => {
       roundTimeoutSeconds: 60,
       model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 },
       secureAggregation: { clipRange: CLIP, stageTimeoutSeconds: 5 },
+      // Issue 16: snapshot bagging — the ensemble also holds rounds 1 and 2's global models.
+      ensemble: { snapshots: 2 },
     });
     runId = run.id;
     await fed.admin.request('POST', `/api/runs/${runId}/start`);
@@ -169,6 +173,43 @@ describe('secure aggregation across a real coordinator', () => {
     expect(failed).toHaveLength(1);
     expect(String(failed[0].reason)).toMatch(/secure aggregation could not unmask the sum: .*threshold/);
     await expectFedAvg(3, ['h1', 'h2', 'h3'], ['h1', 'h2', 'h3']);
+  });
+
+  it('ends with a snapshot ensemble (issue 16): the final global model and rounds 2 and 1\'s, which loads and predicts', async () => {
+    const run = await fed.admin.request<{ final: { ensembleMembers: string[]; modelsDir?: string } }>('GET', `/api/runs/${runId}`);
+    expect(run.final.ensembleMembers).toEqual(['global', 'global-r2', 'global-r1']);
+    const dir = run.final.modelsDir!;
+    expect((await readEnsembleManifest(dir)).members).toEqual(['global', 'global-r2', 'global-r1']);
+    await selectBackend('cpu');
+    for (const r of [1, 2]) {
+      // Each snapshot is the round's global model the coordinator stored (and sent to the sites).
+      const loaded = await loadModel(join(dir, `global-r${r}`));
+      expect(loaded.manifest.provenance).toEqual(expect.objectContaining({ kind: 'global', round: r }));
+      const stored = await model(completed(r).modelHash!);
+      getWeights(loaded.model).forEach((t, i) => expect(Array.from(t.values)).toEqual(Array.from(stored[i].values)));
+      loaded.model.dispose();
+    }
+    const dataDir = join(work, 'data');
+    const find = (d: string): string => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        if (e.isFile() && /\.png$/i.test(e.name)) return join(d, e.name);
+        if (e.isDirectory()) {
+          const f = find(join(d, e.name));
+          if (f) return f;
+        }
+      }
+      return '';
+    };
+    const predictor = await Predictor.load(dir);
+    try {
+      expect(predictor.description).toEqual(expect.objectContaining({ kind: 'ensemble', members: ['global', 'global-r2', 'global-r1'], combine: 'mean-probabilities' }));
+      const p = await predictor.predictFile(find(dataDir));
+      expect(p.stage1.probability).toBeGreaterThanOrEqual(0.5);
+      expect(p.stage1.probabilities['benign'] + p.stage1.probabilities['malignant']).toBeCloseTo(1, 5);
+      expect(p.uncertainty.memberVariance).toBeDefined();
+    } finally {
+      predictor.dispose();
+    }
   });
 
   it('the coordinator never stores a single site\'s update', async () => {

@@ -9,8 +9,9 @@ import { ValidationError } from '@histofed/fl-core';
 import { FeatureCache, assertHasImages, createStainNormalizer, loadModelInputs, readBreakHisTree, type BreakHisImage, type StainTarget } from '@histofed/data';
 import type { LabeledImages } from '@histofed/fl-core';
 import {
+  combineMembers,
+  combinerKind,
   dataRowShape,
-  ensembleProbabilities,
   isEnsembleDir,
   loadEnsemble,
   loadModel,
@@ -18,6 +19,7 @@ import {
   perImage,
   predictProbabilitiesAsync,
   splitTileClassifier,
+  type EnsembleCombiner,
   type LoadedModel,
   type SavedModelManifest,
   type StagedReport,
@@ -28,6 +30,8 @@ export interface EvaluateReport extends StagedReport {
   /** 'model' or 'ensemble' (then `members` lists the member directories). */
   readonly kind: 'model' | 'ensemble';
   readonly members?: readonly string[];
+  /** An ensemble's combiner (histofed-ensemble.json `combine`). */
+  readonly combine?: 'mean-probabilities' | 'weighted-mean' | 'stacking';
   readonly data: string;
   readonly inputSize: number;
   readonly classes: readonly string[];
@@ -81,7 +85,9 @@ export async function evaluateSavedModel(
   options: { readonly featureCache?: FeatureCache; readonly onProgress?: (line: string) => void; readonly backboneDir?: string } = {},
 ): Promise<EvaluateReport> {
   const ensemble = isEnsembleDir(modelDir);
-  const loaded: (LoadedModel & { name?: string })[] = ensemble ? (await loadEnsemble(modelDir)).members : [await loadModel(modelDir)];
+  const loadedEnsemble = ensemble ? await loadEnsemble(modelDir) : null;
+  const combine: EnsembleCombiner = loadedEnsemble?.manifest.combine ?? 'mean-probabilities';
+  const loaded: (LoadedModel & { name?: string })[] = loadedEnsemble ? loadedEnsemble.members : [await loadModel(modelDir)];
   try {
     const manifest: SavedModelManifest = loaded[0].manifest;
     const dataset = assertHasImages(await readBreakHisTree(dataDir));
@@ -93,12 +99,13 @@ export async function evaluateSavedModel(
       data ??= r.data;
       outputs.push(r.probabilities);
     }
-    const probabilities = outputs.length === 1 ? outputs[0] : ensembleProbabilities(outputs);
+    // The same combiner as predict and the central evaluation (libs/ml combineMembers).
+    const probabilities = combineMembers(outputs, manifest.spec, combine);
     const { report } = outputMetrics(data as LabeledImages, probabilities, manifest.spec);
     return {
       model: resolve(modelDir),
       kind: ensemble ? 'ensemble' : 'model',
-      ...(ensemble ? { members: loaded.map((m) => m.name as string) } : {}),
+      ...(ensemble ? { members: loaded.map((m) => m.name as string), combine: combinerKind(combine) } : {}),
       data: resolve(dataDir),
       inputSize: manifest.inputSize,
       classes: manifest.classes,
@@ -116,7 +123,7 @@ const pct = (v: number | null | undefined) => (v === null || v === undefined ? '
 /** The human-readable form of the report. */
 export function formatEvaluateReport(r: EvaluateReport): string {
   const lines = [
-    `${r.kind} ${r.model}${r.members ? ` (members: ${r.members.join(', ')})` : ''}`,
+    `${r.kind} ${r.model}${r.members ? ` (members: ${r.members.join(', ')}; combine: ${r.combine ?? 'mean-probabilities'})` : ''}`,
     `data ${r.data}: ${r.images} images of ${r.patients ?? '?'} patients at ${r.inputSize} px (${r.problems} unusable files skipped)`,
     `stage 1 (${r.classes.join(' vs ')}): image accuracy ${pct(r.stage1.imageAccuracy)}  patient accuracy ${pct(r.stage1.patientAccuracy)}  ` +
       `patient diagnosis ${pct(r.stage1.patientDiagnosisAccuracy)}  balanced ${pct(r.stage1.balancedAccuracy)}  AUC ${pct(r.stage1.auc)}  F1 ${pct(r.stage1.f1)}  ECE ${pct(r.ece)}`,

@@ -4,6 +4,9 @@ import { PARTITION_KINDS, generateSyntheticBreakHis, partitionSites, readBreakHi
 import { BACKEND_CHOICES, MODEL_KINDS, parseBackendChoice, selectBackend } from '@histofed/ml';
 import { TrainFlags, trainCommand } from './train-command';
 import { PredictFlags, predictCommand } from './predict-command';
+import { SuggestFlags, formatSuggestSummary, suggestCommand } from './suggest-command';
+import { SUGGEST_STRATEGIES } from './suggest';
+import { importLabels, labelStorePath, loadLabelledImages } from './label-store';
 import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS } from '@histofed/inference';
 import { SiteFlags, loadSiteConfig, loadSiteIdentityConfig } from './site-config';
 import { SiteClient, loadSiteKeys } from './site-client';
@@ -183,6 +186,80 @@ export function buildCli(): Command {
       process.stderr.write(`backend ${backend.name}\n`);
       const out = await predictCommand(images, { ...opts, backbone: opts.backbone ?? process.env['HISTOFED_BACKBONE_DIR'] }, (line) => process.stderr.write(line + '\n'));
       process.stdout.write(out.text + '\n');
+    });
+
+  program
+    .command('suggest')
+    .description("Active learning: rank this site's unlabelled images for a pathologist (most informative first, spread over patients) and write the labelling queue (CSV)")
+    .requiredOption('--model <dir>', "a saved model or ensemble directory (e.g. a run's final models, <state dir>/models/<run id>)")
+    .requiredOption('--budget <n>', 'how many images to queue')
+    .addOption(new Option('--strategy <name>', 'entropy, margin (1 - (p1 - p2)), bald (MC dropout), ensemble (member disagreement; --model an ensemble), coreset (k-center on tile features), random').choices([...SUGGEST_STRATEGIES]).default('entropy'))
+    .option('--unlabeled <dir>', 'the folder of unlabelled images, searched recursively, any file names (env HISTOFED_UNLABELED_DIR)')
+    .option('--patients <csv>', 'CSV with header file,patient (as for predict); without it an image\'s folder below --unlabeled is its patient (top-level files: each its own)')
+    .option('--per-patient <n>', 'at most N images of one patient (default: ceil(budget / patients), lifted only if the budget cannot be filled otherwise)')
+    .option('--out <csv>', 'the labelling queue to write', 'labelling-queue.csv')
+    .option('--state-dir <dir>', "the site's state directory: images already in its label store are left out (env HISTOFED_STATE_DIR, default .histofed/site-<id>)")
+    .option('--site-id <id>', "this site's id, for the default state directory (env HISTOFED_SITE_ID)")
+    .option('--mc-dropout <n>', 'MC dropout passes per image (bald: default 20)')
+    .option('--seed <n>', 'seed of the random strategy and of the MC dropout masks', '1')
+    .option('--backbone <dir>', "a tfjs Layers model directory for models with backbone 'layers-model' (env HISTOFED_BACKBONE_DIR)")
+    .option('--cache-dir <dir>', 'tile features cached in DIR/features (env HISTOFED_CACHE_DIR, default ~/.cache/histofed)')
+    .option('--no-cache', 'compute every tile feature')
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
+    .option('--json', 'print JSON: {model, strategy, budget, candidates, alreadyLabelled, patients, perPatientCap, failures, out, queue}')
+    .action(async (opts: SuggestFlags & { backend?: string; siteId?: string }) => {
+      const backend = await selectBackend(parseBackendChoice(opts.backend ?? process.env['HISTOFED_BACKEND'] ?? 'auto'));
+      process.stderr.write(`backend ${backend.name}\n`);
+      const hasState = opts.stateDir ?? opts.siteId ?? process.env.HISTOFED_STATE_DIR ?? process.env.HISTOFED_SITE_ID;
+      const summary = await suggestCommand(
+        {
+          ...opts,
+          unlabeled: opts.unlabeled ?? process.env['HISTOFED_UNLABELED_DIR'],
+          backbone: opts.backbone ?? process.env['HISTOFED_BACKBONE_DIR'],
+          stateDir: hasState ? stateDirOf(process.env, opts) : undefined,
+        },
+        (line) => process.stderr.write(line + '\n'),
+      );
+      process.stdout.write((opts.json ? JSON.stringify(summary) : formatSuggestSummary(summary)) + '\n');
+    });
+
+  const label = program.command('label').description("The site's own label store (active learning): labels a pathologist gave to images outside the BreakHis tree");
+  label
+    .command('import')
+    .description('Check a filled-in labelling queue and store its labels (all or none: every bad row is reported with its line); the next runs train on them')
+    .requiredOption('--queue <csv>', 'the queue written by suggest, with label_class (benign|malignant) and label_subtype (A F PT TA DC LC MC PC, or empty) filled in')
+    .option('--replace', 'relabel images already in the store (otherwise refused as duplicates)')
+    .option('--state-dir <dir>', "the site's state directory (env HISTOFED_STATE_DIR, default .histofed/site-<id>)")
+    .option('--site-id <id>', "this site's id, for the default state directory (env HISTOFED_SITE_ID)")
+    .option('--json', 'print JSON: {queue, imported, replaced, skipped, total, byClass, store}')
+    .action(async (opts: { queue: string; replace?: boolean; stateDir?: string; siteId?: string; json?: boolean }) => {
+      const stateDir = stateDirOf(process.env, opts);
+      const s = await importLabels(stateDir, opts.queue, { replace: opts.replace ?? false });
+      process.stdout.write(
+        (opts.json
+          ? JSON.stringify(s)
+          : `imported ${s.imported} new labels${s.replaced > 0 ? `, replaced ${s.replaced}` : ''}${s.skipped > 0 ? `, ${s.skipped} rows without a label skipped` : ''}: ` +
+            `${s.total} labelled images in ${s.store} (${Object.entries(s.byClass).map(([c, n]) => `${n} ${c}`).join(', ')}); ` +
+            'a running site client trains on them once restarted (histofed-site run); the coordinator learns the count only') + '\n',
+      );
+    });
+  label
+    .command('list')
+    .description("Count the site's labelled images and name those that cannot be used (file moved or changed)")
+    .option('--state-dir <dir>', "the site's state directory (env HISTOFED_STATE_DIR, default .histofed/site-<id>)")
+    .option('--site-id <id>', "this site's id, for the default state directory (env HISTOFED_SITE_ID)")
+    .option('--json', 'print JSON: {store, labelled, byClass, bySubtype, problems}')
+    .action(async (opts: { stateDir?: string; siteId?: string; json?: boolean }) => {
+      const stateDir = stateDirOf(process.env, opts);
+      const { usable, problems } = await loadLabelledImages(stateDir);
+      const count = (key: (r: (typeof usable)[number]) => string) => usable.reduce<Record<string, number>>((a, r) => ((a[key(r)] = (a[key(r)] ?? 0) + 1), a), {});
+      const out = { store: labelStorePath(stateDir), labelled: usable.length, byClass: count((r) => r.label), bySubtype: count((r) => r.subtype ?? 'none'), problems };
+      process.stdout.write(
+        (opts.json
+          ? JSON.stringify(out)
+          : `${out.labelled} labelled images usable in ${out.store}: ${JSON.stringify(out.byClass)}, subtypes ${JSON.stringify(out.bySubtype)}` +
+            problems.map((p) => `\nleft out: ${p.file}: ${p.reason}`).join('')) + '\n',
+      );
     });
 
   program

@@ -207,7 +207,7 @@ async function fileProblems(runDir: string, record: FinalModelsPackage): Promise
 
 export interface InstalledModel {
   readonly name: string;
-  /** global; global+local-tensors (FedBN: the global model with this site's own local tensors); personalized. */
+  /** global; global+local-tensors (FedBN: the global model with this site's own local tensors); global-snapshot (an earlier round's); personalized. */
   readonly kind: string;
   readonly created: string | null;
   readonly classes: string[];
@@ -237,6 +237,8 @@ export interface InstalledRun {
 function kindOf(name: string, provenanceKind: string): string {
   if (name === 'global') return 'global';
   if (name.startsWith('global@')) return 'global+local-tensors';
+  // Issue 16: an earlier round's global model in the ensemble (snapshot bagging).
+  if (/^global-r[1-9][0-9]*$/.test(name)) return 'global-snapshot';
   return provenanceKind === 'site' ? 'personalized' : provenanceKind;
 }
 

@@ -116,7 +116,10 @@ export class SiteClient {
       trainPatients: new Set(data.split.train.map((i) => i.patientId)).size,
       validationPatients: new Set(data.split.validation.map((i) => i.patientId)).size,
       problems: data.split.problems,
+      labelledImages: data.split.labelled.length,
     });
+    // Labels of the site's label store that cannot be used (the file moved or changed): named here, at the site only.
+    for (const p of data.split.labelProblems) logger.event('warn', 'labelled image left out', p);
     // The workers take seconds to start (longer on a busy machine): the site connects meanwhile, so
     // that a restarted site is back before the coordinator's next round starts without it. A task
     // waits for the pool; a pool that cannot start fails the tasks (and is logged once).
@@ -238,8 +241,10 @@ export class SiteClient {
     const fields = {
       backend: currentBackend()?.name ?? 'none',
       software: SOFTWARE,
-      trainSamples: this.data.split.train.length,
+      trainSamples: this.data.trainCount,
       validationSamples: this.data.split.validation.length,
+      // Active learning: how many images the site's pathologists labelled (a count; sent only when there are any).
+      ...(this.data.split.labelled.length > 0 ? { labelledImages: this.data.split.labelled.length } : {}),
     };
     try {
       // Every message of the handshake is recorded in the outbox exactly as sent.

@@ -7,6 +7,9 @@ import { loadSiteConfig } from './site-config';
 
 const SAMPLE = resolve(__dirname, '../../../../shared/data/breakhis-sample');
 
+/** These tests decode the site's real images (some several times): more than Jest's default 5 s on a busy machine. */
+const REAL_IMAGES_MS = 120_000;
+
 describe('site data on the real BreakHis sample', () => {
   it('takes its simulated partition and splits it patient-wise into train and validation', async () => {
     const parts = await Promise.all(
@@ -39,7 +42,7 @@ describe('site data on the real BreakHis sample', () => {
     for (let i = 0; i < a.images.length; i++) diff += Math.abs(a.images[i] - b.images[i]);
     expect(diff / a.images.length).toBeGreaterThan(0.005);
     expect(shifted.simulation).toEqual(expect.objectContaining({ partition: 'stain' }));
-  });
+  }, REAL_IMAGES_MS);
 
   it('applies the run\'s stain normalization after the site\'s stain shift, and validates the target', async () => {
     const config = loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: SAMPLE, simulate: '2/2', partition: 'stain', cache: false });
@@ -52,7 +55,7 @@ describe('site data on the real BreakHis sample', () => {
     expect(diff / raw.images.length).toBeGreaterThan(0.005);
     expect(normalized.images.every((v) => v >= 0 && v <= 1)).toBe(true);
     await expect(site.train({ ...cnn(16), stain: { method: 'macenko', stainMatrix: 'oops' } })).rejects.toThrow(/round config stainNormalization/);
-  });
+  }, REAL_IMAGES_MS);
 
   it("computes its stain statistics on its own training images, as shifted by its scanner: the shift moves them", async () => {
     const cfg = (partition?: string) =>
@@ -71,7 +74,7 @@ describe('site data on the real BreakHis sample', () => {
     const rs = (await shifted.stainStatistics('reinhard', 64)).stats as { mean: number[] };
     const diff = Math.max(...rs.mean.map((v, i) => Math.abs(v - (r.stats as { mean: number[] }).mean[i])));
     expect(diff).toBeGreaterThan(0.5); // LAB units
-  });
+  }, REAL_IMAGES_MS);
 
   it('stops with a message naming a folder that does not exist', async () => {
     const missing = join(SAMPLE, 'no-such-folder');

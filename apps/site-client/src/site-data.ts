@@ -1,4 +1,4 @@
-import { LabeledImages, ModelSpec, StainNormalizationTarget } from '@histofed/fl-core';
+import { LabeledImages, ModelSpec, StainNormalizationTarget, isTwoStage } from '@histofed/fl-core';
 import { TrainingPool, shareImages, tileFeatureExtractor } from '@histofed/ml';
 import {
   BreakHisImage,
@@ -26,11 +26,19 @@ import {
   readBreakHisTree,
 } from '@histofed/data';
 import { SiteConfig } from './site-config';
+import { LabelRecord, labelledTrainingImage, loadLabelledImages } from './label-store';
 
 export interface SiteSplit {
   readonly train: BreakHisImage[];
   readonly validation: BreakHisImage[];
   readonly problems: number;
+  /**
+   * Images the site's pathologists labelled (label store, `histofed-site label import`): always
+   * training images, never validation. Class-only labels (no subtype) train single-stage models only.
+   */
+  readonly labelled: readonly LabelRecord[];
+  /** Stored labels left out (file missing or changed since it was labelled). */
+  readonly labelProblems: readonly { file: string; reason: string }[];
 }
 
 /** Images are decoded at this size for their stain statistics (the colour distribution, not the detail, matters). */
@@ -106,7 +114,10 @@ export class SiteData {
     });
     const cache = config.cacheDir ? new ImageCache({ dir: config.cacheDir }) : undefined;
     const features = config.cacheDir ? new FeatureCache({ dir: featureCacheDirFor(config.cacheDir) }) : undefined;
-    return new SiteData({ train, validation: test, problems: dataset.problems.length }, cache, features, transform, transformKey, simulation, config.backboneDir);
+    const labelled = await loadLabelledImages(config.stateDir);
+    return new SiteData(
+      { train, validation: test, problems: dataset.problems.length, labelled: labelled.usable, labelProblems: labelled.problems },
+      cache, features, transform, transformKey, simulation, config.backboneDir);
   }
 
   /**
@@ -131,7 +142,7 @@ export class SiteData {
           transform = (rgb, image, size) => normalize((shift?.(rgb, image, size) as Float32Array | undefined) ?? rgb);
         }
         const extractor = spec.backbone && spec.tiles ? await this.extractor(spec) : undefined;
-        const data = await loadModelInputs(this.split[which], spec, {
+        const data = await loadModelInputs(this.images(which, spec), spec, {
           training: which === 'train',
           augment,
           hedSigma,
@@ -150,6 +161,18 @@ export class SiteData {
       while (this.decoded.size > MAX_KEPT_INPUTS) this.decoded.delete(this.decoded.keys().next().value as string);
     }
     return p;
+  }
+
+  /** A split's images for `spec`: training adds the labelled images (those with a subtype, for a two-stage model). */
+  private images(which: 'train' | 'validation', spec: ModelSpec): BreakHisImage[] {
+    if (which === 'validation') return this.split.validation;
+    const labelled = this.split.labelled.filter((r) => r.subtype !== null || !isTwoStage(spec));
+    return [...this.split.train, ...labelled.map(labelledTrainingImage)];
+  }
+
+  /** Training images (BreakHis tree + labelled), as reported in the hello. */
+  get trainCount(): number {
+    return this.split.train.length + this.split.labelled.length;
   }
 
   private async extractor(spec: ModelSpec): Promise<TileRowExtractor> {

@@ -67,6 +67,8 @@ export const predictionModelSchema = z
     /** Per member, its own temperature when it has one (applied before averaging). */
     memberCalibration: z.record(z.string(), calibrationSchema),
     reviewRule: reviewRuleSchema.nullable(),
+    /** An ensemble's combiner (histofed-ensemble.json `combine`; issue 16); absent in older reports. */
+    combine: z.enum(['mean-probabilities', 'weighted-mean', 'stacking']).optional(),
   })
   .strict();
 

@@ -1,8 +1,8 @@
 /**
  * Predicts new images with a saved model or ensemble (issue 15): reads each image as the model's
  * manifest says (tiles of the covering grid through the frozen backbone, or the whole image),
- * averages the tiles' outputs, applies each member's temperature, averages the members, applies the
- * ensemble's own temperature, and measures uncertainty (entropy, tile disagreement, member
+ * averages the tiles' outputs, applies each member's temperature, combines the members as the
+ * ensemble manifest says (combineMembers: mean, weighted mean or stacking), applies the ensemble's own temperature, and measures uncertainty (entropy, tile disagreement, member
  * disagreement, optionally MC dropout). One image at a time: a file that cannot be read is a
  * failure with its reason, never a crash, and memory holds one image's tiles.
  */
@@ -16,6 +16,8 @@ import { FeatureCache, createStainNormalizer, loadModelInputs, type BreakHisImag
 import {
   applyTemperature,
   cascadeSubtypePredictions,
+  combineMembers,
+  combinerKind,
   dataRowShape,
   isEnsembleDir,
   loadEnsemble,
@@ -30,6 +32,7 @@ import {
   readEnsembleManifest,
   splitTileClassifier,
   tileDisagreement,
+  type EnsembleCombiner,
   type LoadedModel,
   type ModelCalibration,
   type OutputLayout,
@@ -120,6 +123,7 @@ export class Predictor {
     private readonly members: Member[],
     private readonly layout: OutputLayout,
     private readonly options: PredictorOptions,
+    private readonly combine: EnsembleCombiner = 'mean-probabilities',
   ) {}
 
   /** Loads a model directory or an ensemble directory (all members). */
@@ -173,9 +177,10 @@ export class Predictor {
       calibration: reading?.calibration ?? null,
       memberCalibration,
       reviewRule: reading?.review ?? null,
+      ...(ensembleManifest ? { combine: combinerKind(ensembleManifest.combine) } : {}),
     };
     const layout: OutputLayout = { numClasses: first.spec.numClasses, ...(first.spec.subtypeParents ? { subtypeParents: first.spec.subtypeParents } : {}) };
-    return new Predictor(description, members, layout, options);
+    return new Predictor(description, members, layout, options, ensembleManifest?.combine);
   }
 
   /** MC dropout passes to run per image: the option, or what the review rule needs. */
@@ -234,7 +239,7 @@ export class Predictor {
         memberPasses.push(runs.map((r: Float32Array) => this.calibrated(meanRow(r, width), m.calibration)));
       }
     }
-    let row = memberRows.length === 1 ? memberRows[0] : meanOf(memberRows);
+    let row = combineMembers(memberRows, this.layout, this.combine);
     if (this.description.calibration) row = this.calibrated(row, this.description.calibration);
     const cls = argmax(row, 0, k);
     const tiles = meanOf(memberTiles);
@@ -275,7 +280,9 @@ export class Predictor {
   /** MC dropout: the ensemble of the members' pass k, for each k; then mutual information and variance over the passes. */
   private mcMeasures(memberPasses: Float32Array[][], k: number): Pick<Uncertainty, 'mcDropoutPasses' | 'mcDropoutMutualInformation' | 'mcDropoutVariance'> {
     const passes = memberPasses[0].length;
-    const combined = Array.from({ length: passes }, (_, p) => meanOf(memberPasses.map((m) => m[p])));
+    // The combiner needs every member; when only some members have dropout, their passes are averaged.
+    const combine = (rows: Float32Array[]) => (rows.length === this.members.length ? combineMembers(rows, this.layout, this.combine) : meanOf(rows));
+    const combined = Array.from({ length: passes }, (_, p) => combine(memberPasses.map((m) => m[p])));
     return {
       mcDropoutPasses: passes,
       mcDropoutMutualInformation: mutualInformation(combined, k),
@@ -307,6 +314,19 @@ export class Predictor {
     if (rows.count === 0) throw new PredictionFailure('the image gave no tile');
     inputs.set(key, rows);
     return rows;
+  }
+
+  /**
+   * What the (first) member's heads read for `file`, averaged over its tiles: the frozen backbone's
+   * pooled tile features for a backbone model, the pixels of the whole image otherwise. Active
+   * learning's coreset strategy measures distances between images on it. Tile features come from
+   * the feature cache when the image was predicted before.
+   */
+  async imageFeatures(file: string): Promise<Float32Array> {
+    if (this.disposed) throw new Error('Predictor: disposed');
+    await this.checkFile(file);
+    const rows = await this.inputsFor(this.members[0], file, new Map());
+    return meanRow(rows.images, rows.images.length / rows.count);
   }
 
   dispose(): void {

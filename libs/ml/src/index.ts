@@ -16,6 +16,7 @@ export * from './stage-metrics';
 export * from './model-layers';
 export * from './fit';
 export * from './saved-ensemble';
+export * from './ensemble-combiner';
 export * from './transfer';
 export * from './backbones';
 export * from './model-spec';

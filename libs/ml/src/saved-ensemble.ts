@@ -1,8 +1,8 @@
 /**
  * A saved ensemble: a directory with `histofed-ensemble.json` and one saved model directory per
- * member (saved-model.ts). The ensemble's output is the mean of its members' output rows (for a
- * two-stage model both softmax blocks stay distributions), which is how the coordinator combines
- * the global and the personalized per-site models.
+ * member (saved-model.ts). The manifest's `combine` names how the members' output rows are combined
+ * (ensemble-combiner.ts: 'mean-probabilities', the default and what older manifests say; a
+ * `weighted-mean`; or `stacking`); for a two-stage model both softmax blocks stay distributions.
  */
 import { existsSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
@@ -12,6 +12,7 @@ import { ValidationError } from '@histofed/fl-core';
 import { loadModel, readModelManifest } from './saved-model';
 import type { LoadedModel, LoadModelExpectations, SavedModelManifest } from './saved-model';
 import { calibrationSchema, reviewRuleSchema } from './inference/model-metadata';
+import { combinerProblem, combinerSchema, type EnsembleCombiner } from './ensemble-combiner';
 
 export const ENSEMBLE_FORMAT = 'histofed-ensemble';
 export const ENSEMBLE_FORMAT_VERSION = 1;
@@ -22,15 +23,22 @@ const memberName = z
   // '@': a federated run's 'global@<site>' members (FedBN: the global model with that site's local tensors).
   .regex(/^[A-Za-z0-9][A-Za-z0-9@._-]{0,127}$/, 'a member is a sub-directory name (letters, digits, @ . _ -)');
 
-const ensembleSchema = z.object({
-  format: z.literal(ENSEMBLE_FORMAT),
-  formatVersion: z.literal(ENSEMBLE_FORMAT_VERSION),
-  combine: z.literal('mean-probabilities'),
-  members: z.array(memberName).min(1),
-  /** How to read the ensemble's (averaged) outputs (issue 15), when fitted. */
-  calibration: calibrationSchema.optional(),
-  review: reviewRuleSchema.optional(),
-});
+const ensembleSchema = z
+  .object({
+    format: z.literal(ENSEMBLE_FORMAT),
+    formatVersion: z.literal(ENSEMBLE_FORMAT_VERSION),
+    /** How the members' rows are combined (issue 16; ensemble-combiner.ts). */
+    combine: combinerSchema,
+    members: z.array(memberName).min(1),
+    /** How to read the ensemble's (combined) outputs (issue 15), when fitted. */
+    calibration: calibrationSchema.optional(),
+    review: reviewRuleSchema.optional(),
+  })
+  .superRefine((m, ctx) => {
+    if (new Set(m.members).size !== m.members.length) ctx.addIssue({ code: 'custom', message: 'a member is listed twice', path: ['members'] });
+    const problem = combinerProblem(m.combine, m.members.length);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem, path: ['combine'] });
+  });
 
 export type EnsembleManifest = z.infer<typeof ensembleSchema>;
 
@@ -43,14 +51,22 @@ export function isEnsembleDir(dir: string): boolean {
  * Writes the ensemble manifest of `dir`, whose members are already saved in `dir/<member>`. All
  * members must be the same task (classes, subtypes, input size); throws naming the first that is not.
  */
-export async function saveEnsembleManifest(dir: string, members: readonly string[]): Promise<EnsembleManifest> {
-  const manifest = ensembleSchema.parse({
+export async function saveEnsembleManifest(dir: string, members: readonly string[], combine: EnsembleCombiner = 'mean-probabilities'): Promise<EnsembleManifest> {
+  const parsed = ensembleSchema.safeParse({
     format: ENSEMBLE_FORMAT,
     formatVersion: ENSEMBLE_FORMAT_VERSION,
-    combine: 'mean-probabilities',
+    combine,
     members: [...members],
   });
-  await checkMembers(dir, manifest);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new ValidationError(`ensemble ${dir}: invalid ensemble manifest: ${i.path.join('.') || '(root)'}: ${i.message}`);
+  }
+  const manifest = parsed.data;
+  const first = (await checkMembers(dir, manifest))[0].spec;
+  const layout = { numClasses: first.numClasses, ...(first.subtypeParents ? { subtypeParents: first.subtypeParents } : {}) };
+  const problem = combinerProblem(manifest.combine, members.length, layout);
+  if (problem) throw new ValidationError(`ensemble ${dir}: combine: ${problem}`);
   const file = path.join(dir, ENSEMBLE_FILE);
   await writeFile(`${file}.tmp`, `${JSON.stringify(manifest, null, 2)}\n`);
   await rename(`${file}.tmp`, file);
@@ -99,7 +115,9 @@ async function checkMembers(dir: string, manifest: EnsembleManifest): Promise<Sa
 /** Loads every member (checked to share one task). The caller disposes the members' models. */
 export async function loadEnsemble(dir: string, expect: LoadModelExpectations = {}): Promise<{ manifest: EnsembleManifest; members: (LoadedModel & { name: string })[] }> {
   const manifest = await readEnsembleManifest(dir);
-  await checkMembers(dir, manifest);
+  const first = (await checkMembers(dir, manifest))[0].spec;
+  const problem = combinerProblem(manifest.combine, manifest.members.length, { numClasses: first.numClasses, ...(first.subtypeParents ? { subtypeParents: first.subtypeParents } : {}) });
+  if (problem) throw new ValidationError(`ensemble ${dir}: combine: ${problem}`);
   const members: (LoadedModel & { name: string })[] = [];
   try {
     for (const name of manifest.members) members.push({ name, ...(await loadModel(path.join(dir, name), expect)) });

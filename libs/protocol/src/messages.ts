@@ -70,6 +70,11 @@ export const siteHelloSchema = z.object({
   software: z.string().max(128),
   trainSamples: z.number().int().min(0),
   validationSamples: z.number().int().min(0),
+  /**
+   * Active learning (issue 16): images the site's pathologists labelled (its label store), included
+   * in trainSamples. A count only; absent when there are none (and from sites before it).
+   */
+  labelledImages: z.number().int().min(0).optional(),
 });
 export type SiteHello = z.infer<typeof siteHelloSchema>;
 

@@ -22,6 +22,8 @@ export function helloSignedBytes(h: Omit<SiteHello, 'signature'>, challenge: str
     h.software,
     h.trainSamples,
     h.validationSamples,
+    // Signed when sent, so a hello without it signs the same bytes as before it existed.
+    ...(h.labelledImages !== undefined ? [h.labelledImages] : []),
   ]);
 }
 

@@ -55,6 +55,18 @@ describe('site handshake', () => {
     expect(verifies(helloSignedBytes({ ...fields, trainSamples: 500 }, challenge), signature, signer.publicKey)).toBe(false);
   });
 
+  it('signs the labelled-image count when a site sends it (active learning), and a hello without it as before', () => {
+    const challenge = b64(nacl.randomBytes(32));
+    const fields = { protocolVersion: 1, siteId: 'hospital-a', boxPublicKey: signer.boxPublicKey, signPublicKey: signer.signPublicKey, backend: 'wasm', software: 't', trainSamples: 13, validationSamples: 1 };
+    const withCount = { ...fields, labelledImages: 8 };
+    const signature = b64(signer.sign(helloSignedBytes(withCount, challenge)));
+    expect(parseMessage(siteHelloSchema, { ...withCount, signature }, 'hello').labelledImages).toBe(8);
+    expect(verifies(helloSignedBytes(withCount, challenge), signature, signer.publicKey)).toBe(true);
+    expect(verifies(helloSignedBytes({ ...withCount, labelledImages: 80 }, challenge), signature, signer.publicKey)).toBe(false);
+    expect(verifies(helloSignedBytes(fields, challenge), signature, signer.publicKey)).toBe(false);
+    expect(Buffer.from(helloSignedBytes({ ...fields, labelledImages: undefined }, challenge))).toEqual(Buffer.from(helloSignedBytes(fields, challenge)));
+  });
+
   it('authenticate returns a refusal as is, and throws on a malformed answer', async () => {
     const refused = await authenticate(async () => ({ ok: false, error: 'site hospital-a is revoked' }), signer, {
       backend: 'wasm',

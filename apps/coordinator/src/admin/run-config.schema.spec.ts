@@ -166,3 +166,29 @@ describe('run config: calibration', () => {
     expect(reason({ calibration: { bins: 20 } })).toMatch(/calibration.*bins/);
   });
 });
+
+describe('run config: ensemble snapshots (issue 16)', () => {
+  const reason = (body: object) => {
+    const r = runConfigInputSchema.safeParse(body);
+    return r.success ? null : describeZodError(r.error);
+  };
+
+  it('is off by default; snapshots K adds the last K earlier global models, also under secure aggregation', () => {
+    expect(runConfigInputSchema.parse({}).ensemble).toBeNull();
+    expect(runConfigInputSchema.parse({ ensemble: {} }).ensemble).toEqual({ snapshots: 0 });
+    expect(runConfigInputSchema.parse({ rounds: 5, ensemble: { snapshots: 3 } }).ensemble).toEqual({ snapshots: 3 });
+    expect(
+      runConfigInputSchema.parse({ rounds: 5, minSites: 3, personalizeEpochs: 0, secureAggregation: {}, ensemble: { snapshots: 2 } }).ensemble,
+    ).toEqual({ snapshots: 2 });
+  });
+
+  it('names what is wrong', () => {
+    expect(reason({ rounds: 3, ensemble: { snapshots: 3 } })).toMatch(/ensemble.snapshots: a run of 3 rounds has at most 2 earlier global models/);
+    expect(reason({ rounds: 20, ensemble: { snapshots: 9 } })).toMatch(/^ensemble.snapshots: /);
+    expect(reason({ rounds: 5, ensemble: { snapshots: 1.5 } })).toMatch(/^ensemble.snapshots: /);
+    expect(reason({ rounds: 5, ensemble: { bags: 2 } })).toMatch(/ensemble.*bags/);
+    expect(
+      reason({ rounds: 5, model: { kind: 'small-cnn', imageSize: 24, numClasses: 2, options: { batchNorm: 1 } }, localTensors: 'batch-norm', ensemble: { snapshots: 2 } }),
+    ).toMatch(/ensemble.snapshots: snapshots of earlier global models are not built for local tensors/);
+  });
+});

@@ -111,6 +111,22 @@ const calibrationConfigSchema = z
   })
   .refine((c) => c.temperature || c.grid === undefined, { message: 'a grid needs temperature true', path: ['grid'] });
 
+/** Most earlier global models a run's ensemble may hold (each is a full saved model at every site). */
+export const ENSEMBLE_MAX_SNAPSHOTS = 8;
+
+/**
+ * The run's final ensemble (issue 16): besides the final global model (and the personalized models),
+ * the global models of the `snapshots` rounds before the last (members 'global-r<round>'; snapshot
+ * bagging, which works under secure aggregation: the coordinator knows every round's global model,
+ * and the sites received each of them anyway).
+ */
+const ensembleConfigSchema = z
+  .object({
+    /** Earlier rounds' global models in the ensemble (0-8; default 0: none). */
+    snapshots: z.number().int().min(0).max(ENSEMBLE_MAX_SNAPSHOTS).default(0),
+  })
+  .strict();
+
 /** Body of POST /api/runs: every field has a default, unknown fields are refused. */
 export const runConfigInputSchema = z
   .object({
@@ -164,6 +180,8 @@ export const runConfigInputSchema = z
      * rate 0.2); null: neither (the saved models read uncalibrated and flag nothing).
      */
     calibration: calibrationConfigSchema.nullable().prefault({}),
+    /** The final ensemble's extra members: {snapshots} (see ensembleConfigSchema); null (default): none. */
+    ensemble: ensembleConfigSchema.nullable().default(null),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })
@@ -206,6 +224,16 @@ export const runConfigInputSchema = z
       if (c.secureAggregation) {
         ctx.addIssue({ code: 'custom', path: ['alignment'], message: "feature alignment reports each site's feature moments, which secure aggregation would hide: not both" });
       }
+    }
+    if (c.ensemble && c.ensemble.snapshots > 0 && c.localTensors !== 'none') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ensemble', 'snapshots'],
+        message: "snapshots of earlier global models are not built for local tensors (FedBN: the global model has no batch-norm statistics of its own): use localTensors 'none'",
+      });
+    }
+    if (c.ensemble && c.ensemble.snapshots >= c.rounds) {
+      ctx.addIssue({ code: 'custom', path: ['ensemble', 'snapshots'], message: `a run of ${c.rounds} rounds has at most ${c.rounds - 1} earlier global models` });
     }
     const localProblem = localTensorPolicyProblem(c.model, c.localTensors);
     if (localProblem) ctx.addIssue({ code: 'custom', path: ['localTensors'], message: localProblem });

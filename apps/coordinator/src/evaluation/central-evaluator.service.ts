@@ -10,7 +10,7 @@ import {
   readBreakHisTree,
   simulateFederation,
 } from '@histofed/data';
-import { buildModelAsync, ensembleProbabilities, evaluateModelAsync, imageLevel, outputMetrics, setWeights, tileFeatureExtractor } from '@histofed/ml';
+import { EnsembleCombiner, buildModelAsync, combineMembers, evaluateModelAsync, imageLevel, outputMetrics, setWeights, tileFeatureExtractor } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 
@@ -98,11 +98,12 @@ export class CentralEvaluator {
     return (await this.withModel(spec, weights, (model) => evaluateModelAsync(model, data, { subtypeParents: spec.subtypeParents }))).metrics;
   }
 
-  /** Evaluates each member and the mean of their probabilities (the ensemble). */
+  /** Evaluates each member and the ensemble: their rows combined by `combine` (libs/ml combineMembers; default the mean). */
   async evaluateEnsemble(
     spec: ModelSpec,
     members: { id: string; weights: WeightSet }[],
     stain: StainNormalizationTarget | null = null,
+    combine: EnsembleCombiner = 'mean-probabilities',
   ): Promise<EnsembleEvaluation | null> {
     if (!this.enabled || members.length === 0) return null;
     const data = await this.testSet(spec, stain);
@@ -115,8 +116,24 @@ export class CentralEvaluator {
       probabilities.push(r.probabilities);
       rows[m.id] = r.probabilities;
     }
-    const ensemble = outputMetrics(data, ensembleProbabilities(probabilities), spec).metrics;
+    const ensemble = outputMetrics(data, combineMembers(probabilities, spec, combine), spec).metrics;
     return { members: perMember, ensemble, probabilities: rows, labels: imageLevel(data).labels };
+  }
+
+  /**
+   * The metrics of members' test rows (as evaluateEnsemble returned them, in `order`) combined by
+   * `combine`: another combiner of the same members, without running the models again.
+   */
+  async combinedMetrics(
+    spec: ModelSpec,
+    stain: StainNormalizationTarget | null,
+    probabilities: Readonly<Record<string, Float32Array>>,
+    order: readonly string[],
+    combine: EnsembleCombiner,
+  ): Promise<Metrics | null> {
+    if (!this.enabled) return null;
+    const data = await this.testSet(spec, stain);
+    return outputMetrics(data, combineMembers(order.map((id) => probabilities[id]), spec, combine), spec).metrics;
   }
 
   /** Evaluation yields between batches, so sockets stay responsive while the coordinator evaluates. */

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { join } from 'node:path';
 import { BREAKHIS_SUBTYPE_CODES, ModelSpec, STAGE1_CLASSES, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
-import { ModelReading, buildModelAsync, preprocessingFor, saveEnsembleManifest, saveModel, setWeights, tileFeatureExtractor, writeModelReading } from '@histofed/ml';
+import { EnsembleCombiner, ModelReading, buildModelAsync, preprocessingFor, saveEnsembleManifest, saveModel, setWeights, tileFeatureExtractor, writeModelReading } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 
 export interface ExportedMember {
@@ -17,8 +17,8 @@ export interface ExportReadings {
 }
 
 /**
- * Writes a finished run's models as saved model directories — `global/`, one per personalized site,
- * and the ensemble manifest over all of them — under `<data dir>/models/<run id>/`, where
+ * Writes a finished run's models as saved model directories — `global/`, the ensemble's snapshots
+ * `global-r<round>/`, one per personalized site, and the ensemble manifest over all of them (with its combiner) — under `<data dir>/models/<run id>/`, where
  * `histofed-coordinator evaluate --model` reads them (a member directory alone, or the run
  * directory as the ensemble).
  */
@@ -38,6 +38,7 @@ export class ModelExporter {
     members: readonly ExportedMember[],
     contributors: readonly string[],
     readings?: ExportReadings,
+    combine: EnsembleCombiner = 'mean-probabilities',
   ): Promise<string> {
     const dir = this.runDir(runId);
     const subtypes = spec.subtypeParents?.length ?? 0;
@@ -57,8 +58,9 @@ export class ModelExporter {
           ...(featureModel ? { featureModel } : {}),
           preprocessing: preprocessingFor(spec, stain as Record<string, unknown> | null),
           // 'global@<site>': the global model with that site's local tensors (FedBN).
-          provenance: m.id === 'global' || m.id.startsWith('global@')
-            ? { kind: 'global', runId, round, sites: [...contributors] }
+          // 'global-r<round>': an earlier round's global model (ensemble snapshots, issue 16).
+          provenance: m.id === 'global' || m.id.startsWith('global@') || /^global-r[0-9]+$/.test(m.id)
+            ? { kind: 'global', runId, round: /^global-r[0-9]+$/.test(m.id) ? Number(m.id.slice('global-r'.length)) : round, sites: [...contributors] }
             : { kind: 'site', runId, round, sites: [m.id] },
           // Temperature scaling and the review rule fitted with the sites (runs/federated-calibration.ts).
           ...readings?.members.get(m.id),
@@ -67,7 +69,7 @@ export class ModelExporter {
         model.dispose();
       }
     }
-    await saveEnsembleManifest(dir, members.map((m) => m.id));
+    await saveEnsembleManifest(dir, members.map((m) => m.id), combine);
     if (readings?.ensemble) await writeModelReading(dir, readings.ensemble);
     return dir;
   }

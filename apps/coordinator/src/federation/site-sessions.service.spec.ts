@@ -53,6 +53,7 @@ function memoryStore() {
       software: '',
       trainSamples: 0,
       validationSamples: 0,
+      labelledImages: 0,
       firstSeenAt: new Date(),
       lastSeenAt: new Date(),
     });

@@ -101,6 +101,7 @@ export class SiteSessionsService {
       software: hello.software,
       trainSamples: hello.trainSamples,
       validationSamples: hello.validationSamples,
+      labelledImages: hello.labelledImages ?? 0,
     });
     if (!site) return refusal(`site ${id} is not enrolled: run histofed-site enroll`, 'not-enrolled');
     const previous = this.bySite.get(hello.siteId);
@@ -116,7 +117,18 @@ export class SiteSessionsService {
       status: site.status,
       backend: hello.backend,
       trainSamples: hello.trainSamples,
+      ...(hello.labelledImages !== undefined ? { labelledImages: hello.labelledImages } : {}),
     });
+    // Active learning: the site says how many images its pathologists labelled — a count, nothing more.
+    const labelled = hello.labelledImages ?? 0;
+    if (labelled !== known.labelledImages) {
+      this.logger.event('info', 'sites', labelled > known.labelledImages ? 'site labelled new images' : 'site has fewer labelled images', {
+        siteId: hello.siteId,
+        newImages: labelled - known.labelledImages,
+        labelledImages: labelled,
+        text: `${hello.siteId} labelled ${labelled - known.labelledImages} new images (${labelled} in all)`,
+      });
+    }
     // Called before the hello's ack goes out: a listener that sends the site something defers it.
     for (const l of this.connectListeners) l(hello.siteId);
     return {

@@ -108,12 +108,12 @@ describe.each(backends)('coordinator store on %s', (_name, open) => {
 
   it('keeps a site status across enrollments and hellos, forgets a deleted site, records runs, rounds and contributions', async () => {
     const keys = { siteId: 'hospital-a', boxPublicKey: 'box', signPublicKey: 'sign' };
-    expect(await store.recordHello('hospital-a', { backend: 'wasm', software: 's', trainSamples: 5, validationSamples: 1 })).toBeNull();
+    expect(await store.recordHello('hospital-a', { backend: 'wasm', software: 's', trainSamples: 5, validationSamples: 1, labelledImages: 0 })).toBeNull();
     expect((await store.enrollSite(keys, 'pending')).status).toBe('pending');
     await store.setSiteStatus('hospital-a', 'approved');
     expect((await store.enrollSite({ ...keys, signPublicKey: 'sign2' }, 'pending')).status).toBe('approved');
-    const hello = await store.recordHello('hospital-a', { backend: 'wasm', software: 's', trainSamples: 7, validationSamples: 1 });
-    expect(hello).toMatchObject({ trainSamples: 7, signPublicKey: 'sign2', status: 'approved' });
+    const hello = await store.recordHello('hospital-a', { backend: 'wasm', software: 's', trainSamples: 7, validationSamples: 1, labelledImages: 4 });
+    expect(hello).toMatchObject({ trainSamples: 7, labelledImages: 4, signPublicKey: 'sign2', status: 'approved' });
     expect(await store.deleteSite('hospital-a')).toBe(true);
     expect(await store.getSite('hospital-a')).toBeNull();
     expect(await store.deleteSite('hospital-a')).toBe(false);

@@ -18,7 +18,7 @@ export interface CoordinatorStore {
   /** Creates the site (status `initialStatus`) or, for a known site, replaces its keys (status kept). */
   enrollSite(site: Pick<SiteRecord, 'siteId' | 'boxPublicKey' | 'signPublicKey'>, initialStatus: SiteStatus): Promise<SiteRecord>;
   /** An authenticated connection: what the site reports about itself. Null if it is not enrolled. */
-  recordHello(siteId: string, info: Pick<SiteRecord, 'backend' | 'software' | 'trainSamples' | 'validationSamples'>): Promise<SiteRecord | null>;
+  recordHello(siteId: string, info: Pick<SiteRecord, 'backend' | 'software' | 'trainSamples' | 'validationSamples' | 'labelledImages'>): Promise<SiteRecord | null>;
   /** Forgets a site (an administrator resets its identity); its contributions stay. */
   deleteSite(siteId: string): Promise<boolean>;
   getSite(siteId: string): Promise<SiteRecord | null>;

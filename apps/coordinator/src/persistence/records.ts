@@ -15,6 +15,8 @@ export interface SiteRecord {
   readonly software: string;
   readonly trainSamples: number;
   readonly validationSamples: number;
+  /** Active learning: images the site's pathologists labelled, as its last hello said (a count only; 0 before any). */
+  readonly labelledImages: number;
   readonly firstSeenAt: Date;
   readonly lastSeenAt: Date;
 }
@@ -31,7 +33,7 @@ export interface EnrollmentToken {
  * The fields added to the run configuration after runs were first stored: rows written before
  * them lack the field, so the record has them optional (readers apply the old behaviour:
  * gatherSeconds 0, no stain normalization, no augmentation, classWeighting 'none', no secure
- * aggregation, localTensors 'none', no federated stain target, no calibration).
+ * aggregation, localTensors 'none', no federated stain target, no calibration, no ensemble snapshots).
  */
 type AddedAfterFirstRuns =
   | 'gatherSeconds'
@@ -43,7 +45,8 @@ type AddedAfterFirstRuns =
   | 'federatedStainTarget'
   | 'stainAugmentation'
   | 'alignment'
-  | 'calibration';
+  | 'calibration'
+  | 'ensemble';
 
 /**
  * What an administrator chose when creating a run: the validated output of the run-config schema

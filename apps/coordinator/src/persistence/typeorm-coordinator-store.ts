@@ -115,6 +115,7 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
             software: '',
             trainSamples: 0,
             validationSamples: 0,
+            labelledImages: 0,
             firstSeenAt: now,
             lastSeenAt: now,
           });
@@ -124,7 +125,7 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
 
   recordHello(
     siteId: string,
-    info: Pick<SiteRecord, 'backend' | 'software' | 'trainSamples' | 'validationSamples'>,
+    info: Pick<SiteRecord, 'backend' | 'software' | 'trainSamples' | 'validationSamples' | 'labelledImages'>,
   ): Promise<SiteRecord | null> {
     return this.writes.run(async () => {
       const repo = this.ds.getRepository(SiteEntity);

@@ -5,7 +5,12 @@ import { join } from 'node:path';
 import { fromBase64, generateSigningKeyPair, toBase64, verify } from '@histofed/crypto';
 import { FINAL_MODELS_ENSEMBLE_FILE, downloadInChunks, finalModelsOfferSchema, finalModelsPackageOf, finalModelsSignedBytes } from '@histofed/protocol';
 import { ModelDistribution } from '../federation/model-distribution';
-import { buildFinalModelsPackage, membersForSite, signFinalModelsPackage } from './final-model-delivery';
+import { FinalModelDelivery, buildFinalModelsPackage, combinerForSite, membersForSite, signFinalModelsPackage } from './final-model-delivery';
+import type { CoordinatorKeys } from '../federation/coordinator-keys';
+import type { ModelExporter } from '../evaluation/model-exporter.service';
+import type { SiteSessionsService } from '../federation/site-sessions.service';
+import type { CoordinatorStore } from '../persistence/coordinator-store';
+import type { JsonLogger } from '../logging/json-logger';
 
 const RUN = '3f1d2c4b-5a6e-4f70-8a9b-0c1d2e3f4a5b';
 const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
@@ -37,6 +42,20 @@ describe('final models: what each site receives', () => {
     expect(membersForSite(plain, 'site-1', true)).toEqual(['global']);
     // A site id that is a prefix of another's is still only itself.
     expect(membersForSite(['global', 'site-1', 'site-10', 'global@site-10'], 'site-1', false)).toEqual(['global', 'site-1']);
+  });
+
+  it('ensemble snapshots of earlier global models travel to every site, also under secure aggregation; the combiner follows the members', () => {
+    const run = ['global', 'global-r2', 'global-r1', 'site-1', 'site-2'];
+    expect(membersForSite(run, 'site-1', false)).toEqual(['global', 'global-r2', 'global-r1', 'site-1']);
+    expect(membersForSite(run, 'site-1', true)).toEqual(['global', 'global-r2', 'global-r1']);
+    expect(membersForSite(['global', 'global-r0', 'global-rx'], 'site-1', true)).toEqual(['global']);
+    const weighted = { kind: 'weighted-mean', weights: [0.4, 0.2, 0.1, 0.2, 0.1] };
+    expect(combinerForSite(weighted, run, run)).toBe(weighted);
+    const site = combinerForSite(weighted, run, ['global', 'global-r2', 'global-r1', 'site-1']) as { weights: number[] };
+    expect(site.weights.map((w) => Number(w.toFixed(6)))).toEqual([0.444444, 0.222222, 0.111111, 0.222222]);
+    expect(site.weights.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 12);
+    expect(combinerForSite({ kind: 'stacking' }, run, ['global'])).toBe('mean-probabilities');
+    expect(combinerForSite('mean-probabilities', run, ['global'])).toBe('mean-probabilities');
   });
 
   it('packages those directories file by file with sizes and hashes, an ensemble over them, signed by the coordinator', async () => {
@@ -117,6 +136,52 @@ describe('final models: what each site receives', () => {
       release();
       expect(models.filesOfferedTo('site-1')).toBe(0);
       expect(await models.serveTo('site-1', { sha256: weights.sha256, index: 0 })).toEqual({ ok: false, error: expect.stringMatching(/is not offered/) });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a delivery still waiting for an answer on an old connection does not hold back the one on a new connection', async () => {
+    // A site stopped right after installing may never send its acknowledgement: the coordinator waits
+    // for it (up to 30 min). When the site connects again, a new delivery must go out regardless.
+    const dir = runDir(['global', 'site-1']);
+    const keys = generateSigningKeyPair();
+    const sent: string[] = [];
+    let answer: ((ack: { ok: true; installed: boolean; alreadyInstalled: boolean }) => void) | undefined;
+    let offered: () => void = () => undefined;
+    const nextOffer = () => new Promise<void>((ok) => (offered = ok));
+    const sessions = {
+      onConnect: () => undefined,
+      isConnected: () => true,
+      send: (siteId: string) => {
+        sent.push(siteId);
+        offered();
+        return new Promise((ok) => (answer = ok));
+      },
+    };
+    const delivery = new FinalModelDelivery(
+      {} as CoordinatorStore,
+      { event: () => undefined } as unknown as JsonLogger,
+      sessions as unknown as SiteSessionsService,
+      new ModelDistribution(),
+      { runDir: () => dir } as unknown as ModelExporter,
+      { sign: keys } as unknown as CoordinatorKeys,
+    );
+    try {
+      let first = nextOffer();
+      void delivery.deliver(RUN, 'site-1', false, 'run finished');
+      await first;
+      expect(sent).toEqual(['site-1']);
+      // The same connection: no second offer while the first waits.
+      await delivery.deliver(RUN, 'site-1', false, 'run finished');
+      expect(sent).toEqual(['site-1']);
+      // A new connection: offered again.
+      first = nextOffer();
+      const second = delivery.deliver(RUN, 'site-1', false, 'site connected', true);
+      await first;
+      expect(sent).toEqual(['site-1', 'site-1']);
+      answer?.({ ok: true, installed: true, alreadyInstalled: false });
+      await second;
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

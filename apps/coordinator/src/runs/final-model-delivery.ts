@@ -40,11 +40,38 @@ const REDELIVERY_DELAY_MS = 2_000;
 /**
  * The models a site receives of a run's exported members: the global model ('global', or with
  * FedBN 'global@<site>': the global model with this site's own local tensors) and its own
- * personalized model — never another site's. With secure aggregation, 'global' only (the
- * coordinator holds no per-site model there).
+ * personalized model — never another site's — and the ensemble's snapshots of earlier rounds' global
+ * models ('global-r<round>', issue 16: every site received them as those rounds' global models). With
+ * secure aggregation, 'global' and the snapshots only (the coordinator holds no per-site model there).
  */
 export function membersForSite(members: readonly string[], siteId: string, secureAggregation: boolean): string[] {
-  return members.filter((m) => m === 'global' || (!secureAggregation && (m === `global@${siteId}` || m === siteId)));
+  return members.filter((m) => m === 'global' || isSnapshotMember(m) || (!secureAggregation && (m === `global@${siteId}` || m === siteId)));
+}
+
+/** 'global-r<round>': the global model of an earlier round (ensemble snapshots). */
+export function isSnapshotMember(member: string): boolean {
+  return /^global-r[1-9][0-9]*$/.test(member);
+}
+
+/**
+ * The combiner of a site's package: the run's when the site holds all the run's members; else a
+ * weighted mean keeps its weights over the site's members, renormalized (the mean when they sum to
+ * 0), and anything else (stacking: its coefficients are per member) becomes the mean.
+ */
+export function combinerForSite(combine: unknown, runMembers: readonly string[], members: readonly string[]): unknown {
+  if (members.length === runMembers.length && members.every((m, i) => m === runMembers[i])) return combine;
+  const c = combine as { kind?: unknown; weights?: unknown } | null;
+  if (c && typeof c === 'object' && c.kind === 'weighted-mean' && Array.isArray(c.weights) && c.weights.length === runMembers.length) {
+    const kept = members.map((m) => Number((c.weights as unknown[])[runMembers.indexOf(m)]));
+    const sum = kept.reduce((a, b) => a + b, 0);
+    if (kept.every((w) => Number.isFinite(w) && w >= 0) && sum > 0) {
+      const weights = kept.map((w) => w / sum);
+      // Float rounding: the last weight takes what makes the sum exactly 1.
+      weights[weights.length - 1] = 1 - weights.slice(0, -1).reduce((a, b) => a + b, 0);
+      return { kind: 'weighted-mean', weights, fittedOn: 'the run\'s weights over this site\'s members, renormalized' };
+    }
+  }
+  return 'mean-probabilities';
 }
 
 /** A file of a package, with where its bytes are (a path on disk, or the site's ensemble manifest in memory). */
@@ -110,7 +137,7 @@ export async function buildFinalModelsPackage(
       files.push({ path: `${m}/${name}`, source: { file, sha256, bytes } });
     }
   }
-  const siteManifest: Record<string, unknown> = { ...runManifest, members };
+  const siteManifest: Record<string, unknown> = { ...runManifest, members, combine: combinerForSite(runManifest['combine'], runMembers, members) };
   if (members.length !== runMembers.length || members.some((m, i) => m !== runMembers[i])) {
     delete siteManifest['calibration'];
     delete siteManifest['review'];
@@ -150,7 +177,13 @@ export function signFinalModelsPackage(pkg: FinalModelsPackage, signSecretKey: U
 @Injectable()
 export class FinalModelDelivery {
   /** `<run id>/<site id>` being delivered now: one delivery per site and run at a time. */
-  private readonly inFlight = new Set<string>();
+  /**
+   * Deliveries waiting for the site's answer, per run/site, with a token: a delivery on a new
+   * connection replaces one still waiting on the old (whose answer may never come: a site stopped
+   * right after installing, before its acknowledgement left).
+   */
+  private readonly inFlight = new Map<string, number>();
+  private deliveries = 0;
 
   constructor(
     @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
@@ -184,18 +217,22 @@ export class FinalModelDelivery {
         if (!existsSync(join(this.exporter.runDir(run.id), ENSEMBLE_FILE))) continue;
         const rounds = await this.store.listRounds(run.id);
         const took = rounds.some((r) => r.status === 'completed' && r.participants.includes(siteId)) || Object.hasOwn(run.final?.perSite ?? {}, siteId);
-        if (took) await this.deliver(run.id, siteId, Boolean(run.config.secureAggregation), 'site connected');
+        if (took) await this.deliver(run.id, siteId, Boolean(run.config.secureAggregation), 'site connected', true);
       }
     } catch (e) {
       this.logger.event('warn', 'runs', 'final models: looking for runs to deliver failed', { siteId, error: (e as Error).message });
     }
   }
 
-  /** One delivery; resolves when the site answered (or did not). */
-  async deliver(runId: string, siteId: string, secureAggregation: boolean, why: string): Promise<void> {
+  /**
+   * One delivery; resolves when the site answered (or did not). `newConnection`: the site has just
+   * (re)connected, so a delivery still waiting on an earlier connection does not hold this one back.
+   */
+  async deliver(runId: string, siteId: string, secureAggregation: boolean, why: string, newConnection = false): Promise<void> {
     const key = `${runId}/${siteId}`;
-    if (this.inFlight.has(key)) return;
-    this.inFlight.add(key);
+    if (this.inFlight.has(key) && !newConnection) return;
+    const token = ++this.deliveries;
+    this.inFlight.set(key, token);
     let release = () => {};
     try {
       const built = await buildFinalModelsPackage(this.exporter.runDir(runId), runId, siteId, secureAggregation, toBase64(this.keys.sign.publicKey));
@@ -217,7 +254,7 @@ export class FinalModelDelivery {
       this.logger.event('error', 'runs', 'final models: delivery failed', { runId, siteId, error: (e as Error).message });
     } finally {
       release();
-      this.inFlight.delete(key);
+      if (this.inFlight.get(key) === token) this.inFlight.delete(key);
     }
   }
 }

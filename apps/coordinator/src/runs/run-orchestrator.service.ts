@@ -450,6 +450,30 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     return [...latestLocal].sort(([a], [b]) => a.localeCompare(b)).map(([siteId, local]) => ({ id: `global@${siteId}`, weights: withLocalTensors(weights, local) }));
   }
 
+  /**
+   * The run's ensemble snapshots (run config ensemble.snapshots): the stored global models of the
+   * last K completed rounds before the final one, newest first, as 'global-r<round>'. Every site
+   * received each of them as that round's global model, so they travel to the sites like 'global'.
+   */
+  private async snapshotMembers(runId: string, cfg: RunConfig): Promise<{ id: string; weights: WeightSet }[]> {
+    const k = cfg.ensemble?.snapshots ?? 0;
+    if (k === 0 || (cfg.localTensors ?? 'none') !== 'none') return [];
+    const rounds = (await this.store.listRounds(runId))
+      .filter((r) => r.status === 'completed' && r.modelHash && r.round < cfg.rounds)
+      .sort((a, b) => b.round - a.round);
+    const out: { id: string; weights: WeightSet }[] = [];
+    for (const r of rounds) {
+      if (out.length >= k || out.some((m) => m.id === `global-r${r.round}`)) continue;
+      const stored = await this.store.getModel(r.modelHash as string);
+      if (!stored) {
+        this.logger.event('warn', 'runs', 'ensemble snapshot missing from the store', { runId, round: r.round, modelHash: r.modelHash });
+        continue;
+      }
+      out.push({ id: `global-r${r.round}`, weights: decodeWeights(stored.bytes, `model ${stored.hash}`) });
+    }
+    return out;
+  }
+
   private async finish(runId: string, cfg: RunConfig, global: GlobalModel, latestLocal: ReadonlyMap<string, WeightSet>): Promise<FinalReport> {
     const perSiteWeights: { id: string; weights: WeightSet }[] = [];
     if (cfg.personalizeEpochs > 0) {
@@ -467,7 +491,9 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       }
     }
     const globalMembers = this.globalMembers(cfg, global.weights, latestLocal);
-    const members = [...globalMembers, ...perSiteWeights];
+    // Issue 16: snapshot bagging — the global models of the rounds before the last ('global-r<round>').
+    const snapshots = await this.snapshotMembers(runId, cfg);
+    const members = [...globalMembers, ...snapshots, ...perSiteWeights];
     const evaluation = await this.evaluator.evaluateEnsemble(cfg.model, members, cfg.stainNormalization ?? null);
     const perSite: Record<string, Metrics | null> = {};
     for (const m of perSiteWeights) perSite[m.id] = evaluation?.members[m.id] ?? null;

@@ -10,6 +10,7 @@ export class SiteEntity {
   @Column({ type: 'text' }) software!: string;
   @Column({ name: 'train_samples', type: 'integer' }) trainSamples!: number;
   @Column({ name: 'validation_samples', type: 'integer' }) validationSamples!: number;
+  @Column({ name: 'labelled_images', type: 'integer', default: 0 }) labelledImages!: number;
   @Column({ name: 'first_seen_at', type: 'timestamptz' }) firstSeenAt!: Date;
   @Column({ name: 'last_seen_at', type: 'timestamptz' }) lastSeenAt!: Date;
 }

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { WeightSet, decodeWeights, maxAbsDifference } from '@histofed/fl-core';
 import { generateSyntheticBreakHis, readBreakHisTree } from '@histofed/data';
-import { CalibrationEvents, FinalModelEvents, SiteEvents, decodeUpdateEnvelope } from '@histofed/protocol';
+import { CalibrationEvents, EnsembleFitEvents, FinalModelEvents, SiteEvents, decodeUpdateEnvelope } from '@histofed/protocol';
+import { readEnsembleManifest } from '@histofed/ml';
 import { Federation, startFederation } from '@histofed/harness';
 import { predictionReportSchema, type PredictionReport } from '@histofed/inference';
 import { RogueSite } from '@histofed/harness';
@@ -78,6 +79,8 @@ describe('a federated run across real processes', () => {
       personalizeEpochs: 1,
       roundTimeoutSeconds: 300,
       waitForSitesSeconds: 60,
+      // Issue 16: round 1's global model joins the ensemble, weighted with the sites (numbers only).
+      ensemble: { snapshots: 1, combiner: 'weighted' },
     });
     runId = run.id;
     await fed.admin.request('POST', `/api/runs/${runId}/start`);
@@ -132,13 +135,13 @@ describe('a federated run across real processes', () => {
       const outbox = join(fed.siteStateDir(siteId), 'outbox');
       const log = readFileSync(join(outbox, 'messages.jsonl'), 'utf8');
       const messages = log.trim().split('\n').map((l) => JSON.parse(l));
-      // (The calibration's two answers, numbers only: checked in fedbn.e2e.)
+      // (The calibration's two answers, numbers only: checked in fedbn.e2e; the ensemble weighting's below.)
       expect(new Set(messages.map((m) => m.event))).toEqual(
-        new Set([SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review]),
+        new Set([SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review, EnsembleFitEvents.nll]),
       );
       // The answer to the final models: run, site and the names of the models installed, nothing else.
       expect(messages.filter((m) => m.event === FinalModelEvents.offer).map((m) => m.payload)).toEqual([
-        { ok: true, runId, siteId, installed: ['global', siteId], alreadyInstalled: false },
+        { ok: true, runId, siteId, installed: ['global', 'global-r1', siteId], alreadyInstalled: false },
       ]);
       // challenge: the site id; hello: ids, public keys, signature, counts, software — nothing else.
       expect(Object.keys(messages[0].payload)).toEqual(['siteId']);
@@ -170,6 +173,35 @@ describe('a federated run across real processes', () => {
         ['kind', 'nonce', 'round', 'runId', 'sealed', 'sealedBytes', 'sealedSha256', 'signature', 'siteId'].sort(),
       );
       expect(update.payload.sealed.sha256).toBe(update.payload.sealedSha256);
+    }
+  });
+
+  it('weights the ensemble with the sites (issue 16): a weighted-mean combiner summing to 1, from numbers only', async () => {
+    const run = await fed.admin.request<{ final: { modelsDir: string; ensembleFit: { combiner: string; weights: Record<string, number>; fittedMembers: string[]; validation: { images: number; meanNll: number; weightedNll: number }; sites: { answered: string[] } } } }>('GET', `/api/runs/${runId}`);
+    const fit = run.final.ensembleFit;
+    expect(fit).toEqual(expect.objectContaining({ combiner: 'weighted-mean', fittedMembers: ['global', 'global-r1'], sites: { answered: ['site-1', 'site-2'], refused: {} } }));
+    expect(fit.validation.images).toBeGreaterThan(0);
+    expect(fit.validation.weightedNll).toBeLessThanOrEqual(fit.validation.meanNll);
+    const manifest = await readEnsembleManifest(run.final.modelsDir);
+    expect(manifest.members).toEqual(['global', 'global-r1', 'site-1', 'site-2']);
+    const combine = manifest.combine as { kind: string; weights: number[]; fittedOn: string };
+    expect(combine.kind).toBe('weighted-mean');
+    expect(combine.weights.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 9);
+    // The personalized models (which the other site cannot score) keep the mean's share, 1/4 each.
+    expect(combine.weights[2]).toBeCloseTo(0.25, 9);
+    expect(combine.weights[3]).toBeCloseTo(0.25, 9);
+    expect(combine.weights.map((w) => Math.round(w * 1e6) / 1e6)).toEqual(manifest.members.map((m) => fit.weights[m]));
+    expect(combine.fittedOn).toMatch(/^federated: 2 sites/);
+    for (const siteId of ['site-1', 'site-2']) {
+      const messages = readFileSync(join(fed.siteStateDir(siteId), 'outbox', 'messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const answers = messages.filter((m) => m.event === EnsembleFitEvents.nll);
+      expect(answers).toHaveLength(1);
+      const { payload } = answers[0];
+      expect(Object.keys(payload).sort()).toEqual(['ok', 'report', 'runId', 'signature', 'siteId']);
+      expect(Object.keys(payload.report).sort()).toEqual(['count', 'members', 'nll']);
+      expect(payload.report.members.every((h: string) => /^[0-9a-f]{64}$/.test(h))).toBe(true);
+      expect(payload.report.nll.length).toBeGreaterThan(1);
+      expect([payload.report.count, ...payload.report.nll].every((v) => typeof v === 'number' && Number.isFinite(v))).toBe(true);
     }
   });
 
@@ -246,7 +278,7 @@ describe('a federated run across real processes', () => {
     expect(ensemble.status).toBe(200);
     const report = (await ensemble.json()) as PredictionReport;
     expect(predictionReportSchema.safeParse(report).success).toBe(true);
-    expect(report.model).toEqual(expect.objectContaining({ kind: 'ensemble', members: ['global', 'site-1', 'site-2'], classes: ['benign', 'malignant'] }));
+    expect(report.model).toEqual(expect.objectContaining({ kind: 'ensemble', members: ['global', 'global-r1', 'site-1', 'site-2'], classes: ['benign', 'malignant'] }));
     expect(report.images).toHaveLength(1);
     expect(report.images[0]).toEqual(expect.objectContaining({ file: 'upload', stage1: expect.objectContaining({ class: expect.stringMatching(/^(benign|malignant)$/) }) }));
     expect(report.images[0].uncertainty.memberMutualInformation).toBeGreaterThanOrEqual(0);

@@ -13,6 +13,7 @@ import {
   Ack,
   CalibrationEvents,
   ChunkEvents,
+  EnsembleFitEvents,
   CoordinatorEvents,
   EnrollmentResponse,
   HelloAck,
@@ -60,9 +61,9 @@ export class RogueSite {
       ack({ ok: true });
       void this.fetchModel(task).then(() => this.behaviour(this, task));
     });
-    // A rogue holds no validation images: it declines the federated calibration's questions at once
-    // (rather than letting the coordinator wait for its timeout).
-    for (const event of [CalibrationEvents.nll, CalibrationEvents.review]) {
+    // A rogue holds no validation images: it declines the federated calibration's and the ensemble
+    // weighting's questions at once (rather than letting the coordinator wait for its timeout).
+    for (const event of [CalibrationEvents.nll, CalibrationEvents.review, EnsembleFitEvents.nll]) {
       this.socket.on(event, (_: unknown, ack: (a: Ack) => void) => ack({ ok: false, error: `rogue site ${siteId} has no validation images` }));
     }
   }

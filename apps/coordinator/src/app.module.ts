@@ -26,6 +26,7 @@ import { RunOrchestrator } from './runs/run-orchestrator.service';
 import { FederatedStainTarget } from './runs/federated-stain-target';
 import { FinalModelDelivery } from './runs/final-model-delivery';
 import { FederatedCalibration } from './runs/federated-calibration';
+import { FederatedEnsembleFit } from './runs/federated-ensemble-fit';
 import { SecureAggregationRound } from './runs/secure-aggregation';
 import { PredictController } from './prediction/predict.controller';
 import { PredictionService } from './prediction/prediction.service';
@@ -64,6 +65,7 @@ export class CoordinatorModule {
         FederatedStainTarget,
         FinalModelDelivery,
         FederatedCalibration,
+        FederatedEnsembleFit,
         RunOrchestrator,
         SitesGateway,
       ],

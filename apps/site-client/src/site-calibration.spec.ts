@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromBase64, generateBoxKeyPair, generateSigningKeyPair, identitySigner, verify } from '@histofed/crypto';
 import { ModelSpec, encodeWeights, sha256Hex } from '@histofed/fl-core';
-import { buildModelAsync, evaluateModelAsync, getWeights, selectBackend, temperatureNll, twoStageImages } from '@histofed/ml';
-import { CalibrationEvents, DEFAULT_CHUNK_BYTES, calibrationNllSignedBytes, calibrationReviewSignedBytes, chunkCount } from '@histofed/protocol';
+import { applyTemperature, buildModelAsync, evaluateModelAsync, getWeights, selectBackend, temperatureNll, twoStageImages, weightedMeanNll, weightingCandidates } from '@histofed/ml';
+import { CalibrationEvents, DEFAULT_CHUNK_BYTES, EnsembleFitEvents, calibrationNllSignedBytes, calibrationReviewSignedBytes, chunkCount, ensembleWeightsNllSignedBytes } from '@histofed/protocol';
 import { Outbox } from './outbox';
-import { SiteCalibration, nllReport, reviewReport, validationOutputs } from './site-calibration';
+import { SiteCalibration, nllReport, reviewReport, validationOutputs, weightingReport } from './site-calibration';
 import type { SiteData } from './site-data';
 import { SiteLogger } from './site-logger';
 
@@ -102,6 +102,50 @@ describe('the site side of the federated calibration', () => {
         ok: false,
         code: 'internal-error',
         error: 'coordinator:calibration-nll at site site-a: blob ffff is not offered',
+      });
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+  });
+
+  it('answers the ensemble weighting question (issue 16): NLL sums of candidate weightings of calibrated members, signed, numbers only', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'hf-site-weighting-'));
+    try {
+      const keys = { box: generateBoxKeyPair(), sign: generateSigningKeyPair() };
+      const signer = identitySigner('site-a', keys);
+      const a = await tinyModel(5);
+      const b = await tinyModel(6);
+      const refOf = (w: typeof a.weights) => {
+        const bytes = encodeWeights(w);
+        return { sha256: sha256Hex(bytes), totalBytes: bytes.length, chunkBytes: DEFAULT_CHUNK_BYTES, count: chunkCount(bytes.length, DEFAULT_CHUNK_BYTES) };
+      };
+      const blobs = new Map([a.weights, b.weights].map((w) => [refOf(w).sha256, encodeWeights(w)]));
+      const data = { validation: async () => validation, backboneDir: undefined } as unknown as SiteData;
+      const site = new SiteCalibration('site-a', data, signer, new Outbox(state, false), new SiteLogger('site-a'), async (ref) => blobs.get(ref.sha256)!);
+      const candidates = weightingCandidates(2);
+      const members = [
+        { id: 'global', model: refOf(a.weights), temperature: { stage1: 2 } },
+        { id: 'global-r1', model: refOf(b.weights) },
+      ];
+      const ack = await site.answerWeights({ runId: RUN, model: spec, stainNormalization: null, members, candidates });
+      if (!ack.ok) throw new Error(ack.error);
+      // The sums are those of the members' outputs, the first calibrated with its temperature.
+      const expected = weightedMeanNll([applyTemperature(a.probabilities, spec, { stage1: 2 }), b.probabilities], validation.labels, spec, candidates);
+      expect(ack.report.count).toBe(12);
+      expect(ack.report.members).toEqual(members.map((m) => m.model.sha256));
+      ack.report.nll.forEach((v, i) => expect(v).toBeCloseTo(expected.nll[i], 4));
+      expect(weightingReport([{ sha256: 'x', outputs: await validationOutputs(spec, b.weights, validation) }, { sha256: 'y', outputs: await validationOutputs(spec, b.weights, validation) }], [[0.5, 0.5]]).nll[0]).toBeCloseTo(expected.nll[candidates.length - 1], 4);
+      expect(verify(ensembleWeightsNllSignedBytes(RUN, 'site-a', ack.report), fromBase64(ack.signature), keys.sign.publicKey)).toBe(true);
+      const outbox = readFileSync(join(state, 'outbox', 'messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      expect(outbox.map((m) => m.event)).toEqual([EnsembleFitEvents.nll]);
+      expect(outbox[0].payload).toEqual(JSON.parse(JSON.stringify({ runId: RUN, ...ack })));
+      expect(Object.keys(outbox[0].payload.report).sort()).toEqual(['count', 'members', 'nll']);
+      expect(outbox[0].payload.report.nll.every((v: unknown) => typeof v === 'number')).toBe(true);
+      // A personalized member (other sites cannot score it) is refused by validation.
+      expect(await site.answerWeights({ runId: RUN, model: spec, members: [members[0], { id: 'site-b', model: refOf(b.weights) }], candidates })).toEqual({
+        ok: false,
+        code: 'invalid-message',
+        error: expect.stringMatching(/^coordinator:ensemble-weights-nll: members.1.id/),
       });
     } finally {
       rmSync(state, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import {
   reliabilityCounts,
   setWeights,
   temperatureNll,
+  weightedMeanNll,
 } from '@histofed/ml';
 import {
   BlobRef,
@@ -19,11 +20,16 @@ import {
   CalibrationReviewAck,
   CalibrationReviewReport,
   CalibrationTemperatures,
+  EnsembleFitEvents,
+  EnsembleWeightsNllAck,
+  EnsembleWeightsNllReport,
   SiteSigner,
   calibrationNllRequestSchema,
   calibrationNllSignedBytes,
   calibrationReviewRequestSchema,
   calibrationReviewSignedBytes,
+  ensembleWeightsNllRequestSchema,
+  ensembleWeightsNllSignedBytes,
   refusal,
   validateMessage,
 } from '@histofed/protocol';
@@ -101,11 +107,30 @@ export function reviewReport(id: CalibrationModelId, sha256: string, o: Validati
   };
 }
 
+/**
+ * The numbers of the ensemble weighting question (coordinator:ensemble-weights-nll, issue 16): for
+ * each candidate weighting of the members (`outputs`, in the request's order, each with its
+ * manifest's temperature), the summed stage-1 NLL of the validation images under the weighted mean
+ * of the calibrated probabilities, and the images counted.
+ */
+export function weightingReport(
+  members: readonly { sha256: string; outputs: ValidationOutputs; temperature?: CalibrationTemperatures }[],
+  candidates: readonly (readonly number[])[],
+): EnsembleWeightsNllReport {
+  const first = members[0].outputs;
+  members.forEach((m, i) => {
+    if (m.outputs.labels.length !== first.labels.length) throw new Error(`member ${i} was run on ${m.outputs.labels.length} images, member 0 on ${first.labels.length}`);
+  });
+  const rows = members.map((m) => (m.temperature ? applyTemperature(m.outputs.rows, m.outputs.layout, m.temperature) : m.outputs.rows));
+  const { nll, count } = weightedMeanNll(rows, first.labels, first.layout, candidates, 'stage1');
+  return { members: members.map((m) => m.sha256), nll: [...nll], count };
+}
+
 /** Fetches an offered model's bytes (site:fetch-chunk), SHA-256 checked. */
 export type ModelFetcher = (ref: BlobRef, what: string) => Promise<Uint8Array>;
 
-/** Outputs kept between the two questions (a run's models at most; the oldest go first). */
-const MAX_KEPT_OUTPUTS = 4;
+/** Outputs kept between the questions (a run's models at most: global, personalized and up to 8 snapshots; the oldest go first). */
+const MAX_KEPT_OUTPUTS = 12;
 
 /**
  * The site's side of the federated calibration (issue 15): answers the coordinator's two questions
@@ -160,14 +185,34 @@ export class SiteCalibration {
     }
   }
 
+  /** The ensemble weighting question (issue 16): numbers only, signed, recorded in the outbox. */
+  async answerWeights(raw: unknown): Promise<EnsembleWeightsNllAck> {
+    const v = validateMessage(ensembleWeightsNllRequestSchema, raw, EnsembleFitEvents.nll);
+    if (!v.ok) return refusal(v.reason, 'invalid-message');
+    const r = v.value;
+    try {
+      const members: { sha256: string; outputs: ValidationOutputs; temperature?: CalibrationTemperatures }[] = [];
+      for (const m of r.members) {
+        members.push({ sha256: m.model.sha256, outputs: await this.outputsOf(r.runId, r.model, r.stainNormalization, m.id, m.model), ...(m.temperature ? { temperature: m.temperature } : {}) });
+      }
+      const report = weightingReport(members, r.candidates);
+      const answer = { ok: true as const, siteId: this.siteId, report, signature: toBase64(this.signer.sign(ensembleWeightsNllSignedBytes(r.runId, this.siteId, report))) };
+      await this.outbox.record(EnsembleFitEvents.nll, { runId: r.runId, ...answer });
+      this.logger.event('info', 'ensemble weighting likelihoods sent', { runId: r.runId, members: r.members.map((m) => m.id), candidates: r.candidates.length, images: report.count });
+      return answer;
+    } catch (e) {
+      return this.failed(r.runId, EnsembleFitEvents.nll, e);
+    }
+  }
+
   private failed(runId: string, event: string, e: unknown): { ok: false; error: string; code: 'internal-error' } {
     const error = (e as Error).message;
-    this.logger.event('warn', 'calibration question not answered', { runId, event, error });
+    this.logger.event('warn', event === EnsembleFitEvents.nll ? 'ensemble weighting question not answered' : 'calibration question not answered', { runId, event, error });
     return { ok: false, error: `${event} at site ${this.siteId}: ${error}`.slice(0, 2000), code: 'internal-error' };
   }
 
   /** The model's validation outputs: computed once per run and model (fetched from the coordinator). */
-  private outputsOf(runId: string, spec: ModelSpec, stain: unknown, id: CalibrationModelId, ref: BlobRef): Promise<ValidationOutputs> {
+  private outputsOf(runId: string, spec: ModelSpec, stain: unknown, id: CalibrationModelId | string, ref: BlobRef): Promise<ValidationOutputs> {
     const key = JSON.stringify([runId, ref.sha256, spec, stain]);
     let p = this.outputs.get(key);
     if (!p) {

@@ -7,6 +7,7 @@ import { TrainingPool, createTrainingPool, currentBackend } from '@histofed/ml';
 import {
   Ack,
   CalibrationEvents,
+  EnsembleFitEvents,
   ChunkEvents,
   FinalModelEvents,
   CoordinatorEvents,
@@ -197,6 +198,10 @@ export class SiteClient {
     });
     socket.on(CalibrationEvents.review, (raw: unknown, ack) => {
       if (typeof ack === 'function') void this.calibration.answerReview(raw).then(ack);
+    });
+    // Issue 16: the ensemble's weighted mean, fitted with the sites (numbers only).
+    socket.on(EnsembleFitEvents.nll, (raw: unknown, ack) => {
+      if (typeof ack === 'function') void this.calibration.answerWeights(raw).then(ack);
     });
     socket.on(FinalModelEvents.offer, (raw: unknown, ack) => {
       if (typeof ack === 'function') void this.finalModels.receive(raw).then(ack);

@@ -5,3 +5,4 @@ export * from './predict-images';
 export * from './prediction-report';
 export * from './predictor';
 export * from './review';
+export * from './active/ranking';

@@ -1,6 +1,7 @@
 import nacl from 'tweetnacl';
 import {
   CalibrationEvents,
+  EnsembleFitEvents,
   ChunkEvents,
   CoordinatorEvents,
   FinalModelEvents,
@@ -25,7 +26,7 @@ import {
 describe('the socket contract', () => {
   it('lists every event the sides exchange', () => {
     expect(Object.keys(coordinatorToSite).sort()).toEqual(
-      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask, StainEvents.stats, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review].sort(),
+      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask, StainEvents.stats, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review, EnsembleFitEvents.nll].sort(),
     );
     expect(Object.keys(siteToCoordinator).sort()).toEqual(
       [SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, SiteEvents.taskFailed, ChunkEvents.uploadChunk, ChunkEvents.fetchChunk].sort(),

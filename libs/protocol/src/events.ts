@@ -30,6 +30,7 @@ import {
 import { StainEvents, stainStatsAckSchema, stainStatsRequestSchema } from './stain-stats';
 import { FinalModelEvents, finalModelsAckSchema, finalModelsOfferSchema } from './final-models';
 import { CalibrationEvents, calibrationNllAckSchema, calibrationNllRequestSchema, calibrationReviewAckSchema, calibrationReviewRequestSchema } from './calibration';
+import { EnsembleFitEvents, ensembleWeightsNllAckSchema, ensembleWeightsNllRequestSchema } from './ensemble-fit';
 import type { Equal, Expect } from './type-checks';
 import { Validated, validateMessage } from './validate';
 
@@ -54,6 +55,7 @@ export const coordinatorToSite = {
   [FinalModelEvents.offer]: channel(finalModelsOfferSchema, finalModelsAckSchema),
   [CalibrationEvents.nll]: channel(calibrationNllRequestSchema, calibrationNllAckSchema),
   [CalibrationEvents.review]: channel(calibrationReviewRequestSchema, calibrationReviewAckSchema),
+  [EnsembleFitEvents.nll]: channel(ensembleWeightsNllRequestSchema, ensembleWeightsNllAckSchema),
 } as const;
 
 /** Requests a site sends the coordinator; the coordinator answers in the ack. */

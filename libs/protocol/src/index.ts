@@ -16,3 +16,4 @@ export * from './stain-stats';
 export * from './feature-alignment';
 export * from './final-models';
 export * from './calibration';
+export * from './ensemble-fit';

@@ -175,11 +175,16 @@ describe('run config: ensemble snapshots (issue 16)', () => {
 
   it('is off by default; snapshots K adds the last K earlier global models, also under secure aggregation', () => {
     expect(runConfigInputSchema.parse({}).ensemble).toBeNull();
-    expect(runConfigInputSchema.parse({ ensemble: {} }).ensemble).toEqual({ snapshots: 0 });
-    expect(runConfigInputSchema.parse({ rounds: 5, ensemble: { snapshots: 3 } }).ensemble).toEqual({ snapshots: 3 });
+    const defaults = { combiner: 'mean', fitTimeoutSeconds: 600 };
+    expect(runConfigInputSchema.parse({ ensemble: {} }).ensemble).toEqual({ snapshots: 0, ...defaults });
+    expect(runConfigInputSchema.parse({ rounds: 5, ensemble: { snapshots: 3 } }).ensemble).toEqual({ snapshots: 3, ...defaults });
     expect(
       runConfigInputSchema.parse({ rounds: 5, minSites: 3, personalizeEpochs: 0, secureAggregation: {}, ensemble: { snapshots: 2 } }).ensemble,
-    ).toEqual({ snapshots: 2 });
+    ).toEqual({ snapshots: 2, ...defaults });
+    // A weighted mean fitted with the sites (also under secure aggregation: every site holds the global models).
+    expect(
+      runConfigInputSchema.parse({ rounds: 5, minSites: 3, personalizeEpochs: 0, secureAggregation: {}, ensemble: { snapshots: 2, combiner: 'weighted' } }).ensemble,
+    ).toEqual({ snapshots: 2, combiner: 'weighted', fitTimeoutSeconds: 600 });
   });
 
   it('names what is wrong', () => {
@@ -187,6 +192,9 @@ describe('run config: ensemble snapshots (issue 16)', () => {
     expect(reason({ rounds: 20, ensemble: { snapshots: 9 } })).toMatch(/^ensemble.snapshots: /);
     expect(reason({ rounds: 5, ensemble: { snapshots: 1.5 } })).toMatch(/^ensemble.snapshots: /);
     expect(reason({ rounds: 5, ensemble: { bags: 2 } })).toMatch(/ensemble.*bags/);
+    expect(reason({ rounds: 5, ensemble: { combiner: 'weighted' } })).toMatch(/^ensemble.combiner: a weighted combiner .* needs snapshots >= 1/);
+    expect(reason({ rounds: 5, ensemble: { snapshots: 1, combiner: 'stacking' } })).toMatch(/^ensemble.combiner: /);
+    expect(reason({ rounds: 5, ensemble: { snapshots: 1, fitTimeoutSeconds: 0 } })).toMatch(/^ensemble.fitTimeoutSeconds: /);
     expect(
       reason({ rounds: 5, model: { kind: 'small-cnn', imageSize: 24, numClasses: 2, options: { batchNorm: 1 } }, localTensors: 'batch-norm', ensemble: { snapshots: 2 } }),
     ).toMatch(/ensemble.snapshots: snapshots of earlier global models are not built for local tensors/);

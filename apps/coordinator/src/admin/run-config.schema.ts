@@ -124,6 +124,16 @@ const ensembleConfigSchema = z
   .object({
     /** Earlier rounds' global models in the ensemble (0-8; default 0: none). */
     snapshots: z.number().int().min(0).max(ENSEMBLE_MAX_SNAPSHOTS).default(0),
+    /**
+     * How the members are combined: 'mean' (default) the unweighted mean of their probabilities;
+     * 'weighted' a weighted mean whose weights over the members every site holds ('global' and the
+     * snapshots) are fitted on the sites' validation images after the calibration (each site
+     * reports the summed NLL of candidate weightings, numbers only; runs/federated-ensemble-fit.ts).
+     * Needs snapshots >= 1 (two members every site can score).
+     */
+    combiner: z.enum(['mean', 'weighted']).default('mean'),
+    /** Seconds each site has to answer the weighting question (default 600). */
+    fitTimeoutSeconds: z.number().positive().max(24 * 3600).default(600),
   })
   .strict();
 
@@ -230,6 +240,13 @@ export const runConfigInputSchema = z
         code: 'custom',
         path: ['ensemble', 'snapshots'],
         message: "snapshots of earlier global models are not built for local tensors (FedBN: the global model has no batch-norm statistics of its own): use localTensors 'none'",
+      });
+    }
+    if (c.ensemble && c.ensemble.combiner === 'weighted' && c.ensemble.snapshots < 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ensemble', 'combiner'],
+        message: "a weighted combiner is fitted over the members every site holds (the global model and its snapshots): it needs snapshots >= 1",
       });
     }
     if (c.ensemble && c.ensemble.snapshots >= c.rounds) {

@@ -80,6 +80,24 @@ export interface FinalReport {
   readonly calibration?: CalibrationSummary;
   /** The review rule chosen on the sites' validation images (runs with a review rate). */
   readonly review?: ReviewSummary;
+  /** The ensemble's weighted mean fitted with the sites (runs with ensemble.combiner 'weighted'; runs/federated-ensemble-fit.ts). */
+  readonly ensembleFit?: EnsembleFitSummary;
+}
+
+/** FinalReport.ensembleFit: the weights chosen on the sites' validation images, and what they gain there. */
+export interface EnsembleFitSummary {
+  /** 'weighted-mean' when a weighting was chosen; 'mean-probabilities' when no site's answer could be used (the run keeps the mean). */
+  readonly combiner: 'weighted-mean' | 'mean-probabilities';
+  /** The weight of every ensemble member (sums to 1), as stored in the ensemble manifest. */
+  readonly weights: Record<string, number>;
+  /** The members whose weights were fitted (every site holds them); the others keep the mean's share 1/M each. */
+  readonly fittedMembers: string[];
+  readonly candidates: number;
+  /** Mean stage-1 NLL per validation image (the sites' pooled images) of the fitted members' unweighted and chosen weighted mean. */
+  readonly validation: { readonly images: number; readonly meanNll: number | null; readonly weightedNll: number | null };
+  /** The central test set's ensemble with the unweighted mean (final.ensemble is the run's combiner). */
+  readonly centralMean?: Metrics | null;
+  readonly sites: { readonly answered: string[]; readonly refused: Record<string, string> };
 }
 
 /** Stage-1 reliability table bin (libs/ml ReliabilityBin). */

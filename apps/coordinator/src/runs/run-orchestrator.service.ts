@@ -14,6 +14,7 @@ import { ModelDistribution } from '../federation/model-distribution';
 import { FederatedStainTarget } from './federated-stain-target';
 import { FinalModelDelivery } from './final-model-delivery';
 import { FederatedCalibration } from './federated-calibration';
+import { FederatedEnsembleFit } from './federated-ensemble-fit';
 import { gatherDecision } from './gather-decision';
 import { SecureAggregationRound } from './secure-aggregation';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
@@ -61,6 +62,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     private readonly stainTarget: FederatedStainTarget,
     private readonly finalModels: FinalModelDelivery,
     private readonly calibration: FederatedCalibration,
+    private readonly ensembleFit: FederatedEnsembleFit,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -513,11 +515,30 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
           central: evaluation ? { labels: evaluation.labels, probabilities: evaluation.probabilities } : null,
         })
       : undefined;
+    // Issue 16: a weighted mean fitted with the sites (ensemble.combiner 'weighted'), after the
+    // calibration so each member is weighed with the temperature its manifest carries. Never fails the run.
+    const weighting =
+      cfg.ensemble?.combiner === 'weighted'
+        ? await this.ensembleFit.fit({
+            runId,
+            spec: cfg.model,
+            stain: cfg.stainNormalization ?? null,
+            members,
+            temperatures: new Map(members.flatMap((m) => {
+              const c = fitted?.readings.members.get(m.id)?.calibration;
+              return c ? [[m.id, { stage1: c.stage1, ...(c.subtype !== undefined ? { subtype: c.subtype } : {}) }] as const] : [];
+            })),
+            timeoutSeconds: cfg.ensemble.fitTimeoutSeconds ?? 600,
+          })
+        : undefined;
+    const combiner = weighting?.combiner;
+    const ensembleMetrics =
+      combiner && evaluation ? await this.evaluator.combinedMetrics(cfg.model, cfg.stainNormalization ?? null, evaluation.probabilities, members.map((m) => m.id), combiner) : (evaluation?.ensemble ?? null);
     let modelsDir: string | undefined;
     try {
       const rounds = await this.store.listRounds(runId);
       const contributors = [...new Set(rounds.filter((r) => r.status === 'completed').flatMap((r) => r.participants))].sort();
-      modelsDir = await this.exporter.exportRun(runId, cfg.model, cfg.rounds, cfg.stainNormalization ?? null, members, contributors, fitted?.readings);
+      modelsDir = await this.exporter.exportRun(runId, cfg.model, cfg.rounds, cfg.stainNormalization ?? null, members, contributors, fitted?.readings, combiner);
       this.logger.event('info', 'runs', 'models saved', { runId, modelsDir, members: members.map((m) => m.id) });
       // Issue 15: each participant that is connected receives its signed final models (in the background).
       this.finalModels.deliverRun(runId, [...contributors, ...perSiteWeights.map((m) => m.id)], Boolean(cfg.secureAggregation));
@@ -528,11 +549,12 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     return {
       global: globalMetrics,
       perSite,
-      ensemble: evaluation?.ensemble ?? null,
+      ensemble: ensembleMetrics,
       ensembleMembers: members.map((m) => m.id),
       ...(modelsDir ? { modelsDir } : {}),
       ...(fitted?.calibration ? { calibration: fitted.calibration } : {}),
       ...(fitted?.review ? { review: fitted.review } : {}),
+      ...(weighting ? { ensembleFit: { ...weighting.summary, ...(combiner ? { centralMean: evaluation?.ensemble ?? null } : {}) } } : {}),
     };
   }
 }

@@ -16,12 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DEFAULT_RUN_MODEL, type LabeledImages, type ModelSpec, type NamedTensor } from '@histofed/fl-core';
 import {
-  DEFAULT_AUGMENTATION,
-  FeatureCache,
-  TILE_VIEW_HED_SIGMA,
-  TILE_VIEW_SEED,
   assertHasImages,
-  loadTileSet,
   mulberry32,
   patientWiseFolds,
   readBreakHisTree,
@@ -41,12 +36,12 @@ import {
   resolveBackbone,
   selectBackend,
   setWeights,
-  tileFeatureExtractor,
 } from '@histofed/ml';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { reporter, runBench } from '../lib/bench-output';
+import { loadTileFeatureSet } from '../lib/tile-features';
 import { int, num } from '../lib/cli-options';
-import { rowsByImage, slice, type DecodedSet } from '../accuracy/data-slices';
+import { slice, type DecodedSet } from '../accuracy/data-slices';
 import { meanStd } from '../accuracy/stats';
 import { federate, imageProbabilities, layoutOf, type FedRecipe, type FoldData } from '../domain/federation';
 import { dealHospitals } from '../domain/hospitals';
@@ -188,24 +183,8 @@ async function main(o: Options): Promise<void> {
     localEpochs: int('local-epochs', o.localEpochs, 1),
   });
 
-  const t0 = Date.now();
-  const extractor = await tileFeatureExtractor(resolved.spec, spec.imageSize);
-  const cache = o.cache ? new FeatureCache(o.cacheDir ? { dir: path.join(o.cacheDir, 'features') } : {}) : undefined;
-  const geometry = { size: spec.imageSize, scale: spec.tiles?.scale ?? 1 };
-  const progress = (what: string) => (p: { images: number; total: number; cached: number }) => {
-    if (p.images % 50 === 0 || p.images === p.total) log(`  ${what}: ${p.images}/${p.total} images (${p.cached} cached), ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  };
-  const grid = await loadTileSet(all, { geometry, extractor, cache, onProgress: progress('grid tiles') });
-  const views = await loadTileSet(all, {
-    geometry,
-    extractor,
-    cache,
-    grid: false,
-    views: { views: spec.tiles?.views ?? 8, seed: TILE_VIEW_SEED, augment: DEFAULT_AUGMENTATION, hedSigma: TILE_VIEW_HED_SIGMA },
-    onProgress: progress('training views'),
-  });
-  const set: DecodedSet = { data: grid, rowsOf: rowsByImage(grid, all), views: { data: views, rowsOf: rowsByImage(views, all) } };
-  log(`tile features: ${grid.count} grid + ${views.count} view tiles in ${((Date.now() - t0) / 1000).toFixed(1)} s; backend ${backend.name}`);
+  const set = await loadTileFeatureSet(all, spec, { cacheDir: o.cacheDir, cache: o.cache, log });
+  log(`backend ${backend.name}`);
 
   const hospitals = dealHospitals(all, 'iid', { sites: nSites, seed: 0, alpha: 1, minPatients: 2, stainStrength: 1 });
   hospitals.describe.forEach((d) => log(`  ${d}`));

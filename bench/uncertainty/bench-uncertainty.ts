@@ -17,11 +17,7 @@ import * as path from 'node:path';
 import { DEFAULT_RUN_MODEL, type ModelSpec } from '@histofed/fl-core';
 import {
   DEFAULT_AUGMENTATION,
-  FeatureCache,
-  TILE_VIEW_HED_SIGMA,
-  TILE_VIEW_SEED,
   assertHasImages,
-  loadTileSet,
   patientWiseFolds,
   patientWiseSplit,
   readBreakHisTree,
@@ -37,13 +33,13 @@ import {
   resolveBackbone,
   riskCoverage,
   selectBackend,
-  tileFeatureExtractor,
   type RiskCoveragePoint,
   type UncertaintyMeasure,
 } from '@histofed/ml';
 import { reporter, runBench } from '../lib/bench-output';
+import { loadTileFeatureSet } from '../lib/tile-features';
 import { int, num } from '../lib/cli-options';
-import { rowsByImage, slice, type DecodedSet } from '../accuracy/data-slices';
+import { slice } from '../accuracy/data-slices';
 import type { Recipe } from '../accuracy/regimes';
 import { meanStd } from '../accuracy/stats';
 import { runFold, type FoldScores } from './fold';
@@ -129,24 +125,8 @@ async function main(o: Options): Promise<void> {
   };
 
   // Tile features through the feature cache (the same entries as bench:accuracy and the sites').
-  const t0 = Date.now();
-  const extractor = await tileFeatureExtractor(resolved.spec, spec.imageSize);
-  const cache = o.cache ? new FeatureCache(o.cacheDir ? { dir: path.join(o.cacheDir, 'features') } : {}) : undefined;
-  const geometry = { size: spec.imageSize, scale: spec.tiles?.scale ?? 1 };
-  const progress = (what: string) => (p: { images: number; total: number; cached: number }) => {
-    if (p.images % 50 === 0 || p.images === p.total) log(`  ${what}: ${p.images}/${p.total} images (${p.cached} cached), ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  };
-  const grid = await loadTileSet(images, { geometry, extractor, cache, onProgress: progress('grid tiles') });
-  const views = await loadTileSet(images, {
-    geometry,
-    extractor,
-    cache,
-    grid: false,
-    views: { views: spec.tiles?.views ?? 8, seed: TILE_VIEW_SEED, augment: DEFAULT_AUGMENTATION, hedSigma: TILE_VIEW_HED_SIGMA },
-    onProgress: progress('training views'),
-  });
-  const decoded: DecodedSet = { data: grid, rowsOf: rowsByImage(grid, images), views: { data: views, rowsOf: rowsByImage(views, images) } };
-  log(`tile features: ${grid.count} grid + ${views.count} view tiles in ${((Date.now() - t0) / 1000).toFixed(1)} s; backend ${backend.name}`);
+  const decoded = await loadTileFeatureSet(images, spec, { cacheDir: o.cacheDir, cache: o.cache, log });
+  log(`backend ${backend.name}`);
   log(
     `model ${spec.kind} ${JSON.stringify(spec.options)} on ${resolved.spec.cut}; ${k} folds x seeds ${seeds.join(',')}; validation ${valFraction} of the training patients; ` +
       `epochs <= ${recipe.maxEpochs} (kept from ${recipe.minEpochs}, patience ${recipe.patience}, no refit); ${members} member(s); ${passes} MC dropout passes`,

@@ -53,7 +53,7 @@ import {
   type FitMonitor,
 } from '@histofed/ml';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { reporter, runBench } from '../lib/bench-output';
+import { reporter, runBench, wallTimeLine } from '../lib/bench-output';
 import { federatedOverSockets } from './socket-federation';
 import { rowsByImage, slice, type DecodedSet } from './data-slices';
 import { centralized, federated, localOnly, type FoldContext, type Recipe, type RegimeResult, type SiteData } from './regimes';
@@ -398,7 +398,7 @@ async function main(o: Options): Promise<void> {
   if (out.federatedMinusCentralized) say(`federated - centralized balanced accuracy: ${(100 * out.federatedMinusCentralized.balancedAccuracy).toFixed(1)} points`);
   if (out.federatedSocketsMinusCentralized) say(`federated (sockets) - centralized balanced accuracy: ${(100 * out.federatedSocketsMinusCentralized.balancedAccuracy).toFixed(1)} points`);
   if (out.federatedMinusLocalOnly) say(`federated - local-only balanced accuracy: ${(100 * out.federatedMinusLocalOnly.balancedAccuracy).toFixed(1)} points`);
-  say(`wall time ${wallSeconds.toFixed(0)} s (${os.cpus().length} cores${os.loadavg()[0] > os.cpus().length ? ', shared with other load: timings inflated' : ''})`);
+  say(wallTimeLine(wallSeconds));
   result(out);
 }
 

@@ -38,7 +38,7 @@ import {
   setWeights,
 } from '@histofed/ml';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { reporter, runBench } from '../lib/bench-output';
+import { reporter, runBench, wallTimeLine } from '../lib/bench-output';
 import { loadTileFeatureSet } from '../lib/tile-features';
 import { int, num } from '../lib/cli-options';
 import { slice, type DecodedSet } from '../accuracy/data-slices';
@@ -316,7 +316,7 @@ async function main(o: Options): Promise<void> {
     const t = targetMet(means.get(s) ?? [], random, fullMs.mean);
     say(`${s}: full-label accuracy with <= 50 % of the labels: ${t.reachesFullByHalf ? 'yes' : 'no'}; above random at every budget: ${t.aboveRandom ? 'yes' : 'no'}${UNCERTAINTY.includes(s) ? ` -> target ${t.met ? 'met' : 'NOT met'}` : ''}`);
   }
-  say(`wall time ${out.wallSeconds.toFixed(0)} s (${os.cpus().length} cores${os.loadavg()[0] > os.cpus().length ? ', shared with other load: timings inflated' : ''})`);
+  say(wallTimeLine(out.wallSeconds));
   result(out);
 }
 

@@ -1,4 +1,6 @@
 /** Shared helpers of the benchmarks: figures on stdout, one JSON line with --json. */
+import * as os from 'node:os';
+
 export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -30,4 +32,10 @@ export function runBench<O>(command: { action(fn: (o: O) => unknown): { parseAsy
     .action((o: O) => main(o).catch(fail))
     .parseAsync()
     .catch(fail);
+}
+
+/** "wall time N s (C cores[, shared with other load: timings inflated])": the closing line of a benchmark. */
+export function wallTimeLine(seconds: number): string {
+  const cores = os.cpus().length;
+  return `wall time ${seconds.toFixed(0)} s (${cores} cores${os.loadavg()[0] > cores ? ', shared with other load: timings inflated' : ''})`;
 }

@@ -36,7 +36,7 @@ import {
   type RiskCoveragePoint,
   type UncertaintyMeasure,
 } from '@histofed/ml';
-import { reporter, runBench } from '../lib/bench-output';
+import { reporter, runBench, wallTimeLine } from '../lib/bench-output';
 import { loadTileFeatureSet } from '../lib/tile-features';
 import { int, num } from '../lib/cli-options';
 import { slice } from '../accuracy/data-slices';
@@ -263,7 +263,7 @@ async function main(o: Options): Promise<void> {
   say(`Risk-coverage of the chosen measure (test thresholds, shape only): ${curve.map((p) => `${100 * p.targetRate} %: ${pct(p.accuracyUnflagged).trim()}`).join(', ')}`);
   say(`MC dropout (${passes} passes of the heads on cached tile features): ${mcMs.mean.toFixed(2)} ms per image (one plain pass ${singleMs.mean.toFixed(2)} ms)`);
   say(`Targets: temperature scaling halves the ECE: ${met.eceHalved ? 'met' : 'NOT met'}; at 20 % review unflagged >= 5 points above all: ${met.reviewGain5Points ? 'met' : 'NOT met'} (${((defaultSelective['0.2'].gain ?? NaN) * 100).toFixed(1)} points)`);
-  say(`wall time ${wallSeconds.toFixed(0)} s (${os.cpus().length} cores${os.loadavg()[0] > os.cpus().length ? ', shared with other load: timings inflated' : ''})`);
+  say(wallTimeLine(wallSeconds));
   result(out);
 }
 

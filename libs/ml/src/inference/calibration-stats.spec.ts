@@ -7,10 +7,10 @@ import {
   mergeEntropyHistograms,
   mergeReliabilityCounts,
   reliabilityCounts,
+  reliabilityTable,
   reliabilityTableOfCounts,
   reviewThresholdFor,
 } from './calibration-stats';
-import { reliabilityTable } from './temperature';
 
 describe('mergeable calibration statistics', () => {
   const probs = Float32Array.from([0.95, 0.05, 0.9, 0.1, 0.35, 0.65, 0.6, 0.4, 0.2, 0.8, 0.55, 0.45]);

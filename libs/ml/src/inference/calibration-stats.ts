@@ -7,9 +7,19 @@
  */
 import { ValidationError } from '@histofed/fl-core';
 import { predictiveEntropy } from '../uncertainty/measures';
-import type { ReliabilityBin } from './temperature';
 
 /** Reliability bins of the reports (the ECE of libs/ml metrics uses 10 too). */
+/** One bin of a reliability table: images whose confidence falls in (lower, upper]. */
+export interface ReliabilityBin {
+  readonly lower: number;
+  readonly upper: number;
+  readonly count: number;
+  /** Mean confidence (probability of the predicted class) of the bin's images, null when empty. */
+  readonly confidence: number | null;
+  /** Share of the bin's images whose predicted class is right, null when empty. */
+  readonly accuracy: number | null;
+}
+
 export const RELIABILITY_BINS = 10;
 /** Entropy bins of a review histogram: the threshold is chosen in steps of 0.01 of normalized entropy. */
 export const ENTROPY_HISTOGRAM_BINS = 100;
@@ -171,4 +181,9 @@ export function reviewThresholdFor(h: EntropyHistogram, rate: number): ReviewThr
     accuracyAll: 1 - errors / images,
     accuracyUnflagged: unflagged > 0 ? 1 - (errors - errorsFrom[best]) / unflagged : null,
   };
+}
+
+/** The reliability table (equal-width confidence bins) of `k`-class probability rows against `labels`. */
+export function reliabilityTable(probabilities: ArrayLike<number>, labels: ArrayLike<number>, k: number, bins = RELIABILITY_BINS): ReliabilityBin[] {
+  return reliabilityTableOfCounts(reliabilityCounts(probabilities, labels, k, bins));
 }

@@ -1,4 +1,5 @@
-import { applyTemperature, chooseTemperature, DEFAULT_TEMPERATURE_GRID, reliabilityTable, temperatureNll } from './temperature';
+import { reliabilityTable } from './calibration-stats';
+import { applyTemperature, chooseTemperature, DEFAULT_TEMPERATURE_GRID, temperatureNll } from './temperature';
 
 describe('temperature scaling', () => {
   const layout = { numClasses: 2 };

@@ -125,39 +125,3 @@ export function chooseTemperature(parts: readonly TemperatureNll[]): { temperatu
   const one = grid.findIndex((t) => t === 1);
   return { temperature: grid[best], meanNll: total[best] / count, meanNllAtOne: one >= 0 ? total[one] / count : null, count };
 }
-
-/** One bin of a reliability table: images whose confidence falls in (lower, upper]. */
-export interface ReliabilityBin {
-  readonly lower: number;
-  readonly upper: number;
-  readonly count: number;
-  /** Mean confidence (probability of the predicted class) of the bin's images, null when empty. */
-  readonly confidence: number | null;
-  /** Share of the bin's images whose predicted class is right, null when empty. */
-  readonly accuracy: number | null;
-}
-
-/** The reliability table (equal-width confidence bins) of `k`-class probability rows against `labels`. */
-export function reliabilityTable(probabilities: ArrayLike<number>, labels: ArrayLike<number>, k: number, bins = 10): ReliabilityBin[] {
-  if (!Number.isInteger(bins) || bins < 1) throw new ValidationError(`bins: must be an integer >= 1, got ${bins}`);
-  if (probabilities.length !== labels.length * k) throw new ValidationError(`reliabilityTable: ${probabilities.length} values for ${labels.length} rows of ${k}`);
-  const count = new Array<number>(bins).fill(0);
-  const conf = new Array<number>(bins).fill(0);
-  const right = new Array<number>(bins).fill(0);
-  for (let i = 0; i < labels.length; i++) {
-    let arg = 0;
-    for (let c = 1; c < k; c++) if (probabilities[i * k + c] > probabilities[i * k + arg]) arg = c;
-    const p = probabilities[i * k + arg];
-    const b = Math.min(bins - 1, Math.max(0, Math.ceil(p * bins - 1e-9) - 1));
-    count[b]++;
-    conf[b] += p;
-    if (arg === labels[i]) right[b]++;
-  }
-  return count.map((n, b) => ({
-    lower: b / bins,
-    upper: (b + 1) / bins,
-    count: n,
-    confidence: n > 0 ? conf[b] / n : null,
-    accuracy: n > 0 ? right[b] / n : null,
-  }));
-}

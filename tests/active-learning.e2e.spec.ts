@@ -1,8 +1,8 @@
 /**
  * Active learning at the sites (issue 16) over real processes: a federated run's final models at a
  * site rank its unlabelled images (`histofed-site suggest`), the queue is filled in from the known
- * truth and imported (`histofed-site label import`; a bad queue is refused with its rows), and the
- * next run trains on more images at that site — while the coordinator learns only the count, and
+ * truth and imported (`histofed-site label import`; a bad queue is refused with its rows), and the running
+ * site client picks the labels up and the next run trains on more images there — while the coordinator learns only the count, and
  * the site's outbox holds no file name. Then suggest on the real sample under random names.
  */
 import { spawn } from 'node:child_process';
@@ -123,6 +123,8 @@ describe('active learning: suggest -> label import -> the next run trains on mor
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/1 bad row, nothing imported:\n {2}line 2 \(.*\): unknown class "tumour"/);
 
+    const before = (await fed.admin.request<{ siteId: string; trainSamples: number; labelledImages: number }[]>('GET', '/api/sites')).find((x) => x.siteId === 'site-2')!;
+    expect(before.labelledImages).toBe(0);
     const filled = join(work, 'filled.csv');
     const queued = fillQueue(queue, filled, truth);
     const imported = await site(['label', 'import', '--queue', filled, '--state-dir', state, '--json']);
@@ -133,15 +135,13 @@ describe('active learning: suggest -> label import -> the next run trains on mor
       '--state-dir', state, '--cache-dir', join(work, 'image-cache'), '--json']);
     expect(JSON.parse(again.stdout)).toMatchObject({ candidates: 24, alreadyLabelled: 8 });
 
-    // The site client reads its label store when it starts: restart it, then run again.
-    const before = (await fed.admin.request<{ siteId: string; trainSamples: number; labelledImages: number }[]>('GET', '/api/sites')).find((x) => x.siteId === 'site-2')!;
-    expect(before.labelledImages).toBe(0);
-    await fed.restartSite('site-2', 'SIGTERM', 500);
-    await fed.sites[1].waitFor((l) => l.msg === 'connected to coordinator', 120_000, 'site-2 to reconnect');
+    // The running site client picks the new labels up between tasks and announces the new counts.
+    const reloaded = await fed.sites[1].waitFor((l) => l.msg === 'labels reloaded', 120_000, 'site-2 to read its label store');
+    expect(reloaded).toMatchObject({ labelledImages: 8, newImages: 8, trainImages: before.trainSamples + 8 });
     const told = await fed.coordinator.waitFor((l) => l.msg === 'site labelled new images', 30_000, 'the count');
     expect(told).toMatchObject({ siteId: 'site-2', newImages: 8, labelledImages: 8, text: 'site-2 labelled 8 new images (8 in all)' });
     const after = (await fed.admin.request<{ siteId: string; trainSamples: number; labelledImages: number }[]>('GET', '/api/sites')).find((x) => x.siteId === 'site-2')!;
-    expect(after).toMatchObject({ labelledImages: 8, trainSamples: before.trainSamples + 8 });
+    expect(after).toMatchObject({ labelledImages: 8, trainSamples: reloaded.trainImages });
 
     const second = await runOnce();
     expect(second.samples).toBe(first.samples + 8);
@@ -150,7 +150,7 @@ describe('active learning: suggest -> label import -> the next run trains on mor
     const outbox = join(state, 'outbox');
     const log = readFileSync(join(outbox, 'messages.jsonl'), 'utf8');
     const hellos = log.trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.event === 'site:hello');
-    expect(hellos.at(-1).payload).toMatchObject({ labelledImages: 8, trainSamples: before.trainSamples + 8 });
+    expect(hellos.at(-1).payload).toMatchObject({ labelledImages: 8, trainSamples: reloaded.trainImages });
     expect(hellos[0].payload.labelledImages).toBeUndefined();
     const names = [...truth.keys()].map((f) => basename(f, '.png'));
     const sent = [log, ...readdirSync(outbox).filter((f) => f.endsWith('.plaintext.bin')).map((f) => readFileSync(join(outbox, f)).toString('latin1'))];

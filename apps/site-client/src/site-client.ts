@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { io } from 'socket.io-client';
 import { IdentityKeys, fingerprint, fromBase64, identitySigner, loadOrCreateIdentityKeys, seal, toBase64 } from '@histofed/crypto';
@@ -48,6 +49,7 @@ import { PendingUpdates, SendOutcome } from './pending-updates';
 import { REFUSED_RETRY_MS, helloRefusalPlan } from './refusal-plan';
 import { SiteConfig } from './site-config';
 import { SiteData } from './site-data';
+import { labelStorePath } from './label-store';
 import { SiteLogger } from './site-logger';
 
 const HELLO_TIMEOUT_MS = 30_000;
@@ -55,6 +57,10 @@ const SEND_TIMEOUT_MS = 120_000;
 /** Per chunk of a model download or update upload. */
 const CHUNK_TIMEOUT_MS = 60_000;
 const SOFTWARE = 'histofed-site 0.1.0';
+/** How often an idle site looks at its label store for labels imported while it runs (`label import`). */
+const LABEL_CHECK_MS = 5_000;
+/** After a secure-aggregation advertisement, labels wait this long for the round's task at most (its sample count is the round's weight scale). */
+const SECURE_ROUND_HOLD_MS = 10 * 60_000;
 
 /**
  * A hospital's participation: keeps a socket.io connection to the coordinator (reconnecting with
@@ -70,6 +76,12 @@ export class SiteClient {
   private helloRetry: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private labelTimer: NodeJS.Timeout | undefined;
+  /** The label store's size and modification time when last read ('' before the first look). */
+  private labelStamp = '';
+  private checkingLabels = false;
+  /** When the last secure-aggregation round this site advertised keys for began, until its task ends. */
+  private secureRoundSince: number | null = null;
   private readonly signer: SiteSigner;
   private readonly secure: SiteSecureAggregation;
   /** Updates that could not be delivered yet (connection lost while training); resent on reconnect. */
@@ -159,6 +171,10 @@ export class SiteClient {
     });
     this.socket = socket;
     socket.on('connect', () => void this.hello());
+    // Labels imported while the site runs are picked up between tasks (and the new count announced).
+    void labelStoreStamp(this.config.stateDir).then((stamp) => (this.labelStamp ||= stamp));
+    this.labelTimer = setInterval(() => void this.checkLabels(), LABEL_CHECK_MS);
+    this.labelTimer.unref();
     socket.on('disconnect', (reason) => {
       clearTimeout(this.helloRetry);
       this.logger.event('warn', 'disconnected from coordinator', { reason });
@@ -182,7 +198,10 @@ export class SiteClient {
       return reply;
     };
     socket.on(SecAggEvents.advertise, (raw: unknown, ack) => {
-      if (typeof ack === 'function') ack(secagg(SecAggEvents.advertise, this.secure.advertise(raw)));
+      if (typeof ack !== 'function') return;
+      const reply = this.secure.advertise(raw);
+      if (reply.ok) this.secureRoundSince = Date.now();
+      ack(secagg(SecAggEvents.advertise, reply));
     });
     socket.on(SecAggEvents.shareKeys, (raw: unknown, ack) => {
       if (typeof ack === 'function') ack(secagg(SecAggEvents.shareKeys, this.secure.shareKeys(raw)));
@@ -233,6 +252,7 @@ export class SiteClient {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.labelTimer);
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.helloRetry);
     this.socket?.disconnect();
@@ -295,8 +315,46 @@ export class SiteClient {
     }
     if (this.busy) return refusal(`site ${this.config.siteId} is busy with another task`, 'busy');
     this.busy = true;
-    void this.perform(v.value).finally(() => (this.busy = false));
+    const secure = v.value.secagg !== undefined;
+    void this.perform(v.value).finally(() => {
+      this.busy = false;
+      if (secure) this.secureRoundSince = null;
+    });
     return { ok: true };
+  }
+
+  /**
+   * Active learning: labels imported (`histofed-site label import`) while the site runs. When the
+   * label store changed and the site is idle — no task, not inside a secure-aggregation round whose
+   * weight scale used the announced sample count — the site trains on the new labels from its next
+   * task and says hello again with the new counts (the coordinator logs "site labelled N new images").
+   */
+  private async checkLabels(): Promise<void> {
+    if (this.stopped || this.busy || this.checkingLabels) return;
+    if (this.secureRoundSince !== null && Date.now() - this.secureRoundSince < SECURE_ROUND_HOLD_MS) return;
+    this.checkingLabels = true;
+    try {
+      const stamp = await labelStoreStamp(this.config.stateDir);
+      if (stamp === this.labelStamp) return;
+      const { labels, changed } = await this.data.readLabels(this.config.stateDir);
+      // A task or a secure round began while the store was read: look again when it is over.
+      if (this.busy || this.secureRoundSince !== null) return;
+      this.labelStamp = stamp;
+      if (!changed) return;
+      const before = this.data.split.labelled.length;
+      this.data.useLabels(labels);
+      this.logger.event('info', 'labels reloaded', {
+        labelledImages: labels.usable.length,
+        newImages: labels.usable.length - before,
+        trainImages: this.data.trainCount,
+      });
+      for (const p of labels.problems) this.logger.event('warn', 'labelled image left out', p);
+      if (this.socket?.connected && this.coordinatorKey) await this.hello();
+    } catch (e) {
+      this.logger.event('warn', 'reading the label store failed', { error: (e as Error).message });
+    } finally {
+      this.checkingLabels = false;
+    }
   }
 
   private async perform(task: TrainTask): Promise<void> {
@@ -388,6 +446,16 @@ export class SiteClient {
 /** The tensors of `weights` that are aggregated (all of them unless the run keeps some local). */
 function sharedTensors(weights: WeightSet, policy: LocalTensorPolicy): WeightSet {
   return policy === 'none' ? weights : weights.filter((t) => !isLocalTensor(t.name, policy));
+}
+
+/** The label store's size and modification time ('none' when there is none): a cheap change check. */
+async function labelStoreStamp(stateDir: string): Promise<string> {
+  try {
+    const s = await stat(labelStorePath(stateDir));
+    return `${s.size}:${s.mtimeMs}`;
+  } catch {
+    return 'none';
+  }
 }
 
 /** The site's key file: Ed25519 (identity, signatures) and X25519 (sealing updates), mode 0600. */

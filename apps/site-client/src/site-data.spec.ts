@@ -1,6 +1,9 @@
 import { join, resolve } from 'node:path';
 import { DEFAULT_MACENKO_TARGET } from '@histofed/data';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { SiteData } from './site-data';
+import { sha256File, writeLabelStore } from './label-store';
 
 const cnn = (imageSize: number) => ({ spec: { kind: 'small-cnn', imageSize, numClasses: 2 } });
 import { loadSiteConfig } from './site-config';
@@ -74,6 +77,31 @@ describe('site data on the real BreakHis sample', () => {
     const rs = (await shifted.stainStatistics('reinhard', 64)).stats as { mean: number[] };
     const diff = Math.max(...rs.mean.map((v, i) => Math.abs(v - (r.stats as { mean: number[] }).mean[i])));
     expect(diff).toBeGreaterThan(0.5); // LAB units
+  }, REAL_IMAGES_MS);
+
+  it('takes up labels imported while it runs: the next training set holds them, unchanged stores change nothing', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'hf-site-labels-'));
+    try {
+      const site = await SiteData.open(loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: SAMPLE, simulate: '1/3', stateDir: state }));
+      const before = await site.train(cnn(16));
+      expect(await site.readLabels(state)).toMatchObject({ changed: false });
+      // Two images of another site's share, labelled by "our pathologist" (the label store holds absolute paths and hashes).
+      const other = (await SiteData.open(loadSiteConfig({}, { coordinator: 'http://x', siteId: 't', data: SAMPLE, simulate: '2/3' }))).split.train.slice(0, 2);
+      await writeLabelStore(state, await Promise.all(other.map(async (im) => ({
+        file: im.path, sha256: await sha256File(im.path), label: im.label, subtype: im.subtype, patient: im.patientId, importedAt: new Date().toISOString(), queue: join(state, 'q.csv'),
+      }))));
+      const read = await site.readLabels(state);
+      expect(read.changed).toBe(true);
+      expect(site.split.labelled).toHaveLength(0); // nothing changes until useLabels
+      site.useLabels(read.labels);
+      expect(site.split.labelled).toHaveLength(2);
+      expect(site.trainCount).toBe(site.split.train.length + 2);
+      const after = await site.train(cnn(16));
+      expect(after.count).toBe(before.count + 2);
+      expect(await site.readLabels(state)).toMatchObject({ changed: false });
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
   }, REAL_IMAGES_MS);
 
   it('stops with a message naming a folder that does not exist', async () => {

@@ -26,7 +26,7 @@ import {
   readBreakHisTree,
 } from '@histofed/data';
 import { SiteConfig } from './site-config';
-import { LabelRecord, labelledTrainingImage, loadLabelledImages } from './label-store';
+import { LabelRecord, LabelledImages, labelledTrainingImage, loadLabelledImages } from './label-store';
 
 export interface SiteSplit {
   readonly train: BreakHisImage[];
@@ -69,7 +69,7 @@ export class SiteData {
   private readonly decoded = new Map<string, Promise<LabeledImages>>();
 
   private constructor(
-    readonly split: SiteSplit,
+    private current: SiteSplit,
     private readonly cache: ImageCache | undefined,
     private readonly featureCache: FeatureCache | undefined,
     private readonly transform: ImagePixelHook | undefined,
@@ -83,6 +83,27 @@ export class SiteData {
 
   /** The worker pool that extracts tile features (else this thread does). */
   pool: TrainingPool | undefined;
+
+  /** The site's images: the tree's patient-wise split and the labelled images of the label store. */
+  get split(): SiteSplit {
+    return this.current;
+  }
+
+  /**
+   * The label store as it is now (labels imported while the site runs): the usable records, and
+   * whether they differ from those the site trains on. Nothing changes until `useLabels`.
+   */
+  async readLabels(stateDir: string): Promise<{ labels: LabelledImages; changed: boolean }> {
+    const labels = await loadLabelledImages(stateDir);
+    const key = (rs: readonly LabelRecord[]) => JSON.stringify(rs.map((r) => [r.file, r.sha256, r.label, r.subtype, r.patient]));
+    return { labels, changed: key(labels.usable) !== key(this.current.labelled) };
+  }
+
+  /** Trains on these labels from the next task on: the training inputs are rebuilt (tile features of unchanged images come from the disk cache). */
+  useLabels(labels: LabelledImages): void {
+    this.current = { ...this.current, labelled: labels.usable, labelProblems: labels.problems };
+    for (const key of [...this.decoded.keys()]) if (key.startsWith('["train"')) this.decoded.delete(key);
+  }
 
   static async open(config: SiteConfig): Promise<SiteData> {
     const dataset = assertHasImages(await readBreakHisTree(config.dataDir));

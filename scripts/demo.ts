@@ -133,6 +133,8 @@ async function demo(opts: DemoOptions): Promise<void> {
     partition: opts.partition,
     alpha: opts.alpha === undefined ? undefined : Number(opts.alpha),
   });
+  // Issue 17: the administrator's dashboard, live while the demo runs (the token is this demo's own, random).
+  say(`dashboard: ${fed.url}/#token=${fed.token}`);
   try {
     fed.coordinator.onLine((l) => {
       const p = progressLine('coordinator', l);

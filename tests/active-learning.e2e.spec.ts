@@ -84,8 +84,8 @@ describe('active learning: suggest -> label import -> the next run trains on mor
   });
 
   it('queues uncertain images spread over patients, imports the labels, and only the count reaches the coordinator', async () => {
-    const runOnce = async () => {
-      const { id } = await fed.admin.request<{ id: string }>('POST', '/api/runs', runConfig);
+    const runOnce = async (extra: object = {}) => {
+      const { id } = await fed.admin.request<{ id: string }>('POST', '/api/runs', { ...runConfig, ...extra });
       await fed.admin.request('POST', `/api/runs/${id}/start`);
       const run = await fed.admin.waitForRun<{ status: string; statusReason: string | null }>(id, 600_000);
       expect(run).toMatchObject({ status: 'completed' });
@@ -93,8 +93,19 @@ describe('active learning: suggest -> label import -> the next run trains on mor
       const mine = contributions.find((c) => c.siteId === 'site-2' && c.kind === 'round' && c.status === 'accepted');
       return { id, samples: mine!.numSamples as number };
     };
-    const first = await runOnce();
+    // The first run also trains a boosted member (issue 16): one more federated round from the final
+    // global model, each real site weighing its training images by the global model's errors.
+    const first = await runOnce({ ensemble: { boosting: { members: 1, rounds: 1 } } });
     await fed.sites[1].waitFor((l) => l.msg === 'final models installed' && l.runId === first.id, 120_000, 'site-2 final models');
+    const boosted = await fed.admin.request<{ final: { ensembleMembers: string[] } }>('GET', `/api/runs/${first.id}`);
+    expect(boosted.final.ensembleMembers).toEqual(expect.arrayContaining(['global', 'global-b1']));
+    for (const s of fed.sites) {
+      const weighed = s.lines.find((l) => l.msg === 'boosting weights' && l.runId === first.id);
+      expect(weighed).toMatchObject({ round: 2, members: 1 });
+      expect(Number(weighed?.maxWeight)).toBeGreaterThanOrEqual(Number(weighed?.minWeight));
+    }
+    const boostRound = await fed.admin.request<{ siteId: string; kind: string; status: string }[]>('GET', `/api/runs/${first.id}/rounds/2/contributions`);
+    expect(boostRound.filter((c) => c.kind === 'boost' && c.status === 'accepted').map((c) => c.siteId).sort()).toEqual(['site-1', 'site-2']);
 
     // Another hospital's images (other patients), under random names, patients from a CSV.
     await generateSyntheticBreakHis(join(work, 'other'), { seed: 31, patientsPerSubtype: 1, imagesPerPatient: 4 });

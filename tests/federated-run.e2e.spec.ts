@@ -2,17 +2,18 @@
  * End to end, on real components: a coordinator (embedded PostgreSQL) and two site clients as
  * separate processes over socket.io on localhost, plus a rogue participant. Two FedAvg rounds.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { WeightSet, decodeWeights, maxAbsDifference } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_PARENTS, WeightSet, decodeWeights, maxAbsDifference } from '@histofed/fl-core';
 import { generateSyntheticBreakHis, readBreakHisTree } from '@histofed/data';
-import { CalibrationEvents, EnsembleFitEvents, FinalModelEvents, SiteEvents, decodeUpdateEnvelope } from '@histofed/protocol';
-import { readEnsembleManifest } from '@histofed/ml';
-import { Federation, startFederation } from '@histofed/harness';
+import { CalibrationEvents, EnsembleFitEvents, FinalModelEvents, ProgressEvents, SiteEvents, decodeUpdateEnvelope } from '@histofed/protocol';
+import { StackingCombiner, combineMembers, readEnsembleManifest } from '@histofed/ml';
+import { COORDINATOR_BIN, Federation, REPO_ROOT, startFederation } from '@histofed/harness';
 import { predictionReportSchema, type PredictionReport } from '@histofed/inference';
 import { RogueSite } from '@histofed/harness';
-import { hasChromium, launchChromium } from './support/browser';
+import { SCREENSHOT_DIR, itWithChromium, launchChromium } from './support/browser';
 
 interface Contribution {
   siteId: string;
@@ -137,8 +138,13 @@ describe('a federated run across real processes', () => {
       const messages = log.trim().split('\n').map((l) => JSON.parse(l));
       // (The calibration's two answers, numbers only: checked in fedbn.e2e; the ensemble weighting's below.)
       expect(new Set(messages.map((m) => m.event))).toEqual(
-        new Set([SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review, EnsembleFitEvents.nll]),
+        new Set([SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review, EnsembleFitEvents.nll, ProgressEvents.progress]),
       );
+      // Issue 17: task progress for the dashboard — a stage, epoch/batch counts and a batch loss, nothing else.
+      for (const m of messages.filter((x) => x.event === ProgressEvents.progress)) {
+        expect(['batch', 'batches', 'epoch', 'epochs', 'kind', 'loss', 'round', 'runId', 'stage']).toEqual(expect.arrayContaining(Object.keys(m.payload)));
+        expect(Object.values(m.payload).every((v) => typeof v === 'number' || /^[a-z0-9-]+$/.test(String(v)))).toBe(true);
+      }
       // The answer to the final models: run, site and the names of the models installed, nothing else.
       expect(messages.filter((m) => m.event === FinalModelEvents.offer).map((m) => m.payload)).toEqual([
         { ok: true, runId, siteId, installed: ['global', 'global-r1', siteId], alreadyInstalled: false },
@@ -248,7 +254,7 @@ describe('a federated run across real processes', () => {
     expect(await res.text()).toMatch(/api\/runs/);
   });
 
-  (hasChromium ? it : it.skip)('shows sites, the run, its rounds and rejections in the dashboard (Chromium)', async () => {
+  itWithChromium('shows sites, the run, its rounds and rejections in the dashboard (Chromium)', async () => {
     const browser = await launchChromium();
     try {
       const page = await browser.newPage();
@@ -263,7 +269,7 @@ describe('a federated run across real processes', () => {
       expect(run).toMatch(/rogue: update: expected \d+ tensors/);
       expect(run).toMatch(/Final \(central test split\)/);
       expect(run).toMatch(/ensemble/);
-      await page.screenshot({ path: join(process.env.HISTOFED_SCREENSHOT_DIR ?? work, 'dashboard.png'), fullPage: true });
+      await page.screenshot({ path: join(SCREENSHOT_DIR, 'federated-run.png'), fullPage: true });
     } finally {
       await browser.close();
     }
@@ -308,6 +314,104 @@ describe('a federated run across real processes', () => {
     for (const m of [metrics.final.global, metrics.final.ensemble, ...Object.values(metrics.final.perSite)]) {
       expect(m.accuracy).toBeGreaterThanOrEqual(0);
       expect(m.accuracy).toBeLessThanOrEqual(1);
+    }
+  });
+
+  // Last: a second, small run in the same federation (the rogue leaves first), whose ensemble's
+  // stacking meta-learner is fitted with the sites. The tests above read the first run's outboxes.
+  it('fits a stacking meta-learner with the sites (issue 16): both heads from gradient sums, applied by the central evaluation, predict and evaluate', async () => {
+    rogue.close();
+    const { id } = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
+      name: 'e2e-stacking',
+      rounds: 2,
+      minSites: 2,
+      maxSites: 2,
+      batchSize: 8,
+      model: { kind: 'small-cnn', imageSize: 24, numClasses: 2, subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] },
+      personalizeEpochs: 0,
+      roundTimeoutSeconds: 300,
+      waitForSitesSeconds: 60,
+      ensemble: { snapshots: 1, combiner: 'stacking' },
+    });
+    await fed.admin.request('POST', `/api/runs/${id}/start`);
+    interface HeadFit {
+      steps: number;
+      converged: boolean;
+      images: number;
+      startNll: number;
+      fittedNll: number;
+      sites: string[];
+    }
+    const run = await fed.admin.waitForRun<{
+      status: string;
+      statusReason: string | null;
+      final: {
+        modelsDir: string;
+        ensemble: Record<string, number>;
+        ensembleMembers: string[];
+        ensembleFit: { combiner: string; fittedMembers: string[]; stacking: { iterations: number; stage1: HeadFit; subtype: HeadFit }; centralMean: Record<string, number>; sites: { answered: string[]; refused: Record<string, string> } };
+      };
+    }>(id, 5 * 60_000);
+    expect(run).toEqual(expect.objectContaining({ status: 'completed', statusReason: null }));
+    const fit = run.final.ensembleFit;
+    expect(fit).toEqual(expect.objectContaining({ combiner: 'stacking', fittedMembers: ['global', 'global-r1'], sites: { answered: ['site-1', 'site-2'], refused: {} } }));
+    for (const head of [fit.stacking.stage1, fit.stacking.subtype]) {
+      expect(head.sites).toEqual(['site-1', 'site-2']);
+      expect(head.steps).toBeGreaterThan(0);
+      expect(head.steps).toBeLessThanOrEqual(fit.stacking.iterations);
+      expect(head.images).toBeGreaterThan(0);
+      expect(head.fittedNll).toBeLessThan(head.startNll);
+    }
+    const finished = fed.coordinator.lines.find((l) => l.msg === 'ensemble stacking finished' && l.runId === id);
+    expect(finished?.seconds).toEqual(expect.any(Number));
+
+    // The saved manifest names the stacking combiner: finite heads of the right shapes (2 members).
+    const manifest = await readEnsembleManifest(run.final.modelsDir);
+    expect(manifest.members).toEqual(['global', 'global-r1']);
+    const combine = manifest.combine as StackingCombiner;
+    expect(combine).toEqual(expect.objectContaining({ kind: 'stacking', fittedOn: expect.stringMatching(/^federated: 2 sites' validation images/) }));
+    expect([combine.stage1.coefficients.length, combine.stage1.coefficients[0].length, combine.subtype!.coefficients.length, combine.subtype!.coefficients[0].length]).toEqual([2, 4, 8, 16]);
+    const numbers = [combine.stage1, combine.subtype!].flatMap((h) => [...h.coefficients.flat(), ...h.intercept]);
+    expect(numbers.every((v) => Number.isFinite(v))).toBe(true);
+
+    // The central evaluation uses it: final.ensemble is the stacked ensemble, centralMean the mean's.
+    expect(run.final.ensemble.ece).not.toBe(fit.centralMean.ece);
+
+    // predict (POST /api/predict) applies it: the ensemble's stage-1 row is the stacked head on the members' (calibrated) rows.
+    const image = readFileSync((await readBreakHisTree(data)).images[0].path);
+    const predict = async (query: string) => {
+      const res = await fetch(`${fed.url}/api/predict?run=${id}${query}`, { method: 'POST', headers: { authorization: `Bearer ${fed.token}`, 'content-type': 'image/png' }, body: image });
+      expect(res.status).toBe(200);
+      return ((await res.json()) as PredictionReport).images[0].stage1.probabilities;
+    };
+    const [ensemble, ...memberRows] = await Promise.all(['', '&model=global', '&model=global-r1'].map(predict));
+    const row = (p: Record<string, number>) => Float32Array.from([p.benign, p.malignant, ...Array.from({ length: 8 }, () => 1 / 8)]);
+    const expected = combineMembers(memberRows.map(row), { numClasses: 2, subtypeParents: BREAKHIS_SUBTYPE_PARENTS }, combine);
+    expect(ensemble.benign).toBeCloseTo(expected[0], 4);
+    expect(ensemble.malignant).toBeCloseTo(expected[1], 4);
+
+    // evaluate reads the same manifest and combines with it.
+    const e = spawnSync(process.execPath, [COORDINATOR_BIN, 'evaluate', '--model', run.final.modelsDir, '--data', data, '--json'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 300_000 });
+    expect(e.status).toBe(0);
+    const evaluated = JSON.parse(e.stdout) as { kind: string; members: string[]; combine: string; stage1: { imageAccuracy: number } };
+    expect(evaluated).toEqual(expect.objectContaining({ kind: 'ensemble', members: ['global', 'global-r1'], combine: 'stacking' }));
+    expect(evaluated.stage1.imageAccuracy).toBeGreaterThanOrEqual(0);
+
+    // Each site installs the run's final models with the stacked ensemble (it holds every member).
+    await Promise.all(fed.sites.map((s) => s.waitFor((l) => l.msg === 'final models installed' && l.runId === id, 120_000, 'the stacking run\'s final models')));
+
+    // What left each site: one compact outbox line per gradient answered (numbers, hashes and the signature only).
+    for (const siteId of ['site-1', 'site-2']) {
+      const messages = readFileSync(join(fed.siteStateDir(siteId), 'outbox', 'messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const answers = messages.filter((m) => m.event === EnsembleFitEvents.stacking && m.payload.runId === id).map((m) => m.payload);
+      expect(answers).toHaveLength(fit.stacking.stage1.steps + 1 + fit.stacking.subtype.steps + 1);
+      for (const a of answers) {
+        expect(Object.keys(a).sort()).toEqual(['ok', 'report', 'runId', 'signature', 'siteId', 'step']);
+        expect(Object.keys(a.report).sort()).toEqual(['count', 'gradient', 'head', 'members', 'nll']);
+        expect(a.report.members.every((h: string) => /^[0-9a-f]{64}$/.test(h))).toBe(true);
+        expect([a.step, a.report.nll, a.report.count, a.report.gradient.numbers, a.report.gradient.maxAbs].every((v) => typeof v === 'number' && Number.isFinite(v))).toBe(true);
+      }
+      expect(answers.filter((a) => a.report.head === 'subtype')[0].report.gradient.numbers).toBe(8 * 16 + 8);
     }
   });
 });

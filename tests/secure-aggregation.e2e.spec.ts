@@ -5,7 +5,8 @@
  * The coordinator's new global model must equal plain FedAvg of the surviving sites' updates
  * within the quantization error — with all sites, with two sites dropped after the key exchange,
  * and after a round that failed cleanly because too few sites revealed their shares. The
- * coordinator must never store a single site's update.
+ * coordinator must never store a single site's update. The run ends with a snapshot ensemble and a
+ * boosted member (issue 16) trained in one more secure round.
  */
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { IdentityKeys, generateBoxKeyPair, generateSigningKeyPair } from '@histofed/crypto';
 import { WeightSet, decodeWeights, encodeWeights, namedTensor, sha256Hex } from '@histofed/fl-core';
 import { generateSyntheticBreakHis } from '@histofed/data';
-import { SecAggEvents, TrainTask } from '@histofed/protocol';
+import { ChunkEvents, SecAggEvents, TrainTask, downloadInChunks } from '@histofed/protocol';
 import { SiteSecureAggregation, quantizationErrorBound } from '@histofed/secagg';
 import { Federation, startFederation } from '@histofed/harness';
 import { Predictor } from '@histofed/inference';
@@ -73,6 +74,8 @@ describe('secure aggregation across a real coordinator', () => {
   let round3Unmasks = 0;
   let runId: string;
   let rounds: Round[];
+  /** The boosted member's round (issue 16): each site's task and the ensemble member it fetched. */
+  const boostTasks: { siteId: string; task: TrainTask; member: WeightSet }[] = [];
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'hf-secagg-'));
@@ -88,6 +91,11 @@ describe('secure aggregation across a real coordinator', () => {
         async (r: RogueSite, task: TrainTask) => {
           const round = task.config.round;
           const global = r.globals.get(task.modelHash)!;
+          if (task.kind === 'boost') {
+            const ref = task.boosting!.members[0];
+            const bytes = await downloadInChunks((request) => r.socket.timeout(30_000).emitWithAck(ChunkEvents.fetchChunk, request), ref);
+            boostTasks.push({ siteId: id, task, member: decodeWeights(bytes, 'boosting member') });
+          }
           globals.set(round, global);
           if (round === 2 && dropInRound2.has(id)) {
             r.close(); // drops out after the key exchange, before sending its update
@@ -119,8 +127,9 @@ describe('secure aggregation across a real coordinator', () => {
       roundTimeoutSeconds: 60,
       model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 },
       secureAggregation: { clipRange: CLIP, stageTimeoutSeconds: 5 },
-      // Issue 16: snapshot bagging — the ensemble also holds rounds 1 and 2's global models.
-      ensemble: { snapshots: 2 },
+      // Issue 16: snapshot bagging — the ensemble also holds rounds 1 and 2's global models — and
+      // one boosted member, trained in one more (secure) round from the final global model.
+      ensemble: { snapshots: 2, boosting: { members: 1, rounds: 1 } },
     });
     runId = run.id;
     await fed.admin.request('POST', `/api/runs/${runId}/start`);
@@ -175,11 +184,37 @@ describe('secure aggregation across a real coordinator', () => {
     await expectFedAvg(3, ['h1', 'h2', 'h3'], ['h1', 'h2', 'h3']);
   });
 
-  it('ends with a snapshot ensemble (issue 16): the final global model and rounds 2 and 1\'s, which loads and predicts', async () => {
+  it('trains a boosted member (issue 16) in a secure round after the last: FedAvg of the survivors from the final global model, which the sites fetched to weigh their images', async () => {
+    const finalGlobal = completed(3).modelHash!;
+    expect(boostTasks.map((b) => b.siteId).sort()).toEqual(['h1', 'h2', 'h3']);
+    for (const b of boostTasks) {
+      expect(b.task).toMatchObject({ kind: 'boost', modelHash: finalGlobal, config: { round: 4 }, boosting: { strength: 2, maxRatio: 20 } });
+      expect(b.task.secagg).toBeDefined();
+      expect(b.task.boosting!.members.map((m) => m.sha256)).toEqual([finalGlobal]);
+      expect(sha256Hex(encodeWeights(b.member))).toBe(finalGlobal);
+    }
+    const run = await fed.admin.request<{ final: { modelsDir?: string } }>('GET', `/api/runs/${runId}`);
+    await selectBackend('cpu');
+    const loaded = await loadModel(join(run.final.modelsDir!, 'global-b1'));
+    try {
+      const actual = getWeights(loaded.model);
+      const global = globals.get(4)!;
+      const expected = expectedGlobal(global, ['h1', 'h2', 'h3'], 4);
+      const tolerance = quantizationErrorBound(3, CLIP) + 1e-6;
+      let worst = 0;
+      actual.forEach((t, i) => t.values.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - expected[i][j])))));
+      expect(worst).toBeLessThanOrEqual(tolerance);
+    } finally {
+      loaded.model.dispose();
+    }
+  });
+
+  it('ends with a snapshot ensemble (issue 16): the final global model, rounds 2 and 1\'s and the boosted member, which loads and predicts', async () => {
     const run = await fed.admin.request<{ final: { ensembleMembers: string[]; modelsDir?: string } }>('GET', `/api/runs/${runId}`);
-    expect(run.final.ensembleMembers).toEqual(['global', 'global-r2', 'global-r1']);
+    const members = ['global', 'global-r2', 'global-r1', 'global-b1'];
+    expect(run.final.ensembleMembers).toEqual(members);
     const dir = run.final.modelsDir!;
-    expect((await readEnsembleManifest(dir)).members).toEqual(['global', 'global-r2', 'global-r1']);
+    expect((await readEnsembleManifest(dir)).members).toEqual(members);
     await selectBackend('cpu');
     for (const r of [1, 2]) {
       // Each snapshot is the round's global model the coordinator stored (and sent to the sites).
@@ -202,7 +237,7 @@ describe('secure aggregation across a real coordinator', () => {
     };
     const predictor = await Predictor.load(dir);
     try {
-      expect(predictor.description).toEqual(expect.objectContaining({ kind: 'ensemble', members: ['global', 'global-r2', 'global-r1'], combine: 'mean-probabilities' }));
+      expect(predictor.description).toEqual(expect.objectContaining({ kind: 'ensemble', members, combine: 'mean-probabilities' }));
       const p = await predictor.predictFile(find(dataDir));
       expect(p.stage1.probability).toBeGreaterThanOrEqual(0.5);
       expect(p.stage1.probabilities['benign'] + p.stage1.probabilities['malignant']).toBeCloseTo(1, 5);
@@ -214,9 +249,9 @@ describe('secure aggregation across a real coordinator', () => {
 
   it('the coordinator never stores a single site\'s update', async () => {
     const contributions: Contribution[] = [];
-    for (const round of [1, 2, 3]) contributions.push(...(await fed.admin.request<Contribution[]>('GET', `/api/runs/${runId}/rounds/${round}/contributions`)));
+    for (const round of [1, 2, 3, 4]) contributions.push(...(await fed.admin.request<Contribution[]>('GET', `/api/runs/${runId}/rounds/${round}/contributions`)));
     const accepted = contributions.filter((c) => c.status === 'accepted');
-    expect(accepted.length).toBeGreaterThanOrEqual(5 + 3 + 3);
+    expect(accepted.length).toBeGreaterThanOrEqual(5 + 3 + 3 + 3);
     expect(accepted.every((c) => c.modelHash === null)).toBe(true);
     for (const [round, global] of globals) {
       for (const id of SITES) {

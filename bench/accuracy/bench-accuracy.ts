@@ -19,6 +19,10 @@
  * patient-level recognition rate (patientAccuracy), patient diagnosis accuracy, balanced accuracy,
  * ROC AUC and stage-2 (cascade) macro-F1, and the regime's wall time. Progress goes to stderr; the
  * summary to stdout, or one JSON line on stdout with --json.
+ *
+ * With the federated regime (unless --no-ensemble), each fold also builds the ensemble members a run
+ * can end with (snapshots, personalized sites, federated boosting) and scores every member and
+ * combiner on the same test fold (ensemble.ts; `ensemble` in the JSON).
  */
 import { Command } from 'commander';
 import * as os from 'node:os';
@@ -58,6 +62,8 @@ import { federatedOverSockets } from './socket-federation';
 import { rowsByImage, slice, type DecodedSet } from './data-slices';
 import { centralized, federated, localOnly, type FoldContext, type Recipe, type RegimeResult, type SiteData } from './regimes';
 import { meanStd, pct, type MeanStd } from './stats';
+import { COMBINERS, DEFAULT_COMBINER, foldEnsemble, type FoldEnsemble } from './ensemble';
+import { ensembleTable, summarizeEnsemble } from './ensemble-summary';
 import { int, num } from '../lib/cli-options';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -104,6 +110,12 @@ interface Options {
   workers: string;
   backend: string;
   regimes: string;
+  ensemble: boolean;
+  snapshots: string;
+  personalizeEpochs: string;
+  boostMembers: string;
+  boostRounds: string;
+  boostStrength: string;
   cacheDir?: string;
   cache: boolean;
   json?: boolean;
@@ -169,6 +181,9 @@ interface FoldOutcome {
   testImages: number;
   results: Partial<Record<Regime, RegimeResult>>;
   seconds: Partial<Record<Regime, number>>;
+  /** Members and combiners built after the federated regime (--ensemble), and their wall time. */
+  ensemble?: FoldEnsemble;
+  ensembleSeconds?: number;
 }
 
 /** The sites of one fold and their patient-wise training / validation splits (as BreakHis images). */
@@ -193,6 +208,14 @@ async function main(o: Options): Promise<void> {
   const regimes = o.regimes.split(',').map((r) => r.trim()) as Regime[];
   for (const r of regimes) if (!REGIMES.includes(r)) throw new Error(`--regimes: ${r} is not one of ${REGIMES.join(', ')}`);
   const size = recipe.spec.imageSize;
+  const ensembleOptions = {
+    snapshots: int('snapshots', o.snapshots, 0),
+    personalizeEpochs: int('personalize-epochs', o.personalizeEpochs, 0),
+    boostMembers: int('boost-members', o.boostMembers, 0),
+    boostRounds: int('boost-rounds', o.boostRounds, 1),
+    boostStrength: num('boost-strength', o.boostStrength, 0, 20),
+  };
+  const withEnsemble = o.ensemble && regimes.includes('federated');
 
   const dataset = assertHasImages(await readBreakHisTree(path.resolve(o.data)));
   const only = o.onlyFolds === undefined ? null : new Set(o.onlyFolds.split(',').map((s) => int('only-folds', s, 1) - 1));
@@ -314,6 +337,18 @@ async function main(o: Options): Promise<void> {
               `diagnosis ${r.test.patientDiagnosisAccuracy.toFixed(3)}, stage-2 macro-F1 ${r.test.stage2MacroF1.toFixed(3)} ` +
               `(validation ${recipe.monitor} ${r.validation.toFixed(3)}, kept ${r.kept.toFixed(1)} of ${r.trained.toFixed(1)}; ${outcome.seconds[regime]?.toFixed(0)} s)`,
           );
+          if (regime === 'federated' && withEnsemble) {
+            const te = Date.now();
+            log(`  ${tag} ensemble (after the federated regime)`);
+            const e = await foldEnsemble(ctx, r, ensembleOptions);
+            outcome.ensemble = e;
+            outcome.ensembleSeconds = (Date.now() - te) / 1000;
+            const show = (x: Record<string, { balancedAccuracy: number; ece: number }>) =>
+              Object.entries(x).map(([id, v]) => `${id} ${v.balancedAccuracy.toFixed(3)}/${v.ece.toFixed(3)}`).join(', ');
+            for (const note of e.notes) log(`    ${note}`);
+            log(`  ${tag} ensemble members (test balanced/ECE): ${show(e.members)}`);
+            log(`  ${tag} ensemble combiners (test balanced/ECE): ${show(e.combiners)} (${outcome.ensembleSeconds.toFixed(0)} s)`);
+          }
         }
         outcomes.push(outcome);
       }
@@ -348,6 +383,8 @@ async function main(o: Options): Promise<void> {
     if (!means[a] || !means[b]) return null;
     return Object.fromEntries(METRICS.map((key) => [key, Number(((means[a] as Record<string, MeanStd>)[key].mean - (means[b] as Record<string, MeanStd>)[key].mean).toFixed(4))]));
   };
+  const ensembleFolds = outcomes.filter((x) => x.ensemble !== undefined);
+  const ensembleSummary = ensembleFolds.length > 0 ? summarizeEnsemble(ensembleFolds.map((x) => x.ensemble as FoldEnsemble), DEFAULT_COMBINER) : null;
   const wallSeconds = (Date.now() - started) / 1000;
   const out = {
     dataset: path.relative(ROOT, path.resolve(o.data)) || '.',
@@ -384,6 +421,16 @@ async function main(o: Options): Promise<void> {
     federatedMinusCentralized: diff('federated', 'centralized'),
     federatedSocketsMinusCentralized: diff('federatedSockets', 'centralized'),
     federatedMinusLocalOnly: diff('federated', 'localOnly'),
+    ensemble: ensembleSummary
+      ? {
+          ...ensembleSummary,
+          combinerNames: COMBINERS,
+          settings: ensembleOptions,
+          note:
+            'after the federated regime, same folds; stage-1 balanced accuracy and ECE on the test fold; bestMember is an oracle pick (highest mean test balanced accuracy), which makes the comparison conservative for the ensemble',
+          wallSeconds: Number(ensembleFolds.reduce((t, x) => t + (x.ensembleSeconds ?? 0), 0).toFixed(1)),
+        }
+      : null,
     wallSeconds: Number(wallSeconds.toFixed(1)),
   };
 
@@ -398,6 +445,14 @@ async function main(o: Options): Promise<void> {
   if (out.federatedMinusCentralized) say(`federated - centralized balanced accuracy: ${(100 * out.federatedMinusCentralized.balancedAccuracy).toFixed(1)} points`);
   if (out.federatedSocketsMinusCentralized) say(`federated (sockets) - centralized balanced accuracy: ${(100 * out.federatedSocketsMinusCentralized.balancedAccuracy).toFixed(1)} points`);
   if (out.federatedMinusLocalOnly) say(`federated - local-only balanced accuracy: ${(100 * out.federatedMinusLocalOnly.balancedAccuracy).toFixed(1)} points`);
+  if (ensembleSummary) {
+    say(
+      `\nEnsembles after the federated regime (same folds; stage-1 balanced accuracy and ECE on the test fold, mean ± sd %; ` +
+        `${ensembleOptions.snapshots} snapshots, ${ensembleOptions.personalizeEpochs > 0 ? `${nSites} personalized sites` : 'no personalized sites'}, ` +
+        `${ensembleOptions.boostMembers} boosted members x ${ensembleOptions.boostRounds} rounds). The best member is an oracle pick on the test folds:`,
+    );
+    for (const line of ensembleTable(ensembleSummary)) say(line);
+  }
   say(wallTimeLine(wallSeconds));
   result(out);
 }
@@ -443,6 +498,12 @@ runBench<Options>(
     .option('--workers <n>', 'training worker threads', '2')
     .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
     .option('--regimes <list>', `regimes to run, of ${REGIMES.join(', ')} (federatedSockets: real coordinator and site processes per fold)`, 'centralized,federated,localOnly')
+    .option('--no-ensemble', 'federated: skip the ensemble members and combiners built after the federated regime (see ensemble.ts)')
+    .option('--snapshots <n>', 'ensemble: snapshot members (global models of the rounds before the kept one)', '2')
+    .option('--personalize-epochs <n>', 'ensemble: epochs each site fine-tunes the kept global model at lr/10 (0: no site members)', '2')
+    .option('--boost-members <n>', 'ensemble: federated boosting members (0: none)', '2')
+    .option('--boost-rounds <n>', 'ensemble: federated rounds per boosting member', '3')
+    .option('--boost-strength <x>', 'ensemble: boosting strength (image weight exp(strength x soft error))', '2')
     .option('--cache-dir <dir>', 'decoded-image cache (default ~/.cache/histofed/images)')
     .option('--no-cache', 'decode without the on-disk cache')
     .option('--json', 'print one JSON line on stdout'),

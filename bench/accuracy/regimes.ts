@@ -79,8 +79,10 @@ export interface RegimeResult {
   /** Epochs (centralized, local: mean over sites) or rounds (federated) actually run / of the kept weights. */
   readonly trained: number;
   readonly kept: number;
-  /** The tested weights (early-stopped regimes), for benchmarks that evaluate them elsewhere too. */
+  /** The tested weights (early-stopped regimes; federated: the kept round's global model), for benchmarks that evaluate them elsewhere too. */
   readonly weights?: NamedTensor[];
+  /** Federated: the global model after each round run (index round - 1), e.g. for snapshot ensembles (ensemble.ts). */
+  readonly rounds?: readonly NamedTensor[][];
 }
 
 export interface SiteData {
@@ -120,7 +122,7 @@ function testMetrics(model: tfl.LayersModel, weights: WeightSet, test: LabeledIm
   };
 }
 
-function trainingWeights(data: LabeledImages, spec: ModelSpec): { classWeights: number[]; subtypeWeights?: number[] } {
+export function trainingWeights(data: LabeledImages, spec: ModelSpec): { classWeights: number[]; subtypeWeights?: number[] } {
   const subtypes = spec.subtypeParents?.length ?? 0;
   return {
     classWeights: balancedClassWeights(data.labels, spec.numClasses),
@@ -210,7 +212,7 @@ export async function localOnly(ctx: FoldContext): Promise<{ mean: RegimeResult;
 }
 
 /** One site's local training from `initial`: heads on frozen features in this thread, anything else on the pool. */
-async function trainFrom(ctx: FoldContext, initial: WeightSet, data: LabeledImages, opts: TrainOptions): Promise<{ weights: NamedTensor[]; loss: number }> {
+export async function trainFrom(ctx: FoldContext, initial: WeightSet, data: LabeledImages, opts: TrainOptions): Promise<{ weights: NamedTensor[]; loss: number }> {
   if (!isFrozenBackbone(ctx.recipe.spec)) return ctx.pool.train(ctx.recipe.spec, initial, data, opts);
   const model = buildModel(ctx.recipe.spec, 1);
   try {
@@ -224,37 +226,70 @@ async function trainFrom(ctx: FoldContext, initial: WeightSet, data: LabeledImag
 
 const better = (monitor: FitMonitor, a: number, b: number) => (monitor === 'loss' ? a < b - 1e-9 : a > b + 1e-9);
 
-export async function federated(ctx: FoldContext): Promise<RegimeResult> {
+/** A site's training set in the federated regime (augmented copies as the recipe says) and its balanced loss weights. */
+export interface FederatedSite {
+  readonly train: LabeledImages;
+  readonly weights: { classWeights: number[]; subtypeWeights?: number[] };
+}
+
+export function federatedSites(ctx: FoldContext): FederatedSite[] {
   const { recipe } = ctx;
-  const sites = ctx.sites.map((s, i) => ({
+  return ctx.sites.map((s, i) => ({
     train: augmentedCopies(s.train, recipe.augmentCopies, mixSeed(ctx.seed, 301 + i), recipe.augment),
     weights: trainingWeights(s.train, recipe.spec),
   }));
+}
+
+/**
+ * One federated round from `global`: every site trains recipe.localEpochs local epochs (FedProx
+ * anchored at `global`, shuffle seed `seedOf(site)`, with `sampleWeights[site]` per training row
+ * when given), then FedAvg weighted by the sites' numbers of (original) training images.
+ */
+export async function federatedRound(
+  ctx: FoldContext,
+  sites: readonly FederatedSite[],
+  global: NamedTensor[],
+  seedOf: (site: number) => number,
+  sampleWeights?: readonly (Float32Array | undefined)[],
+): Promise<{ global: NamedTensor[]; losses: number[] }> {
+  const { recipe } = ctx;
+  const updates: NamedTensor[][] = [];
+  const counts: number[] = [];
+  const losses: number[] = [];
+  for (let s = 0; s < sites.length; s++) {
+    const rowWeights = sampleWeights?.[s];
+    const r = await trainFrom(ctx, global, sites[s].train, {
+      epochs: recipe.localEpochs,
+      batchSize: recipe.batchSize,
+      learningRate: recipe.learningRate,
+      proximalMu: recipe.proximalMu,
+      globalWeights: global,
+      seed: seedOf(s),
+      ...sites[s].weights,
+      ...(rowWeights ? { sampleWeights: rowWeights } : {}),
+    });
+    updates.push(r.weights);
+    // FedAvg weighs each update by the site's number of (original) training images.
+    counts.push(ctx.sites[s].train.count);
+    losses.push(r.loss);
+  }
+  return { global: weightedAverage(updates, counts), losses };
+}
+
+export async function federated(ctx: FoldContext): Promise<RegimeResult> {
+  const { recipe } = ctx;
+  const sites = federatedSites(ctx);
   let global: NamedTensor[] = ctx.initial;
   let best: { weights: NamedTensor[]; round: number; value: number } | null = null;
+  const rounds: NamedTensor[][] = [];
   let since = 0;
   let round = 0;
   while (round < recipe.rounds) {
     round++;
-    const updates: NamedTensor[][] = [];
-    const counts: number[] = [];
-    const losses: string[] = [];
-    for (let s = 0; s < sites.length; s++) {
-      const r = await trainFrom(ctx, global, sites[s].train, {
-        epochs: recipe.localEpochs,
-        batchSize: recipe.batchSize,
-        learningRate: recipe.learningRate,
-        proximalMu: recipe.proximalMu,
-        globalWeights: global,
-        seed: mixSeed(mixSeed(ctx.seed, 400 + s), round),
-        ...sites[s].weights,
-      });
-      updates.push(r.weights);
-      // FedAvg weighs each update by the site's number of (original) training images.
-      counts.push(ctx.sites[s].train.count);
-      losses.push(r.loss.toFixed(3));
-    }
-    global = weightedAverage(updates, counts);
+    const r = await federatedRound(ctx, sites, global, (s) => mixSeed(mixSeed(ctx.seed, 400 + s), round));
+    global = r.global;
+    rounds.push(global);
+    const losses = r.losses.map((l) => l.toFixed(3));
     setWeights(ctx.evalModel, global);
     const val = (await evaluateModelAsync(ctx.evalModel, ctx.pooled.validation, { subtypeParents: recipe.spec.subtypeParents })).metrics;
     const value = val[recipe.monitor];
@@ -273,5 +308,7 @@ export async function federated(ctx: FoldContext): Promise<RegimeResult> {
     validation: kept.value,
     trained: round,
     kept: kept.round,
+    weights: kept.weights,
+    rounds,
   };
 }

@@ -8,12 +8,15 @@
  * (bench/domain/federation.ts, FedAvg); each cycle every site ranks its unlabelled images with the
  * current global model (libs/inference rankForLabelling, with its per-patient diversity cap), the
  * top `budget` images' labels are revealed, and the federation continues a few rounds from the
- * global model. The central test balanced accuracy after each cycle gives the learning curve; the
- * full-label federation (same total rounds) is the reference.
+ * global model. The `ensemble` strategy ranks with the models the federation has at that point: the
+ * sites' local models of the last round (their updates before FedAvg) and the global model. The
+ * central test balanced accuracy after each cycle gives the learning curve; the full-label
+ * federation (same total rounds) is the reference.
  */
 import { Command } from 'commander';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { weightedAverage } from '@histofed/aggregation';
 import { DEFAULT_RUN_MODEL, type LabeledImages, type ModelSpec, type NamedTensor } from '@histofed/fl-core';
 import {
   assertHasImages,
@@ -24,6 +27,7 @@ import {
 } from '@histofed/data';
 import { SUGGEST_STRATEGIES, rankForLabelling, type Candidate, type SuggestStrategy } from '@histofed/inference';
 import {
+  buildModel,
   buildModelAsync,
   dataRowShape,
   getWeights,
@@ -36,6 +40,7 @@ import {
   resolveBackbone,
   selectBackend,
   setWeights,
+  trainLocal,
 } from '@histofed/ml';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { reporter, runBench, wallTimeLine } from '../lib/bench-output';
@@ -43,14 +48,25 @@ import { loadTileFeatureSet } from '../lib/tile-features';
 import { int, num } from '../lib/cli-options';
 import { slice, type DecodedSet } from '../accuracy/data-slices';
 import { meanStd } from '../accuracy/stats';
-import { federate, imageProbabilities, layoutOf, type FedRecipe, type FoldData } from '../domain/federation';
+import {
+  classWeightsOf,
+  ensembleScores,
+  federate,
+  imageProbabilities,
+  layoutOf,
+  type FederateContext,
+  type FedRecipe,
+  type FoldData,
+  type Scores,
+} from '../domain/federation';
 import { dealHospitals } from '../domain/hospitals';
+import { memberDisagreement } from './members';
 import { labelFractionToFullAccuracy, meanCurve, siteBudget, startPatients, targetMet, type CurvePoint } from './summary';
 
 const ROOT = path.resolve(__dirname, '../..');
 const DEFAULT_SAMPLE = path.resolve(ROOT, '../shared/data/breakhis-sample');
 const FEDAVG = { proximalMu: 0, fedbn: false, alignment: null, stain: 'none' } as const;
-const UNCERTAINTY: readonly SuggestStrategy[] = ['entropy', 'margin', 'bald'];
+const UNCERTAINTY: readonly SuggestStrategy[] = ['entropy', 'margin', 'bald', 'ensemble'];
 const CLASS_NAMES = ['benign', 'malignant'];
 
 interface Options {
@@ -95,6 +111,52 @@ function meanFeatures(data: LabeledImages): Float32Array[] {
   return out;
 }
 
+/** A federation's result as the queries need it. */
+interface Federated {
+  readonly central: Scores;
+  readonly global: NamedTensor[];
+  /** The sites' local models of the last round: each participating site's update before FedAvg. */
+  readonly locals: NamedTensor[][];
+}
+
+/**
+ * FedAvg for `ctx.recipe.rounds` rounds (the last one kept), keeping the sites' updates of the last
+ * round, which federate() does not return (the `ensemble` strategy's members): federate() runs the
+ * first rounds - 1 rounds, and the last round is run here as federate() runs a FedAvg round (each
+ * site with labelled images trains `localEpochs` from the global model with its balanced class
+ * weights and federate()'s per-site, per-round seed; then the average weighted by training images),
+ * so the global model is the one federate() would have kept.
+ */
+async function federateKeepingLocals(ctx: FederateContext, data: FoldData): Promise<Federated> {
+  const { recipe } = ctx;
+  const rounds = recipe.rounds;
+  let global: readonly NamedTensor[] = ctx.initial;
+  if (rounds > 1) global = (await federate({ ...ctx, recipe: { ...recipe, rounds: rounds - 1, minRounds: rounds - 1 } }, data, FEDAVG)).global;
+  const participants = data.sites.map((s, i) => ({ s, i })).filter(({ s }) => s.train.count > 0);
+  if (participants.length === 0) throw new Error(`${ctx.tag}: no site has training images`);
+  const model = buildModel(recipe.spec, 1);
+  const locals: NamedTensor[][] = [];
+  try {
+    for (const { s, i } of participants) {
+      setWeights(model, global);
+      await trainLocal(model, s.train, {
+        epochs: recipe.localEpochs,
+        batchSize: recipe.batchSize,
+        learningRate: recipe.learningRate,
+        proximalMu: FEDAVG.proximalMu,
+        globalWeights: global,
+        seed: mixSeed(mixSeed(ctx.seed, 400 + i), rounds),
+        ...classWeightsOf(s.train, recipe.spec),
+      });
+      locals.push(getWeights(model));
+    }
+  } finally {
+    model.dispose();
+  }
+  const next = weightedAverage(locals, participants.map(({ s }) => s.trainImages));
+  return { central: ensembleScores(ctx.evalModel, [next], data.test, layoutOf(recipe.spec)), global: next, locals };
+}
+
 interface RankEnv {
   readonly evalModel: tfl.LayersModel;
   readonly spec: ModelSpec;
@@ -102,13 +164,26 @@ interface RankEnv {
   readonly passes: number;
 }
 
-/** The images of `unlabelled` to label next, ranked by `strategy` with the current global model. */
-async function query(env: RankEnv, global: readonly NamedTensor[], unlabelled: readonly BreakHisImage[], labelled: readonly BreakHisImage[], strategy: SuggestStrategy, budget: number, seed: number): Promise<string[]> {
+/**
+ * The images of `unlabelled` to label next, ranked by `strategy` with the current global model
+ * (`ensemble`: with the ensemble of the global model and the sites' last local models, `locals`).
+ */
+async function query(
+  env: RankEnv,
+  fed: Pick<Federated, 'global' | 'locals'>,
+  unlabelled: readonly BreakHisImage[],
+  labelled: readonly BreakHisImage[],
+  strategy: SuggestStrategy,
+  budget: number,
+  seed: number,
+): Promise<string[]> {
+  const { global } = fed;
   const layout = layoutOf(env.spec);
   const k = layout.numClasses;
   const width = k + (layout.subtypeParents?.length ?? 0);
   const grid = slice(env.set, unlabelled);
-  const probs = imageProbabilities(env.evalModel, global, grid, layout);
+  const ensemble = strategy === 'ensemble' ? memberDisagreement([global, ...fed.locals].map((m) => imageProbabilities(env.evalModel, m, grid, layout)), layout) : null;
+  const probs = ensemble ? ensemble.probabilities : imageProbabilities(env.evalModel, global, grid, layout);
   let mi: number[] | null = null;
   if (strategy === 'bald') {
     setWeights(env.evalModel, global);
@@ -127,7 +202,13 @@ async function query(env: RankEnv, global: readonly NamedTensor[], unlabelled: r
       patient: img.patientId,
       stage1: { class: CLASS_NAMES[c], probability: p[c], probabilities: Object.fromEntries(CLASS_NAMES.map((n, j) => [n, p[j]])) },
       subtype: null,
-      uncertainty: { entropy: predictiveEntropy(probs, k, i * width), tiles: tiles[i], tileDisagreement: 0, ...(mi ? { mcDropoutMutualInformation: mi[i] } : {}) },
+      uncertainty: {
+        entropy: predictiveEntropy(probs, k, i * width),
+        tiles: tiles[i],
+        tileDisagreement: 0,
+        ...(mi ? { mcDropoutMutualInformation: mi[i] } : {}),
+        ...(ensemble ? { memberMutualInformation: ensemble.mutualInformation[i] } : {}),
+      },
       ...(features ? { features: features[i] } : {}),
     };
   });
@@ -159,7 +240,7 @@ async function main(o: Options): Promise<void> {
   const maxCycles = int('cycles', o.cycles ?? (quick ? '2' : String(Math.ceil((1 - startFraction) / budgetFraction - 1e-9))), 1);
   const passes = int('passes', o.passes ?? (quick ? '5' : '10'), 2);
   const strategies = o.strategies.split(',').map((s) => s.trim()) as SuggestStrategy[];
-  for (const s of strategies) if (!SUGGEST_STRATEGIES.includes(s) || s === 'ensemble') throw new Error(`--strategies: ${s} is not one of entropy, margin, bald, coreset, random`);
+  for (const s of strategies) if (!SUGGEST_STRATEGIES.includes(s)) throw new Error(`--strategies: ${s} is not one of ${SUGGEST_STRATEGIES.join(', ')}`);
   if (!strategies.includes('random')) strategies.push('random');
   const initialRounds = int('initial-rounds', o.initialRounds ?? (quick ? '2' : '6'), 1);
   const cycleRounds = int('rounds', o.rounds ?? (quick ? '1' : '3'), 1);
@@ -235,7 +316,7 @@ async function main(o: Options): Promise<void> {
           validation: slice(set, any),
           test: testData,
         };
-        return federate({ recipe: recipe(rounds), initial, evalModel, seed: mixSeed(fold.foldSeed, salt), log: quiet, tag: fold.tag }, data, FEDAVG);
+        return federateKeepingLocals({ recipe: recipe(rounds), initial, evalModel, seed: mixSeed(fold.foldSeed, salt), log: quiet, tag: fold.tag }, data);
       };
       const fraction = (labelled: readonly Set<string>[]) => labelled.reduce((n, l) => n + l.size, 0) / poolImages;
       const totalRounds = initialRounds + maxCycles * cycleRounds;
@@ -245,7 +326,7 @@ async function main(o: Options): Promise<void> {
       log(`  ${fold.tag}: pool ${fold.pools.map((p) => p.length).join('/')} images, test ${fold.test.length}; full labels (${totalRounds} rounds) ${fullRun.central.balancedAccuracy.toFixed(3)}; start ${pct(fraction(fold.start))} % labelled ${startRun.central.balancedAccuracy.toFixed(3)}`);
       for (const strategy of strategies) {
         const labelled = fold.start.map((s) => new Set(s));
-        let global = startRun.global;
+        let fed: Federated = startRun;
         const curve: CurvePoint[] = [{ labelFraction: fraction(labelled), balancedAccuracy: startRun.central.balancedAccuracy }];
         for (let cycle = 1; cycle <= maxCycles; cycle++) {
           for (let s = 0; s < fold.pools.length; s++) {
@@ -253,14 +334,13 @@ async function main(o: Options): Promise<void> {
             if (unlabelled.length === 0) continue;
             const budget = siteBudget(fold.pools[s].length, unlabelled.length, budgetFraction);
             const done = fold.pools[s].filter((i) => labelled[s].has(i.path));
-            for (const file of await query(env, global, unlabelled, done, strategy, budget, mixSeed(fold.foldSeed, 100 * cycle + s))) labelled[s].add(file);
+            for (const file of await query(env, fed, unlabelled, done, strategy, budget, mixSeed(fold.foldSeed, 100 * cycle + s))) labelled[s].add(file);
           }
-          const r = await train(labelled, global, cycleRounds, cycle);
-          global = r.global;
-          curve.push({ labelFraction: fraction(labelled), balancedAccuracy: r.central.balancedAccuracy });
+          fed = await train(labelled, fed.global, cycleRounds, cycle);
+          curve.push({ labelFraction: fraction(labelled), balancedAccuracy: fed.central.balancedAccuracy });
         }
         curves.get(strategy)?.push(curve);
-        log(`    ${fold.tag} ${strategy.padEnd(7)}: ${curve.map((p) => `${pct(p.labelFraction)}% ${p.balancedAccuracy.toFixed(3)}`).join(', ')}`);
+        log(`    ${fold.tag} ${strategy.padEnd(8)}: ${curve.map((p) => `${pct(p.labelFraction)}% ${p.balancedAccuracy.toFixed(3)}`).join(', ')}`);
       }
       log(`  ${fold.tag}: ${((Date.now() - ft) / 1000).toFixed(0)} s`);
     }
@@ -334,7 +414,7 @@ runBench<Options>(
     .option('--rounds <n>', 'federated rounds per cycle, from the current global model (default 3, --quick 1)')
     .option('--local-epochs <n>', 'local epochs per round', '1')
     .option('--passes <n>', 'MC dropout passes for bald (default 10, --quick 5)')
-    .option('--strategies <list>', 'strategies (random is always run)', 'entropy,margin,bald,coreset,random')
+    .option('--strategies <list>', 'strategies (random is always run)', 'entropy,margin,bald,ensemble,coreset,random')
     .option('--batch <n>', 'batch size', '32')
     .option('--lr <x>', 'learning rate', '0.001')
     .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')

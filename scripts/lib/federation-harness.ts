@@ -31,8 +31,10 @@ export interface FederationOptions {
    * 'auto' (default): the coordinator approves enrolled sites by itself (--auto-approve).
    * 'admin': sites stay pending until this harness approves them through the admin API, once each
    * has enrolled and been refused while pending.
+   * 'pending': nobody approves them (the dashboard test does, from the page); startFederation
+   * returns once each has enrolled and been refused while pending, without waiting for connections.
    */
-  readonly approval?: 'auto' | 'admin';
+  readonly approval?: 'auto' | 'admin' | 'pending';
 }
 
 export interface Federation {
@@ -74,7 +76,7 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
       '--port', String(port),
       '--data-dir', join(o.workDir, 'coordinator'),
       '--admin-token', token,
-      ...(o.approval === 'admin' ? [] : ['--auto-approve']),
+      ...(o.approval === 'admin' || o.approval === 'pending' ? [] : ['--auto-approve']),
       '--test-data', o.testDataDir ?? o.dataDir,
       ...(o.sites > 0 && !o.siteDataDirs ? ['--simulate-sites', String(o.sites)] : []),
       '--seed', String(seed),
@@ -120,14 +122,14 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
     await listening(coordinator);
     siteIds.forEach((siteId, i) => sites.push(startSite(siteId, i)));
     const admin = new AdminClient(url, token);
-    if (o.approval === 'admin') {
+    if (o.approval === 'admin' || o.approval === 'pending') {
       // As an administrator would: the site has enrolled and was turned away while pending.
       for (const [i, siteId] of siteIds.entries()) {
         await sites[i].waitFor((l) => l.msg === 'coordinator refused this site; asking again', timeoutMs, `${siteId} to be refused while pending`);
-        await admin.request('POST', `/api/sites/${siteId}/approve`);
+        if (o.approval === 'admin') await admin.request('POST', `/api/sites/${siteId}/approve`);
       }
     }
-    await Promise.all(sites.map((s) => s.waitFor((l) => l.msg === 'connected to coordinator', timeoutMs, 'connection')));
+    if (o.approval !== 'pending') await Promise.all(sites.map((s) => s.waitFor((l) => l.msg === 'connected to coordinator', timeoutMs, 'connection')));
     return {
       get coordinator() {
         return coordinator;

@@ -4,6 +4,8 @@ import { ThrottlerModule } from '@nestjs/throttler';
 import { IdentityKeys } from '@histofed/crypto';
 import { HealthController } from './admin/health.controller';
 import { DashboardController } from './dashboard/dashboard.controller';
+import { LIVE_EVENTS, LiveEvents, observeStore } from './dashboard/live-events';
+import { LiveEventsController } from './dashboard/live-events.controller';
 import { ModelsController } from './admin/models.controller';
 import { RunsController } from './admin/runs.controller';
 import { SitesController } from './admin/sites.controller';
@@ -27,6 +29,7 @@ import { FederatedStainTarget } from './runs/federated-stain-target';
 import { FinalModelDelivery } from './runs/final-model-delivery';
 import { FederatedCalibration } from './runs/federated-calibration';
 import { FederatedEnsembleFit } from './runs/federated-ensemble-fit';
+import { FederatedStackingFit } from './runs/federated-stacking-fit';
 import { SecureAggregationRound } from './runs/secure-aggregation';
 import { PredictController } from './prediction/predict.controller';
 import { PredictionService } from './prediction/prediction.service';
@@ -43,13 +46,17 @@ export interface CoordinatorDependencies {
 export class CoordinatorModule {
   /** Everything with I/O at start-up (database, key file) is built before Nest and passed in. */
   static forRoot(deps: CoordinatorDependencies): DynamicModule {
+    // Issue 17: what the store records is pushed to the dashboard as it happens.
+    const live = new LiveEvents(undefined, (problem) => deps.logger.event('warn', 'dashboard', 'live event dropped: invalid', { problem }));
+    const store = observeStore(deps.store, live);
     return {
       module: CoordinatorModule,
       imports: [ThrottlerModule.forRoot(rateLimitOptions(deps.config.enrollment))],
-      controllers: [DashboardController, HealthController, EnrollmentController, RunsController, SitesController, ModelsController, PredictController],
+      controllers: [DashboardController, LiveEventsController, HealthController, EnrollmentController, RunsController, SitesController, ModelsController, PredictController],
       providers: [
         { provide: COORDINATOR_CONFIG, useValue: deps.config },
-        { provide: COORDINATOR_STORE, useValue: deps.store },
+        { provide: COORDINATOR_STORE, useValue: store },
+        { provide: LIVE_EVENTS, useValue: live },
         { provide: LOGGER, useValue: deps.logger },
         { provide: CoordinatorKeys, useValue: new CoordinatorKeys(deps.keys.box, deps.keys.sign) },
         { provide: APP_GUARD, useClass: RateLimitGuard },
@@ -66,6 +73,7 @@ export class CoordinatorModule {
         FinalModelDelivery,
         FederatedCalibration,
         FederatedEnsembleFit,
+        FederatedStackingFit,
         RunOrchestrator,
         SitesGateway,
       ],

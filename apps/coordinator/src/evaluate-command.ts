@@ -9,6 +9,7 @@ import { ValidationError } from '@histofed/fl-core';
 import { FeatureCache, assertHasImages, createStainNormalizer, loadModelInputs, readBreakHisTree, type BreakHisImage, type StainTarget } from '@histofed/data';
 import type { LabeledImages } from '@histofed/fl-core';
 import {
+  applyTemperature,
   combineMembers,
   combinerKind,
   dataRowShape,
@@ -94,10 +95,14 @@ export async function evaluateSavedModel(
     const inputs = new Map<string, Promise<LabeledImages>>();
     const outputs: Float32Array[] = [];
     let data: LabeledImages | undefined;
+    // A fitted combiner (weighted mean, stacking) was fitted on the members' calibrated rows (each
+    // with its manifest's temperature, as the sites computed them and predict reads them): it reads them so here too.
+    const fitted = combinerKind(combine) !== 'mean-probabilities';
     for (const m of loaded) {
       const r = await memberOutputs(m, dataset.images, inputs, options.featureCache ?? new FeatureCache(), options.onProgress, options.backboneDir);
       data ??= r.data;
-      outputs.push(r.probabilities);
+      const t = fitted ? m.manifest.calibration : undefined;
+      outputs.push(t ? applyTemperature(r.probabilities, m.manifest.spec, { stage1: t.stage1, ...(t.subtype !== undefined ? { subtype: t.subtype } : {}) }) : r.probabilities);
     }
     // The same combiner as predict and the central evaluation (libs/ml combineMembers).
     const probabilities = combineMembers(outputs, manifest.spec, combine);

@@ -3,6 +3,7 @@ import {
   ChunkEvents,
   CoordinatorToSiteEvents,
   EmitWithAck,
+  ProgressEvents,
   SiteEvents,
   SiteToCoordinatorEvent,
   SiteToCoordinatorEvents,
@@ -25,6 +26,7 @@ export function coordinatorRequests(socket: SiteSocket, timeoutMs: (event: SiteT
     [SiteEvents.taskFailed]: (p) => socket.timeout(timeoutMs(SiteEvents.taskFailed)).emitWithAck(SiteEvents.taskFailed, p),
     [ChunkEvents.uploadChunk]: (p) => socket.timeout(timeoutMs(ChunkEvents.uploadChunk)).emitWithAck(ChunkEvents.uploadChunk, p),
     [ChunkEvents.fetchChunk]: (p) => socket.timeout(timeoutMs(ChunkEvents.fetchChunk)).emitWithAck(ChunkEvents.fetchChunk, p),
+    [ProgressEvents.progress]: (p) => socket.timeout(timeoutMs(ProgressEvents.progress)).emitWithAck(ProgressEvents.progress, p),
   };
   return (event, payload) => senders[event](payload);
 }

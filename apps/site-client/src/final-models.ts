@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { HistoFedError, ValidationError } from '@histofed/fl-core';
+import { HistoFedError, ValidationError, ensembleMemberKind } from '@histofed/fl-core';
 import { fingerprint, fromBase64, verify } from '@histofed/crypto';
 import { readEnsembleManifest, readModelManifest } from '@histofed/ml';
 import {
@@ -235,10 +235,9 @@ export interface InstalledRun {
 }
 
 function kindOf(name: string, provenanceKind: string): string {
-  if (name === 'global') return 'global';
-  if (name.startsWith('global@')) return 'global+local-tensors';
-  // Issue 16: an earlier round's global model in the ensemble (snapshot bagging).
-  if (/^global-r[1-9][0-9]*$/.test(name)) return 'global-snapshot';
+  const kind = ensembleMemberKind(name);
+  // Issue 16: snapshots of earlier rounds' global models and boosted members are kinds of their own.
+  if (kind !== 'personalized') return kind;
   return provenanceKind === 'site' ? 'personalized' : provenanceKind;
 }
 

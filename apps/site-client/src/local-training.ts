@@ -15,8 +15,9 @@ import {
   setWeights,
   trainLocal,
 } from '@histofed/ml';
-import { RoundConfig, TrainTask } from '@histofed/protocol';
+import { RoundConfig, SiteProgressStage, TrainTask } from '@histofed/protocol';
 import { augmentTrainingSet } from './augment-training-set';
+import { boostingRowWeights } from './boosting';
 import { SiteData } from './site-data';
 import { SiteLogger } from './site-logger';
 
@@ -27,6 +28,12 @@ export interface LocalResult {
   /** Feature alignment: the moments of the trained model's penultimate features on the training rows. */
   readonly featureMoments?: PlainFeatureMoments;
 }
+
+/** Where a task is (issue 17: sent to the coordinator, throttled, for the dashboard): a stage, and while training the epoch and batch. */
+export type TaskProgress = (
+  stage: SiteProgressStage,
+  training?: { epoch: number; epochs: number; batch: number; batches: number; loss: number },
+) => void;
 
 /** The loss weights a round asks for: inverse class (and subtype) frequencies of this site's training images. */
 export function classWeightsFor(cfg: Pick<RoundConfig, 'classWeighting' | 'model'>, train: LabeledImages): Pick<TrainOptions, 'classWeights' | 'subtypeWeights'> {
@@ -51,8 +58,12 @@ export async function runLocalTraining(
   data: SiteData,
   logger: SiteLogger,
   pool?: TrainingPool,
+  progress: TaskProgress = () => undefined,
+  /** A 'boost' task: the current ensemble's members (task.boosting.members, fetched), whose errors weigh the training images. */
+  boostingMembers?: readonly WeightSet[],
 ): Promise<LocalResult> {
   const cfg = task.config;
+  progress('preparing');
   let lastProgress = 0;
   const request = {
     spec: cfg.model,
@@ -71,6 +82,23 @@ export async function runLocalTraining(
   // Whole images get a new augmentation every round; tiles have augmented views (their features are computed once).
   const train = cfg.augment && cfg.model.tiles === undefined ? augmentTrainingSet(decoded, cfg.seed, cfg.stainAugmentation ?? 0) : decoded;
   const validation = await data.validation(request);
+  let sampleWeights: Float32Array | undefined;
+  if (task.boosting) {
+    if (!boostingMembers || boostingMembers.length !== task.boosting.members.length) {
+      throw new Error(`boosting: ${boostingMembers?.length ?? 0} members fetched, the task names ${task.boosting.members.length}`);
+    }
+    const b = await boostingRowWeights(cfg.model, boostingMembers, train, task.boosting, data.backboneDir);
+    sampleWeights = b.weights;
+    logger.event('info', 'boosting weights', {
+      runId: cfg.runId,
+      round: cfg.round,
+      members: boostingMembers.length,
+      images: b.images,
+      ensembleTrainingAccuracy: Number(b.ensembleAccuracy.toFixed(4)),
+      minWeight: Number(b.minWeight.toFixed(4)),
+      maxWeight: Number(b.maxWeight.toFixed(4)),
+    });
+  }
   const model = await buildModelAsync(cfg.model, cfg.seed, { dir: data.backboneDir });
   try {
     setWeights(model, global);
@@ -94,6 +122,7 @@ export async function runLocalTraining(
       globalWeights: global,
       seed: cfg.seed,
       ...classWeightsFor(cfg, train),
+      ...(sampleWeights ? { sampleWeights } : {}),
       ...(cfg.alignment?.reference
         ? {
             alignment: {
@@ -104,6 +133,7 @@ export async function runLocalTraining(
           }
         : {}),
       onProgress: (p) => {
+        progress('training', { epoch: p.epoch, epochs: p.epochs, batch: p.batch, batches: p.batches, loss: p.loss });
         const now = Date.now();
         if (p.batch === p.batches || now - lastLogged > 5000) {
           lastLogged = now;
@@ -122,6 +152,7 @@ export async function runLocalTraining(
     } else {
       fit = await trainLocal(model, train, options);
     }
+    progress('evaluating');
     const evaluation =
       validation.count > 0 ? (await evaluateModelAsync(model, validation, { subtypeParents: cfg.model.subtypeParents })).metrics : {};
     const metrics: Metrics = {

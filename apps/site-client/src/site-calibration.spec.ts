@@ -1,10 +1,32 @@
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromBase64, generateBoxKeyPair, generateSigningKeyPair, identitySigner, verify } from '@histofed/crypto';
 import { ModelSpec, encodeWeights, sha256Hex } from '@histofed/fl-core';
-import { applyTemperature, buildModelAsync, evaluateModelAsync, getWeights, selectBackend, temperatureNll, twoStageImages, weightedMeanNll, weightingCandidates } from '@histofed/ml';
-import { CalibrationEvents, DEFAULT_CHUNK_BYTES, EnsembleFitEvents, calibrationNllSignedBytes, calibrationReviewSignedBytes, chunkCount, ensembleWeightsNllSignedBytes } from '@histofed/protocol';
+import {
+  applyTemperature,
+  buildModelAsync,
+  evaluateModelAsync,
+  getWeights,
+  initialStackingHead,
+  selectBackend,
+  stackingGradient,
+  temperatureNll,
+  twoStageImages,
+  weightedMeanNll,
+  weightingCandidates,
+} from '@histofed/ml';
+import {
+  CalibrationEvents,
+  DEFAULT_CHUNK_BYTES,
+  EnsembleFitEvents,
+  calibrationNllSignedBytes,
+  calibrationReviewSignedBytes,
+  chunkCount,
+  ensembleStackingGradientSignedBytes,
+  ensembleWeightsNllSignedBytes,
+} from '@histofed/protocol';
 import { Outbox } from './outbox';
 import { SiteCalibration, nllReport, reviewReport, validationOutputs, weightingReport } from './site-calibration';
 import type { SiteData } from './site-data';
@@ -146,6 +168,104 @@ describe('the site side of the federated calibration', () => {
         ok: false,
         code: 'invalid-message',
         error: expect.stringMatching(/^coordinator:ensemble-weights-nll: members.1.id/),
+      });
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+  });
+
+  it('answers the stacking question (issue 16): the gradient of the head on calibrated members, signed, outputs computed once per fit, a compact outbox line', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'hf-site-stacking-'));
+    try {
+      const keys = { box: generateBoxKeyPair(), sign: generateSigningKeyPair() };
+      const signer = identitySigner('site-a', keys);
+      const a = await tinyModel(7);
+      const b = await tinyModel(8);
+      const refOf = (w: typeof a.weights) => {
+        const bytes = encodeWeights(w);
+        return { sha256: sha256Hex(bytes), totalBytes: bytes.length, chunkBytes: DEFAULT_CHUNK_BYTES, count: chunkCount(bytes.length, DEFAULT_CHUNK_BYTES) };
+      };
+      const blobs = new Map([a.weights, b.weights].map((w) => [refOf(w).sha256, encodeWeights(w)]));
+      let loads = 0;
+      const fetched: string[] = [];
+      const data = {
+        validation: async () => {
+          loads++;
+          return validation;
+        },
+        backboneDir: undefined,
+      } as unknown as SiteData;
+      const site = new SiteCalibration('site-a', data, signer, new Outbox(state, false), new SiteLogger('site-a'), async (ref) => {
+        fetched.push(ref.sha256);
+        return blobs.get(ref.sha256)!;
+      });
+      const members = [
+        { id: 'global', model: refOf(a.weights), temperature: { stage1: 2, subtype: 0.5 } },
+        { id: 'global-r1', model: refOf(b.weights) },
+      ];
+      const rows = [applyTemperature(a.probabilities, spec, { stage1: 2, subtype: 0.5 }), b.probabilities];
+      const request = (head: 'stage1' | 'subtype', step: number, params: { coefficients: number[][]; intercept: number[] }) => ({ runId: RUN, model: spec, stainNormalization: null, members, head, step, params });
+
+      const start = initialStackingHead(2, 2);
+      const first = await site.answerStacking(request('stage1', 1, start));
+      if (!first.ok) throw new Error(first.error);
+      const expected = stackingGradient(rows, validation.labels, spec, start, 'stage1');
+      expect(first.report).toEqual(expect.objectContaining({ members: members.map((m) => m.model.sha256), head: 'stage1', count: 12 }));
+      expect(first.report.nll).toBeCloseTo(expected.nll, 4);
+      first.report.coefficients.flat().forEach((v, i) => expect(v).toBeCloseTo(expected.coefficients.flat()[i], 4));
+      first.report.intercept.forEach((v, i) => expect(v).toBeCloseTo(expected.intercept[i], 4));
+      expect(verify(ensembleStackingGradientSignedBytes(RUN, 'site-a', first.report), fromBase64(first.signature), keys.sign.publicKey)).toBe(true);
+
+      // Further steps (other parameters, the subtype head) reuse the members' outputs: no fetch, no decoding.
+      const moved = { coefficients: [[0.7, -0.1, 0.4, 0], [0, 0.5, -0.2, 0.6]], intercept: [0.1, -0.1] };
+      const second = await site.answerStacking(request('stage1', 2, moved));
+      if (!second.ok) throw new Error(second.error);
+      expect(second.report.nll).toBeCloseTo(stackingGradient(rows, validation.labels, spec, moved, 'stage1').nll, 4);
+      const subtypeStart = initialStackingHead(2, 4);
+      const subtype = await site.answerStacking(request('subtype', 1, subtypeStart));
+      if (!subtype.ok) throw new Error(subtype.error);
+      expect(subtype.report.count).toBe(12);
+      expect(subtype.report.coefficients).toHaveLength(4);
+      expect(subtype.report.coefficients[0]).toHaveLength(8);
+      expect(subtype.report.nll).toBeCloseTo(stackingGradient(rows, validation.subtypes!, spec, subtypeStart, 'subtype').nll, 4);
+      expect(fetched).toEqual(members.map((m) => m.model.sha256));
+      expect(loads).toBe(2); // one validation load per member model, once
+
+      // The outbox: one line per answer (recorded before it leaves), the gradient as size, magnitude and the signed bytes' hash.
+      const outbox = readFileSync(join(state, 'outbox', 'messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      expect(outbox.map((m) => m.event)).toEqual([EnsembleFitEvents.stacking, EnsembleFitEvents.stacking, EnsembleFitEvents.stacking]);
+      const line = outbox[0].payload;
+      expect(Object.keys(line).sort()).toEqual(['ok', 'report', 'runId', 'signature', 'siteId', 'step']);
+      expect(line.report).toEqual({
+        members: first.report.members,
+        head: 'stage1',
+        nll: first.report.nll,
+        count: 12,
+        gradient: {
+          numbers: 10,
+          maxAbs: Math.max(...[...first.report.coefficients.flat(), ...first.report.intercept].map(Math.abs)),
+          signedBytesSha256: createHash('sha256').update(ensembleStackingGradientSignedBytes(RUN, 'site-a', first.report)).digest('hex'),
+        },
+      });
+      expect(line.signature).toBe(first.signature);
+      expect(outbox[2].payload.report.gradient.numbers).toBe(4 * 8 + 4);
+
+      // Refusals: a head that does not fit the members, a member other sites cannot score.
+      expect(await site.answerStacking(request('subtype', 1, start))).toEqual({
+        ok: false,
+        code: 'invalid-message',
+        error: expect.stringMatching(/^coordinator:ensemble-stacking-gradient: params: the subtype head of 2 members of 4 classes is 4 x 8, not 2 x 4/),
+      });
+      expect(await site.answerStacking({ ...request('stage1', 1, start), members: [members[0], { id: 'site-b', model: refOf(b.weights) }] })).toEqual(
+        expect.objectContaining({ ok: false, code: 'invalid-message', error: expect.stringMatching(/members.1.id/) }),
+      );
+      // A site whose validation images carry no subtype label cannot answer for the subtype head.
+      const unlabelled = { ...validation, subtypes: undefined };
+      const other = new SiteCalibration('site-a', { validation: async () => unlabelled, backboneDir: undefined } as unknown as SiteData, signer, new Outbox(state, false), new SiteLogger('site-a'), async (ref) => blobs.get(ref.sha256)!);
+      expect(await other.answerStacking(request('subtype', 1, subtypeStart))).toEqual({
+        ok: false,
+        code: 'internal-error',
+        error: 'coordinator:ensemble-stacking-gradient at site site-a: the validation images have no subtype labels',
       });
     } finally {
       rmSync(state, { recursive: true, force: true });

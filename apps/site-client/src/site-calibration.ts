@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { LabeledImages, ModelSpec, StainNormalizationTarget, WeightSet, decodeWeights } from '@histofed/fl-core';
 import {
+  LogisticHead,
   OutputLayout,
   applyTemperature,
   buildModelAsync,
@@ -8,6 +10,7 @@ import {
   perImage,
   reliabilityCounts,
   setWeights,
+  stackingGradient,
   temperatureNll,
   weightedMeanNll,
 } from '@histofed/ml';
@@ -21,6 +24,8 @@ import {
   CalibrationReviewReport,
   CalibrationTemperatures,
   EnsembleFitEvents,
+  EnsembleStackingGradientAck,
+  EnsembleStackingGradientReport,
   EnsembleWeightsNllAck,
   EnsembleWeightsNllReport,
   SiteSigner,
@@ -28,6 +33,9 @@ import {
   calibrationNllSignedBytes,
   calibrationReviewRequestSchema,
   calibrationReviewSignedBytes,
+  ensembleStackingGradientReportSchema,
+  ensembleStackingGradientRequestSchema,
+  ensembleStackingGradientSignedBytes,
   ensembleWeightsNllRequestSchema,
   ensembleWeightsNllSignedBytes,
   refusal,
@@ -126,6 +134,70 @@ export function weightingReport(
   return { members: members.map((m) => m.sha256), nll: [...nll], count };
 }
 
+/** The members' calibrated output rows on the validation images, in the request's order: what a stacking fit's gradients are computed from. */
+export interface StackingInputs {
+  readonly rows: readonly Float32Array[];
+  readonly labels: Int32Array;
+  readonly subtypes?: Int32Array;
+  readonly layout: OutputLayout;
+}
+
+/** The members' outputs (each with its manifest's temperature applied) as one stacking input. */
+export function stackingInputs(members: readonly { outputs: ValidationOutputs; temperature?: CalibrationTemperatures }[]): StackingInputs {
+  const first = members[0].outputs;
+  members.forEach((m, i) => {
+    if (m.outputs.labels.length !== first.labels.length) throw new Error(`member ${i} was run on ${m.outputs.labels.length} images, member 0 on ${first.labels.length}`);
+  });
+  const rows = members.map((m) => (m.temperature ? applyTemperature(m.outputs.rows, m.outputs.layout, m.temperature) : m.outputs.rows));
+  return { rows, labels: first.labels, ...(first.subtypes ? { subtypes: first.subtypes } : {}), layout: first.layout };
+}
+
+/**
+ * The numbers of the stacking question (coordinator:ensemble-stacking-gradient, issue 16): the
+ * summed NLL of the validation images under the logistic head `params` on the members'
+ * log-probabilities, the images counted (for the subtype head: those with a subtype label), and the
+ * NLL's gradient with respect to the head's parameters (libs/ml stackingGradient: sums over images).
+ */
+export function stackingReport(
+  memberShas: readonly string[],
+  inputs: StackingInputs,
+  head: 'stage1' | 'subtype',
+  params: LogisticHead,
+): EnsembleStackingGradientReport {
+  const labels = head === 'stage1' ? inputs.labels : inputs.subtypes;
+  if (!labels) throw new Error('the validation images have no subtype labels');
+  const g = stackingGradient(inputs.rows, labels, inputs.layout, params, head);
+  if (g.count === 0) throw new Error(`no validation image has a ${head === 'stage1' ? 'class' : 'subtype'} label`);
+  return { members: [...memberShas], head, nll: g.nll, count: g.count, coefficients: g.coefficients, intercept: g.intercept };
+}
+
+/**
+ * What the outbox keeps of a stacking answer: a fit asks 150-1000 of them per head, each with
+ * classes x members·classes gradient numbers (576 for 8 subtypes of 9 members), which would make
+ * the stacking answers most of the log. Kept per answer (recorded before it leaves, as every
+ * message): the run, step, site, members, head, count, NLL and signature in full, the gradient as
+ * its size, its largest magnitude and the SHA-256 of the signed bytes (which hold every number of
+ * the answer: whoever has the answer can check it against this line and the signature).
+ */
+export function stackingOutboxRecord(runId: string, step: number, siteId: string, report: EnsembleStackingGradientReport, signedBytes: Uint8Array, signature: string): Record<string, unknown> {
+  const numbers = [...report.coefficients.flat(), ...report.intercept];
+  const maxAbs = numbers.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  return {
+    runId,
+    step,
+    ok: true,
+    siteId,
+    report: {
+      members: report.members,
+      head: report.head,
+      nll: report.nll,
+      count: report.count,
+      gradient: { numbers: numbers.length, maxAbs, signedBytesSha256: createHash('sha256').update(signedBytes).digest('hex') },
+    },
+    signature,
+  };
+}
+
 /** Fetches an offered model's bytes (site:fetch-chunk), SHA-256 checked. */
 export type ModelFetcher = (ref: BlobRef, what: string) => Promise<Uint8Array>;
 
@@ -141,6 +213,8 @@ const MAX_KEPT_OUTPUTS = 12;
  */
 export class SiteCalibration {
   private readonly outputs = new Map<string, Promise<ValidationOutputs>>();
+  /** The current stacking fit's inputs (one fit at a time: the ~150-300 questions of a fit cost only the gradient). */
+  private stacking: { readonly key: string; readonly inputs: Promise<StackingInputs> } | null = null;
 
   constructor(
     private readonly siteId: string,
@@ -205,9 +279,59 @@ export class SiteCalibration {
     }
   }
 
+  /**
+   * One step of the stacking meta-learner's fit (issue 16): the summed NLL and its gradient for the
+   * head's current parameters, numbers only, signed, recorded in the outbox (compactly, see
+   * stackingOutboxRecord). The members' calibrated outputs are computed once per fit.
+   */
+  async answerStacking(raw: unknown): Promise<EnsembleStackingGradientAck> {
+    const v = validateMessage(ensembleStackingGradientRequestSchema, raw, EnsembleFitEvents.stacking);
+    if (!v.ok) return refusal(v.reason, 'invalid-message');
+    const r = v.value;
+    try {
+      const inputs = await this.stackingInputsOf(r);
+      const report = stackingReport(r.members.map((m) => m.model.sha256), inputs, r.head, r.params);
+      const checked = ensembleStackingGradientReportSchema.safeParse(report);
+      if (!checked.success) throw new Error(`the numbers are out of bounds: ${checked.error.issues[0]?.path.join('.')}: ${checked.error.issues[0]?.message}`);
+      const bytes = ensembleStackingGradientSignedBytes(r.runId, this.siteId, report);
+      const answer = { ok: true as const, siteId: this.siteId, report, signature: toBase64(this.signer.sign(bytes)) };
+      await this.outbox.record(EnsembleFitEvents.stacking, stackingOutboxRecord(r.runId, r.step, this.siteId, report, bytes, answer.signature));
+      if (r.step === 1) this.logger.event('info', 'ensemble stacking gradients: fit started', { runId: r.runId, head: r.head, members: r.members.map((m) => m.id), images: report.count });
+      return answer;
+    } catch (e) {
+      return this.failed(r.runId, EnsembleFitEvents.stacking, e);
+    }
+  }
+
+  private stackingInputsOf(r: {
+    runId: string;
+    model: ModelSpec;
+    stainNormalization: unknown;
+    members: readonly { id: string; model: BlobRef; temperature?: CalibrationTemperatures }[];
+  }): Promise<StackingInputs> {
+    const key = JSON.stringify([r.runId, r.model, r.stainNormalization, r.members.map((m) => [m.model.sha256, m.temperature ?? null])]);
+    if (this.stacking?.key !== key) {
+      const inputs = (async () => {
+        const members: { outputs: ValidationOutputs; temperature?: CalibrationTemperatures }[] = [];
+        for (const m of r.members) {
+          members.push({ outputs: await this.outputsOf(r.runId, r.model, r.stainNormalization, m.id, m.model), ...(m.temperature ? { temperature: m.temperature } : {}) });
+        }
+        return stackingInputs(members);
+      })();
+      const entry = { key, inputs };
+      this.stacking = entry;
+      inputs.catch(() => {
+        if (this.stacking === entry) this.stacking = null;
+      });
+    }
+    return this.stacking!.inputs;
+  }
+
   private failed(runId: string, event: string, e: unknown): { ok: false; error: string; code: 'internal-error' } {
     const error = (e as Error).message;
-    this.logger.event('warn', event === EnsembleFitEvents.nll ? 'ensemble weighting question not answered' : 'calibration question not answered', { runId, event, error });
+    const what =
+      event === EnsembleFitEvents.nll ? 'ensemble weighting question' : event === EnsembleFitEvents.stacking ? 'ensemble stacking question' : 'calibration question';
+    this.logger.event('warn', `${what} not answered`, { runId, event, error });
     return { ok: false, error: `${event} at site ${this.siteId}: ${error}`.slice(0, 2000), code: 'internal-error' };
   }
 

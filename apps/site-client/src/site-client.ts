@@ -14,6 +14,9 @@ import {
   CoordinatorEvents,
   EmitWithAck,
   PreparedUpdate,
+  ProgressEvents,
+  ProgressThrottle,
+  SiteProgress,
   SITE_NAMESPACE,
   SecAggEvents,
   StainEvents,
@@ -38,7 +41,7 @@ import {
   validateMessage,
   validateSiteToCoordinatorAck,
 } from '@histofed/protocol';
-import { runLocalTraining } from './local-training';
+import { TaskProgress, runLocalTraining } from './local-training';
 import { SiteSecureAggregation } from '@histofed/secagg';
 import { SiteCalibration } from './site-calibration';
 import { SiteFinalModels } from './site-final-models';
@@ -56,6 +59,8 @@ const HELLO_TIMEOUT_MS = 30_000;
 const SEND_TIMEOUT_MS = 120_000;
 /** Per chunk of a model download or update upload. */
 const CHUNK_TIMEOUT_MS = 60_000;
+/** A progress message's answer is not waited for beyond this (issue 17). */
+const PROGRESS_TIMEOUT_MS = 10_000;
 const SOFTWARE = 'histofed-site 0.1.0';
 /** How often an idle site looks at its label store for labels imported while it runs (`label import`). */
 const LABEL_CHECK_MS = 5_000;
@@ -80,6 +85,8 @@ export class SiteClient {
   /** The label store's size and modification time when last read ('' before the first look). */
   private labelStamp = '';
   private checkingLabels = false;
+  /** Boosted-ensemble members by SHA-256, for the rounds of one boosted member (at most BOOSTING_MAX_MEMBERS). */
+  private readonly boostingCache = new Map<string, WeightSet>();
   /** When the last secure-aggregation round this site advertised keys for began, until its task ends. */
   private secureRoundSince: number | null = null;
   private readonly signer: SiteSigner;
@@ -222,6 +229,10 @@ export class SiteClient {
     socket.on(EnsembleFitEvents.nll, (raw: unknown, ack) => {
       if (typeof ack === 'function') void this.calibration.answerWeights(raw).then(ack);
     });
+    // Issue 16: the ensemble's stacking meta-learner, fitted with the sites (gradient sums, numbers only).
+    socket.on(EnsembleFitEvents.stacking, (raw: unknown, ack) => {
+      if (typeof ack === 'function') void this.calibration.answerStacking(raw).then(ack);
+    });
     socket.on(FinalModelEvents.offer, (raw: unknown, ack) => {
       if (typeof ack === 'function') void this.finalModels.receive(raw).then(ack);
     });
@@ -324,6 +335,26 @@ export class SiteClient {
   }
 
   /**
+   * A 'boost' task's ensemble members (the run's global model and the boosted members before this
+   * one), fetched in chunks like the round's model, SHA-256 checked; kept between the member's rounds.
+   */
+  private async boostingMembers(task: TrainTask): Promise<WeightSet[]> {
+    const refs = task.boosting?.members ?? [];
+    for (const sha of [...this.boostingCache.keys()]) if (!refs.some((r) => r.sha256 === sha)) this.boostingCache.delete(sha);
+    const out: WeightSet[] = [];
+    for (const [i, ref] of refs.entries()) {
+      let weights = this.boostingCache.get(ref.sha256);
+      if (!weights) {
+        const what = `boosting member ${i + 1} ${ref.sha256.slice(0, 12)} (run ${task.config.runId})`;
+        weights = decodeWeights(await downloadInChunks((request) => this.socket!.timeout(CHUNK_TIMEOUT_MS).emitWithAck(ChunkEvents.fetchChunk, request), ref, { what }), what);
+        this.boostingCache.set(ref.sha256, weights);
+      }
+      out.push(weights);
+    }
+    return out;
+  }
+
+  /**
    * Active learning: labels imported (`histofed-site label import`) while the site runs. When the
    * label store changed and the site is idle — no task, not inside a secure-aggregation round whose
    * weight scale used the announced sample count — the site trains on the new labels from its next
@@ -359,7 +390,9 @@ export class SiteClient {
 
   private async perform(task: TrainTask): Promise<void> {
     const cfg = task.config;
+    const progress = this.progressReporter(task);
     try {
+      progress('downloading');
       const global = decodeWeights(
         await downloadInChunks((request) => this.socket!.timeout(CHUNK_TIMEOUT_MS).emitWithAck(ChunkEvents.fetchChunk, request), task.model, {
           what: `global model ${task.modelHash.slice(0, 12)} (run ${cfg.runId} round ${cfg.round})`,
@@ -369,7 +402,8 @@ export class SiteClient {
       // FedBN: the site's own local tensors (from its previous task in this run) replace the global ones.
       const start = this.localTensors.startingPoint(cfg.runId, global, cfg.localTensors);
       if (start.own) this.logger.event('info', 'training from own local tensors', { runId: cfg.runId, round: cfg.round, policy: cfg.localTensors });
-      const result = await runLocalTraining(task, start.weights, this.data, this.logger, await this.pool);
+      const boosting = task.boosting ? await this.boostingMembers(task) : undefined;
+      const result = await runLocalTraining(task, start.weights, this.data, this.logger, await this.pool, progress, boosting);
       if (cfg.localTensors !== 'none') this.localTensors.save(cfg.runId, result.weights, cfg.localTensors);
       const header = {
         runId: cfg.runId,
@@ -395,6 +429,7 @@ export class SiteClient {
         this.signer,
       );
       await this.outbox.record(SiteEvents.update, { ...update.message, sealed: update.sealed }, plaintext);
+      progress('uploading');
       await this.send(update);
     } catch (e) {
       const reason = (e as Error).message;
@@ -403,6 +438,31 @@ export class SiteClient {
       await this.outbox.record(SiteEvents.taskFailed, failure);
       this.socket?.timeout(SEND_TIMEOUT_MS).emit(SiteEvents.taskFailed, failure, () => undefined);
     }
+  }
+
+  /**
+   * Issue 17: the task's stage and training progress for the administrator's dashboard (counts and
+   * a batch loss; recorded in the outbox like every message), at most SITE_PROGRESS_MAX_PER_SECOND,
+   * without waiting for the answer: a lost progress message costs nothing.
+   */
+  private progressReporter(task: TrainTask): TaskProgress {
+    const throttle = new ProgressThrottle();
+    return (stage, training) => {
+      if (!this.socket?.connected || !throttle.offer(stage)) return;
+      const loss = training && Number.isFinite(training.loss) && training.loss >= 0 && training.loss <= 1e6 ? { loss: training.loss } : {};
+      const message: SiteProgress = {
+        runId: task.config.runId,
+        round: task.config.round,
+        kind: task.kind,
+        stage,
+        ...(training ? { epoch: training.epoch, epochs: training.epochs, batch: training.batch, batches: training.batches, ...loss } : {}),
+      };
+      const send = coordinatorRequests(this.socket, () => PROGRESS_TIMEOUT_MS);
+      void this.outbox
+        .record(ProgressEvents.progress, message)
+        .then(() => send(ProgressEvents.progress, message))
+        .catch(() => undefined);
+    };
   }
 
   /** Uploads the ciphertext in chunks, then names it in site:update; queued for reconnection on failure. */

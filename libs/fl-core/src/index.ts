@@ -6,3 +6,4 @@ export * from './dataset-types';
 export * from './signed-bytes';
 export * from './weight-vectors';
 export * from './local-tensors';
+export * from './ensemble-members';

@@ -7,6 +7,7 @@ import {
   combineMembers,
   combinerSchema,
   fitStacking,
+  spreadFittedWeights,
   stackingGradient,
   weightedMeanNll,
   weightingCandidates,
@@ -182,5 +183,23 @@ describe('the ensemble manifest names its combiner', () => {
     await expect(readEnsembleManifest(root)).rejects.toThrow(/combine.weights: the weights must sum to 1/);
     await writeFile(file, JSON.stringify({ ...old, combine: 'median' }));
     await expect(readEnsembleManifest(root)).rejects.toThrow(/invalid ensemble manifest: combine/);
+  });
+});
+
+describe('spreadFittedWeights', () => {
+  it('unshared members keep 1/M, the shared ones split the rest as fitted; the weights sum to 1', () => {
+    const w = spreadFittedWeights(['global', 'snapshot-1', 'site-1', 'site-2'], ['global', 'snapshot-1'], [0.75, 0.25]);
+    expect(w[0]).toBeCloseTo(0.375, 9);
+    expect(w[1]).toBeCloseTo(0.125, 9);
+    expect(w[2]).toBeCloseTo(0.25, 9);
+    expect(w[3]).toBeCloseTo(0.25, 9);
+    expect(w.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 12);
+    // all shared: the fitted weights themselves
+    expect(spreadFittedWeights(['a', 'b'], ['a', 'b'], [0.3, 0.7])).toEqual([0.3, 0.7]);
+  });
+
+  it('refuses mismatched inputs', () => {
+    expect(() => spreadFittedWeights(['a'], ['a', 'b'], [1])).toThrow(/1 fitted weights for 2 shared members/);
+    expect(() => spreadFittedWeights(['a'], ['b'], [1])).toThrow(/shared member b is not a member/);
   });
 });

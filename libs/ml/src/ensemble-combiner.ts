@@ -247,6 +247,27 @@ export function chooseWeighting(candidates: readonly (readonly number[])[], nll:
   return { index: best, weights: candidates[best].map((w) => w / sum) };
 }
 
+/**
+ * The weight of every ensemble member from the weights fitted over the shared ones (those every
+ * site can score). Members the other sites cannot score (personalized models, 'global@<site>')
+ * keep the mean's share: with M members of which G are shared, each unshared member weighs 1/M as
+ * in the unweighted mean, and the shared members split the remaining G/M in the fitted
+ * proportions. Without unshared members these are the fitted weights themselves. Sums to 1.
+ */
+export function spreadFittedWeights(members: readonly string[], shared: readonly string[], fitted: readonly number[]): number[] {
+  if (fitted.length !== shared.length) throw new ValidationError(`spreadFittedWeights: ${fitted.length} fitted weights for ${shared.length} shared members`);
+  const missing = shared.find((id) => !members.includes(id));
+  if (missing !== undefined) throw new ValidationError(`spreadFittedWeights: shared member ${missing} is not a member`);
+  const m = members.length;
+  const share = shared.length / m;
+  const weights = members.map((id) => {
+    const i = shared.indexOf(id);
+    return i >= 0 ? share * fitted[i] : 1 / m;
+  });
+  const sum = weights.reduce((a, b) => a + b, 0);
+  return weights.map((w) => w / sum);
+}
+
 // ---- fitting: stacking ------------------------------------------------------------------------
 
 /** A head's summed NLL (plus nothing for the L2 term) and its gradient, over the rows counted. */

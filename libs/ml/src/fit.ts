@@ -123,6 +123,7 @@ export async function fit(target: FitTarget, trainingSet: FitTrainingSet, o: Fit
       globalWeights: o.globalWeights,
       classWeights: o.classWeights,
       subtypeWeights: o.subtypeWeights,
+      sampleWeights: o.sampleWeights,
       signal: o.signal,
       onProgress: o.onBatch,
       alignment: o.alignment,

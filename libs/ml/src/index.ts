@@ -17,6 +17,7 @@ export * from './model-layers';
 export * from './fit';
 export * from './saved-ensemble';
 export * from './ensemble-combiner';
+export * from './ensemble-boosting';
 export * from './transfer';
 export * from './backbones';
 export * from './model-spec';

@@ -40,6 +40,11 @@ export interface TrainingTargets {
   readonly classWeights?: readonly number[];
   /** Per subtype loss weights (length subtypes). */
   readonly subtypeWeights?: readonly number[];
+  /**
+   * Per row loss weights (length: the training set's rows, indexed like `labels`), multiplied with
+   * the class weights in both heads' losses (e.g. boosting weights, ensemble-boosting.ts).
+   */
+  readonly sampleWeights?: Float32Array;
 }
 
 function take(values: Int32Array, indices: Int32Array): Int32Array {
@@ -50,12 +55,18 @@ function take(values: Int32Array, indices: Int32Array): Int32Array {
  * The training loss of the model outputs `output` [n, numClasses (+ subtypes)] for the images
  * `indices` of `targets`: the (class-weighted) cross-entropy of the stage-1 softmax, plus for a
  * two-stage model (output wider than numClasses) the (subtype-weighted) cross-entropy of the
- * subtype softmax. Creates tensors: call inside tf.tidy or a gradient function.
+ * subtype softmax; `sampleWeights` multiply both heads' per-sample weights (each a batch mean of
+ * weight x cross-entropy). Creates tensors: call inside tf.tidy or a gradient function.
  */
 export function outputLoss(output: tf.Tensor2D, numClasses: number, targets: TrainingTargets, indices: Int32Array): tf.Scalar {
   const labels = take(targets.labels, indices);
+  // Per-sample weights of the batch: class weight x row weight (the row's, looked up by its index,
+  // so the weight follows its row through the shuffle and the pool's shards).
+  const rows = targets.sampleWeights;
   const weightsOf = (classes: Int32Array, w: readonly number[] | undefined) =>
-    w === undefined ? undefined : tf.tensor1d(Float32Array.from(classes, (c) => w[c]), 'float32');
+    w === undefined && rows === undefined
+      ? undefined
+      : tf.tensor1d(Float32Array.from(classes, (c, i) => (w === undefined ? 1 : w[c]) * (rows === undefined ? 1 : rows[indices[i]])), 'float32');
   const width = output.shape[1];
   if (width === numClasses) return crossEntropy(output, tf.tensor1d(labels, 'int32'), weightsOf(labels, targets.classWeights));
   if (targets.subtypes === undefined) throw new Error('outputLoss: a two-stage model needs subtype targets');

@@ -94,6 +94,21 @@ describe('training pool (2 workers) against single-thread trainLocal', () => {
     await expectReplicasIdentical();
   });
 
+  it('carries per-row sample weights with the task: each weight follows its row through the shuffle and the shards', async () => {
+    const odd = brightDarkImages(25, 16, 8);
+    const sampleWeights = Float32Array.from({ length: 25 }, (_, i) => (i % 4 === 0 ? 0 : 0.5 + (i % 5) / 2));
+    const opts = { ...base, batchSize: 7, classWeights: [1, 2.5], sampleWeights };
+    const ref = await reference(spec, odd, opts);
+    const par = await parallel(odd, opts);
+    par.losses.forEach((l, i) => expect(Math.abs(l - ref.losses[i])).toBeLessThan(1e-5));
+    expect(maxAbsDiff(par.weights, ref.weights)).toBeLessThan(1e-4);
+    const unweighted = await parallel(odd, { ...opts, sampleWeights: undefined });
+    expect(maxAbsDiff(par.weights, unweighted.weights)).toBeGreaterThan(1e-3); // the weights did matter
+    await expect(pool.train(spec, initial, odd, { ...opts, sampleWeights: new Float32Array(24).fill(1) })).rejects.toThrow(
+      /sampleWeights: expected one weight per training row \(25\), got 24/,
+    );
+  });
+
   it('applies FedProx like trainLocal, and a large mu keeps the weights close to the global ones', async () => {
     const globalWeights = initial;
     const prox = { ...base, epochs: 3, proximalMu: 1, globalWeights };

@@ -223,7 +223,7 @@ function checkTrainCall(spec: ModelSpec, data: LabeledImages, opts: TrainOptions
     throw new ValidationError('alignment: feature alignment trains in this thread only (trainLocal); the training pool does not support it, train without a pool');
   }
   const subtypes = spec.subtypeParents?.length ?? 0;
-  checkTrainOptions(opts, spec.numClasses, subtypes);
+  checkTrainOptions(opts, spec.numClasses, subtypes, data.count);
   // A fine-tuning spec's rows are the backbone's feature maps, whose shape the workers' models check.
   const shape = spec.backbone?.trainFrom !== undefined ? dataRowShape(data) : (featureInputShape(spec) ?? spec.imageSize);
   checkLabeledImages(data, shape, spec.numClasses, 'data', subtypes);
@@ -303,6 +303,7 @@ export class TrainingPool {
           globalWeights: opts.proximalMu > 0 ? opts.globalWeights : undefined,
           classWeights: opts.classWeights,
           subtypeWeights: opts.subtypeWeights,
+          sampleWeights: opts.sampleWeights,
           backboneDir: this.backboneDir,
         },
         'ok',

@@ -24,7 +24,7 @@ export interface TrainProgress {
   /** 1-based mini-batch within the epoch. */
   readonly batch: number;
   readonly batches: number;
-  /** Cross-entropy of this mini-batch (class-weighted when classWeights are given), before the step. */
+  /** Cross-entropy of this mini-batch (class- and sample-weighted when those weights are given), before the step. */
   readonly loss: number;
   /** With `alignment`: the batch's alignment loss (without lambda), before the step (absent for a batch it is undefined for). */
   readonly alignment?: number;
@@ -45,6 +45,14 @@ export interface TrainOptions {
   readonly classWeights?: readonly number[];
   /** Per-subtype loss weights of a two-stage model's subtype head (length subtypes). */
   readonly subtypeWeights?: readonly number[];
+  /**
+   * One non-negative loss weight per row of the training data (length `data.count`; tile rows of an
+   * image carry the image's weight, see `rowWeightsFromImages`), multiplied with the class weights
+   * (and subtype weights) in both heads' losses; each batch's loss stays the mean of weight x
+   * cross-entropy over its rows, so a row of weight 0 contributes nothing. Finite, >= 0, not all 0.
+   * E.g. boosting weights (ensemble-boosting.ts).
+   */
+  readonly sampleWeights?: Float32Array;
   /** Stops training between mini-batches; trainLocal then rejects with code 'ABORTED'. */
   readonly signal?: AbortSignal;
   /**
@@ -55,7 +63,7 @@ export interface TrainOptions {
 }
 
 export interface TrainResult {
-  /** Mean cross-entropy over the last epoch's mini-batches (class-weighted when given; without the proximal term). */
+  /** Mean cross-entropy over the last epoch's mini-batches (class- and sample-weighted when given; without the proximal term). */
   readonly loss: number;
   /** Number of training images (the sample count FedAvg weighs this update with). */
   readonly samples: number;
@@ -77,8 +85,11 @@ function firstNonFinite(vars: readonly tf.Variable[]): number | null {
   return null;
 }
 
-/** Checks training options (also used by the parallel trainer before it starts its workers). */
-export function checkTrainOptions(opts: TrainOptions, numClasses: number, subtypes = 0): void {
+/**
+ * Checks training options (also used by the parallel trainer before it starts its workers);
+ * `rows` (the training data's count) is what `sampleWeights` must match.
+ */
+export function checkTrainOptions(opts: TrainOptions, numClasses: number, subtypes = 0, rows?: number): void {
   if (!Number.isInteger(opts.epochs) || opts.epochs < 1) {
     throw new ValidationError(`epochs: must be an integer >= 1, got ${opts.epochs}`);
   }
@@ -97,6 +108,7 @@ export function checkTrainOptions(opts: TrainOptions, numClasses: number, subtyp
     throw new ValidationError('subtypeWeights: the model has no subtype head');
   }
   checkWeights(opts.subtypeWeights, subtypes, 'subtypeWeights');
+  if (opts.sampleWeights !== undefined) checkSampleWeights(opts.sampleWeights, rows);
   if (opts.alignment !== undefined) checkAlignmentOptions(opts.alignment);
 }
 
@@ -108,6 +120,20 @@ function checkWeights(weights: readonly number[] | undefined, n: number, what: s
   });
 }
 
+function checkSampleWeights(weights: Float32Array, rows: number | undefined): void {
+  if (!(weights instanceof Float32Array)) throw new ValidationError('sampleWeights: must be a Float32Array (one weight per training row)');
+  if (rows !== undefined && weights.length !== rows) {
+    throw new ValidationError(`sampleWeights: expected one weight per training row (${rows}), got ${weights.length}`);
+  }
+  let any = false;
+  for (let i = 0; i < weights.length; i++) {
+    const w = weights[i];
+    if (!Number.isFinite(w) || w < 0) throw new ValidationError(`sampleWeights[${i}]: must be a finite number >= 0, got ${w}`);
+    if (w > 0) any = true;
+  }
+  if (!any) throw new ValidationError('sampleWeights: every weight is 0; at least one training row must count');
+}
+
 /**
  * Trains `model` in place on `data`. Tensors created here are disposed; `tf.memory().numTensors`
  * is the same before and after (after the first call has built the model's lazy state).
@@ -115,7 +141,7 @@ function checkWeights(weights: readonly number[] | undefined, n: number, what: s
 export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, opts: TrainOptions): Promise<TrainResult> {
   assertBackendReady();
   const { inputShape, numClasses, subtypes } = modelGeometry(model);
-  checkTrainOptions(opts, numClasses, subtypes);
+  checkTrainOptions(opts, numClasses, subtypes, data.count);
   checkLabeledImages(data, inputShape, numClasses, 'data', subtypes);
   if (data.count === 0) throw new ValidationError('data.count: there are no training images');
   checkFinite(data.images, inputShape);
@@ -129,6 +155,7 @@ export async function trainLocal(model: tfl.LayersModel, data: LabeledImages, op
     subtypes: subtypes > 0 ? data.subtypes : undefined,
     classWeights: opts.classWeights,
     subtypeWeights: opts.subtypeWeights,
+    sampleWeights: opts.sampleWeights,
   };
 
   let globals: tf.Tensor[] = [];

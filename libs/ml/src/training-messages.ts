@@ -39,6 +39,8 @@ export type ToWorker =
       readonly globalWeights?: WeightSet;
       readonly classWeights?: readonly number[];
       readonly subtypeWeights?: readonly number[];
+      /** One loss weight per row of `images` (indexed like `labels`, so it follows its row into any shard). */
+      readonly sampleWeights?: Float32Array;
       /** Where a 'layers-model' backbone lives (fine-tuning specs build their top blocks from it). */
       readonly backboneDir?: string;
     }

@@ -52,7 +52,7 @@ class Replica {
       globals,
       mu,
       images: m.images,
-      targets: { labels: m.labels, subtypes: m.subtypes, classWeights: m.classWeights, subtypeWeights: m.subtypeWeights },
+      targets: { labels: m.labels, subtypes: m.subtypes, classWeights: m.classWeights, subtypeWeights: m.subtypeWeights, sampleWeights: m.sampleWeights },
     };
   }
 

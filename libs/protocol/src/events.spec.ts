@@ -5,6 +5,7 @@ import {
   ChunkEvents,
   CoordinatorEvents,
   FinalModelEvents,
+  ProgressEvents,
   SECAGG_MAX_NEIGHBOURS,
   SecAggEvents,
   StainEvents,
@@ -26,10 +27,10 @@ import {
 describe('the socket contract', () => {
   it('lists every event the sides exchange', () => {
     expect(Object.keys(coordinatorToSite).sort()).toEqual(
-      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask, StainEvents.stats, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review, EnsembleFitEvents.nll].sort(),
+      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask, StainEvents.stats, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review, EnsembleFitEvents.nll, EnsembleFitEvents.stacking].sort(),
     );
     expect(Object.keys(siteToCoordinator).sort()).toEqual(
-      [SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, SiteEvents.taskFailed, ChunkEvents.uploadChunk, ChunkEvents.fetchChunk].sort(),
+      [SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, SiteEvents.taskFailed, ChunkEvents.uploadChunk, ChunkEvents.fetchChunk, ProgressEvents.progress].sort(),
     );
   });
 

@@ -30,7 +30,14 @@ import {
 import { StainEvents, stainStatsAckSchema, stainStatsRequestSchema } from './stain-stats';
 import { FinalModelEvents, finalModelsAckSchema, finalModelsOfferSchema } from './final-models';
 import { CalibrationEvents, calibrationNllAckSchema, calibrationNllRequestSchema, calibrationReviewAckSchema, calibrationReviewRequestSchema } from './calibration';
-import { EnsembleFitEvents, ensembleWeightsNllAckSchema, ensembleWeightsNllRequestSchema } from './ensemble-fit';
+import {
+  EnsembleFitEvents,
+  ensembleStackingGradientAckSchema,
+  ensembleStackingGradientRequestSchema,
+  ensembleWeightsNllAckSchema,
+  ensembleWeightsNllRequestSchema,
+} from './ensemble-fit';
+import { ProgressEvents, siteProgressSchema } from './site-progress';
 import type { Equal, Expect } from './type-checks';
 import { Validated, validateMessage } from './validate';
 
@@ -56,6 +63,7 @@ export const coordinatorToSite = {
   [CalibrationEvents.nll]: channel(calibrationNllRequestSchema, calibrationNllAckSchema),
   [CalibrationEvents.review]: channel(calibrationReviewRequestSchema, calibrationReviewAckSchema),
   [EnsembleFitEvents.nll]: channel(ensembleWeightsNllRequestSchema, ensembleWeightsNllAckSchema),
+  [EnsembleFitEvents.stacking]: channel(ensembleStackingGradientRequestSchema, ensembleStackingGradientAckSchema),
 } as const;
 
 /** Requests a site sends the coordinator; the coordinator answers in the ack. */
@@ -66,6 +74,7 @@ export const siteToCoordinator = {
   [SiteEvents.taskFailed]: channel(taskFailedSchema, ackSchema),
   [ChunkEvents.uploadChunk]: channel(uploadChunkSchema, ackSchema),
   [ChunkEvents.fetchChunk]: channel(fetchChunkSchema, fetchChunkAckSchema),
+  [ProgressEvents.progress]: channel(siteProgressSchema, ackSchema),
 } as const;
 
 type Contract = Readonly<Record<string, Channel>>;

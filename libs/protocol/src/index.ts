@@ -17,3 +17,4 @@ export * from './feature-alignment';
 export * from './final-models';
 export * from './calibration';
 export * from './ensemble-fit';
+export * from './site-progress';

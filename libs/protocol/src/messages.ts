@@ -109,6 +109,31 @@ export type TaskFailed = z.infer<typeof taskFailedSchema>;
 
 // ---- coordinator -> site -------------------------------------------------------------------
 
+/** Most members of the ensemble a boosted member's weights come from (the global model and up to 7 boosted members). */
+export const BOOSTING_MAX_MEMBERS = 8;
+
+/**
+ * A boosted ensemble member's round (issue 16): the site weighs each of its training images by the
+ * current ensemble's error on it (libs/ml boostingImageWeights: w = exp(strength x (1 - p(true class))),
+ * capped, mean 1 within each class) and trains with those weights. The members are models every
+ * site holds (the final global model and the boosted members before this one), fetched in chunks
+ * like the round's model; their probabilities are averaged. Nothing about the weights leaves the site.
+ */
+export const boostingTaskSchema = z
+  .object({
+    /** The ensemble so far (its mean), in order. */
+    members: z
+      .array(blobRefSchema)
+      .min(1)
+      .max(BOOSTING_MAX_MEMBERS)
+      .refine((ms) => new Set(ms.map((m) => m.sha256)).size === ms.length, 'a member is listed twice'),
+    strength: z.number().finite().min(0).max(10),
+    /** Largest / smallest image weight within a class. */
+    maxRatio: z.number().finite().min(1).max(1000),
+  })
+  .strict();
+export type BoostingTask = z.infer<typeof boostingTaskSchema>;
+
 /**
  * Train (a round, or the final personalization) starting from the global model `modelHash`; the
  * site fetches its bytes in chunks (site:fetch-chunk) as `model` describes.
@@ -121,8 +146,11 @@ export const trainTaskSchema = z
     model: blobRefSchema,
     /** Present in secure-aggregation rounds: the site sends a masked update (libs/secagg). */
     secagg: secAggTaskSchema.optional(),
+    /** Present in (and only in) 'boost' tasks: how the site weighs its training images (boostingTaskSchema). */
+    boosting: boostingTaskSchema.optional(),
   })
-  .refine((t) => t.model.sha256 === t.modelHash, { message: 'model.sha256 must equal modelHash', path: ['model', 'sha256'] });
+  .refine((t) => t.model.sha256 === t.modelHash, { message: 'model.sha256 must equal modelHash', path: ['model', 'sha256'] })
+  .refine((t) => (t.kind === 'boost') === (t.boosting !== undefined), { message: "a 'boost' task, and only one, says how to weigh the images (boosting)", path: ['boosting'] });
 export type TrainTask = z.infer<typeof trainTaskSchema>;
 
 // ---- acknowledgements ---------------------------------------------------------------------

@@ -76,6 +76,13 @@ describe('message validation', () => {
       reason: expect.stringMatching(/model\.sha256: model\.sha256 must equal modelHash/),
     });
     expect(validateMessage(trainTaskSchema, { ...task, model: { ...task.model, count: 2 } }, 'train').ok).toBe(false);
+    // A boosted member's round (issue 16) names the ensemble whose errors weigh the images — and only such a task does.
+    const boosting = { members: [{ sha256: 'c'.repeat(64), totalBytes: 10, chunkBytes: 4, count: 3 }], strength: 2, maxRatio: 20 };
+    expect(parseMessage(trainTaskSchema, { ...task, kind: 'boost', boosting }, 'train').boosting).toEqual(boosting);
+    expect(validateMessage(trainTaskSchema, { ...task, kind: 'boost' }, 'train')).toEqual({ ok: false, reason: expect.stringMatching(/boosting: a 'boost' task/) });
+    expect(validateMessage(trainTaskSchema, { ...task, boosting }, 'train').ok).toBe(false);
+    expect(validateMessage(trainTaskSchema, { ...task, kind: 'boost', boosting: { ...boosting, members: [boosting.members[0], boosting.members[0]] } }, 'train').ok).toBe(false);
+    expect(validateMessage(trainTaskSchema, { ...task, kind: 'boost', boosting: { ...boosting, strength: 11 } }, 'train').ok).toBe(false);
   });
 });
 

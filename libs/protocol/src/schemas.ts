@@ -113,8 +113,11 @@ export const roundConfigSchema = z.object({
 /** A validated round configuration (defaults applied): the type is the schema's. */
 export type RoundConfig = z.output<typeof roundConfigSchema>;
 
-/** Why the coordinator asks for training: a federated round, or the final personalization. */
-export const taskKindSchema = z.enum(['round', 'personalize']);
+/**
+ * Why the coordinator asks for training: a federated round, the final personalization, or a round
+ * of a boosted ensemble member (issue 16: training images weighted by the current ensemble's errors).
+ */
+export const taskKindSchema = z.enum(['round', 'personalize', 'boost']);
 
 // ---- compile-time links to fl-core's model types (libs/ml and libs/data work with those) --------
 

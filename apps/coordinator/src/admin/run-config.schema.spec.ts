@@ -175,7 +175,7 @@ describe('run config: ensemble snapshots (issue 16)', () => {
 
   it('is off by default; snapshots K adds the last K earlier global models, also under secure aggregation', () => {
     expect(runConfigInputSchema.parse({}).ensemble).toBeNull();
-    const defaults = { combiner: 'mean', fitTimeoutSeconds: 600 };
+    const defaults = { combiner: 'mean', fitTimeoutSeconds: 600, boosting: null };
     expect(runConfigInputSchema.parse({ ensemble: {} }).ensemble).toEqual({ snapshots: 0, ...defaults });
     expect(runConfigInputSchema.parse({ rounds: 5, ensemble: { snapshots: 3 } }).ensemble).toEqual({ snapshots: 3, ...defaults });
     expect(
@@ -184,7 +184,45 @@ describe('run config: ensemble snapshots (issue 16)', () => {
     // A weighted mean fitted with the sites (also under secure aggregation: every site holds the global models).
     expect(
       runConfigInputSchema.parse({ rounds: 5, minSites: 3, personalizeEpochs: 0, secureAggregation: {}, ensemble: { snapshots: 2, combiner: 'weighted' } }).ensemble,
-    ).toEqual({ snapshots: 2, combiner: 'weighted', fitTimeoutSeconds: 600 });
+    ).toEqual({ snapshots: 2, combiner: 'weighted', fitTimeoutSeconds: 600, boosting: null });
+  });
+
+  it('boosting adds boosted members (also under secure aggregation) and gives a weighted combiner members to fit', () => {
+    expect(runConfigInputSchema.parse({ rounds: 3, ensemble: { boosting: { members: 2 } } }).ensemble?.boosting).toEqual({ members: 2, rounds: 2, strength: 2, maxRatio: 20 });
+    expect(
+      runConfigInputSchema.parse({ rounds: 3, minSites: 3, personalizeEpochs: 0, secureAggregation: {}, ensemble: { combiner: 'weighted', boosting: { members: 1, rounds: 1 } } }).ensemble,
+    ).toMatchObject({ snapshots: 0, combiner: 'weighted', boosting: { members: 1, rounds: 1 } });
+    expect(reason({ ensemble: { boosting: { members: 0 } } })).toMatch(/^ensemble.boosting.members: /);
+    expect(reason({ ensemble: { boosting: { members: 5 } } })).toMatch(/^ensemble.boosting.members: /);
+    expect(reason({ ensemble: { boosting: { members: 1, strength: -1 } } })).toMatch(/^ensemble.boosting.strength: /);
+    expect(reason({ ensemble: { boosting: { members: 1, alpha: 1 } } })).toMatch(/ensemble.boosting.*alpha/);
+    expect(
+      reason({ model: { kind: 'small-cnn', imageSize: 24, numClasses: 2, options: { batchNorm: 1 } }, localTensors: 'batch-norm', ensemble: { boosting: { members: 1 } } }),
+    ).toMatch(/ensemble.boosting: boosted members are global models/);
+  });
+
+  it("stacking (a meta-learner fitted with the sites) reads members every site holds: snapshots, no personalization; stackingIterations bounded", () => {
+    expect(runConfigInputSchema.parse({ rounds: 3, personalizeEpochs: 0, ensemble: { snapshots: 1, combiner: 'stacking' } }).ensemble).toEqual({
+      snapshots: 1,
+      combiner: 'stacking',
+      fitTimeoutSeconds: 600,
+      boosting: null,
+    });
+    // Also under secure aggregation (the sites hold every global model), with its own number of steps.
+    expect(
+      runConfigInputSchema.parse({ rounds: 5, minSites: 3, personalizeEpochs: 0, secureAggregation: {}, ensemble: { snapshots: 2, combiner: 'stacking', stackingIterations: 300 } }).ensemble,
+    ).toEqual({ snapshots: 2, combiner: 'stacking', stackingIterations: 300, fitTimeoutSeconds: 600, boosting: null });
+    expect(reason({ rounds: 5, ensemble: { snapshots: 1, combiner: 'stacking' } })).toMatch(
+      /^personalizeEpochs: a stacking meta-learner reads every member's output, and the other sites cannot score a site's personalized model: set personalizeEpochs to 0/,
+    );
+    expect(reason({ rounds: 5, personalizeEpochs: 0, ensemble: { combiner: 'stacking' } })).toMatch(/^ensemble.combiner: a stacking meta-learner .* needs snapshots >= 1/);
+    expect(reason({ rounds: 5, personalizeEpochs: 0, ensemble: { snapshots: 1, combiner: 'stacking', stackingIterations: 0 } })).toMatch(/^ensemble.stackingIterations: /);
+    expect(reason({ rounds: 5, personalizeEpochs: 0, ensemble: { snapshots: 1, combiner: 'stacking', stackingIterations: 1001 } })).toMatch(/^ensemble.stackingIterations: /);
+    expect(reason({ rounds: 5, personalizeEpochs: 0, ensemble: { snapshots: 1, combiner: 'stacking', stackingIterations: 2.5 } })).toMatch(/^ensemble.stackingIterations: /);
+    expect(reason({ rounds: 5, ensemble: { snapshots: 1, combiner: 'weighted', stackingIterations: 100 } })).toMatch(/^ensemble.stackingIterations: stackingIterations is for combiner 'stacking'/);
+    expect(
+      reason({ rounds: 5, personalizeEpochs: 0, model: { kind: 'small-cnn', imageSize: 24, numClasses: 65 }, ensemble: { snapshots: 1, combiner: 'stacking' } }),
+    ).toMatch(/^ensemble.combiner: a stacked head has at most 64 classes; the model has 65/);
   });
 
   it('names what is wrong', () => {
@@ -193,7 +231,7 @@ describe('run config: ensemble snapshots (issue 16)', () => {
     expect(reason({ rounds: 5, ensemble: { snapshots: 1.5 } })).toMatch(/^ensemble.snapshots: /);
     expect(reason({ rounds: 5, ensemble: { bags: 2 } })).toMatch(/ensemble.*bags/);
     expect(reason({ rounds: 5, ensemble: { combiner: 'weighted' } })).toMatch(/^ensemble.combiner: a weighted combiner .* needs snapshots >= 1/);
-    expect(reason({ rounds: 5, ensemble: { snapshots: 1, combiner: 'stacking' } })).toMatch(/^ensemble.combiner: /);
+    expect(reason({ rounds: 5, ensemble: { snapshots: 1, combiner: 'boosted' } })).toMatch(/^ensemble.combiner: /);
     expect(reason({ rounds: 5, ensemble: { snapshots: 1, fitTimeoutSeconds: 0 } })).toMatch(/^ensemble.fitTimeoutSeconds: /);
     expect(
       reason({ rounds: 5, model: { kind: 'small-cnn', imageSize: 24, numClasses: 2, options: { batchNorm: 1 } }, localTensors: 'batch-norm', ensemble: { snapshots: 2 } }),

@@ -13,6 +13,7 @@ import {
   ALIGNMENT_MAX_FEATURE_DIM,
   ALIGNMENT_MAX_LAMBDA,
   ALIGNMENT_METHODS,
+  ENSEMBLE_STACKING_MAX_CLASSES,
   modelSpecSchema,
   thresholdFits,
 } from '@histofed/protocol';
@@ -114,6 +115,30 @@ const calibrationConfigSchema = z
 /** Most earlier global models a run's ensemble may hold (each is a full saved model at every site). */
 export const ENSEMBLE_MAX_SNAPSHOTS = 8;
 
+/** Most gradient steps of a stacking head's federated fit (each is one question to every site). */
+export const ENSEMBLE_MAX_STACKING_ITERATIONS = 1000;
+
+/** Most boosted members a run's ensemble may hold. */
+export const ENSEMBLE_MAX_BOOSTED = 4;
+
+/**
+ * Boosted members (issue 16, federated boosting): after the last round, `members` more models, each
+ * trained federatedly for `rounds` rounds (kind 'boost', the run's local epochs and strategy) from
+ * the final global model, on training images the sites weigh by the current ensemble's errors (the
+ * mean of the global model and the boosted members before it; w = exp(strength x (1 - p(true
+ * class))), capped at maxRatio within a class, mean 1 per class: libs/ml boostingImageWeights).
+ * Members 'global-b<k>'; every site holds them (it received each as a round's model), so they work
+ * under secure aggregation and with the fitted combiners.
+ */
+const boostingConfigSchema = z
+  .object({
+    members: z.number().int().min(1).max(ENSEMBLE_MAX_BOOSTED),
+    rounds: z.number().int().min(1).max(50).default(2),
+    strength: z.number().min(0).max(10).default(2),
+    maxRatio: z.number().min(1).max(1000).default(20),
+  })
+  .strict();
+
 /**
  * The run's final ensemble (issue 16): besides the final global model (and the personalized models),
  * the global models of the `snapshots` rounds before the last (members 'global-r<round>'; snapshot
@@ -130,8 +155,16 @@ const ensembleConfigSchema = z
      * snapshots) are fitted on the sites' validation images after the calibration (each site
      * reports the summed NLL of candidate weightings, numbers only; runs/federated-ensemble-fit.ts).
      * Needs snapshots >= 1 (two members every site can score).
+     * 'stacking' a meta-learner (multinomial logistic regression on the members' log-probabilities,
+     * both stages) fitted with the sites by gradient steps (each site reports its summed NLL and
+     * gradient at the current parameters, numbers only; runs/federated-stacking-fit.ts). It reads
+     * every member, so every member must be one all sites hold: needs snapshots >= 1, no personalization.
      */
-    combiner: z.enum(['mean', 'weighted']).default('mean'),
+    combiner: z.enum(['mean', 'weighted', 'stacking']).default('mean'),
+    /** Stacking: most gradient steps per head (1-1000; default 150: runs/federated-stacking-fit.ts STACKING_DEFAULT_ITERATIONS). */
+    stackingIterations: z.number().int().min(1).max(ENSEMBLE_MAX_STACKING_ITERATIONS).optional(),
+    /** Boosted members trained after the last round (see boostingConfigSchema); null (default): none. */
+    boosting: boostingConfigSchema.nullable().default(null),
     /** Seconds each site has to answer the weighting question (default 600). */
     fitTimeoutSeconds: z.number().positive().max(24 * 3600).default(600),
   })
@@ -242,11 +275,42 @@ export const runConfigInputSchema = z
         message: "snapshots of earlier global models are not built for local tensors (FedBN: the global model has no batch-norm statistics of its own): use localTensors 'none'",
       });
     }
-    if (c.ensemble && c.ensemble.combiner === 'weighted' && c.ensemble.snapshots < 1) {
+    if (c.ensemble && c.ensemble.combiner === 'weighted' && c.ensemble.snapshots < 1 && !c.ensemble.boosting) {
       ctx.addIssue({
         code: 'custom',
         path: ['ensemble', 'combiner'],
-        message: "a weighted combiner is fitted over the members every site holds (the global model and its snapshots): it needs snapshots >= 1",
+        message: "a weighted combiner is fitted over the members every site holds (the global model, its snapshots, boosted members): it needs snapshots >= 1 or boosting",
+      });
+    }
+    if (c.ensemble && c.ensemble.combiner === 'stacking') {
+      if (c.ensemble.snapshots < 1 && !c.ensemble.boosting) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ensemble', 'combiner'],
+          message: 'a stacking meta-learner is fitted over the members every site holds (the global model, its snapshots, boosted members): it needs snapshots >= 1 or boosting',
+        });
+      }
+      if (c.personalizeEpochs > 0) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['personalizeEpochs'],
+          message:
+            "a stacking meta-learner reads every member's output, and the other sites cannot score a site's personalized model: set personalizeEpochs to 0 (or use combiner 'weighted')",
+        });
+      }
+      const classes = Math.max(c.model.numClasses, c.model.subtypeParents?.length ?? 0);
+      if (classes > ENSEMBLE_STACKING_MAX_CLASSES) {
+        ctx.addIssue({ code: 'custom', path: ['ensemble', 'combiner'], message: `a stacked head has at most ${ENSEMBLE_STACKING_MAX_CLASSES} classes; the model has ${classes}` });
+      }
+    }
+    if (c.ensemble && c.ensemble.combiner !== 'stacking' && c.ensemble.stackingIterations !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['ensemble', 'stackingIterations'], message: "stackingIterations is for combiner 'stacking'" });
+    }
+    if (c.ensemble?.boosting && c.localTensors !== 'none') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ensemble', 'boosting'],
+        message: "boosted members are global models, which local tensors (FedBN) leave without batch-norm statistics of their own: use localTensors 'none'",
       });
     }
     if (c.ensemble && c.ensemble.snapshots >= c.rounds) {

@@ -1,5 +1,4 @@
 import {
-  BadRequestException,
   Body,
   ConflictException,
   Controller,
@@ -16,7 +15,6 @@ import { ApiBearerAuth, ApiBody, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { HistoFedError } from '@histofed/fl-core';
 import { completeModelSpec, currentBackend } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
-import { z } from 'zod';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
 import { RunConfig, RunRecord } from '../persistence/records';
@@ -24,7 +22,48 @@ import { RunFailure, RunOrchestrator } from '../runs/run-orchestrator.service';
 import { AdminTokenGuard } from './admin-token.guard';
 import { RoundParamPipe } from './param.pipes';
 import { runConfigInputSchema } from './run-config.schema';
-import { ZodBodyPipe } from './zod-body.pipe';
+import { runConfigJsonSchema } from './run-config.descriptions';
+import { ZodBodyPipe, badBody } from './zod-body.pipe';
+
+/** The run config's JSON schema (what an administrator may send: every field optional, with its default). */
+const RUN_CONFIG_JSON_SCHEMA = runConfigJsonSchema();
+
+/** A completed round's `reason` is the participants that did not contribute, as JSON ({site: why}); anything else is none. */
+function missingOf(reason: string | null): Record<string, string> {
+  if (!reason) return {};
+  try {
+    const parsed: unknown = JSON.parse(reason);
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
+      return Object.fromEntries(Object.entries(parsed as Record<string, unknown>).filter(([, v]) => typeof v === 'string') as [string, string][]);
+    }
+  } catch {
+    // not JSON: no missing sites recorded
+  }
+  return {};
+}
+
+/** A finished run's downloadable weights (HistoFed weight blobs). */
+export interface RunModel {
+  readonly id: string;
+  readonly hash: string;
+  readonly what: string;
+}
+
+function modelsOf(
+  run: RunRecord,
+  rounds: readonly { round: number; status: string; modelHash: string | null }[],
+  contributions: readonly { kind: string; status: string; siteId: string; modelHash: string | null; round: number }[],
+): RunModel[] {
+  const out: RunModel[] = [];
+  if (run.currentModelHash) out.push({ id: 'global', hash: run.currentModelHash, what: 'the final global model' });
+  for (const c of contributions) {
+    if (c.kind === 'personalize' && c.status === 'accepted' && c.modelHash) out.push({ id: c.siteId, hash: c.modelHash, what: `${c.siteId}'s personalized model` });
+  }
+  for (const r of [...rounds].sort((a, b) => b.round - a.round)) {
+    if (r.status === 'completed' && r.modelHash && r.modelHash !== run.currentModelHash) out.push({ id: `global-r${r.round}`, hash: r.modelHash, what: `the global model after round ${r.round}` });
+  }
+  return out;
+}
 
 @ApiTags('runs')
 @ApiBearerAuth()
@@ -39,7 +78,7 @@ export class RunsController {
 
   @Post()
   @ApiOperation({ summary: 'Create a run (model, rounds, strategy, participation, deadlines)' })
-  @ApiBody({ schema: z.toJSONSchema(runConfigInputSchema, { io: 'input', unrepresentable: 'any' }) as object })
+  @ApiBody({ schema: RUN_CONFIG_JSON_SCHEMA })
   async create(@Body(new ZodBodyPipe(runConfigInputSchema, 'run config')) config: RunConfig): Promise<RunRecord> {
     // The model is checked now (not when the run starts), and a backbone is pinned by its content
     // hash, so that every site can check it holds the same one.
@@ -47,10 +86,17 @@ export class RunsController {
     try {
       model = await completeModelSpec(config.model, { dir: this.config.backboneDir });
     } catch (e) {
-      if (e instanceof HistoFedError) throw new BadRequestException(`run config: model: ${e.message}`);
+      if (e instanceof HistoFedError) throw badBody(`run config: model: ${e.message}`, [{ path: ['model'], message: e.message }]);
       throw e;
     }
     return this.store.createRun({ ...config, model });
+  }
+
+  /** Declared before GET :id (which would take "config-schema" for a run id). */
+  @Get('config-schema')
+  @ApiOperation({ summary: 'The JSON schema of a run config (POST /api/runs): every option with its type, bounds, default and description; the dashboard builds its form from it' })
+  configSchema(): object {
+    return RUN_CONFIG_JSON_SCHEMA;
   }
 
   @Get()
@@ -125,8 +171,13 @@ export class RunsController {
           rejected: contributions
             .filter((c) => c.round === r.round && c.status === 'rejected')
             .map((c) => ({ siteId: c.siteId, reason: c.reason })),
+          // Participants that did not contribute (no answer in time, a failed task, disconnected), with the reason.
+          missing: missingOf(r.reason),
         })),
       final: run.final,
+      // Issue 17: the weights a finished run leaves, for download (GET /api/models/:hash): the final
+      // global model, each earlier round's global model, and each site's personalized model.
+      models: run.status === 'completed' ? modelsOf(run, rounds, contributions) : [],
     };
   }
 

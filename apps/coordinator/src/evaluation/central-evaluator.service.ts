@@ -14,9 +14,34 @@ import { EnsembleCombiner, buildModelAsync, combineMembers, evaluateModelAsync, 
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 
+/**
+ * A model's confusion matrices on the central test set (rows: true class, columns: predicted),
+ * stage 1 and, for a two-stage model, the subtypes (the cascade's prediction).
+ */
+export interface ConfusionSummary {
+  readonly images: number;
+  readonly stage1: number[][];
+  readonly subtype?: number[][];
+}
+
+/** The confusion matrices of an evaluation report (libs/ml StagedReport). */
+export function confusionOf(report: { readonly images: number; readonly stage1: { readonly confusion: number[][] }; readonly stage2?: { readonly confusion: number[][] } }): ConfusionSummary {
+  return { images: report.images, stage1: report.stage1.confusion, ...(report.stage2 ? { subtype: report.stage2.confusion } : {}) };
+}
+
+/**
+ * The confusion matrices a final report keeps: every member's, and the ensemble's unless a fitted
+ * combiner (weighted mean, stacking) replaced the plain mean they were computed with.
+ */
+export function finalConfusion(confusion: Readonly<Record<string, ConfusionSummary>>, fittedCombiner: boolean): Record<string, ConfusionSummary> {
+  return Object.fromEntries(Object.entries(confusion).filter(([id]) => !(fittedCombiner && id === 'ensemble')));
+}
+
 export interface EnsembleEvaluation {
   readonly members: Record<string, Metrics>;
   readonly ensemble: Metrics;
+  /** Confusion matrices of each member and of the ensemble ('ensemble'), for the final report. */
+  readonly confusion: Record<string, ConfusionSummary>;
   /** Each member's image-level output rows on the test set (images x output width), for calibration measures. */
   readonly probabilities: Record<string, Float32Array>;
   /** The test images' stage-1 labels, in the rows' order. */
@@ -110,14 +135,17 @@ export class CentralEvaluator {
     const probabilities: Float32Array[] = [];
     const perMember: Record<string, Metrics> = {};
     const rows: Record<string, Float32Array> = {};
+    const confusion: Record<string, ConfusionSummary> = {};
     for (const m of members) {
       const r = await this.withModel(spec, m.weights, (model) => evaluateModelAsync(model, data, { subtypeParents: spec.subtypeParents }));
       perMember[m.id] = r.metrics;
       probabilities.push(r.probabilities);
       rows[m.id] = r.probabilities;
+      confusion[m.id] = confusionOf(r.report);
     }
-    const ensemble = outputMetrics(data, combineMembers(probabilities, spec, combine), spec).metrics;
-    return { members: perMember, ensemble, probabilities: rows, labels: imageLevel(data).labels };
+    const combined = outputMetrics(data, combineMembers(probabilities, spec, combine), spec);
+    confusion['ensemble'] = confusionOf(combined.report);
+    return { members: perMember, ensemble: combined.metrics, confusion, probabilities: rows, labels: imageLevel(data).labels };
   }
 
   /**

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { join } from 'node:path';
-import { BREAKHIS_SUBTYPE_CODES, ModelSpec, STAGE1_CLASSES, StainNormalizationTarget, WeightSet } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_CODES, ModelSpec, STAGE1_CLASSES, StainNormalizationTarget, WeightSet, ensembleMemberKind, snapshotRound } from '@histofed/fl-core';
 import { EnsembleCombiner, ModelReading, buildModelAsync, preprocessingFor, saveEnsembleManifest, saveModel, setWeights, tileFeatureExtractor, writeModelReading } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 
@@ -58,9 +58,10 @@ export class ModelExporter {
           ...(featureModel ? { featureModel } : {}),
           preprocessing: preprocessingFor(spec, stain as Record<string, unknown> | null),
           // 'global@<site>': the global model with that site's local tensors (FedBN).
-          // 'global-r<round>': an earlier round's global model (ensemble snapshots, issue 16).
-          provenance: m.id === 'global' || m.id.startsWith('global@') || /^global-r[0-9]+$/.test(m.id)
-            ? { kind: 'global', runId, round: /^global-r[0-9]+$/.test(m.id) ? Number(m.id.slice('global-r'.length)) : round, sites: [...contributors] }
+          // 'global-r<round>': an earlier round's global model (ensemble snapshots, issue 16);
+          // 'global-b<k>': a boosted member (trained in the rounds after the run's last, issue 16).
+          provenance: ensembleMemberKind(m.id) !== 'personalized'
+            ? { kind: 'global', runId, round: snapshotRound(m.id) ?? round, sites: [...contributors] }
             : { kind: 'site', runId, round, sites: [m.id] },
           // Temperature scaling and the review rule fitted with the sites (runs/federated-calibration.ts).
           ...readings?.members.get(m.id),

@@ -61,6 +61,12 @@ export class ContributionService {
 
   private readonly expectedUploadBytes = new Map<RoundCollection, number>();
 
+  /** Whether an open collection awaits `siteId`'s answer to this task (its progress reports are about a real task). */
+  awaits(siteId: string, runId: string, round: number, kind: string): boolean {
+    for (const c of this.open.values()) if (c.runId === runId && c.round === round && c.kind === kind && c.participants.has(siteId)) return true;
+    return false;
+  }
+
   siteLeft(siteId: string): void {
     for (const c of this.open.values()) c.markMissing(siteId, 'site disconnected');
   }

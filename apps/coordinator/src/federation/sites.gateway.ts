@@ -14,6 +14,7 @@ import {
   ChunkEvents,
   FetchChunkAck,
   HelloAck,
+  ProgressEvents,
   SITE_NAMESPACE,
   SiteEvents,
   UploadReassembler,
@@ -28,6 +29,7 @@ import {
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import { SampledLog } from '../logging/sampled-log';
+import { LIVE_EVENTS, LiveEvents } from '../dashboard/live-events';
 import { ModelDistribution } from './model-distribution';
 import { ContributionService } from './contribution.service';
 import { SiteSessionsService } from './site-sessions.service';
@@ -49,6 +51,7 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
     private readonly models: ModelDistribution,
     @Inject(COORDINATOR_CONFIG) private readonly config: CoordinatorConfig,
     @Inject(LOGGER) private readonly logger: JsonLogger,
+    @Inject(LIVE_EVENTS) private readonly live: LiveEvents,
   ) {
     sessions.onDisconnect((siteId) => contributions.siteLeft(siteId));
     this.refusals = new SampledLog(logger, 'gateway');
@@ -162,6 +165,29 @@ export class SitesGateway implements OnGatewayConnection, OnGatewayDisconnect {
       const v = validateMessage(siteToCoordinator[SiteEvents.taskFailed].request, body, SiteEvents.taskFailed);
       if (!v.ok) return this.refuse(socket, v.reason, siteId);
       return this.contributions.failed(siteId, v.value);
+    });
+  }
+
+  /**
+   * Issue 17: a site's task progress, for the dashboard. Only from an authenticated site, about a
+   * task an open round awaits from it, within its rate (libs/protocol site-progress.ts); refusals
+   * are logged sampled (a misbehaving site must not flood the log either).
+   */
+  @SubscribeMessage(ProgressEvents.progress)
+  async progress(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<Ack> {
+    return this.guard(socket, ProgressEvents.progress, async () => {
+      const siteId = this.sessions.siteOf(socket.id);
+      const refuse = (reason: string, code?: RefusalCode): Refusal => {
+        this.refusals.warn('progress', 'progress refused', { socketId: socket.id, siteId, code, reason });
+        return refusal(reason, code);
+      };
+      if (!siteId) return refuse(`${ProgressEvents.progress} before ${SiteEvents.hello}`, 'not-authenticated');
+      const v = validateMessage(siteToCoordinator[ProgressEvents.progress].request, body, ProgressEvents.progress);
+      if (!v.ok) return refuse(v.reason, 'invalid-message');
+      const p = v.value;
+      if (!this.contributions.awaits(siteId, p.runId, p.round, p.kind)) return refuse(`${ProgressEvents.progress}: no open ${p.kind} task for run ${p.runId} round ${p.round} awaits site ${siteId}`);
+      if (!this.live.siteProgress(siteId, p)) return refuse(`${ProgressEvents.progress}: more than the site's progress budget`, 'busy');
+      return { ok: true };
     });
   }
 

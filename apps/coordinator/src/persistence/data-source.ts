@@ -14,11 +14,12 @@ import { ModelBlobStorage1764500000000 } from './migrations/1764500000000-model-
 import { EnrollmentTokens1765000000000 } from './migrations/1765000000000-enrollment-tokens';
 import { AlignmentReference1765100000000 } from './migrations/1765100000000-alignment-reference';
 import { LabelledImages1765200000000 } from './migrations/1765200000000-labelled-images';
+import { BoostContributions1765300000000 } from './migrations/1765300000000-boost-contributions';
 import { embeddedPostgresOptions, initializeEmbeddedPostgres } from './embedded-postgres';
 import { PermissionFixes, ensurePrivateDir, makePrivate } from './private-files';
 
 export const ENTITIES = [SiteEntity, RunEntity, RoundEntity, ContributionEntity, ModelEntity, EnrollmentTokenEntity];
-export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000, SiteIdentity1764400000000, ModelBlobStorage1764500000000, EnrollmentTokens1765000000000, AlignmentReference1765100000000, LabelledImages1765200000000];
+export const MIGRATIONS = [InitialSchema1764200000000, StrategyState1764300000000, SiteIdentity1764400000000, ModelBlobStorage1764500000000, EnrollmentTokens1765000000000, AlignmentReference1765100000000, LabelledImages1765200000000, BoostContributions1765300000000];
 
 export interface DatabaseOptions {
   /** postgres://... for a PostgreSQL server; otherwise embedded PGlite under dataDir/pgdata. */

@@ -82,10 +82,25 @@ export interface FinalReport {
   readonly review?: ReviewSummary;
   /** The ensemble's weighted mean fitted with the sites (runs with ensemble.combiner 'weighted'; runs/federated-ensemble-fit.ts). */
   readonly ensembleFit?: EnsembleFitSummary;
+  /**
+   * Issue 17: confusion matrices on the central test set (rows true, columns predicted) of each
+   * ensemble member and of the ensemble ('ensemble'), for the dashboard's heat maps. Runs before it have none.
+   */
+  readonly confusion?: Record<string, ConfusionMatricesSummary>;
 }
 
-/** FinalReport.ensembleFit: the weights chosen on the sites' validation images, and what they gain there. */
-export interface EnsembleFitSummary {
+/** FinalReport.confusion: stage 1 (benign, malignant) and, for a two-stage model, the subtypes (the cascade's prediction). */
+export interface ConfusionMatricesSummary {
+  readonly images: number;
+  readonly stage1: number[][];
+  readonly subtype?: number[][];
+}
+
+/** FinalReport.ensembleFit: the combiner fitted on the sites' validation images (weights or a stacking meta-learner), and what it gains there. */
+export type EnsembleFitSummary = WeightedEnsembleFitSummary | StackingEnsembleFitSummary;
+
+/** The weights chosen on the sites' validation images (ensemble.combiner 'weighted'; runs/federated-ensemble-fit.ts). */
+export interface WeightedEnsembleFitSummary {
   /** 'weighted-mean' when a weighting was chosen; 'mean-probabilities' when no site's answer could be used (the run keeps the mean). */
   readonly combiner: 'weighted-mean' | 'mean-probabilities';
   /** The weight of every ensemble member (sums to 1), as stored in the ensemble manifest. */
@@ -98,6 +113,35 @@ export interface EnsembleFitSummary {
   /** The central test set's ensemble with the unweighted mean (final.ensemble is the run's combiner). */
   readonly centralMean?: Metrics | null;
   readonly sites: { readonly answered: string[]; readonly refused: Record<string, string> };
+}
+
+/** The stacking meta-learner fitted with the sites (ensemble.combiner 'stacking'; runs/federated-stacking-fit.ts). */
+export interface StackingEnsembleFitSummary {
+  /** 'stacking' when the stage-1 head was fitted; 'mean-probabilities' when no site answered its first step (the run keeps the mean). */
+  readonly combiner: 'stacking' | 'mean-probabilities';
+  /** The members whose log-probabilities the heads read (all of the ensemble's: every site holds them). */
+  readonly fittedMembers: string[];
+  /** Each head's fit; subtype null: no site answered its first step (the subtype block stays the members' mean). */
+  readonly stacking: { readonly iterations: number; readonly stage1: StackingHeadFitSummary | null; readonly subtype?: StackingHeadFitSummary | null };
+  /** The central test set's ensemble with the unweighted mean (final.ensemble is the run's combiner). */
+  readonly centralMean?: Metrics | null;
+  /** Sites whose gradients were summed to the end, and why the others were dropped (at which head and step). */
+  readonly sites: { readonly answered: string[]; readonly refused: Record<string, string> };
+}
+
+/** One stacked head's federated fit. */
+export interface StackingHeadFitSummary {
+  /** Gradient steps taken (at most the run's stackingIterations). */
+  readonly steps: number;
+  /** True when it stopped early: the summed gradient's norm per image fell below the tolerance. */
+  readonly converged: boolean;
+  /** Validation images counted at the end (the sites that answered every step). */
+  readonly images: number;
+  /** Mean NLL per validation image of the start (the members' mean of log-probabilities) and of the fitted head (the last step's answers). */
+  readonly startNll: number;
+  readonly fittedNll: number;
+  /** The sites whose gradients were summed up to the end. */
+  readonly sites: string[];
 }
 
 /** Stage-1 reliability table bin (libs/ml ReliabilityBin). */
@@ -184,7 +228,7 @@ export interface RoundRecord {
   readonly completedAt: Date | null;
 }
 
-export type ContributionKind = 'round' | 'personalize';
+export type ContributionKind = 'round' | 'personalize' | 'boost';
 export interface ContributionRecord {
   readonly id: string;
   readonly runId: string;

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { ModelSpec, StainNormalizationTarget, WeightSet, encodeWeights, sha256Hex } from '@histofed/fl-core';
+import { ModelSpec, StainNormalizationTarget, WeightSet, encodeWeights, isSharedEnsembleMember, sha256Hex } from '@histofed/fl-core';
 import { fromBase64, verify } from '@histofed/crypto';
-import { WeightedMeanCombiner, chooseWeighting, weightingCandidates } from '@histofed/ml';
+import { WeightedMeanCombiner, chooseWeighting, spreadFittedWeights, weightingCandidates } from '@histofed/ml';
 import {
   BlobRef,
   CalibrationTemperatures,
@@ -17,12 +17,10 @@ import { SiteSessionsService } from '../federation/site-sessions.service';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
-import type { EnsembleFitSummary } from '../persistence/records';
+import type { WeightedEnsembleFitSummary } from '../persistence/records';
 
-/** A member every site holds: the final global model or a snapshot (never 'global@<site>' or a personalized model). */
-export function isSharedMember(id: string): boolean {
-  return /^global(-r[1-9][0-9]*)?$/.test(id);
-}
+/** A member every site holds: the final global model, a snapshot or a boosted member (never 'global@<site>' or a personalized model). */
+export const isSharedMember = isSharedEnsembleMember;
 
 export interface EnsembleFitInput {
   readonly runId: string;
@@ -38,7 +36,7 @@ export interface EnsembleFitInput {
 export interface EnsembleFitResult {
   /** The ensemble manifest's combiner (undefined: keep the mean). */
   readonly combiner?: WeightedMeanCombiner;
-  readonly summary: EnsembleFitSummary;
+  readonly summary: WeightedEnsembleFitSummary;
 }
 
 // ---- pure parts -----------------------------------------------------------------------------
@@ -74,23 +72,8 @@ export function combineWeightingAnswers(
   return { index, weights, images, meanNll: uniform >= 0 ? sums[uniform] / images : null, weightedNll: sums[index] / images };
 }
 
-/**
- * The weight of every ensemble member from the fitted weights of the shared ones. Members the
- * other sites cannot score (personalized models, 'global@<site>') keep the mean's share: with M
- * members of which G are shared, each unshared member weighs 1/M as in the unweighted mean, and
- * the shared members split the remaining G/M in the fitted proportions. Without unshared members
- * these are the fitted weights themselves.
- */
-export function ensembleWeights(members: readonly string[], shared: readonly string[], fitted: readonly number[]): number[] {
-  const m = members.length;
-  const share = shared.length / m;
-  const weights = members.map((id) => {
-    const i = shared.indexOf(id);
-    return i >= 0 ? share * fitted[i] : 1 / m;
-  });
-  const sum = weights.reduce((a, b) => a + b, 0);
-  return weights.map((w) => w / sum);
-}
+/** The weight of every ensemble member from the fitted weights of the shared ones (libs/ml spreadFittedWeights). */
+export const ensembleWeights = spreadFittedWeights;
 
 const round6 = (x: number | null) => (x === null ? null : Math.round(x * 1e6) / 1e6);
 
@@ -173,7 +156,7 @@ export class FederatedEnsembleFit {
     const chosen = combineWeightingAnswers(candidates, answered.map((s) => answers.get(s)!));
     const uniform = all.map(() => 1 / all.length);
     const weights = chosen ? ensembleWeights(all, shared.map((m) => m.id), chosen.weights) : uniform;
-    const summary: EnsembleFitSummary = {
+    const summary: WeightedEnsembleFitSummary = {
       combiner: chosen ? 'weighted-mean' : 'mean-probabilities',
       weights: Object.fromEntries(all.map((id, i) => [id, round6(weights[i])!])),
       fittedMembers: shared.map((m) => m.id),

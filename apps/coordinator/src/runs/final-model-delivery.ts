@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256Hex } from '@histofed/fl-core';
+import { isSharedEnsembleMember, sha256Hex } from '@histofed/fl-core';
 import { sign, toBase64 } from '@histofed/crypto';
 import { ENSEMBLE_FILE } from '@histofed/ml';
 import {
@@ -41,16 +41,12 @@ const REDELIVERY_DELAY_MS = 2_000;
  * The models a site receives of a run's exported members: the global model ('global', or with
  * FedBN 'global@<site>': the global model with this site's own local tensors) and its own
  * personalized model — never another site's — and the ensemble's snapshots of earlier rounds' global
- * models ('global-r<round>', issue 16: every site received them as those rounds' global models). With
- * secure aggregation, 'global' and the snapshots only (the coordinator holds no per-site model there).
+ * models ('global-r<round>', issue 16: every site received them as those rounds' global models) and
+ * the boosted members ('global-b<k>', likewise). With secure aggregation, those shared members only
+ * (the coordinator holds no per-site model there).
  */
 export function membersForSite(members: readonly string[], siteId: string, secureAggregation: boolean): string[] {
-  return members.filter((m) => m === 'global' || isSnapshotMember(m) || (!secureAggregation && (m === `global@${siteId}` || m === siteId)));
-}
-
-/** 'global-r<round>': the global model of an earlier round (ensemble snapshots). */
-export function isSnapshotMember(member: string): boolean {
-  return /^global-r[1-9][0-9]*$/.test(member);
+  return members.filter((m) => isSharedEnsembleMember(m) || (!secureAggregation && (m === `global@${siteId}` || m === siteId)));
 }
 
 /**

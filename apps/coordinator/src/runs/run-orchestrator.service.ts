@@ -2,11 +2,11 @@ import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } fro
 import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, isLocalTensor, localTensorsOf, parameterCount, withLocalTensors } from '@histofed/fl-core';
 import { SiteResult, Strategy, StrategyState, createStrategy, withLocalTensorPolicy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
-import { buildModelAsync, combineFeatureMoments, fromPlainMoments, getWeights, toPlainMoments } from '@histofed/ml';
-import { CoordinatorEvents, FeatureMomentsWire, SecAggTask, TrainTask, featureMomentsWireSchema } from '@histofed/protocol';
+import { applyTemperature, buildModelAsync, combineFeatureMoments, fromPlainMoments, getWeights, toPlainMoments } from '@histofed/ml';
+import { BoostingTask, CoordinatorEvents, DEFAULT_CHUNK_BYTES, FeatureMomentsWire, SecAggTask, TrainTask, featureMomentsWireSchema } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { ModelExporter } from '../evaluation/model-exporter.service';
-import { CentralEvaluator } from '../evaluation/central-evaluator.service';
+import { CentralEvaluator, finalConfusion } from '../evaluation/central-evaluator.service';
 import { ContributionService } from '../federation/contribution.service';
 import { CollectionOutcome, RoundCollection } from '../federation/round-collection';
 import { SiteSessionsService } from '../federation/site-sessions.service';
@@ -15,7 +15,9 @@ import { FederatedStainTarget } from './federated-stain-target';
 import { FinalModelDelivery } from './final-model-delivery';
 import { FederatedCalibration } from './federated-calibration';
 import { FederatedEnsembleFit } from './federated-ensemble-fit';
+import { FederatedStackingFit, STACKING_DEFAULT_ITERATIONS } from './federated-stacking-fit';
 import { gatherDecision } from './gather-decision';
+import { trainBoostedMembers } from './federated-boosting';
 import { SecureAggregationRound } from './secure-aggregation';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
@@ -63,6 +65,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     private readonly finalModels: FinalModelDelivery,
     private readonly calibration: FederatedCalibration,
     private readonly ensembleFit: FederatedEnsembleFit,
+    private readonly stackingFit: FederatedStackingFit,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -271,6 +274,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     localEpochs: number,
     learningRate: number,
     secure?: { taskFor: (siteId: string) => SecAggTask; sum: MaskedSum },
+    boosting?: BoostingTask,
   ) {
     const collection = new RoundCollection(
       runId,
@@ -298,12 +302,13 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         proximalMu: cfg.proximalMu,
         seed: cfg.seed * 10_007 + round,
         stainNormalization: cfg.stainNormalization ?? null,
-        augment: (cfg.augment ?? false) && kind === 'round',
+        augment: (cfg.augment ?? false) && kind !== 'personalize',
         classWeighting: cfg.classWeighting ?? 'none',
         localTensors: cfg.localTensors ?? 'none',
         stainAugmentation: cfg.stainAugmentation ?? null,
         alignment: cfg.alignment ? { ...cfg.alignment, reference: this.alignmentReferences.get(runId) ?? null } : null,
       },
+      ...(boosting ? { boosting } : {}),
     };
     for (const siteId of participants) {
       const siteTask = secure ? { ...task, secagg: secure.taskFor(siteId) } : task;
@@ -402,9 +407,12 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     round: number,
     participants: string[],
     global: GlobalModel,
+    /** A boosted member's round (kind 'boost'): how the sites weigh their images. */
+    boosting?: BoostingTask,
   ): Promise<{ ok: true; outcome: CollectionOutcome; toAggregate: SiteResult[] } | { ok: false; reason: string }> {
+    const kind: ContributionKind = boosting ? 'boost' : 'round';
     if (!cfg.secureAggregation) {
-      const outcome = await this.collect(runId, cfg, round, 'round', participants, global, cfg.localEpochs, cfg.learningRate);
+      const outcome = await this.collect(runId, cfg, round, kind, participants, global, cfg.localEpochs, cfg.learningRate, undefined, boosting);
       if (outcome.results.length < cfg.minSites) {
         return { ok: false, reason: `${outcome.results.length} of ${participants.length} sites contributed, the run needs ${cfg.minSites}: ${JSON.stringify(outcome.missing)}` };
       }
@@ -425,7 +433,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       trainSamples: Object.fromEntries(participants.map((id) => [id, available.get(id) ?? 0])),
       global: shared,
       collect: (sites, taskFor, sum) =>
-        this.collect(runId, cfg, round, 'round', sites, global, cfg.localEpochs, cfg.learningRate, { taskFor, sum }),
+        this.collect(runId, cfg, round, kind, sites, global, cfg.localEpochs, cfg.learningRate, { taskFor, sum }, boosting),
     });
     if (!secure.ok) return { ok: false, reason: secure.reason };
     this.logger.event('info', 'runs', 'secure aggregation completed', { runId, round, ...secure.summary });
@@ -476,7 +484,35 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     return out;
   }
 
+  /** Issue 16: the boosted members (run option ensemble.boosting), trained with this orchestrator's rounds (runs/federated-boosting.ts). */
+  private boostedMembers(runId: string, cfg: RunConfig, global: GlobalModel): Promise<{ id: string; weights: WeightSet }[]> {
+    const b = cfg.ensemble?.boosting;
+    if (!b) return Promise.resolve([]);
+    const participantsStrategy = createStrategy(cfg.strategy, cfg.strategyOptions);
+    return trainBoostedMembers(
+      cfg.rounds,
+      b,
+      global,
+      {
+        participants: (round) => this.waitForParticipants(cfg, runId, round, participantsStrategy),
+        gather: async (round, participants, start, boosting) => {
+          const g = await this.gather(runId, cfg, round, participants, start, boosting);
+          return g.ok ? { ok: true, toAggregate: g.toAggregate, contributors: g.outcome.results.map((r) => r.siteId) } : g;
+        },
+        offer: (siteId, files) => this.models.offerFilesTo(siteId, files, DEFAULT_CHUNK_BYTES),
+        putModel: (bytes, parameters) => this.store.putModel(bytes, parameters),
+        createStrategy: () => createStrategy(cfg.strategy, cfg.strategyOptions),
+        log: (level, msg, fields) => this.logger.event(level, 'runs', msg, { runId, ...fields }),
+        stopping: () => this.stopping,
+      },
+      ROUND_ATTEMPTS,
+    );
+  }
+
   private async finish(runId: string, cfg: RunConfig, global: GlobalModel, latestLocal: ReadonlyMap<string, WeightSet>): Promise<FinalReport> {
+    // Issue 16: boosted members first (every site is still connected after the last round).
+    const boosted = await this.boostedMembers(runId, cfg, global);
+    if (this.stopping) throw new RunFailure('coordinator stopping');
     const perSiteWeights: { id: string; weights: WeightSet }[] = [];
     if (cfg.personalizeEpochs > 0) {
       const available = (await this.sessions.available()).map((s) => s.siteId);
@@ -495,7 +531,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     const globalMembers = this.globalMembers(cfg, global.weights, latestLocal);
     // Issue 16: snapshot bagging — the global models of the rounds before the last ('global-r<round>').
     const snapshots = await this.snapshotMembers(runId, cfg);
-    const members = [...globalMembers, ...snapshots, ...perSiteWeights];
+    const members = [...globalMembers, ...snapshots, ...boosted, ...perSiteWeights];
     const evaluation = await this.evaluator.evaluateEnsemble(cfg.model, members, cfg.stainNormalization ?? null);
     const perSite: Record<string, Metrics | null> = {};
     for (const m of perSiteWeights) perSite[m.id] = evaluation?.members[m.id] ?? null;
@@ -515,25 +551,28 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
           central: evaluation ? { labels: evaluation.labels, probabilities: evaluation.probabilities } : null,
         })
       : undefined;
-    // Issue 16: a weighted mean fitted with the sites (ensemble.combiner 'weighted'), after the
-    // calibration so each member is weighed with the temperature its manifest carries. Never fails the run.
+    // Issue 16: a weighted mean (ensemble.combiner 'weighted') or a stacking meta-learner
+    // ('stacking') fitted with the sites, after the calibration so each member is read with the
+    // temperature its manifest carries. Never fails the run.
+    const temperatures = new Map(members.flatMap((m) => {
+      const c = fitted?.readings.members.get(m.id)?.calibration;
+      return c ? [[m.id, { stage1: c.stage1, ...(c.subtype !== undefined ? { subtype: c.subtype } : {}) }] as const] : [];
+    }));
+    const fitInput = { runId, spec: cfg.model, stain: cfg.stainNormalization ?? null, members, temperatures, timeoutSeconds: cfg.ensemble?.fitTimeoutSeconds ?? 600 };
     const weighting =
       cfg.ensemble?.combiner === 'weighted'
-        ? await this.ensembleFit.fit({
-            runId,
-            spec: cfg.model,
-            stain: cfg.stainNormalization ?? null,
-            members,
-            temperatures: new Map(members.flatMap((m) => {
-              const c = fitted?.readings.members.get(m.id)?.calibration;
-              return c ? [[m.id, { stage1: c.stage1, ...(c.subtype !== undefined ? { subtype: c.subtype } : {}) }] as const] : [];
-            })),
-            timeoutSeconds: cfg.ensemble.fitTimeoutSeconds ?? 600,
-          })
-        : undefined;
+        ? await this.ensembleFit.fit(fitInput)
+        : cfg.ensemble?.combiner === 'stacking'
+          ? await this.stackingFit.fit({ ...fitInput, iterations: cfg.ensemble.stackingIterations ?? STACKING_DEFAULT_ITERATIONS })
+          : undefined;
     const combiner = weighting?.combiner;
+    // A fitted combiner reads the members' calibrated rows (what the sites fitted it on, and what predict feeds it).
+    const calibratedRows = (rows: Readonly<Record<string, Float32Array>>) =>
+      Object.fromEntries(Object.entries(rows).map(([id, r]) => [id, temperatures.has(id) ? applyTemperature(r, cfg.model, temperatures.get(id)!) : r]));
     const ensembleMetrics =
-      combiner && evaluation ? await this.evaluator.combinedMetrics(cfg.model, cfg.stainNormalization ?? null, evaluation.probabilities, members.map((m) => m.id), combiner) : (evaluation?.ensemble ?? null);
+      combiner && evaluation
+        ? await this.evaluator.combinedMetrics(cfg.model, cfg.stainNormalization ?? null, calibratedRows(evaluation.probabilities), members.map((m) => m.id), combiner)
+        : (evaluation?.ensemble ?? null);
     let modelsDir: string | undefined;
     try {
       const rounds = await this.store.listRounds(runId);
@@ -555,6 +594,8 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       ...(fitted?.calibration ? { calibration: fitted.calibration } : {}),
       ...(fitted?.review ? { review: fitted.review } : {}),
       ...(weighting ? { ensembleFit: { ...weighting.summary, ...(combiner ? { centralMean: evaluation?.ensemble ?? null } : {}) } } : {}),
+      // Issue 17: the confusion matrices the dashboard draws.
+      ...(evaluation ? { confusion: finalConfusion(evaluation.confusion, combiner !== undefined) } : {}),
     };
   }
 }

@@ -25,6 +25,7 @@ import {
 } from '@histofed/secagg';
 import { CollectionOutcome } from '../federation/round-collection';
 import { SiteSessionsService } from '../federation/site-sessions.service';
+import { LIVE_EVENTS, LiveEvents, SecAggStage } from '../dashboard/live-events';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
@@ -69,6 +70,7 @@ export class SecureAggregationRound {
     private readonly sessions: SiteSessionsService,
     @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
     @Inject(LOGGER) private readonly logger: JsonLogger,
+    @Inject(LIVE_EVENTS) private readonly live: LiveEvents,
   ) {}
 
   async run(input: SecureRoundInput): Promise<SecureRoundOutcome> {
@@ -85,6 +87,8 @@ export class SecureAggregationRound {
     const wire: SecAggParamsMessage = { neighbourCount: k, threshold, clipRange: config.clipRange, vectorLength: parameterCount(input.global) };
     const params: SecAggParams = { runId, round, ...wire };
     const log = (msg: string, fields: Record<string, unknown>) => this.logger.event('info', 'secagg', msg, { runId, round, ...fields });
+    // Issue 17: each stage shown live on the dashboard, with the sites asked.
+    const announce = (stage: SecAggStage, sites: readonly string[]) => this.live.publish({ type: 'secagg', runId, round, stage, sites: [...sites] });
     const enough = (stage: string, have: readonly string[]): string | null => {
       const needed = Math.max(input.minSites, threshold);
       return have.length >= needed ? null : `secure aggregation stage ${stage}: ${have.length} of ${n} sites answered, ${needed} needed`;
@@ -93,6 +97,7 @@ export class SecureAggregationRound {
     // Stage 1: fresh per-round keys, signed with each site's enrolled key.
     const advertised: Record<string, AdvertisedKeys> = {};
     const signKeys: Record<string, string> = {};
+    announce('advertise', input.participants);
     await this.stage(input.participants, async (siteId) => {
       const site = await this.store.getSite(siteId);
       if (!site?.signPublicKey) throw new Error(`site ${siteId} has no enrolled signing key`);
@@ -113,6 +118,7 @@ export class SecureAggregationRound {
 
     // Stage 2: each site seals Shamir shares of its secrets to each neighbour; routed, never opened here.
     const sharesFrom: Record<string, Record<string, string>> = {};
+    announce('share-keys', u1);
     await this.stage(u1, async (siteId) => {
       const neighbours = Object.fromEntries(
         graph[siteId].map((j) => [
@@ -144,6 +150,7 @@ export class SecureAggregationRound {
       maxUpdateNorm: input.maxUpdateNorm,
       shares: Object.fromEntries(graph[siteId].filter((i) => sharesFrom[i]).map((i) => [i, sharesFrom[i][siteId]])),
     });
+    announce('masked-updates', u2);
     const outcome = await input.collect(u2, taskFor, sum);
     const u3 = outcome.results.map((r) => r.siteId).sort();
     const dropped = u2.filter((id) => !u3.includes(id));
@@ -153,6 +160,7 @@ export class SecureAggregationRound {
 
     // Stage 4: survivors reveal b shares of survivors and s shares of dropped neighbours.
     const revealed: Record<string, RevealedShares> = {};
+    announce('unmask', u3);
     await this.stage(u3, async (siteId) => {
       const request = {
         runId,

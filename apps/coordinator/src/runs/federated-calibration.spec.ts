@@ -12,10 +12,8 @@ import {
 } from '@histofed/ml';
 import { CalibrationEvents, CalibrationNllReport, calibrationNllSignedBytes, calibrationReviewSignedBytes, refusal } from '@histofed/protocol';
 import { JsonLogger } from '../logging/json-logger';
-import type { CoordinatorStore } from '../persistence/coordinator-store';
-import type { ModelDistribution } from '../federation/model-distribution';
-import type { SiteSessionsService } from '../federation/site-sessions.service';
 import { FederatedCalibration, chooseTemperatures, globalMemberFor, nllAnswerProblem, reliabilityProblem } from './federated-calibration';
+import { fakeSiteExchange } from './site-exchange.testing';
 
 const RUN = '6f1c2d8e-0b5a-4c1e-9a59-2f7a3d1b4c5e';
 const GRID = [0.5, 1, 1.5, 2, 2.5, 3];
@@ -62,28 +60,8 @@ function honest(siteId: string, models: Record<string, Outputs>) {
 type Answer = (event: string, payload: never, keys: Keys) => unknown;
 
 function setUp(answers: Record<string, Answer>, connected = Object.keys(answers)) {
-  const keys = Object.fromEntries(Object.keys(answers).map((id) => [id, generateSigningKeyPair()]));
-  const sent: { siteId: string; event: string; payload: unknown }[] = [];
-  const offered: Record<string, string[]> = {};
-  let released = 0;
-  const sessions = {
-    available: async () => connected.map((siteId) => ({ siteId, trainSamples: 10 })),
-    send: async (siteId: string, event: string, payload: never) => {
-      sent.push({ siteId, event, payload });
-      return answers[siteId](event, payload, keys[siteId]);
-    },
-  } as unknown as SiteSessionsService;
-  const models = {
-    offerFilesTo: (siteId: string, files: { sha256: string }[]) => {
-      offered[siteId] = files.map((f) => f.sha256);
-      return () => void released++;
-    },
-  } as unknown as ModelDistribution;
-  const store = {
-    getSite: async (siteId: string) => (keys[siteId] ? { siteId, signPublicKey: toBase64(keys[siteId].publicKey) } : null),
-    listRounds: async () => [{ status: 'completed', participants: Object.keys(answers) }],
-  } as unknown as CoordinatorStore;
-  return { fitter: new FederatedCalibration(sessions, models, store, new JsonLogger('test', 'error')), sent, offered, released: () => released };
+  const f = fakeSiteExchange<never>(Object.keys(answers), (siteId, event, payload, key) => answers[siteId](event, payload, key), connected);
+  return { fitter: new FederatedCalibration(f.sessions, f.models, f.store, new JsonLogger('test', 'error')), sent: f.sent, offered: f.offered, released: f.released };
 }
 
 const weights = (v: number) => [namedTensor('dense/kernel', [2], [v, -v])];

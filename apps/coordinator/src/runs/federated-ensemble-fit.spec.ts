@@ -3,10 +3,8 @@ import { encodeWeights, namedTensor, sha256Hex } from '@histofed/fl-core';
 import { chooseWeighting, combinerSchema, weightedMeanNll, weightingCandidates } from '@histofed/ml';
 import { EnsembleFitEvents, EnsembleWeightsNllReport, ensembleWeightsNllSignedBytes, refusal } from '@histofed/protocol';
 import { JsonLogger } from '../logging/json-logger';
-import type { CoordinatorStore } from '../persistence/coordinator-store';
-import type { ModelDistribution } from '../federation/model-distribution';
-import type { SiteSessionsService } from '../federation/site-sessions.service';
 import { FederatedEnsembleFit, combineWeightingAnswers, ensembleFitAnswerProblem, ensembleWeights, isSharedMember } from './federated-ensemble-fit';
+import { fakeSiteExchange } from './site-exchange.testing';
 
 const RUN = '6f1c2d8e-0b5a-4c1e-9a59-2f7a3d1b4c5e';
 const layout = { numClasses: 2 };
@@ -32,28 +30,8 @@ function siteRows(seed: number) {
 type Answer = (payload: { candidates: number[][]; members: { model: { sha256: string } }[] }, key: ReturnType<typeof generateSigningKeyPair>, siteId: string) => unknown;
 
 function setUp(answers: Record<string, Answer>) {
-  const keys = Object.fromEntries(Object.keys(answers).map((id) => [id, generateSigningKeyPair()]));
-  const sent: { siteId: string; event: string; payload: unknown }[] = [];
-  const offered: Record<string, string[]> = {};
-  let released = 0;
-  const sessions = {
-    available: async () => Object.keys(answers).map((siteId) => ({ siteId, trainSamples: 10 })),
-    send: async (siteId: string, event: string, payload: never) => {
-      sent.push({ siteId, event, payload });
-      return answers[siteId](payload, keys[siteId], siteId);
-    },
-  } as unknown as SiteSessionsService;
-  const models = {
-    offerFilesTo: (siteId: string, files: { sha256: string }[]) => {
-      offered[siteId] = files.map((f) => f.sha256);
-      return () => void released++;
-    },
-  } as unknown as ModelDistribution;
-  const store = {
-    getSite: async (siteId: string) => ({ siteId, signPublicKey: toBase64(keys[siteId].publicKey) }),
-    listRounds: async () => [{ status: 'completed', participants: Object.keys(answers) }],
-  } as unknown as CoordinatorStore;
-  return { fitter: new FederatedEnsembleFit(sessions, models, store, new JsonLogger('test', 'error')), sent, offered, released: () => released };
+  const f = fakeSiteExchange<Parameters<Answer>[0]>(Object.keys(answers), (siteId, _event, payload, key) => answers[siteId](payload, key, siteId));
+  return { fitter: new FederatedEnsembleFit(f.sessions, f.models, f.store, new JsonLogger('test', 'error')), sent: f.sent, offered: f.offered, released: f.released };
 }
 
 /** An honest site: the NLL sums of its hand-made rows, signed. */
@@ -131,7 +109,7 @@ describe('the federated ensemble weighting (issue 16): the exchange', () => {
     const result = (await fitter.fit({ runId: RUN, spec: { kind: 'small-cnn', imageSize: 16, numClasses: 2 }, stain: null, members, temperatures: new Map([['global', { stage1: 1.5 }]]), timeoutSeconds: 5 }))!;
     // The questions: the two shared members (never the personalized one), with the global model's temperature.
     expect(sent.every((s) => s.event === EnsembleFitEvents.nll)).toBe(true);
-    const payload = sent[0].payload as { members: { id: string; temperature?: unknown }[]; candidates: number[][] };
+    const payload = sent[0].payload as unknown as { members: { id: string; temperature?: unknown }[]; candidates: number[][] };
     expect(payload.members).toEqual([expect.objectContaining({ id: 'global', temperature: { stage1: 1.5 } }), expect.not.objectContaining({ temperature: expect.anything() })]);
     expect(payload.members.map((m) => m.id)).toEqual(['global', 'global-r2']);
     expect(payload.candidates).toEqual(weightingCandidates(2));

@@ -22,9 +22,6 @@ import {
   refusal,
 } from '@histofed/protocol';
 import { JsonLogger } from '../logging/json-logger';
-import type { CoordinatorStore } from '../persistence/coordinator-store';
-import type { ModelDistribution } from '../federation/model-distribution';
-import type { SiteSessionsService } from '../federation/site-sessions.service';
 import {
   FederatedStackingFit,
   StackingStepAnswer,
@@ -33,6 +30,7 @@ import {
   stackingGradientNorm,
   sumStackingAnswers,
 } from './federated-stacking-fit';
+import { fakeSiteExchange } from './site-exchange.testing';
 
 const RUN = '6f1c2d8e-0b5a-4c1e-9a59-2f7a3d1b4c5e';
 
@@ -251,7 +249,7 @@ describe('the federated stacking fit (issue 16): the exchange', () => {
   ];
   const { sites: data } = federation(layout, [16, 24], 13);
 
-  type Answer = (payload: { head: 'stage1' | 'subtype'; params: LogisticHead; members: { model: { sha256: string } }[] }, key: ReturnType<typeof generateSigningKeyPair>, siteId: string) => unknown;
+  type Answer = (payload: { head: 'stage1' | 'subtype'; step: number; params: LogisticHead; members: { model: { sha256: string } }[] }, key: ReturnType<typeof generateSigningKeyPair>, siteId: string) => unknown;
 
   /** An honest site: its gradient, signed. */
   const honest = (site: SiteData): Answer => (payload, key, siteId) => {
@@ -261,31 +259,13 @@ describe('the federated stacking fit (issue 16): the exchange', () => {
   };
 
   function setUp(answers: Record<string, Answer>) {
-    const keys = Object.fromEntries(Object.keys(answers).map((id) => [id, generateSigningKeyPair()]));
-    const sent: { siteId: string; event: string; payload: { head: string; step: number; members: unknown[] } }[] = [];
-    const offered: Record<string, string[]> = {};
-    let released = 0;
-    const sessions = {
-      available: async () => Object.keys(answers).map((siteId) => ({ siteId, trainSamples: 10 })),
-      send: async (siteId: string, event: string, payload: never) => {
-        sent.push({ siteId, event, payload });
-        // What the site validates, and what the coordinator's socket layer validates of the answer.
-        expect(ensembleStackingGradientRequestSchema.safeParse(payload).success).toBe(true);
-        const ack = ensembleStackingGradientAckSchema.safeParse(answers[siteId](payload, keys[siteId], siteId));
-        return ack.success ? ack.data : refusal('invalid ack', 'invalid-ack');
-      },
-    } as unknown as SiteSessionsService;
-    const models = {
-      offerFilesTo: (siteId: string, files: { sha256: string }[]) => {
-        offered[siteId] = files.map((f) => f.sha256);
-        return () => void released++;
-      },
-    } as unknown as ModelDistribution;
-    const store = {
-      getSite: async (siteId: string) => ({ siteId, signPublicKey: toBase64(keys[siteId].publicKey) }),
-      listRounds: async () => [{ status: 'completed', participants: Object.keys(answers) }],
-    } as unknown as CoordinatorStore;
-    return { fitter: new FederatedStackingFit(sessions, models, store, new JsonLogger('test', 'error')), sent, offered, released: () => released };
+    const f = fakeSiteExchange<Parameters<Answer>[0]>(Object.keys(answers), (siteId, _event, payload, key) => {
+      // What the site validates, and what the coordinator's socket layer validates of the answer.
+      expect(ensembleStackingGradientRequestSchema.safeParse(payload).success).toBe(true);
+      const ack = ensembleStackingGradientAckSchema.safeParse(answers[siteId](payload, key, siteId));
+      return ack.success ? ack.data : refusal('invalid ack', 'invalid-ack');
+    });
+    return { fitter: new FederatedStackingFit(f.sessions, f.models, f.store, new JsonLogger('test', 'error')), sent: f.sent, offered: f.offered, released: f.released };
   }
 
   const input = { runId: RUN, spec, stain: null, members, temperatures: new Map([['global', { stage1: 1.5, subtype: 0.8 }]]), timeoutSeconds: 5, iterations: 40 };

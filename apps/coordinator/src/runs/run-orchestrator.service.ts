@@ -595,7 +595,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       ...(fitted?.review ? { review: fitted.review } : {}),
       ...(weighting ? { ensembleFit: { ...weighting.summary, ...(combiner ? { centralMean: evaluation?.ensemble ?? null } : {}) } } : {}),
       // Issue 17: the confusion matrices the dashboard draws.
-      ...(evaluation ? { confusion: finalConfusion(evaluation.confusion, combiner !== undefined) } : {}),
+      ...(evaluation ? { confusion: finalConfusion(evaluation.confusion, combiner !== undefined), memberMetrics: evaluation.members } : {}),
     };
   }
 }

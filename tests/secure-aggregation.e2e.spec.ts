@@ -6,7 +6,8 @@
  * within the quantization error — with all sites, with two sites dropped after the key exchange,
  * and after a round that failed cleanly because too few sites revealed their shares. The
  * coordinator must never store a single site's update. The run ends with a snapshot ensemble and a
- * boosted member (issue 16) trained in one more secure round.
+ * boosted member (issue 16) trained in one more secure round. The dashboard (issue 17), open in
+ * headless Chromium during the run, shows each secure-aggregation stage as it is pushed.
  */
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +21,8 @@ import { Federation, startFederation } from '@histofed/harness';
 import { Predictor } from '@histofed/inference';
 import { getWeights, loadModel, readEnsembleManifest, selectBackend } from '@histofed/ml';
 import { RogueSite } from '@histofed/harness';
+import type { Browser, Page } from 'playwright-core';
+import { hasChromium, inCi, itWithChromium, launchChromium } from './support/browser';
 
 interface Round {
   round: number;
@@ -76,6 +79,10 @@ describe('secure aggregation across a real coordinator', () => {
   let rounds: Round[];
   /** The boosted member's round (issue 16): each site's task and the ensemble member it fetched. */
   const boostTasks: { siteId: string; task: TrainTask; member: WeightSet }[] = [];
+  /** The dashboard, open during the run (where Chromium is, and always in CI: there a missing browser fails its test). */
+  let browser: Browser | undefined;
+  let page: Page | undefined;
+  let browserError: unknown;
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'hf-secagg-'));
@@ -118,6 +125,23 @@ describe('secure aggregation across a real coordinator', () => {
       expect((await site.enroll()).status).toBe('approved');
       expect((await site.hello(SAMPLES[id])).ok).toBe(true);
     }
+    if (hasChromium || inCi) {
+      try {
+        browser = await launchChromium();
+        page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+        // Everything the live-round box ever showed (each render's nodes keep their text after the next replaces them).
+        await page.addInitScript(`
+          window.__liveRound = [];
+          new MutationObserver((records) => records.forEach((r) => {
+            if (r.target.id === 'live-round') r.addedNodes.forEach((n) => window.__liveRound.push(n.textContent));
+          })).observe(document, { subtree: true, childList: true });
+        `);
+        await page.goto(`${fed.url}/#token=${fed.token}`);
+        await page.waitForSelector('#live.on');
+      } catch (e) {
+        browserError = e;
+      }
+    }
 
     const run = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
       rounds: 3,
@@ -139,6 +163,7 @@ describe('secure aggregation across a real coordinator', () => {
   });
 
   afterAll(async () => {
+    await browser?.close();
     for (const s of sites) s.close();
     await fed?.stop();
     rmSync(work, { recursive: true, force: true });
@@ -245,6 +270,15 @@ describe('secure aggregation across a real coordinator', () => {
     } finally {
       predictor.dispose();
     }
+  });
+
+  itWithChromium('the dashboard showed each secure-aggregation stage of the run as it was pushed (GET /api/events)', async () => {
+    if (browserError !== undefined || !page) throw browserError ?? new Error('no browser');
+    const shown = ((await page.evaluate('window.__liveRound')) as string[]).filter((t) => /secure aggregation/.test(t));
+    const stages = new Set(shown.map((t) => /^Round [1-3] of 3 in progress · secure aggregation: ([a-z-]+) \(\d+ sites\)$/.exec(t)?.[1]));
+    expect([...stages].sort()).toEqual(['advertise', 'masked-updates', 'share-keys', 'unmask']);
+    // Round 3's first attempt waited at the unmasking for the two silent sites: the three it asked.
+    expect(shown).toContain('Round 3 of 3 in progress · secure aggregation: unmask (3 sites)');
   });
 
   it('the coordinator never stores a single site\'s update', async () => {

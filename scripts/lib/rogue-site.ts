@@ -72,14 +72,18 @@ export class RogueSite {
     return requestEnrollment(this.url, enrollmentRequest(this.signer));
   }
 
-  /** Challenge + signed hello, with this rogue's signer unless another is given (impersonation). */
-  async hello(trainSamples: number, signer: SiteSigner = this.signer): Promise<HelloAck> {
+  /**
+   * Challenge + signed hello, with this rogue's signer unless another is given (impersonation);
+   * `labelledImages`: the active-learning count it announces (none by default).
+   */
+  async hello(trainSamples: number, signer: SiteSigner = this.signer, labelledImages?: number): Promise<HelloAck> {
     await new Promise<void>((ok) => (this.socket.connected ? ok() : this.socket.once('connect', () => ok())));
     const ack = await authenticate((event, payload) => this.socket.timeout(10_000).emitWithAck(event, payload), signer, {
       backend: 'none',
       software: 'rogue',
       trainSamples,
       validationSamples: 0,
+      ...(labelledImages !== undefined ? { labelledImages } : {}),
     });
     if (ack.ok) this.coordinatorKey = fromBase64(ack.coordinatorBoxPublicKey);
     return ack;

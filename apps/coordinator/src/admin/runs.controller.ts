@@ -9,17 +9,23 @@ import {
   Param,
   ParseUUIDPipe,
   Post,
+  Res,
   UseGuards,
 } from '@nestjs/common';
-import { ApiBearerAuth, ApiBody, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiBearerAuth, ApiBody, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
+import type { Response } from 'express';
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { HistoFedError } from '@histofed/fl-core';
-import { completeModelSpec, currentBackend } from '@histofed/ml';
+import { ENSEMBLE_FILE, completeModelSpec, currentBackend } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
+import { ModelExporter } from '../evaluation/model-exporter.service';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
 import { RunConfig, RunRecord } from '../persistence/records';
 import { RunFailure, RunOrchestrator } from '../runs/run-orchestrator.service';
 import { AdminTokenGuard } from './admin-token.guard';
+import { listArchiveEntries, packModelDirectory } from './model-archive';
 import { RoundParamPipe } from './param.pipes';
 import { runConfigInputSchema } from './run-config.schema';
 import { runConfigJsonSchema } from './run-config.descriptions';
@@ -74,6 +80,7 @@ export class RunsController {
     @Inject(COORDINATOR_STORE) private readonly store: CoordinatorStore,
     private readonly orchestrator: RunOrchestrator,
     @Inject(COORDINATOR_CONFIG) private readonly config: CoordinatorConfig,
+    private readonly exporter: ModelExporter,
   ) {}
 
   @Post()
@@ -179,6 +186,33 @@ export class RunsController {
       // global model, each earlier round's global model, and each site's personalized model.
       models: run.status === 'completed' ? modelsOf(run, rounds, contributions) : [],
     };
+  }
+
+  /**
+   * Issue 17: the run's saved models (`<data dir>/models/<run id>/`: every member's model directory
+   * with its manifest, the ensemble manifest and the model readings) as one tar archive that unpacks
+   * to `<run id>/` — the ensemble directory `histofed-site predict --model` and `evaluate --model`
+   * take. Streamed file by file; only regular files under that directory, no link followed.
+   */
+  @Get(':id/models.tar')
+  @ApiOperation({ summary: "A finished run's saved models with their manifests (ensemble, global, per site) as one tar archive; 404 when the run saved none" })
+  @ApiProduces('application/x-tar')
+  async modelsArchive(@Param('id', ParseUUIDPipe) id: string, @Res() res: Response): Promise<void> {
+    await this.mustGet(id);
+    const dir = this.exporter.runDir(id);
+    const saved = await lstat(join(dir, ENSEMBLE_FILE)).then((s) => s.isFile(), () => false);
+    const root = saved ? await lstat(dir) : null;
+    if (!root || !root.isDirectory()) throw new NotFoundException(`run ${id} has no saved models (a run saves them when it finishes)`);
+    const entries = await listArchiveEntries(dir);
+    res.setHeader('Content-Type', 'application/x-tar');
+    res.setHeader('Content-Disposition', `attachment; filename="histofed-${id}-models.tar"`);
+    res.setHeader('Cache-Control', 'no-store');
+    // A failure once the archive has begun cannot become an HTTP error: the response is cut short
+    // (no end-of-archive blocks), which a tar reader reports as a truncated archive. A client that
+    // goes away stops the packing (the pipe destroys the archive).
+    packModelDirectory(dir, entries, id).pipe(res, (err) => {
+      if (err) res.destroy();
+    });
   }
 
   private async mustGet(id: string): Promise<RunRecord> {

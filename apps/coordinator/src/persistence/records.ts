@@ -87,6 +87,12 @@ export interface FinalReport {
    * ensemble member and of the ensemble ('ensemble'), for the dashboard's heat maps. Runs before it have none.
    */
   readonly confusion?: Record<string, ConfusionMatricesSummary>;
+  /**
+   * Issue 17: each ensemble member's metrics on the central test set (before its temperature), by
+   * member id: 'global' or 'global@<site>', 'global-r<round>', 'global-b<k>' and the personalized
+   * models. Runs before it have none (their global and per-site figures are `global` and `perSite`).
+   */
+  readonly memberMetrics?: Record<string, Metrics>;
 }
 
 /** FinalReport.confusion: stage 1 (benign, malignant) and, for a two-stage model, the subtypes (the cascade's prediction). */

@@ -362,7 +362,11 @@ export class SiteClient {
    */
   private async checkLabels(): Promise<void> {
     if (this.stopped || this.busy || this.checkingLabels) return;
-    if (this.secureRoundSince !== null && Date.now() - this.secureRoundSince < SECURE_ROUND_HOLD_MS) return;
+    if (this.secureRoundSince !== null) {
+      if (Date.now() - this.secureRoundSince < SECURE_ROUND_HOLD_MS) return;
+      // The round's task never came (the site was dropped after the advertisement): no longer wait for it.
+      this.secureRoundSince = null;
+    }
     this.checkingLabels = true;
     try {
       const stamp = await labelStoreStamp(this.config.stateDir);

@@ -25,3 +25,4 @@ export { averageRowsPerImage, dataRowShape, imageLevel, modelGeometry, rowShapeO
 export * from './alignment';
 export * from './inference';
 export * from './uncertainty';
+export * from './mil';

@@ -33,6 +33,9 @@ export class RunFailure extends HistoFedError {
 
 const ROUND_ATTEMPTS = 3;
 const ACK_TIMEOUT_MS = 120_000;
+/** A site answering 'busy' to a task is asked again this often, this many times (see sendTask). */
+const BUSY_RETRY_MS = 1_000;
+const BUSY_RETRIES = 10;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface GlobalModel {
@@ -312,11 +315,29 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     };
     for (const siteId of participants) {
       const siteTask = secure ? { ...task, secagg: secure.taskFor(siteId) } : task;
-      void this.sessions.send(siteId, CoordinatorEvents.train, siteTask, ACK_TIMEOUT_MS).then((ack) => {
-        if (!ack.ok) collection.markMissing(siteId, ack.error);
-      });
+      void this.sendTask(siteId, siteTask, collection);
     }
     return collection.outcome;
+  }
+
+  /**
+   * Sends one site its task. A site that answers 'busy' has usually just sent its previous update
+   * and not yet had its acknowledgement (the round that update completed can reach the next task
+   * first): it is asked again after BUSY_RETRY_MS, up to BUSY_RETRIES times while the collection
+   * still takes its contribution; any other refusal marks it missing with the reason.
+   */
+  private async sendTask(siteId: string, task: TrainTask, collection: RoundCollection): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const ack = await this.sessions.send(siteId, CoordinatorEvents.train, task, ACK_TIMEOUT_MS);
+      if (ack.ok) return;
+      if (ack.code === 'busy' && attempt < BUSY_RETRIES && collection.refusal(siteId) === null && !this.stopping) {
+        this.logger.event('info', 'runs', 'site busy; asking again', { runId: task.config.runId, round: task.config.round, kind: task.kind, siteId, attempt });
+        await sleep(BUSY_RETRY_MS);
+        continue;
+      }
+      collection.markMissing(siteId, ack.error);
+      return;
+    }
   }
 
   private async runRound(

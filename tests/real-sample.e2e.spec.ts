@@ -3,25 +3,48 @@
  * the default model family — heads on the frozen ImageNet MobileNetV2's tile features: a
  * coordinator and two site clients as processes, each site computing its tiles' features on its
  * own worker threads, one round plus personalization, central evaluation on the patients held out
- * of both sites, and `evaluate` of the saved models (one tfjs tile classifier each).
+ * of both sites, and `evaluate` of the saved models (one tfjs tile classifier each). Then one round
+ * of each bag model (attention-MIL, the transformer over tiles: issue 18) on the same tiles, whose
+ * features the sites read from their caches, and `predict --json --heatmap` with the attention
+ * model: each image's top tiles and its heat map.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { DEFAULT_RUN_MODEL, type ModelSpec } from '@histofed/fl-core';
 import { readBreakHisTree, simulateFederation } from '@histofed/data';
-import { COORDINATOR_BIN, Federation, REPO_ROOT, startFederation } from '@histofed/harness';
+import sharp from 'sharp';
+import { predictionReportSchema } from '@histofed/inference';
+import { COORDINATOR_BIN, Federation, REPO_ROOT, SITE_BIN, startFederation } from '@histofed/harness';
 
 const SAMPLE = join(REPO_ROOT, '..', 'shared', 'data', 'breakhis-sample');
+
+type RunReport = {
+  status: string;
+  statusReason: string | null;
+  rounds: { round: number; participants: string[]; global: Record<string, number>; perSite: Record<string, { samples: number }> }[];
+  final: { perSite: Record<string, unknown>; ensemble: Record<string, number>; modelsDir: string };
+};
 
 describe('a federated round on the real BreakHis sample', () => {
   let work: string;
   let fed: Federation;
+  let heldOut: string;
+  let heldOutCount: number;
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'hf-real-'));
     fed = await startFederation({ dataDir: SAMPLE, workDir: work, sites: 2, seed: 5 });
+    // The patients held out of both sites (the coordinator's evaluation set), as a tree of links.
+    const sim = simulateFederation((await readBreakHisTree(SAMPLE)).images, { sites: 2, seed: 5, testFraction: 0.25 });
+    heldOut = join(work, 'held-out');
+    heldOutCount = sim.test.length;
+    for (const img of sim.test) {
+      const target = join(heldOut, img.relativePath);
+      mkdirSync(dirname(target), { recursive: true });
+      symlinkSync(img.path, target);
+    }
   });
   afterAll(async () => {
     await fed?.stop();
@@ -48,19 +71,7 @@ describe('a federated round on the real BreakHis sample', () => {
     // The run pins the backbone: its content hash and feature width, which every site checks.
     expect(config.model.backbone).toEqual(expect.objectContaining({ name: 'mobilenet-v2-imagenet', features: 384, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) }));
     await fed.admin.request('POST', `/api/runs/${id}/start`);
-    const report = await fed.admin.poll(
-      async () => {
-        const m = await fed.admin.request<{
-          status: string;
-          statusReason: string | null;
-          rounds: { round: number; participants: string[]; global: Record<string, number>; perSite: Record<string, { samples: number }> }[];
-          final: { perSite: Record<string, unknown>; ensemble: Record<string, number>; modelsDir: string };
-        }>('GET', `/api/runs/${id}/metrics`);
-        return m.status === 'completed' || m.status === 'failed' ? m : undefined;
-      },
-      8 * 60_000,
-      'the run',
-    );
+    const report = await finished(id);
     expect(report.statusReason).toBeNull();
     expect(report.status).toBe('completed');
 
@@ -85,12 +96,6 @@ describe('a federated round on the real BreakHis sample', () => {
 
     // The run's models are saved: the ensemble directory evaluates with the same code, and
     // restricted to the held-out patients it reproduces the coordinator's own ensemble figures.
-    const heldOut = join(work, 'held-out');
-    for (const img of sim.test) {
-      const target = join(heldOut, img.relativePath);
-      mkdirSync(dirname(target), { recursive: true });
-      symlinkSync(img.path, target);
-    }
     const e = spawnSync(process.execPath, [COORDINATOR_BIN, 'evaluate', '--model', report.final.modelsDir, '--data', heldOut, '--json'], {
       cwd: REPO_ROOT,
       encoding: 'utf8',
@@ -108,5 +113,67 @@ describe('a federated round on the real BreakHis sample', () => {
     const manifest = JSON.parse(readFileSync(join(report.final.modelsDir, 'global', 'histofed-model.json'), 'utf8'));
     expect(manifest.preprocessing).toEqual(expect.objectContaining({ resize: 'tiles', tiles: { size: 224, scale: 0.5, grid: 'cover' } }));
     expect(manifest.spec.backbone.sha256).toBe(config.model.backbone?.sha256);
+  });
+
+  async function finished(id: string): Promise<RunReport> {
+    return fed.admin.poll(
+      async () => {
+        const m = await fed.admin.request<RunReport>('GET', `/api/runs/${id}/metrics`);
+        return m.status === 'completed' || m.status === 'failed' ? m : undefined;
+      },
+      8 * 60_000,
+      `run ${id}`,
+    );
+  }
+
+  it.each(['attention-mil', 'transformer-mil'])('federates the %s head on the same tiles and evaluates it on the held-out patients', async (kind) => {
+    const { id, config } = await fed.admin.request<{ id: string; config: { model: ModelSpec } }>('POST', '/api/runs', {
+      rounds: 1,
+      minSites: 2,
+      // The same backbone and tiles as the first run: the sites read the features from their caches.
+      model: { ...DEFAULT_RUN_MODEL, kind, tiles: { scale: 0.5, views: 2 }, options: { dropout: 0.25, bagTiles: 8 } },
+      batchSize: 8,
+      seed: 5,
+    });
+    expect(config.model.kind).toBe(kind);
+    await fed.admin.request('POST', `/api/runs/${id}/start`);
+    const report = await finished(id);
+    expect(report.statusReason).toBeNull();
+    expect(report.status).toBe('completed');
+    const [round] = report.rounds;
+    expect(round.participants).toEqual(['site-1', 'site-2']);
+    // A bag is an image: the sites trained on images, the coordinator evaluated every held-out image.
+    expect(round.global.samples).toBe(heldOutCount);
+    expect(round.global.balancedAccuracy).toBeGreaterThanOrEqual(0);
+    expect(round.global).toHaveProperty('stage2MacroF1');
+    const manifest = JSON.parse(readFileSync(join(report.final.modelsDir, 'global', 'histofed-model.json'), 'utf8'));
+    expect(manifest.spec).toEqual(expect.objectContaining({ kind, backbone: expect.objectContaining({ sha256: config.model.backbone?.sha256 }) }));
+    if (kind !== 'attention-mil') return;
+
+    // predict: the top tiles of each image (weights of its 4 tiles summing to 1) and a heat map of its size.
+    const files = (await readBreakHisTree(heldOut)).images.slice(0, 2).map((i) => i.path);
+    const maps = join(work, 'heatmaps');
+    const p = spawnSync(process.execPath, [SITE_BIN, 'predict', '--model', join(report.final.modelsDir, 'global'), '--json', '--heatmap', maps, ...files], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      timeout: 300_000,
+    });
+    expect(p.stderr).not.toMatch(/histofed-site:/);
+    expect(p.status).toBe(0);
+    const predicted = predictionReportSchema.parse(JSON.parse(p.stdout));
+    expect(predicted.images).toHaveLength(2);
+    for (const im of predicted.images) {
+      const top = im.topTiles ?? [];
+      expect(top).toHaveLength(4); // 350 x 230 px after scaling: a 2 x 2 grid of 224 px tiles
+      expect(top.reduce((n, t) => n + t.weight, 0)).toBeCloseTo(1, 4);
+      expect(top.map((t) => t.weight)).toEqual([...top.map((t) => t.weight)].sort((a, b) => b - a));
+      for (const t of top) expect(t.x + t.width <= 700 && t.y + t.height <= 460 && t.width === 448).toBe(true);
+      expect(im.uncertainty.tiles).toBe(4);
+      const file = join(REPO_ROOT, im.heatmap as string);
+      expect(file.startsWith(maps)).toBe(true);
+      expect(existsSync(file)).toBe(true);
+      const meta = await sharp(file).metadata();
+      expect([meta.width, meta.height]).toEqual([700, 460]);
+    }
   });
 });

@@ -6,7 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { ValidationError } from '@histofed/fl-core';
-import { FeatureCache, assertHasImages, createStainNormalizer, loadModelInputs, readBreakHisTree, type BreakHisImage, type StainTarget } from '@histofed/data';
+import { FeatureCache, assertHasImages, createStainNormalizer, loadModelInputs, modelInputsKey, readBreakHisTree, type BreakHisImage, type StainTarget } from '@histofed/data';
 import type { LabeledImages } from '@histofed/fl-core';
 import {
   applyTemperature,
@@ -58,7 +58,7 @@ async function memberOutputs(
   const normalize = stain ? createStainNormalizer(stain as unknown as StainTarget) : undefined;
   const split = spec.backbone ? await splitTileClassifier(m.model, spec, { dir: backboneDir }) : undefined;
   try {
-    const key = JSON.stringify([spec.imageSize, spec.tiles ?? null, split?.extractor.id ?? null, stain]);
+    const key = JSON.stringify([...modelInputsKey(spec), split?.extractor.id ?? null, stain]);
     let data = inputs.get(key);
     if (!data) {
       data = loadModelInputs(images, spec, {

@@ -123,7 +123,7 @@ export function buildCli(): Command {
     .option('--min-epochs <n>', 'epochs before early stopping may stop or keep weights', '10')
     .option('--image-size <px>', 'model input size: the tile size of backbone models (default 224), the whole-image size of the compact CNNs (default 64)')
     .addOption(
-      new Option('--model <kind>', 'backbone-head: heads on ImageNet MobileNetV2 features of native-resolution tiles (the default); se-cnn, attention-cnn, small-cnn: compact CNNs on whole images')
+      new Option('--model <kind>', 'backbone-head: heads on ImageNet MobileNetV2 features of native-resolution tiles, image = mean of its tiles (the default); attention-mil, transformer-mil: heads that weigh the tiles of an image (gated attention, a transformer over tiles); se-cnn, attention-cnn, small-cnn: compact CNNs on whole images')
         .choices([...MODEL_KINDS])
         .default('backbone-head'),
     )
@@ -175,6 +175,7 @@ export function buildCli(): Command {
     .option('--csv', 'print one CSV row per image')
     .option('--mc-dropout <n>', 'MC dropout passes per image (0 = off; models whose review rule needs them run them anyway)', '0')
     .option('--seed <n>', 'seed of the MC dropout masks', '1')
+    .option('--heatmap <dir>', 'models that weigh tiles (attention-mil, transformer-mil): write each image\'s attention heat map (PNG, the image\'s size) into DIR')
     .option('--backbone <dir>', "a tfjs Layers model directory for models with backbone 'layers-model' (env HISTOFED_BACKBONE_DIR)")
     .option('--cache-dir <dir>', 'tile features cached in DIR/features (env HISTOFED_CACHE_DIR, default ~/.cache/histofed)')
     .option('--no-cache', 'compute every tile feature')

@@ -30,6 +30,7 @@ export interface PredictFlags {
   cache: boolean;
   maxFileMb?: string;
   maxMegapixels?: string;
+  heatmap?: string;
 }
 
 export interface PredictOutput {
@@ -60,10 +61,14 @@ export async function predictCommand(images: readonly string[], f: PredictFlags,
   });
   try {
     progress(`model ${predictor.description.path} (${predictor.description.kind}${predictor.description.members.length > 1 ? `, ${predictor.description.members.length} members` : ''})`);
+    if (f.heatmap && !predictor.weighsTiles) {
+      progress(`--heatmap ${f.heatmap}: the model does not weigh tiles (kinds attention-mil and transformer-mil do): no heat map is written`);
+    }
     let last = 0;
     const report = await predictImages(predictor, images, {
       patientsCsv: f.patients,
       names: 'relative',
+      ...(f.heatmap && predictor.weighsTiles ? { heatmapDir: f.heatmap } : {}),
       onProgress: (p) => {
         const now = Date.now();
         if (p.done === p.total || now - last >= 2000 || p.done === 1) {

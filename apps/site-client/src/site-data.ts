@@ -24,6 +24,7 @@ import {
   tryFitMacenko,
   patientWiseSplit,
   readBreakHisTree,
+  modelInputsKey,
 } from '@histofed/data';
 import { SiteConfig } from './site-config';
 import { LabelRecord, LabelledImages, labelledTrainingImage, loadLabelledImages } from './label-store';
@@ -151,7 +152,7 @@ export class SiteData {
     const stain = r.stain ?? null;
     const augment = which === 'train' && spec.tiles !== undefined && r.augment === true;
     const hedSigma = augment ? (r.stainAugmentation ?? undefined) : undefined;
-    const key = JSON.stringify([which, spec.imageSize, spec.tiles ?? null, spec.backbone ?? null, stain, augment, hedSigma ?? null]);
+    const key = JSON.stringify([which, ...modelInputsKey(spec), spec.backbone ?? null, stain, augment, hedSigma ?? null]);
     let p = this.decoded.get(key);
     if (!p) {
       p = (async () => {

@@ -30,6 +30,7 @@ import {
 import {
   LAYERS_MODEL_BACKBONE,
   MODEL_KINDS,
+  isBackboneKind,
   balancedClassWeights,
   buildModelAsync,
   completeModelSpec,
@@ -115,21 +116,21 @@ export interface TrainSummary {
 export async function trainCommand(f: TrainFlags, progress: (line: string, e?: FitEpoch) => void): Promise<TrainSummary> {
   const started = Date.now();
   const maxEpochs = num('--epochs', f.epochs, (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
-  const isBackbone = f.model === 'backbone-head';
+  const isBackbone = isBackboneKind(f.model);
   const imageSize = num('--image-size', f.imageSize ?? (isBackbone ? '224' : '64'), (n) => Number.isInteger(n) && n >= 16 && n <= 512, 'an integer in [16, 512]');
   const minEpochs = num('--min-epochs', f.minEpochs ?? '1', (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
   const validationFraction = num('--validation-fraction', f.validationFraction, (n) => n > 0 && n < 1, 'a number in (0, 1)');
   const patience = num('--patience', f.patience, (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
-  // Heads on tile features see ~20 rows per image: larger batches, a smaller step.
+  // Heads on tile features see ~20 rows per image: larger batches, a smaller step (a bag model sees one row per image).
   const batchSize = num('--batch-size', f.batchSize ?? (f.model === 'backbone-head' ? '32' : '16'), (n) => Number.isInteger(n) && n >= 1, 'an integer >= 1');
-  const learningRate = num('--learning-rate', f.learningRate ?? (f.model === 'backbone-head' ? '0.001' : '0.002'), (n) => n > 0 && n <= 1, 'a number in (0, 1]');
+  const learningRate = num('--learning-rate', f.learningRate ?? (isBackbone ? '0.001' : '0.002'), (n) => n > 0 && n <= 1, 'a number in (0, 1]');
   const seed = num('--seed', f.seed, Number.isInteger, 'an integer');
   const freezeEpochs = num('--freeze-epochs', f.freezeEpochs, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
   const unfreezeLayers = f.unfreezeLayers === 'all' ? Infinity : num('--unfreeze-layers', f.unfreezeLayers, (n) => Number.isInteger(n) && n >= 0, "an integer >= 0 or 'all'");
   if (!(MODEL_KINDS as readonly string[]).includes(f.model)) throw new ValidationError(`--model: expected one of ${MODEL_KINDS.join(', ')}, got "${f.model}"`);
   if (!['local', 'centralized'].includes(f.provenance)) throw new ValidationError(`--provenance: expected local or centralized, got "${f.provenance}"`);
   if (!isBackbone && (f.backbone || f.cut || f.trainFrom || f.tileScale || f.views)) {
-    throw new ValidationError('--backbone, --cut, --train-from, --tile-scale and --views apply to --model backbone-head');
+    throw new ValidationError('--backbone, --cut, --train-from, --tile-scale and --views apply to --model backbone-head, attention-mil and transformer-mil');
   }
   if (f.initFrom && isBackbone) throw new ValidationError('--init-from applies to the compact CNNs (--model se-cnn, attention-cnn, small-cnn)');
   // Augmented views cost nothing per epoch (their features are computed once): on by default for backbone models.
@@ -156,7 +157,8 @@ export async function trainCommand(f: TrainFlags, progress: (line: string, e?: F
               scale: num('--tile-scale', f.tileScale ?? String(defaultTiles.scale), (n) => n >= 0.05 && n <= 4, 'a number in [0.05, 4]'),
               views: num('--views', f.views ?? String(defaultTiles.views), (n) => Number.isInteger(n) && n >= 0 && n <= 256, 'an integer in [0, 256]'),
             },
-            options: { ...DEFAULT_RUN_MODEL.options },
+            // The bag models take their own defaults (mil/bag-models.ts).
+            options: f.model === 'backbone-head' ? { ...DEFAULT_RUN_MODEL.options } : {},
           }
         : {}),
     },

@@ -26,4 +26,10 @@ export interface LabeledImages {
    * (each row repeats its image's); evaluation averages the rows' outputs per image.
    */
   readonly imageOf?: Int32Array;
+  /**
+   * Where each tile row lies in its image: [count * 2] values, row r's tile centre as (y, x)
+   * fractions of the (scaled) image's height and width, in [0, 1]. Present when the tile loader
+   * was asked for positions (the bag models read them: tile-bags.ts).
+   */
+  readonly tilePositions?: Float32Array;
 }

@@ -7,3 +7,4 @@ export * from './signed-bytes';
 export * from './weight-vectors';
 export * from './local-tensors';
 export * from './ensemble-members';
+export * from './tile-bags';

@@ -6,3 +6,4 @@ export * from './prediction-report';
 export * from './predictor';
 export * from './review';
 export * from './active/ranking';
+export * from './heatmap';

@@ -5,6 +5,7 @@
  * own measure crosses the rule's threshold).
  */
 import * as path from 'node:path';
+import { heatmapNamer, writeAttentionHeatmap } from './heatmap';
 import { collectImageFiles } from './image-files';
 import { readPatientsCsv } from './patients-csv';
 import { PredictionFailure, Predictor } from './predictor';
@@ -24,6 +25,8 @@ export interface PredictImagesOptions {
   readonly onProgress?: (p: PredictProgress) => void;
   /** How file names appear in the report: 'absolute' (default) or relative to `cwd`. */
   readonly names?: 'absolute' | 'relative';
+  /** Bag models: write each image's attention heat map (PNG of the image's size) into this directory. */
+  readonly heatmapDir?: string;
 }
 
 export async function predictImages(predictor: Predictor, inputs: readonly string[], o: PredictImagesOptions = {}): Promise<PredictionReport> {
@@ -34,11 +37,23 @@ export async function predictImages(predictor: Predictor, inputs: readonly strin
   const patients = o.patientsCsv ? await readPatientsCsv(o.patientsCsv) : null;
   const failures: FailureRow[] = [...collectFailures];
   const images: ImagePrediction[] = [];
+  const heatmapName = heatmapNamer();
   for (const [i, file] of files.entries()) {
     try {
       const p = await predictor.predictFile(file);
-      const { measures, ...rest } = p;
-      images.push({ ...rest, file: show(file), patient: patients?.patientOf(file) ?? null, ...reviewDecision(predictor.description.reviewRule, measures) });
+      const { measures, tileWeights, ...rest } = p;
+      let heatmap: string | undefined;
+      if (o.heatmapDir && tileWeights) {
+        heatmap = path.join(o.heatmapDir, heatmapName(file));
+        await writeAttentionHeatmap(file, tileWeights, heatmap);
+      }
+      images.push({
+        ...rest,
+        file: show(file),
+        patient: patients?.patientOf(file) ?? null,
+        ...(heatmap ? { heatmap: show(heatmap) } : {}),
+        ...reviewDecision(predictor.description.reviewRule, measures),
+      });
     } catch (e) {
       if (!(e instanceof PredictionFailure) && !(e instanceof Error && e.name === 'DataError')) throw e;
       failures.push({ file: show(file), reason: e.message });

@@ -28,6 +28,10 @@ export const uncertaintySchema = z
   })
   .strict();
 
+export const weightedTileSchema = z
+  .object({ x: z.number().int().min(0), y: z.number().int().min(0), width: z.number().int().min(1), height: z.number().int().min(1), weight: probability })
+  .strict();
+
 export const imagePredictionSchema = z
   .object({
     file: z.string(),
@@ -36,6 +40,13 @@ export const imagePredictionSchema = z
     /** Two-stage models: the cascade subtype (among the predicted class's subtypes) and P(subtype | class). */
     subtype: classAndProbability.nullable(),
     uncertainty: uncertaintySchema,
+    /**
+     * Bag models (attention-mil, transformer-mil): the tiles that weighed most in the prediction,
+     * heaviest first, in pixels of the original image; weights sum to 1 over all the image's tiles.
+     */
+    topTiles: z.array(weightedTileSchema).optional(),
+    /** With --heatmap DIR: the attention heat map written for this image. */
+    heatmap: z.string().optional(),
     review: z.boolean(),
     reason: z.string(),
   })

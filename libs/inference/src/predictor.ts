@@ -11,8 +11,18 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { LabeledImages } from '@histofed/fl-core';
-import { HistoFedError } from '@histofed/fl-core';
-import { FeatureCache, createStainNormalizer, loadModelInputs, type BreakHisImage, type StainTarget, type TileRowExtractor } from '@histofed/data';
+import { BAG_MASK_OFFSET, BAG_SLOT_EXTRA, HistoFedError } from '@histofed/fl-core';
+import {
+  FeatureCache,
+  createStainNormalizer,
+  gridOrigins,
+  loadModelInputs,
+  scaledImageSize,
+  type BreakHisImage,
+  type StainTarget,
+  type TileRowExtractor,
+  modelInputsKey,
+} from '@histofed/data';
 import {
   applyTemperature,
   cascadeSubtypePredictions,
@@ -26,11 +36,13 @@ import {
   hasDropout,
   mutualInformation,
   oneMinusConfidence,
+  isBagLayersModel,
   predictiveEntropy,
   predictProbabilitiesAsync,
   probabilityVariance,
   readEnsembleManifest,
   splitTileClassifier,
+  tileAttention,
   tileDisagreement,
   type EnsembleCombiner,
   type LoadedModel,
@@ -38,7 +50,11 @@ import {
   type OutputLayout,
   type SavedModelManifest,
 } from '@histofed/ml';
+import type { WeightedTile } from './heatmap';
 import type { ImagePrediction, PredictionModel, Uncertainty } from './prediction-report';
+
+/** Tiles listed per image in a bag model's prediction (`topTiles`), heaviest first. */
+export const TOP_TILES = 5;
 
 /** Largest image file read (bytes) and decoded (pixels): bounds what one file can make us allocate. */
 export const DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024;
@@ -183,6 +199,11 @@ export class Predictor {
     return new Predictor(description, members, layout, options, ensembleManifest?.combine);
   }
 
+  /** True when a member weighs the tiles of an image (a bag model): predictions carry tile weights. */
+  get weighsTiles(): boolean {
+    return this.members.some((m) => isBagLayersModel(m.model));
+  }
+
   /** MC dropout passes to run per image: the option, or what the review rule needs. */
   get mcPasses(): number {
     const asked = this.options.mcDropoutPasses ?? 0;
@@ -191,8 +212,8 @@ export class Predictor {
     return Math.max(asked, needed);
   }
 
-  /** Checks size limits before anything is decoded. */
-  private async checkFile(file: string): Promise<void> {
+  /** Checks size limits before anything is decoded; returns the image's size. */
+  private async checkFile(file: string): Promise<{ width: number; height: number }> {
     const maxBytes = this.options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
     const maxPixels = this.options.maxPixels ?? DEFAULT_MAX_PIXELS;
     let size: number;
@@ -215,12 +236,45 @@ export class Predictor {
     if (meta.width * meta.height > maxPixels) {
       throw new PredictionFailure(`image of ${meta.width}x${meta.height} pixels is larger than the limit of ${maxPixels} pixels`);
     }
+    return { width: meta.width, height: meta.height };
   }
 
-  /** One image's prediction (patient filled in by the caller). Throws PredictionFailure with the reason. */
-  async predictFile(file: string): Promise<Omit<ImagePrediction, 'patient' | 'review' | 'reason'> & { readonly measures: Uncertainty }> {
+  /**
+   * A bag model's tile weights placed on the original image: slot k of an evaluation bag is grid
+   * tile k of the scaled image (libs/data tiles), mapped back to the image's pixels.
+   */
+  private placeTiles(m: Member, size: { width: number; height: number }, weights: Float32Array, tiles: number): WeightedTile[] {
+    const { spec } = m.manifest;
+    const scale = spec.tiles?.scale ?? 1;
+    const scaled = scaledImageSize(size.width, size.height, { size: spec.imageSize, scale });
+    const origins = gridOrigins(scaled.width, scaled.height, spec.imageSize);
+    if (origins.length !== tiles) throw new PredictionFailure(`the model read ${tiles} tiles where the grid has ${origins.length}`);
+    const fx = size.width / scaled.width;
+    const fy = size.height / scaled.height;
+    return origins.map((o, k) => {
+      const x = Math.min(size.width - 1, Math.round(o.x * fx));
+      const y = Math.min(size.height - 1, Math.round(o.y * fy));
+      return {
+        x,
+        y,
+        width: Math.max(1, Math.min(size.width - x, Math.round(spec.imageSize * fx))),
+        height: Math.max(1, Math.min(size.height - y, Math.round(spec.imageSize * fy))),
+        weight: weights[k],
+      };
+    });
+  }
+
+  /**
+   * One image's prediction (patient filled in by the caller). Throws PredictionFailure with the
+   * reason. Bag models (attention-mil, transformer-mil) also give every tile's weight
+   * (`tileWeights`, original pixels; the mean over an ensemble's bag members of the same tiling)
+   * and the heaviest `topTiles`.
+   */
+  async predictFile(
+    file: string,
+  ): Promise<Omit<ImagePrediction, 'patient' | 'review' | 'reason' | 'heatmap'> & { readonly measures: Uncertainty; readonly tileWeights?: readonly WeightedTile[] }> {
     if (this.disposed) throw new Error('Predictor: disposed');
-    await this.checkFile(file);
+    const size = await this.checkFile(file);
     const k = this.layout.numClasses;
     const width = k + (this.layout.subtypeParents?.length ?? 0);
     const inputs = new Map<string, LabeledImages>();
@@ -228,10 +282,21 @@ export class Predictor {
     const memberTiles: Float32Array[] = [];
     const passes = this.mcPasses;
     const memberPasses: Float32Array[][] = [];
+    let bag: { member: Member; tiles: number; weights: Float32Array[] } | null = null;
     for (const m of this.members) {
       const rows = await this.inputsFor(m, file, inputs);
       const out = await predictProbabilitiesAsync(m.model, rows.images, rows.count, dataRowShape(rows));
-      memberTiles.push(out);
+      if (isBagLayersModel(m.model)) {
+        const weights = tileAttention(m.model, rows.images, rows.count);
+        const [slots, slot] = dataRowShape(rows);
+        let tiles = 0;
+        for (let k = 0; k < slots; k++) tiles += rows.images[k * slot + slot - BAG_SLOT_EXTRA + BAG_MASK_OFFSET] > 0 ? 1 : 0;
+        const same = bag === null || JSON.stringify(modelInputsKey(bag.member.manifest.spec)) === JSON.stringify(modelInputsKey(m.manifest.spec));
+        if (bag === null) bag = { member: m, tiles, weights: [weights] };
+        else if (same && weights.length === bag.weights[0].length) bag.weights.push(weights);
+      } else {
+        memberTiles.push(out);
+      }
       memberRows.push(this.calibrated(meanRow(out, width), m.calibration));
       if (passes > 0 && hasDropout(m.model)) {
         const seed = this.options.mcDropoutSeed ?? 1;
@@ -242,13 +307,14 @@ export class Predictor {
     let row = combineMembers(memberRows, this.layout, this.combine);
     if (this.description.calibration) row = this.calibrated(row, this.description.calibration);
     const cls = argmax(row, 0, k);
-    const tiles = meanOf(memberTiles);
-    const tileCount = tiles.length / width;
+    // Per-tile rows come from the members that classify tiles; a bag model classifies the image.
+    const tiles = memberTiles.length > 0 ? meanOf(memberTiles) : null;
+    const tileWeights = bag ? this.placeTiles(bag.member, size, meanOf(bag.weights), bag.tiles) : undefined;
     const uncertainty: Uncertainty = {
       entropy: predictiveEntropy(row, k),
       oneMinusConfidence: oneMinusConfidence(row, k),
-      tiles: tileCount,
-      tileDisagreement: tileDisagreement(tiles, width, k, cls),
+      tiles: tiles ? tiles.length / width : (bag?.tiles ?? 1),
+      tileDisagreement: tiles ? tileDisagreement(tiles, width, k, cls) : 0,
       ...(memberRows.length > 1
         ? { memberMutualInformation: mutualInformation(memberRows, k), memberVariance: probabilityVariance(memberRows, k - 1) }
         : {}),
@@ -273,6 +339,9 @@ export class Predictor {
       },
       subtype,
       uncertainty,
+      ...(tileWeights
+        ? { topTiles: [...tileWeights].sort((a, b) => b.weight - a.weight).slice(0, TOP_TILES), tileWeights }
+        : {}),
       measures: uncertainty,
     };
   }
@@ -297,7 +366,7 @@ export class Predictor {
 
   private async inputsFor(m: Member, file: string, inputs: Map<string, LabeledImages>): Promise<LabeledImages> {
     const { spec } = m.manifest;
-    const key = JSON.stringify([spec.imageSize, spec.tiles ?? null, m.extractor?.id ?? null, m.stain]);
+    const key = JSON.stringify([...modelInputsKey(spec), m.extractor?.id ?? null, m.stain]);
     const have = inputs.get(key);
     if (have) return have;
     const normalize = m.stain ? createStainNormalizer(m.stain as unknown as StainTarget) : undefined;

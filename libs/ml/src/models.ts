@@ -23,12 +23,13 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelSpec } from '@histofed/fl-core';
-import { ValidationError, isTwoStage } from '@histofed/fl-core';
+import { BAG_MODEL_KINDS, ValidationError, isBagModel, isTwoStage, type BagModelKind } from '@histofed/fl-core';
 import { assertBackendReady } from './backend';
 import { ChannelPool } from './channel-pool-layer';
 import { HEAD_LAYER, OUTPUT_LAYER, SUBTYPE_HEAD_LAYER } from './model-layers';
+import { bagInputShape, bagModelOptions, buildBagModel } from './mil/bag-models';
 
-export const MODEL_KINDS = ['se-cnn', 'attention-cnn', 'small-cnn', 'backbone-head'] as const;
+export const MODEL_KINDS = ['se-cnn', 'attention-cnn', 'small-cnn', 'backbone-head', ...BAG_MODEL_KINDS] as const;
 export type ModelKind = (typeof MODEL_KINDS)[number];
 export const DEFAULT_MODEL_KIND: ModelKind = 'se-cnn';
 
@@ -51,7 +52,17 @@ export const MODEL_OPTIONS: Readonly<Record<ModelKind, readonly string[]>> = {
   'se-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio'],
   'attention-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', 'attentionKernel'],
   'backbone-head': ['denseUnits', 'dropout', 'batchNorm'],
+  // Bag models (mil/bag-models.ts): attentionUnits = units of the attention network (default 128),
+  // heads / layers = the transformer's (default 4 / 1), bagTiles = slots per bag (default 32).
+  'attention-mil': ['denseUnits', 'dropout', 'attentionUnits', 'bagTiles'],
+  'transformer-mil': ['denseUnits', 'dropout', 'heads', 'layers', 'bagTiles'],
 };
+
+/** Kinds whose model is heads on a pretrained backbone's tile features (backbone-head and the bag models). */
+export function isBackboneKind(kind: string): boolean {
+  return kind === 'backbone-head' || isBagModel({ kind });
+}
+const hasBackbone = isBackboneKind;
 
 /** Tile views per image at most (random training crops whose features a site computes once). */
 export const MAX_TILE_VIEWS = 256;
@@ -100,7 +111,7 @@ function modelOptions(kind: ModelKind, options: Readonly<Record<string, number>>
     width,
     blocks: integerIn('blocks', o['blocks'] ?? 3, 3, 4),
     // A backbone's heads may read the features directly (0: no hidden layer).
-    denseUnits: integerIn('denseUnits', o['denseUnits'] ?? (kind === 'backbone-head' ? 0 : 64), kind === 'backbone-head' ? 0 : 1, 4096),
+    denseUnits: integerIn('denseUnits', o['denseUnits'] ?? (hasBackbone(kind) ? 0 : 64), hasBackbone(kind) ? 0 : 1, 4096),
     dropout,
     batchNorm: batchNorm === 1,
     seRatio: integerIn('seRatio', o['seRatio'] ?? 8, 1, 64),
@@ -150,6 +161,7 @@ export function validateModelSpec(spec: ModelSpec): void {
   }
   validateHeads(spec);
   modelOptions(kind, spec.options);
+  if (isBagModel(spec)) bagModelOptions(kind as BagModelKind, spec.options);
   if (spec.tiles !== undefined) {
     const { scale, views } = spec.tiles;
     if (!Number.isFinite(scale) || scale < 0.05 || scale > 4) {
@@ -159,11 +171,14 @@ export function validateModelSpec(spec: ModelSpec): void {
       throw new ValidationError(`model.tiles.views: must be an integer in [0, ${MAX_TILE_VIEWS}], got ${views}`);
     }
   }
-  if (kind === 'backbone-head') {
-    if (spec.backbone === undefined) throw new ValidationError('model.backbone: kind backbone-head needs a backbone');
-    if (spec.tiles === undefined) throw new ValidationError('model.tiles: kind backbone-head reads tiles; give {scale, views}');
+  if (hasBackbone(kind)) {
+    if (spec.backbone === undefined) throw new ValidationError(`model.backbone: kind ${kind} needs a backbone`);
+    if (spec.tiles === undefined) throw new ValidationError(`model.tiles: kind ${kind} reads tiles; give {scale, views}`);
+    if (kind !== 'backbone-head' && spec.backbone.trainFrom !== undefined) {
+      throw new ValidationError(`model.backbone.trainFrom: kind ${kind} reads a frozen backbone's tile features (no trainFrom)`);
+    }
   } else if (spec.backbone !== undefined) {
-    throw new ValidationError(`model.backbone: only kind backbone-head has a backbone (kind is ${kind})`);
+    throw new ValidationError(`model.backbone: only kinds ${MODEL_KINDS.filter(hasBackbone).join(', ')} have a backbone (kind is ${kind})`);
   }
 }
 
@@ -172,14 +187,17 @@ export function isFrozenBackbone(spec: ModelSpec): boolean {
   return spec.backbone !== undefined && spec.backbone.trainFrom === undefined;
 }
 
-/** The shape of one input row of the trainable model of `spec` for frozen backbones ([features]), else null (an image or tile). */
+/**
+ * The shape of one input row of the trainable model of `spec` for frozen backbones ([features],
+ * or a bag model's [bagTiles, features + 3]), else null (an image or tile).
+ */
 export function featureInputShape(spec: ModelSpec): number[] | null {
   if (!isFrozenBackbone(spec)) return null;
   const n = spec.backbone?.features;
   if (n === undefined || !Number.isInteger(n) || n < 1) {
     throw new ValidationError('model.backbone.features: unknown; resolve the backbone first (resolveBackbone)');
   }
-  return [n];
+  return isBagModel(spec) ? bagInputShape(spec, n) : [n];
 }
 
 type SymbolicTensor = tfl.SymbolicTensor;
@@ -325,6 +343,10 @@ export function buildModel(spec: ModelSpec, seed = 1): tfl.LayersModel {
   assertBackendReady();
   const kind = checkKind(spec);
   const o = modelOptions(kind, spec.options);
+  if (isBagModel(spec)) {
+    if (featureInputShape(spec) === null) throw new ValidationError(`model.backbone: kind ${kind} needs a frozen backbone`);
+    return buildBagModel(spec, kind as BagModelKind, spec.backbone?.features as number, seed);
+  }
   if (kind === 'backbone-head') {
     const shape = featureInputShape(spec);
     if (shape === null) {
@@ -365,7 +387,14 @@ function layerMultiplyAdds(layer: tfl.layers.Layer): number {
   }
   if (cls === 'Dense') {
     const kernel = (layer as unknown as { kernel: tfl.LayerVariable }).kernel.shape as number[];
-    return kernel[0] * kernel[1];
+    // A dense layer on tiles ([b, T, F]) runs once per tile.
+    const rows = out.slice(1, -1).reduce<number>((n, d) => n * (d ?? 1), 1);
+    return rows * kernel[0] * kernel[1];
+  }
+  // The bag models' attention layers count their own (tiles x width of their first input).
+  if (typeof (layer as { multiplyAdds?: unknown }).multiplyAdds === 'function') {
+    const input = (layer.input as tfl.SymbolicTensor[])[0].shape;
+    return (layer as unknown as { multiplyAdds(t: number, d: number): number }).multiplyAdds(input[1] ?? 0, input[2] ?? 0);
   }
   return 0;
 }

@@ -14,10 +14,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { z } from 'zod';
 import type { ModelSpec } from '@histofed/fl-core';
-import { BACKBONE_NAMES, ValidationError } from '@histofed/fl-core';
+import { BACKBONE_NAMES, ValidationError, isBagModel } from '@histofed/fl-core';
 import { assertBackendReady, currentBackend } from './backend';
 import { composeTileClassifier } from './backbones/tile-classifier';
-import { describeModel } from './models';
+import { describeModel, featureInputShape } from './models';
 import { calibrationSchema, reviewRuleSchema, type ModelReading } from './inference/model-metadata';
 
 export const SAVED_MODEL_FORMAT = 'histofed-model';
@@ -33,7 +33,11 @@ const modelSpecSchema = z.object({
   numClasses: z.number().int().min(2),
   options: z.record(z.string(), z.number()).optional(),
   subtypeParents: z.array(z.number().int().nonnegative()).optional(),
-  /** The backbone whose layers the saved tile classifier contains (its source's hash, cut, scaling). */
+  /**
+   * The backbone whose layers the saved tile classifier contains (its source's hash, cut, scaling);
+   * for a bag model (attention-mil, transformer-mil), the one whose tile features it reads, which
+   * the consumer loads locally and checks by the hash.
+   */
   backbone: z
     .object({
       name: z.enum(BACKBONE_NAMES),
@@ -149,7 +153,7 @@ export interface LoadModelExpectations {
 function inputShapeOf(model: tfl.LayersModel): number[] | null {
   if (model.inputs.length !== 1) return null;
   const shape = model.inputs[0].shape;
-  if (shape.length !== 4) return null;
+  if (shape.length < 2) return null;
   return shape.slice(1).map((d) => (d === null ? -1 : d));
 }
 
@@ -158,6 +162,15 @@ function outputUnitsOf(model: tfl.LayersModel): number | null {
   const shape = model.outputs[0].shape;
   const last = shape[shape.length - 1];
   return shape.length === 2 && last !== null ? last : null;
+}
+
+/** A saved bag model's input: [bagTiles, features + 3] (the spec must name its backbone's features). */
+function bagInputShapeOf(spec: ModelSpec): number[] {
+  try {
+    return featureInputShape(spec) ?? [];
+  } catch {
+    return [];
+  }
 }
 
 /** Checks that the model, the manifest and each other agree; `where` prefixes the messages. */
@@ -178,7 +191,7 @@ function checkConsistency(where: string, model: tfl.LayersModel, m: SavedModelMa
     throw new ValidationError(`${where}: classes must be distinct, got [${m.classes.join(', ')}]`);
   }
   const input = inputShapeOf(model);
-  const expectedInput = [m.inputSize, m.inputSize, 3];
+  const expectedInput = isBagModel(m.spec) ? bagInputShapeOf(m.spec) : [m.inputSize, m.inputSize, 3];
   if (input === null || input.join() !== expectedInput.join()) {
     throw new ValidationError(
       `${where}: the tfjs model takes input [${input?.join(', ') ?? 'not one image tensor'}], the manifest says [${expectedInput.join(', ')}]`,
@@ -223,11 +236,14 @@ async function writeAtomically(file: string, data: string | Uint8Array): Promise
  */
 export async function saveModel(dir: string, trained: tfl.LayersModel, fields: SavedModelFields): Promise<SavedModelManifest> {
   assertBackendReady();
-  if (fields.spec.backbone !== undefined && fields.featureModel === undefined) {
+  // A bag model is saved as its trained part: its input is a bag of tile features, which the
+  // consumer computes with its own copy of the backbone (checked against spec.backbone.sha256).
+  const bags = isBagModel(fields.spec);
+  if (fields.spec.backbone !== undefined && !bags && fields.featureModel === undefined) {
     throw new ValidationError(`saveModel ${dir}: a backbone model needs its feature model (fields.featureModel) to be saved as one tile classifier`);
   }
   // The composed model shares every layer with the two parts: it is not disposed here.
-  const model = fields.featureModel ? composeTileClassifier(fields.featureModel, trained) : trained;
+  const model = fields.featureModel && !bags ? composeTileClassifier(fields.featureModel, trained) : trained;
   const candidate = {
     format: SAVED_MODEL_FORMAT,
     formatVersion: SAVED_MODEL_FORMAT_VERSION,

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { STRATEGY_NAMES, createStrategy } from '@histofed/aggregation';
 import { DEFAULT_MACENKO_TARGET, validateStainTarget } from '@histofed/data';
 import { MAX_TEMPERATURE } from '@histofed/ml';
-import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, LOCAL_TENSOR_POLICIES, StainNormalizationTarget, localTensorPolicyProblem } from '@histofed/fl-core';
+import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, LOCAL_TENSOR_POLICIES, StainNormalizationTarget, isBagModel, localTensorPolicyProblem } from '@histofed/fl-core';
 import {
   SECAGG_MAX_NEIGHBOURS,
   SECAGG_MAX_RUN_CLIP_RANGE,
@@ -44,6 +44,7 @@ const stainNormalizationInputSchema = z
  * frozen backbone's features directly, denseUnits 0, which training cannot move).
  */
 function alignmentProblem(model: { kind: string; options?: Readonly<Record<string, number>> }): string | null {
+  if (isBagModel(model)) return `kind ${model.kind} pools tiles by attention: feature alignment applies to backbone-head and the compact CNNs`;
   const units = model.options?.['denseUnits'] ?? (model.kind === 'backbone-head' ? 0 : 64);
   if (units < 1) return `the model's heads read its inputs directly (denseUnits 0): set model.options.denseUnits (1-${ALIGNMENT_MAX_FEATURE_DIM}) to align a hidden layer's features`;
   if (units > ALIGNMENT_MAX_FEATURE_DIM) return `the penultimate layer has ${units} units; feature moments travel for at most ${ALIGNMENT_MAX_FEATURE_DIM}`;

@@ -9,6 +9,7 @@ import {
   loadModelInputs,
   readBreakHisTree,
   simulateFederation,
+  modelInputsKey,
 } from '@histofed/data';
 import { EnsembleCombiner, buildModelAsync, combineMembers, evaluateModelAsync, imageLevel, outputMetrics, setWeights, tileFeatureExtractor } from '@histofed/ml';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
@@ -76,7 +77,7 @@ export class CentralEvaluator {
 
   /** What a model of `spec` reads from the test images, stain-normalized to the run's target (kept per spec and target). */
   private testSet(spec: ModelSpec, stain: StainNormalizationTarget | null): Promise<LabeledImages> {
-    const key = JSON.stringify([spec.imageSize, spec.tiles ?? null, spec.backbone ?? null, stain]);
+    const key = JSON.stringify([...modelInputsKey(spec), spec.backbone ?? null, stain]);
     let set = this.testSets.get(key);
     if (!set) {
       set = this.loadTestSet(spec, stain);

@@ -1,9 +1,11 @@
 import type { LabeledImages, ModelSpec } from '@histofed/fl-core';
+import { bagTilesOf, isBagModel } from '@histofed/fl-core';
 import { DEFAULT_AUGMENTATION } from '../augmentation';
 import type { BreakHisImage } from '../breakhis-reader';
 import type { ImageCache } from '../image-cache';
 import { loadLabeledImages, type ImagePixelHook } from '../image-loader';
 import type { FeatureCache } from './feature-cache';
+import { tileBags } from './tile-bags';
 import { loadTileSet, type TileRowExtractor, type TileSetProgress } from './tile-set';
 
 /** HED jitter of augmented training views (Tellez et al.'s "light" setting). */
@@ -32,17 +34,28 @@ export interface ModelInputOptions {
 }
 
 /**
+ * What of a spec decides what loadModelInputs returns (with the extractor, the transform and the
+ * training flags): the part of a key for caches of loaded inputs.
+ */
+export function modelInputsKey(spec: ModelSpec): unknown[] {
+  return [spec.imageSize, spec.tiles ?? null, isBagModel(spec) ? { bagTiles: bagTilesOf(spec) } : null];
+}
+
+/**
  * What a model of `spec` reads from `images`: for a tiled spec, the tile rows (features through
  * `extractor`, or pixels) — the covering grid, plus the spec's random views when training; else the
- * whole images resized to the input size. One function for sites, the coordinator, the CLIs and
- * the benchmarks, so every consumer tiles the same way.
+ * whole images resized to the input size; for a bag model (attention-MIL, the transformer over
+ * tiles) the tile rows of each image packed into one bag row (tileBags: a training bag holds the
+ * grid and the views, an evaluation bag the grid). One function for sites, the coordinator, the
+ * CLIs and the benchmarks, so every consumer tiles the same way.
  */
-export function loadModelInputs(images: readonly BreakHisImage[], spec: ModelSpec, o: ModelInputOptions = {}): Promise<LabeledImages> {
+export async function loadModelInputs(images: readonly BreakHisImage[], spec: ModelSpec, o: ModelInputOptions = {}): Promise<LabeledImages> {
   if (spec.tiles === undefined) {
     return loadLabeledImages(images, spec.imageSize, { cache: o.imageCache, transform: o.transform?.apply });
   }
   const views = o.training ? spec.tiles.views : 0;
-  return loadTileSet(images, {
+  const bags = isBagModel(spec);
+  const rows = await loadTileSet(images, {
     geometry: { size: spec.imageSize, scale: spec.tiles.scale },
     grid: true,
     ...(views > 0
@@ -51,6 +64,9 @@ export function loadModelInputs(images: readonly BreakHisImage[], spec: ModelSpe
     transform: o.transform,
     extractor: o.extractor,
     cache: o.featureCache,
+    positions: bags,
     onProgress: o.onProgress,
   });
+  if (!bags) return rows;
+  return tileBags(rows, { bagTiles: bagTilesOf(spec), overflow: o.training ? 'truncate' : 'error', imageName: (i) => images[i].path });
 }

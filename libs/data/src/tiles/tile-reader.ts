@@ -81,7 +81,7 @@ export function viewTiles(img: ScaledImage, size: number, imageKey: string, o: V
   const per = size * size * 3;
   const tiles = new Float32Array(o.views * per);
   for (let v = 0; v < o.views; v++) {
-    const rand = mulberry32(hashSeed(o.seed, 'tile-view', imageKey, v));
+    const rand = viewRandom(o.seed, imageKey, v);
     const at = randomOrigin(img.width, img.height, size, rand);
     const tile = tiles.subarray(v * per, (v + 1) * per);
     cropTile(img, at, size, tile);
@@ -89,4 +89,38 @@ export function viewTiles(img: ScaledImage, size: number, imageKey: string, o: V
     if (o.hedSigma > 0) tiles.set(applyHedJitter(tile, sampleHedJitter(rand, o.hedSigma)), v * per);
   }
   return { tiles, count: o.views };
+}
+
+/** The generator of view v of an image: its first draws place the tile (randomOrigin), the next ones augment it. */
+function viewRandom(seed: number, imageKey: string, v: number): () => number {
+  return mulberry32(hashSeed(seed, 'tile-view', imageKey, v));
+}
+
+/**
+ * Where the rows of an image lie, in the order loadTileSet produces them: the covering grid's
+ * origins (when `grid`), then the origins of `views` training views drawn as viewTiles draws them
+ * (same seed and image key: the same positions, without decoding the image).
+ */
+export function tileOrigins(
+  width: number,
+  height: number,
+  size: number,
+  o: { readonly grid: boolean; readonly views: number; readonly seed: number },
+  imageKey: string,
+): TileOrigin[] {
+  const out = o.grid ? gridOrigins(width, height, size) : [];
+  for (let v = 0; v < o.views; v++) out.push(randomOrigin(width, height, size, viewRandom(o.seed, imageKey, v)));
+  return out;
+}
+
+/** The size of `input` once scaled for tiling (scaledImageSize of its header's dimensions), without decoding its pixels. */
+export async function scaledImageDimensions(input: string | Buffer, g: TileGeometry, name = typeof input === 'string' ? input : '(buffer)'): Promise<{ width: number; height: number }> {
+  let meta;
+  try {
+    meta = await sharp(input).metadata();
+  } catch (err) {
+    throw new DataError(`Cannot read image ${name}: ${(err as Error).message}`);
+  }
+  if (!meta.width || !meta.height) throw new DataError(`Cannot read image ${name}: no image dimensions`);
+  return scaledImageSize(meta.width, meta.height, g);
 }

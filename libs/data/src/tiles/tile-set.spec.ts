@@ -8,7 +8,7 @@ import { REAL_SAMPLE_ROOT } from '../test-paths';
 import { FeatureCache } from './feature-cache';
 import { loadModelInputs } from './model-inputs';
 import { gridOrigins, randomOrigin } from './tile-geometry';
-import { cropTile, decodeScaledImage, gridTiles, viewTiles } from './tile-reader';
+import { cropTile, decodeScaledImage, gridTiles, tileOrigins, viewTiles } from './tile-reader';
 import { loadTileSet, type TileRowExtractor } from './tile-set';
 
 /** A stand-in for a backbone: each tile's mean colour (3 values), counting its calls. */
@@ -128,5 +128,55 @@ describe('tiles of BreakHis images', () => {
     expect(Array.from(await rows(0.3))).toEqual(Array.from(strong)); // reproducible
     expect(Array.from(strong)).not.toEqual(Array.from(none));
     expect(Array.from(await rows())).not.toEqual(Array.from(strong)); // the default is 0.05
+  });
+
+  it('places every tile row (grid, then views) where it was cut, from the cache too, and packs bag rows for the bag models', async () => {
+    const cache = new FeatureCache({ dir: path.join(tmp, 'position-cache') });
+    const views = { views: 3, seed: 7, augment: false as const, hedSigma: 0 };
+    const options = { geometry: { size: 224, scale: 1 }, extractor: meanColour(), cache, views, positions: true };
+    const first = await loadTileSet(real.slice(0, 2), options);
+    const again = await loadTileSet(real.slice(0, 2), options); // from the cache: no decode
+    expect(Array.from(again.tilePositions as Float32Array)).toEqual(Array.from(first.tilePositions as Float32Array));
+    expect(first.count).toBe(2 * (12 + 3));
+    // Row k of image 0 is the tile at tileOrigins(...)[k]: its mean colour is that crop's.
+    const img = await decodeScaledImage(real[0].path, { size: 224, scale: 1 });
+    const { createHash } = await import('node:crypto');
+    const { readFile } = await import('node:fs/promises');
+    const hash = createHash('sha256').update(await readFile(real[0].path)).digest('hex');
+    const origins = tileOrigins(img.width, img.height, 224, { grid: true, views: 3, seed: 7 }, hash);
+    expect(origins.slice(0, 12)).toEqual(gridOrigins(700, 460, 224));
+    const crop = new Float32Array(224 * 224 * 3);
+    for (const k of [0, 11, 12, 14]) {
+      cropTile(img, origins[k], 224, crop);
+      const mean = [0, 0, 0];
+      crop.forEach((v, j) => (mean[j % 3] += v / (224 * 224)));
+      for (let c = 0; c < 3; c++) expect(first.images[k * 3 + c]).toBeCloseTo(mean[c], 4);
+      expect(first.tilePositions?.[k * 2]).toBeCloseTo((origins[k].y + 112) / 460, 6);
+      expect(first.tilePositions?.[k * 2 + 1]).toBeCloseTo((origins[k].x + 112) / 700, 6);
+    }
+
+    // Bag models: one row per image of [bagTiles, features + mask, y, x].
+    const spec = { kind: 'attention-mil', imageSize: 224, numClasses: 2, tiles: { scale: 1, views: 3 }, options: { bagTiles: 16 } };
+    const bags = await loadModelInputs(real.slice(0, 2), spec, { extractor: meanColour(), training: true });
+    expect(bags.count).toBe(2);
+    expect(bags.imageOf).toBeUndefined();
+    expect(bags.sampleShape).toEqual([16, 6]);
+    expect(Array.from(bags.labels)).toEqual([real[0].labelIndex, real[1].labelIndex]);
+    expect(bags.groups).toEqual([real[0].patientId, real[1].patientId]);
+    const slot = (b: number, k: number) => Array.from(bags.images.subarray((b * 16 + k) * 6, (b * 16 + k + 1) * 6));
+    expect(slot(1, 0).slice(0, 3).map((v, c) => v - first.images[15 * 3 + c]).every((d) => Math.abs(d) < 1e-6)).toBe(true);
+    expect(slot(1, 14)[3]).toBe(1); // 12 grid + 3 views = 15 real slots
+    expect(slot(1, 15)).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(slot(0, 5)[4]).toBeCloseTo(first.tilePositions?.[5 * 2] as number, 6); // a grid tile (the views' seed differs)
+    expect(slot(0, 5)[5]).toBeCloseTo(first.tilePositions?.[5 * 2 + 1] as number, 6);
+    // Evaluation bags: the grid only; an image with more grid tiles than slots is named.
+    const evaluation = await loadModelInputs(real.slice(0, 1), spec, { extractor: meanColour() });
+    expect(evaluation.images[(11 * 6) + 3]).toBe(1);
+    expect(evaluation.images[(12 * 6) + 3]).toBe(0);
+    const small = { ...spec, options: { bagTiles: 8 } };
+    await expect(loadModelInputs(real.slice(0, 1), small, { extractor: meanColour() })).rejects.toThrow(new RegExp(`${real[0].path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} has 12 tiles, the model's bags hold 8`));
+    const truncated = await loadModelInputs(real.slice(0, 1), small, { extractor: meanColour(), training: true });
+    expect(truncated.sampleShape).toEqual([8, 6]);
+    expect(Array.from(truncated.images.subarray(0, 8 * 6)).filter((_, j) => j % 6 === 3)).toEqual([1, 1, 1, 1, 1, 1, 1, 1]);
   });
 });

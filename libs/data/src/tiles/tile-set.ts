@@ -8,7 +8,7 @@ import { DataError } from '../data-error';
 import { subtypeIndex, type ImagePixelHook } from '../image-loader';
 import { FeatureCache, featureCacheKey } from './feature-cache';
 import { checkTileGeometry, type TileGeometry } from './tile-geometry';
-import { decodeScaledImage, gridTiles, viewTiles, type ScaledImage, type ViewOptions } from './tile-reader';
+import { decodeScaledImage, gridTiles, scaledImageDimensions, tileOrigins, viewTiles, type ScaledImage, type ViewOptions } from './tile-reader';
 
 /**
  * What a model reads from each tile: a frozen backbone's feature vector (libs/ml supplies one), or
@@ -49,6 +49,8 @@ export interface TileSetOptions {
   readonly cache?: FeatureCache;
   /** Images decoded at the same time (default 2). */
   readonly concurrency?: number;
+  /** Also return each row's tile centre (LabeledImages.tilePositions), for the bag models. */
+  readonly positions?: boolean;
   readonly onProgress?: (p: TileSetProgress) => void;
 }
 
@@ -96,9 +98,11 @@ export async function loadTileSet(images: readonly BreakHisImage[], o: TileSetOp
         })
       : '';
     let rows = cache ? await cache.get(key, rowLength) : undefined;
+    let dimensions: { width: number; height: number } | undefined;
     if (rows) cached++;
     else {
       const img = await transformed(await decodeScaledImage(bytes, o.geometry, image.path), image, o.transform?.apply);
+      dimensions = { width: img.width, height: img.height };
       const parts: { tiles: Float32Array; count: number }[] = [];
       if (grid) parts.push(gridTiles(img, size));
       if (views > 0 && o.views) parts.push(viewTiles(img, size, hash, o.views));
@@ -111,10 +115,23 @@ export async function loadTileSet(images: readonly BreakHisImage[], o: TileSetOp
       rows = { rows: count, values };
       if (cache) await cache.put(key, values, rowLength);
     }
+    let positions: Float32Array | undefined;
+    if (o.positions) {
+      const { width, height } = dimensions ?? (await scaledImageDimensions(bytes, o.geometry, image.path));
+      const origins = tileOrigins(width, height, size, { grid, views: o.views ? views : 0, seed: o.views?.seed ?? 0 }, hash);
+      if (origins.length !== rows.rows) {
+        throw new ValidationError(`tile positions of ${image.path}: ${origins.length} tiles placed for ${rows.rows} rows (a stale feature cache?)`);
+      }
+      positions = new Float32Array(origins.length * 2);
+      origins.forEach((at, k) => {
+        positions![k * 2] = (at.y + size / 2) / height;
+        positions![k * 2 + 1] = (at.x + size / 2) / width;
+      });
+    }
     done++;
     rowsSoFar += rows.rows;
     o.onProgress?.({ images: done, total: images.length, rows: rowsSoFar, cached });
-    return rows;
+    return { ...rows, positions };
   });
   const count = perImage.reduce((n, r) => n + r.rows, 0);
   const values = concat(perImage.map((r) => r.values));
@@ -145,6 +162,7 @@ export async function loadTileSet(images: readonly BreakHisImage[], o: TileSetOp
     magnifications,
     imageOf,
     ...(o.extractor ? { sampleShape: [...rowShape] } : {}),
+    ...(o.positions ? { tilePositions: concat(perImage.map((r) => r.positions as Float32Array)) } : {}),
   };
 }
 

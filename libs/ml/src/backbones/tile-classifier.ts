@@ -6,10 +6,10 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelSpec } from '@histofed/fl-core';
-import { ValidationError } from '@histofed/fl-core';
+import { ValidationError, isBagModel } from '@histofed/fl-core';
 import { buildModelAsync } from '../model-spec';
 import { getWeights, setWeights } from '../weights-bridge';
-import { FEATURE_POOL_LAYER, featureExtractorOf, type BackboneLocation, type TileFeatureExtractor } from './backbone';
+import { FEATURE_POOL_LAYER, featureExtractorOf, tileFeatureExtractor, type BackboneLocation, type TileFeatureExtractor } from './backbone';
 import { inputLayerName, layerInputName, rewire } from './rewire';
 
 /** The tile classifier: `featureModel`'s output fed to `trainable` (both keep their layers and weights). */
@@ -41,10 +41,18 @@ export interface SplitTileClassifier {
 /**
  * Splits a loaded tile classifier of `spec` (a backbone spec) into its feature part and its trained
  * part (a fine-tuning spec's trained part is rebuilt from the local backbone, checked by its hash).
+ * A saved bag model is its trained part only: the feature part is the local backbone's (checked by
+ * spec.backbone.sha256; shared per process, not to be disposed).
  */
 export async function splitTileClassifier(model: tfl.LayersModel, spec: ModelSpec, where: BackboneLocation = {}): Promise<SplitTileClassifier> {
-  const boundary = featureBoundary(model, spec);
-  const featureModel = tfl.model({ name: 'tile_features', inputs: model.inputs, outputs: model.getLayer(boundary).output as tfl.SymbolicTensor });
+  const bags = isBagModel(spec);
+  const backbone = spec.backbone as NonNullable<ModelSpec['backbone']>;
+  const extractor = bags
+    ? await tileFeatureExtractor(backbone, spec.imageSize, where)
+    : featureExtractorOf(
+        tfl.model({ name: 'tile_features', inputs: model.inputs, outputs: model.getLayer(featureBoundary(model, spec)).output as tfl.SymbolicTensor }),
+        backbone,
+      );
   const trainable = await buildModelAsync(spec, 1, where);
   try {
     const have = new Map(getWeights(model).map((w) => [w.name, w]));
@@ -60,5 +68,5 @@ export async function splitTileClassifier(model: tfl.LayersModel, spec: ModelSpe
     trainable.dispose();
     throw e;
   }
-  return { extractor: featureExtractorOf(featureModel, spec.backbone as NonNullable<ModelSpec['backbone']>), trainable };
+  return { extractor, trainable };
 }

@@ -1,2 +1,3 @@
-export * from './bags';
-export * from './gated-attention';
+export * from './bag-layers';
+export * from './bag-models';
+export * from './tile-transformer';

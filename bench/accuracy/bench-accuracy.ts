@@ -27,7 +27,7 @@
 import { Command } from 'commander';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BREAKHIS_SUBTYPE_PARENTS, type ModelSpec } from '@histofed/fl-core';
+import { BAG_MODEL_KINDS, BREAKHIS_SUBTYPE_PARENTS, bagTilesOf, isBagModel, type ModelSpec } from '@histofed/fl-core';
 import {
   DEFAULT_AUGMENTATION,
   DEFAULT_MACENKO_TARGET,
@@ -38,11 +38,8 @@ import {
   defaultImageCacheDir,
   loadLabeledImages,
   loadTileSet,
-  partitionSites,
   patientWiseFolds,
-  patientWiseSplit,
   readBreakHisTree,
-  type BreakHisImage,
 } from '@histofed/data';
 import {
   MOBILENET_V2_IMAGENET,
@@ -65,6 +62,7 @@ import { meanStd, pct, type MeanStd } from './stats';
 import { COMBINERS, DEFAULT_COMBINER, foldEnsemble, type FoldEnsemble } from './ensemble';
 import { ensembleTable, summarizeEnsemble } from './ensemble-summary';
 import { int, num } from '../lib/cli-options';
+import { foldSites } from '../lib/fold-sites';
 
 const ROOT = path.resolve(__dirname, '../..');
 const DEFAULT_SAMPLE = path.resolve(ROOT, '../shared/data/breakhis-sample');
@@ -78,6 +76,8 @@ interface Options {
   seed: string;
   seeds?: string;
   model: string;
+  head: string;
+  bagTiles: string;
   cut: string;
   trainFrom?: string;
   input: string;
@@ -128,16 +128,23 @@ function recipeOf(o: Options): Recipe {
   if (!['loss', 'balancedAccuracy', 'patientAccuracy'].includes(monitor)) throw new Error(`--monitor: loss, balancedAccuracy or patientAccuracy, got ${o.monitor}`);
   if (o.model !== 'se-cnn' && o.model !== 'backbone') throw new Error(`--model: se-cnn or backbone, got ${o.model}`);
   if (o.input !== 'signed' && o.input !== 'unit') throw new Error(`--input: signed or unit, got ${o.input}`);
+  const heads = ['mean', ...BAG_MODEL_KINDS];
+  if (!heads.includes(o.head)) throw new Error(`--head: ${heads.join(', ')}, got ${o.head}`);
+  const bag = o.model === 'backbone' && o.head !== 'mean';
+  if (bag && o.trainFrom) throw new Error('--head: the bag heads read frozen tile features (no --train-from)');
   const spec: ModelSpec =
     o.model === 'backbone'
       ? {
-          kind: 'backbone-head',
+          kind: bag ? o.head : 'backbone-head',
           imageSize: int('image-size', o.imageSize ?? '224', 16),
           numClasses: 2,
           subtypeParents: BREAKHIS_SUBTYPE_PARENTS,
           backbone: { name: MOBILENET_V2_IMAGENET, cut: o.cut, input: o.input, ...(o.trainFrom ? { trainFrom: o.trainFrom } : {}) },
           tiles: { scale: num('scale', o.scale, 0.05, 4), views: int('views', o.views, 0) },
-          options: { denseUnits: int('dense-units', o.denseUnits, 0), dropout: num('dropout', o.dropout, 0, 0.95) },
+          // The bag heads take their own width defaults (attention-mil: none, transformer-mil: 64 tokens).
+          options: bag
+            ? { dropout: num('dropout', o.dropout, 0, 0.95), bagTiles: int('bag-tiles', o.bagTiles, 1) }
+            : { denseUnits: int('dense-units', o.denseUnits, 0), dropout: num('dropout', o.dropout, 0, 0.95) },
         }
       : {
           kind: 'se-cnn',
@@ -154,8 +161,9 @@ function recipeOf(o: Options): Recipe {
         };
   return {
     spec,
-    // Heads on tile features (~20 rows per image) take larger batches and more epochs than the CNNs.
-    batchSize: int('batch', o.batch ?? (o.model === 'backbone' ? '32' : '16'), 1),
+    // Heads on tile features (~20 rows per image) take larger batches and more epochs than the CNNs;
+    // a bag head reads one row per image.
+    batchSize: int('batch', o.batch ?? (bag ? '8' : o.model === 'backbone' ? '32' : '16'), 1),
     learningRate: num('lr', o.lr, 1e-6, 1),
     maxEpochs: int('epochs', o.epochs ?? (o.model === 'backbone' ? '30' : '12'), 1),
     patience: int('patience', o.patience ?? (o.model === 'backbone' ? '8' : '4'), 1),
@@ -184,15 +192,6 @@ interface FoldOutcome {
   /** Members and combiners built after the federated regime (--ensemble), and their wall time. */
   ensemble?: FoldEnsemble;
   ensembleSeconds?: number;
-}
-
-/** The sites of one fold and their patient-wise training / validation splits (as BreakHis images). */
-function foldSites(train: readonly BreakHisImage[], sites: number, valFraction: number, seed: number) {
-  const partition = partitionSites(train, { kind: 'iid', sites, seed, testFraction: 0 });
-  return partition.sites.map((images, i) => {
-    const split = patientWiseSplit(images, { testFraction: valFraction, seed: mixSeed(seed, 11 + i) });
-    return { train: split.train, validation: split.test };
-  });
 }
 
 async function main(o: Options): Promise<void> {
@@ -238,7 +237,8 @@ async function main(o: Options): Promise<void> {
     const progress = (what: string) => (p: { images: number; total: number; rows: number; cached: number }) => {
       if (p.images % 25 === 0 || p.images === p.total) log(`  ${what}: ${p.images}/${p.total} images, ${p.rows} tiles (${p.cached} images cached), ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     };
-    const grid = await loadTileSet(dataset.images, { geometry, extractor, cache, transform, onProgress: progress('grid tiles') });
+    const positions = isBagModel(recipe.spec);
+    const grid = await loadTileSet(dataset.images, { geometry, extractor, cache, transform, positions, onProgress: progress('grid tiles') });
     const viewCount = tiles.views;
     const views =
       viewCount > 0
@@ -247,6 +247,7 @@ async function main(o: Options): Promise<void> {
             extractor,
             cache,
             transform,
+            positions,
             grid: false,
             views: { views: viewCount, seed: 1, augment: o.augmentViews ? DEFAULT_AUGMENTATION : false, hedSigma: num('hed', o.hed, 0, 0.5) },
             onProgress: progress('training views'),
@@ -256,6 +257,7 @@ async function main(o: Options): Promise<void> {
       data: grid,
       rowsOf: rowsByImage(grid, dataset.images),
       ...(views ? { views: { data: views, rowsOf: rowsByImage(views, dataset.images) } } : {}),
+      ...(positions ? { bagTiles: bagTilesOf(recipe.spec) } : {}),
     };
     log(
       `tile features (${resolved.spec.cut}, ${extractor.rowShape.join('x')} per tile${resolved.spec.trainFrom ? `, fine-tuning from ${resolved.spec.trainFrom}` : ''}, backbone ${resolved.spec.sha256.slice(0, 12)}): ${grid.count} grid + ${views?.count ?? 0} view tiles of ${size} px ` +
@@ -466,6 +468,8 @@ runBench<Options>(
     .option('--seed <n>', 'folds, sites, initial weights and shuffles (one split)', '1')
     .option('--seeds <list>', 'repeat the k folds with each of these seeds (e.g. 1,2,3); overrides --seed')
     .option('--model <m>', 'backbone (ImageNet MobileNetV2 tile features + heads) or se-cnn (the compact CNN on whole images)', 'backbone')
+    .option('--head <h>', `backbone: how an image's tiles make its prediction: mean (of the tiles' outputs, the default model), attention-mil or transformer-mil (bag models, issue 18)`, 'mean')
+    .option('--bag-tiles <n>', 'bag heads: slots per bag (grid tiles + training views)', '32')
     .option('--cut <layer>', 'backbone: feature layer', 'block_10_depthwise_relu')
     .option('--train-from <layer>', 'backbone: fine-tune from this layer (e.g. block_9_expand) on the cached feature maps; default frozen')
     .option('--input <s>', 'backbone: pixel scaling signed ([-1, 1]) or unit ([0, 1])', 'signed')
@@ -480,7 +484,7 @@ runBench<Options>(
     .option('--dense-units <n>', 'hidden dense units', '64')
     .option('--dropout <p>', 'dropout before the heads', '0.25')
     .option('--batch-norm <0|1>', 'batch normalisation after each convolution', '0')
-    .option('--batch <n>', 'batch size (backbone 32, se-cnn 16)')
+    .option('--batch <n>', 'batch size (backbone 32, bag heads 8 images, se-cnn 16)')
     .option('--lr <x>', 'Adam learning rate', '0.001')
     .option('--epochs <n>', 'centralized / local-only: maximum epochs (backbone 30, se-cnn 12)')
     .option('--patience <n>', 'centralized / local-only: epochs without improvement before stopping (backbone 8, se-cnn 4)')

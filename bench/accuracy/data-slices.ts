@@ -1,6 +1,6 @@
 /** Slicing one decoded image set into the folds, sites and splits of the accuracy benchmark. */
 import type { LabeledImages } from '@histofed/fl-core';
-import { augmentImage, augmentationRandom, type AugmentOptions, type BreakHisImage } from '@histofed/data';
+import { augmentImage, augmentationRandom, tileBags, type AugmentOptions, type BreakHisImage } from '@histofed/data';
 import { shareImages } from '@histofed/ml';
 
 /**
@@ -13,6 +13,8 @@ export interface DecodedSet {
   readonly rowsOf: ReadonlyMap<string, readonly number[]>;
   /** Training crops of each image (tiles only). */
   readonly views?: { readonly data: LabeledImages; readonly rowsOf: ReadonlyMap<string, readonly number[]> };
+  /** A bag model's slots per bag: slices are packed into one bag row per image (libs/data tileBags; the rows need tilePositions). */
+  readonly bagTiles?: number;
 }
 
 /** A DecodedSet's lookup for data in image order (`imageOf`, or one row per image). */
@@ -41,6 +43,7 @@ export function takeRows(data: LabeledImages, rows: readonly number[], imageOf?:
     magnifications: data.magnifications ? rows.map((r) => (data.magnifications as readonly number[])[r]) : undefined,
     ...(data.sampleShape ? { sampleShape: data.sampleShape } : {}),
     ...(imageOf ? { imageOf: Int32Array.from(imageOf) } : {}),
+    ...(data.tilePositions ? { tilePositions: Float32Array.from(rows.flatMap((r) => [(data.tilePositions as Float32Array)[r * 2], (data.tilePositions as Float32Array)[r * 2 + 1]])) } : {}),
   };
 }
 
@@ -69,8 +72,9 @@ export function slice(set: DecodedSet, images: readonly BreakHisImage[], withVie
     }
   });
   const base = takeRows(set.data, rows, tiled ? imageOf : undefined);
-  if (extra.length === 0 || !set.views) return base;
-  return concatRows(base, takeRows(set.views.data, extra, extraOf), false);
+  const all = extra.length === 0 || !set.views ? base : concatRows(base, takeRows(set.views.data, extra, extraOf), false);
+  // Training bags drop views beyond the slots (the grid comes first); evaluation bags must hold the whole grid.
+  return set.bagTiles === undefined ? all : tileBags(all, { bagTiles: set.bagTiles, overflow: withViews ? 'truncate' : 'error', imageName: (i) => images[i].path });
 }
 
 /**
@@ -92,6 +96,7 @@ export function concatRows(a: LabeledImages, b: LabeledImages, separateImages = 
     groups: cat(a.groups, b.groups),
     magnifications: cat(a.magnifications, b.magnifications),
     ...(a.imageOf && b.imageOf ? { imageOf: Int32Array.from([...a.imageOf, ...Array.from(b.imageOf, (i) => i + shift)]) } : {}),
+    ...(a.tilePositions && b.tilePositions ? { tilePositions: Float32Array.from([...a.tilePositions, ...b.tilePositions]) } : { tilePositions: undefined }),
   };
 }
 

@@ -26,3 +26,4 @@ export * from './alignment';
 export * from './inference';
 export * from './uncertainty';
 export * from './mil';
+export * from './pruning';

@@ -186,3 +186,43 @@ describe('SE, attention and two-stage models', () => {
     single.dispose();
   });
 });
+
+describe('per-block filter and SE bottleneck options (pruned models)', () => {
+  const se: ModelSpec = { kind: 'se-cnn', imageSize: 32, numClasses: 2 };
+  const shapes = (s: ModelSpec) => {
+    const m = buildModel(s, 1);
+    const out = Object.fromEntries(getWeights(m).map((t) => [t.name, t.shape]));
+    m.dispose();
+    return out;
+  };
+
+  it('filters{n} and seUnits{n} set the block shapes; the defaults build what the spec without them builds, value for value', () => {
+    const s = shapes({ ...se, options: { filters1: 12, filters3: 40, seUnits2: 7 } });
+    expect(s['conv1/kernel']).toEqual([3, 3, 3, 12]);
+    expect(s['conv2/kernel']).toEqual([3, 3, 12, 32]);
+    expect(s['se2_reduce/kernel']).toEqual([32, 7]);
+    expect(s['conv3/kernel']).toEqual([3, 3, 32, 40]);
+    expect(s['se3_reduce/kernel']).toEqual([40, 5]); // default max(2, round(40 / 8))
+    expect(s['fc1/kernel']).toEqual([40, 64]);
+    // the filters override the width
+    expect(shapes({ ...se, options: { width: 2, filters2: 8 } })['conv2/kernel']).toEqual([3, 3, 32, 8]);
+    const plain = buildModel(se, 5);
+    const explicit = buildModel({ ...se, options: { filters1: 16, filters2: 32, filters3: 64, seUnits1: 2, seUnits2: 4, seUnits3: 8 } }, 5);
+    expect(getWeights(explicit)).toEqual(getWeights(plain));
+    plain.dispose();
+    explicit.dispose();
+  });
+
+  it('validates them like the other options', () => {
+    const bad = (options: Record<string, number>, message: RegExp, kind = 'se-cnn') => {
+      expect(() => buildModel({ ...se, kind, options }, 1)).toThrow(ValidationError);
+      expect(() => buildModel({ ...se, kind, options }, 1)).toThrow(message);
+    };
+    bad({ filters1: 0 }, /model.options.filters1: must be an integer in \[1, 4096\], got 0/);
+    bad({ filters2: 2.5 }, /model.options.filters2/);
+    bad({ filters4: 8 }, /model.options.filters4: the model has 3 blocks/);
+    bad({ seUnits3: 0 }, /model.options.seUnits3/);
+    bad({ seUnits1: 2 }, /model.options.seUnits1: unknown option for small-cnn/, 'small-cnn');
+    expect(shapes({ ...se, kind: 'small-cnn', options: { blocks: 4, filters4: 20 } })['fc1/kernel']).toEqual([20, 64]);
+  });
+});

@@ -46,11 +46,17 @@ export const MAX_IMAGE_SIZE = 512;
  * - batchNorm (default 0): 1 adds batch normalisation after each convolution (for FedBN)
  * - seRatio (se-cnn, attention-cnn; default 8): channel reduction of the SE bottleneck
  * - attentionKernel (attention-cnn; default 7): kernel size of the spatial attention convolution
+ * - filters1..filters4 (the CNN kinds; default round(16/32/64/128 x width)): filters of conv block n,
+ *   overriding the width (pruned models: pruning/prune-model.ts); only for blocks the model has
+ * - seUnits1..seUnits4 (se-cnn, attention-cnn; default max(2, round(filters_n / seRatio))): units
+ *   of block n's SE bottleneck; channel pruning keeps the bottleneck and records its width here
  */
+const FILTER_OPTIONS = ['filters1', 'filters2', 'filters3', 'filters4'];
+const SE_UNIT_OPTIONS = ['seUnits1', 'seUnits2', 'seUnits3', 'seUnits4'];
 export const MODEL_OPTIONS: Readonly<Record<ModelKind, readonly string[]>> = {
-  'small-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm'],
-  'se-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio'],
-  'attention-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', 'attentionKernel'],
+  'small-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', ...FILTER_OPTIONS],
+  'se-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', ...FILTER_OPTIONS, ...SE_UNIT_OPTIONS],
+  'attention-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', 'attentionKernel', ...FILTER_OPTIONS, ...SE_UNIT_OPTIONS],
   'backbone-head': ['denseUnits', 'dropout', 'batchNorm'],
   // Bag models (mil/bag-models.ts): attentionUnits = units of the attention network (default 128),
   // heads / layers = the transformer's (default 4 / 1), bagTiles = slots per bag (default 32).
@@ -75,6 +81,10 @@ export interface ModelOptions {
   batchNorm: boolean;
   seRatio: number;
   attentionKernel: number;
+  /** The CNN kinds: filters of each conv block (length `blocks`). */
+  filters: readonly number[];
+  /** se-cnn, attention-cnn: units of each block's SE bottleneck (length `blocks`). */
+  seUnits: readonly number[];
 }
 
 function modelOptions(kind: ModelKind, options: Readonly<Record<string, number>> | undefined): ModelOptions {
@@ -107,15 +117,27 @@ function modelOptions(kind: ModelKind, options: Readonly<Record<string, number>>
   if (attentionKernel % 2 === 0) {
     throw new ValidationError(`model.options.attentionKernel: must be odd, got ${attentionKernel}`);
   }
+  const blocks = integerIn('blocks', o['blocks'] ?? 3, 3, 4);
+  const seRatio = integerIn('seRatio', o['seRatio'] ?? 8, 1, 64);
+  const perBlock = (names: readonly string[], fallback: (i: number) => number) =>
+    names.map((name, i) => {
+      const v = o[name];
+      if (v !== undefined && i >= blocks) throw new ValidationError(`model.options.${name}: the model has ${blocks} blocks`);
+      return v === undefined ? fallback(i) : integerIn(name, v, 1, 4096);
+    }).slice(0, blocks);
+  const filters = perBlock(FILTER_OPTIONS, (i) => Math.max(1, Math.round([16, 32, 64, 128][i] * width)));
+  const seUnits = perBlock(SE_UNIT_OPTIONS, (i) => Math.max(2, Math.round(filters[i] / seRatio)));
   return {
     width,
-    blocks: integerIn('blocks', o['blocks'] ?? 3, 3, 4),
+    blocks,
     // A backbone's heads may read the features directly (0: no hidden layer).
     denseUnits: integerIn('denseUnits', o['denseUnits'] ?? (hasBackbone(kind) ? 0 : 64), hasBackbone(kind) ? 0 : 1, 4096),
     dropout,
     batchNorm: batchNorm === 1,
-    seRatio: integerIn('seRatio', o['seRatio'] ?? 8, 1, 64),
+    seRatio,
     attentionKernel,
+    filters,
+    seUnits,
   };
 }
 
@@ -218,8 +240,7 @@ class Builder {
 }
 
 /** Squeeze-and-excitation: x * sigmoid(W2 relu(W1 mean_hw(x))). */
-function squeezeExcite(b: Builder, x: SymbolicTensor, n: number, channels: number, ratio: number): SymbolicTensor {
-  const hidden = Math.max(2, Math.round(channels / ratio));
+function squeezeExcite(b: Builder, x: SymbolicTensor, n: number, channels: number, hidden: number): SymbolicTensor {
   let s = b.apply(tfl.layers.globalAveragePooling2d({ name: `se${n}_squeeze` }), x);
   s = b.apply(
     tfl.layers.dense({ name: `se${n}_reduce`, units: hidden, activation: 'relu', kernelInitializer: b.init(), biasInitializer: 'zeros' }),
@@ -259,7 +280,7 @@ function spatialAttention(b: Builder, x: SymbolicTensor, n: number, kernel: numb
 }
 
 function backbone(b: Builder, kind: ModelKind, o: ModelOptions, input: SymbolicTensor): SymbolicTensor {
-  const filters = [16, 32, 64, 128].slice(0, o.blocks).map((f) => Math.max(1, Math.round(f * o.width)));
+  const filters = o.filters;
   // Inputs arrive in [0, 1] (H&E images average ~0.7); centring them on 0 lets ReLU networks without
   // batch normalisation start learning at once (without it a site with a few patients sat at chance
   // for a dozen epochs).
@@ -283,7 +304,7 @@ function backbone(b: Builder, kind: ModelKind, o: ModelOptions, input: SymbolicT
       x = b.apply(tfl.layers.batchNormalization({ name: `bn${n}`, momentum: 0.9 }), x);
       x = b.apply(tfl.layers.activation({ name: `relu${n}`, activation: 'relu' }), x);
     }
-    if (kind !== 'small-cnn') x = squeezeExcite(b, x, n, f, o.seRatio);
+    if (kind !== 'small-cnn') x = squeezeExcite(b, x, n, f, o.seUnits[i]);
     if (kind === 'attention-cnn') x = spatialAttention(b, x, n, o.attentionKernel);
     x = b.apply(tfl.layers.maxPooling2d({ name: `pool${n}`, poolSize: 2 }), x);
   });

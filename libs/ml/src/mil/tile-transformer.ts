@@ -258,6 +258,18 @@ export class TileTransformer extends tfl.layers.Layer {
     });
   }
 
+  /**
+   * Multiply-adds of one bag of `tiles` tiles of width `d` (describeModel): the position projection,
+   * then per block the q/k/v/o projections, scores and weighted sums, and the feed-forward layers
+   * over the tiles and the class token (an upper bound for the last block, which updates the class
+   * token only).
+   */
+  multiplyAdds(tiles: number, d: number): number {
+    const n = tiles + 1;
+    const block = 4 * n * d * d + 2 * n * n * d + 2 * n * d * this.ffUnits;
+    return tiles * 4 * this.positionFrequencies * d + this.numLayers * block;
+  }
+
   override getConfig(): tf.serialization.ConfigDict {
     return {
       ...super.getConfig(),

@@ -149,7 +149,9 @@ describe('secure aggregation across a real coordinator', () => {
       maxSites: 5,
       personalizeEpochs: 0,
       roundTimeoutSeconds: 60,
-      model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 },
+      // A pruned SE-CNN (issue 18): the shapes channel pruning at half the multiply-adds records in the
+      // spec (12/20/44 filters, the SE bottlenecks kept), masked and aggregated like any layout.
+      model: { kind: 'se-cnn', imageSize: 24, numClasses: 2, options: { filters1: 12, filters2: 20, filters3: 44, seUnits1: 2, seUnits2: 4, seUnits3: 8 } },
       secureAggregation: { clipRange: CLIP, stageTimeoutSeconds: 5 },
       // Issue 16: snapshot bagging — the ensemble also holds rounds 1 and 2's global models — and
       // one boosted member, trained in one more (secure) round from the final global model.
@@ -195,6 +197,9 @@ describe('secure aggregation across a real coordinator', () => {
 
   it('with every site, the unmasked sum is FedAvg of their updates within the quantization error', async () => {
     await expectFedAvg(1, SITES, SITES);
+    // The pruned shapes are the model's: block 3 reads 20 channels and writes 44, its SE bottleneck 8.
+    const shapes = new Map((await model(completed(1).modelHash!)).map((t) => [t.name, t.shape.join('x')]));
+    expect([shapes.get('conv1/kernel'), shapes.get('conv3/kernel'), shapes.get('se3_reduce/kernel')]).toEqual(['3x3x3x12', '3x3x20x44', '44x8']);
   });
 
   it('with two sites dropped after sharing their keys, it is FedAvg of the survivors', async () => {
@@ -245,6 +250,7 @@ describe('secure aggregation across a real coordinator', () => {
       // Each snapshot is the round's global model the coordinator stored (and sent to the sites).
       const loaded = await loadModel(join(dir, `global-r${r}`));
       expect(loaded.manifest.provenance).toEqual(expect.objectContaining({ kind: 'global', round: r }));
+      expect(loaded.manifest.spec.options).toEqual(expect.objectContaining({ filters1: 12, filters2: 20, filters3: 44 }));
       const stored = await model(completed(r).modelHash!);
       getWeights(loaded.model).forEach((t, i) => expect(Array.from(t.values)).toEqual(Array.from(stored[i].values)));
       loaded.model.dispose();

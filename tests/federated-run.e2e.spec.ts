@@ -414,4 +414,53 @@ describe('a federated run across real processes', () => {
       expect(answers.filter((a) => a.report.head === 'subtype')[0].report.gradient.numbers).toBe(8 * 16 + 8);
     }
   });
+
+  // Last too: a run that prunes its SE-CNN (issue 18) before round 2 by the sites' SE gates.
+  it('prunes the model by the SE gates the sites report (numbers only), fine-tunes the smaller model and saves it with its shapes', async () => {
+    const { id } = await fed.admin.request<{ id: string }>('POST', '/api/runs', {
+      name: 'e2e-pruning',
+      rounds: 2,
+      minSites: 2,
+      maxSites: 2,
+      batchSize: 8,
+      model: { kind: 'se-cnn', imageSize: 24, numClasses: 2 },
+      personalizeEpochs: 0,
+      roundTimeoutSeconds: 300,
+      waitForSitesSeconds: 60,
+      pruning: { ranking: 'se-gate', steps: [{ round: 2, keep: 0.5 }] },
+    });
+    // Refused at creation: a model without SE gates, or a step after the last round.
+    await expect(fed.admin.request('POST', '/api/runs', { model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 }, pruning: { steps: [{ round: 2, keep: 0.5 }] } })).rejects.toThrow(
+      /400.*se-gate ranking prunes the conv channels of se-cnn, attention-cnn; the model is small-cnn/,
+    );
+    await expect(fed.admin.request('POST', '/api/runs', { rounds: 2, model: { kind: 'se-cnn', imageSize: 24, numClasses: 2 }, pruning: { steps: [{ round: 3, keep: 0.5 }] } })).rejects.toThrow(
+      /400.*after the run's last round/,
+    );
+    await fed.admin.request('POST', `/api/runs/${id}/start`);
+    const run = await fed.admin.waitForRun<{ status: string; statusReason: string | null; config: { model: { options?: Record<string, number> } }; final: { modelsDir: string } }>(id, 5 * 60_000);
+    expect(run).toEqual(expect.objectContaining({ status: 'completed', statusReason: null }));
+    const pruned = fed.coordinator.lines.find((l) => l.msg === 'model pruned' && l.runId === id);
+    expect(pruned).toEqual(expect.objectContaining({ round: 2, ranking: 'se-gate', sites: ['site-1', 'site-2'], filters: { before: [16, 32, 64], after: expect.any(Array) } }));
+    const after = (pruned!.filters as { after: number[] }).after;
+    expect(after.every((f, i) => f < [16, 32, 64][i])).toBe(true);
+    // The run's model is the pruned one now, round 2 started from it and trained it.
+    expect(run.config.model.options).toEqual(expect.objectContaining({ filters1: after[0], filters2: after[1], filters3: after[2] }));
+    const rs = await fed.admin.request<Round[]>('GET', `/api/runs/${id}/rounds`);
+    const r2 = rs.find((r) => r.round === 2 && r.status === 'completed')!;
+    const base = decodeWeights(await fed.admin.bytes(`/api/models/${r2.baseModelHash}`), r2.baseModelHash);
+    const trained = decodeWeights(await fed.admin.bytes(`/api/models/${r2.modelHash}`), r2.modelHash);
+    expect(base.find((t) => t.name === 'conv3/kernel')?.shape).toEqual([3, 3, after[1], after[2]]);
+    expect(maxAbsDifference(base, trained)).toBeGreaterThan(0);
+    // The saved global model records the pruned shapes.
+    const manifest = JSON.parse(readFileSync(join(run.final.modelsDir, 'global', 'histofed-model.json'), 'utf8'));
+    expect(manifest.spec.options).toEqual(expect.objectContaining({ filters3: after[2] }));
+    // What left each site for it: one signed answer of gates per channel and an image count.
+    for (const siteId of ['site-1', 'site-2']) {
+      const messages = readFileSync(join(fed.siteStateDir(siteId), 'outbox', 'messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const answers = messages.filter((m) => m.event === 'coordinator:channel-stats' && m.payload.runId === id).map((m) => m.payload);
+      expect(answers).toHaveLength(1);
+      expect(Object.keys(answers[0]).sort()).toEqual(['gates', 'images', 'ok', 'runId', 'sha256', 'signature', 'siteId']);
+      expect(answers[0].gates.map((g: number[]) => g.length)).toEqual([16, 32, 64]);
+    }
+  });
 });

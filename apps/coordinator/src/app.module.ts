@@ -25,6 +25,7 @@ import { JsonLogger, LOGGER } from './logging/json-logger';
 import type { CoordinatorStore } from './persistence/coordinator-store';
 import { COORDINATOR_STORE } from './persistence/persistence.module';
 import { RunOrchestrator } from './runs/run-orchestrator.service';
+import { FederatedPruning } from './runs/federated-pruning';
 import { FederatedStainTarget } from './runs/federated-stain-target';
 import { FinalModelDelivery } from './runs/final-model-delivery';
 import { FederatedCalibration } from './runs/federated-calibration';
@@ -70,6 +71,7 @@ export class CoordinatorModule {
         PredictionService,
         SecureAggregationRound,
         FederatedStainTarget,
+        FederatedPruning,
         FinalModelDelivery,
         FederatedCalibration,
         FederatedEnsembleFit,

@@ -16,6 +16,7 @@ import {
   PreparedUpdate,
   ProgressEvents,
   ProgressThrottle,
+  PruningEvents,
   SiteProgress,
   SITE_NAMESPACE,
   SecAggEvents,
@@ -44,6 +45,7 @@ import {
 import { TaskProgress, runLocalTraining } from './local-training';
 import { SiteSecureAggregation } from '@histofed/secagg';
 import { SiteCalibration } from './site-calibration';
+import { SitePruning } from './site-pruning';
 import { SiteFinalModels } from './site-final-models';
 import { SiteSocket, coordinatorRequests } from './coordinator-channel';
 import { LocalTensorStore } from './local-tensor-store';
@@ -96,6 +98,8 @@ export class SiteClient {
   private readonly localTensors: LocalTensorStore;
   /** Answers the federated calibration's questions after a run's last round (numbers only). */
   private readonly calibration: SiteCalibration;
+  /** Answers the SE gate statistics of a federated channel-pruning step (issue 18; numbers only). */
+  private readonly pruning: SitePruning;
   /** Pins the coordinator's signing key; receives the final models of finished runs (issue 15). */
   private readonly finalModels: SiteFinalModels;
 
@@ -112,6 +116,9 @@ export class SiteClient {
     this.secure = new SiteSecureAggregation(config.siteId, keys.sign.secretKey);
     this.localTensors = new LocalTensorStore(config.stateDir);
     this.calibration = new SiteCalibration(config.siteId, data, this.signer, outbox, logger, (ref, what) =>
+      downloadInChunks((request) => this.socket!.timeout(CHUNK_TIMEOUT_MS).emitWithAck(ChunkEvents.fetchChunk, request), ref, { what }),
+    );
+    this.pruning = new SitePruning(config.siteId, data, this.signer, outbox, logger, (ref, what) =>
       downloadInChunks((request) => this.socket!.timeout(CHUNK_TIMEOUT_MS).emitWithAck(ChunkEvents.fetchChunk, request), ref, { what }),
     );
     this.finalModels = new SiteFinalModels(config.stateDir, config.siteId, config.coordinatorUrl, outbox, logger, (ref, what, maxTotalBytes) =>
@@ -218,6 +225,10 @@ export class SiteClient {
     });
     socket.on(StainEvents.stats, (raw: unknown, ack) => {
       if (typeof ack === 'function') void this.stainStats(raw).then(ack);
+    });
+    // Issue 18: the SE gate statistics of the global model on the site's training images (numbers only).
+    socket.on(PruningEvents.channelStats, (raw: unknown, ack) => {
+      if (typeof ack === 'function') void this.pruning.answer(raw).then(ack);
     });
     socket.on(CalibrationEvents.nll, (raw: unknown, ack) => {
       if (typeof ack === 'function') void this.calibration.answerNll(raw).then(ack);

@@ -28,6 +28,7 @@ import {
   secAggUnmaskRequestSchema,
 } from './secagg-messages';
 import { StainEvents, stainStatsAckSchema, stainStatsRequestSchema } from './stain-stats';
+import { PruningEvents, channelStatsAckSchema, channelStatsRequestSchema } from './channel-stats';
 import { FinalModelEvents, finalModelsAckSchema, finalModelsOfferSchema } from './final-models';
 import { CalibrationEvents, calibrationNllAckSchema, calibrationNllRequestSchema, calibrationReviewAckSchema, calibrationReviewRequestSchema } from './calibration';
 import {
@@ -59,6 +60,7 @@ export const coordinatorToSite = {
   [SecAggEvents.shareKeys]: channel(secAggShareKeysRequestSchema, secAggShareKeysAckSchema),
   [SecAggEvents.unmask]: channel(secAggUnmaskRequestSchema, secAggUnmaskAckSchema),
   [StainEvents.stats]: channel(stainStatsRequestSchema, stainStatsAckSchema),
+  [PruningEvents.channelStats]: channel(channelStatsRequestSchema, channelStatsAckSchema),
   [FinalModelEvents.offer]: channel(finalModelsOfferSchema, finalModelsAckSchema),
   [CalibrationEvents.nll]: channel(calibrationNllRequestSchema, calibrationNllAckSchema),
   [CalibrationEvents.review]: channel(calibrationReviewRequestSchema, calibrationReviewAckSchema),

@@ -13,6 +13,7 @@ export * from './secagg-limits';
 export * from './secagg-messages';
 export * from './events';
 export * from './stain-stats';
+export * from './channel-stats';
 export * from './feature-alignment';
 export * from './final-models';
 export * from './calibration';

@@ -37,6 +37,8 @@ export const RUN_CONFIG_DESCRIPTIONS: Readonly<Record<string, string>> = {
   alignment: 'Feature alignment (JSON, or null): {"method": "coral" | "mmd", "lambda": number}.',
   calibration: 'Temperature scaling and the review rule, fitted with the sites after the last round (JSON, or null for neither): {temperature, reviewRate, grid, timeoutSeconds}.',
   ensemble: 'Extra ensemble members (JSON, or null): {"snapshots": earlier rounds\' global models, "combiner": "mean" | "weighted"}.',
+  pruning:
+    'Channel pruning of an SE-CNN during the run (JSON, or null): {"ranking": "se-gate" | "weight-norm", "steps": [{"round": the round that starts from the pruned model, "keep": share of the multiply-adds kept}]}.',
 };
 
 /** The run config's JSON schema (input: every field optional, with its default) with the descriptions above. */

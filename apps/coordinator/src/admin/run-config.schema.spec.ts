@@ -238,3 +238,37 @@ describe('run config: ensemble snapshots (issue 16)', () => {
     ).toMatch(/ensemble.snapshots: snapshots of earlier global models are not built for local tensors/);
   });
 });
+
+describe('run config: channel pruning (issue 18)', () => {
+  const reason = (body: object) => {
+    const r = runConfigInputSchema.safeParse(body);
+    return r.success ? null : describeZodError(r.error);
+  };
+  const seCnn = { kind: 'se-cnn', imageSize: 24, numClasses: 2 };
+
+  it('is off by default; steps prune an SE-CNN by the sites\' SE gates (or any compact CNN by weight norm)', () => {
+    expect(runConfigInputSchema.parse({}).pruning).toBeNull();
+    expect(runConfigInputSchema.parse({ rounds: 4, model: seCnn, pruning: { steps: [{ round: 2, keep: 0.5 }, { round: 4, keep: 0.5 }] } }).pruning).toEqual({
+      ranking: 'se-gate',
+      steps: [
+        { round: 2, keep: 0.5 },
+        { round: 4, keep: 0.5 },
+      ],
+      statsTimeoutSeconds: 300,
+    });
+    expect(reason({ rounds: 3, model: { kind: 'small-cnn', imageSize: 24, numClasses: 2 }, pruning: { ranking: 'weight-norm', steps: [{ round: 2, keep: 0.6 }] } })).toBeNull();
+  });
+
+  it('refuses what it cannot do, naming the field', () => {
+    expect(reason({ rounds: 3, pruning: { steps: [{ round: 2, keep: 0.5 }] } })).toMatch(/^pruning.ranking: se-gate ranking prunes the conv channels of se-cnn, attention-cnn; the model is backbone-head/);
+    expect(reason({ rounds: 3, model: seCnn, pruning: { steps: [{ round: 1, keep: 0.5 }] } })).toMatch(/^pruning.steps.0.round: /);
+    expect(reason({ rounds: 3, model: seCnn, pruning: { steps: [{ round: 2, keep: 1 }] } })).toMatch(/^pruning.steps.0.keep: /);
+    expect(reason({ rounds: 3, model: seCnn, pruning: { steps: [{ round: 3, keep: 0.5 }, { round: 2, keep: 0.5 }] } })).toMatch(/increasing round order/);
+    expect(reason({ rounds: 3, model: seCnn, pruning: { steps: [{ round: 4, keep: 0.5 }] } })).toMatch(/after the run's last round \(3\)/);
+    expect(reason({ rounds: 3, model: seCnn, pruning: { steps: [] } })).toMatch(/^pruning.steps: /);
+    expect(reason({ rounds: 3, model: seCnn, ensemble: { snapshots: 1 }, pruning: { steps: [{ round: 2, keep: 0.5 }] } })).toMatch(/^pruning.ensemble: snapshots/);
+    expect(
+      reason({ rounds: 3, model: { ...seCnn, options: { batchNorm: 1 } }, localTensors: 'batch-norm', pruning: { steps: [{ round: 2, keep: 0.5 }] } }),
+    ).toMatch(/^pruning.localTensors: /);
+  });
+});

@@ -51,6 +51,39 @@ function alignmentProblem(model: { kind: string; options?: Readonly<Record<strin
   return null;
 }
 
+/** Kinds with squeeze-excitation gates (the SE-gate ranking reads them) and kinds whose conv channels can be pruned. */
+const SE_GATED_KINDS = ['se-cnn', 'attention-cnn'];
+const PRUNABLE_KINDS = [...SE_GATED_KINDS, 'small-cnn'];
+
+/**
+ * Structured channel pruning (issue 18): before each step's round, the global model keeps `keep` of
+ * its multiply-adds — in every conv block the channels of highest score: the sites' mean
+ * squeeze-excitation gates on their training images ('se-gate', numbers only, signed), or the
+ * filters' weight norms ('weight-norm', no site data) — and the rounds from there fine-tune the
+ * smaller model (the run's model spec then records the pruned shapes).
+ */
+const pruningConfigSchema = z
+  .object({
+    ranking: z.enum(['se-gate', 'weight-norm']).default('se-gate'),
+    steps: z
+      .array(
+        z
+          .object({
+            /** The round that starts from the pruned model (>= 2: a step prunes a trained model). */
+            round: z.number().int().min(2).max(10_000),
+            /** Share of the current model's multiply-adds the step keeps. */
+            keep: z.number().min(0.05).max(0.95),
+          })
+          .strict(),
+      )
+      .min(1)
+      .max(8)
+      .refine((steps) => steps.every((s, i) => i === 0 || s.round > steps[i - 1].round), 'steps must be in increasing round order, one per round'),
+    /** Seconds each site has to answer the SE-gate question (default 300). */
+    statsTimeoutSeconds: z.number().positive().max(3600).default(300),
+  })
+  .strict();
+
 /** Strategies that combine per-site models coordinate by coordinate cannot work on a masked sum. */
 const NEEDS_SINGLE_UPDATES = ['trimmed-mean', 'median'];
 
@@ -226,6 +259,8 @@ export const runConfigInputSchema = z
     calibration: calibrationConfigSchema.nullable().prefault({}),
     /** The final ensemble's extra members: {snapshots} (see ensembleConfigSchema); null (default): none. */
     ensemble: ensembleConfigSchema.nullable().default(null),
+    /** Structured channel pruning during the run (see pruningConfigSchema); null (default): none. */
+    pruning: pruningConfigSchema.nullable().default(null),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })
@@ -316,6 +351,20 @@ export const runConfigInputSchema = z
     }
     if (c.ensemble && c.ensemble.snapshots >= c.rounds) {
       ctx.addIssue({ code: 'custom', path: ['ensemble', 'snapshots'], message: `a run of ${c.rounds} rounds has at most ${c.rounds - 1} earlier global models` });
+    }
+    if (c.pruning) {
+      const kinds = c.pruning.ranking === 'se-gate' ? SE_GATED_KINDS : PRUNABLE_KINDS;
+      if (!kinds.includes(c.model.kind)) {
+        ctx.addIssue({ code: 'custom', path: ['pruning', 'ranking'], message: `${c.pruning.ranking} ranking prunes the conv channels of ${kinds.join(', ')}; the model is ${c.model.kind}` });
+      }
+      const late = c.pruning.steps.find((s) => s.round > c.rounds);
+      if (late) ctx.addIssue({ code: 'custom', path: ['pruning', 'steps'], message: `a step at round ${late.round} is after the run's last round (${c.rounds})` });
+      const clash: [boolean, string, string][] = [
+        [c.localTensors !== 'none', 'localTensors', "local tensors (FedBN) would keep each site's batch-norm statistics in the unpruned shapes: use localTensors 'none'"],
+        [(c.ensemble?.snapshots ?? 0) > 0, 'ensemble', 'snapshots of earlier rounds would mix pruned and unpruned shapes: no snapshots with pruning'],
+        [c.alignment !== null, 'alignment', 'feature alignment and pruning are not combined: not both'],
+      ];
+      for (const [bad, path, message] of clash) if (bad) ctx.addIssue({ code: 'custom', path: ['pruning', path], message });
     }
     const localProblem = localTensorPolicyProblem(c.model, c.localTensors);
     if (localProblem) ctx.addIssue({ code: 'custom', path: ['localTensors'], message: localProblem });

@@ -46,7 +46,8 @@ type AddedAfterFirstRuns =
   | 'stainAugmentation'
   | 'alignment'
   | 'calibration'
-  | 'ensemble';
+  | 'ensemble'
+  | 'pruning';
 
 /**
  * What an administrator chose when creating a run: the validated output of the run-config schema
@@ -212,9 +213,13 @@ export interface RunRecord {
   readonly updatedAt: Date;
 }
 
-/** What updateRun may change; `alignmentReference` is stored with the run but not part of RunRecord. */
+/**
+ * What updateRun may change; `alignmentReference` is stored with the run but not part of RunRecord;
+ * `model` replaces the run's `config.model` (a pruning step: the smaller model the rounds go on with).
+ */
 export type RunPatch = Partial<Pick<RunRecord, 'status' | 'statusReason' | 'completedRounds' | 'currentModelHash' | 'strategyStateHash' | 'final'>> & {
   readonly alignmentReference?: FeatureMomentsWire | null;
+  readonly model?: RunConfig['model'];
 };
 
 export type RoundStatus = 'training' | 'completed' | 'failed';

@@ -243,6 +243,7 @@ export class TypeOrmCoordinatorStore implements CoordinatorStore {
       if (patch.strategyStateHash !== undefined) e.strategyStateHash = patch.strategyStateHash;
       if (patch.final !== undefined) e.finalReport = patch.final;
       if (patch.alignmentReference !== undefined) e.alignmentReference = patch.alignmentReference;
+      if (patch.model !== undefined) e.config = { ...(e.config as object), model: patch.model };
       e.updatedAt = new Date();
       return toRun(await repo.save(e));
     });

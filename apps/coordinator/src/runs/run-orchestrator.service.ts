@@ -2,7 +2,7 @@ import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } fro
 import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, isLocalTensor, localTensorsOf, parameterCount, withLocalTensors } from '@histofed/fl-core';
 import { SiteResult, Strategy, StrategyState, createStrategy, withLocalTensorPolicy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
-import { applyTemperature, buildModelAsync, combineFeatureMoments, fromPlainMoments, getWeights, toPlainMoments } from '@histofed/ml';
+import { applyTemperature, buildModelAsync, combineFeatureMoments, fromPlainMoments, getWeights, toPlainMoments, weightNormScores } from '@histofed/ml';
 import { BoostingTask, CoordinatorEvents, DEFAULT_CHUNK_BYTES, FeatureMomentsWire, SecAggTask, TrainTask, featureMomentsWireSchema } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { ModelExporter } from '../evaluation/model-exporter.service';
@@ -11,6 +11,7 @@ import { ContributionService } from '../federation/contribution.service';
 import { CollectionOutcome, RoundCollection } from '../federation/round-collection';
 import { SiteSessionsService } from '../federation/site-sessions.service';
 import { ModelDistribution } from '../federation/model-distribution';
+import { FederatedPruning, pruningStep } from './federated-pruning';
 import { FederatedStainTarget } from './federated-stain-target';
 import { FinalModelDelivery } from './final-model-delivery';
 import { FederatedCalibration } from './federated-calibration';
@@ -69,6 +70,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     private readonly calibration: FederatedCalibration,
     private readonly ensembleFit: FederatedEnsembleFit,
     private readonly stackingFit: FederatedStackingFit,
+    private readonly pruning: FederatedPruning,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -130,12 +132,75 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     const latestLocal = new Map<string, WeightSet>();
     for (let round = run.completedRounds + 1; round <= cfg.rounds; round++) {
       if (this.stopping) return;
+      const step = cfg.pruning?.steps.find((s) => s.round === round);
+      if (step) ({ cfg, global } = await this.prune(runId, cfg, round, step.keep, global, strategy, strategyState));
       global = await this.runRound(runId, cfg, round, global, strategy, strategyState, latestLocal);
     }
     if (this.stopping) return;
     const final = await this.finish(runId, cfg, global, latestLocal);
     await this.store.updateRun(runId, { status: 'completed', final });
     this.logger.event('info', 'runs', 'run completed', { runId, final });
+  }
+
+  /**
+   * A pruning step before `round` (issue 18): ranks the global model's channels — by the sites' mean
+   * SE gates on their training images (numbers only, signed; at least minSites must answer) or by
+   * weight norm — keeps `keep` of its multiply-adds, and makes the smaller model the run's: its spec
+   * (with the pruned shapes) replaces the run's model and its weights the current global model, in
+   * one write, so a restarted coordinator resumes with it (and, seeing the current model differ from
+   * the last round's, does not prune twice). A server optimizer's state starts again (its moments
+   * had the old shapes).
+   */
+  private async prune(
+    runId: string,
+    cfg: RunConfig,
+    round: number,
+    keep: number,
+    global: GlobalModel,
+    strategy: Strategy,
+    strategyState: { current?: StrategyState },
+  ): Promise<{ cfg: RunConfig; global: GlobalModel }> {
+    const previous = (await this.store.listRounds(runId)).find((r) => r.round === round - 1 && r.status === 'completed');
+    if (previous?.modelHash && previous.modelHash !== global.hash) {
+      this.logger.event('info', 'runs', 'pruning step already applied', { runId, round, modelHash: global.hash });
+      return { cfg, global };
+    }
+    const ranking = cfg.pruning!.ranking;
+    let scores: readonly (readonly number[])[];
+    let sites: string[] = [];
+    if (ranking === 'se-gate') {
+      const participants = await this.waitForParticipants(cfg, runId, round, strategy);
+      this.logger.event('info', 'runs', 'asking for channel statistics', { runId, round, sites: participants });
+      const outcome = await this.pruning.gateStatistics(
+        { runId, round, spec: cfg.model, weights: global.weights, stainNormalization: cfg.stainNormalization ?? null, participants },
+        cfg.pruning!.statsTimeoutSeconds * 1000,
+      );
+      if (!outcome.combined || outcome.used.length < cfg.minSites) {
+        throw new RunFailure(
+          `pruning before round ${round}: ${outcome.used.length} of ${participants.length} sites sent valid channel statistics, minSites is ${cfg.minSites}` +
+            (Object.keys(outcome.refused).length ? ` (refused: ${JSON.stringify(outcome.refused)})` : ''),
+        );
+      }
+      scores = outcome.combined.gates;
+      sites = outcome.used.map((u) => u.siteId);
+    } else {
+      scores = weightNormScores(cfg.model, global.weights);
+    }
+    const step = pruningStep(cfg.model, global.weights, keep, scores);
+    const hash = await this.store.putModel(encodeWeights(step.weights), parameterCount(step.weights));
+    await this.store.updateRun(runId, { model: step.spec, currentModelHash: hash, strategyStateHash: null });
+    strategyState.current = undefined;
+    this.logger.event('info', 'runs', 'model pruned', {
+      runId,
+      round,
+      ranking,
+      sites,
+      filters: step.filters,
+      multiplyAdds: step.multiplyAdds,
+      parameters: { before: parameterCount(global.weights), after: parameterCount(step.weights) },
+      modelHash: hash,
+    });
+    return { cfg: { ...cfg, model: step.spec }, global: { weights: step.weights, hash } };
   }
 
   /**

@@ -1,4 +1,5 @@
 import { generateSigningKeyPair, toBase64 } from '@histofed/crypto';
+import { sha256Hex } from '@histofed/fl-core';
 import type { ModelDistribution } from '../federation/model-distribution';
 import type { SiteSessionsService } from '../federation/site-sessions.service';
 import type { CoordinatorStore } from '../persistence/coordinator-store';
@@ -28,6 +29,8 @@ export function fakeSiteExchange<P>(
     },
   } as unknown as SiteSessionsService;
   const models = {
+    // A round's model offered to every site (pruning's question): its reference, as ModelDistribution gives it.
+    offer: (bytes: Uint8Array) => ({ sha256: sha256Hex(bytes), totalBytes: bytes.length, chunkBytes: 65_536, count: Math.max(1, Math.ceil(bytes.length / 65_536)) }),
     offerFilesTo: (siteId: string, files: { sha256: string }[]) => {
       offered[siteId] = files.map((f) => f.sha256);
       return () => void released++;

@@ -4,7 +4,7 @@ import { encodeWeights, sha256Hex } from '@histofed/fl-core';
 import { buildModel, filterCounts, getWeights, multiplyAddsOf, selectBackend, setWeights } from '@histofed/ml';
 import { PruningEvents, channelStatsSignedBytes, refusal } from '@histofed/protocol';
 import { JsonLogger } from '../logging/json-logger';
-import { FederatedPruning, pruningStep } from './federated-pruning';
+import { FederatedPruning, pruningApplied, pruningStep } from './federated-pruning';
 import { fakeSiteExchange, type SigningKeys } from './site-exchange.testing';
 
 const RUN = '6f1c2d8e-0b5a-4c1e-9a59-2f7a3d1b4c5e';
@@ -80,6 +80,18 @@ describe('federated pruning (coordinator)', () => {
     // Image-weighted: channel 1 of block 1 is 1/7 at a (30 images) and 0 at b (10 images).
     expect(out.combined?.images).toBe(40);
     expect(out.combined?.gates[0][1]).toBeCloseTo(((1 / 7) * 30) / 40, 6);
+  });
+});
+
+describe('a pruning step after a coordinator restart', () => {
+  it('is applied once: when the current global model is no longer the one the previous round ended with, it was', () => {
+    const rounds = [
+      { round: 1, status: 'completed', modelHash: 'm1' },
+      { round: 2, status: 'failed', modelHash: null },
+    ];
+    expect(pruningApplied(rounds, 2, 'm1')).toBe(false); // round 1's model is current: prune
+    expect(pruningApplied(rounds, 2, 'pruned')).toBe(true); // the pruned model is current: go on with it
+    expect(pruningApplied([{ round: 1, status: 'failed', modelHash: null }], 2, 'x')).toBe(false);
   });
 });
 

@@ -47,6 +47,16 @@ export function pruningStep(spec: ModelSpec, weights: WeightSet, keep: number, s
 }
 
 /**
+ * Whether the pruning step before `round` was already applied (a coordinator restarted after
+ * pruning, before the round completed): the step replaces the current global model, so it then
+ * differs from the model round - 1 ended with.
+ */
+export function pruningApplied(rounds: readonly { round: number; status: string; modelHash: string | null }[], round: number, currentModelHash: string): boolean {
+  const previous = rounds.find((r) => r.round === round - 1 && r.status === 'completed');
+  return previous?.modelHash != null && previous.modelHash !== currentModelHash;
+}
+
+/**
  * Federated SE-gate ranking (issue 18): asks each participant for the mean SE gate of every channel
  * of the current global model over its training images (PruningEvents.channelStats: numbers only,
  * signed), checks each answer — the site's signature with its enrolled key, the model it is about,

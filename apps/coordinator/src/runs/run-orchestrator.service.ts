@@ -11,7 +11,7 @@ import { ContributionService } from '../federation/contribution.service';
 import { CollectionOutcome, RoundCollection } from '../federation/round-collection';
 import { SiteSessionsService } from '../federation/site-sessions.service';
 import { ModelDistribution } from '../federation/model-distribution';
-import { FederatedPruning, pruningStep } from './federated-pruning';
+import { FederatedPruning, pruningApplied, pruningStep } from './federated-pruning';
 import { FederatedStainTarget } from './federated-stain-target';
 import { FinalModelDelivery } from './final-model-delivery';
 import { FederatedCalibration } from './federated-calibration';
@@ -160,8 +160,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
     strategy: Strategy,
     strategyState: { current?: StrategyState },
   ): Promise<{ cfg: RunConfig; global: GlobalModel }> {
-    const previous = (await this.store.listRounds(runId)).find((r) => r.round === round - 1 && r.status === 'completed');
-    if (previous?.modelHash && previous.modelHash !== global.hash) {
+    if (pruningApplied(await this.store.listRounds(runId), round, global.hash)) {
       this.logger.event('info', 'runs', 'pruning step already applied', { runId, round, modelHash: global.hash });
       return { cfg, global };
     }

@@ -451,9 +451,12 @@ describe('a federated run across real processes', () => {
     const trained = decodeWeights(await fed.admin.bytes(`/api/models/${r2.modelHash}`), r2.modelHash);
     expect(base.find((t) => t.name === 'conv3/kernel')?.shape).toEqual([3, 3, after[1], after[2]]);
     expect(maxAbsDifference(base, trained)).toBeGreaterThan(0);
-    // The saved global model records the pruned shapes.
+    // The saved global model records the pruned shapes, and evaluate reads the run's saved models.
     const manifest = JSON.parse(readFileSync(join(run.final.modelsDir, 'global', 'histofed-model.json'), 'utf8'));
     expect(manifest.spec.options).toEqual(expect.objectContaining({ filters3: after[2] }));
+    const e = spawnSync(process.execPath, [COORDINATOR_BIN, 'evaluate', '--model', join(run.final.modelsDir, 'global'), '--data', data, '--json'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 300_000 });
+    expect(e.status).toBe(0);
+    expect(JSON.parse(e.stdout)).toEqual(expect.objectContaining({ kind: 'model', images: (await readBreakHisTree(data)).images.length }));
     // What left each site for it: one signed answer of gates per channel and an image count.
     for (const siteId of ['site-1', 'site-2']) {
       const messages = readFileSync(join(fed.siteStateDir(siteId), 'outbox', 'messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));

@@ -6,6 +6,7 @@ import {
   CoordinatorEvents,
   FinalModelEvents,
   ProgressEvents,
+  PruningEvents,
   SECAGG_MAX_NEIGHBOURS,
   SecAggEvents,
   StainEvents,
@@ -27,7 +28,7 @@ import {
 describe('the socket contract', () => {
   it('lists every event the sides exchange', () => {
     expect(Object.keys(coordinatorToSite).sort()).toEqual(
-      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask, StainEvents.stats, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review, EnsembleFitEvents.nll, EnsembleFitEvents.stacking].sort(),
+      [CoordinatorEvents.train, SecAggEvents.advertise, SecAggEvents.shareKeys, SecAggEvents.unmask, StainEvents.stats, PruningEvents.channelStats, FinalModelEvents.offer, CalibrationEvents.nll, CalibrationEvents.review, EnsembleFitEvents.nll, EnsembleFitEvents.stacking].sort(),
     );
     expect(Object.keys(siteToCoordinator).sort()).toEqual(
       [SiteEvents.challenge, SiteEvents.hello, SiteEvents.update, SiteEvents.taskFailed, ChunkEvents.uploadChunk, ChunkEvents.fetchChunk, ProgressEvents.progress].sort(),

@@ -87,25 +87,33 @@ interface Pending {
 
 let nextId = 1;
 
-/** Where the worker module is and how to load it: .ts (ts-node, Jest) or compiled .js. */
+/**
+ * Where the worker module is and how to load it: compiled .js, or .ts through the process's own
+ * TypeScript loader (HISTOFED_TS_REGISTER, set by scripts/register-ts.js: its transpile cache),
+ * else ts-node (Jest).
+ */
 function workerEntry(): { file: string; tsNode?: string } {
   const ext = extname(__filename);
   const file = join(__dirname, `training-worker${ext}`);
   if (ext !== '.ts') return { file };
-  return { file, tsNode: require.resolve('ts-node') };
+  return { file, tsNode: process.env['HISTOFED_TS_REGISTER'] || require.resolve('ts-node') };
 }
 
-// Runs in the new thread: registers ts-node for TypeScript sources (a worker does not inherit the
-// parent's require hooks), then loads the worker module by absolute path.
+// Runs in the new thread: registers the TypeScript loader (a worker does not inherit the parent's
+// require hooks; HistoFed's registers itself when required, ts-node needs register()), then loads
+// the worker module by absolute path.
 const BOOTSTRAP = `
 const { workerData } = require('node:worker_threads');
 const path = require('node:path');
 if (workerData.tsNode) {
-  require(workerData.tsNode).register({
-    transpileOnly: true,
-    projectSearchDir: path.dirname(workerData.file),
-    compilerOptions: { module: 'commonjs' },
-  });
+  const loader = require(workerData.tsNode);
+  if (typeof loader.register === 'function') {
+    loader.register({
+      transpileOnly: true,
+      projectSearchDir: path.dirname(workerData.file),
+      compilerOptions: { module: 'commonjs' },
+    });
+  }
 }
 require(workerData.file);
 `;

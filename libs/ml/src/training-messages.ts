@@ -18,7 +18,7 @@ export interface TrainingWorkerData {
   readonly backend: BackendChoice;
   /** Absolute path of the worker module (.ts under ts-node/Jest, .js when compiled). */
   readonly file: string;
-  /** Absolute path of ts-node, when `file` is TypeScript. */
+  /** Absolute path of the TypeScript loader (scripts/register-ts.js, or ts-node), when `file` is TypeScript. */
   readonly tsNode?: string;
 }
 

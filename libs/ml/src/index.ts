@@ -26,4 +26,5 @@ export * from './alignment';
 export * from './inference';
 export * from './uncertainty';
 export * from './mil';
+export * from './ssl';
 export * from './pruning';

@@ -12,3 +12,4 @@ export * from './partitioners';
 export * from './folds-csv';
 export * from './stain';
 export * from './tiles';
+export * from './ssl';

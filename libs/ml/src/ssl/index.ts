@@ -1,1 +1,2 @@
 export * from './nt-xent';
+export * from './contrastive-model';

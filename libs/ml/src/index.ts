@@ -27,4 +27,5 @@ export * from './inference';
 export * from './uncertainty';
 export * from './mil';
 export * from './ssl';
+export * from './fusion';
 export * from './pruning';

@@ -28,6 +28,7 @@ import { assertBackendReady } from './backend';
 import { ChannelPool } from './channel-pool-layer';
 import { HEAD_LAYER, OUTPUT_LAYER, SUBTYPE_HEAD_LAYER } from './model-layers';
 import { bagInputShape, bagModelOptions, buildBagModel } from './mil/bag-models';
+import { fusionFeatures, fusionOptionsOf } from './fusion/fusion-model';
 
 export const MODEL_KINDS = ['se-cnn', 'attention-cnn', 'small-cnn', 'backbone-head', ...BAG_MODEL_KINDS] as const;
 export type ModelKind = (typeof MODEL_KINDS)[number];
@@ -57,7 +58,8 @@ export const MODEL_OPTIONS: Readonly<Record<ModelKind, readonly string[]>> = {
   'small-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', ...FILTER_OPTIONS],
   'se-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', ...FILTER_OPTIONS, ...SE_UNIT_OPTIONS],
   'attention-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', 'attentionKernel', ...FILTER_OPTIONS, ...SE_UNIT_OPTIONS],
-  'backbone-head': ['denseUnits', 'dropout', 'batchNorm'],
+  // clinicalWidth / fusionGate / tabularUnits: fusion with a clinical record (fusion/fusion-model.ts).
+  'backbone-head': ['denseUnits', 'dropout', 'batchNorm', 'clinicalWidth', 'fusionGate', 'tabularUnits'],
   // Bag models (mil/bag-models.ts): attentionUnits = units of the attention network (default 128),
   // heads / layers = the transformer's (default 4 / 1), bagTiles = slots per bag (default 32).
   'attention-mil': ['denseUnits', 'dropout', 'attentionUnits', 'bagTiles'],
@@ -184,6 +186,9 @@ export function validateModelSpec(spec: ModelSpec): void {
   validateHeads(spec);
   modelOptions(kind, spec.options);
   if (isBagModel(spec)) bagModelOptions(kind as BagModelKind, spec.options);
+  if (fusionOptionsOf(spec) !== null && spec.backbone?.trainFrom !== undefined) {
+    throw new ValidationError('model.options.clinicalWidth: fusion with a clinical record reads a frozen backbone\'s tile features (no backbone.trainFrom)');
+  }
   if (spec.tiles !== undefined) {
     const { scale, views } = spec.tiles;
     if (!Number.isFinite(scale) || scale < 0.05 || scale > 4) {
@@ -204,6 +209,15 @@ export function validateModelSpec(spec: ModelSpec): void {
   }
 }
 
+/**
+ * True when a saved model of the spec holds its trained part only (its input is not a tile: a bag of
+ * tile features, or tile features with a clinical record): the consumer computes the tile features
+ * with its own copy of the backbone, checked against spec.backbone.sha256.
+ */
+export function savesTrainedPartOnly(spec: ModelSpec): boolean {
+  return isBagModel(spec) || fusionOptionsOf(spec) !== null;
+}
+
 /** True when the spec's model is heads on a frozen backbone's tile features (the federated part is the heads only). */
 export function isFrozenBackbone(spec: ModelSpec): boolean {
   return spec.backbone !== undefined && spec.backbone.trainFrom === undefined;
@@ -219,7 +233,9 @@ export function featureInputShape(spec: ModelSpec): number[] | null {
   if (n === undefined || !Number.isInteger(n) || n < 1) {
     throw new ValidationError('model.backbone.features: unknown; resolve the backbone first (resolveBackbone)');
   }
-  return isBagModel(spec) ? bagInputShape(spec, n) : [n];
+  if (isBagModel(spec)) return bagInputShape(spec, n);
+  // Fusion: each row is the tile's features followed by its patient's encoded clinical record.
+  return [n + (fusionOptionsOf(spec)?.clinicalWidth ?? 0)];
 }
 
 type SymbolicTensor = tfl.SymbolicTensor;
@@ -372,6 +388,11 @@ export function buildModel(spec: ModelSpec, seed = 1): tfl.LayersModel {
     const shape = featureInputShape(spec);
     if (shape === null) {
       throw new ValidationError('model.backbone.trainFrom: a fine-tuned backbone model needs the backbone loaded: use buildModelAsync');
+    }
+    const fusion = fusionOptionsOf(spec);
+    if (fusion) {
+      const { input, fused } = fusionFeatures(spec.backbone?.features as number, fusion, seed);
+      return tfl.model({ name: 'fusion_head', inputs: input, outputs: attachHeads(fused, spec, { ...o, headBatchNorm: o.batchNorm }, seed + 1000) });
     }
     const features = tfl.input({ name: 'features', shape });
     return tfl.model({ name: 'backbone_head', inputs: features, outputs: attachHeads(features, spec, { ...o, headBatchNorm: o.batchNorm }, seed + 1000) });

@@ -14,10 +14,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { z } from 'zod';
 import type { ModelSpec } from '@histofed/fl-core';
-import { BACKBONE_NAMES, ValidationError, isBagModel } from '@histofed/fl-core';
+import { BACKBONE_NAMES, ValidationError } from '@histofed/fl-core';
 import { assertBackendReady, currentBackend } from './backend';
 import { composeTileClassifier } from './backbones/tile-classifier';
-import { describeModel, featureInputShape } from './models';
+import { describeModel, featureInputShape, savesTrainedPartOnly } from './models';
 import { calibrationSchema, reviewRuleSchema, type ModelReading } from './inference/model-metadata';
 
 export const SAVED_MODEL_FORMAT = 'histofed-model';
@@ -164,8 +164,8 @@ function outputUnitsOf(model: tfl.LayersModel): number | null {
   return shape.length === 2 && last !== null ? last : null;
 }
 
-/** A saved bag model's input: [bagTiles, features + 3] (the spec must name its backbone's features). */
-function bagInputShapeOf(spec: ModelSpec): number[] {
+/** The input of a saved trained part: [bagTiles, features + 3], or [features + clinicalWidth] (the spec names its backbone's features). */
+function trainedPartInputShape(spec: ModelSpec): number[] {
   try {
     return featureInputShape(spec) ?? [];
   } catch {
@@ -191,7 +191,7 @@ function checkConsistency(where: string, model: tfl.LayersModel, m: SavedModelMa
     throw new ValidationError(`${where}: classes must be distinct, got [${m.classes.join(', ')}]`);
   }
   const input = inputShapeOf(model);
-  const expectedInput = isBagModel(m.spec) ? bagInputShapeOf(m.spec) : [m.inputSize, m.inputSize, 3];
+  const expectedInput = savesTrainedPartOnly(m.spec) ? trainedPartInputShape(m.spec) : [m.inputSize, m.inputSize, 3];
   if (input === null || input.join() !== expectedInput.join()) {
     throw new ValidationError(
       `${where}: the tfjs model takes input [${input?.join(', ') ?? 'not one image tensor'}], the manifest says [${expectedInput.join(', ')}]`,
@@ -236,14 +236,15 @@ async function writeAtomically(file: string, data: string | Uint8Array): Promise
  */
 export async function saveModel(dir: string, trained: tfl.LayersModel, fields: SavedModelFields): Promise<SavedModelManifest> {
   assertBackendReady();
-  // A bag model is saved as its trained part: its input is a bag of tile features, which the
-  // consumer computes with its own copy of the backbone (checked against spec.backbone.sha256).
-  const bags = isBagModel(fields.spec);
-  if (fields.spec.backbone !== undefined && !bags && fields.featureModel === undefined) {
+  // A bag or fusion model is saved as its trained part: its input is not a tile (a bag of tile
+  // features, or features with a clinical record); the consumer computes the tile features with its
+  // own copy of the backbone (checked against spec.backbone.sha256).
+  const partOnly = savesTrainedPartOnly(fields.spec);
+  if (fields.spec.backbone !== undefined && !partOnly && fields.featureModel === undefined) {
     throw new ValidationError(`saveModel ${dir}: a backbone model needs its feature model (fields.featureModel) to be saved as one tile classifier`);
   }
   // The composed model shares every layer with the two parts: it is not disposed here.
-  const model = fields.featureModel && !bags ? composeTileClassifier(fields.featureModel, trained) : trained;
+  const model = fields.featureModel && !partOnly ? composeTileClassifier(fields.featureModel, trained) : trained;
   const candidate = {
     format: SAVED_MODEL_FORMAT,
     formatVersion: SAVED_MODEL_FORMAT_VERSION,

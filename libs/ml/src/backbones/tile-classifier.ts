@@ -6,8 +6,9 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelSpec } from '@histofed/fl-core';
-import { ValidationError, isBagModel } from '@histofed/fl-core';
+import { ValidationError } from '@histofed/fl-core';
 import { buildModelAsync } from '../model-spec';
+import { savesTrainedPartOnly } from '../models';
 import { getWeights, setWeights } from '../weights-bridge';
 import { FEATURE_POOL_LAYER, featureExtractorOf, tileFeatureExtractor, type BackboneLocation, type TileFeatureExtractor } from './backbone';
 import { inputLayerName, layerInputName, rewire } from './rewire';
@@ -41,13 +42,12 @@ export interface SplitTileClassifier {
 /**
  * Splits a loaded tile classifier of `spec` (a backbone spec) into its feature part and its trained
  * part (a fine-tuning spec's trained part is rebuilt from the local backbone, checked by its hash).
- * A saved bag model is its trained part only: the feature part is the local backbone's (checked by
- * spec.backbone.sha256; shared per process, not to be disposed).
+ * A saved bag or fusion model is its trained part only: the feature part is the local backbone's
+ * (checked by spec.backbone.sha256; shared per process, not to be disposed).
  */
 export async function splitTileClassifier(model: tfl.LayersModel, spec: ModelSpec, where: BackboneLocation = {}): Promise<SplitTileClassifier> {
-  const bags = isBagModel(spec);
   const backbone = spec.backbone as NonNullable<ModelSpec['backbone']>;
-  const extractor = bags
+  const extractor = savesTrainedPartOnly(spec)
     ? await tileFeatureExtractor(backbone, spec.imageSize, where)
     : featureExtractorOf(
         tfl.model({ name: 'tile_features', inputs: model.inputs, outputs: model.getLayer(featureBoundary(model, spec)).output as tfl.SymbolicTensor }),

@@ -1,0 +1,100 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { LabeledImages, ModelSpec } from '@histofed/fl-core';
+import { selectBackend } from '../backend';
+import { evaluateModel, predictProbabilities } from '../evaluate';
+import { buildModel, featureInputShape, validateModelSpec } from '../models';
+import { mulberry32 } from '../random';
+import { loadModel, saveModel } from '../saved-model';
+import { trainLocal } from '../train';
+import { getWeights } from '../weights-bridge';
+
+const F = 6;
+/** Clinical layout as libs/data encodes it: [value, missing] for one numeric column, then the no-record flag. */
+const C = 3;
+
+function fusionSpec(gate: 0 | 1): ModelSpec {
+  return {
+    kind: 'backbone-head',
+    imageSize: 32,
+    numClasses: 2,
+    backbone: { name: 'mobilenet-v2-imagenet', cut: 'block_1_project_BN', input: 'signed', features: F, sha256: 'a'.repeat(64) },
+    tiles: { scale: 1, views: 0 },
+    options: { denseUnits: 0, dropout: 0, clinicalWidth: C, fusionGate: gate, tabularUnits: 8 },
+  };
+}
+
+/**
+ * Rows whose image features are noise; the label is malignant when the clinical value is above 0.5,
+ * and every patient without a record (flag set, value 0) is malignant: only the clinical part, and
+ * its missing path, can tell.
+ */
+function rows(n: number, seed: number): LabeledImages {
+  const rand = mulberry32(seed);
+  const images = new Float32Array(n * (F + C));
+  const labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const o = i * (F + C);
+    for (let j = 0; j < F; j++) images[o + j] = rand() * 2 - 1;
+    const noRecord = i % 4 === 0;
+    const value = rand();
+    if (noRecord) images[o + F + 2] = 1;
+    else images[o + F] = value;
+    labels[i] = noRecord || value > 0.5 ? 1 : 0;
+  }
+  return { images, labels, count: n, imageSize: 32, sampleShape: [F + C] };
+}
+
+describe('fusion of tile features with a clinical record (issue 19)', () => {
+  beforeAll(async () => {
+    await selectBackend('wasm');
+  });
+
+  it.each([0, 1] as const)('fusionGate %i: reads [features + clinical] rows and learns from the record, and from its absence', async (gate) => {
+    const spec = fusionSpec(gate);
+    expect(featureInputShape(spec)).toEqual([F + C]);
+    const model = buildModel(spec, 2);
+    try {
+      expect(getWeights(model).map((w) => w.name)).toEqual(
+        gate ? expect.arrayContaining(['tab_fc/kernel', 'tab_gate/kernel', 'tab_gate/bias', 'head/kernel']) : expect.arrayContaining(['tab_fc/kernel', 'head/kernel']),
+      );
+      await trainLocal(model, rows(400, 1), { epochs: 30, batchSize: 32, learningRate: 0.02, proximalMu: 0, seed: 3 });
+      const test = rows(200, 9);
+      expect(evaluateModel(model, test).metrics['accuracy']).toBeGreaterThanOrEqual(0.85);
+      // The missing path: a row with only the no-record flag set is called malignant.
+      const missing = new Float32Array(F + C);
+      missing[F + 2] = 1;
+      expect(predictProbabilities(model, missing, 1, [F + C])[1]).toBeGreaterThan(0.5);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('saves its trained part, which loads with the same outputs', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'histofed-fusion-'));
+    const spec = fusionSpec(1);
+    const model = buildModel(spec, 5);
+    try {
+      await saveModel(dir, model, { classes: ['benign', 'malignant'], spec, provenance: { kind: 'global' } });
+      const loaded = await loadModel(dir);
+      try {
+        const x = rows(4, 2).images;
+        expect(Array.from(predictProbabilities(loaded.model, x, 4, [F + C]))).toEqual(Array.from(predictProbabilities(model, x, 4, [F + C])));
+      } finally {
+        loaded.model.dispose();
+      }
+    } finally {
+      model.dispose();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses bad fusion options and a fine-tuned backbone, naming the option', () => {
+    const spec = fusionSpec(0);
+    expect(() => validateModelSpec({ ...spec, options: { ...spec.options, fusionGate: 2 } })).toThrow(/model.options.fusionGate/);
+    expect(() => validateModelSpec({ ...spec, options: { ...spec.options, clinicalWidth: 1.5 } })).toThrow(/model.options.clinicalWidth/);
+    expect(() => validateModelSpec({ ...spec, backbone: { ...(spec.backbone as NonNullable<ModelSpec['backbone']>), trainFrom: 'block_1_expand' } })).toThrow(/no backbone.trainFrom/);
+    expect(() => validateModelSpec({ kind: 'se-cnn', imageSize: 32, numClasses: 2, options: { clinicalWidth: 3 } })).toThrow(/unknown option for se-cnn/);
+  });
+});

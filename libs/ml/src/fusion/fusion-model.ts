@@ -1,0 +1,104 @@
+/**
+ * Fusion of image features with a patient's clinical record (issue 19): heads on a frozen
+ * backbone's tile features whose input row is the tile's features followed by its patient's encoded
+ * clinical record ([features + clinicalWidth]; libs/data encodeClinical: a fixed layout from the run's
+ * column declaration, with missing flags and a "no record" flag, so a patient without a record takes
+ * a learned path of its own). Late fusion:
+ *
+ * - concatenation (`fusionGate` 0): [image features, ReLU(W_t · clinical)] -> the heads;
+ * - gated (`fusionGate` 1): the image features are first scaled per feature by
+ *   sigmoid(W_g · clinical + b_g) (b_g starts at 2: the gate opens at 0.88), then concatenated.
+ *
+ * The image's prediction is the mean of its tiles' (as the model without clinical data), a
+ * patient's the mean of its images'. Weight names are fixed (`tab_fc`, `tab_gate`), like every layer's.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import type { ModelSpec } from '@histofed/fl-core';
+import { ValidationError } from '@histofed/fl-core';
+
+export interface ColumnSliceArgs {
+  name?: string;
+  begin: number;
+  size: number;
+}
+
+/** Columns [begin, begin + size) of a [b, n] input. Registered with tfjs's serialization. */
+export class ColumnSlice extends tfl.layers.Layer {
+  static readonly className = 'HistoFedColumnSlice';
+  readonly begin: number;
+  readonly size: number;
+
+  constructor(args: ColumnSliceArgs) {
+    super({ name: args.name });
+    if (!Number.isInteger(args.begin) || args.begin < 0 || !Number.isInteger(args.size) || args.size < 1) {
+      throw new ValidationError(`ColumnSlice: begin must be an integer >= 0 and size >= 1, got ${args.begin} and ${args.size}`);
+    }
+    this.begin = args.begin;
+    this.size = args.size;
+  }
+
+  override computeOutputShape(inputShape: tfl.Shape | tfl.Shape[]): tfl.Shape {
+    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tfl.Shape;
+    const width = s[s.length - 1];
+    if (s.length !== 2 || width === null || this.begin + this.size > width) {
+      throw new ValidationError(`${this.name}: columns [${this.begin}, ${this.begin + this.size}) of rows of ${width} values`);
+    }
+    return [s[0], this.size];
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.tidy(() => tf.slice((Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor2D, [0, this.begin], [-1, this.size]));
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), begin: this.begin, size: this.size };
+  }
+
+  override getClassName(): string {
+    return ColumnSlice.className;
+  }
+}
+tf.serialization.registerClass(ColumnSlice);
+
+export interface FusionOptions {
+  /** Values of an encoded clinical record (libs/data clinicalWidth of the run's columns). */
+  readonly clinicalWidth: number;
+  /** Gated fusion (the record scales the image features) instead of plain concatenation. */
+  readonly gated: boolean;
+  /** Units of the tabular encoder. */
+  readonly tabularUnits: number;
+}
+
+/**
+ * The fused input and the features the heads read: `features` image values then `o.clinicalWidth`
+ * clinical values per row. Returns the input and the fused feature tensor (the caller attaches the heads).
+ */
+export function fusionFeatures(features: number, o: FusionOptions, seed: number): { input: tfl.SymbolicTensor; fused: tfl.SymbolicTensor } {
+  if (!Number.isInteger(o.clinicalWidth) || o.clinicalWidth < 1) throw new ValidationError(`model.options.clinicalWidth: must be a positive integer, got ${o.clinicalWidth}`);
+  const input = tfl.input({ name: 'features', shape: [features + o.clinicalWidth] });
+  let image = new ColumnSlice({ name: 'image_features', begin: 0, size: features }).apply(input) as tfl.SymbolicTensor;
+  const clinical = new ColumnSlice({ name: 'clinical', begin: features, size: o.clinicalWidth }).apply(input) as tfl.SymbolicTensor;
+  const init = (k: number) => tfl.initializers.glorotUniform({ seed: seed + 3000 + k });
+  if (o.gated) {
+    const gate = tfl.layers
+      .dense({ name: 'tab_gate', units: features, activation: 'sigmoid', kernelInitializer: init(2), biasInitializer: tfl.initializers.constant({ value: 2 }) })
+      .apply(clinical) as tfl.SymbolicTensor;
+    image = tfl.layers.multiply({ name: 'gated_features' }).apply([image, gate]) as tfl.SymbolicTensor;
+  }
+  const tabular = tfl.layers.dense({ name: 'tab_fc', units: o.tabularUnits, activation: 'relu', kernelInitializer: init(1), biasInitializer: 'zeros' }).apply(clinical) as tfl.SymbolicTensor;
+  const fused = tfl.layers.concatenate({ name: 'fusion', axis: -1 }).apply([image, tabular]) as tfl.SymbolicTensor;
+  return { input, fused };
+}
+
+/** The fusion options of a backbone-head spec (options.clinicalWidth > 0), or null. */
+export function fusionOptionsOf(spec: Pick<ModelSpec, 'options'>): FusionOptions | null {
+  const width = spec.options?.['clinicalWidth'] ?? 0;
+  if (width === 0) return null;
+  const gate = spec.options?.['fusionGate'] ?? 0;
+  const units = spec.options?.['tabularUnits'] ?? 16;
+  if (!Number.isInteger(width) || width < 1 || width > 4096) throw new ValidationError(`model.options.clinicalWidth: must be an integer in [0, 4096], got ${width}`);
+  if (gate !== 0 && gate !== 1) throw new ValidationError(`model.options.fusionGate: 0 (concatenation) or 1 (gated), got ${gate}`);
+  if (!Number.isInteger(units) || units < 1 || units > 1024) throw new ValidationError(`model.options.tabularUnits: must be an integer in [1, 1024], got ${units}`);
+  return { clinicalWidth: width, gated: gate === 1, tabularUnits: units };
+}

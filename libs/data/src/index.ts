@@ -13,3 +13,4 @@ export * from './folds-csv';
 export * from './stain';
 export * from './tiles';
 export * from './ssl';
+export * from './clinical';

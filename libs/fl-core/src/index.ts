@@ -8,3 +8,4 @@ export * from './weight-vectors';
 export * from './local-tensors';
 export * from './ensemble-members';
 export * from './tile-bags';
+export * from './clinical-types';

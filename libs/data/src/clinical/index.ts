@@ -1,0 +1,3 @@
+export * from './clinical-table';
+export * from './clinical-encoding';
+export * from './synthetic-clinical';

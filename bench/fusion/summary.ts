@@ -1,0 +1,50 @@
+/** The pure part of bench:fusion: per-fold scores into the JSON and its verdicts. */
+import { meanStd, type MeanStd } from '../accuracy/stats';
+
+export const TABLES = ['informative', 'uninformative'] as const;
+export type Table = (typeof TABLES)[number];
+/** image: the default heads, no clinical data; tabular: the fusion heads with the image features set to 0; fused / fusedGated: both. */
+export const MODELS = ['image', 'tabular', 'fused', 'fusedGated'] as const;
+export type FusionModel = (typeof MODELS)[number];
+
+export interface FoldScore {
+  readonly seed: number;
+  readonly fold: number;
+  readonly table: Table;
+  readonly model: FusionModel;
+  readonly balancedAccuracy: number;
+  readonly auc: number | null;
+}
+
+export interface FusionSummary {
+  /** The figures: stage-1 balanced accuracy, fold means. */
+  readonly informative: { image: number; tabular: number; fused: number; fusedGated: number };
+  readonly uninformative: { image: number; tabular: number; fused: number; fusedGated: number };
+  /** Mean ± sd (and AUC) per table and model. */
+  readonly details: Record<Table, Record<FusionModel, { balancedAccuracy: MeanStd; auc: MeanStd }>>;
+  /** Fusion beats both on the informative table; it does not hurt (>= image - 1 point) on the uninformative one. */
+  readonly verdict: { readonly beatsBoth: boolean; readonly doesNotHurt: boolean };
+}
+
+/** Scores of the image model are shared by both tables (it reads no clinical data): give them once with table 'informative'. */
+export function summarizeFusion(scores: readonly FoldScore[]): FusionSummary {
+  const of = (table: Table, model: FusionModel) => scores.filter((s) => s.model === model && (model === 'image' || s.table === table));
+  const details = Object.fromEntries(
+    TABLES.map((t) => [
+      t,
+      Object.fromEntries(MODELS.map((m) => [m, { balancedAccuracy: meanStd(of(t, m).map((s) => s.balancedAccuracy)), auc: meanStd(of(t, m).map((s) => s.auc)) }])),
+    ]),
+  ) as FusionSummary['details'];
+  const means = (t: Table) => Object.fromEntries(MODELS.map((m) => [m, details[t][m].balancedAccuracy.mean])) as FusionSummary['informative'];
+  const informative = means('informative');
+  const uninformative = means('uninformative');
+  return {
+    informative,
+    uninformative,
+    details,
+    verdict: {
+      beatsBoth: informative.fused > Math.max(informative.image, informative.tabular),
+      doesNotHurt: uninformative.fused >= uninformative.image - 0.01,
+    },
+  };
+}

@@ -108,7 +108,7 @@ async function main(o: Options): Promise<void> {
     try {
       setWeights(model, r.weights);
       const m = evaluateModel(model, data.test, { subtypeParents: spec.subtypeParents }).metrics;
-      return { balancedAccuracy: m['balancedAccuracy'], auc: Number.isFinite(m['auc']) ? m['auc'] : null, epochs: r.bestEpoch };
+      return { balancedAccuracy: m['balancedAccuracy'], auc: Number.isFinite(m['auc']) ? m['auc'] : null, epochs: r.bestEpoch, validationLoss: r.validation?.['loss'] ?? Infinity };
     } finally {
       model.dispose();
     }
@@ -119,11 +119,13 @@ async function main(o: Options): Promise<void> {
       const foldSeed = mixSeed(seed, 1000 + f.fold);
       const split = patientWiseSplit(f.train, { testFraction: valFraction, seed: foldSeed });
       const plain = { train: slice(decoded, split.train, true), validation: slice(decoded, split.test), test: slice(decoded, f.test) };
-      const record = (table: Table, model: FusionModel, s: { balancedAccuracy: number; auc: number | null; epochs: number }) => {
+      type Scored = { balancedAccuracy: number; auc: number | null; epochs: number; validationLoss: number };
+      const record = (table: Table, model: FusionModel, s: Scored) => {
         scores.push({ seed, fold: f.fold, table, model, balancedAccuracy: s.balancedAccuracy, auc: s.auc });
         log(`  seed ${seed} fold ${f.fold + 1}/${k} ${model}${model === 'image' ? '' : ` (${table})`}: balanced ${s.balancedAccuracy.toFixed(3)}, AUC ${s.auc?.toFixed(3) ?? '-'} (epoch ${s.epochs})`);
       };
-      record('informative', 'image', await train(imageSpec, foldSeed, plain));
+      const image = await train(imageSpec, foldSeed, plain);
+      record('informative', 'image', image);
       for (const t of TABLES) {
         const { table, schema } = tables[t];
         const fused = {
@@ -131,7 +133,10 @@ async function main(o: Options): Promise<void> {
           validation: withClinical(plain.validation, table, schema),
           test: withClinical(plain.test, table, schema),
         };
-        record(t, 'fused', await train(fusionSpec(0), foldSeed, fused));
+        const fusedScore = await train(fusionSpec(0), foldSeed, fused);
+        record(t, 'fused', fusedScore);
+        // The choice a consortium can make without test patients: keep the record only if the validation loss says so.
+        record(t, 'fusedSelected', fusedScore.validationLoss < image.validationLoss ? fusedScore : image);
         record(t, 'fusedGated', await train(fusionSpec(1), foldSeed, fused));
         const tabular = { train: clinicalOnly(fused.train, features), validation: clinicalOnly(fused.validation, features), test: clinicalOnly(fused.test, features) };
         record(t, 'tabular', await train(fusionSpec(0), foldSeed, tabular));
@@ -147,7 +152,9 @@ async function main(o: Options): Promise<void> {
     const cell = (t: Table) => `${pct(summary.details[t][m].balancedAccuracy)} (${(100 * summary.details[t][m].auc.mean).toFixed(1)})`;
     say(`${m.padEnd(12)} ${cell('informative').padStart(30)} ${cell('uninformative').padStart(30)}`);
   }
-  say(`fusion beats image and tabular alone on the informative table: ${summary.verdict.beatsBoth ? 'yes' : 'NO'}; does not hurt on the uninformative one (>= image - 1 point): ${summary.verdict.doesNotHurt ? 'yes' : 'NO'}`);
+  for (const [m, v] of Object.entries(summary.verdict)) {
+    say(`${m}: beats image and tabular alone on the informative table: ${v.beatsBoth ? 'yes' : 'NO'}; does not hurt on the uninformative one (>= image - 1 point): ${v.doesNotHurt ? 'yes' : 'NO'}`);
+  }
   say(wallTimeLine((Date.now() - started) / 1000));
   result({ ...summary, folds: k, seeds, patients: patients.length, clinicalWidth: width, backend: backend.name, wallSeconds: (Date.now() - started) / 1000 });
 }

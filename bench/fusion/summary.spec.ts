@@ -18,7 +18,7 @@ describe('bench:fusion summary', () => {
     expect(s.uninformative.image).toBeCloseTo(0.65, 6);
     expect(s.informative.fused).toBeCloseTo(0.8, 6);
     expect(s.details.informative.image.balancedAccuracy.n).toBe(2);
-    expect(s.verdict).toEqual({ beatsBoth: true, doesNotHurt: true });
-    expect(summarizeFusion([score('informative', 'image', 1, 0.7), score('uninformative', 'fused', 1, 0.6)]).verdict.doesNotHurt).toBe(false);
+    expect(s.verdict.fused).toEqual({ beatsBoth: true, doesNotHurt: true });
+    expect(summarizeFusion([score('informative', 'image', 1, 0.7), score('uninformative', 'fused', 1, 0.6)]).verdict.fused.doesNotHurt).toBe(false);
   });
 });

@@ -3,8 +3,12 @@ import { meanStd, type MeanStd } from '../accuracy/stats';
 
 export const TABLES = ['informative', 'uninformative'] as const;
 export type Table = (typeof TABLES)[number];
-/** image: the default heads, no clinical data; tabular: the fusion heads with the image features set to 0; fused / fusedGated: both. */
-export const MODELS = ['image', 'tabular', 'fused', 'fusedGated'] as const;
+/**
+ * image: the default heads, no clinical data; tabular: the fusion heads with the image features set
+ * to 0; fused / fusedGated: both; fusedSelected: per fold, fused if its validation loss beat the image
+ * model's, else the image model (the choice made on validation patients only).
+ */
+export const MODELS = ['image', 'tabular', 'fused', 'fusedGated', 'fusedSelected'] as const;
 export type FusionModel = (typeof MODELS)[number];
 
 export interface FoldScore {
@@ -18,12 +22,12 @@ export interface FoldScore {
 
 export interface FusionSummary {
   /** The figures: stage-1 balanced accuracy, fold means. */
-  readonly informative: { image: number; tabular: number; fused: number; fusedGated: number };
-  readonly uninformative: { image: number; tabular: number; fused: number; fusedGated: number };
+  readonly informative: Record<FusionModel, number>;
+  readonly uninformative: Record<FusionModel, number>;
   /** Mean ± sd (and AUC) per table and model. */
   readonly details: Record<Table, Record<FusionModel, { balancedAccuracy: MeanStd; auc: MeanStd }>>;
-  /** Fusion beats both on the informative table; it does not hurt (>= image - 1 point) on the uninformative one. */
-  readonly verdict: { readonly beatsBoth: boolean; readonly doesNotHurt: boolean };
+  /** Per fused variant: it beats both on the informative table; it does not hurt (>= image - 1 point) on the uninformative one. */
+  readonly verdict: Record<'fused' | 'fusedGated' | 'fusedSelected', { readonly beatsBoth: boolean; readonly doesNotHurt: boolean }>;
 }
 
 /** Scores of the image model are shared by both tables (it reads no clinical data): give them once with table 'informative'. */
@@ -42,9 +46,11 @@ export function summarizeFusion(scores: readonly FoldScore[]): FusionSummary {
     informative,
     uninformative,
     details,
-    verdict: {
-      beatsBoth: informative.fused > Math.max(informative.image, informative.tabular),
-      doesNotHurt: uninformative.fused >= uninformative.image - 0.01,
-    },
+    verdict: Object.fromEntries(
+      (['fused', 'fusedGated', 'fusedSelected'] as const).map((m) => [
+        m,
+        { beatsBoth: informative[m] > Math.max(informative.image, informative.tabular), doesNotHurt: uninformative[m] >= uninformative.image - 0.01 },
+      ]),
+    ) as FusionSummary['verdict'],
   };
 }

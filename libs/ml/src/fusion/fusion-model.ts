@@ -9,7 +9,8 @@
  * - gated (`fusionGate` 1): the image features are first scaled per feature by
  *   sigmoid(W_g · clinical + b_g) (b_g starts at 2: the gate opens at 0.88), then concatenated.
  *
- * The image's prediction is the mean of its tiles' (as the model without clinical data), a
+ * While training, each row's record is dropped (replaced by "no record") with probability
+ * `recordDropout` (default 0.5; RecordDropout). The image's prediction is the mean of its tiles' (as the model without clinical data), a
  * patient's the mean of its images'. Weight names are fixed (`tab_fc`, `tab_gate`), like every layer's.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -61,6 +62,58 @@ export class ColumnSlice extends tfl.layers.Layer {
 }
 tf.serialization.registerClass(ColumnSlice);
 
+export interface RecordDropoutArgs {
+  name?: string;
+  /** Chance that a training row's record is replaced by the no-record encoding. */
+  rate: number;
+  seed: number;
+}
+
+/**
+ * Modality dropout on the clinical record: while training, each row's record is replaced, with
+ * probability `rate`, by the encoding of a patient without a record (zeros, the last value 1); at
+ * inference it passes unchanged. The model cannot lean on the record alone (with a few dozen training
+ * patients, a record is a patient's identity: memorizing it fits the training patients and nothing
+ * else), and the no-record path is trained on every patient. Registered with tfjs's serialization.
+ */
+export class RecordDropout extends tfl.layers.Layer {
+  static readonly className = 'HistoFedRecordDropout';
+  readonly rate: number;
+  readonly seed: number;
+  private draws = 0;
+
+  constructor(args: RecordDropoutArgs) {
+    super({ name: args.name });
+    if (!(args.rate >= 0 && args.rate < 1)) throw new ValidationError(`model.options.recordDropout: must be in [0, 1), got ${args.rate}`);
+    this.rate = args.rate;
+    this.seed = args.seed;
+  }
+
+  override computeOutputShape(inputShape: tfl.Shape | tfl.Shape[]): tfl.Shape {
+    return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tfl.Shape;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
+    return tf.tidy(() => {
+      const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor2D;
+      if (!kwargs['training'] || this.rate === 0) return tf.clone(x);
+      const [rows, width] = x.shape;
+      const absent = tf.concat([tf.zeros([1, width - 1]), tf.ones([1, 1])], 1);
+      const drop = tf.less(tf.randomUniform([rows, 1], 0, 1, 'float32', this.seed + this.draws++), this.rate);
+      return tf.where(tf.tile(drop, [1, width]), tf.tile(absent, [rows, 1]), x);
+    });
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), rate: this.rate, seed: this.seed };
+  }
+
+  override getClassName(): string {
+    return RecordDropout.className;
+  }
+}
+tf.serialization.registerClass(RecordDropout);
+
 export interface FusionOptions {
   /** Values of an encoded clinical record (libs/data clinicalWidth of the run's columns). */
   readonly clinicalWidth: number;
@@ -68,6 +121,8 @@ export interface FusionOptions {
   readonly gated: boolean;
   /** Units of the tabular encoder. */
   readonly tabularUnits: number;
+  /** Modality dropout: chance that a training row's record is replaced by "no record" (RecordDropout). */
+  readonly recordDropout: number;
 }
 
 /**
@@ -78,7 +133,8 @@ export function fusionFeatures(features: number, o: FusionOptions, seed: number)
   if (!Number.isInteger(o.clinicalWidth) || o.clinicalWidth < 1) throw new ValidationError(`model.options.clinicalWidth: must be a positive integer, got ${o.clinicalWidth}`);
   const input = tfl.input({ name: 'features', shape: [features + o.clinicalWidth] });
   let image = new ColumnSlice({ name: 'image_features', begin: 0, size: features }).apply(input) as tfl.SymbolicTensor;
-  const clinical = new ColumnSlice({ name: 'clinical', begin: features, size: o.clinicalWidth }).apply(input) as tfl.SymbolicTensor;
+  let clinical = new ColumnSlice({ name: 'clinical', begin: features, size: o.clinicalWidth }).apply(input) as tfl.SymbolicTensor;
+  if (o.recordDropout > 0) clinical = new RecordDropout({ name: 'record_dropout', rate: o.recordDropout, seed: seed + 3100 }).apply(clinical) as tfl.SymbolicTensor;
   const init = (k: number) => tfl.initializers.glorotUniform({ seed: seed + 3000 + k });
   if (o.gated) {
     const gate = tfl.layers
@@ -97,8 +153,10 @@ export function fusionOptionsOf(spec: Pick<ModelSpec, 'options'>): FusionOptions
   if (width === 0) return null;
   const gate = spec.options?.['fusionGate'] ?? 0;
   const units = spec.options?.['tabularUnits'] ?? 16;
+  const recordDropout = spec.options?.['recordDropout'] ?? 0.5;
+  if (!(recordDropout >= 0 && recordDropout < 1)) throw new ValidationError(`model.options.recordDropout: must be in [0, 1), got ${recordDropout}`);
   if (!Number.isInteger(width) || width < 1 || width > 4096) throw new ValidationError(`model.options.clinicalWidth: must be an integer in [0, 4096], got ${width}`);
   if (gate !== 0 && gate !== 1) throw new ValidationError(`model.options.fusionGate: 0 (concatenation) or 1 (gated), got ${gate}`);
   if (!Number.isInteger(units) || units < 1 || units > 1024) throw new ValidationError(`model.options.tabularUnits: must be an integer in [1, 1024], got ${units}`);
-  return { clinicalWidth: width, gated: gate === 1, tabularUnits: units };
+  return { clinicalWidth: width, gated: gate === 1, tabularUnits: units, recordDropout };
 }

@@ -59,10 +59,30 @@ export class SiteFinalModels {
     }
   }
 
-  /** Answers one offer: installed (or already held), or refused with the reason. Never throws. */
+  /** Offers being answered, per run: a second offer of the same run waits for the first (see receive). */
+  private readonly installing = new Map<string, Promise<unknown>>();
+
+  /**
+   * Answers one offer: installed (or already held), or refused with the reason. Never throws. Offers
+   * of the same run are answered one after the other: the coordinator offers a run again when the
+   * site reconnects, and a reconnection while the first offer is being installed must find it
+   * installed (alreadyInstalled), not install it a second time beside it.
+   */
   async receive(raw: unknown): Promise<FinalModelsAck> {
-    await this.pinning.catch(() => undefined);
     const claimedRun = typeof (raw as { runId?: unknown } | null)?.runId === 'string' ? String((raw as { runId: string }).runId).slice(0, 64) : null;
+    if (claimedRun === null) return this.answer(raw, claimedRun);
+    const previous = this.installing.get(claimedRun) ?? Promise.resolve();
+    const mine = previous.catch(() => undefined).then(() => this.answer(raw, claimedRun));
+    this.installing.set(claimedRun, mine);
+    try {
+      return await mine;
+    } finally {
+      if (this.installing.get(claimedRun) === mine) this.installing.delete(claimedRun);
+    }
+  }
+
+  private async answer(raw: unknown, claimedRun: string | null): Promise<FinalModelsAck> {
+    await this.pinning.catch(() => undefined);
     let answer: FinalModelsAck;
     try {
       const pinned = await readPinnedCoordinatorKey(this.stateDir);

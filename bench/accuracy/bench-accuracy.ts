@@ -56,13 +56,13 @@ import {
 import { mkdtempSync, rmSync } from 'node:fs';
 import { reporter, runBench, wallTimeLine } from '../lib/bench-output';
 import { federatedOverSockets } from './socket-federation';
-import { rowsByImage, slice, type DecodedSet } from './data-slices';
-import { centralized, federated, localOnly, type FoldContext, type Recipe, type RegimeResult, type SiteData } from './regimes';
+import { rowsByImage, type DecodedSet } from './data-slices';
+import { centralized, federated, localOnly, type FoldContext, type Recipe, type RegimeResult } from './regimes';
 import { meanStd, pct, type MeanStd } from './stats';
 import { COMBINERS, DEFAULT_COMBINER, foldEnsemble, type FoldEnsemble } from './ensemble';
 import { ensembleTable, summarizeEnsemble } from './ensemble-summary';
 import { int, num } from '../lib/cli-options';
-import { foldSites } from '../lib/fold-sites';
+import { foldData, foldSites } from '../lib/fold-sites';
 
 const ROOT = path.resolve(__dirname, '../..');
 const DEFAULT_SAMPLE = path.resolve(ROOT, '../shared/data/breakhis-sample');
@@ -288,17 +288,7 @@ async function main(o: Options): Promise<void> {
         if (only !== null && !only.has(f.fold)) continue;
         const foldSeed = mixSeed(foldSeedBase, 1000 + f.fold);
         const siteImages = foldSites(f.train, nSites, valFraction, foldSeed);
-        const sites: SiteData[] = siteImages.map((s) => ({
-          train: slice(decoded, s.train, true),
-          validation: slice(decoded, s.validation),
-          validationTrain: slice(decoded, s.validation, true),
-        }));
-        const pooled: SiteData = {
-          train: slice(decoded, siteImages.flatMap((s) => s.train), true),
-          validation: slice(decoded, siteImages.flatMap((s) => s.validation)),
-          validationTrain: slice(decoded, siteImages.flatMap((s) => s.validation), true),
-        };
-        const test = slice(decoded, f.test);
+        const { sites, pooled, test } = foldData(decoded, siteImages, f.test);
         const init = await buildModelAsync(recipe.spec, foldSeed);
         const initial = getWeights(init);
         init.dispose();

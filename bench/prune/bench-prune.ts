@@ -58,9 +58,9 @@ import {
 } from '@histofed/ml';
 import { reporter, runBench, round, wallTimeLine } from '../lib/bench-output';
 import { int, num } from '../lib/cli-options';
-import { foldSites } from '../lib/fold-sites';
-import { rowsByImage, slice, takeRows, type DecodedSet } from '../accuracy/data-slices';
-import { federated, federatedRound, federatedSites, trainingWeights, type FederatedSite, type FoldContext, type Recipe, type SiteData } from '../accuracy/regimes';
+import { foldData, foldSites } from '../lib/fold-sites';
+import { rowsByImage, takeRows, type DecodedSet } from '../accuracy/data-slices';
+import { federated, federatedRound, federatedSites, trainingWeights, type FederatedSite, type FoldContext, type Recipe } from '../accuracy/regimes';
 import {
   LEVEL_IDS,
   RANKINGS,
@@ -251,17 +251,7 @@ async function main(o: Options): Promise<void> {
         const tf0 = Date.now();
         const foldSeed = mixSeed(seed, 1000 + f.fold);
         const siteImages = foldSites(f.train, nSites, valFraction, foldSeed);
-        const sites: SiteData[] = siteImages.map((s) => ({
-          train: slice(decoded, s.train, true),
-          validation: slice(decoded, s.validation),
-          validationTrain: slice(decoded, s.validation, true),
-        }));
-        const pooled: SiteData = {
-          train: slice(decoded, siteImages.flatMap((s) => s.train), true),
-          validation: slice(decoded, siteImages.flatMap((s) => s.validation)),
-          validationTrain: slice(decoded, siteImages.flatMap((s) => s.validation), true),
-        };
-        const test = slice(decoded, f.test);
+        const { sites, pooled, test } = foldData(decoded, siteImages, f.test);
         const init = buildModel(spec, foldSeed);
         const initial = getWeights(init);
         init.dispose();

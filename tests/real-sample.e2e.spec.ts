@@ -6,14 +6,18 @@
  * of both sites, and `evaluate` of the saved models (one tfjs tile classifier each). Then one round
  * of each bag model (attention-MIL, the transformer over tiles: issue 18) on the same tiles, whose
  * features the sites read from their caches, and `predict --json --heatmap` with the attention
- * model: each image's top tiles and its heat map.
+ * model: each image's top tiles and its heat map. Then one round of the fusion model (issue 19) with
+ * a SYNTHETIC clinical table at site-1 and none at site-2: the sites' updates carry weights, counts
+ * and metrics only (checked on the plaintext bytes each site sealed), and `predict --clinical` reads
+ * the patients' records.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { DEFAULT_RUN_MODEL, type ModelSpec } from '@histofed/fl-core';
-import { readBreakHisTree, simulateFederation } from '@histofed/data';
+import { DEFAULT_RUN_MODEL, decodeWeights, type ClinicalSchema, type ModelSpec } from '@histofed/fl-core';
+import { readBreakHisTree, simulateFederation, syntheticClinicalCsv } from '@histofed/data';
+import { decodeUpdateEnvelope } from '@histofed/protocol';
 import sharp from 'sharp';
 import { predictionReportSchema } from '@histofed/inference';
 import { COORDINATOR_BIN, Federation, REPO_ROOT, SITE_BIN, startFederation } from '@histofed/harness';
@@ -32,10 +36,22 @@ describe('a federated round on the real BreakHis sample', () => {
   let fed: Federation;
   let heldOut: string;
   let heldOutCount: number;
+  let clinicalCsv: string;
+  let clinicalSchema: ClinicalSchema;
+  let clinicalPatients: string[];
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'hf-real-'));
-    fed = await startFederation({ dataDir: SAMPLE, workDir: work, sites: 2, seed: 5 });
+    // Site-1's clinical table: synthetic (a documented relation to the label, libs/data
+    // syntheticClinicalCsv), some cells blank, two patients without a row. Site-2 has none.
+    const all = (await readBreakHisTree(SAMPLE)).images;
+    const patients = [...new Map(all.map((i) => [i.patientId, i.labelIndex as 0 | 1])).entries()].map(([patientId, label]) => ({ patientId, label }));
+    const table = syntheticClinicalCsv(patients, { informative: true, seed: 5, missingRate: 0.1, droppedPatients: 2 });
+    clinicalCsv = join(work, 'clinical.csv');
+    writeFileSync(clinicalCsv, table.csv);
+    clinicalSchema = table.schema;
+    clinicalPatients = table.csv.trim().split('\n').slice(1).map((l) => l.split(',')[0]);
+    fed = await startFederation({ dataDir: SAMPLE, workDir: work, sites: 2, seed: 5, auditPlaintext: true, clinicalCsvs: [clinicalCsv, undefined] });
     // The patients held out of both sites (the coordinator's evaluation set), as a tree of links.
     const sim = simulateFederation((await readBreakHisTree(SAMPLE)).images, { sites: 2, seed: 5, testFraction: 0.25 });
     heldOut = join(work, 'held-out');
@@ -175,5 +191,78 @@ describe('a federated round on the real BreakHis sample', () => {
       const meta = await sharp(file).metadata();
       expect([meta.width, meta.height]).toEqual([700, 460]);
     }
+  });
+
+  it('fuses a clinical table (issue 19): only weights, counts and metrics leave the site that has one, and predict reads the records', async () => {
+    const model = { ...DEFAULT_RUN_MODEL, tiles: { scale: 0.5, views: 2 }, clinical: clinicalSchema };
+    // A declaration the fusion heads cannot read is refused when the run is created, naming the field.
+    await expect(fed.admin.request('POST', '/api/runs', { model: { kind: 'se-cnn', imageSize: 32, numClasses: 2, clinical: clinicalSchema } })).rejects.toThrow(
+      /400.*model.clinical.*backbone-head/,
+    );
+    await expect(
+      fed.admin.request('POST', '/api/runs', { model: { ...model, clinical: { columns: [{ name: 'age', type: 'numeric', min: 90, max: 20 }] } } }),
+    ).rejects.toThrow(/400.*max/);
+    const { id, config } = await fed.admin.request<{ id: string; config: { model: ModelSpec } }>('POST', '/api/runs', {
+      rounds: 1,
+      minSites: 2,
+      model,
+      batchSize: 32,
+      personalizeEpochs: 0,
+      seed: 5,
+    });
+    expect(config.model.clinical).toEqual(clinicalSchema);
+    await fed.admin.request('POST', `/api/runs/${id}/start`);
+    const report = await finished(id);
+    expect(report.statusReason).toBeNull();
+    expect(report.status).toBe('completed');
+    expect(report.rounds[0].participants).toEqual(['site-1', 'site-2']);
+    // The coordinator has no table: its held-out patients take the no-record path.
+    expect(report.rounds[0].global.samples).toBe(heldOutCount);
+
+    // The bytes each site sealed for this run: the envelope's fields, numeric metrics, and exactly
+    // the tensors of the run's global model (names and shapes follow from the run config alone).
+    const run = await fed.admin.request<{ currentModelHash: string }>('GET', `/api/runs/${id}`);
+    const global = decodeWeights(await fed.admin.bytes(`/api/models/${run.currentModelHash}`), run.currentModelHash);
+    const expected = global.map((t) => [t.name, [...t.shape]]);
+    expect(expected.map(([name]) => name)).toEqual(expect.arrayContaining(['tab_fc/kernel', 'head/kernel']));
+    for (const siteId of ['site-1', 'site-2']) {
+      const outbox = join(fed.siteStateDir(siteId), 'outbox');
+      const envelopes = readdirSync(outbox)
+        .filter((f) => f.endsWith('.plaintext.bin'))
+        .map((f) => readFileSync(join(outbox, f)))
+        .map((bytes) => ({ bytes, envelope: decodeUpdateEnvelope(bytes) }))
+        .filter((e) => e.envelope.header.runId === id);
+      expect(envelopes).toHaveLength(1);
+      for (const { bytes, envelope } of envelopes) {
+        const text = bytes.toString('latin1');
+        expect(text).not.toMatch(/SOB_|\.png|tumourSizeMm|birads|receptor|positive|negative/);
+        expect(Object.keys(envelope.header).sort()).toEqual(['baseModelHash', 'kind', 'metrics', 'numSamples', 'round', 'runId', 'siteId']);
+        expect(Object.values(envelope.header.metrics).every((v) => typeof v === 'number')).toBe(true);
+        expect(envelope.weights.map((t) => [t.name, [...t.shape]])).toEqual(expected);
+      }
+    }
+    const manifest = JSON.parse(readFileSync(join(report.final.modelsDir, 'global', 'histofed-model.json'), 'utf8'));
+    expect(manifest.spec.clinical).toEqual(clinicalSchema);
+
+    // predict --clinical: each image's patient (--patients) looked up in the table; without a row, the no-record path.
+    const files = (await readBreakHisTree(heldOut)).images.slice(0, 3);
+    const patientsCsv = join(work, 'patients.csv');
+    writeFileSync(patientsCsv, ['file,patient', ...files.map((f) => `${f.path},${f.patientId}`)].join('\n') + '\n');
+    const predict = (extra: string[]) =>
+      spawnSync(process.execPath, [SITE_BIN, 'predict', '--model', join(report.final.modelsDir, 'global'), '--json', '--patients', patientsCsv, ...extra, ...files.map((f) => f.path)], {
+        cwd: REPO_ROOT,
+        encoding: 'utf8',
+        timeout: 300_000,
+      });
+    const withTable = predict(['--clinical', clinicalCsv]);
+    expect(withTable.stderr).not.toMatch(/histofed-site:/);
+    expect(withTable.status).toBe(0);
+    const read = predictionReportSchema.parse(JSON.parse(withTable.stdout));
+    expect(read.model.clinical).toEqual({ columns: clinicalSchema.columns.map((c) => c.name), table: clinicalCsv });
+    expect(read.images.map((i) => i.clinicalRecord)).toEqual(files.map((f) => clinicalPatients.includes(f.patientId)));
+    const without = predict([]);
+    expect(without.status).toBe(0);
+    expect(without.stderr).toMatch(/without --clinical CSV every patient takes its no-record path/);
+    expect(predictionReportSchema.parse(JSON.parse(without.stdout)).images.every((i) => i.clinicalRecord === false)).toBe(true);
   });
 });

@@ -6,7 +6,8 @@
  * training and validation, early stopping on the validation loss, balanced class weights):
  *
  * - image: the default model's heads on the frozen backbone's tile features (no clinical data);
- * - tabular: the fusion heads with every image feature set to 0 (only the record can tell);
+ * - tabular: the fusion heads with every image feature set to 0 (only the record can tell), without
+ *   modality dropout;
  * - fused: the fusion heads, concatenation; fusedGated: the gated variant;
  *
  * each trained on the informative table and on the uninformative one (the image model once), tested
@@ -43,6 +44,9 @@ interface Options {
   batch: string;
   lr: string;
   valFraction: string;
+  imageDropout: string;
+  recordDropout: string;
+  tabularUnits: string;
   backend: string;
   cacheDir?: string;
   cache: boolean;
@@ -73,18 +77,31 @@ async function main(o: Options): Promise<void> {
 
   // The synthetic tables: one row per patient (some dropped, some cells blank), from the patients' labels.
   const patients = [...new Map(dataset.images.map((i) => [i.patientId, i.labelIndex as 0 | 1])).entries()].map(([patientId, label]) => ({ patientId, label }));
-  const tables = {} as Record<Table, { table: ClinicalTable; schema: ClinicalSchema }>;
-  for (const t of TABLES) {
-    const { csv, schema } = syntheticClinicalCsv(patients, {
-      informative: t === 'informative',
-      seed: int('table-seed', o.tableSeed, 0),
-      missingRate: num('missing-rate', o.missingRate, 0, 0.9),
-      droppedPatients: int('dropped', o.dropped, 0),
-    });
-    tables[t] = { table: parseClinicalCsv(csv, schema, `synthetic ${t} table`), schema };
-  }
+  // One pair of tables per fold seed (--table-seed each, the default) or one pair for every fold: a
+  // single draw of an uninformative table can correlate with 37 patients' labels by chance.
+  const tableSeedOf = (seed: number) => (o.tableSeed === 'each' ? seed : int('table-seed', o.tableSeed, 0));
+  const tablesFor = (seed: number) => {
+    const tables = {} as Record<Table, { table: ClinicalTable; schema: ClinicalSchema }>;
+    for (const t of TABLES) {
+      const { csv, schema } = syntheticClinicalCsv(patients, {
+        informative: t === 'informative',
+        seed: tableSeedOf(seed),
+        missingRate: num('missing-rate', o.missingRate, 0, 0.9),
+        droppedPatients: int('dropped', o.dropped, 0),
+      });
+      tables[t] = { table: parseClinicalCsv(csv, schema, `synthetic ${t} table`), schema };
+    }
+    return tables;
+  };
+  const tables = tablesFor(seeds[0]);
   const width = clinicalWidth(tables.informative.schema);
-  const fusionSpec = (gate: 0 | 1): ModelSpec => ({ ...imageSpec, options: { ...imageSpec.options, clinicalWidth: width, fusionGate: gate } });
+  const fusionOptions = {
+    imageDropout: num('image-dropout', o.imageDropout, 0, 0.95),
+    recordDropout: num('record-dropout', o.recordDropout, 0, 0.95),
+    tabularUnits: int('tabular-units', o.tabularUnits, 0),
+  };
+  const tabularSpec: ModelSpec = { ...imageSpec, options: { ...imageSpec.options, clinicalWidth: width, fusionGate: 0, tabularUnits: 16, recordDropout: 0, imageDropout: 0 } };
+  const fusionSpec = (gate: 0 | 1): ModelSpec => ({ ...imageSpec, options: { ...imageSpec.options, clinicalWidth: width, fusionGate: gate, ...fusionOptions } });
   log(`${dataset.images.length} images, ${patients.length} patients; clinical width ${width} (${tables.informative.schema.columns.map((c) => c.name).join(', ')}); backend ${backend.name}`);
 
   const scores: FoldScore[] = [];
@@ -115,6 +132,7 @@ async function main(o: Options): Promise<void> {
   };
 
   for (const seed of seeds) {
+    const seedTables = tablesFor(seed);
     for (const f of patientWiseFolds(dataset.images, k, seed)) {
       const foldSeed = mixSeed(seed, 1000 + f.fold);
       const split = patientWiseSplit(f.train, { testFraction: valFraction, seed: foldSeed });
@@ -127,7 +145,7 @@ async function main(o: Options): Promise<void> {
       const image = await train(imageSpec, foldSeed, plain);
       record('informative', 'image', image);
       for (const t of TABLES) {
-        const { table, schema } = tables[t];
+        const { table, schema } = seedTables[t];
         const fused = {
           train: withClinical(plain.train, table, schema),
           validation: withClinical(plain.validation, table, schema),
@@ -139,13 +157,14 @@ async function main(o: Options): Promise<void> {
         record(t, 'fusedSelected', fusedScore.validationLoss < image.validationLoss ? fusedScore : image);
         record(t, 'fusedGated', await train(fusionSpec(1), foldSeed, fused));
         const tabular = { train: clinicalOnly(fused.train, features), validation: clinicalOnly(fused.validation, features), test: clinicalOnly(fused.test, features) };
-        record(t, 'tabular', await train(fusionSpec(0), foldSeed, tabular));
+        // The tabular model is a model of its own: no modality dropout (there is only one modality).
+        record(t, 'tabular', await train(tabularSpec, foldSeed, tabular));
       }
     }
   }
 
   const summary = summarizeFusion(scores);
-  say(`\nBreakHis ${o.data}: ${patients.length} patients; ${k} patient-wise folds x seeds ${seeds.join(', ')}; SYNTHETIC clinical tables (libs/data syntheticClinicalCsv: a demonstration of the mechanism, not a clinical claim)`);
+  say(`\nBreakHis ${o.data}: ${patients.length} patients; ${k} patient-wise folds x seeds ${seeds.join(', ')}; table seed ${o.tableSeed}; fusion ${JSON.stringify(fusionOptions)}; SYNTHETIC clinical tables (libs/data syntheticClinicalCsv: a demonstration of the mechanism, not a clinical claim)`);
   say('Test stage-1 balanced accuracy (AUC), mean ± sd over folds (%):');
   say(`${'model'.padEnd(12)} ${'informative table'.padStart(30)} ${'uninformative table'.padStart(30)}`);
   for (const m of MODELS) {
@@ -165,7 +184,7 @@ runBench<Options>(
     .option('--data <dir>', 'BreakHis tree', DEFAULT_SAMPLE)
     .option('--folds <k>', 'patient-wise folds', '5')
     .option('--seeds <list>', 'repeat the folds with each seed (e.g. 1,2,3)', '1,2,3')
-    .option('--table-seed <n>', 'seed of the synthetic clinical tables', '1')
+    .option('--table-seed <n>', "seed of the synthetic clinical tables, or 'each': the fold seed (a new pair of tables per seed)", 'each')
     .option('--missing-rate <x>', 'share of blank cells in the tables', '0.1')
     .option('--dropped <n>', 'patients without a row in the tables (the no-record path)', '3')
     .option('--epochs <n>', 'maximum epochs', '30')
@@ -174,6 +193,9 @@ runBench<Options>(
     .option('--batch <n>', 'batch size (tile rows)', '32')
     .option('--lr <x>', 'Adam learning rate', '0.001')
     .option('--val-fraction <x>', "share of a fold's training patients held out for validation", '0.2')
+    .option('--image-dropout <x>', "fusion: chance a training row's image features are dropped (model.options.imageDropout)", '0.5')
+    .option('--record-dropout <x>', "fusion: chance a training row's record is dropped (model.options.recordDropout)", '0.5')
+    .option('--tabular-units <n>', 'fusion: units of the tabular encoder, 0 = the record read linearly (model.options.tabularUnits)', '16')
     .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
     .option('--cache-dir <dir>', 'tile features in DIR/features (default ~/.cache/histofed)')
     .option('--no-cache', 'compute every tile feature')

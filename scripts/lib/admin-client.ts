@@ -1,3 +1,19 @@
+/**
+ * fetch, sent again once when the kept-alive connection it went out on turned out closed by the
+ * server (its idle timeout raced the request: undici's "other side closed" / a reset before any
+ * response), which a slow step between two requests of a test makes likely. Any other failure,
+ * and any response, is the caller's.
+ */
+async function fetchOnce(url: string, init: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch (e) {
+    const code = ((e as { cause?: { code?: string } }).cause ?? {}).code;
+    if (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET') throw e;
+    return fetch(url, init);
+  }
+}
+
 /** Minimal typed client of the coordinator's admin REST API (used by the demo and the tests). */
 export class AdminClient {
   constructor(
@@ -6,7 +22,7 @@ export class AdminClient {
   ) {}
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await fetch(`${this.baseUrl}${path}`, {
+    const res = await fetchOnce(`${this.baseUrl}${path}`, {
       method,
       headers: { authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -17,7 +33,7 @@ export class AdminClient {
   }
 
   async bytes(path: string): Promise<Uint8Array> {
-    const res = await fetch(`${this.baseUrl}${path}`, { headers: { authorization: `Bearer ${this.token}` } });
+    const res = await fetchOnce(`${this.baseUrl}${path}`, { headers: { authorization: `Bearer ${this.token}` } });
     if (!res.ok) throw new Error(`GET ${path}: HTTP ${res.status}`);
     return new Uint8Array(await res.arrayBuffer());
   }

@@ -23,6 +23,8 @@ export interface FederationOptions {
   /** Extra environment for the coordinator. It uses embedded PGlite unless this sets DATABASE_URL. */
   readonly coordinatorEnv?: NodeJS.ProcessEnv;
   readonly auditPlaintext?: boolean;
+  /** Per site (by index), its clinical table (histofed-site --clinical); undefined entries: none. */
+  readonly clinicalCsvs?: readonly (string | undefined)[];
   /** How the simulated sites differ (histofed-site --partition); default iid. */
   readonly partition?: string;
   readonly alpha?: number;
@@ -114,6 +116,7 @@ export async function startFederation(o: FederationOptions): Promise<Federation>
         ...(o.alpha !== undefined ? ['--alpha', String(o.alpha)] : []),
         ...common,
         ...(o.auditPlaintext ? ['--audit-plaintext'] : []),
+        ...(o.clinicalCsvs?.[i] ? ['--clinical', o.clinicalCsvs[i] as string] : []),
       ],
       join(o.workDir, 'logs', n === 0 ? `${siteId}.log` : `${siteId}.${n}.log`),
     );

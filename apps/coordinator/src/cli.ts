@@ -22,6 +22,7 @@ export function buildCli(): Command {
     .option('--auto-approve', 'approve new sites on first connection (env HISTOFED_AUTO_APPROVE=true; warned about when not on loopback)')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
     .option('--test-data <dir>', 'BreakHis tree for central evaluation (env HISTOFED_TEST_DATA)')
+    .option('--test-clinical <csv>', "the test patients' clinical table, read by fusion models (env HISTOFED_TEST_CLINICAL)")
     .option('--simulate-sites <n>', 'the test data is a whole tree shared by N simulated sites: evaluate on its held-out cases')
     .option('--seed <n>', 'seed of the simulated partition (default 1)')
     .option('--test-fraction <f>', 'share of cases held out for the central test (default 0.25)')
@@ -46,14 +47,16 @@ export function buildCli(): Command {
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env HISTOFED_BACKEND)').choices([...BACKEND_CHOICES]))
     .option('--cache-dir <dir>', 'cache folder: tile features of backbone models go to DIR/features (env HISTOFED_CACHE_DIR, default ~/.cache/histofed)')
     .option('--backbone <dir>', "a fine-tuned model on a 'layers-model' backbone: the backbone's directory (env HISTOFED_BACKBONE_DIR)")
+    .option('--clinical <csv>', "fusion models: the patients' clinical table (patient plus the model's declared columns); absent: the no-record path")
     .option('--json', 'print the report as one JSON object')
-    .action(async (opts: { model: string; data: string; backend?: string; cacheDir?: string; backbone?: string; json?: boolean }) => {
+    .action(async (opts: { model: string; data: string; backend?: string; cacheDir?: string; backbone?: string; clinical?: string; json?: boolean }) => {
       await selectBackend(parseBackendChoice(opts.backend ?? process.env['HISTOFED_BACKEND'] ?? 'auto'));
       const featureCache = new FeatureCache({ dir: featureCacheDirFor(opts.cacheDir ?? defaultImageCacheDir(process.env)) });
       const report = await evaluateSavedModel(checkEvaluateFlags(opts).model, opts.data, {
         featureCache,
         onProgress: (line) => process.stderr.write(line + '\n'),
         backboneDir: opts.backbone ?? process.env['HISTOFED_BACKBONE_DIR'],
+        clinicalCsv: opts.clinical,
       });
       process.stdout.write((opts.json ? JSON.stringify(report) : formatEvaluateReport(report)) + '\n');
     });

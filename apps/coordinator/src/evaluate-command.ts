@@ -6,7 +6,17 @@
  */
 import { resolve } from 'node:path';
 import { ValidationError } from '@histofed/fl-core';
-import { FeatureCache, assertHasImages, createStainNormalizer, loadModelInputs, modelInputsKey, readBreakHisTree, type BreakHisImage, type StainTarget } from '@histofed/data';
+import {
+  FeatureCache,
+  assertHasImages,
+  createStainNormalizer,
+  loadModelInputs,
+  modelInputsKey,
+  readBreakHisTree,
+  readClinicalCsv,
+  type BreakHisImage,
+  type StainTarget,
+} from '@histofed/data';
 import type { LabeledImages } from '@histofed/fl-core';
 import {
   applyTemperature,
@@ -52,6 +62,7 @@ async function memberOutputs(
   featureCache: FeatureCache | undefined,
   onProgress?: (line: string) => void,
   backboneDir?: string,
+  clinicalCsv?: string,
 ): Promise<{ data: LabeledImages; probabilities: Float32Array }> {
   const { spec, preprocessing } = m.manifest;
   const stain = preprocessing.stainNormalization;
@@ -61,7 +72,9 @@ async function memberOutputs(
     const key = JSON.stringify([...modelInputsKey(spec), split?.extractor.id ?? null, stain]);
     let data = inputs.get(key);
     if (!data) {
+      const clinical = spec.clinical && clinicalCsv ? await readClinicalCsv(clinicalCsv, spec.clinical) : undefined;
       data = loadModelInputs(images, spec, {
+        clinical,
         extractor: split?.extractor,
         featureCache,
         transform: normalize ? { key: JSON.stringify(stain), apply: (rgb) => normalize(rgb) } : undefined,
@@ -83,7 +96,13 @@ async function memberOutputs(
 export async function evaluateSavedModel(
   modelDir: string,
   dataDir: string,
-  options: { readonly featureCache?: FeatureCache; readonly onProgress?: (line: string) => void; readonly backboneDir?: string } = {},
+  options: {
+    readonly featureCache?: FeatureCache;
+    readonly onProgress?: (line: string) => void;
+    readonly backboneDir?: string;
+    /** Fusion models: the patients' clinical table; absent, every patient takes the no-record path. */
+    readonly clinicalCsv?: string;
+  } = {},
 ): Promise<EvaluateReport> {
   const ensemble = isEnsembleDir(modelDir);
   const loadedEnsemble = ensemble ? await loadEnsemble(modelDir) : null;
@@ -91,6 +110,9 @@ export async function evaluateSavedModel(
   const loaded: (LoadedModel & { name?: string })[] = loadedEnsemble ? loadedEnsemble.members : [await loadModel(modelDir)];
   try {
     const manifest: SavedModelManifest = loaded[0].manifest;
+    if (options.clinicalCsv && !loaded.some((m) => m.manifest.spec.clinical)) {
+      throw new ValidationError(`--clinical ${options.clinicalCsv}: the model reads no clinical record (its spec declares no clinical columns)`);
+    }
     const dataset = assertHasImages(await readBreakHisTree(dataDir));
     const inputs = new Map<string, Promise<LabeledImages>>();
     const outputs: Float32Array[] = [];
@@ -99,7 +121,7 @@ export async function evaluateSavedModel(
     // with its manifest's temperature, as the sites computed them and predict reads them): it reads them so here too.
     const fitted = combinerKind(combine) !== 'mean-probabilities';
     for (const m of loaded) {
-      const r = await memberOutputs(m, dataset.images, inputs, options.featureCache ?? new FeatureCache(), options.onProgress, options.backboneDir);
+      const r = await memberOutputs(m, dataset.images, inputs, options.featureCache ?? new FeatureCache(), options.onProgress, options.backboneDir, options.clinicalCsv);
       data ??= r.data;
       const t = fitted ? m.manifest.calibration : undefined;
       outputs.push(t ? applyTemperature(r.probabilities, m.manifest.spec, { stage1: t.stage1, ...(t.subtype !== undefined ? { subtype: t.subtype } : {}) }) : r.probabilities);

@@ -31,6 +31,7 @@ export interface PredictFlags {
   maxFileMb?: string;
   maxMegapixels?: string;
   heatmap?: string;
+  clinical?: string;
 }
 
 export interface PredictOutput {
@@ -50,6 +51,7 @@ export async function predictCommand(images: readonly string[], f: PredictFlags,
   const maxPixels = f.maxMegapixels
     ? num('--max-megapixels', f.maxMegapixels, (n) => n > 0 && n <= 1024, 'a number in (0, 1024]') * 1024 * 1024
     : DEFAULT_MAX_PIXELS;
+  if (f.clinical && !f.patients) throw new ValidationError(`--clinical ${f.clinical}: needs --patients CSV, which names each image's patient (records are looked up by patient)`);
   const featureCache = f.cache ? new FeatureCache({ dir: featureCacheDirFor(f.cacheDir ?? defaultImageCacheDir(process.env)) }) : undefined;
   const predictor = await Predictor.load(f.model, {
     backboneDir: f.backbone,
@@ -58,9 +60,14 @@ export async function predictCommand(images: readonly string[], f: PredictFlags,
     mcDropoutSeed: seed,
     maxFileBytes,
     maxPixels,
+    ...(f.clinical ? { clinicalCsv: f.clinical } : {}),
   });
   try {
     progress(`model ${predictor.description.path} (${predictor.description.kind}${predictor.description.members.length > 1 ? `, ${predictor.description.members.length} members` : ''})`);
+    const clinical = predictor.description.clinical;
+    if (clinical && !f.clinical) {
+      progress(`the model fuses a clinical record (${clinical.columns.join(', ')}); without --clinical CSV every patient takes its no-record path`);
+    }
     if (f.heatmap && !predictor.weighsTiles) {
       progress(`--heatmap ${f.heatmap}: the model does not weigh tiles (kinds attention-mil and transformer-mil do): no heat map is written`);
     }

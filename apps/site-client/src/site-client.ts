@@ -43,6 +43,7 @@ import {
   validateSiteToCoordinatorAck,
 } from '@histofed/protocol';
 import { TaskProgress, runLocalTraining } from './local-training';
+import { checkStartingEncoder, runLocalPretraining } from './site-pretraining';
 import { SiteSecureAggregation } from '@histofed/secagg';
 import { SiteCalibration } from './site-calibration';
 import { SitePruning } from './site-pruning';
@@ -414,11 +415,17 @@ export class SiteClient {
         }),
         'global model',
       );
+      // Issue 19: a run that starts from a pretrained encoder — its first round's model must hold exactly that encoder.
+      const encoder = checkStartingEncoder(task, global);
+      if (encoder.checked) this.logger.event('info', 'pretrained encoder checked', { runId: cfg.runId, pretrainRun: cfg.startFrom?.run, sha256: encoder.sha256 });
       // FedBN: the site's own local tensors (from its previous task in this run) replace the global ones.
       const start = this.localTensors.startingPoint(cfg.runId, global, cfg.localTensors);
       if (start.own) this.logger.event('info', 'training from own local tensors', { runId: cfg.runId, round: cfg.round, policy: cfg.localTensors });
       const boosting = task.boosting ? await this.boostingMembers(task) : undefined;
-      const result = await runLocalTraining(task, start.weights, this.data, this.logger, await this.pool, progress, boosting);
+      // Issue 19: a pretrain run's round trains the contrastive objective on every image of the site.
+      const result = cfg.pretrain
+        ? await runLocalPretraining(task, start.weights, this.data, this.logger, progress)
+        : await runLocalTraining(task, start.weights, this.data, this.logger, await this.pool, progress, boosting);
       if (cfg.localTensors !== 'none') this.localTensors.save(cfg.runId, result.weights, cfg.localTensors);
       const header = {
         runId: cfg.runId,

@@ -33,6 +33,14 @@ export interface SiteConfig {
   readonly backboneDir?: string;
   /** The enrollment token an administrator issued for this site id (then the site is approved when it enrolls). */
   readonly enrollmentToken?: string;
+  /**
+   * The site's clinical table (CSV: `patient` plus the columns a run declares in model.clinical),
+   * read and checked against a run's declaration when one of its tasks first needs it; absent: every
+   * patient takes the fusion model's no-record path.
+   */
+  readonly clinicalCsv?: string;
+  /** A folder of unlabelled slides (any file names), used by federated contrastive pretraining (issue 19) besides the tree. */
+  readonly unlabeledDir?: string;
 }
 
 export interface SiteFlags {
@@ -54,6 +62,8 @@ export interface SiteFlags {
   trainWorkers?: string;
   backbone?: string;
   enrollmentToken?: string;
+  clinical?: string;
+  unlabeled?: string;
 }
 
 const fail = (msg: string): never => {
@@ -141,5 +151,7 @@ export function loadSiteConfig(env: NodeJS.ProcessEnv, flags: SiteFlags): SiteCo
     cacheDir: flags.cache === false ? null : resolve(flags.cacheDir ?? defaultImageCacheDir(env)),
     trainWorkers: parseWorkers(flags.trainWorkers ?? env.HISTOFED_TRAIN_WORKERS ?? 'auto'),
     ...((flags.backbone ?? env.HISTOFED_BACKBONE_DIR) ? { backboneDir: resolve((flags.backbone ?? env.HISTOFED_BACKBONE_DIR) as string) } : {}),
+    ...((flags.clinical ?? env.HISTOFED_CLINICAL_CSV) ? { clinicalCsv: resolve((flags.clinical ?? env.HISTOFED_CLINICAL_CSV) as string) } : {}),
+    ...((flags.unlabeled ?? env.HISTOFED_UNLABELED_DIR) ? { unlabeledDir: resolve((flags.unlabeled ?? env.HISTOFED_UNLABELED_DIR) as string) } : {}),
   };
 }

@@ -1,6 +1,6 @@
 import { join, resolve } from 'node:path';
 import { DEFAULT_MACENKO_TARGET } from '@histofed/data';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { SiteData } from './site-data';
 import { sha256File, writeLabelStore } from './label-store';
@@ -108,4 +108,45 @@ describe('site data on the real BreakHis sample', () => {
     const missing = join(SAMPLE, 'no-such-folder');
     await expect(SiteData.open(loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: missing }))).rejects.toThrow(missing);
   });
+
+  it('reads its clinical table (--clinical) per declaration, naming every bad cell; without one, none', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'histofed-clinical-'));
+    try {
+      const csv = join(dir, 'clinical.csv');
+      const schema = { columns: [{ name: 'age', type: 'numeric' as const, min: 20, max: 90 }] };
+      const cfg = (clinical?: string) => loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: SAMPLE, simulate: '1/3', cache: false, ...(clinical ? { clinical } : {}) });
+      await expect(SiteData.open(cfg(join(dir, 'missing.csv')))).rejects.toThrow(/--clinical .*missing\.csv: cannot read the clinical table/);
+      writeFileSync(csv, 'patient,age\nP1,44\nP2,120\n');
+      const site = await SiteData.open(cfg(csv));
+      await expect(site.clinicalTable(schema)).rejects.toThrow(/clinical\.csv line 3, column age: "120" is not in \[20, 90\]/);
+      // Fixed while the site runs: the next task reads it again.
+      writeFileSync(csv, 'patient,age\nP1,44\nP2,\n');
+      const table = await site.clinicalTable(schema);
+      expect(table?.records.get('P1')?.values).toEqual([44]);
+      expect(table?.records.get('P2')?.values).toEqual([null]);
+      expect(await (await SiteData.open(cfg())).clinicalTable(schema)).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, REAL_IMAGES_MS);
+
+  it('adds the slides of its --unlabeled folder to what pretraining reads (any file names), and refuses an empty folder', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'histofed-unlabeled-'));
+    try {
+      const cfg = () => loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: SAMPLE, simulate: '1/3', cache: false, unlabeled: dir });
+      await expect(SiteData.open(cfg())).rejects.toThrow(/--unlabeled .*: no readable image there/);
+      const plain = await SiteData.open(loadSiteConfig({}, { coordinator: 'http://x', siteId: 's', data: SAMPLE, simulate: '1/3', cache: false }));
+      const [a, b] = plain.split.train;
+      copyFileSync(a.path, join(dir, 'slide-1.png'));
+      copyFileSync(b.path, join(dir, 'other name.png'));
+      const site = await SiteData.open(cfg());
+      const images = site.pretrainingImages();
+      expect(images.length).toBe(plain.pretrainingImages().length + 2);
+      expect(images.slice(-2).map((i) => i.relativePath).sort()).toEqual(['other name.png', 'slide-1.png']);
+      // Training and validation do not change: unlabelled slides serve pretraining only.
+      expect(site.trainCount).toBe(plain.trainCount);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, REAL_IMAGES_MS);
 });

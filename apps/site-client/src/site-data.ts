@@ -1,4 +1,7 @@
-import { LabeledImages, ModelSpec, StainNormalizationTarget, isTwoStage } from '@histofed/fl-core';
+import { access } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { collectImageFiles } from '@histofed/inference';
+import { ClinicalSchema, LabeledImages, ModelSpec, StainNormalizationTarget, ValidationError, isTwoStage } from '@histofed/fl-core';
 import { TrainingPool, shareImages, tileFeatureExtractor } from '@histofed/ml';
 import {
   BreakHisImage,
@@ -25,6 +28,11 @@ import {
   patientWiseSplit,
   readBreakHisTree,
   modelInputsKey,
+  decodeScaledImage,
+  type ScaledImage,
+  type TileGeometry,
+  readClinicalCsv,
+  type ClinicalTable,
 } from '@histofed/data';
 import { SiteConfig } from './site-config';
 import { LabelRecord, LabelledImages, labelledTrainingImage, loadLabelledImages } from './label-store';
@@ -40,6 +48,11 @@ export interface SiteSplit {
   readonly labelled: readonly LabelRecord[];
   /** Stored labels left out (file missing or changed since it was labelled). */
   readonly labelProblems: readonly { file: string; reason: string }[];
+}
+
+/** An unlabelled slide as the image readers take it: pixels only (its label fields are placeholders no pretraining reads). */
+function unlabeledSlide(file: string): BreakHisImage {
+  return { path: file, relativePath: basename(file), label: 'benign', labelIndex: 0, subtype: 'A', patientId: '', caseId: '', magnification: 40, sequence: 0 };
 }
 
 /** Images are decoded at this size for their stain statistics (the colour distribution, not the detail, matters). */
@@ -80,7 +93,14 @@ export class SiteData {
     readonly simulation: Record<string, unknown> | null,
     /** A 'layers-model' backbone's directory (--backbone). */
     readonly backboneDir: string | undefined,
+    /** The site's clinical table (--clinical), read per declaration when a fusion model first needs it. */
+    readonly clinicalCsv: string | undefined,
+    /** Image files of the --unlabeled folder (federated pretraining reads them too). */
+    readonly unlabeled: readonly string[] = [],
   ) {}
+
+  /** The clinical table parsed against each declaration seen (by its JSON). */
+  private readonly clinicalTables = new Map<string, Promise<ClinicalTable>>();
 
   /** The worker pool that extracts tile features (else this thread does). */
   pool: TrainingPool | undefined;
@@ -137,9 +157,40 @@ export class SiteData {
     const cache = config.cacheDir ? new ImageCache({ dir: config.cacheDir }) : undefined;
     const features = config.cacheDir ? new FeatureCache({ dir: featureCacheDirFor(config.cacheDir) }) : undefined;
     const labelled = await loadLabelledImages(config.stateDir);
+    if (config.clinicalCsv !== undefined) {
+      await access(config.clinicalCsv).catch((e: Error) => {
+        throw new ValidationError(`--clinical ${config.clinicalCsv}: cannot read the clinical table: ${e.message}`);
+      });
+    }
+    let unlabeled: string[] = [];
+    if (config.unlabeledDir !== undefined) {
+      const found = await collectImageFiles([config.unlabeledDir]);
+      if (found.files.length === 0) {
+        throw new ValidationError(`--unlabeled ${config.unlabeledDir}: no readable image there${found.failures.length ? ` (${found.failures[0].reason})` : ''}`);
+      }
+      unlabeled = found.files;
+    }
     return new SiteData(
       { train, validation: test, problems: dataset.problems.length, labelled: labelled.usable, labelProblems: labelled.problems },
-      cache, features, transform, transformKey, simulation, config.backboneDir);
+      cache, features, transform, transformKey, simulation, config.backboneDir, config.clinicalCsv, unlabeled);
+  }
+
+  /**
+   * The site's clinical table checked against a run's declared columns (every bad cell named by
+   * file, line and column), or undefined when the site has none: its patients then take the fusion
+   * model's no-record path. Read once per declaration; a table that does not pass is read again
+   * next time (the operator may fix the file while the site runs).
+   */
+  clinicalTable(schema: ClinicalSchema): Promise<ClinicalTable | undefined> {
+    if (this.clinicalCsv === undefined) return Promise.resolve(undefined);
+    const key = JSON.stringify(schema);
+    let p = this.clinicalTables.get(key);
+    if (!p) {
+      p = readClinicalCsv(this.clinicalCsv, schema);
+      this.clinicalTables.set(key, p);
+      p.catch(() => this.clinicalTables.delete(key));
+    }
+    return p;
   }
 
   /**
@@ -163,6 +214,8 @@ export class SiteData {
           const shift = this.transform;
           transform = (rgb, image, size) => normalize((shift?.(rgb, image, size) as Float32Array | undefined) ?? rgb);
         }
+        // Fusion: the table is checked first, so a bad one fails the task naming its cells before any image is read.
+        const clinical = spec.clinical ? await this.clinicalTable(spec.clinical) : undefined;
         const extractor = spec.backbone && spec.tiles ? await this.extractor(spec) : undefined;
         const data = await loadModelInputs(this.images(which, spec), spec, {
           training: which === 'train',
@@ -173,6 +226,7 @@ export class SiteData {
           imageCache: this.cache,
           transform: transform ? { key: JSON.stringify([this.transformKey, stain]), apply: transform } : undefined,
           onProgress: r.onProgress ? (p) => r.onProgress?.({ ...p, split: which }) : undefined,
+          clinical,
         });
         // Shared memory: the training worker pool reads the rows without a copy per round.
         return shareImages(data);
@@ -236,5 +290,21 @@ export class SiteData {
 
   validation(r: InputRequest): Promise<LabeledImages> {
     return this.load('validation', r);
+  }
+
+  /** Issue 19, federated pretraining: every image of the site whatever its label (training, validation, the label store's). */
+  pretrainingImages(): BreakHisImage[] {
+    return [...this.split.train, ...this.split.validation, ...this.split.labelled.map(labelledTrainingImage), ...this.unlabeled.map(unlabeledSlide)];
+  }
+
+  /** Issue 19: one image decoded at `geometry` for cropping, after the simulated scanner shift and the run's stain normalization (as a round sees it). */
+  async scaledImage(image: BreakHisImage, geometry: TileGeometry, stain: StainNormalizationTarget | null): Promise<ScaledImage> {
+    const img = await decodeScaledImage(image.path, geometry);
+    let pixels = (this.transform?.(img.pixels, image, img.width) as Float32Array | undefined) ?? img.pixels;
+    if (stain) {
+      validateStainTarget(stain, 'round config stainNormalization');
+      pixels = createStainNormalizer(stain as StainTarget)(pixels) ?? pixels;
+    }
+    return { ...img, pixels };
   }
 }

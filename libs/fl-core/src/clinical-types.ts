@@ -28,6 +28,17 @@ export interface ClinicalSchema {
   readonly columns: readonly ClinicalColumn[];
 }
 
+/**
+ * Values of one patient's encoded record for `schema` (libs/data encodeClinical lays them out):
+ * 2 per numeric column (value, missing), levels + 1 per categorical one (one-hot, missing), plus 1
+ * (no record). The width of a fusion model's clinical input follows from the declaration alone.
+ */
+export function clinicalWidth(schema: ClinicalSchema): number {
+  let width = 1;
+  for (const c of schema.columns) width += c.type === 'numeric' ? 2 : c.levels.length + 1;
+  return width;
+}
+
 /** The column holding the patient id in every clinical table; no declared column may use the name. */
 export const CLINICAL_PATIENT_COLUMN = 'patient';
 export const CLINICAL_MAX_COLUMNS = 64;

@@ -1,3 +1,4 @@
+import type { ClinicalSchema } from './clinical-types';
 /** Metrics are named numbers (accuracy, loss, ...). */
 export type Metrics = Record<string, number>;
 
@@ -62,6 +63,12 @@ export interface ModelSpec {
   readonly backbone?: BackboneSpec;
   /** Tile geometry; absent = the whole image resized to imageSize (the compact CNNs' default). */
   readonly tiles?: TileSpec;
+  /**
+   * Fusion with a clinical record (issue 19): the columns of the clinical table every site may give,
+   * declared by the run (never derived from a site's data). A backbone-head model then reads each
+   * row's tile features followed by its patient's encoded record (clinicalWidth(clinical) values).
+   */
+  readonly clinical?: ClinicalSchema;
 }
 
 /**

@@ -40,7 +40,9 @@ export async function predictImages(predictor: Predictor, inputs: readonly strin
   const heatmapName = heatmapNamer();
   for (const [i, file] of files.entries()) {
     try {
-      const p = await predictor.predictFile(file);
+      const patient = patients?.patientOf(file) ?? undefined;
+      const p = await predictor.predictFile(file, patient);
+      const clinicalRecord = predictor.clinicalRecordOf(patient);
       const { measures, tileWeights, ...rest } = p;
       let heatmap: string | undefined;
       if (o.heatmapDir && tileWeights) {
@@ -50,8 +52,9 @@ export async function predictImages(predictor: Predictor, inputs: readonly strin
       images.push({
         ...rest,
         file: show(file),
-        patient: patients?.patientOf(file) ?? null,
+        patient: patient ?? null,
         ...(heatmap ? { heatmap: show(heatmap) } : {}),
+        ...(clinicalRecord !== undefined ? { clinicalRecord } : {}),
         ...reviewDecision(predictor.description.reviewRule, measures),
       });
     } catch (e) {

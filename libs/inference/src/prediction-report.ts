@@ -47,6 +47,8 @@ export const imagePredictionSchema = z
     topTiles: z.array(weightedTileSchema).optional(),
     /** With --heatmap DIR: the attention heat map written for this image. */
     heatmap: z.string().optional(),
+    /** Fusion models (model.clinical): whether the image's patient had a row in --clinical (false: the no-record path). */
+    clinicalRecord: z.boolean().optional(),
     review: z.boolean(),
     reason: z.string(),
   })
@@ -80,6 +82,8 @@ export const predictionModelSchema = z
     reviewRule: reviewRuleSchema.nullable(),
     /** An ensemble's combiner (histofed-ensemble.json `combine`; issue 16); absent in older reports. */
     combine: z.enum(['mean-probabilities', 'weighted-mean', 'stacking']).optional(),
+    /** Fusion models: the clinical columns the model reads, and the table given (--clinical), or null. */
+    clinical: z.object({ columns: z.array(z.string()), table: z.string().nullable() }).strict().optional(),
   })
   .strict();
 

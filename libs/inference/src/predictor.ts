@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { LabeledImages } from '@histofed/fl-core';
-import { BAG_MASK_OFFSET, BAG_SLOT_EXTRA, HistoFedError } from '@histofed/fl-core';
+import { BAG_MASK_OFFSET, BAG_SLOT_EXTRA, HistoFedError, ValidationError } from '@histofed/fl-core';
 import {
   FeatureCache,
   createStainNormalizer,
@@ -22,6 +22,8 @@ import {
   type StainTarget,
   type TileRowExtractor,
   modelInputsKey,
+  readClinicalCsv,
+  type ClinicalTable,
 } from '@histofed/data';
 import {
   applyTemperature,
@@ -70,6 +72,12 @@ export interface PredictorOptions {
   readonly mcDropoutSeed?: number;
   readonly maxFileBytes?: number;
   readonly maxPixels?: number;
+  /**
+   * Fusion models (spec.clinical): the clinical table (CSV: patient plus the model's declared
+   * columns), checked against each member's declaration when the predictor loads. Images whose
+   * patient has no row, and every image when absent, take the no-record path.
+   */
+  readonly clinicalCsv?: string;
 }
 
 /** A file that cannot be predicted, and why (reported, not thrown past predictFile's caller). */
@@ -94,8 +102,24 @@ interface Member {
   readonly calibration?: ModelCalibration;
 }
 
+/**
+ * The clinical table parsed against each fusion member's declaration (by its JSON). A table for a
+ * model that fuses no record is refused: the caller would believe the record was read.
+ */
+async function clinicalTablesFor(members: readonly Member[], csv: string | undefined): Promise<Map<string, ClinicalTable>> {
+  const tables = new Map<string, ClinicalTable>();
+  const declarations = members.map((m) => m.manifest.spec.clinical).filter((c) => c !== undefined);
+  if (csv === undefined) return tables;
+  if (declarations.length === 0) throw new ValidationError(`--clinical ${csv}: the model reads no clinical record (its spec declares no clinical columns)`);
+  for (const d of declarations) {
+    const key = JSON.stringify(d);
+    if (!tables.has(key)) tables.set(key, await readClinicalCsv(csv, d));
+  }
+  return tables;
+}
+
 /** An image without labels, in the shape the tile reader takes (its label fields are never read for prediction). */
-function unlabeledImage(file: string): BreakHisImage {
+function unlabeledImage(file: string, patient: string | undefined): BreakHisImage {
   return {
     path: file,
     relativePath: path.basename(file),
@@ -103,7 +127,8 @@ function unlabeledImage(file: string): BreakHisImage {
     label: 'benign',
     labelIndex: 0,
     subtype: 'A',
-    patientId: 'unknown',
+    // A fusion model looks the patient's clinical record up by this id; '' is never a table's id.
+    patientId: patient ?? '',
     caseId: 'unknown',
     magnification: 40,
     sequence: 0,
@@ -140,6 +165,8 @@ export class Predictor {
     private readonly layout: OutputLayout,
     private readonly options: PredictorOptions,
     private readonly combine: EnsembleCombiner = 'mean-probabilities',
+    /** Fusion members' clinical table, by the JSON of their declaration. */
+    private readonly clinicalTables: ReadonlyMap<string, ClinicalTable> = new Map(),
   ) {}
 
   /** Loads a model directory or an ensemble directory (all members). */
@@ -196,7 +223,16 @@ export class Predictor {
       ...(ensembleManifest ? { combine: combinerKind(ensembleManifest.combine) } : {}),
     };
     const layout: OutputLayout = { numClasses: first.spec.numClasses, ...(first.spec.subtypeParents ? { subtypeParents: first.spec.subtypeParents } : {}) };
-    return new Predictor(description, members, layout, options, ensembleManifest?.combine);
+    let tables: Map<string, ClinicalTable>;
+    try {
+      tables = await clinicalTablesFor(members, options.clinicalCsv);
+    } catch (e) {
+      for (const m of members) for (const o of m.owned) o.dispose();
+      throw e;
+    }
+    const declared = members.find((m) => m.manifest.spec.clinical)?.manifest.spec.clinical;
+    if (declared) description.clinical = { columns: declared.columns.map((c) => c.name), table: options.clinicalCsv ? path.resolve(options.clinicalCsv) : null };
+    return new Predictor(description, members, layout, options, ensembleManifest?.combine, tables);
   }
 
   /** True when a member weighs the tiles of an image (a bag model): predictions carry tile weights. */
@@ -272,6 +308,7 @@ export class Predictor {
    */
   async predictFile(
     file: string,
+    patient?: string,
   ): Promise<Omit<ImagePrediction, 'patient' | 'review' | 'reason' | 'heatmap'> & { readonly measures: Uncertainty; readonly tileWeights?: readonly WeightedTile[] }> {
     if (this.disposed) throw new Error('Predictor: disposed');
     const size = await this.checkFile(file);
@@ -284,7 +321,7 @@ export class Predictor {
     const memberPasses: Float32Array[][] = [];
     let bag: { member: Member; tiles: number; weights: Float32Array[] } | null = null;
     for (const m of this.members) {
-      const rows = await this.inputsFor(m, file, inputs);
+      const rows = await this.inputsFor(m, file, patient, inputs);
       const out = await predictProbabilitiesAsync(m.model, rows.images, rows.count, dataRowShape(rows));
       if (isBagLayersModel(m.model)) {
         const weights = tileAttention(m.model, rows.images, rows.count);
@@ -364,7 +401,15 @@ export class Predictor {
     return applyTemperature(row, this.layout, { stage1: c.stage1, ...(c.subtype !== undefined ? { subtype: c.subtype } : {}) });
   }
 
-  private async inputsFor(m: Member, file: string, inputs: Map<string, LabeledImages>): Promise<LabeledImages> {
+  /** Whether the patient has a row in the clinical table of a fusion model (undefined: no member fuses a record). */
+  clinicalRecordOf(patient: string | undefined): boolean | undefined {
+    const fusing = this.members.filter((m) => m.manifest.spec.clinical);
+    if (fusing.length === 0) return undefined;
+    const table = this.clinicalTables.get(JSON.stringify(fusing[0].manifest.spec.clinical));
+    return patient !== undefined && table !== undefined && table.records.has(patient);
+  }
+
+  private async inputsFor(m: Member, file: string, patient: string | undefined, inputs: Map<string, LabeledImages>): Promise<LabeledImages> {
     const { spec } = m.manifest;
     const key = JSON.stringify([...modelInputsKey(spec), m.extractor?.id ?? null, m.stain]);
     const have = inputs.get(key);
@@ -372,7 +417,8 @@ export class Predictor {
     const normalize = m.stain ? createStainNormalizer(m.stain as unknown as StainTarget) : undefined;
     let rows: LabeledImages;
     try {
-      rows = await loadModelInputs([unlabeledImage(file)], spec, {
+      rows = await loadModelInputs([unlabeledImage(file, patient)], spec, {
+        clinical: spec.clinical ? this.clinicalTables.get(JSON.stringify(spec.clinical)) : undefined,
         extractor: m.extractor,
         featureCache: this.options.featureCache,
         transform: normalize ? { key: JSON.stringify(m.stain), apply: (rgb) => normalize(rgb) } : undefined,
@@ -394,7 +440,7 @@ export class Predictor {
   async imageFeatures(file: string): Promise<Float32Array> {
     if (this.disposed) throw new Error('Predictor: disposed');
     await this.checkFile(file);
-    const rows = await this.inputsFor(this.members[0], file, new Map());
+    const rows = await this.inputsFor(this.members[0], file, undefined, new Map());
     return meanRow(rows.images, rows.images.length / rows.count);
   }
 

@@ -59,7 +59,7 @@ export const MODEL_OPTIONS: Readonly<Record<ModelKind, readonly string[]>> = {
   'se-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', ...FILTER_OPTIONS, ...SE_UNIT_OPTIONS],
   'attention-cnn': ['width', 'blocks', 'denseUnits', 'dropout', 'batchNorm', 'seRatio', 'attentionKernel', ...FILTER_OPTIONS, ...SE_UNIT_OPTIONS],
   // clinicalWidth / fusionGate / tabularUnits: fusion with a clinical record (fusion/fusion-model.ts).
-  'backbone-head': ['denseUnits', 'dropout', 'batchNorm', 'clinicalWidth', 'fusionGate', 'tabularUnits', 'recordDropout'],
+  'backbone-head': ['denseUnits', 'dropout', 'batchNorm', 'clinicalWidth', 'fusionGate', 'tabularUnits', 'recordDropout', 'imageDropout'],
   // Bag models (mil/bag-models.ts): attentionUnits = units of the attention network (default 128),
   // heads / layers = the transformer's (default 4 / 1), bagTiles = slots per bag (default 32).
   'attention-mil': ['denseUnits', 'dropout', 'attentionUnits', 'bagTiles'],

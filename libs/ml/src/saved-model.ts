@@ -13,8 +13,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { z } from 'zod';
-import type { ModelSpec } from '@histofed/fl-core';
-import { BACKBONE_NAMES, ValidationError } from '@histofed/fl-core';
+import type { ClinicalSchema, ModelSpec } from '@histofed/fl-core';
+import { BACKBONE_NAMES, ValidationError, validateClinicalSchema } from '@histofed/fl-core';
 import { assertBackendReady, currentBackend } from './backend';
 import { composeTileClassifier } from './backbones/tile-classifier';
 import { describeModel, featureInputShape, savesTrainedPartOnly } from './models';
@@ -49,6 +49,17 @@ const modelSpecSchema = z.object({
     })
     .optional(),
   tiles: z.object({ scale: z.number().positive(), views: z.number().int().nonnegative() }).optional(),
+  /** A fusion model's declared clinical columns (fl-core ClinicalSchema): predict encodes a patient's record by them. */
+  clinical: z
+    .custom<ClinicalSchema>()
+    .superRefine((v, ctx) => {
+      try {
+        validateClinicalSchema(v, 'spec.clinical');
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      }
+    })
+    .optional(),
 });
 
 const preprocessingSchema = z.object({

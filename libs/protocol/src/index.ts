@@ -19,3 +19,5 @@ export * from './final-models';
 export * from './calibration';
 export * from './ensemble-fit';
 export * from './site-progress';
+export * from './clinical-schema';
+export * from './pretraining';

@@ -1,8 +1,10 @@
 import { z } from 'zod';
 import { alignmentRoundSchema } from './feature-alignment';
+import { pretrainRoundSchema, startFromRoundSchema } from './pretraining';
 import { BACKBONE_NAMES, CLASS_WEIGHTINGS, LOCAL_TENSOR_POLICIES } from '@histofed/fl-core';
 import type { BackboneSpec, ModelSpec, StainNormalizationTarget, TileSpec } from '@histofed/fl-core';
 import type { Expect, MutuallyAssignable } from './type-checks';
+import { clinicalSchemaSchema } from './clinical-schema';
 
 /** Site ids appear in logs, file names and URLs: keep them to a safe alphabet. */
 export const siteIdSchema = z
@@ -65,6 +67,8 @@ export const modelSpecSchema = z.object({
   subtypeParents: z.array(z.number().int().min(0).max(999)).max(1000).readonly().optional(),
   backbone: backboneSpecSchema.optional(),
   tiles: tileSpecSchema.optional(),
+  /** Fusion with a clinical table: the declared columns (clinical-schema.ts). */
+  clinical: clinicalSchemaSchema.optional(),
 });
 
 /** Shape check only; the receiving site validates the target fully (libs/data validateStainTarget). */
@@ -109,6 +113,10 @@ export const roundConfigSchema = z.object({
    * site also reports its own moments with its update. null: none.
    */
   alignment: alignmentRoundSchema.nullable().default(null),
+  /** Issue 19: a pretrain run's round trains the contrastive objective with these settings (pretraining.ts); null: classification. */
+  pretrain: pretrainRoundSchema.nullable().default(null),
+  /** Issue 19: the pretrained encoder the run starts from (the site checks the first round's model against it); null: none. */
+  startFrom: startFromRoundSchema.nullable().default(null),
 });
 /** A validated round configuration (defaults applied): the type is the schema's. */
 export type RoundConfig = z.output<typeof roundConfigSchema>;

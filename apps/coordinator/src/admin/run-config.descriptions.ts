@@ -9,7 +9,7 @@ import { runConfigInputSchema } from './run-config.schema';
 export const RUN_CONFIG_DESCRIPTIONS: Readonly<Record<string, string>> = {
   name: 'A name for people (1-200 characters).',
   model:
-    'The model spec (JSON): kind (small-cnn, se-cnn, cbam-cnn, backbone-head, ...), imageSize (pixels), numClasses, options, subtypeParents (a two-stage model: the benign/malignant class of each subtype), backbone, tiles.',
+    'The model spec (JSON): kind (small-cnn, se-cnn, cbam-cnn, backbone-head, ...), imageSize (pixels), numClasses, options, subtypeParents (a two-stage model: the benign/malignant class of each subtype), backbone, tiles, clinical (fusion with a clinical table: {"columns": [{"name", "type": "numeric", "min", "max"} | {"name", "type": "categorical", "levels"}]}).',
   strategy: 'How the sites\' updates are combined into the next global model.',
   strategyOptions: 'Numeric options of the strategy (JSON), e.g. {"eta": 0.01} for fedadam, {"trim": 0.2} for trimmed-mean.',
   rounds: 'Federated rounds (each: sites train, the coordinator aggregates and evaluates).',
@@ -39,6 +39,12 @@ export const RUN_CONFIG_DESCRIPTIONS: Readonly<Record<string, string>> = {
   ensemble: 'Extra ensemble members (JSON, or null): {"snapshots": earlier rounds\' global models, "combiner": "mean" | "weighted"}.',
   pruning:
     'Channel pruning of an SE-CNN during the run (JSON, or null): {"ranking": "se-gate" | "weight-norm", "steps": [{"round": the round that starts from the pruned model, "keep": share of the multiply-adds kept}]}.',
+  kind:
+    "'classify' (default) or 'pretrain': contrastive self-supervised pretraining of a compact CNN's encoder on every site image (no labels); its result (final.encoder) is what a classification run's startFrom names. A pretrain run has no calibration or personalization.",
+  pretrain:
+    'Contrastive settings of a pretrain run (JSON, or null for the defaults): {"temperature": NT-Xent tau (0.5), "projectionDim": 64, "projectionHidden": 128, "cropSize": px of the crops the views come from (default model.imageSize), "pairsPerImage": pairs per image per local epoch (4)}.',
+  startFrom:
+    'A pretrained encoder the classification run starts from (JSON, or null): {"run": the completed pretrain run\'s id, "sha256": its final.encoder.sha256}; the sites check the first round\'s model against it.',
 };
 
 /** The run config's JSON schema (input: every field optional, with its default) with the descriptions above. */

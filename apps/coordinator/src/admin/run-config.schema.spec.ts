@@ -272,3 +272,26 @@ describe('run config: channel pruning (issue 18)', () => {
     ).toMatch(/^pruning.localTensors: /);
   });
 });
+
+describe('run config: fusion with a clinical table (issue 19)', () => {
+  const reason = (body: object) => {
+    const r = runConfigInputSchema.safeParse(body);
+    return r.success ? '' : describeZodError(r.error);
+  };
+  const clinical = { columns: [{ name: 'age', type: 'numeric', min: 20, max: 90 }, { name: 'receptor', type: 'categorical', levels: ['negative', 'positive'] }] };
+  const defaultModel = runConfigInputSchema.parse({}).model;
+
+  it('declares the columns in the model spec, where every site reads them', () => {
+    const c = runConfigInputSchema.parse({ model: { ...defaultModel, clinical } });
+    expect(c.model.clinical).toEqual(clinical);
+    expect(runConfigInputSchema.parse({}).model.clinical).toBeUndefined();
+  });
+
+  it('refuses a declaration the fusion heads cannot read, and bad columns, naming the field', () => {
+    expect(reason({ model: { kind: 'se-cnn', imageSize: 64, numClasses: 2, clinical } })).toMatch(/model\.clinical: .*needs kind backbone-head, got se-cnn/);
+    expect(reason({ model: { ...defaultModel, kind: 'attention-mil', clinical } })).toMatch(/model\.clinical: .*got attention-mil/);
+    expect(reason({ model: { ...defaultModel, backbone: { ...defaultModel.backbone, trainFrom: 'block_9_expand' }, clinical } })).toMatch(/model\.clinical: .*leave backbone.trainFrom out/);
+    expect(reason({ model: { ...defaultModel, clinical: { columns: [{ name: 'age', type: 'numeric', min: 90, max: 20 }] } } })).toMatch(/model\.clinical.*max: must be greater than min/);
+    expect(reason({ model: { ...defaultModel, clinical }, alignment: { method: 'coral', lambda: 1 } })).toMatch(/alignment: feature alignment and fusion/);
+  });
+});

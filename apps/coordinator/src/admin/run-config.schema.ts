@@ -18,6 +18,7 @@ import {
   thresholdFits,
 } from '@histofed/protocol';
 import { UNSTORABLE_TEXT_MESSAGE, isStorableText } from './storable-text';
+import { RUN_KINDS, pretrainConfigProblems, pretrainSettingsSchema, resolvePretrainSettings, startFromConfigSchema } from './pretrain-config';
 
 /**
  * 'none', 'macenko' (Macenko's reference stain vectors) or a fitted target object
@@ -48,6 +49,16 @@ function alignmentProblem(model: { kind: string; options?: Readonly<Record<strin
   const units = model.options?.['denseUnits'] ?? (model.kind === 'backbone-head' ? 0 : 64);
   if (units < 1) return `the model's heads read its inputs directly (denseUnits 0): set model.options.denseUnits (1-${ALIGNMENT_MAX_FEATURE_DIM}) to align a hidden layer's features`;
   if (units > ALIGNMENT_MAX_FEATURE_DIM) return `the penultimate layer has ${units} units; feature moments travel for at most ${ALIGNMENT_MAX_FEATURE_DIM}`;
+  return null;
+}
+
+/**
+ * Why a model cannot fuse a clinical record, or null: the fusion heads (libs/ml fusion) read a frozen
+ * backbone's tile features next to the record, one row per image (not tile bags, not whole images).
+ */
+function clinicalProblem(model: { kind: string; backbone?: { trainFrom?: string } }): string | null {
+  if (model.kind !== 'backbone-head') return `fusion with a clinical record reads a frozen backbone's tile features, one row per image: it needs kind backbone-head, got ${model.kind}`;
+  if (model.backbone?.trainFrom !== undefined) return 'fusion with a clinical record reads a frozen backbone: leave backbone.trainFrom out';
   return null;
 }
 
@@ -261,6 +272,12 @@ export const runConfigInputSchema = z
     ensemble: ensembleConfigSchema.nullable().default(null),
     /** Structured channel pruning during the run (see pruningConfigSchema); null (default): none. */
     pruning: pruningConfigSchema.nullable().default(null),
+    /** Issue 19: 'classify' (default) or 'pretrain' (contrastive pretraining of the encoder; see pretrain-config.ts). */
+    kind: z.enum(RUN_KINDS).default('classify'),
+    /** A pretrain run's contrastive settings (all optional); null (default): the defaults. */
+    pretrain: pretrainSettingsSchema.nullable().default(null),
+    /** A classification run starts from a pretrain run's encoder {run, sha256}; null (default): a fresh model. */
+    startFrom: startFromConfigSchema.nullable().default(null),
   })
   .strict()
   .refine((c) => c.minSites <= c.maxSites, { message: 'minSites must not exceed maxSites', path: ['minSites'] })
@@ -272,7 +289,8 @@ export const runConfigInputSchema = z
         message: `${c.strategy} needs each site's update, which secure aggregation hides: use fedavg, fedadam, fedyogi or fedadagrad`,
       });
     }
-    if (c.secureAggregation && c.personalizeEpochs > 0) {
+    // (A pretrain run has no personalization: it is turned off for it, see the transform.)
+    if (c.secureAggregation && c.personalizeEpochs > 0 && c.kind !== 'pretrain') {
       ctx.addIssue({
         code: 'custom',
         path: ['personalizeEpochs'],
@@ -366,6 +384,12 @@ export const runConfigInputSchema = z
       ];
       for (const [bad, path, message] of clash) if (bad) ctx.addIssue({ code: 'custom', path: ['pruning', path], message });
     }
+    if (c.model.clinical) {
+      const problem = clinicalProblem(c.model);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['model', 'clinical'], message: problem });
+      if (c.alignment) ctx.addIssue({ code: 'custom', path: ['alignment'], message: 'feature alignment and fusion with a clinical record are not combined: not both' });
+    }
+    for (const p of pretrainConfigProblems(c)) ctx.addIssue({ code: 'custom', ...p });
     const localProblem = localTensorPolicyProblem(c.model, c.localTensors);
     if (localProblem) ctx.addIssue({ code: 'custom', path: ['localTensors'], message: localProblem });
     try {
@@ -374,7 +398,12 @@ export const runConfigInputSchema = z
       ctx.addIssue({ code: 'custom', message: (e as Error).message, path: ['strategyOptions'] });
     }
   })
-  .transform((c) => ({ ...c, augment: c.augment ?? c.model.tiles !== undefined }));
+  .transform((c) => ({
+    ...c,
+    augment: c.augment ?? c.model.tiles !== undefined,
+    // A pretrain run has nothing to personalize or calibrate (no labels, no heads): both off.
+    ...(c.kind === 'pretrain' ? { personalizeEpochs: 0, calibration: null, pretrain: resolvePretrainSettings(c.pretrain, c.model.imageSize) } : { pretrain: null }),
+  }));
 
 /** What an administrator may send (every field optional). */
 export type RunConfigInput = z.input<typeof runConfigInputSchema>;

@@ -24,6 +24,7 @@ import type { CoordinatorStore } from '../persistence/coordinator-store';
 import { COORDINATOR_STORE } from '../persistence/persistence.module';
 import { RunConfig, RunRecord } from '../persistence/records';
 import { RunFailure, RunOrchestrator } from '../runs/run-orchestrator.service';
+import { startFromProblem } from '../runs/pretrained-encoder';
 import { AdminTokenGuard } from './admin-token.guard';
 import { listArchiveEntries, packModelDirectory } from './model-archive';
 import { RoundParamPipe } from './param.pipes';
@@ -62,6 +63,8 @@ function modelsOf(
 ): RunModel[] {
   const out: RunModel[] = [];
   if (run.currentModelHash) out.push({ id: 'global', hash: run.currentModelHash, what: 'the final global model' });
+  // Issue 19: a pretrain run's encoder (what a classification run's startFrom names).
+  if (run.final?.encoder) out.push({ id: 'encoder', hash: run.final.encoder.sha256, what: 'the pretrained encoder (the global model without its projection head)' });
   for (const c of contributions) {
     if (c.kind === 'personalize' && c.status === 'accepted' && c.modelHash) out.push({ id: c.siteId, hash: c.modelHash, what: `${c.siteId}'s personalized model` });
   }
@@ -95,6 +98,15 @@ export class RunsController {
     } catch (e) {
       if (e instanceof HistoFedError) throw badBody(`run config: model: ${e.message}`, [{ path: ['model'], message: e.message }]);
       throw e;
+    }
+    // Issue 19: the pretrained encoder a classification run starts from must be a completed pretrain run's, by its hash.
+    if (config.startFrom) {
+      const problem = startFromProblem(model, config.startFrom, await this.store.getRun(config.startFrom.run));
+      if (problem) throw badBody(`run config: ${problem.path.join('.')}: ${problem.message}`, [problem]);
+      if (!(await this.store.getModel(config.startFrom.sha256))) {
+        const missing = { path: ['startFrom', 'sha256'], message: `the encoder ${config.startFrom.sha256} is missing from the model store` };
+        throw badBody(`run config: startFrom.sha256: ${missing.message}`, [missing]);
+      }
     }
     return this.store.createRun({ ...config, model });
   }

@@ -14,6 +14,8 @@ describe('coordinator configuration', () => {
     expect(c.testData).toEqual({ dir: '/d', simulate: { sites: 3, seed: 1, testFraction: 0.25 } });
     expect(c.adminTokenGenerated).toBe(true);
     expect(c.adminToken).toMatch(/^[0-9a-f]{48}$/);
+    // The test patients' clinical table (fusion models), from the flag or the environment.
+    expect(loadCoordinatorConfig({ HISTOFED_TEST_CLINICAL: '/c.csv' }, { testData: '/d' }).testData).toEqual({ dir: '/d', clinicalCsv: '/c.csv' });
   });
 
   it('keeps a given admin token and a PostgreSQL URL', () => {

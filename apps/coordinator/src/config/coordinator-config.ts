@@ -10,6 +10,8 @@ export interface TestDataConfig {
   readonly dir: string;
   /** When set, hold out the test cases exactly as `histofed-site --simulate` does and use them. */
   readonly simulate?: { readonly sites: number; readonly seed: number; readonly testFraction: number };
+  /** The test patients' clinical table (fusion models read each patient's record from it); absent: the no-record path. */
+  readonly clinicalCsv?: string;
 }
 
 /** What the unauthenticated enrollment route lets anyone do (issue 13). */
@@ -70,6 +72,7 @@ const envSchema = z.object({
   HISTOFED_MAX_MODEL_BYTES: z.coerce.number().int().positive().default(DEFAULT_MAX_MODEL_BYTES),
   HISTOFED_BACKEND: z.string().default('auto'),
   HISTOFED_TEST_DATA: z.string().optional(),
+  HISTOFED_TEST_CLINICAL: z.string().optional(),
   HISTOFED_BACKBONE_DIR: z.string().min(1).optional(),
   HISTOFED_MAX_PENDING_SITES: z.coerce.number().int().min(1).max(100_000).default(100),
   HISTOFED_PENDING_EXPIRY_HOURS: z.coerce.number().positive().max(24 * 365).default(72),
@@ -206,6 +209,7 @@ export interface CoordinatorFlags {
   autoApprove?: boolean;
   backend?: string;
   testData?: string;
+  testClinical?: string;
   simulateSites?: string | number;
   seed?: string | number;
   testFraction?: string | number;
@@ -228,6 +232,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, flags: Coordinator
         HISTOFED_MAX_MODEL_BYTES: env.HISTOFED_MAX_MODEL_BYTES,
         HISTOFED_BACKEND: flags.backend ?? env.HISTOFED_BACKEND,
         HISTOFED_TEST_DATA: flags.testData ?? env.HISTOFED_TEST_DATA,
+        HISTOFED_TEST_CLINICAL: flags.testClinical ?? env.HISTOFED_TEST_CLINICAL,
         HISTOFED_BACKBONE_DIR: flags.backbone ?? env.HISTOFED_BACKBONE_DIR,
         HISTOFED_MAX_PENDING_SITES: env.HISTOFED_MAX_PENDING_SITES,
         HISTOFED_PENDING_EXPIRY_HOURS: env.HISTOFED_PENDING_EXPIRY_HOURS,
@@ -250,6 +255,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, flags: Coordinator
       HISTOFED_ADMIN_TOKEN: '--admin-token / HISTOFED_ADMIN_TOKEN',
       HISTOFED_BACKEND: '--backend / HISTOFED_BACKEND',
       HISTOFED_TEST_DATA: '--test-data / HISTOFED_TEST_DATA',
+      HISTOFED_TEST_CLINICAL: '--test-clinical / HISTOFED_TEST_CLINICAL',
       HISTOFED_BACKBONE_DIR: '--backbone / HISTOFED_BACKBONE_DIR',
       HISTOFED_MAX_CONNECTIONS: 'HISTOFED_MAX_CONNECTIONS',
       HISTOFED_MAX_CONNECTIONS_PER_ADDRESS: 'HISTOFED_MAX_CONNECTIONS_PER_ADDRESS',
@@ -309,6 +315,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, flags: Coordinator
                   seed: num(flags.seed, 'seed', 1),
                   testFraction: num(flags.testFraction, 'test-fraction', 0.25),
                 },
+          ...(e.HISTOFED_TEST_CLINICAL ? { clinicalCsv: resolve(e.HISTOFED_TEST_CLINICAL) } : {}),
         }
       : undefined,
   };

@@ -8,6 +8,7 @@ import {
   createStainNormalizer,
   loadModelInputs,
   readBreakHisTree,
+  readClinicalCsv,
   simulateFederation,
   modelInputsKey,
 } from '@histofed/data';
@@ -104,7 +105,10 @@ export class CentralEvaluator {
     const extractor = spec.backbone && spec.tiles ? await tileFeatureExtractor(spec.backbone, spec.imageSize, { dir: this.config.backboneDir }) : undefined;
     const started = Date.now();
     let last = 0;
+    const clinicalCsv = this.config.testData?.clinicalCsv;
+    const clinical = spec.clinical && clinicalCsv ? await readClinicalCsv(clinicalCsv, spec.clinical) : undefined;
     const data = await loadModelInputs(images, spec, {
+      clinical,
       extractor,
       featureCache: this.featureCache,
       transform: normalize ? { key: JSON.stringify(stain), apply: (rgb) => normalize(rgb) } : undefined,

@@ -105,6 +105,8 @@ const task: TrainTask = {
     localTensors: 'none',
     stainAugmentation: null,
     alignment: null,
+    pretrain: null,
+    startFrom: null,
   },
 };
 

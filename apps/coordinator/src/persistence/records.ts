@@ -33,7 +33,8 @@ export interface EnrollmentToken {
  * The fields added to the run configuration after runs were first stored: rows written before
  * them lack the field, so the record has them optional (readers apply the old behaviour:
  * gatherSeconds 0, no stain normalization, no augmentation, classWeighting 'none', no secure
- * aggregation, localTensors 'none', no federated stain target, no calibration, no ensemble snapshots).
+ * aggregation, localTensors 'none', no federated stain target, no calibration, no ensemble snapshots,
+ * kind 'classify' without startFrom).
  */
 type AddedAfterFirstRuns =
   | 'gatherSeconds'
@@ -47,7 +48,10 @@ type AddedAfterFirstRuns =
   | 'alignment'
   | 'calibration'
   | 'ensemble'
-  | 'pruning';
+  | 'pruning'
+  | 'kind'
+  | 'pretrain'
+  | 'startFrom';
 
 /**
  * What an administrator chose when creating a run: the validated output of the run-config schema
@@ -94,6 +98,18 @@ export interface FinalReport {
    * models. Runs before it have none (their global and per-site figures are `global` and `perSite`).
    */
   readonly memberMetrics?: Record<string, Metrics>;
+  /** Issue 19: a pretrain run's result, the encoder a classification run's startFrom names (runs/pretrained-encoder.ts). */
+  readonly encoder?: EncoderSummary;
+}
+
+/** FinalReport.encoder: the pretrained encoder, stored content-addressed (GET /api/models/:sha256). */
+export interface EncoderSummary {
+  /** SHA-256 of the encoder's tensors (libs/ml encoderHash): its address in the model store. */
+  readonly sha256: string;
+  readonly parameters: number;
+  readonly tensors: number;
+  /** The sites' mean contrastive (NT-Xent) loss in the last round, or null. */
+  readonly contrastiveLoss: number | null;
 }
 
 /** FinalReport.confusion: stage 1 (benign, malignant) and, for a two-stage model, the subtypes (the cascade's prediction). */

@@ -2,7 +2,7 @@ import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } fro
 import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, isLocalTensor, localTensorsOf, parameterCount, withLocalTensors } from '@histofed/fl-core';
 import { SiteResult, Strategy, StrategyState, createStrategy, withLocalTensorPolicy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
-import { applyTemperature, buildModelAsync, combineFeatureMoments, fromPlainMoments, getWeights, toPlainMoments, weightNormScores } from '@histofed/ml';
+import { applyTemperature, buildModelAsync, combineFeatureMoments, contrastiveModelWeights, fromPlainMoments, getWeights, toPlainMoments, weightNormScores, withEncoder } from '@histofed/ml';
 import { BoostingTask, CoordinatorEvents, DEFAULT_CHUNK_BYTES, FeatureMomentsWire, SecAggTask, TrainTask, featureMomentsWireSchema } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { ModelExporter } from '../evaluation/model-exporter.service';
@@ -18,6 +18,7 @@ import { FederatedCalibration } from './federated-calibration';
 import { FederatedEnsembleFit } from './federated-ensemble-fit';
 import { FederatedStackingFit, STACKING_DEFAULT_ITERATIONS } from './federated-stacking-fit';
 import { gatherDecision } from './gather-decision';
+import { encoderSummary, finalEncoder, isPretrainRun, pretrainRoundFields } from './pretrained-encoder';
 import { trainBoostedMembers } from './federated-boosting';
 import { SecureAggregationRound } from './secure-aggregation';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
@@ -137,7 +138,8 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       global = await this.runRound(runId, cfg, round, global, strategy, strategyState, latestLocal);
     }
     if (this.stopping) return;
-    const final = await this.finish(runId, cfg, global, latestLocal);
+    // Issue 19: a pretrain run's result is its encoder.
+    const final = isPretrainRun(cfg) ? await this.finishPretraining(runId, cfg, global) : await this.finish(runId, cfg, global, latestLocal);
     await this.store.updateRun(runId, { status: 'completed', final });
     this.logger.event('info', 'runs', 'run completed', { runId, final });
   }
@@ -275,13 +277,40 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
       if (!stored) throw new RunFailure(`run ${run.id}: global model ${run.currentModelHash} is missing from the store`);
       return { weights: decodeWeights(stored.bytes, `model ${stored.hash}`), hash: stored.hash };
     }
-    const model = await buildModelAsync(run.config.model, run.config.seed, { dir: this.config.backboneDir });
-    const weights = getWeights(model);
-    model.dispose();
+    const weights = await this.initialWeights(run);
     const hash = await this.store.putModel(encodeWeights(weights), parameterCount(weights));
     await this.store.updateRun(run.id, { currentModelHash: hash });
     this.logger.event('info', 'runs', 'initial global model', { runId: run.id, modelHash: hash, parameters: parameterCount(weights) });
     return { weights, hash };
+  }
+
+  /**
+   * A fresh model of the run's spec and seed. Issue 19: a pretrain run's is the contrastive model
+   * (encoder + projection head); a run with startFrom takes the pretrained encoder (from the store,
+   * by its hash, checked at creation) with freshly initialised heads.
+   */
+  private async initialWeights(run: RunRecord): Promise<WeightSet> {
+    const cfg = run.config;
+    if (isPretrainRun(cfg) && cfg.pretrain) return contrastiveModelWeights(cfg.model, cfg.seed, cfg.pretrain.projectionDim, cfg.pretrain.projectionHidden);
+    const model = await buildModelAsync(cfg.model, cfg.seed, { dir: this.config.backboneDir });
+    const weights = getWeights(model);
+    model.dispose();
+    if (!cfg.startFrom) return weights;
+    const stored = await this.store.getModel(cfg.startFrom.sha256);
+    if (!stored) throw new RunFailure(`run ${run.id}: the encoder ${cfg.startFrom.sha256} of pretrain run ${cfg.startFrom.run} (startFrom) is missing from the store`);
+    const started = withEncoder(cfg.model, weights, decodeWeights(stored.bytes, `encoder ${stored.hash}`));
+    this.logger.event('info', 'runs', 'starting from a pretrained encoder', { runId: run.id, pretrainRun: cfg.startFrom.run, encoder: stored.hash });
+    return started;
+  }
+
+  /** Issue 19: the end of a pretrain run — its encoder (the global model without the projection head), stored content-addressed. */
+  private async finishPretraining(runId: string, cfg: RunConfig, global: GlobalModel): Promise<FinalReport> {
+    const encoder = finalEncoder(cfg.model, global.weights);
+    const sha256 = await this.store.putModel(encodeWeights(encoder), parameterCount(encoder));
+    const last = (await this.store.listRounds(runId)).filter((r) => r.status === 'completed').sort((a, b) => b.round - a.round)[0];
+    const summary = encoderSummary(sha256, encoder, last?.siteMetrics ?? null);
+    this.logger.event('info', 'runs', 'pretrained encoder stored', { runId, ...summary });
+    return { global: null, perSite: {}, ensemble: null, ensembleMembers: [], encoder: summary };
   }
 
   /**
@@ -374,6 +403,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         localTensors: cfg.localTensors ?? 'none',
         stainAugmentation: cfg.stainAugmentation ?? null,
         alignment: cfg.alignment ? { ...cfg.alignment, reference: this.alignmentReferences.get(runId) ?? null } : null,
+        ...pretrainRoundFields(cfg),
       },
       ...(boosting ? { boosting } : {}),
     };
@@ -534,6 +564,8 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
    * tensors with each site's latest local tensors (one member per site, probabilities averaged).
    */
   private async evaluateGlobal(cfg: RunConfig, weights: WeightSet, latestLocal: ReadonlyMap<string, WeightSet>): Promise<Metrics | null> {
+    // Issue 19: a contrastive model has no classifier to evaluate (the round's site metrics hold the contrastive loss).
+    if (isPretrainRun(cfg)) return null;
     const members = this.globalMembers(cfg, weights, latestLocal);
     if (members.length === 1 && members[0].id === 'global') return this.evaluator.evaluate(cfg.model, weights, cfg.stainNormalization ?? null);
     return (await this.evaluator.evaluateEnsemble(cfg.model, members, cfg.stainNormalization ?? null))?.ensemble ?? null;

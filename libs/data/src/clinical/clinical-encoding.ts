@@ -18,15 +18,11 @@
  *   age empty, receptor empty  -> [0,   1,  0, 0, 1,  0]
  *   no row for the patient     -> [0,   0,  0, 0, 0,  1]
  */
-import { ValidationError, type ClinicalSchema } from '@histofed/fl-core';
+import { ValidationError, clinicalWidth, type ClinicalSchema } from '@histofed/fl-core';
 import type { ClinicalRecord, ClinicalTable } from './clinical-table';
 
-/** Values per patient for `schema`: 2 per numeric column, levels + 1 per categorical one, plus 1. */
-export function clinicalWidth(schema: ClinicalSchema): number {
-  let width = 1;
-  for (const c of schema.columns) width += c.type === 'numeric' ? 2 : c.levels.length + 1;
-  return width;
-}
+/** Values per patient for `schema` (fl-core clinicalWidth: 2 per numeric column, levels + 1 per categorical one, plus 1). */
+export { clinicalWidth };
 
 /** One patient's vector (layout in the file header); `record` undefined = the patient has no row. */
 export function encodeClinical(record: ClinicalRecord | undefined, schema: ClinicalSchema): Float32Array {

@@ -1,11 +1,13 @@
 import type { LabeledImages, ModelSpec } from '@histofed/fl-core';
-import { bagTilesOf, isBagModel } from '@histofed/fl-core';
+import { ValidationError, bagTilesOf, isBagModel } from '@histofed/fl-core';
 import { DEFAULT_AUGMENTATION } from '../augmentation';
 import type { BreakHisImage } from '../breakhis-reader';
 import type { ImageCache } from '../image-cache';
 import { loadLabeledImages, type ImagePixelHook } from '../image-loader';
 import type { FeatureCache } from './feature-cache';
 import { tileBags } from './tile-bags';
+import { withClinical } from '../clinical/clinical-rows';
+import type { ClinicalTable } from '../clinical/clinical-table';
 import { loadTileSet, type TileRowExtractor, type TileSetProgress } from './tile-set';
 
 /** HED jitter of augmented training views (Tellez et al.'s "light" setting). */
@@ -31,6 +33,12 @@ export interface ModelInputOptions {
   /** Per-image pixel transform (stain shift, stain normalization); `key` names it in cache keys. */
   readonly transform?: { readonly key: string; readonly apply: ImagePixelHook };
   readonly onProgress?: (p: TileSetProgress) => void;
+  /**
+   * A fusion spec's (spec.clinical) clinical table, checked against that declaration (readClinicalCsv):
+   * each row is followed by its patient's encoded record. Absent: every patient's row carries the
+   * no-record encoding (the learned missing path).
+   */
+  readonly clinical?: ClinicalTable;
 }
 
 /**
@@ -38,7 +46,7 @@ export interface ModelInputOptions {
  * training flags): the part of a key for caches of loaded inputs.
  */
 export function modelInputsKey(spec: ModelSpec): unknown[] {
-  return [spec.imageSize, spec.tiles ?? null, isBagModel(spec) ? { bagTiles: bagTilesOf(spec) } : null];
+  return [spec.imageSize, spec.tiles ?? null, isBagModel(spec) ? { bagTiles: bagTilesOf(spec) } : null, spec.clinical ?? null];
 }
 
 /**
@@ -46,10 +54,14 @@ export function modelInputsKey(spec: ModelSpec): unknown[] {
  * `extractor`, or pixels) — the covering grid, plus the spec's random views when training; else the
  * whole images resized to the input size; for a bag model (attention-MIL, the transformer over
  * tiles) the tile rows of each image packed into one bag row (tileBags: a training bag holds the
- * grid and the views, an evaluation bag the grid). One function for sites, the coordinator, the
+ * grid and the views, an evaluation bag the grid); for a fusion spec (spec.clinical) each row is
+ * followed by its patient's encoded record (withClinical). One function for sites, the coordinator, the
  * CLIs and the benchmarks, so every consumer tiles the same way.
  */
 export async function loadModelInputs(images: readonly BreakHisImage[], spec: ModelSpec, o: ModelInputOptions = {}): Promise<LabeledImages> {
+  if (spec.clinical && (spec.tiles === undefined || isBagModel(spec))) {
+    throw new ValidationError(`model.clinical: fusion with a clinical record reads tile rows of kind backbone-head, not ${spec.tiles === undefined ? 'whole images' : 'tile bags'}`);
+  }
   if (spec.tiles === undefined) {
     return loadLabeledImages(images, spec.imageSize, { cache: o.imageCache, transform: o.transform?.apply });
   }
@@ -67,6 +79,6 @@ export async function loadModelInputs(images: readonly BreakHisImage[], spec: Mo
     positions: bags,
     onProgress: o.onProgress,
   });
-  if (!bags) return rows;
+  if (!bags) return spec.clinical ? withClinical(rows, o.clinical, spec.clinical, 'tile rows') : rows;
   return tileBags(rows, { bagTiles: bagTilesOf(spec), overflow: o.training ? 'truncate' : 'error', imageName: (i) => images[i].path });
 }

@@ -5,6 +5,7 @@ import { readBreakHisTree, type BreakHisImage } from '../breakhis-reader';
 import { hashSeed, mulberry32 } from '../prng';
 import { generateSyntheticBreakHis } from '../synthetic-breakhis';
 import { REAL_SAMPLE_ROOT } from '../test-paths';
+import { parseClinicalCsv } from '../clinical/clinical-table';
 import { FeatureCache } from './feature-cache';
 import { loadModelInputs } from './model-inputs';
 import { gridOrigins, randomOrigin } from './tile-geometry';
@@ -117,6 +118,26 @@ describe('tiles of BreakHis images', () => {
     const whole = await loadModelInputs(images.slice(0, 2), { kind: 'se-cnn', imageSize: 24, numClasses: 2 });
     expect(whole.count).toBe(2);
     expect(whole.imageOf).toBeUndefined();
+  });
+
+  it("follows each row of a fusion spec (model.clinical) with its patient's record, or the no-record encoding", async () => {
+    const clinical = { columns: [{ name: 'age', type: 'numeric' as const, min: 20, max: 90 }] };
+    const spec = { kind: 'backbone-head', imageSize: 32, numClasses: 2, tiles: { scale: 1, views: 0 }, clinical };
+    const two = [images[0], images.find((i) => i.patientId !== images[0].patientId) as BreakHisImage];
+    const table = parseClinicalCsv(`patient,age\n${two[0].patientId},55\n`, clinical, 'clinical.csv');
+    const rows = await loadModelInputs(two, spec, { extractor: meanColour(), clinical: table });
+    expect(rows.sampleShape).toEqual([3 + 3]);
+    const plain = await loadModelInputs(two, { ...spec, clinical: undefined }, { extractor: meanColour() });
+    for (let r = 0; r < rows.count; r++) {
+      const row = Array.from(rows.images.subarray(r * 6, r * 6 + 6));
+      expect(row.slice(0, 3)).toEqual(Array.from(plain.images.subarray(r * 3, r * 3 + 3)));
+      // [age scaled to [0, 1], missing, no record]: the first patient has a row, the second none.
+      expect(row.slice(3)).toEqual(rows.groups?.[r] === two[0].patientId ? [0.5, 0, 0] : [0, 0, 1]);
+    }
+    // No table at all: every patient takes the no-record path.
+    const none = await loadModelInputs(two, spec, { extractor: meanColour() });
+    for (let r = 0; r < none.count; r++) expect(Array.from(none.images.subarray(r * 6 + 3, r * 6 + 6))).toEqual([0, 0, 1]);
+    await expect(loadModelInputs(two, { kind: 'se-cnn', imageSize: 24, numClasses: 2, clinical })).rejects.toThrow(/model.clinical: .*not whole images/);
   });
 
   it('jitters the stain of augmented training views by the hedSigma asked for (0: none)', async () => {

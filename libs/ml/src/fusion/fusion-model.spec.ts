@@ -1,7 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { LabeledImages, ModelSpec } from '@histofed/fl-core';
+import * as tf from '@tensorflow/tfjs-core';
+import type { ClinicalSchema, LabeledImages, ModelSpec } from '@histofed/fl-core';
+import { ImageDropout, fusionOptionsOf } from './fusion-model';
 import { selectBackend } from '../backend';
 import { evaluateModel, predictProbabilities } from '../evaluate';
 import { buildModel, featureInputShape, validateModelSpec } from '../models';
@@ -96,5 +98,52 @@ describe('fusion of tile features with a clinical record (issue 19)', () => {
     expect(() => validateModelSpec({ ...spec, options: { ...spec.options, clinicalWidth: 1.5 } })).toThrow(/model.options.clinicalWidth/);
     expect(() => validateModelSpec({ ...spec, backbone: { ...(spec.backbone as NonNullable<ModelSpec['backbone']>), trainFrom: 'block_1_expand' } })).toThrow(/no backbone.trainFrom/);
     expect(() => validateModelSpec({ kind: 'se-cnn', imageSize: 32, numClasses: 2, options: { clinicalWidth: 3 } })).toThrow(/unknown option for se-cnn/);
+  });
+
+  it('takes the record width from a declared clinical schema (the run config), which an explicit width must match', () => {
+    const declared: ClinicalSchema = { columns: [{ name: 'age', type: 'numeric', min: 20, max: 90 }] };
+    const { clinicalWidth: _, ...options } = fusionSpec(0).options as Record<string, number>;
+    const spec: ModelSpec = { ...fusionSpec(0), options, clinical: declared };
+    expect(fusionOptionsOf(spec)).toEqual(expect.objectContaining({ clinicalWidth: C }));
+    expect(featureInputShape(spec)).toEqual([F + C]);
+    expect(fusionOptionsOf({ ...spec, options: { ...options, clinicalWidth: C } })?.clinicalWidth).toBe(C);
+    expect(() => fusionOptionsOf({ ...spec, options: { ...options, clinicalWidth: 5 } })).toThrow(/clinicalWidth: 5, but the declared clinical columns encode to 3/);
+    expect(fusionOptionsOf({ ...spec, clinical: undefined })).toBeNull();
+  });
+
+  it('tabularUnits 0 reads the record linearly (no tab_fc); imageDropout adds its layer', () => {
+    const spec = fusionSpec(0);
+    const model = buildModel({ ...spec, options: { ...spec.options, tabularUnits: 0, imageDropout: 0.3 } }, 2);
+    try {
+      const names = getWeights(model).map((w) => w.name);
+      expect(names.some((n) => n.startsWith('tab_fc'))).toBe(false);
+      expect(model.getLayer('image_dropout')).toBeInstanceOf(ImageDropout);
+      // The heads read F image features and the C record values directly.
+      expect(getWeights(model).find((w) => w.name === 'head/kernel')?.shape).toEqual([F + C, 2]);
+    } finally {
+      model.dispose();
+    }
+    expect(() => validateModelSpec({ ...spec, options: { ...spec.options, imageDropout: 1 } })).toThrow(/model.options.imageDropout/);
+  });
+
+  it('ImageDropout zeroes whole rows at the given rate while training and passes everything at inference', () => {
+    const layer = new ImageDropout({ rate: 0.3, seed: 4 });
+    const x = tf.ones([2000, 5]);
+    try {
+      const inference = layer.apply(x, { training: false }) as tf.Tensor;
+      expect(tf.sum(inference).arraySync()).toBe(10000);
+      const trained = layer.apply(x, { training: true }) as tf.Tensor2D;
+      const sums = tf.sum(trained, 1);
+      const rowSums = sums.arraySync() as number[];
+      sums.dispose();
+      // Every row is either whole or all zeros; about 30 % are dropped.
+      expect(rowSums.every((v) => v === 0 || v === 5)).toBe(true);
+      const dropped = rowSums.filter((v) => v === 0).length / rowSums.length;
+      expect(dropped).toBeGreaterThan(0.25);
+      expect(dropped).toBeLessThan(0.35);
+      tf.dispose([inference, trained]);
+    } finally {
+      x.dispose();
+    }
   });
 });

@@ -10,13 +10,15 @@
  *   sigmoid(W_g · clinical + b_g) (b_g starts at 2: the gate opens at 0.88), then concatenated.
  *
  * While training, each row's record is dropped (replaced by "no record") with probability
- * `recordDropout` (default 0.5; RecordDropout). The image's prediction is the mean of its tiles' (as the model without clinical data), a
+ * `recordDropout` (default 0.5; RecordDropout), and its image features (set to 0) with probability
+ * `imageDropout` (default 0.5; ImageDropout): rows with one modality train each side to predict on
+ * its own, rows with both their sum. The image's prediction is the mean of its tiles' (as the model without clinical data), a
  * patient's the mean of its images'. Weight names are fixed (`tab_fc`, `tab_gate`), like every layer's.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelSpec } from '@histofed/fl-core';
-import { ValidationError } from '@histofed/fl-core';
+import { ValidationError, clinicalWidth } from '@histofed/fl-core';
 
 export interface ColumnSliceArgs {
   name?: string;
@@ -114,15 +116,69 @@ export class RecordDropout extends tfl.layers.Layer {
 }
 tf.serialization.registerClass(RecordDropout);
 
+export interface ImageDropoutArgs {
+  name?: string;
+  /** Chance that a training row's image features are all set to 0. */
+  rate: number;
+  seed: number;
+}
+
+/**
+ * Modality dropout on the image side: while training, each row's image features are set to 0 with
+ * probability `rate` (no rescaling: the row then carries no image evidence at all); at inference
+ * they pass unchanged. With the heads reading [image features, tabular encoding] linearly, the
+ * stage-1 logit is a sum of an image term and a record term; rows without their image make the record
+ * term predict the label on its own (as a tabular-only model would) instead of only explaining what
+ * the image term, which can fit a few dozen training patients' images by itself, leaves over.
+ * Registered with tfjs's serialization.
+ */
+export class ImageDropout extends tfl.layers.Layer {
+  static readonly className = 'HistoFedImageDropout';
+  readonly rate: number;
+  readonly seed: number;
+  private draws = 0;
+
+  constructor(args: ImageDropoutArgs) {
+    super({ name: args.name });
+    if (!(args.rate >= 0 && args.rate < 1)) throw new ValidationError(`model.options.imageDropout: must be in [0, 1), got ${args.rate}`);
+    this.rate = args.rate;
+    this.seed = args.seed;
+  }
+
+  override computeOutputShape(inputShape: tfl.Shape | tfl.Shape[]): tfl.Shape {
+    return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tfl.Shape;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
+    return tf.tidy(() => {
+      const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor2D;
+      if (!kwargs['training'] || this.rate === 0) return tf.clone(x);
+      const keep = tf.cast(tf.greaterEqual(tf.randomUniform([x.shape[0], 1], 0, 1, 'float32', this.seed + this.draws++), this.rate), 'float32');
+      return tf.mul(x, keep);
+    });
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), rate: this.rate, seed: this.seed };
+  }
+
+  override getClassName(): string {
+    return ImageDropout.className;
+  }
+}
+tf.serialization.registerClass(ImageDropout);
+
 export interface FusionOptions {
   /** Values of an encoded clinical record (libs/data clinicalWidth of the run's columns). */
   readonly clinicalWidth: number;
   /** Gated fusion (the record scales the image features) instead of plain concatenation. */
   readonly gated: boolean;
-  /** Units of the tabular encoder. */
+  /** Units of the tabular encoder; 0: the encoded record goes to the heads as it is (linear in the record). */
   readonly tabularUnits: number;
   /** Modality dropout: chance that a training row's record is replaced by "no record" (RecordDropout). */
   readonly recordDropout: number;
+  /** Modality dropout: chance that a training row's image features are set to 0 (ImageDropout). */
+  readonly imageDropout: number;
 }
 
 /**
@@ -134,6 +190,7 @@ export function fusionFeatures(features: number, o: FusionOptions, seed: number)
   const input = tfl.input({ name: 'features', shape: [features + o.clinicalWidth] });
   let image = new ColumnSlice({ name: 'image_features', begin: 0, size: features }).apply(input) as tfl.SymbolicTensor;
   let clinical = new ColumnSlice({ name: 'clinical', begin: features, size: o.clinicalWidth }).apply(input) as tfl.SymbolicTensor;
+  if (o.imageDropout > 0) image = new ImageDropout({ name: 'image_dropout', rate: o.imageDropout, seed: seed + 3200 }).apply(image) as tfl.SymbolicTensor;
   if (o.recordDropout > 0) clinical = new RecordDropout({ name: 'record_dropout', rate: o.recordDropout, seed: seed + 3100 }).apply(clinical) as tfl.SymbolicTensor;
   const init = (k: number) => tfl.initializers.glorotUniform({ seed: seed + 3000 + k });
   if (o.gated) {
@@ -142,21 +199,35 @@ export function fusionFeatures(features: number, o: FusionOptions, seed: number)
       .apply(clinical) as tfl.SymbolicTensor;
     image = tfl.layers.multiply({ name: 'gated_features' }).apply([image, gate]) as tfl.SymbolicTensor;
   }
-  const tabular = tfl.layers.dense({ name: 'tab_fc', units: o.tabularUnits, activation: 'relu', kernelInitializer: init(1), biasInitializer: 'zeros' }).apply(clinical) as tfl.SymbolicTensor;
+  const tabular =
+    o.tabularUnits === 0
+      ? clinical
+      : (tfl.layers.dense({ name: 'tab_fc', units: o.tabularUnits, activation: 'relu', kernelInitializer: init(1), biasInitializer: 'zeros' }).apply(clinical) as tfl.SymbolicTensor);
   const fused = tfl.layers.concatenate({ name: 'fusion', axis: -1 }).apply([image, tabular]) as tfl.SymbolicTensor;
   return { input, fused };
 }
 
-/** The fusion options of a backbone-head spec (options.clinicalWidth > 0), or null. */
-export function fusionOptionsOf(spec: Pick<ModelSpec, 'options'>): FusionOptions | null {
-  const width = spec.options?.['clinicalWidth'] ?? 0;
+/**
+ * The fusion options of a backbone-head spec, or null: a spec that declares `clinical` columns (the
+ * run config's; its record width follows from them), or one with options.clinicalWidth > 0 (the
+ * benches' way, a record without a declaration; when both are given they must agree).
+ */
+export function fusionOptionsOf(spec: Pick<ModelSpec, 'options' | 'clinical'>): FusionOptions | null {
+  const declared = spec.clinical ? clinicalWidth(spec.clinical) : undefined;
+  const option = spec.options?.['clinicalWidth'];
+  if (declared !== undefined && option !== undefined && option !== declared) {
+    throw new ValidationError(`model.options.clinicalWidth: ${option}, but the declared clinical columns encode to ${declared} values (leave the option out)`);
+  }
+  const width = declared ?? option ?? 0;
   if (width === 0) return null;
   const gate = spec.options?.['fusionGate'] ?? 0;
   const units = spec.options?.['tabularUnits'] ?? 16;
   const recordDropout = spec.options?.['recordDropout'] ?? 0.5;
+  const imageDropout = spec.options?.['imageDropout'] ?? 0.5;
   if (!(recordDropout >= 0 && recordDropout < 1)) throw new ValidationError(`model.options.recordDropout: must be in [0, 1), got ${recordDropout}`);
+  if (!(imageDropout >= 0 && imageDropout < 1)) throw new ValidationError(`model.options.imageDropout: must be in [0, 1), got ${imageDropout}`);
   if (!Number.isInteger(width) || width < 1 || width > 4096) throw new ValidationError(`model.options.clinicalWidth: must be an integer in [0, 4096], got ${width}`);
   if (gate !== 0 && gate !== 1) throw new ValidationError(`model.options.fusionGate: 0 (concatenation) or 1 (gated), got ${gate}`);
-  if (!Number.isInteger(units) || units < 1 || units > 1024) throw new ValidationError(`model.options.tabularUnits: must be an integer in [1, 1024], got ${units}`);
-  return { clinicalWidth: width, gated: gate === 1, tabularUnits: units, recordDropout };
+  if (!Number.isInteger(units) || units < 0 || units > 1024) throw new ValidationError(`model.options.tabularUnits: must be an integer in [0, 1024], got ${units}`);
+  return { clinicalWidth: width, gated: gate === 1, tabularUnits: units, recordDropout, imageDropout };
 }

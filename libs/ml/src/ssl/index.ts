@@ -1,2 +1,4 @@
 export * from './nt-xent';
 export * from './contrastive-model';
+export * from './encoder';
+export * from './contrastive-trainer';

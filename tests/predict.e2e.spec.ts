@@ -133,5 +133,13 @@ describe('histofed-site predict', () => {
     const flags = run([SITE_BIN, 'predict', '--model', model, '--json', '--csv', other]);
     expect(flags.status).not.toBe(0);
     expect(flags.stderr).toMatch(/--json and --csv: choose one output format/);
+    // Issue 19: a clinical table needs the images' patients, and a model that reads no record refuses one.
+    const noPatients = run([SITE_BIN, 'predict', '--model', model, '--clinical', join(work, 'clinical.csv'), other]);
+    expect(noPatients.status).not.toBe(0);
+    expect(noPatients.stderr).toMatch(/--clinical .*clinical\.csv: needs --patients CSV/);
+    writeFileSync(join(work, 'clinical.csv'), 'patient,age\nP1,50\n');
+    const noRecord = run([SITE_BIN, 'predict', '--model', model, '--clinical', join(work, 'clinical.csv'), '--patients', join(work, 'patients.csv'), other]);
+    expect(noRecord.status).not.toBe(0);
+    expect(noRecord.stderr).toMatch(/--clinical .*clinical\.csv: the model reads no clinical record/);
   });
 });

@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import type { ClinicalSchema, LabeledImages, ModelSpec } from '@histofed/fl-core';
 import { DEFAULT_RUN_MODEL } from '@histofed/fl-core';
 import { assertHasImages, clinicalWidth, parseClinicalCsv, patientWiseFolds, patientWiseSplit, readBreakHisTree, syntheticClinicalCsv, withClinical, type ClinicalTable } from '@histofed/data';
-import { buildModel, evaluateModel, fit, getWeights, mixSeed, parseBackendChoice, resolveBackbone, selectBackend, setWeights } from '@histofed/ml';
+import { balancedClassWeights, buildModel, evaluateModel, fit, getWeights, mixSeed, patientRowWeights, parseBackendChoice, resolveBackbone, selectBackend, setWeights } from '@histofed/ml';
 import { reporter, runBench, wallTimeLine } from '../lib/bench-output';
 import { int, num } from '../lib/cli-options';
 import { loadTileFeatureSet } from '../lib/tile-features';
@@ -50,7 +50,18 @@ interface Options {
   backend: string;
   cacheDir?: string;
   cache: boolean;
+  patientWeighting?: boolean;
   json?: boolean;
+}
+
+
+/** Balanced class (and subtype) weights over patients: the class sizes are the sums of the rows' patient weights. */
+function weightsByPatient(rows: LabeledImages, spec: ModelSpec, weights: Float32Array): { classWeights: number[]; subtypeWeights?: number[] } {
+  const subtypes = spec.subtypeParents?.length ?? 0;
+  return {
+    classWeights: balancedClassWeights(rows.labels, spec.numClasses, undefined, weights),
+    subtypeWeights: subtypes > 0 && rows.subtypes ? balancedClassWeights(rows.subtypes, subtypes, undefined, weights) : undefined,
+  };
 }
 
 /** Rows with their image features zeroed (the clinical part kept): what the tabular-only model reads. */
@@ -106,6 +117,8 @@ async function main(o: Options): Promise<void> {
 
   const scores: FoldScore[] = [];
   const train = async (spec: ModelSpec, seed: number, data: { train: LabeledImages; validation: LabeledImages; test: LabeledImages }) => {
+    // --patient-weighting: as a run's patientWeighting makes the sites do (every model alike).
+    const patients = o.patientWeighting ? patientRowWeights(data.train.groups as readonly string[]) : undefined;
     const initial = buildModel(spec, seed);
     const weights = getWeights(initial);
     initial.dispose();
@@ -119,7 +132,7 @@ async function main(o: Options): Promise<void> {
       learningRate: num('lr', o.lr, 1e-6, 1),
       proximalMu: 0,
       seed,
-      ...trainingWeights(data.train, spec),
+      ...(patients ? { ...weightsByPatient(data.train, spec, patients), sampleWeights: patients } : trainingWeights(data.train, spec)),
     });
     const model = buildModel(spec, seed);
     try {
@@ -199,6 +212,7 @@ runBench<Options>(
     .option('--backend <name>', 'auto, wasm, cpu, tensorflow', 'auto')
     .option('--cache-dir <dir>', 'tile features in DIR/features (default ~/.cache/histofed)')
     .option('--no-cache', 'compute every tile feature')
+    .option('--patient-weighting', "every model: each training patient weighs the same (a run's patientWeighting: rows 1 / their patient's count, classes balanced by patients)")
     .option('--json', 'print one JSON line on stdout'),
   main,
 );

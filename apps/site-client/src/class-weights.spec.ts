@@ -1,6 +1,6 @@
 import type { LabeledImages } from '@histofed/fl-core';
 import type { RoundConfig } from '@histofed/protocol';
-import { classWeightsFor } from './local-training';
+import { classWeightsFor, patientWeightsFor } from './local-training';
 
 const data = (labels: number[], subtypes: number[]): LabeledImages => ({
   images: new Float32Array(labels.length * 16 * 16 * 3),
@@ -30,5 +30,17 @@ describe('class weights a round asks a site for', () => {
     const w = classWeightsFor({ classWeighting: 'balanced', model: { ...model, subtypeParents: undefined } }, data([0, 1, 1], [0, 2, 2]));
     expect(w.classWeights).toEqual([3 / 2, 3 / 4]);
     expect(w.subtypeWeights).toBeUndefined();
+  });
+
+  it('patientWeighting gives every patient the same total weight, and the class weights then balance patients', () => {
+    // Patient p1 (benign) has 4 rows, p2 (malignant) 1 row, p3 (malignant) 1 row.
+    const rows = { ...data([0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 2, 3]), groups: ['p1', 'p1', 'p1', 'p1', 'p2', 'p3'] };
+    expect(patientWeightsFor({ patientWeighting: false }, rows)).toBeUndefined();
+    const w = patientWeightsFor({ patientWeighting: true }, rows) as Float32Array;
+    // 6 rows, 3 patients: scale 2; p1's rows 2/4 each, p2's and p3's 2/1.
+    expect(Array.from(w)).toEqual([0.5, 0.5, 0.5, 0.5, 2, 2]);
+    // Per patient, classes are 1 benign vs 2 malignant: weighted totals 2 and 4 of 6.
+    expect(classWeightsFor({ classWeighting: 'balanced', model }, rows, w).classWeights).toEqual([6 / (2 * 2), 6 / (2 * 4)]);
+    expect(() => patientWeightsFor({ patientWeighting: true }, data([0, 1], [0, 2]))).toThrow(/no patient ids/);
   });
 });

@@ -4,6 +4,7 @@ import {
   TrainResult,
   TrainingPool,
   balancedClassWeights,
+  patientRowWeights,
   buildModelAsync,
   isFrozenBackbone,
   evaluateModelAsync,
@@ -36,15 +37,26 @@ export type TaskProgress = (
 ) => void;
 
 /** The loss weights a round asks for: inverse class (and subtype) frequencies of this site's training images. */
-export function classWeightsFor(cfg: Pick<RoundConfig, 'classWeighting' | 'model'>, train: LabeledImages): Pick<TrainOptions, 'classWeights' | 'subtypeWeights'> {
+export function classWeightsFor(
+  cfg: Pick<RoundConfig, 'classWeighting' | 'model'>,
+  train: LabeledImages,
+  rowWeights?: Float32Array,
+): Pick<TrainOptions, 'classWeights' | 'subtypeWeights'> {
   if (cfg.classWeighting !== 'balanced') return {};
   const weights: { classWeights: number[]; subtypeWeights?: number[] } = {
-    classWeights: balancedClassWeights(train.labels, cfg.model.numClasses),
+    classWeights: balancedClassWeights(train.labels, cfg.model.numClasses, undefined, rowWeights),
   };
   if (isTwoStage(cfg.model) && train.subtypes !== undefined) {
-    weights.subtypeWeights = balancedClassWeights(train.subtypes, (cfg.model.subtypeParents as readonly number[]).length);
+    weights.subtypeWeights = balancedClassWeights(train.subtypes, (cfg.model.subtypeParents as readonly number[]).length, undefined, rowWeights);
   }
   return weights;
+}
+
+/** A round's patient weighting (patientWeighting): every training patient's rows share one weight; undefined: each row alike. */
+export function patientWeightsFor(cfg: Pick<RoundConfig, 'patientWeighting'>, train: LabeledImages): Float32Array | undefined {
+  if (!cfg.patientWeighting) return undefined;
+  if (train.groups === undefined || train.groups.length !== train.count) throw new Error('patient weighting: the training rows carry no patient ids');
+  return patientRowWeights(train.groups);
 }
 
 /**
@@ -82,13 +94,15 @@ export async function runLocalTraining(
   // Whole images get a new augmentation every round; tiles have augmented views (their features are computed once).
   const train = cfg.augment && cfg.model.tiles === undefined ? augmentTrainingSet(decoded, cfg.seed, cfg.stainAugmentation ?? 0) : decoded;
   const validation = await data.validation(request);
-  let sampleWeights: Float32Array | undefined;
+  // Patient weighting: every training patient's rows share one weight (boosting's image weights multiply it).
+  const patientWeights = patientWeightsFor(cfg, train);
+  let sampleWeights: Float32Array | undefined = patientWeights;
   if (task.boosting) {
     if (!boostingMembers || boostingMembers.length !== task.boosting.members.length) {
       throw new Error(`boosting: ${boostingMembers?.length ?? 0} members fetched, the task names ${task.boosting.members.length}`);
     }
     const b = await boostingRowWeights(cfg.model, boostingMembers, train, task.boosting, data.backboneDir);
-    sampleWeights = b.weights;
+    sampleWeights = patientWeights ? Float32Array.from(b.weights, (w, i) => w * patientWeights[i]) : b.weights;
     logger.event('info', 'boosting weights', {
       runId: cfg.runId,
       round: cfg.round,
@@ -121,7 +135,7 @@ export async function runLocalTraining(
       proximalMu: cfg.proximalMu,
       globalWeights: global,
       seed: cfg.seed,
-      ...classWeightsFor(cfg, train),
+      ...classWeightsFor(cfg, train, patientWeights),
       ...(sampleWeights ? { sampleWeights } : {}),
       ...(cfg.alignment?.reference
         ? {

@@ -84,9 +84,28 @@ export function outputLoss(output: tf.Tensor2D, numClasses: number, targets: Tra
  * scikit-learn's 'balanced'), capped at `maxWeight` so a class with a handful of images cannot
  * dominate; classes absent from `labels` get 1 (they contribute nothing).
  */
-export function balancedClassWeights(labels: Int32Array, numClasses: number, maxWeight = 10): number[] {
+export function balancedClassWeights(labels: Int32Array, numClasses: number, maxWeight = 10, rowWeights?: ArrayLike<number>): number[] {
+  // With row weights (e.g. patientRowWeights), a class's size is the sum of its rows' weights.
   const counts = new Array<number>(numClasses).fill(0);
-  for (const l of labels) counts[l]++;
+  let total = 0;
+  labels.forEach((l, i) => {
+    const w = rowWeights === undefined ? 1 : rowWeights[i];
+    counts[l] += w;
+    total += w;
+  });
   const present = counts.filter((c) => c > 0).length;
-  return counts.map((c) => (c === 0 ? 1 : Math.min(maxWeight, labels.length / (present * c))));
+  return counts.map((c) => (c === 0 ? 1 : Math.min(maxWeight, total / (present * c))));
+}
+
+/**
+ * Row weights under which every patient weighs the same in the loss: each row 1 / (its patient's
+ * rows), scaled so the weights average 1 (`groups`: each row's patient). A patient with 400 tile
+ * rows and one with 20 then count alike; with them, balancedClassWeights(…, rowWeights) balances the
+ * classes by patients.
+ */
+export function patientRowWeights(groups: readonly string[]): Float32Array {
+  const rows = new Map<string, number>();
+  for (const g of groups) rows.set(g, (rows.get(g) ?? 0) + 1);
+  const scale = groups.length / rows.size;
+  return Float32Array.from(groups, (g) => scale / (rows.get(g) as number));
 }

@@ -98,6 +98,11 @@ export const roundConfigSchema = z.object({
    */
   classWeighting: z.enum(CLASS_WEIGHTINGS).default('none'),
   /**
+   * Each training patient weighs the same in the loss (its rows 1 / their number; the class weights
+   * then balance patients) instead of each image; false: each image (tile row) alike.
+   */
+  patientWeighting: z.boolean().default(false),
+  /**
    * Tensors the site keeps instead of taking the global model's (FedBN): its own from the previous
    * round of this run, from its state directory; 'none' = take every tensor.
    */

@@ -27,6 +27,8 @@ export const RUN_CONFIG_DESCRIPTIONS: Readonly<Record<string, string>> = {
   personalizeLearningRate: 'Learning rate of the personalization (default: learningRate / 10).',
   seed: 'Seeds initialization, site sampling and shuffling (0 to 2^31 - 1).',
   stainNormalization: "'none', 'macenko' (Macenko's reference stain vectors) or a fitted target (JSON object).",
+  patientWeighting:
+    "Each training patient weighs the same in the sites' losses (its images' rows share one patient's weight; class weights then balance patients); false (default): each image alike.",
   augment: 'Sites augment their training images (default: on for tiled models, off for whole images).',
   classWeighting: "'balanced': the loss weighs classes by inverse frequency at each site.",
   secureAggregation:

@@ -6,7 +6,7 @@ describe('run config (POST /api/runs body)', () => {
   it('fills every default', () => {
     const c = runConfigInputSchema.parse({});
     expect(c).toEqual(
-      expect.objectContaining({ strategy: 'fedavg', rounds: 3, minSites: 1, personalizeEpochs: 1, stainNormalization: null }),
+      expect.objectContaining({ strategy: 'fedavg', rounds: 3, minSites: 1, personalizeEpochs: 1, stainNormalization: null, patientWeighting: false }),
     );
     // The default task is the two-stage BreakHis classifier: heads on the frozen ImageNet
     // MobileNetV2's features of native-resolution 224 px tiles, with augmented training views.

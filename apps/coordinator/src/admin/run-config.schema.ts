@@ -242,6 +242,8 @@ export const runConfigInputSchema = z
     /** Sites augment their training data; default: on for tiled models (their views), off for whole images. */
     augment: z.boolean().optional(),
     classWeighting: z.enum(['none', 'balanced']).default('balanced'),
+    /** Each training patient weighs the same in the sites' losses (a patient with many images no more than one with few); default false: each image. */
+    patientWeighting: z.boolean().default(false),
     /** null (default): sites send their models sealed to the coordinator, which may keep per-site models. */
     secureAggregation: secureAggregationSchema.nullable().default(null),
     /**

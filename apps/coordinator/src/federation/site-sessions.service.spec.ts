@@ -102,6 +102,7 @@ const task: TrainTask = {
     stainNormalization: null,
     augment: false,
     classWeighting: 'none',
+    patientWeighting: false,
     localTensors: 'none',
     stainAugmentation: null,
     alignment: null,

@@ -41,6 +41,7 @@ type AddedAfterFirstRuns =
   | 'stainNormalization'
   | 'augment'
   | 'classWeighting'
+  | 'patientWeighting'
   | 'secureAggregation'
   | 'localTensors'
   | 'federatedStainTarget'

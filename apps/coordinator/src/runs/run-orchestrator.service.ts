@@ -400,6 +400,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
         stainNormalization: cfg.stainNormalization ?? null,
         augment: (cfg.augment ?? false) && kind !== 'personalize',
         classWeighting: cfg.classWeighting ?? 'none',
+        patientWeighting: cfg.patientWeighting ?? false,
         localTensors: cfg.localTensors ?? 'none',
         stainAugmentation: cfg.stainAugmentation ?? null,
         alignment: cfg.alignment ? { ...cfg.alignment, reference: this.alignmentReferences.get(runId) ?? null } : null,

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ClinicalSchema, LabeledImages, ModelSpec } from '@histofed/fl-core';
-import { ImageDropout, fusionOptionsOf } from './fusion-model';
+import { ImageDropout, RecordDropout, fusionOptionsOf } from './fusion-model';
 import { selectBackend } from '../backend';
 import { evaluateModel, predictProbabilities } from '../evaluate';
 import { buildModel, featureInputShape, validateModelSpec } from '../models';
@@ -142,6 +142,26 @@ describe('fusion of tile features with a clinical record (issue 19)', () => {
       expect(dropped).toBeGreaterThan(0.25);
       expect(dropped).toBeLessThan(0.35);
       tf.dispose([inference, trained]);
+    } finally {
+      x.dispose();
+    }
+  });
+
+  it('RecordDropout replaces whole records by the no-record encoding while training only', () => {
+    const layer = new RecordDropout({ rate: 0.5, seed: 7 });
+    const x = tf.fill([1000, 4], 0.25);
+    try {
+      const inference = layer.apply(x, { training: false }) as tf.Tensor2D;
+      expect((inference.arraySync() as number[][]).every((r) => r.every((v) => v === 0.25))).toBe(true);
+      const out = layer.apply(x, { training: true }) as tf.Tensor2D;
+      const trained = out.arraySync() as number[][];
+      out.dispose();
+      const dropped = trained.filter((r) => r.join() === '0,0,0,1').length;
+      expect(trained.every((r) => r.join() === '0,0,0,1' || r.every((v) => v === 0.25))).toBe(true);
+      expect(dropped / trained.length).toBeGreaterThan(0.44);
+      expect(dropped / trained.length).toBeLessThan(0.56);
+      expect(() => new RecordDropout({ rate: 1, seed: 1 })).toThrow(/model.options.recordDropout/);
+      inference.dispose();
     } finally {
       x.dispose();
     }

@@ -64,32 +64,32 @@ export class ColumnSlice extends tfl.layers.Layer {
 }
 tf.serialization.registerClass(ColumnSlice);
 
-export interface RecordDropoutArgs {
+export interface ModalityDropoutArgs {
   name?: string;
-  /** Chance that a training row's record is replaced by the no-record encoding. */
+  /** Chance that a training row loses the modality. */
   rate: number;
   seed: number;
 }
 
 /**
- * Modality dropout on the clinical record: while training, each row's record is replaced, with
- * probability `rate`, by the encoding of a patient without a record (zeros, the last value 1); at
- * inference it passes unchanged. The model cannot lean on the record alone (with a few dozen training
- * patients, a record is a patient's identity: memorizing it fits the training patients and nothing
- * else), and the no-record path is trained on every patient. Registered with tfjs's serialization.
+ * Modality dropout: while training, each row loses its input (whole, as `dropRows` replaces it)
+ * with probability `rate`; at inference every row passes unchanged. The two modalities' layers
+ * below differ only in what a dropped row becomes.
  */
-export class RecordDropout extends tfl.layers.Layer {
-  static readonly className = 'HistoFedRecordDropout';
+abstract class ModalityDropout extends tfl.layers.Layer {
   readonly rate: number;
   readonly seed: number;
   private draws = 0;
 
-  constructor(args: RecordDropoutArgs) {
+  constructor(args: ModalityDropoutArgs, option: string) {
     super({ name: args.name });
-    if (!(args.rate >= 0 && args.rate < 1)) throw new ValidationError(`model.options.recordDropout: must be in [0, 1), got ${args.rate}`);
+    if (!(args.rate >= 0 && args.rate < 1)) throw new ValidationError(`model.options.${option}: must be in [0, 1), got ${args.rate}`);
     this.rate = args.rate;
     this.seed = args.seed;
   }
+
+  /** `x` [rows, width] with the rows where `drop` [rows, 1] is true replaced. */
+  protected abstract dropRows(x: tf.Tensor2D, drop: tf.Tensor2D): tf.Tensor;
 
   override computeOutputShape(inputShape: tfl.Shape | tfl.Shape[]): tfl.Shape {
     return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tfl.Shape;
@@ -99,15 +99,34 @@ export class RecordDropout extends tfl.layers.Layer {
     return tf.tidy(() => {
       const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor2D;
       if (!kwargs['training'] || this.rate === 0) return tf.clone(x);
-      const [rows, width] = x.shape;
-      const absent = tf.concat([tf.zeros([1, width - 1]), tf.ones([1, 1])], 1);
-      const drop = tf.less(tf.randomUniform([rows, 1], 0, 1, 'float32', this.seed + this.draws++), this.rate);
-      return tf.where(tf.tile(drop, [1, width]), tf.tile(absent, [rows, 1]), x);
+      const drop = tf.less(tf.randomUniform([x.shape[0], 1], 0, 1, 'float32', this.seed + this.draws++), this.rate) as tf.Tensor2D;
+      return this.dropRows(x, drop);
     });
   }
 
   override getConfig(): tf.serialization.ConfigDict {
     return { ...super.getConfig(), rate: this.rate, seed: this.seed };
+  }
+}
+
+/**
+ * Modality dropout on the clinical record: a dropped row's record becomes the encoding of a patient
+ * without a record (zeros, the last value 1). The model cannot lean on the record alone (with a few
+ * dozen training patients, a record is a patient's identity: memorizing it fits the training
+ * patients and nothing else), and the no-record path is trained on every patient. Registered with
+ * tfjs's serialization.
+ */
+export class RecordDropout extends ModalityDropout {
+  static readonly className = 'HistoFedRecordDropout';
+
+  constructor(args: ModalityDropoutArgs) {
+    super(args, 'recordDropout');
+  }
+
+  protected dropRows(x: tf.Tensor2D, drop: tf.Tensor2D): tf.Tensor {
+    const [rows, width] = x.shape;
+    const absent = tf.concat([tf.zeros([1, width - 1]), tf.ones([1, 1])], 1);
+    return tf.where(tf.tile(drop, [1, width]), tf.tile(absent, [rows, 1]), x);
   }
 
   override getClassName(): string {
@@ -116,50 +135,23 @@ export class RecordDropout extends tfl.layers.Layer {
 }
 tf.serialization.registerClass(RecordDropout);
 
-export interface ImageDropoutArgs {
-  name?: string;
-  /** Chance that a training row's image features are all set to 0. */
-  rate: number;
-  seed: number;
-}
-
 /**
- * Modality dropout on the image side: while training, each row's image features are set to 0 with
- * probability `rate` (no rescaling: the row then carries no image evidence at all); at inference
- * they pass unchanged. With the heads reading [image features, tabular encoding] linearly, the
- * stage-1 logit is a sum of an image term and a record term; rows without their image make the record
- * term predict the label on its own (as a tabular-only model would) instead of only explaining what
- * the image term, which can fit a few dozen training patients' images by itself, leaves over.
- * Registered with tfjs's serialization.
+ * Modality dropout on the image side: a dropped row's image features are all 0 (no rescaling: the
+ * row carries no image evidence at all). With the heads reading [image features, tabular encoding]
+ * linearly, the stage-1 logit is a sum of an image term and a record term; rows without their image
+ * make the record term predict the label on its own (as a tabular-only model would) instead of only
+ * explaining what the image term, which can fit a few dozen training patients' images by itself,
+ * leaves over. Registered with tfjs's serialization.
  */
-export class ImageDropout extends tfl.layers.Layer {
+export class ImageDropout extends ModalityDropout {
   static readonly className = 'HistoFedImageDropout';
-  readonly rate: number;
-  readonly seed: number;
-  private draws = 0;
 
-  constructor(args: ImageDropoutArgs) {
-    super({ name: args.name });
-    if (!(args.rate >= 0 && args.rate < 1)) throw new ValidationError(`model.options.imageDropout: must be in [0, 1), got ${args.rate}`);
-    this.rate = args.rate;
-    this.seed = args.seed;
+  constructor(args: ModalityDropoutArgs) {
+    super(args, 'imageDropout');
   }
 
-  override computeOutputShape(inputShape: tfl.Shape | tfl.Shape[]): tfl.Shape {
-    return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tfl.Shape;
-  }
-
-  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
-    return tf.tidy(() => {
-      const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor2D;
-      if (!kwargs['training'] || this.rate === 0) return tf.clone(x);
-      const keep = tf.cast(tf.greaterEqual(tf.randomUniform([x.shape[0], 1], 0, 1, 'float32', this.seed + this.draws++), this.rate), 'float32');
-      return tf.mul(x, keep);
-    });
-  }
-
-  override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), rate: this.rate, seed: this.seed };
+  protected dropRows(x: tf.Tensor2D, drop: tf.Tensor2D): tf.Tensor {
+    return tf.mul(x, tf.cast(tf.logicalNot(drop), 'float32'));
   }
 
   override getClassName(): string {

@@ -64,6 +64,17 @@ function weightsByPatient(rows: LabeledImages, spec: ModelSpec, weights: Float32
   };
 }
 
+/** Rows whose clinical part (after `features` image values) is the no-record encoding: every patient on the model's missing path. */
+function withoutRecord(rows: LabeledImages, features: number): LabeledImages {
+  const width = (rows.sampleShape as number[])[0];
+  const images = Float32Array.from(rows.images);
+  for (let r = 0; r < rows.count; r++) {
+    images.fill(0, r * width + features, (r + 1) * width);
+    images[(r + 1) * width - 1] = 1;
+  }
+  return { ...rows, images };
+}
+
 /** Rows with their image features zeroed (the clinical part kept): what the tabular-only model reads. */
 function clinicalOnly(rows: LabeledImages, features: number): LabeledImages {
   const width = (rows.sampleShape as number[])[0];
@@ -116,7 +127,7 @@ async function main(o: Options): Promise<void> {
   log(`${dataset.images.length} images, ${patients.length} patients; clinical width ${width} (${tables.informative.schema.columns.map((c) => c.name).join(', ')}); backend ${backend.name}`);
 
   const scores: FoldScore[] = [];
-  const train = async (spec: ModelSpec, seed: number, data: { train: LabeledImages; validation: LabeledImages; test: LabeledImages }) => {
+  const train = async (spec: ModelSpec, seed: number, data: { train: LabeledImages; validation: LabeledImages; test: LabeledImages }, guard = false) => {
     // --patient-weighting: as a run's patientWeighting makes the sites do (every model alike).
     const patients = o.patientWeighting ? patientRowWeights(data.train.groups as readonly string[]) : undefined;
     const initial = buildModel(spec, seed);
@@ -137,8 +148,16 @@ async function main(o: Options): Promise<void> {
     const model = buildModel(spec, seed);
     try {
       setWeights(model, r.weights);
-      const m = evaluateModel(model, data.test, { subtypeParents: spec.subtypeParents }).metrics;
-      return { balancedAccuracy: m['balancedAccuracy'], auc: Number.isFinite(m['auc']) ? m['auc'] : null, epochs: r.bestEpoch, validationLoss: r.validation?.['loss'] ?? Infinity };
+      const score = (rows: LabeledImages) => evaluateModel(model, rows, { subtypeParents: spec.subtypeParents }).metrics;
+      const m = score(data.test);
+      const scored = { balancedAccuracy: m['balancedAccuracy'], auc: Number.isFinite(m['auc']) ? m['auc'] : null, epochs: r.bestEpoch, validationLoss: r.validation?.['loss'] ?? Infinity };
+      if (!guard) return { ...scored, guarded: scored };
+      // The same model on its no-record path for every patient: kept instead when the validation patients say the records do not help.
+      const withRecords = score(data.validation)['loss'];
+      const withoutRecords = score(withoutRecord(data.validation, features))['loss'];
+      if (withoutRecords >= withRecords) return { ...scored, guarded: scored };
+      const n = score(withoutRecord(data.test, features));
+      return { ...scored, guarded: { ...scored, balancedAccuracy: n['balancedAccuracy'], auc: Number.isFinite(n['auc']) ? n['auc'] : null } };
     } finally {
       model.dispose();
     }
@@ -164,8 +183,9 @@ async function main(o: Options): Promise<void> {
           validation: withClinical(plain.validation, table, schema),
           test: withClinical(plain.test, table, schema),
         };
-        const fusedScore = await train(fusionSpec(0), foldSeed, fused);
+        const fusedScore = await train(fusionSpec(0), foldSeed, fused, true);
         record(t, 'fused', fusedScore);
+        record(t, 'fusedGuarded', fusedScore.guarded);
         // The choice a consortium can make without test patients: keep the record only if the validation loss says so.
         record(t, 'fusedSelected', fusedScore.validationLoss < image.validationLoss ? fusedScore : image);
         record(t, 'fusedGated', await train(fusionSpec(1), foldSeed, fused));

@@ -6,9 +6,11 @@ export type Table = (typeof TABLES)[number];
 /**
  * image: the default heads, no clinical data; tabular: the fusion heads with the image features set
  * to 0; fused / fusedGated: both; fusedSelected: per fold, fused if its validation loss beat the image
- * model's, else the image model (the choice made on validation patients only).
+ * model's, else the image model (the choice made on validation patients only); fusedGuarded: the
+ * fused model with every patient on its no-record path where that gave the lower validation loss
+ * (one model: its records are used only where the validation patients say they help).
  */
-export const MODELS = ['image', 'tabular', 'fused', 'fusedGated', 'fusedSelected'] as const;
+export const MODELS = ['image', 'tabular', 'fused', 'fusedGated', 'fusedSelected', 'fusedGuarded'] as const;
 export type FusionModel = (typeof MODELS)[number];
 
 export interface FoldScore {
@@ -27,7 +29,7 @@ export interface FusionSummary {
   /** Mean ± sd (and AUC) per table and model. */
   readonly details: Record<Table, Record<FusionModel, { balancedAccuracy: MeanStd; auc: MeanStd }>>;
   /** Per fused variant: it beats both on the informative table; it does not hurt (>= image - 1 point) on the uninformative one. */
-  readonly verdict: Record<'fused' | 'fusedGated' | 'fusedSelected', { readonly beatsBoth: boolean; readonly doesNotHurt: boolean }>;
+  readonly verdict: Record<'fused' | 'fusedGated' | 'fusedSelected' | 'fusedGuarded', { readonly beatsBoth: boolean; readonly doesNotHurt: boolean }>;
 }
 
 /** Scores of the image model are shared by both tables (it reads no clinical data): give them once with table 'informative'. */
@@ -47,7 +49,7 @@ export function summarizeFusion(scores: readonly FoldScore[]): FusionSummary {
     uninformative,
     details,
     verdict: Object.fromEntries(
-      (['fused', 'fusedGated', 'fusedSelected'] as const).map((m) => [
+      (['fused', 'fusedGated', 'fusedSelected', 'fusedGuarded'] as const).map((m) => [
         m,
         { beatsBoth: informative[m] > Math.max(informative.image, informative.tabular), doesNotHurt: uninformative[m] >= uninformative.image - 0.01 },
       ]),

@@ -7,8 +7,8 @@ import { Command } from 'commander';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, HistoFedError, Metrics } from '@histofed/fl-core';
-import { assertHasImages, generateSyntheticBreakHis, readBreakHisTree } from '@histofed/data';
+import { BREAKHIS_SUBTYPE_PARENTS, DEFAULT_RUN_MODEL, HistoFedError, Metrics, type ClinicalSchema } from '@histofed/fl-core';
+import { assertHasImages, generateSyntheticBreakHis, readBreakHisTree, syntheticClinicalCsv } from '@histofed/data';
 import { startFederation } from './lib/federation-harness';
 import { LogLine } from './lib/processes';
 
@@ -30,6 +30,7 @@ interface DemoOptions {
   singleStage?: boolean;
   secureAggregation?: boolean;
   trainFrom?: string;
+  clinical?: string;
 }
 
 interface RoundEntry {
@@ -112,6 +113,10 @@ async function demo(opts: DemoOptions): Promise<void> {
   }
   if (opts.secureAggregation && sites < 3) throw new HistoFedError('USAGE', `--secure-aggregation needs --sites >= 3, got ${sites}`);
   if (opts.trainFrom && !backbone) throw new HistoFedError('USAGE', '--train-from applies to --model backbone-head');
+  if (opts.clinical !== undefined && !['informative', 'uninformative'].includes(opts.clinical)) {
+    throw new HistoFedError('USAGE', `--clinical must be informative or uninformative, got "${opts.clinical}"`);
+  }
+  if (opts.clinical && (!backbone || opts.trainFrom)) throw new HistoFedError('USAGE', '--clinical fuses a record with a frozen backbone\'s tile features: --model backbone-head without --train-from');
   const workDir = mkdtempSync(join(tmpdir(), 'histofed-demo-'));
   let dataDir: string;
   if (opts.data) {
@@ -123,6 +128,18 @@ async function demo(opts: DemoOptions): Promise<void> {
     const made = await generateSyntheticBreakHis(dataDir, { seed, patientsPerSubtype: Math.max(3, sites + 1), imagesPerPatient: 16 });
     say(`data: synthetic BreakHis-like tree, ${made.images} images of ${made.patients} patients (${dataDir})`);
   }
+  // Issue 19: a SYNTHETIC clinical table (libs/data syntheticClinicalCsv: a demonstration of the
+  // mechanism, not a clinical claim) for every patient of the tree; each site reads its own
+  // patients' rows from it, the coordinator its test patients'.
+  let clinical: { csv: string; schema: ClinicalSchema } | undefined;
+  if (opts.clinical) {
+    const images = (await readBreakHisTree(dataDir)).images;
+    const patients = [...new Map(images.map((i) => [i.patientId, i.labelIndex as 0 | 1])).entries()].map(([patientId, label]) => ({ patientId, label }));
+    const table = syntheticClinicalCsv(patients, { informative: opts.clinical === 'informative', seed, missingRate: 0.1, droppedPatients: Math.min(2, patients.length) });
+    clinical = { csv: join(workDir, 'clinical.csv'), schema: table.schema };
+    writeFileSync(clinical.csv, table.csv);
+    say(`clinical: a SYNTHETIC ${opts.clinical} table (${table.schema.columns.map((c) => c.name).join(', ')}; 10 % blank cells, 2 patients without a row): a demonstration of the mechanism, not a clinical claim (${clinical.csv})`);
+  }
   say(`starting a coordinator (embedded PostgreSQL) and ${sites} site clients; logs in ${join(workDir, 'logs')}`);
   const fed = await startFederation({
     dataDir,
@@ -132,6 +149,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     backend: opts.backend,
     partition: opts.partition,
     alpha: opts.alpha === undefined ? undefined : Number(opts.alpha),
+    ...(clinical ? { clinicalCsvs: Array.from({ length: sites }, () => clinical.csv), coordinatorEnv: { HISTOFED_TEST_CLINICAL: clinical.csv } } : {}),
   });
   // Issue 17: the administrator's dashboard, live while the demo runs (the token is this demo's own, random).
   say(`dashboard: ${fed.url}/#token=${fed.token}`);
@@ -159,6 +177,7 @@ async function demo(opts: DemoOptions): Promise<void> {
         imageSize,
         numClasses: 2,
         ...(opts.singleStage ? {} : { subtypeParents: [...BREAKHIS_SUBTYPE_PARENTS] }),
+        ...(clinical ? { clinical: clinical.schema } : {}),
       },
       classWeighting: 'balanced',
       localEpochs: epochs,
@@ -272,6 +291,7 @@ const program = new Command('npm run demo --')
   .option('--train-from <layer>', 'backbone-head: fine-tune the backbone from this layer (e.g. block_9_expand) instead of freezing it')
   .option('--single-stage', 'benign vs malignant only (no subtype head, no stage-2 metrics)')
   .option('--secure-aggregation', 'SecAgg+: the coordinator only sees the sum of the updates (needs >= 3 sites; no per-site ensemble)')
+  .option('--clinical <table>', 'fuse a SYNTHETIC clinical table with the images (backbone-head): informative (related to the label as documented) or uninformative')
   .action(async (opts: DemoOptions) => demo(opts));
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -136,6 +136,15 @@ describe('command-line programs', () => {
     expect(r.stderr).toContain(missing);
   });
 
+  it('the demo refuses a --clinical table it cannot fuse, saying why', () => {
+    const kind = demo('--clinical', 'partial');
+    expect(kind.status).toBe(1);
+    expect(kind.stderr).toMatch(/--clinical must be informative or uninformative, got "partial"/);
+    const cnn = demo('--clinical', 'informative', '--model', 'se-cnn');
+    expect(cnn.status).toBe(1);
+    expect(cnn.stderr).toMatch(/--clinical fuses a record with a frozen backbone's tile features/);
+  });
+
   it('the demo stops with a message naming a --data folder without images', () => {
     const empty = mkdtempSync(join(tmpdir(), 'hf-empty-'));
     const r = demo('--data', empty);

@@ -107,6 +107,10 @@ export class CentralEvaluator {
     let last = 0;
     const clinicalCsv = this.config.testData?.clinicalCsv;
     const clinical = spec.clinical && clinicalCsv ? await readClinicalCsv(clinicalCsv, spec.clinical) : undefined;
+    if (spec.clinical) {
+      const withRecord = new Set(images.map((i) => i.patientId).filter((p) => clinical?.records.has(p))).size;
+      this.logger.event('info', 'evaluation', 'central test clinical records', { table: clinicalCsv ?? null, patientsWithRecord: withRecord, patients: new Set(images.map((i) => i.patientId)).size });
+    }
     const data = await loadModelInputs(images, spec, {
       clinical,
       extractor,

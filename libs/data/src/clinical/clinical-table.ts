@@ -4,7 +4,7 @@
  * `age` (numeric 18-100) and `receptor` (categorical negative/positive):
  *
  *     patient,receptor,age
- *     SOB_B_A_14-22549AB,negative,44
+ *     14-22549AB,negative,44
  *     "P,2",positive,          <- quoted id; empty age = missing
  *
  * Numeric cells are finite decimal numbers within the declared [min, max]; categorical cells are one

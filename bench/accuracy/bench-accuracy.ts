@@ -61,7 +61,7 @@ import { centralized, federated, localOnly, type FoldContext, type Recipe, type 
 import { meanStd, pct, type MeanStd } from './stats';
 import { COMBINERS, DEFAULT_COMBINER, foldEnsemble, type FoldEnsemble } from './ensemble';
 import { ensembleTable, summarizeEnsemble } from './ensemble-summary';
-import { int, num } from '../lib/cli-options';
+import { int, ints, num } from '../lib/cli-options';
 import { foldData, foldSites } from '../lib/fold-sites';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -200,7 +200,7 @@ async function main(o: Options): Promise<void> {
   const log = (line: string) => process.stderr.write(line + '\n');
   let recipe = recipeOf(o);
   const k = int('folds', o.folds, 2);
-  const seeds = (o.seeds ?? o.seed).split(',').map((x) => int('seeds', x.trim(), 0));
+  const seeds = ints('seeds', o.seeds ?? o.seed, 0);
   const nSites = int('sites', o.sites, 1);
   const valFraction = num('val-fraction', o.valFraction, 0.05, 0.5);
   const workers = int('workers', o.workers, 1);
@@ -217,7 +217,7 @@ async function main(o: Options): Promise<void> {
   const withEnsemble = o.ensemble && regimes.includes('federated');
 
   const dataset = assertHasImages(await readBreakHisTree(path.resolve(o.data)));
-  const only = o.onlyFolds === undefined ? null : new Set(o.onlyFolds.split(',').map((s) => int('only-folds', s, 1) - 1));
+  const only = o.onlyFolds === undefined ? null : new Set(ints('only-folds', o.onlyFolds, 1).map((f) => f - 1));
   const patients = new Set(dataset.images.map((i) => i.patientId)).size;
   log(`data: ${dataset.images.length} images, ${patients} patients, ${new Set(dataset.images.map((i) => i.caseId)).size} cases (${o.data})`);
 

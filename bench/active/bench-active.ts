@@ -45,7 +45,7 @@ import {
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { reporter, runBench, wallTimeLine } from '../lib/bench-output';
 import { loadTileFeatureSet } from '../lib/tile-features';
-import { int, num } from '../lib/cli-options';
+import { int, ints, num } from '../lib/cli-options';
 import { slice, type DecodedSet } from '../accuracy/data-slices';
 import { meanStd } from '../accuracy/stats';
 import {
@@ -233,7 +233,7 @@ async function main(o: Options): Promise<void> {
   const log = (line: string) => process.stderr.write(line + '\n');
   const quick = Boolean(o.quick);
   const k = int('folds', o.folds, 2);
-  const seeds = (o.seeds ?? (quick ? '1' : '1,2,3,4,5')).split(',').map((x) => int('seeds', x.trim(), 0));
+  const seeds = ints('seeds', o.seeds ?? (quick ? '1' : '1,2,3,4,5'), 0);
   const nSites = int('sites', o.sites, 1);
   const startFraction = num('start', o.start, 0.01, 0.99);
   const budgetFraction = num('budget', o.budget, 0.01, 1);

@@ -71,7 +71,7 @@ import {
   type Combination,
   type Method,
 } from './summary';
-import { int, num } from '../lib/cli-options';
+import { int, ints, num } from '../lib/cli-options';
 
 const ROOT = path.resolve(__dirname, '../..');
 const DEFAULT_SAMPLE = path.resolve(ROOT, '../shared/data/breakhis-sample');
@@ -238,7 +238,7 @@ async function main(o: Options): Promise<void> {
   const log = (line: string) => process.stderr.write(line + '\n');
   const quick = Boolean(o.quick);
   const k = int('folds', o.folds ?? '3', 2);
-  const seeds = (o.seeds ?? (quick ? '1' : '1,2,3,4,5')).split(',').map((x) => int('seeds', x.trim(), 0));
+  const seeds = ints('seeds', o.seeds ?? (quick ? '1' : '1,2,3,4,5'), 0);
   const shifts = list('shifts', o.shifts, SHIFTS);
   const requested = list('methods', o.methods, METHODS);
   // FedAvg under the shift is the reference of every figure: always run.

@@ -11,3 +11,8 @@ export function num(name: string, s: string, min: number, max = Infinity): numbe
   if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name}: expected a number in [${min}, ${max}], got ${s}`);
   return n;
 }
+
+/** A comma-separated list of integers >= min (e.g. --seeds 1,2,3); a bad entry stops the benchmark naming the flag. */
+export function ints(name: string, s: string, min: number): number[] {
+  return s.split(',').map((x) => int(name, x.trim(), min));
+}

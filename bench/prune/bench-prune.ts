@@ -57,7 +57,7 @@ import {
   type TrainingPool,
 } from '@histofed/ml';
 import { reporter, runBench, round, wallTimeLine } from '../lib/bench-output';
-import { int, num } from '../lib/cli-options';
+import { int, ints, num } from '../lib/cli-options';
 import { foldData, foldSites } from '../lib/fold-sites';
 import { rowsByImage, takeRows, type DecodedSet } from '../accuracy/data-slices';
 import { federated, federatedRound, federatedSites, trainingWeights, type FederatedSite, type FoldContext, type Recipe } from '../accuracy/regimes';
@@ -198,9 +198,9 @@ async function main(o: Options): Promise<void> {
   };
   const fineTuneRounds = int('fine-tune-rounds', o.fineTuneRounds ?? (quick ? '1' : '5'), 0);
   const k = int('folds', o.folds, 2);
-  const seeds = (o.seeds ?? (quick ? '1' : '1,2,3')).split(',').map((x) => int('seeds', x.trim(), 0));
+  const seeds = ints('seeds', o.seeds ?? (quick ? '1' : '1,2,3'), 0);
   const onlyFolds = o.onlyFolds ?? (quick ? '1,2' : undefined);
-  const only = onlyFolds === undefined ? null : new Set(onlyFolds.split(',').map((x) => int('only-folds', x.trim(), 1) - 1));
+  const only = onlyFolds === undefined ? null : new Set(ints('only-folds', onlyFolds, 1).map((f) => f - 1));
   const nSites = int('sites', o.sites, 1);
   const valFraction = num('val-fraction', o.valFraction, 0.05, 0.5);
   const multiple = int('multiple', o.multiple, 1);

@@ -38,7 +38,7 @@ import {
 } from '@histofed/ml';
 import { reporter, runBench, wallTimeLine } from '../lib/bench-output';
 import { loadTileFeatureSet } from '../lib/tile-features';
-import { int, num } from '../lib/cli-options';
+import { int, ints, num } from '../lib/cli-options';
 import { slice } from '../accuracy/data-slices';
 import type { Recipe } from '../accuracy/regimes';
 import { meanStd } from '../accuracy/stats';
@@ -87,7 +87,7 @@ async function main(o: Options): Promise<void> {
   const log = (line: string) => process.stderr.write(line + '\n');
   const quick = Boolean(o.quick);
   const k = int('folds', o.folds, 2);
-  const seeds = (o.seeds ?? (quick ? '1' : '1,2,3')).split(',').map((x) => int('seeds', x.trim(), 0));
+  const seeds = ints('seeds', o.seeds ?? (quick ? '1' : '1,2,3'), 0);
   const members = int('members', o.members ?? (quick ? '2' : '4'), 1);
   const passes = int('passes', o.passes ?? (quick ? '5' : '20'), 2);
   const valFraction = num('val-fraction', o.valFraction, 0.05, 0.5);

@@ -122,11 +122,12 @@ function testMetrics(model: tfl.LayersModel, weights: WeightSet, test: LabeledIm
   };
 }
 
-export function trainingWeights(data: LabeledImages, spec: ModelSpec): { classWeights: number[]; subtypeWeights?: number[] } {
+export function trainingWeights(data: LabeledImages, spec: ModelSpec, rowWeights?: Float32Array): { classWeights: number[]; subtypeWeights?: number[] } {
+  // With row weights (e.g. patientRowWeights), the classes are balanced by their rows' summed weights.
   const subtypes = spec.subtypeParents?.length ?? 0;
   return {
-    classWeights: balancedClassWeights(data.labels, spec.numClasses),
-    subtypeWeights: subtypes > 0 && data.subtypes ? balancedClassWeights(data.subtypes, subtypes) : undefined,
+    classWeights: balancedClassWeights(data.labels, spec.numClasses, undefined, rowWeights),
+    subtypeWeights: subtypes > 0 && data.subtypes ? balancedClassWeights(data.subtypes, subtypes, undefined, rowWeights) : undefined,
   };
 }
 

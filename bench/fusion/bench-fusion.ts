@@ -19,9 +19,9 @@ import * as path from 'node:path';
 import type { ClinicalSchema, LabeledImages, ModelSpec } from '@histofed/fl-core';
 import { DEFAULT_RUN_MODEL } from '@histofed/fl-core';
 import { assertHasImages, clinicalWidth, parseClinicalCsv, patientWiseFolds, patientWiseSplit, readBreakHisTree, syntheticClinicalCsv, withClinical, type ClinicalTable } from '@histofed/data';
-import { balancedClassWeights, buildModel, evaluateModel, fit, getWeights, mixSeed, patientRowWeights, parseBackendChoice, resolveBackbone, selectBackend, setWeights } from '@histofed/ml';
+import { buildModel, evaluateModel, fit, getWeights, mixSeed, patientRowWeights, parseBackendChoice, resolveBackbone, selectBackend, setWeights } from '@histofed/ml';
 import { reporter, runBench, wallTimeLine } from '../lib/bench-output';
-import { int, num } from '../lib/cli-options';
+import { int, ints, num } from '../lib/cli-options';
 import { loadTileFeatureSet } from '../lib/tile-features';
 import { slice } from '../accuracy/data-slices';
 import { trainingWeights } from '../accuracy/regimes';
@@ -55,15 +55,6 @@ interface Options {
 }
 
 
-/** Balanced class (and subtype) weights over patients: the class sizes are the sums of the rows' patient weights. */
-function weightsByPatient(rows: LabeledImages, spec: ModelSpec, weights: Float32Array): { classWeights: number[]; subtypeWeights?: number[] } {
-  const subtypes = spec.subtypeParents?.length ?? 0;
-  return {
-    classWeights: balancedClassWeights(rows.labels, spec.numClasses, undefined, weights),
-    subtypeWeights: subtypes > 0 && rows.subtypes ? balancedClassWeights(rows.subtypes, subtypes, undefined, weights) : undefined,
-  };
-}
-
 /** Rows whose clinical part (after `features` image values) is the no-record encoding: every patient on the model's missing path. */
 function withoutRecord(rows: LabeledImages, features: number): LabeledImages {
   const width = (rows.sampleShape as number[])[0];
@@ -87,7 +78,7 @@ async function main(o: Options): Promise<void> {
   const started = Date.now();
   const { say, result } = reporter(Boolean(o.json));
   const log = (line: string) => process.stderr.write(line + '\n');
-  const seeds = o.seeds.split(',').map((s) => int('seeds', s.trim(), 0));
+  const seeds = ints('seeds', o.seeds, 0);
   const k = int('folds', o.folds, 2);
   const valFraction = num('val-fraction', o.valFraction, 0.05, 0.5);
   const backend = await selectBackend(parseBackendChoice(o.backend));
@@ -143,7 +134,8 @@ async function main(o: Options): Promise<void> {
       learningRate: num('lr', o.lr, 1e-6, 1),
       proximalMu: 0,
       seed,
-      ...(patients ? { ...weightsByPatient(data.train, spec, patients), sampleWeights: patients } : trainingWeights(data.train, spec)),
+      ...trainingWeights(data.train, spec, patients),
+      ...(patients ? { sampleWeights: patients } : {}),
     });
     const model = buildModel(spec, seed);
     try {

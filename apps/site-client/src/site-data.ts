@@ -207,13 +207,7 @@ export class SiteData {
     let p = this.decoded.get(key);
     if (!p) {
       p = (async () => {
-        let transform = this.transform;
-        if (stain) {
-          validateStainTarget(stain, 'round config stainNormalization');
-          const normalize = createStainNormalizer(stain as StainTarget);
-          const shift = this.transform;
-          transform = (rgb, image, size) => normalize((shift?.(rgb, image, size) as Float32Array | undefined) ?? rgb);
-        }
+        const transform = this.pixelTransform(stain);
         // Fusion: the table is checked first, so a bad one fails the task naming its cells before any image is read.
         const clinical = spec.clinical ? await this.clinicalTable(spec.clinical) : undefined;
         const extractor = spec.backbone && spec.tiles ? await this.extractor(spec) : undefined;
@@ -300,11 +294,29 @@ export class SiteData {
   /** Issue 19: one image decoded at `geometry` for cropping, after the simulated scanner shift and the run's stain normalization (as a round sees it). */
   async scaledImage(image: BreakHisImage, geometry: TileGeometry, stain: StainNormalizationTarget | null): Promise<ScaledImage> {
     const img = await decodeScaledImage(image.path, geometry);
-    let pixels = (this.transform?.(img.pixels, image, img.width) as Float32Array | undefined) ?? img.pixels;
-    if (stain) {
+    const transform = this.pixelTransform(stain);
+    return { ...img, pixels: (transform?.(img.pixels, image, img.width) as Float32Array | undefined) ?? img.pixels };
+  }
+
+  /** The pixel transform of a run's stain target (by its JSON), validated and built once per target. */
+  private readonly stainTransforms = new Map<string, ImagePixelHook>();
+
+  /**
+   * What the site applies to each decoded image for a run: its simulated scanner shift (the
+   * hospital's own), then the run's stain normalization. The same for training inputs and for
+   * pretraining crops.
+   */
+  private pixelTransform(stain: StainNormalizationTarget | null): ImagePixelHook | undefined {
+    if (!stain) return this.transform;
+    const key = JSON.stringify(stain);
+    let transform = this.stainTransforms.get(key);
+    if (!transform) {
       validateStainTarget(stain, 'round config stainNormalization');
-      pixels = createStainNormalizer(stain as StainTarget)(pixels) ?? pixels;
+      const normalize = createStainNormalizer(stain as StainTarget);
+      const shift = this.transform;
+      transform = (rgb, image, size) => normalize((shift?.(rgb, image, size) as Float32Array | undefined) ?? rgb);
+      this.stainTransforms.set(key, transform);
     }
-    return { ...img, pixels };
+    return transform;
   }
 }

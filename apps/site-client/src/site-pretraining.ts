@@ -41,8 +41,9 @@ export class PretrainingError extends Error {}
 
 /** Batches of image indices of one pass: `size` each, a last batch of one joins the one before (NT-Xent needs 2). */
 export function pretrainingBatches(order: ArrayLike<number>, size: number): number[][] {
+  const all = Array.from(order);
   const out: number[][] = [];
-  for (let i = 0; i < order.length; i += size) out.push(Array.from(order).slice(i, i + size));
+  for (let i = 0; i < all.length; i += size) out.push(all.slice(i, i + size));
   if (out.length > 1 && out[out.length - 1].length < 2) out[out.length - 2].push(...(out.pop() as number[]));
   return out;
 }

@@ -15,7 +15,7 @@
  */
 import type { Metrics, ModelSpec, WeightSet } from '@histofed/fl-core';
 import { parameterCount } from '@histofed/fl-core';
-import { encoderSpecProblem, encoderWeights } from '@histofed/ml';
+import { encoderSpecProblem } from '@histofed/ml';
 import type { PretrainRound, StartFromRound } from '@histofed/protocol';
 import type { EncoderSummary, RunConfig, RunRecord } from '../persistence/records';
 
@@ -51,11 +51,7 @@ export function startFromProblem(model: ModelSpec, startFrom: { run: string; sha
   return null;
 }
 
-/** A pretrain run's encoder: the final global model without its projection head, and its summary once stored under `sha256`. */
-export function finalEncoder(spec: ModelSpec, global: WeightSet): WeightSet {
-  return encoderWeights(spec, global);
-}
-
+/** What a pretrain run records of its encoder (libs/ml encoderWeights of the final global model) once stored under `sha256`. */
 export function encoderSummary(sha256: string, encoder: WeightSet, lastRoundSiteMetrics: Metrics | null): EncoderSummary {
   const loss = lastRoundSiteMetrics?.['loss'];
   return { sha256, parameters: parameterCount(encoder), tensors: encoder.length, contrastiveLoss: typeof loss === 'number' && Number.isFinite(loss) ? loss : null };

@@ -2,7 +2,7 @@ import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } fro
 import { HistoFedError, Metrics, WeightSet, decodeWeights, encodeWeights, isLocalTensor, localTensorsOf, parameterCount, withLocalTensors } from '@histofed/fl-core';
 import { SiteResult, Strategy, StrategyState, createStrategy, withLocalTensorPolicy } from '@histofed/aggregation';
 import type { MaskedSum } from '@histofed/secagg';
-import { applyTemperature, buildModelAsync, combineFeatureMoments, contrastiveModelWeights, fromPlainMoments, getWeights, toPlainMoments, weightNormScores, withEncoder } from '@histofed/ml';
+import { applyTemperature, buildModelAsync, combineFeatureMoments, contrastiveModelWeights, encoderWeights, fromPlainMoments, getWeights, toPlainMoments, weightNormScores, withEncoder } from '@histofed/ml';
 import { BoostingTask, CoordinatorEvents, DEFAULT_CHUNK_BYTES, FeatureMomentsWire, SecAggTask, TrainTask, featureMomentsWireSchema } from '@histofed/protocol';
 import { COORDINATOR_CONFIG, CoordinatorConfig } from '../config/coordinator-config';
 import { ModelExporter } from '../evaluation/model-exporter.service';
@@ -18,7 +18,7 @@ import { FederatedCalibration } from './federated-calibration';
 import { FederatedEnsembleFit } from './federated-ensemble-fit';
 import { FederatedStackingFit, STACKING_DEFAULT_ITERATIONS } from './federated-stacking-fit';
 import { gatherDecision } from './gather-decision';
-import { encoderSummary, finalEncoder, isPretrainRun, pretrainRoundFields } from './pretrained-encoder';
+import { encoderSummary, isPretrainRun, pretrainRoundFields } from './pretrained-encoder';
 import { trainBoostedMembers } from './federated-boosting';
 import { SecureAggregationRound } from './secure-aggregation';
 import { JsonLogger, LOGGER } from '../logging/json-logger';
@@ -305,7 +305,7 @@ export class RunOrchestrator implements OnApplicationBootstrap, OnApplicationShu
 
   /** Issue 19: the end of a pretrain run — its encoder (the global model without the projection head), stored content-addressed. */
   private async finishPretraining(runId: string, cfg: RunConfig, global: GlobalModel): Promise<FinalReport> {
-    const encoder = finalEncoder(cfg.model, global.weights);
+    const encoder = encoderWeights(cfg.model, global.weights);
     const sha256 = await this.store.putModel(encodeWeights(encoder), parameterCount(encoder));
     const last = (await this.store.listRounds(runId)).filter((r) => r.status === 'completed').sort((a, b) => b.round - a.round)[0];
     const summary = encoderSummary(sha256, encoder, last?.siteMetrics ?? null);

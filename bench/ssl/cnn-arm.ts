@@ -34,13 +34,11 @@ import {
   disposeContrastiveModel,
   getWeights,
   mixSeed,
-  mulberry32,
   setWeights,
   shareImages,
-  shuffledIndices,
   type TrainingPool,
 } from '@histofed/ml';
-import { federatedAverage, type SslSite } from './federated';
+import { federatedAverage, localContrastiveRound, type SslSite } from './federated';
 import { predictFlat, scoreOutputs, type RowSet } from './heads';
 import type { Score } from './summary';
 
@@ -124,35 +122,23 @@ export async function cnnSsl(t: CnnTiles, sites: readonly (readonly BreakHisImag
       count: images.length,
       train(global, round) {
         setWeights(model.projector, global);
-        const optimizer = tf.train.adam(r.learningRate);
-        const rand = mulberry32(mixSeed(mixSeed(seed, 200 + si), round));
         const b = Math.min(r.batchSize, images.length);
-        let order = shuffledIndices(images.length, mixSeed(seed, round * 1000 + si));
-        let at = 0;
-        let total = 0;
         const a = new Float32Array(b * s * s * 3);
         const bb = new Float32Array(b * s * s * 3);
-        try {
-          for (let step = 0; step < r.localSteps; step++) {
-            if (at + b > images.length) {
-              order = shuffledIndices(images.length, Math.floor(rand() * 2 ** 31));
-              at = 0;
-            }
-            for (let i = 0; i < b; i++) {
-              const img = t.scaled.get(images[order[at + i]].path) ?? fail(images[order[at + i]].path);
-              const p = contrastivePair(img, s, rand);
-              a.set(p.a, i * s * s * 3);
-              bb.set(p.b, i * s * s * 3);
-            }
-            at += b;
-            const [ta, tb] = [tf.tensor4d(a, [b, s, s, 3]), tf.tensor4d(bb, [b, s, s, 3])];
-            total += contrastiveStep(model, optimizer, ta, tb, r.tau);
-            tf.dispose([ta, tb]);
-          }
-        } finally {
-          optimizer.dispose();
-        }
-        return { weights: getWeights(model.projector), loss: total / r.localSteps };
+        const plan = { count: images.length, batchSize: r.batchSize, steps: r.localSteps, learningRate: r.learningRate, orderSeed: mixSeed(seed, round * 1000 + si), randSeed: mixSeed(mixSeed(seed, 200 + si), round) };
+        const loss = localContrastiveRound(plan, (items, optimizer, rand) => {
+          items.forEach((item, i) => {
+            const img = t.scaled.get(images[item].path) ?? fail(images[item].path);
+            const p = contrastivePair(img, s, rand);
+            a.set(p.a, i * s * s * 3);
+            bb.set(p.b, i * s * s * 3);
+          });
+          const [ta, tb] = [tf.tensor4d(a, [b, s, s, 3]), tf.tensor4d(bb, [b, s, s, 3])];
+          const value = contrastiveStep(model, optimizer, ta, tb, r.tau);
+          tf.dispose([ta, tb]);
+          return value;
+        });
+        return { weights: getWeights(model.projector), loss };
       },
     }));
     const t0 = Date.now();

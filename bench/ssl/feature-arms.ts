@@ -12,9 +12,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { NamedTensor } from '@histofed/fl-core';
 import type { BreakHisImage } from '@histofed/data';
-import { adapterFeatures, buildFeatureAdapter, disposeFeatureAdapter, featureContrastiveStep, getWeights, mixSeed, mulberry32, setWeights, shuffledIndices } from '@histofed/ml';
+import { adapterFeatures, buildFeatureAdapter, disposeFeatureAdapter, featureContrastiveStep, getWeights, mixSeed, setWeights } from '@histofed/ml';
 import { slice, type DecodedSet } from '../accuracy/data-slices';
-import { federatedAverage, type SslSite } from './federated';
+import { federatedAverage, localContrastiveRound, type SslSite } from './federated';
 import type { RowSet } from './heads';
 
 /** Rows (grid, plus the training views with `withViews`) of `images` as a RowSet. */
@@ -58,36 +58,24 @@ export async function featureSsl(sites: readonly RowSet[], r: FeatureSslRecipe, 
         count: perImage.length,
         train(global, round) {
           setWeights(adapter.projector, global);
-          const optimizer = tf.train.adam(r.learningRate);
-          const rand = mulberry32(mixSeed(mixSeed(seed, 100 + si), round));
           const b = Math.min(r.batchSize, perImage.length);
-          let order = shuffledIndices(perImage.length, mixSeed(seed, round * 1000 + si));
-          let at = 0;
-          let total = 0;
           const xa = new Float32Array(b * d);
           const xb = new Float32Array(b * d);
-          try {
-            for (let s = 0; s < r.localSteps; s++) {
-              if (at + b > perImage.length) {
-                order = shuffledIndices(perImage.length, Math.floor(rand() * 2 ** 31));
-                at = 0;
-              }
-              for (let i = 0; i < b; i++) {
-                const own = perImage[order[at + i]];
-                const p = Math.floor(rand() * own.length);
-                const q = (p + 1 + Math.floor(rand() * (own.length - 1))) % own.length;
-                xa.set(rows.x.subarray(own[p] * d, (own[p] + 1) * d), i * d);
-                xb.set(rows.x.subarray(own[q] * d, (own[q] + 1) * d), i * d);
-              }
-              at += b;
-              const [ta, tb] = [tf.tensor2d(xa, [b, d]), tf.tensor2d(xb, [b, d])];
-              total += featureContrastiveStep(adapter, optimizer, ta, tb, r.tau);
-              tf.dispose([ta, tb]);
-            }
-          } finally {
-            optimizer.dispose();
-          }
-          return { weights: getWeights(adapter.projector), loss: total / r.localSteps };
+          const plan = { count: perImage.length, batchSize: r.batchSize, steps: r.localSteps, learningRate: r.learningRate, orderSeed: mixSeed(seed, round * 1000 + si), randSeed: mixSeed(mixSeed(seed, 100 + si), round) };
+          const loss = localContrastiveRound(plan, (items, optimizer, rand) => {
+            items.forEach((item, i) => {
+              const own = perImage[item];
+              const p = Math.floor(rand() * own.length);
+              const q = (p + 1 + Math.floor(rand() * (own.length - 1))) % own.length;
+              xa.set(rows.x.subarray(own[p] * d, (own[p] + 1) * d), i * d);
+              xb.set(rows.x.subarray(own[q] * d, (own[q] + 1) * d), i * d);
+            });
+            const [ta, tb] = [tf.tensor2d(xa, [b, d]), tf.tensor2d(xb, [b, d])];
+            const value = featureContrastiveStep(adapter, optimizer, ta, tb, r.tau);
+            tf.dispose([ta, tb]);
+            return value;
+          });
+          return { weights: getWeights(adapter.projector), loss };
         },
       };
     });

@@ -4,8 +4,10 @@
  * weights weighted by their sample counts (@histofed/aggregation weightedAverage: the federation's
  * averaging code). Only weights cross from a site to the average.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import type { NamedTensor } from '@histofed/fl-core';
 import { weightedAverage } from '@histofed/aggregation';
+import { mulberry32, shuffledIndices } from '@histofed/ml';
 
 export interface SslSite {
   /** Images of the site (FedAvg's weight). */
@@ -35,4 +37,48 @@ export async function federatedAverage(initial: NamedTensor[], sites: readonly S
     losses.push(updates.reduce((acc, u, i) => acc + (u.loss * counts[i]) / total, 0));
   }
   return { weights: global, losses };
+}
+
+export interface LocalStepsPlan {
+  /** Items the site draws from (images). */
+  readonly count: number;
+  /** Items per step (at most `count`). */
+  readonly batchSize: number;
+  readonly steps: number;
+  /** Adam's learning rate: a fresh optimizer per local round, as a site starts each round. */
+  readonly learningRate: number;
+  /** Seeds the first order of the items, and the stream that reshuffles them and draws the views. */
+  readonly orderSeed: number;
+  readonly randSeed: number;
+}
+
+/**
+ * One site's local contrastive round, the loop both SSL arms share: `steps` Adam steps, each on
+ * `batchSize` distinct items taken in a shuffled order (reshuffled from `rand` when fewer than a
+ * batch remain). `step` draws the views of `items` (from `rand`) and returns the batch's loss. Returns
+ * the mean loss.
+ */
+export function localContrastiveRound(
+  p: LocalStepsPlan,
+  step: (items: readonly number[], optimizer: tf.Optimizer, rand: () => number) => number,
+): number {
+  const optimizer = tf.train.adam(p.learningRate);
+  const rand = mulberry32(p.randSeed);
+  const b = Math.min(p.batchSize, p.count);
+  let order = shuffledIndices(p.count, p.orderSeed);
+  let at = 0;
+  let total = 0;
+  try {
+    for (let s = 0; s < p.steps; s++) {
+      if (at + b > p.count) {
+        order = shuffledIndices(p.count, Math.floor(rand() * 2 ** 31));
+        at = 0;
+      }
+      total += step(Array.from(order.subarray(at, at + b)), optimizer, rand);
+      at += b;
+    }
+  } finally {
+    optimizer.dispose();
+  }
+  return total / p.steps;
 }
